@@ -1,0 +1,18 @@
+#!/bin/sh
+# Install what bitplan needs to build and test on Debian 12, if missing.
+# Run as root (or it prints the apt-get command to run).
+set -e
+pkgs="build-essential cmake pkg-config libglpk-dev libopenblas-dev liblapacke-dev libyaml-dev"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "bitplan needs:$missing" >&2
+    echo "run as root: apt-get update && apt-get install -y$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
