@@ -1,0 +1,112 @@
+/*
+ * gram.c - Gram matrices of calibration inputs (dsyrk, in row chunks) and the
+ * quadratic forms that turn them into exact per-row output errors (dsymm).
+ */
+#include "gram.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GRAM_CHUNK_ROWS 1024
+
+/* Z[i] = [X[i, col0:col0+d], Xq[i, col0:col0+d] - X[i, col0:col0+d]] */
+static void fill_chunk(double *Z, const float *X, const float *Xq, int64_t rows,
+                       int64_t ld, int64_t col0, int64_t d, int64_t k)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        const float *x = X + i * ld + col0;
+        double *z = Z + i * k;
+        for (int64_t j = 0; j < d; j++)
+            z[j] = x[j];
+        if (Xq) {
+            const float *xq = Xq + i * ld + col0;
+            for (int64_t j = 0; j < d; j++)
+                z[d + j] = (double)xq[j] - (double)x[j];
+        }
+    }
+}
+
+/* G = (1/n) sum over row chunks of Z^T Z */
+int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
+                  int64_t ld, int64_t col0, int64_t d, bp_error *err)
+{
+    memset(g, 0, sizeof *g);
+    if (n <= 0)
+        return bp_fail(err, "no calibration rows");
+    g->d = d;
+    g->k = Xq ? 2 * d : d;
+    int64_t k = g->k, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    g->G = bp_calloc((size_t)(k * k), sizeof(double), err);
+    double *Z = bp_malloc((size_t)(chunk * k) * sizeof(double), err);
+    if (!g->G || !Z) {
+        free(Z);
+        bp_gram_free(g);
+        return -1;
+    }
+    for (int64_t r = 0; r < n; r += chunk) {
+        int64_t m = n - r < chunk ? n - r : chunk;
+        fill_chunk(Z, X + r * ld, Xq ? Xq + r * ld : NULL, m, ld, col0, d, k);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)m,
+                    1.0 / (double)n, Z, (int)k, 1.0, g->G, (int)k);
+    }
+    free(Z);
+    return 0;
+}
+
+void bp_gram_free(bp_gram *g)
+{
+    free(g->G);
+    memset(g, 0, sizeof *g);
+}
+
+/* out[r] = v_r S v_r^T with S the leading k x k block of G (ld = g->k). */
+static int quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k,
+                      double *out, bp_error *err)
+{
+    double *M = bp_malloc((size_t)(rows * k) * sizeof(double), err);
+    if (!M)
+        return -1;
+    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, (int)rows, (int)k, 1.0,
+                g->G, (int)g->k, V, (int)k, 0.0, M, (int)k);
+    for (int64_t r = 0; r < rows; r++)
+        out[r] = cblas_ddot((int)k, V + r * k, 1, M + r * k, 1);
+    free(M);
+    return 0;
+}
+
+int bp_gram_row_errors(const bp_gram *g, const float *W, const float *What,
+                       int64_t rows, int64_t ldw, double *row_err, bp_error *err)
+{
+    int64_t d = g->d, k = g->k;
+    double *V = bp_malloc((size_t)(rows * k) * sizeof(double), err);
+    if (!V)
+        return -1;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *w = W + r * ldw, *wq = What + r * ldw;
+        double *v = V + r * k;
+        for (int64_t j = 0; j < d; j++)
+            v[j] = (double)wq[j] - (double)w[j];
+        if (k > d)
+            for (int64_t j = 0; j < d; j++)
+                v[d + j] = wq[j];
+    }
+    int rc = quad_forms(g, V, rows, k, row_err, err);
+    free(V);
+    return rc;
+}
+
+int bp_gram_row_energy(const bp_gram *g, const float *W, int64_t rows,
+                       int64_t ldw, double *row_energy, bp_error *err)
+{
+    int64_t d = g->d;
+    double *V = bp_malloc((size_t)(rows * d) * sizeof(double), err);
+    if (!V)
+        return -1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < d; j++)
+            V[r * d + j] = W[r * ldw + j];
+    int rc = quad_forms(g, V, rows, d, row_energy, err);
+    free(V);
+    return rc;
+}

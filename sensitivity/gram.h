@@ -1,0 +1,40 @@
+/*
+ * gram.h - exact output error of a quantized layer from Gram matrices.
+ *
+ * With dW = What - W and dX = Xbar - X (Xbar = quantized activations):
+ *   What Xbar^T - W X^T = dW X^T + What dX^T = [dW, What] [X, dX]^T
+ * so each output row r contributes
+ *   e_r = v_r G v_r^T / n,   v_r = [dW_r, What_r],   G = [X, dX]^T [X, dX]
+ * and the Gram G (2d x 2d, or d x d when activations are unquantized and
+ * only dW X^T remains) is built once per activation width and reused for
+ * every weight candidate.  Everything is accumulated in double.
+ */
+#ifndef BP_GRAM_H
+#define BP_GRAM_H
+
+#include <stdint.h>
+
+#include "../common/bp_error.h"
+
+typedef struct bp_gram {
+    int64_t d;                /* input columns covered */
+    int64_t k;                /* d, or 2d with the activation-error block */
+    double *G;                /* k x k, upper triangle valid, scaled by 1/n */
+} bp_gram;
+
+/* Build from columns [col0, col0 + d) of the n x ld row-major matrices X
+ * and (when not NULL) Xq, the quantized activations. */
+int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
+                  int64_t ld, int64_t col0, int64_t d, bp_error *err);
+void bp_gram_free(bp_gram *g);
+
+/* row_err[r] = ||What_r Xbar^T - W_r X^T||^2 / n for rows x d matrices W,
+ * What (row stride ldw). */
+int bp_gram_row_errors(const bp_gram *g, const float *W, const float *What,
+                       int64_t rows, int64_t ldw, double *row_err, bp_error *err);
+
+/* row_energy[r] = ||W_r X^T||^2 / n (uses the X^T X block only). */
+int bp_gram_row_energy(const bp_gram *g, const float *W, int64_t rows,
+                       int64_t ldw, double *row_energy, bp_error *err);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * quant.h - uniform quantizer primitives shared by every quantizer:
+ * scale / zero-point fitting (min-max or MSE search), quantize-dequantize,
+ * granularity (per-tensor, per-channel, per-group) and honest bit counts.
+ *
+ * Grid (ALGORITHMS.md section 1): codes q in [0, 2^b - 1],
+ *   Q(x) = s * (clamp(rne(x / s) + z, 0, 2^b - 1) - z)
+ * asymmetric: s = (hi - lo) / (2^b - 1), z = rne(-lo / s), range [lo, hi]
+ *             widened to include 0 so that 0 is exactly representable;
+ * symmetric:  s = 2 m / (2^b - 1), z = 2^(b-1), m = max |x|
+ *             (the zero point sits at the grid middle, as in GPTQ).
+ * MSE range search shrinks the range by p = 1.00, 0.99, ..., 0.20 and keeps
+ * the p with the lowest sum |Q(x) - x|^norm (strict improvement only, so
+ * ties keep the widest range).
+ */
+#ifndef BP_QUANT_H
+#define BP_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/bp_error.h"
+
+#define BP_BITS_FLOAT 16      /* "16 bits" means kept in 16-bit float */
+#define BP_SCALE_BITS 16      /* scales are stored as fp16 */
+
+typedef enum bp_granularity {
+    BP_GRAN_TENSOR = 0,
+    BP_GRAN_CHANNEL,          /* one scale per output row (weights) */
+    BP_GRAN_GROUP,            /* one scale per group of input columns */
+    BP_GRAN_TOKEN             /* one scale per calibration row (activations) */
+} bp_granularity;
+
+typedef enum bp_range {
+    BP_RANGE_MINMAX = 0,
+    BP_RANGE_MSE
+} bp_range;
+
+/* How to quantize one tensor (weights or activations) at `bits`. */
+typedef struct bp_qspec {
+    int bits;                 /* 2..15; BP_BITS_FLOAT = unquantized */
+    bp_granularity granularity;
+    int64_t group_size;       /* columns per group for BP_GRAN_GROUP */
+    int symmetric;
+    bp_range range;
+    double mse_norm;          /* exponent of the MSE search, 2.0 or 2.4 */
+} bp_qspec;
+
+const char *bp_granularity_name(bp_granularity g);
+const char *bp_range_name(bp_range r);
+
+/* Fit step and zero point for n values of x. */
+void bp_qparams_fit(const float *x, size_t n, int bits, int symmetric,
+                    bp_range range, double norm, float *scale, float *zero);
+
+/* out[i] = Q(x[i]) with the given step and zero point (out may alias x). */
+void bp_fake_quant(const float *x, float *out, size_t n, float scale,
+                   float zero, int bits);
+
+/* sum |Q(x) - x|^norm for the given parameters (norm 2 has a fast path). */
+double bp_quant_loss(const float *x, size_t n, float scale, float zero,
+                     int bits, double norm);
+
+/* Quantize-dequantize a rows x cols matrix with the spec's granularity
+ * (per-tensor, per-row "channel"/"token", or per-group of columns). */
+int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,
+                       const bp_qspec *spec, bp_error *err);
+
+/* Bits to store a rows x cols weight matrix under spec, including fp16
+ * scales and, for asymmetric grids, b-bit zero points. */
+int64_t bp_weight_storage_bits(int64_t rows, int64_t cols, const bp_qspec *spec);
+
+#endif

@@ -1,0 +1,186 @@
+/*
+ * sensitivity.c - the per-layer measurement loop: quantize weights once per
+ * weight width, activations once per activation width, then read every
+ * candidate's error off the Gram of [X, dX] (ALGORITHMS.md section 4).
+ */
+#include "sensitivity.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "gram.h"
+
+const char *bp_metric_name(bp_metric m)
+{
+    switch (m) {
+    case BP_METRIC_MSE: return "mse";
+    case BP_METRIC_RELATIVE: return "relative";
+    case BP_METRIC_WEIGHT: return "weight";
+    }
+    return "?";
+}
+
+int bp_sens_needs_data(const bp_sens_spec *spec)
+{
+    return spec->metric != BP_METRIC_WEIGHT;
+}
+
+int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
+                        float *out, bp_error *err)
+{
+    bp_qspec q = *wspec;
+    q.bits = bits;
+    return bp_quantize_matrix(l->W, out, l->out, l->in, &q, err);
+}
+
+/* Errors of every weight width at one activation width, summed over conv
+ * groups: err[b] = sum_r e_r (and energy = sum_r ||W_r X^T||^2 / n). */
+static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *What,
+                           size_t n_w, double *err_out, double *energy,
+                           bp_error *err)
+{
+    int64_t og = l->out / l->groups, ld = l->in * l->groups;
+    double *row = bp_malloc((size_t)og * sizeof(double), err);
+    if (!row)
+        return -1;
+    memset(err_out, 0, n_w * sizeof(double));
+    *energy = 0.0;
+    for (int j = 0; j < l->groups; j++) {
+        bp_gram g;
+        if (bp_gram_build(&g, l->X, Xq, l->n, ld, j * l->in, l->in, err) < 0)
+            goto fail;
+        const float *W = l->W + (int64_t)j * og * l->in;
+        if (bp_gram_row_energy(&g, W, og, l->in, row, err) < 0) {
+            bp_gram_free(&g);
+            goto fail;
+        }
+        for (int64_t r = 0; r < og; r++)
+            *energy += row[r];
+        for (size_t b = 0; b < n_w; b++) {
+            if (bp_gram_row_errors(&g, W, What[b] + (int64_t)j * og * l->in, og,
+                                   l->in, row, err) < 0) {
+                bp_gram_free(&g);
+                goto fail;
+            }
+            for (int64_t r = 0; r < og; r++)
+                err_out[b] += row[r];
+        }
+        bp_gram_free(&g);
+    }
+    free(row);
+    return 0;
+fail:
+    free(row);
+    return -1;
+}
+
+static double weight_mse(const float *W, const float *What, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = (double)What[i] - W[i];
+        s += e * e;
+    }
+    return n ? s / (double)n : 0.0;
+}
+
+/* errors[b * n_abits + a] for every candidate. */
+static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *What,
+                   double *errors, bp_error *err)
+{
+    size_t nw = spec->n_wbits, na = spec->n_abits;
+    int64_t params = bp_layer_params(l);
+    if (spec->metric == BP_METRIC_WEIGHT) {
+        for (size_t b = 0; b < nw; b++)
+            for (size_t a = 0; a < na; a++)
+                errors[b * na + a] = weight_mse(l->W, What[b], params);
+        return 0;
+    }
+    int64_t xn = l->n * l->in * l->groups;
+    float *Xq = bp_malloc((size_t)xn * sizeof(float), err);
+    double *col = bp_malloc(nw * sizeof(double), err);
+    if (!Xq || !col)
+        goto fail;
+    for (size_t a = 0; a < na; a++) {
+        const float *xq = NULL;
+        if (spec->abits[a] < BP_BITS_FLOAT) {
+            bp_qspec q = spec->acts;
+            q.bits = spec->abits[a];
+            if (bp_quantize_matrix(l->X, Xq, l->n, l->in * l->groups, &q, err) < 0)
+                goto fail;
+            xq = Xq;
+        }
+        double energy;
+        if (errors_at_abits(l, xq, What, nw, col, &energy, err) < 0)
+            goto fail;
+        for (size_t b = 0; b < nw; b++) {
+            double e = col[b];
+            if (spec->metric == BP_METRIC_RELATIVE)
+                e = energy > 0.0 ? e / energy : 0.0;
+            errors[b * na + a] = e;
+        }
+    }
+    free(Xq);
+    free(col);
+    return 0;
+fail:
+    free(Xq);
+    free(col);
+    return -1;
+}
+
+static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
+                       const double *errors, bp_table *table, bp_error *err)
+{
+    for (size_t b = 0; b < spec->n_wbits; b++)
+        for (size_t a = 0; a < spec->n_abits; a++) {
+            bp_qspec q = spec->weights;
+            q.bits = spec->wbits[b];
+            bp_table_row row = {
+                .layer = (char *)l->name,
+                .wbits = spec->wbits[b],
+                .abits = spec->abits[a],
+                .quantizer = "rtn",
+                .error = errors[b * spec->n_abits + a],
+                .params = bp_layer_params(l),
+                .weight_bits = bp_weight_storage_bits(l->out, l->in, &q),
+                .macs = bp_layer_macs(l),
+            };
+            if (bp_table_add(table, &row, err) < 0)
+                return -1;
+        }
+    return 0;
+}
+
+int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
+                         bp_table *table, bp_error *err)
+{
+    if (bp_sens_needs_data(spec) && (!l->X || l->n <= 0))
+        return bp_fail(err, "layer '%s' has no calibration inputs, but metric '%s' "
+                       "needs them (use metric: weight for data-free layers)",
+                       l->name, bp_metric_name(spec->metric));
+    size_t nw = spec->n_wbits, na = spec->n_abits;
+    int64_t params = bp_layer_params(l);
+    int rc = -1;
+    float **What = bp_calloc(nw, sizeof(float *), err);
+    double *errors = bp_malloc(nw * na * sizeof(double), err);
+    if (!What || !errors)
+        goto out;
+    for (size_t b = 0; b < nw; b++) {
+        What[b] = bp_malloc((size_t)params * sizeof(float), err);
+        if (!What[b] || bp_quantize_weights(l, &spec->weights, spec->wbits[b],
+                                            What[b], err) < 0)
+            goto out;
+    }
+    if (measure(l, spec, What, errors, err) < 0)
+        goto out;
+    rc = append_rows(l, spec, errors, table, err);
+out:
+    for (size_t b = 0; What && b < nw; b++)
+        free(What[b]);
+    free(What);
+    free(errors);
+    if (rc < 0)
+        bp_fail_prefix(err, "layer '%s'", l->name);
+    return rc;
+}

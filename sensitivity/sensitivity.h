@@ -1,0 +1,50 @@
+/*
+ * sensitivity.h - measure one layer's error under every candidate
+ * (weight bits, activation bits) and append the rows to the table.
+ *
+ * error(l, c) = ||What Xbar^T - W X^T||_F^2 / n           (metric mse)
+ *             = the above / (||W X^T||_F^2 / n)            (metric relative)
+ *             = ||What - W||_F^2 / params                  (metric weight,
+ *               data-free; activation bits do not change it)
+ * computed from Gram matrices built once per activation width (gram.h).
+ */
+#ifndef BP_SENSITIVITY_H
+#define BP_SENSITIVITY_H
+
+#include <stddef.h>
+
+#include "../common/bp_error.h"
+#include "layer.h"
+#include "quant.h"
+#include "table.h"
+
+typedef enum bp_metric {
+    BP_METRIC_MSE = 0,
+    BP_METRIC_RELATIVE,
+    BP_METRIC_WEIGHT
+} bp_metric;
+
+typedef struct bp_sens_spec {
+    const int *wbits;
+    size_t n_wbits;
+    const int *abits;         /* 16 = unquantized */
+    size_t n_abits;
+    bp_qspec weights;         /* bits is set per candidate */
+    bp_qspec acts;            /* bits is set per candidate */
+    bp_metric metric;
+} bp_sens_spec;
+
+const char *bp_metric_name(bp_metric m);
+/* Does this spec need calibration inputs? */
+int bp_sens_needs_data(const bp_sens_spec *spec);
+
+/* Append n_wbits * n_abits rows for layer l (wbits-major, in list order). */
+int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
+                         bp_table *table, bp_error *err);
+
+/* Quantize-dequantize the layer's weights at spec->weights with `bits`
+ * (out is out x in floats). */
+int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
+                        float *out, bp_error *err);
+
+#endif

@@ -1,0 +1,164 @@
+/*
+ * test_gram.c - the Gram-matrix error equals the directly computed output
+ * error ||What Xbar^T - W X^T||^2 / n to 1e-9 relative, for linear layers,
+ * grouped convs, quantized and unquantized activations, both metrics.
+ */
+#include <stdlib.h>
+
+#include "check.h"
+#include "sensitivity/gram.h"
+#include "sensitivity/sensitivity.h"
+
+/* Correlated inputs: X = Z A with a random mixing matrix A. */
+static float *make_inputs(check_rng *r, int64_t n, int64_t d)
+{
+    float *X = malloc((size_t)(n * d) * sizeof *X);
+    double *A = malloc((size_t)(d * d) * sizeof *A), *z = malloc((size_t)d * sizeof *z);
+    for (int64_t i = 0; i < d * d; i++)
+        A[i] = check_normal(r) / sqrt((double)d) + (i % (d + 1) == 0 ? 1.0 : 0.0);
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t k = 0; k < d; k++)
+            z[k] = check_normal(r);
+        for (int64_t j = 0; j < d; j++) {
+            double s = 0.3;                           /* non-zero mean */
+            for (int64_t k = 0; k < d; k++)
+                s += z[k] * A[k * d + j];
+            X[i * d + j] = (float)s;
+        }
+    }
+    free(A);
+    free(z);
+    return X;
+}
+
+/* Reference: sum over groups, rows and samples of the squared difference. */
+static double direct_error(const float *W, const float *Wq, const float *X, const float *Xq,
+                           int64_t out, int64_t in, int groups, int64_t n)
+{
+    long double total = 0;
+    int64_t og = out / groups, ld = in * groups;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = 0; o < out; o++) {
+            int64_t c0 = (o / og) * in;
+            long double y = 0, yq = 0;
+            for (int64_t k = 0; k < in; k++) {
+                y += (long double)W[o * in + k] * X[i * ld + c0 + k];
+                yq += (long double)Wq[o * in + k] * Xq[i * ld + c0 + k];
+            }
+            total += (yq - y) * (yq - y);
+        }
+    return (double)(total / n);
+}
+
+static double direct_energy(const float *W, const float *X, int64_t out, int64_t in,
+                            int groups, int64_t n)
+{
+    float *zero = calloc((size_t)(out * in), sizeof *zero);
+    double e = direct_error(W, zero, X, X, out, in, groups, n);
+    free(zero);
+    return e;
+}
+
+static void test_case(uint64_t seed, int64_t out, int64_t in, int groups, int64_t n)
+{
+    check_rng r = {seed};
+    int64_t width = in * groups;
+    float *X = make_inputs(&r, n, width);
+    float *W = malloc((size_t)(out * in) * sizeof *W), *Wq = malloc((size_t)(out * in) * sizeof *Wq);
+    float *Xq = malloc((size_t)(n * width) * sizeof *Xq);
+    for (int64_t i = 0; i < out * in; i++)
+        W[i] = (float)check_normal(&r);
+    int wbits[] = {3, 8}, abits[] = {4, 16};
+    bp_sens_spec spec = {wbits, 2, abits, 2,
+                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0}, BP_METRIC_MSE};
+    bp_layer l = {"layer", out, in, 1, 1, groups, W, NULL, n, X};
+    for (int metric = 0; metric < 2; metric++) {
+        bp_table t;
+        bp_table_init(&t);
+        spec.metric = metric ? BP_METRIC_RELATIVE : BP_METRIC_MSE;
+        CHECK(bp_sensitivity_layer(&l, &spec, &t, NULL) == 0);
+        CHECK(t.n == 4);
+        double energy = direct_energy(W, X, out, in, groups, n);
+        for (size_t row = 0; row < t.n; row++) {
+            bp_qspec wq = spec.weights, aq = spec.acts;
+            wq.bits = t.rows[row].wbits;
+            aq.bits = t.rows[row].abits;
+            bp_quantize_matrix(W, Wq, out, in, &wq, NULL);
+            bp_quantize_matrix(X, Xq, n, width, &aq, NULL);
+            double want = direct_error(W, Wq, X, Xq, out, in, groups, n);
+            if (metric)
+                want /= energy;
+            CHECK_REL(t.rows[row].error, want, 1e-9);
+            CHECK(t.rows[row].params == out * in);
+            CHECK(t.rows[row].macs == out * in);
+        }
+        bp_table_free(&t);
+    }
+    free(X);
+    free(W);
+    free(Wq);
+    free(Xq);
+}
+
+static void test_missing_data(void)
+{
+    float W[4] = {1, 2, 3, 4};
+    int wbits[] = {4}, abits[] = {16};
+    bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0}, BP_METRIC_MSE};
+    bp_layer l = {"fc.no_data", 2, 2, 1, 1, 1, W, NULL, 0, NULL};
+    bp_table t;
+    bp_error err;
+    bp_table_init(&t);
+    CHECK(bp_sensitivity_layer(&l, &spec, &t, &err) < 0);
+    CHECK_STR_CONTAINS(err.msg, "fc.no_data");
+    /* the data-free metric works and equals the weight MSE */
+    spec.metric = BP_METRIC_WEIGHT;
+    CHECK(bp_sensitivity_layer(&l, &spec, &t, &err) == 0);
+    float Wq[4];
+    bp_qspec q = spec.weights;
+    q.bits = 4;
+    bp_quantize_matrix(W, Wq, 2, 2, &q, NULL);
+    double mse = 0;
+    for (int i = 0; i < 4; i++)
+        mse += ((double)Wq[i] - W[i]) * ((double)Wq[i] - W[i]) / 4.0;
+    CHECK(t.n == 1);
+    CHECK_REL(t.rows[0].error, mse, 1e-12);
+    CHECK(mse > 0);
+    bp_table_free(&t);
+}
+
+/* More bits never increase the error (same granularity, min-max). */
+static void test_monotone(void)
+{
+    check_rng r = {99};
+    int64_t out = 16, in = 24, n = 300;
+    float *X = make_inputs(&r, n, in), W[16 * 24];
+    for (int i = 0; i < out * in; i++)
+        W[i] = (float)check_normal(&r);
+    int wbits[] = {2, 3, 4, 6, 8, 16}, abits[] = {16};
+    bp_sens_spec spec = {wbits, 6, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0}, BP_METRIC_MSE};
+    bp_layer l = {"m", out, in, 1, 1, 1, W, NULL, n, X};
+    bp_table t;
+    bp_table_init(&t);
+    CHECK(bp_sensitivity_layer(&l, &spec, &t, NULL) == 0);
+    for (size_t i = 1; i < t.n; i++)
+        CHECK(t.rows[i].error < t.rows[i - 1].error);
+    CHECK(t.rows[5].error == 0.0);                  /* 16 bits: unquantized */
+    bp_table_free(&t);
+    free(X);
+}
+
+int main(void)
+{
+    test_case(1, 7, 13, 1, 50);          /* fewer samples than 2d */
+    test_case(2, 32, 40, 1, 700);        /* linear */
+    test_case(3, 8, 18, 2, 300);         /* grouped conv, 2 groups */
+    test_case(4, 6, 9, 6, 200);          /* depthwise 3x3 */
+    test_case(5, 5, 300, 1, 2500);       /* more than one Gram chunk of rows */
+    test_missing_data();
+    test_monotone();
+    return check_done();
+}

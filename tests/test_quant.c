@@ -1,0 +1,170 @@
+/*
+ * test_quant.c - the uniform grid: codes on the grid, zero exact, error
+ * bounded by half a step inside the range, MSE search never worse than
+ * min-max, round-half-to-even, honest storage bits.
+ */
+#include <stdlib.h>
+
+#include "check.h"
+#include "sensitivity/quant.h"
+
+static void fill_normal(check_rng *r, float *x, size_t n, double scale, double shift)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(scale * check_normal(r) + shift);
+}
+
+/* Every output is s * (q - z) for an integer q in [0, 2^b - 1]. */
+static int on_grid(const float *y, size_t n, float s, float z, int bits)
+{
+    for (size_t i = 0; i < n; i++) {
+        double q = (double)y[i] / s + z;
+        if (fabs(q - nearbyint(q)) > 1e-3 || q < -1e-3 || q > (1 << bits) - 1 + 1e-3)
+            return 0;
+    }
+    return 1;
+}
+
+static void test_grid_properties(void)
+{
+    check_rng r = {42};
+    float x[257], y[257];
+    for (int trial = 0; trial < 40; trial++) {
+        int bits = 2 + trial % 7, sym = trial % 2;
+        fill_normal(&r, x, 257, 0.1 + trial, trial % 3 == 0 ? 2.0 : 0.0);
+        x[0] = 0.0f;
+        float s, z;
+        bp_qparams_fit(x, 257, bits, sym, BP_RANGE_MINMAX, 2.0, &s, &z);
+        bp_fake_quant(x, y, 257, s, z, bits);
+        CHECK(on_grid(y, 257, s, z, bits));
+        CHECK(y[0] == 0.0f);                       /* zero is exact */
+        double worst = 0;
+        for (int i = 0; i < 257; i++)
+            worst = fmax(worst, fabs((double)y[i] - x[i]));
+        CHECK_MSG(worst <= 0.5 * s * (1 + 1e-5), "bits %d sym %d worst %g step %g", bits,
+                  sym, worst, s);
+        if (sym)
+            CHECK(z == (float)(1 << (bits - 1)));
+        float y2[257];                             /* idempotent */
+        bp_fake_quant(y, y2, 257, s, z, bits);
+        CHECK(memcmp(y, y2, sizeof y) == 0);
+    }
+}
+
+static void test_round_half_even(void)
+{
+    /* step 1, zero 8: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -0.5 -> 0 */
+    float x[] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f}, y[5];
+    bp_fake_quant(x, y, 5, 1.0f, 8.0f, 4);
+    CHECK(y[0] == 0.0f && y[1] == 2.0f && y[2] == 2.0f && y[3] == 0.0f && y[4] == -2.0f);
+    /* clamping to the grid ends: codes 0..15 with zero 8 -> [-8, 7] */
+    float big[] = {100.0f, -100.0f}, yb[2];
+    bp_fake_quant(big, yb, 2, 1.0f, 8.0f, 4);
+    CHECK(yb[0] == 7.0f && yb[1] == -8.0f);
+}
+
+static void test_mse_search(void)
+{
+    check_rng r = {7};
+    float x[1000];
+    for (int trial = 0; trial < 20; trial++) {
+        /* Gaussian data: at 2-3 bits the MSE-optimal clip is well inside the
+         * extremes, so the search must find a strictly better range */
+        for (int i = 0; i < 1000; i++)
+            x[i] = (float)check_normal(&r);
+        int bits = 2 + trial % 5;
+        double norm = trial % 2 ? 2.4 : 2.0;
+        float s0, z0, s1, z1;
+        bp_qparams_fit(x, 1000, bits, trial % 3 == 0, BP_RANGE_MINMAX, norm, &s0, &z0);
+        bp_qparams_fit(x, 1000, bits, trial % 3 == 0, BP_RANGE_MSE, norm, &s1, &z1);
+        double l0 = bp_quant_loss(x, 1000, s0, z0, bits, norm);
+        double l1 = bp_quant_loss(x, 1000, s1, z1, bits, norm);
+        CHECK(l1 <= l0);
+        if (bits <= 3)
+            CHECK_MSG(l1 < l0, "MSE search should clip heavy tails at %d bits", bits);
+        CHECK(s1 <= s0 * (1 + 1e-6));
+    }
+}
+
+static void test_granularity(void)
+{
+    check_rng r = {3};
+    enum { O = 6, D = 40 };
+    float W[O * D], Q[O * D];
+    for (int o = 0; o < O; o++)
+        for (int d = 0; d < D; d++)
+            W[o * D + d] = (float)(check_normal(&r) * (o + 1) * (d < 20 ? 1 : 10));
+    bp_qspec q = {4, BP_GRAN_GROUP, 20, 0, BP_RANGE_MINMAX, 2.0};
+    CHECK(bp_quantize_matrix(W, Q, O, D, &q, NULL) == 0);
+    /* each group of 20 columns has its own step: the first group's error is
+     * bounded by its own (much smaller) range */
+    for (int o = 0; o < O; o++) {
+        float lo = 0, hi = 0;
+        for (int d = 0; d < 20; d++) {
+            lo = fminf(lo, W[o * D + d]);
+            hi = fmaxf(hi, W[o * D + d]);
+        }
+        double step = (hi - lo) / 15.0;
+        for (int d = 0; d < 20; d++)
+            CHECK(fabs(Q[o * D + d] - W[o * D + d]) <= 0.5 * step * (1 + 1e-5));
+    }
+    /* per-channel beats per-tensor on rows of very different scale */
+    float Qc[O * D], Qt[O * D];
+    bp_qspec qc = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0}, qt = qc;
+    qt.granularity = BP_GRAN_TENSOR;
+    bp_quantize_matrix(W, Qc, O, D, &qc, NULL);
+    bp_quantize_matrix(W, Qt, O, D, &qt, NULL);
+    double ec = 0, et = 0;
+    for (int i = 0; i < O * D; i++) {
+        ec += (Qc[i] - W[i]) * (Qc[i] - W[i]);
+        et += (Qt[i] - W[i]) * (Qt[i] - W[i]);
+    }
+    CHECK(ec < et);
+    /* 16 bits passes through unchanged */
+    bp_qspec q16 = {16, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0};
+    bp_quantize_matrix(W, Q, O, D, &q16, NULL);
+    CHECK(memcmp(W, Q, sizeof W) == 0);
+    /* bad group size is an error */
+    bp_error err;
+    bp_qspec bad = {4, BP_GRAN_GROUP, 0, 1, BP_RANGE_MINMAX, 2.0};
+    CHECK(bp_quantize_matrix(W, Q, O, D, &bad, &err) < 0);
+    CHECK_STR_CONTAINS(err.msg, "group size");
+}
+
+static void test_storage_bits(void)
+{
+    bp_qspec q = {4, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MINMAX, 2.0};
+    CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 4 + 3 * (16 + 4));
+    q.symmetric = 1;
+    CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 4 + 3 * 16);
+    q.granularity = BP_GRAN_GROUP;
+    q.group_size = 4;                              /* 10 columns -> 3 groups */
+    CHECK(bp_weight_storage_bits(3, 10, &q) == 120 + 3 * 3 * 16);
+    q.granularity = BP_GRAN_TENSOR;
+    CHECK(bp_weight_storage_bits(3, 10, &q) == 120 + 16);
+    q.bits = 16;
+    CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 16);
+}
+
+static void test_all_zero(void)
+{
+    float x[8] = {0}, y[8];
+    float s, z;
+    for (int sym = 0; sym < 2; sym++) {
+        bp_qparams_fit(x, 8, 3, sym, BP_RANGE_MSE, 2.0, &s, &z);
+        CHECK(s > 0 && isfinite(s));
+        bp_fake_quant(x, y, 8, s, z, 3);
+        CHECK(memcmp(x, y, sizeof x) == 0);
+    }
+}
+
+int main(void)
+{
+    test_grid_properties();
+    test_round_half_even();
+    test_mse_search();
+    test_granularity();
+    test_storage_bits();
+    test_all_zero();
+    return check_done();
+}
