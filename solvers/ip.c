@@ -15,12 +15,17 @@
  *   2. drop dominated candidates (exact: never changes the optimum);
  *   3. if the per-layer best plan already meets every budget, it is the
  *      optimum and GLPK is not needed;
- *   4. GLPK stage 1 minimises the objective.  Every plan GLPK returns is
- *      re-checked with exact sums; a budget GLPK's tolerances let slip is
- *      tightened and the model re-solved (a "repair");
- *   5. GLPK stage 2 (lexicographic tie-break) keeps the objective at its
+ *   4. with one budget, the multiple-choice knapsack greedy (convex-hull
+ *      steps by efficiency) gives a plan U; it is GLPK's first incumbent,
+ *      and every candidate whose reduced objective alone exceeds U's is
+ *      dropped, which keeps GLPK's objective well scaled;
+ *   5. GLPK stage 1 minimises the objective.  Every plan GLPK returns is
+ *      re-checked with exact sums; a plan that slipped past GLPK's MIP
+ *      preprocessor is re-solved without it, and a budget GLPK's
+ *      tolerances still let slip is tightened and re-solved (a "repair");
+ *   6. GLPK stage 2 (lexicographic tie-break) keeps the objective at its
  *      stage-1 value and minimises the other resource;
- *   6. a 1-swap polish removes anything GLPK's tolerances left on the table.
+ *   7. a 1-swap polish removes anything GLPK's tolerances left on the table.
  *
  * Budgets are judged on the sum over layers in layer order, in double, with
  * no tolerance: the plan returned satisfies `total <= limit` exactly as any
