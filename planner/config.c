@@ -1,0 +1,630 @@
+/*
+ * config.c - schema walk over the YAML tree: one function per section, each
+ * key checked for type and range, every error with file:line:col and the
+ * dotted key path.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../common/bp_file.h"
+#include "yamltree.h"
+
+typedef struct cctx {
+    const char *label;
+    const char *dir;
+    bp_error *err;
+} cctx;
+
+static int at(const cctx *c, const bp_ynode *n, const char *key, const char *fmt,
+              const char *what)
+{
+    return bp_fail(c->err, "%s:%d:%d: %s: %s%s", c->label, n ? n->line : 0,
+                   n ? n->col : 0, key, fmt, what ? what : "");
+}
+
+static int is_null(const bp_ynode *n)
+{
+    return !n || (n->type == BP_Y_SCALAR && !n->quoted &&
+                  (!n->str[0] || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0));
+}
+
+static int want_scalar(const cctx *c, const bp_ynode *n, const char *key, const char *what)
+{
+    if (n && n->type == BP_Y_SCALAR && !is_null(n))
+        return 0;
+    char buf[160];
+    snprintf(buf, sizeof buf, "expected %s, got %s", what,
+             is_null(n) ? "null" : bp_ynode_type_name(n));
+    return at(c, n, key, buf, NULL);
+}
+
+static int get_string(const cctx *c, const bp_ynode *n, const char *key, char **out)
+{
+    if (want_scalar(c, n, key, "a string") < 0)
+        return -1;
+    free(*out);
+    *out = bp_strdup(n->str, c->err);
+    return *out ? 0 : -1;
+}
+
+static int get_double(const cctx *c, const bp_ynode *n, const char *key, double lo,
+                      double hi, double *out)
+{
+    if (want_scalar(c, n, key, "a number") < 0)
+        return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(n->str, &end);
+    if (*end || errno || !isfinite(v) || n->quoted) {
+        char buf[200];
+        snprintf(buf, sizeof buf, "expected a number, got '%.100s'", n->str);
+        return at(c, n, key, buf, NULL);
+    }
+    if (v < lo || v > hi) {
+        char buf[200];
+        snprintf(buf, sizeof buf, "expected a value in [%g, %g], got %g", lo, hi, v);
+        return at(c, n, key, buf, NULL);
+    }
+    *out = v;
+    return 0;
+}
+
+static int get_int(const cctx *c, const bp_ynode *n, const char *key, long lo, long hi,
+                   long *out)
+{
+    if (want_scalar(c, n, key, "an integer") < 0)
+        return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(n->str, &end, 10);
+    if (*end || errno || n->quoted || !n->str[0]) {
+        char buf[200];
+        snprintf(buf, sizeof buf, "expected an integer, got '%.100s'", n->str);
+        return at(c, n, key, buf, NULL);
+    }
+    if (v < lo || v > hi) {
+        char buf[200];
+        snprintf(buf, sizeof buf, "expected an integer in [%ld, %ld], got %ld", lo, hi, v);
+        return at(c, n, key, buf, NULL);
+    }
+    *out = v;
+    return 0;
+}
+
+static int get_bool(const cctx *c, const bp_ynode *n, const char *key, int *out)
+{
+    if (want_scalar(c, n, key, "true or false") < 0)
+        return -1;
+    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+    for (int i = 0; i < 3 && !n->quoted; i++) {
+        if (strcasecmp(n->str, yes[i]) == 0) { *out = 1; return 0; }
+        if (strcasecmp(n->str, no[i]) == 0) { *out = 0; return 0; }
+    }
+    char buf[200];
+    snprintf(buf, sizeof buf, "expected true or false, got '%.100s'", n->str);
+    return at(c, n, key, buf, NULL);
+}
+
+/* names is NULL-terminated; *out = index of the match */
+static int get_enum(const cctx *c, const bp_ynode *n, const char *key,
+                    const char *const *names, int *out)
+{
+    if (want_scalar(c, n, key, "a name") < 0)
+        return -1;
+    char list[256] = "";
+    for (int i = 0; names[i]; i++) {
+        if (strcmp(n->str, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+        strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+    }
+    char buf[400];
+    snprintf(buf, sizeof buf, "expected one of %s, got '%.100s'", list, n->str);
+    return at(c, n, key, buf, NULL);
+}
+
+static int want_type(const cctx *c, const bp_ynode *n, const char *key, bp_ynode_type t)
+{
+    if (n && n->type == t)
+        return 0;
+    char buf[160];
+    snprintf(buf, sizeof buf, "expected %s, got %s",
+             t == BP_Y_MAP ? "a mapping" : "a list", is_null(n) ? "null" : bp_ynode_type_name(n));
+    return at(c, n, key, buf, NULL);
+}
+
+static int get_string_list(const cctx *c, const bp_ynode *n, const char *key,
+                           char ***out, size_t *count)
+{
+    if (want_type(c, n, key, BP_Y_SEQ) < 0)
+        return -1;
+    char **list = bp_calloc(n->n, sizeof *list, c->err);
+    if (!list)
+        return -1;
+    for (size_t i = 0; i < n->n; i++)
+        if (get_string(c, n->items[i], key, &list[i]) < 0) {
+            for (size_t j = 0; j < i; j++)
+                free(list[j]);
+            free(list);
+            return -1;
+        }
+    for (size_t i = 0; i < *count; i++)
+        free((*out)[i]);
+    free(*out);
+    *out = list;
+    *count = n->n;
+    return 0;
+}
+
+/* A non-empty list of distinct bit widths in [2, 16]. */
+static int get_bits_list(const cctx *c, const bp_ynode *n, const char *key,
+                         int **out, size_t *count)
+{
+    if (want_type(c, n, key, BP_Y_SEQ) < 0)
+        return -1;
+    if (n->n == 0)
+        return at(c, n, key, "expected at least one bit width", NULL);
+    int *bits = bp_calloc(n->n, sizeof *bits, c->err);
+    if (!bits)
+        return -1;
+    for (size_t i = 0; i < n->n; i++) {
+        long v;
+        if (get_int(c, n->items[i], key, 2, 16, &v) < 0)
+            goto fail;
+        for (size_t j = 0; j < i; j++)
+            if (bits[j] == v) {
+                at(c, n->items[i], key, "bit width listed twice", NULL);
+                goto fail;
+            }
+        bits[i] = (int)v;
+    }
+    free(*out);
+    *out = bits;
+    *count = n->n;
+    return 0;
+fail:
+    free(bits);
+    return -1;
+}
+
+/* ---- sections ---------------------------------------------------------- */
+
+typedef int (*key_fn)(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg);
+typedef struct key_def {
+    const char *name;
+    key_fn fn;
+} key_def;
+
+/* Walk a mapping, dispatching each key; unknown and duplicate keys are errors. */
+static int walk_map(const cctx *c, const bp_ynode *map, const char *section,
+                    const key_def *defs, bp_config *cfg)
+{
+    if (want_type(c, map, section[0] ? section : "config", BP_Y_MAP) < 0)
+        return -1;
+    for (size_t i = 0; i < map->n; i++) {
+        const bp_ynode *k = map->items[2 * i], *v = map->items[2 * i + 1];
+        char key[256];
+        snprintf(key, sizeof key, "%s%s%s", section, section[0] ? "." : "", k->str);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(map->items[2 * j]->str, k->str) == 0)
+                return at(c, k, key, "duplicate key", NULL);
+        const key_def *d = defs;
+        while (d->name && strcmp(d->name, k->str) != 0)
+            d++;
+        if (!d->name) {
+            char list[512] = "";
+            for (const key_def *e = defs; e->name; e++) {
+                strncat(list, e == defs ? "" : ", ", sizeof list - strlen(list) - 1);
+                strncat(list, e->name, sizeof list - strlen(list) - 1);
+            }
+            return bp_fail(c->err, "%s:%d:%d: %s: unknown key (expected one of: %s)",
+                           c->label, k->line, k->col, key, list);
+        }
+        if (d->fn(c, v, key, cfg) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int resolve(const cctx *c, const bp_ynode *v, const char *key, char **resolved,
+                   char **written)
+{
+    if (get_string(c, v, key, written) < 0)
+        return -1;
+    free(*resolved);
+    *resolved = bp_path_join(c->dir, *written, c->err);
+    return *resolved ? 0 : -1;
+}
+
+static int k_weights_path(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return resolve(c, v, key, &cfg->weights, &cfg->weights_as_written);
+}
+static int k_calibration(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (is_null(v)) {
+        free(cfg->calibration);
+        free(cfg->calibration_as_written);
+        cfg->calibration = cfg->calibration_as_written = NULL;
+        return 0;
+    }
+    return resolve(c, v, key, &cfg->calibration, &cfg->calibration_as_written);
+}
+static int k_include(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_string_list(c, v, key, &cfg->include, &cfg->n_include);
+}
+static int k_exclude(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_string_list(c, v, key, &cfg->exclude, &cfg->n_exclude);
+}
+static const key_def model_keys[] = {
+    {"weights", k_weights_path}, {"calibration", k_calibration},
+    {"include", k_include}, {"exclude", k_exclude}, {NULL, NULL}};
+static int k_model(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, model_keys, cfg);
+}
+
+static int k_wbits(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_bits_list(c, v, key, &cfg->wbits, &cfg->n_wbits);
+}
+static int k_abits(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_bits_list(c, v, key, &cfg->abits, &cfg->n_abits);
+}
+static const key_def candidate_keys[] = {{"wbits", k_wbits}, {"abits", k_abits}, {NULL, NULL}};
+static int k_candidates(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, candidate_keys, cfg);
+}
+
+/* Keys shared by the weights and activations sections; `q` is chosen by
+ * the section name in the key path. */
+static bp_qspec *qspec_for(const char *key, bp_config *cfg)
+{
+    return strncmp(key, "weights.", 8) == 0 ? &cfg->weights_q : &cfg->acts_q;
+}
+static int k_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"rtn", NULL};
+    int i;
+    if (get_enum(c, v, key, names, &i) < 0)
+        return -1;
+    snprintf(cfg->quantizer, sizeof cfg->quantizer, "%s", names[i]);
+    return 0;
+}
+static int k_granularity(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const wnames[] = {"per_tensor", "per_channel", "per_group", NULL};
+    static const char *const anames[] = {"per_tensor", "per_token", NULL};
+    static const bp_granularity avals[] = {BP_GRAN_TENSOR, BP_GRAN_TOKEN};
+    int w = strncmp(key, "weights.", 8) == 0, i;
+    if (get_enum(c, v, key, w ? wnames : anames, &i) < 0)
+        return -1;
+    qspec_for(key, cfg)->granularity = w ? (bp_granularity)i : avals[i];
+    return 0;
+}
+static int k_group_size(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    long g;
+    if (get_int(c, v, key, 1, 1L << 30, &g) < 0)
+        return -1;
+    cfg->weights_q.group_size = g;
+    return 0;
+}
+static int k_symmetric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_bool(c, v, key, &qspec_for(key, cfg)->symmetric);
+}
+static int k_range(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"minmax", "mse", NULL};
+    int i;
+    if (get_enum(c, v, key, names, &i) < 0)
+        return -1;
+    qspec_for(key, cfg)->range = (bp_range)i;
+    return 0;
+}
+static int k_mse_norm(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_double(c, v, key, 1.0, 4.0, &qspec_for(key, cfg)->mse_norm);
+}
+static const key_def weight_keys[] = {
+    {"quantizer", k_quantizer}, {"granularity", k_granularity},
+    {"group_size", k_group_size}, {"symmetric", k_symmetric},
+    {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
+static const key_def act_keys[] = {
+    {"granularity", k_granularity}, {"symmetric", k_symmetric},
+    {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
+static int k_weights(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, weight_keys, cfg);
+}
+static int k_activations(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, act_keys, cfg);
+}
+
+static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"mse", "relative", "weight", NULL};
+    int i;
+    if (get_enum(c, v, key, names, &i) < 0)
+        return -1;
+    cfg->metric = (bp_metric)i;
+    return 0;
+}
+
+static int k_avg_bits(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (get_double(c, v, key, 0.0, 32.0, &cfg->budget.avg_bits) < 0)
+        return -1;
+    return cfg->budget.avg_bits > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+}
+static int k_max_bytes(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (get_double(c, v, key, 0.0, 1e18, &cfg->budget.max_bytes) < 0)
+        return -1;
+    return cfg->budget.max_bytes > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+}
+static int k_max_error(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_double(c, v, key, 0.0, 1e300, &cfg->budget.max_error);
+}
+static const key_def budget_keys[] = {
+    {"avg_bits", k_avg_bits}, {"max_bytes", k_max_bytes}, {"max_error", k_max_error},
+    {NULL, NULL}};
+static int k_budget(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, budget_keys, cfg);
+}
+
+/* pins: a list of {pattern, wbits, abits}; at least one of the widths. */
+static int k_pins(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+        return -1;
+    cfg->pins = bp_calloc(v->n, sizeof *cfg->pins, c->err);
+    if (!cfg->pins)
+        return -1;
+    for (size_t i = 0; i < v->n; i++) {
+        const bp_ynode *m = v->items[i];
+        bp_pin *p = &cfg->pins[cfg->n_pins++];
+        char k[64];
+        snprintf(k, sizeof k, "pins[%zu]", i);
+        if (want_type(c, m, k, BP_Y_MAP) < 0)
+            return -1;
+        for (size_t j = 0; j < m->n; j++) {
+            const bp_ynode *kn = m->items[2 * j], *vn = m->items[2 * j + 1];
+            char kk[96];
+            long bits;
+            snprintf(kk, sizeof kk, "%s.%s", k, kn->str);
+            for (size_t t = 0; t < j; t++)
+                if (strcmp(m->items[2 * t]->str, kn->str) == 0)
+                    return at(c, kn, kk, "duplicate key", NULL);
+            if (strcmp(kn->str, "pattern") == 0) {
+                if (get_string(c, vn, kk, &p->pattern) < 0)
+                    return -1;
+            } else if (strcmp(kn->str, "wbits") == 0 || strcmp(kn->str, "abits") == 0) {
+                if (get_int(c, vn, kk, 2, 16, &bits) < 0)
+                    return -1;
+                *(kn->str[0] == 'w' ? &p->wbits : &p->abits) = (int)bits;
+            } else {
+                return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)",
+                          NULL);
+            }
+        }
+        if (!p->pattern)
+            return at(c, m, k, "missing key 'pattern'", NULL);
+        if (!p->wbits && !p->abits)
+            return at(c, m, k, "expected wbits and/or abits to pin", NULL);
+    }
+    return 0;
+}
+
+static int k_time_limit(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (get_double(c, v, key, 0.0, 1e7, &cfg->time_limit) < 0)
+        return -1;
+    return cfg->time_limit > 0 ? 0 : at(c, v, key, "expected a positive number of seconds", NULL);
+}
+static int k_mip_gap(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_double(c, v, key, 0.0, 1.0, &cfg->mip_gap);
+}
+static const key_def solver_keys[] = {
+    {"time_limit", k_time_limit}, {"mip_gap", k_mip_gap}, {NULL, NULL}};
+static int k_solver(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, solver_keys, cfg);
+}
+
+static int k_out_dir(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    char *written = NULL;
+    int rc = resolve(c, v, key, &cfg->out_dir, &written);
+    free(written);
+    return rc;
+}
+/* A plain file name: the outputs live inside output.dir. */
+static int get_file_name(const cctx *c, const bp_ynode *v, const char *key, char **out)
+{
+    if (get_string(c, v, key, out) < 0)
+        return -1;
+    if (!(*out)[0] || strchr(*out, '/') || strcmp(*out, ".") == 0 || strcmp(*out, "..") == 0)
+        return at(c, v, key, "expected a file name without '/' (it is placed in output.dir)",
+                  NULL);
+    return 0;
+}
+static int k_plan(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_file_name(c, v, key, &cfg->plan_name);
+}
+static int k_table(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_file_name(c, v, key, &cfg->table_name);
+}
+static int k_formats(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"yaml", "json", NULL};
+    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+        return -1;
+    if (v->n == 0)
+        return at(c, v, key, "expected at least one format", NULL);
+    cfg->write_yaml = cfg->write_json = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        int f;
+        if (get_enum(c, v->items[i], key, names, &f) < 0)
+            return -1;
+        *(f == 0 ? &cfg->write_yaml : &cfg->write_json) = 1;
+    }
+    return 0;
+}
+static const key_def output_keys[] = {
+    {"dir", k_out_dir}, {"plan", k_plan}, {"table", k_table}, {"formats", k_formats},
+    {NULL, NULL}};
+static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, output_keys, cfg);
+}
+
+static const key_def top_keys[] = {
+    {"model", k_model}, {"candidates", k_candidates}, {"weights", k_weights},
+    {"activations", k_activations}, {"metric", k_metric}, {"budget", k_budget},
+    {"pins", k_pins}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
+
+/* ---- defaults and loading ---------------------------------------------- */
+
+static int set_defaults(bp_config *c, const char *dir, bp_error *err)
+{
+    static const int wbits[] = {2, 3, 4, 6, 8};
+    memset(c, 0, sizeof *c);
+    c->include = bp_calloc(1, sizeof *c->include, err);
+    c->wbits = bp_malloc(sizeof wbits, err);
+    c->abits = bp_malloc(sizeof(int), err);
+    c->out_dir = bp_path_join(dir, "out", err);
+    c->plan_name = bp_strdup("plan.yaml", err);
+    c->table_name = bp_strdup("sensitivity.csv", err);
+    if (!c->include || !c->wbits || !c->abits || !c->out_dir || !c->plan_name ||
+        !c->table_name || !(c->include[0] = bp_strdup("*", err)))
+        return -1;
+    c->n_include = 1;
+    memcpy(c->wbits, wbits, sizeof wbits);
+    c->n_wbits = 5;
+    c->abits[0] = 16;
+    c->n_abits = 1;
+    strcpy(c->quantizer, "rtn");
+    c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0};
+    c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0};
+    c->metric = BP_METRIC_MSE;
+    c->budget.max_error = -1.0;
+    c->time_limit = 60.0;
+    c->write_yaml = 1;
+    return 0;
+}
+
+static int check_pins(const cctx *c, const bp_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_pins; i++) {
+        const bp_pin *p = &cfg->pins[i];
+        int okw = !p->wbits, oka = !p->abits;
+        for (size_t j = 0; j < cfg->n_wbits; j++)
+            okw |= cfg->wbits[j] == p->wbits;
+        for (size_t j = 0; j < cfg->n_abits; j++)
+            oka |= cfg->abits[j] == p->abits;
+        if (!okw || !oka)
+            return bp_fail(c->err, "%s: pins[%zu] ('%s'): %s %d is not among "
+                           "candidates.%s", c->label, i, p->pattern,
+                           okw ? "abits" : "wbits", okw ? p->abits : p->wbits,
+                           okw ? "abits" : "wbits");
+    }
+    return 0;
+}
+
+int bp_config_parse(bp_config *c, const char *text, size_t size, const char *label,
+                    const char *dir, bp_error *err)
+{
+    bp_ynode *root = NULL;
+    cctx ctx = {label, dir, err};
+    if (set_defaults(c, dir, err) < 0)
+        goto fail;
+    if (bp_yaml_parse(text, size, label, &root, err) < 0)
+        goto fail;
+    if (!root) {
+        bp_fail(err, "%s: the config is empty (expected at least model.weights)", label);
+        goto fail;
+    }
+    if (walk_map(&ctx, root, "", top_keys, c) < 0)
+        goto fail;
+    if (!c->weights) {
+        bp_fail(err, "%s: missing required key model.weights", label);
+        goto fail;
+    }
+    if (check_pins(&ctx, c) < 0)
+        goto fail;
+    bp_ynode_free(root);
+    c->path = bp_strdup(label, err);
+    return c->path ? 0 : (bp_config_free(c), -1);
+fail:
+    bp_ynode_free(root);
+    bp_config_free(c);
+    return -1;
+}
+
+int bp_config_load(bp_config *c, const char *path, bp_error *err)
+{
+    char *text, *dir;
+    size_t size;
+    memset(c, 0, sizeof *c);
+    if (bp_read_file(path, &text, &size, err) < 0)
+        return -1;
+    if (!(dir = bp_path_dir(path, err))) {
+        free(text);
+        return -1;
+    }
+    int rc = bp_config_parse(c, text, size, path, dir, err);
+    free(text);
+    free(dir);
+    return rc;
+}
+
+static void free_list(char **list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+void bp_config_free(bp_config *c)
+{
+    free(c->path);
+    free(c->weights);
+    free(c->weights_as_written);
+    free(c->calibration);
+    free(c->calibration_as_written);
+    free_list(c->include, c->n_include);
+    free_list(c->exclude, c->n_exclude);
+    free(c->wbits);
+    free(c->abits);
+    for (size_t i = 0; c->pins && i < c->n_pins; i++)
+        free(c->pins[i].pattern);
+    free(c->pins);
+    free(c->out_dir);
+    free(c->plan_name);
+    free(c->table_name);
+    memset(c, 0, sizeof *c);
+}
+
+int bp_config_has_budget(const bp_config *c)
+{
+    return c->budget.avg_bits > 0 || c->budget.max_bytes > 0 || c->budget.max_error >= 0;
+}

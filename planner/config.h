@@ -1,0 +1,66 @@
+/*
+ * config.h - the YAML run configuration (see README "Config reference").
+ *
+ * bp_config_load validates every key: unknown keys, duplicate keys, wrong
+ * types and out-of-range values are errors naming the file, line and key.
+ * Paths in the file are relative to the config file's directory.
+ */
+#ifndef BP_CONFIG_H
+#define BP_CONFIG_H
+
+#include <stddef.h>
+
+#include "../common/bp_error.h"
+#include "../sensitivity/quant.h"
+#include "../sensitivity/sensitivity.h"
+
+typedef struct bp_pin {
+    char *pattern;            /* glob over layer names */
+    int wbits;                /* 0 = not pinned */
+    int abits;                /* 0 = not pinned */
+} bp_pin;
+
+typedef struct bp_budget_spec {
+    double avg_bits;          /* 0 = not set */
+    double max_bytes;         /* 0 = not set */
+    double max_error;         /* < 0 = not set */
+} bp_budget_spec;
+
+typedef struct bp_config {
+    char *path;               /* the config file as given */
+    char *weights;            /* resolved model path */
+    char *weights_as_written;
+    char *calibration;        /* resolved, or NULL */
+    char *calibration_as_written;
+    char **include;
+    size_t n_include;
+    char **exclude;
+    size_t n_exclude;
+    int *wbits;
+    size_t n_wbits;
+    int *abits;
+    size_t n_abits;
+    char quantizer[16];       /* "rtn" */
+    bp_qspec weights_q;       /* bits set per candidate */
+    bp_qspec acts_q;
+    bp_metric metric;
+    bp_budget_spec budget;
+    bp_pin *pins;
+    size_t n_pins;
+    double time_limit;        /* seconds */
+    double mip_gap;
+    char *out_dir;            /* resolved */
+    char *plan_name;          /* file name inside out_dir */
+    char *table_name;
+    int write_yaml, write_json;
+} bp_config;
+
+int bp_config_load(bp_config *c, const char *path, bp_error *err);
+/* Parse from memory; `dir` resolves relative paths. */
+int bp_config_parse(bp_config *c, const char *text, size_t size, const char *label,
+                    const char *dir, bp_error *err);
+void bp_config_free(bp_config *c);
+/* Is any budget set? */
+int bp_config_has_budget(const bp_config *c);
+
+#endif

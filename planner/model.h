@@ -1,0 +1,82 @@
+/*
+ * model.h - model and calibration inputs: tensor files (one safetensors file,
+ * or a directory of NAME.npy files) and the layers found in them.
+ *
+ * A layer is a weight tensor NAME.weight of rank 2 (linear, out x in) or
+ * rank 4 (conv, out x in/g x kh x kw) with an optional NAME.bias of shape
+ * [out].  Its calibration inputs are NAME.input, n x (in * groups), in the
+ * calibration file.  The conv group count g comes from the metadata key
+ * NAME.groups, else from the calibration width; a mismatch is an error.
+ * Layers are listed in model (file) order and selected by glob patterns.
+ */
+#ifndef BP_MODEL_H
+#define BP_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/bp_error.h"
+#include "../sensitivity/layer.h"
+#include "npy.h"
+#include "safetensors.h"
+
+/* A set of named tensors: a safetensors file or a directory of .npy files. */
+typedef struct bp_tensorset {
+    char *path;
+    int is_dir;
+    bp_safetensors st;
+    bp_npy *npy;              /* directory: one per tensor, sorted by name */
+    char **npy_names;
+    size_t n_npy;
+} bp_tensorset;
+
+typedef struct bp_tensor_ref {
+    const char *name;
+    bp_dtype dtype;
+    int rank;
+    const int64_t *shape;
+} bp_tensor_ref;
+
+int bp_tensorset_open(bp_tensorset *ts, const char *path, bp_error *err);
+void bp_tensorset_close(bp_tensorset *ts);
+size_t bp_tensorset_count(const bp_tensorset *ts);
+bp_tensor_ref bp_tensorset_get(const bp_tensorset *ts, size_t i);
+/* index of the named tensor, or -1 */
+long bp_tensorset_find(const bp_tensorset *ts, const char *name);
+const char *bp_tensorset_meta(const bp_tensorset *ts, const char *key);
+int bp_tensorset_read_f32(const bp_tensorset *ts, size_t i, float *out, bp_error *err);
+
+typedef struct bp_layer_desc {
+    char *name;
+    int64_t out, in;
+    int kh, kw, groups;
+    int is_conv;
+    long weight, bias, input; /* tensor indices; -1 when absent */
+    int64_t n;                /* calibration rows */
+} bp_layer_desc;
+
+typedef struct bp_model {
+    bp_tensorset weights;
+    bp_tensorset calib;
+    int has_calib;
+    bp_layer_desc *layers;
+    size_t n_layers;
+} bp_model;
+
+/* Open both files and find the layers matching include and not exclude. */
+int bp_model_open(bp_model *m, const char *weights, const char *calib,
+                  char *const *include, size_t n_include,
+                  char *const *exclude, size_t n_exclude, bp_error *err);
+void bp_model_close(bp_model *m);
+
+/* A layer's tensors converted to float32. */
+typedef struct bp_loaded_layer {
+    bp_layer view;
+    float *W, *bias, *X;
+} bp_loaded_layer;
+
+int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out,
+                        bp_error *err);
+void bp_loaded_layer_free(bp_loaded_layer *l);
+
+#endif

@@ -1,0 +1,533 @@
+/*
+ * pipeline.c - sensitivity with a content-addressed cache, the table -> IP
+ * translation (layers, pins, budgets), and plan assembly.
+ */
+#include "pipeline.h"
+
+#include <fnmatch.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/bp_file.h"
+#include "../sensitivity/sensitivity.h"
+#include "model.h"
+#include "sha256.h"
+
+#define CACHE_FORMAT "bitplan-sensitivity-cache-v1"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void spec_from_config(const bp_config *cfg, bp_sens_spec *s)
+{
+    s->wbits = cfg->wbits;
+    s->n_wbits = cfg->n_wbits;
+    s->abits = cfg->abits;
+    s->n_abits = cfg->n_abits;
+    s->weights = cfg->weights_q;
+    s->acts = cfg->acts_q;
+    s->metric = cfg->metric;
+}
+
+/* ---- cache -------------------------------------------------------------- */
+
+static void hash_str(bp_sha256 *h, const char *s)
+{
+    bp_sha256_update(h, s, strlen(s) + 1);
+}
+
+static void hash_qspec(bp_sha256 *h, const bp_qspec *q)
+{
+    char buf[160];
+    snprintf(buf, sizeof buf, "%s %lld %d %s %.17g", bp_granularity_name(q->granularity),
+             (long long)q->group_size, q->symmetric, bp_range_name(q->range), q->mse_norm);
+    hash_str(h, buf);
+}
+
+/* The key covers the input files' contents, the selected layers and every
+ * setting that changes a table value. */
+static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_result *r,
+                      char hex[65])
+{
+    bp_sha256 h;
+    unsigned char d[32];
+    char buf[64];
+    bp_sha256_init(&h);
+    hash_str(&h, CACHE_FORMAT);
+    hash_str(&h, r->model_sha256);
+    hash_str(&h, r->calib_sha256);
+    for (size_t i = 0; i < m->n_layers; i++)
+        hash_str(&h, m->layers[i].name);
+    hash_str(&h, "wbits");
+    for (size_t i = 0; i < cfg->n_wbits; i++) {
+        snprintf(buf, sizeof buf, "%d", cfg->wbits[i]);
+        hash_str(&h, buf);
+    }
+    hash_str(&h, "abits");
+    for (size_t i = 0; i < cfg->n_abits; i++) {
+        snprintf(buf, sizeof buf, "%d", cfg->abits[i]);
+        hash_str(&h, buf);
+    }
+    hash_str(&h, cfg->quantizer);
+    hash_qspec(&h, &cfg->weights_q);
+    hash_qspec(&h, &cfg->acts_q);
+    hash_str(&h, bp_metric_name(cfg->metric));
+    bp_sha256_final(&h, d);
+    bp_sha256_hex(d, hex);
+}
+
+static void sha_of(const void *data, size_t n, char hex[65])
+{
+    bp_sha256 h;
+    unsigned char d[32];
+    bp_sha256_init(&h);
+    bp_sha256_update(&h, data, n);
+    bp_sha256_final(&h, d);
+    bp_sha256_hex(d, hex);
+}
+
+/* The cache is "<table>" plus "<table>.key" holding the inputs' key and the
+ * SHA-256 of the CSV bytes: a table is trusted only when both match. */
+static int cache_load(const char *csv_path, const char *key, bp_table *t)
+{
+    char key_path[4096], *text = NULL, *csv = NULL, want[256], sha[65];
+    size_t n, csv_n;
+    snprintf(key_path, sizeof key_path, "%s.key", csv_path);
+    int ok = bp_read_file(key_path, &text, &n, NULL) == 0 &&
+             bp_read_file(csv_path, &csv, &csv_n, NULL) == 0;
+    if (ok) {
+        sha_of(csv, csv_n, sha);
+        snprintf(want, sizeof want, "key %s\ncsv %s\n", key, sha);
+        ok = strcmp(text, want) == 0 &&
+             bp_table_parse_csv(t, csv, csv_n, csv_path, NULL) == 0;
+    }
+    free(text);
+    free(csv);
+    return ok ? 0 : -1;
+}
+
+static int write_table_file(const bp_table *t, const char *path, char sha[65],
+                            bp_error *err)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *mem = open_memstream(&buf, &n);
+    if (!mem)
+        return bp_fail(err, "out of memory formatting the table");
+    bp_table_write_csv(t, mem);
+    fclose(mem);
+    bp_atomic a;
+    int rc = bp_atomic_open(&a, path, err);
+    if (rc == 0) {
+        fwrite(buf, 1, n, a.fp);
+        rc = bp_atomic_commit(&a, err);
+    }
+    if (sha)
+        sha_of(buf, n, sha);
+    free(buf);
+    return rc;
+}
+
+static int cache_store(const bp_table *t, const char *csv_path, const char *key,
+                       bp_error *err)
+{
+    char key_path[4096], sha[65];
+    snprintf(key_path, sizeof key_path, "%s.key", csv_path);
+    remove(key_path);                /* never pair an old key with a new table */
+    if (write_table_file(t, csv_path, sha, err) < 0)
+        return -1;
+    bp_atomic a;
+    if (bp_atomic_open(&a, key_path, err) < 0)
+        return -1;
+    fprintf(a.fp, "key %s\ncsv %s\n", key, sha);
+    return bp_atomic_commit(&a, err);
+}
+
+int bp_write_table(const bp_table *t, const char *path, bp_error *err)
+{
+    return write_table_file(t, path, NULL, err);
+}
+
+/* A file's SHA-256; for a directory of .npy files, the SHA-256 of the list
+ * of (name, file SHA-256) in name order. */
+static int bp_tensorset_sha256(const bp_tensorset *ts, char hex[65], bp_error *err)
+{
+    if (!ts->is_dir)
+        return bp_sha256_file(ts->path, hex, err);
+    bp_sha256 h;
+    unsigned char d[32];
+    bp_sha256_init(&h);
+    for (size_t i = 0; i < ts->n_npy; i++) {
+        char file_hex[65];
+        if (bp_sha256_file(ts->npy[i].path, file_hex, err) < 0)
+            return -1;
+        hash_str(&h, ts->npy_names[i]);
+        hash_str(&h, file_hex);
+    }
+    bp_sha256_final(&h, d);
+    bp_sha256_hex(d, hex);
+    return 0;
+}
+
+/* ---- sensitivity -------------------------------------------------------- */
+
+static int check_pins(const bp_config *cfg, const bp_model *m, bp_error *err)
+{
+    for (size_t p = 0; p < cfg->n_pins; p++) {
+        int hit = 0;
+        for (size_t i = 0; i < m->n_layers && !hit; i++)
+            hit = fnmatch(cfg->pins[p].pattern, m->layers[i].name, 0) == 0;
+        if (!hit)
+            return bp_fail(err, "%s: pins[%zu]: pattern '%s' matches no layer", cfg->path,
+                           p, cfg->pins[p].pattern);
+    }
+    return 0;
+}
+
+static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
+                       void *ctx, bp_table *t, bp_error *err)
+{
+    bp_sens_spec spec;
+    spec_from_config(cfg, &spec);
+    for (size_t i = 0; i < m->n_layers; i++) {
+        bp_loaded_layer l;
+        if (progress)
+            progress(ctx, i, m->n_layers, m->layers[i].name);
+        if (bp_sens_needs_data(&spec) && m->layers[i].input < 0)
+            return bp_fail(err, "layer '%s': metric '%s' needs calibration inputs, but "
+                           "'%s.input' is not in %s (use metric: weight for data-free "
+                           "planning)", m->layers[i].name, bp_metric_name(cfg->metric),
+                           m->layers[i].name, cfg->calibration ? cfg->calibration
+                                                               : "model.calibration (unset)");
+        if (bp_model_load_layer(m, i, &l, err) < 0)
+            return -1;
+        int rc = bp_sensitivity_layer(&l.view, &spec, t, err);
+        bp_loaded_layer_free(&l);
+        if (rc < 0)
+            return -1;
+    }
+    if (progress)
+        progress(ctx, m->n_layers, m->n_layers, NULL);
+    return 0;
+}
+
+int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
+                       void *progress_ctx, bp_sens_result *res, bp_error *err)
+{
+    bp_model m;
+    char key[65];
+    double t0 = now_seconds();
+    memset(res, 0, sizeof *res);
+    bp_table_init(&res->table);
+    if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
+                      cfg->exclude, cfg->n_exclude, err) < 0)
+        return -1;
+    res->n_layers = m.n_layers;
+    int rc = -1;
+    char *csv = NULL;
+    if (check_pins(cfg, &m, err) < 0 ||
+        bp_tensorset_sha256(&m.weights, res->model_sha256, err) < 0 ||
+        (m.has_calib && bp_tensorset_sha256(&m.calib, res->calib_sha256, err) < 0))
+        goto out;
+    cache_key(cfg, &m, res, key);
+    if (bp_mkdirs(cfg->out_dir, err) < 0 ||
+        !(csv = bp_path_join(cfg->out_dir, cfg->table_name, err)))
+        goto out;
+    if (!force && cache_load(csv, key, &res->table) == 0) {
+        res->from_cache = 1;
+    } else {
+        if (measure_all(cfg, &m, progress, progress_ctx, &res->table, err) < 0 ||
+            cache_store(&res->table, csv, key, err) < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    res->seconds = now_seconds() - t0;
+    free(csv);
+    bp_model_close(&m);
+    if (rc < 0)
+        bp_sens_result_free(res);
+    return rc;
+}
+
+void bp_sens_result_free(bp_sens_result *res)
+{
+    bp_table_free(&res->table);
+}
+
+/* ---- table -> integer program ----------------------------------------- */
+
+typedef struct ip_build {
+    size_t n_layers;
+    size_t *first;            /* n_layers + 1 */
+    size_t *row;              /* candidate -> table row */
+    double *error, *bits;
+    unsigned char *allowed;
+    int64_t *params;          /* per layer */
+    const char **names;       /* per layer */
+} ip_build;
+
+static void ip_build_free(ip_build *b)
+{
+    free(b->first);
+    free(b->row);
+    free(b->error);
+    free(b->bits);
+    free(b->allowed);
+    free(b->params);
+    free(b->names);
+    memset(b, 0, sizeof *b);
+}
+
+static const bp_table *sort_tab;
+static int cmp_by_layer(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int c = strcmp(sort_tab->rows[x].layer, sort_tab->rows[y].layer);
+    return c ? c : (x < y ? -1 : x > y);
+}
+static int cmp_by_first_row(const void *a, const void *b)
+{
+    size_t x = **(const size_t *const *)a, y = **(const size_t *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Candidates grouped by layer; layers in order of first appearance, the
+ * candidates of a layer in table order. */
+static int group_rows(const bp_table *t, ip_build *b, bp_error *err)
+{
+    size_t n = t->n, *idx = bp_malloc(n * sizeof *idx, err);
+    size_t **starts = bp_malloc(n * sizeof *starts, err);
+    int rc = -1;
+    if (!idx || !starts)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    sort_tab = t;
+    qsort(idx, n, sizeof *idx, cmp_by_layer);
+    size_t ng = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || strcmp(t->rows[idx[i]].layer, t->rows[idx[i - 1]].layer) != 0)
+            starts[ng++] = &idx[i];
+    qsort(starts, ng, sizeof *starts, cmp_by_first_row);
+    b->n_layers = ng;
+    b->first = bp_malloc((ng + 1) * sizeof *b->first, err);
+    b->row = bp_malloc(n * sizeof *b->row, err);
+    b->params = bp_malloc(ng * sizeof *b->params, err);
+    b->names = bp_malloc(ng * sizeof *b->names, err);
+    if (!b->first || !b->row || !b->params || !b->names)
+        goto out;
+    size_t c = 0;
+    for (size_t g = 0; g < ng; g++) {
+        const char *name = t->rows[*starts[g]].layer;
+        b->first[g] = c;
+        b->names[g] = name;
+        b->params[g] = t->rows[*starts[g]].params;
+        for (size_t *p = starts[g]; p < idx + n && strcmp(t->rows[*p].layer, name) == 0; p++)
+            b->row[c++] = *p;
+    }
+    b->first[ng] = c;
+    rc = 0;
+out:
+    free(idx);
+    free(starts);
+    return rc;
+}
+
+static int apply_pins(const bp_table *t, const bp_solve_request *req, ip_build *b,
+                      bp_error *err)
+{
+    for (size_t p = 0; p < req->n_pins; p++) {
+        const bp_pin *pin = &req->pins[p];
+        int hit = 0;
+        for (size_t l = 0; l < b->n_layers; l++) {
+            if (fnmatch(pin->pattern, b->names[l], 0) != 0)
+                continue;
+            hit = 1;
+            for (size_t c = b->first[l]; c < b->first[l + 1]; c++) {
+                const bp_table_row *r = &t->rows[b->row[c]];
+                if ((pin->wbits && r->wbits != pin->wbits) ||
+                    (pin->abits && r->abits != pin->abits))
+                    b->allowed[c] = 0;
+            }
+        }
+        if (!hit)
+            return bp_fail(err, "pins[%zu]: pattern '%s' matches no layer", p, pin->pattern);
+    }
+    for (size_t l = 0; l < b->n_layers; l++) {
+        int any = 0;
+        for (size_t c = b->first[l]; c < b->first[l + 1]; c++)
+            any |= b->allowed[c];
+        if (!any)
+            return bp_fail(err, "layer '%s': no candidate satisfies its pins", b->names[l]);
+    }
+    return 0;
+}
+
+static int build_ip(const bp_table *t, const bp_solve_request *req, ip_build *b,
+                    bp_error *err)
+{
+    memset(b, 0, sizeof *b);
+    if (group_rows(t, b, err) < 0)
+        return -1;
+    size_t nc = b->first[b->n_layers];
+    b->error = bp_malloc(nc * sizeof *b->error, err);
+    b->bits = bp_malloc(nc * sizeof *b->bits, err);
+    b->allowed = bp_malloc(nc, err);
+    if (!b->error || !b->bits || !b->allowed)
+        return -1;
+    for (size_t c = 0; c < nc; c++) {
+        b->error[c] = t->rows[b->row[c]].error;
+        b->bits[c] = (double)t->rows[b->row[c]].weight_bits;
+        b->allowed[c] = 1;
+    }
+    return apply_pins(t, req, b, err);
+}
+
+/* ---- solving ------------------------------------------------------------ */
+
+static int infeasible(const bp_solve_request *req, const bp_solution *sol,
+                      const char *const *keys, int64_t params, bp_error *err)
+{
+    if (sol->binding_budget < 0)
+        return bp_fail(err, "budget infeasible: each budget can be met alone, but not "
+                       "all at once; relax one of them");
+    const char *k = keys[sol->binding_budget];
+    double m = sol->min_feasible;
+    if (strcmp(k, "avg_bits") == 0)
+        return bp_fail(err, "budget.avg_bits = %g is infeasible: the smallest feasible "
+                       "value is %.6f bits per weight (scales and zero points included)",
+                       req->budget.avg_bits, ceil(m / (double)params * 1e6) / 1e6);
+    if (strcmp(k, "max_bytes") == 0)
+        return bp_fail(err, "budget.max_bytes = %.0f is infeasible: the smallest feasible "
+                       "value is %.0f bytes", req->budget.max_bytes, ceil(m / 8.0));
+    return bp_fail(err, "budget.max_error = %g is infeasible: the smallest feasible value "
+                   "is %.17g", req->budget.max_error, m);
+}
+
+int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_result *res,
+                   bp_error *err)
+{
+    ip_build b;
+    bp_budget budgets[3];
+    const char *keys[3];
+    size_t nb = 0;
+    memset(res, 0, sizeof *res);
+    if (build_ip(t, req, &b, err) < 0) {
+        ip_build_free(&b);
+        return -1;
+    }
+    for (size_t l = 0; l < b.n_layers; l++)
+        res->total_params += b.params[l];
+    /* weight bits are integers, so size limits are floored */
+    if (req->budget.avg_bits > 0) {
+        keys[nb] = "avg_bits";
+        budgets[nb++] = (bp_budget){BP_RES_BITS,
+                                    floor(req->budget.avg_bits * (double)res->total_params + 1e-6)};
+    }
+    if (req->budget.max_bytes > 0) {
+        keys[nb] = "max_bytes";
+        budgets[nb++] = (bp_budget){BP_RES_BITS, floor(8.0 * req->budget.max_bytes)};
+    }
+    if (req->budget.max_error >= 0) {
+        keys[nb] = "max_error";
+        budgets[nb++] = (bp_budget){BP_RES_ERROR, req->budget.max_error};
+    }
+    bp_problem p = {b.n_layers, b.first, {b.error, b.bits}, b.allowed};
+    bp_solve_opts o;
+    bp_solve_opts_init(&o);
+    int size_budget = req->budget.avg_bits > 0 || req->budget.max_bytes > 0;
+    o.objective = size_budget || nb == 0 ? BP_RES_ERROR : BP_RES_BITS;
+    o.budgets = budgets;
+    o.n_budgets = nb;
+    o.time_limit = req->time_limit;
+    o.mip_gap = req->mip_gap;
+    res->objective_name = o.objective == BP_RES_ERROR ? "min_error" : "min_size";
+    int rc = bp_solve_ip(&p, &o, &res->sol, err);
+    if (rc == 0 && res->sol.status == BP_SOLVE_INFEASIBLE)
+        rc = infeasible(req, &res->sol, keys, res->total_params, err);
+    else if (rc == 0 && res->sol.status == BP_SOLVE_TIME_LIMIT)
+        rc = bp_fail(err, "the solver hit its time limit (%g s) before finding any plan; "
+                     "raise solver.time_limit", req->time_limit);
+    else if (rc == 0 && res->sol.status == BP_SOLVE_ERROR)
+        rc = bp_fail(err, "the solver failed");
+    if (rc == 0) {
+        res->n_layers = b.n_layers;
+        res->chosen = bp_malloc(b.n_layers * sizeof *res->chosen, err);
+        if (!res->chosen)
+            rc = -1;
+        for (size_t l = 0; rc == 0 && l < b.n_layers; l++) {
+            const bp_table_row *r = &t->rows[b.row[res->sol.choice[l]]];
+            res->chosen[l] = b.row[res->sol.choice[l]];
+            res->total_weight_bits += r->weight_bits;
+            res->total_error += r->error;
+        }
+    }
+    ip_build_free(&b);
+    if (rc < 0)
+        bp_solve_result_free(res);
+    return rc;
+}
+
+void bp_solve_result_free(bp_solve_result *res)
+{
+    free(res->chosen);
+    bp_solution_free(&res->sol);
+    memset(res, 0, sizeof *res);
+}
+
+/* ---- plan --------------------------------------------------------------- */
+
+int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *cfg,
+                 const bp_sens_result *sens, const bp_solve_request *req, bp_plan *plan,
+                 bp_error *err)
+{
+    memset(plan, 0, sizeof *plan);
+    plan->layers = bp_calloc(r->n_layers, sizeof *plan->layers, err);
+    if (!plan->layers)
+        return -1;
+    plan->n_layers = r->n_layers;
+    for (size_t l = 0; l < r->n_layers; l++) {
+        const bp_table_row *row = &t->rows[r->chosen[l]];
+        bp_plan_layer *pl = &plan->layers[l];
+        *pl = (bp_plan_layer){row->layer, row->wbits, row->abits, row->quantizer, NULL, 0,
+                              -1, row->error, row->params, row->weight_bits};
+        if (cfg && row->wbits < BP_BITS_FLOAT) {
+            pl->granularity = bp_granularity_name(cfg->weights_q.granularity);
+            pl->group_size = cfg->weights_q.granularity == BP_GRAN_GROUP
+                             ? cfg->weights_q.group_size : 0;
+            pl->symmetric = cfg->weights_q.symmetric;
+        } else if (cfg) {
+            pl->granularity = "none";
+        }
+    }
+    if (cfg) {
+        plan->model_path = cfg->weights_as_written;
+        plan->calib_path = cfg->calibration_as_written;
+        plan->metric = bp_metric_name(cfg->metric);
+    }
+    if (sens) {
+        plan->model_sha256 = sens->model_sha256;
+        plan->calib_sha256 = sens->calib_sha256[0] ? sens->calib_sha256 : NULL;
+    }
+    plan->budget_avg_bits = req->budget.avg_bits;
+    plan->budget_max_bytes = req->budget.max_bytes;
+    plan->budget_max_error = req->budget.max_error;
+    plan->objective_name = r->objective_name;
+    plan->solver = "glpk";
+    plan->status = bp_solve_status_name(r->sol.status);
+    plan->objective = r->sol.objective;
+    plan->gap = r->sol.gap;
+    /* tenths of a second: re-running an unchanged plan gives the same bytes */
+    plan->seconds = round(r->sol.seconds * 10.0) / 10.0;
+    plan->total_params = r->total_params;
+    plan->total_weight_bits = r->total_weight_bits;
+    plan->total_error = r->total_error;
+    return 0;
+}

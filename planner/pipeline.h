@@ -1,0 +1,70 @@
+/*
+ * pipeline.h - the stages a command runs, glued together: measure (or reuse
+ * the cached) sensitivity table, turn table + budget + pins into an integer
+ * program, solve it, and assemble the plan.  No terminal I/O here: progress
+ * goes through a callback that main.c provides.
+ */
+#ifndef BP_PIPELINE_H
+#define BP_PIPELINE_H
+
+#include <stddef.h>
+
+#include "../common/bp_error.h"
+#include "../sensitivity/table.h"
+#include "../solvers/ip.h"
+#include "config.h"
+#include "plan.h"
+
+typedef void (*bp_progress_fn)(void *ctx, size_t done, size_t total, const char *layer);
+
+typedef struct bp_sens_result {
+    bp_table table;
+    char model_sha256[65];
+    char calib_sha256[65];    /* "" when there is no calibration file */
+    int from_cache;
+    size_t n_layers;
+    double seconds;
+} bp_sens_result;
+
+/* Measure the table for cfg, or load it from the cache in cfg->out_dir when
+ * its key (hash of the inputs and every setting that affects it) matches.
+ * force = 1 ignores the cache.  The table is (re)written to the cache. */
+int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
+                       void *progress_ctx, bp_sens_result *res, bp_error *err);
+void bp_sens_result_free(bp_sens_result *res);
+
+/* Write a table as CSV, atomically. */
+int bp_write_table(const bp_table *t, const char *path, bp_error *err);
+
+/* What to solve: the budget plus structure (pins). */
+typedef struct bp_solve_request {
+    bp_budget_spec budget;
+    const bp_pin *pins;
+    size_t n_pins;
+    double time_limit;
+    double mip_gap;
+} bp_solve_request;
+
+/* The outcome: chosen table rows in layer order plus solver facts. */
+typedef struct bp_solve_result {
+    size_t n_layers;
+    size_t *chosen;           /* table row index per layer, model order */
+    bp_solution sol;
+    const char *objective_name;
+    int64_t total_params, total_weight_bits;
+    double total_error;
+} bp_solve_result;
+
+/* Solve over a table.  An infeasible budget is an error naming the smallest
+ * feasible value; a time limit without any plan is an error too. */
+int bp_solve_table(const bp_table *t, const bp_solve_request *req,
+                   bp_solve_result *res, bp_error *err);
+void bp_solve_result_free(bp_solve_result *res);
+
+/* Fill a plan from a solved table (cfg may be NULL for bare tables). The
+ * plan's layer array is malloc'ed; the strings point into t and cfg. */
+int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *cfg,
+                 const bp_sens_result *sens, const bp_solve_request *req,
+                 bp_plan *plan, bp_error *err);
+
+#endif

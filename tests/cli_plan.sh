@@ -1,0 +1,91 @@
+#!/bin/bash
+# run / sensitivity / solve on a generated model: plan contents, budgets,
+# the sensitivity cache (reuse, invalidation, corruption), determinism.
+source "$SRC/tests/lib.sh"
+
+"$FIXTURE" "$WORK/m" 11 2>/dev/null || { mkdir -p "$WORK/m" && "$FIXTURE" "$WORK/m" 11; }
+cat >cfg.yaml <<'YAML'
+model:
+  weights: m/model.safetensors
+  calibration: m/calib.safetensors
+  exclude: ["head"]
+candidates:
+  wbits: [2, 3, 4, 8]
+  abits: [6, 16]
+budget:
+  avg_bits: 3.5
+output:
+  dir: out
+  formats: [yaml, json]
+YAML
+
+# sensitivity table: exact header, one row per layer x candidate, model order
+"$BITPLAN" sensitivity cfg.yaml -o table.csv >sens.txt
+check "sensitivity exits 0" test $? = 0
+check "header" test "$(head -1 table.csv)" = "layer,wbits,abits,quantizer,error,params,weight_bits,macs"
+check "3 layers x 8 candidates" test "$(tail -n +2 table.csv | wc -l)" = 24
+check "model order" test "$(tail -n +2 table.csv | cut -d, -f1 | uniq | tr '\n' ' ')" = "conv1 dw fc "
+# weight_bits = params*wbits + per-channel fp16 scales (symmetric: no zero points)
+check "conv1 4-bit storage" grep -q '^conv1,4,16,rtn,[^,]*,216,992,216$' table.csv
+check "cache written" test -f out/sensitivity.csv -a -f out/sensitivity.csv.key
+
+# run: plan within budget, layers in model order, second run cached & identical
+"$BITPLAN" run cfg.yaml >run1.txt
+check "run exits 0" test $? = 0
+grep -q "sensitivity: cached" run1.txt && ok || bad "run reuses the table from 'sensitivity'"
+check "plan.yaml written" test -f out/plan.yaml
+check "plan.json written" test -f out/plan.json
+avg=$(yaml_value out/plan.yaml avg_bits | tail -1)
+awk -v a="$(grep -E '^  avg_bits: ' out/plan.yaml | tail -1 | awk '{print $2}')" 'BEGIN{exit !(a <= 3.5)}' && ok || bad "avg bits within budget: $avg"
+check "status optimal" grep -q '^  status: "optimal"' out/plan.yaml
+check "sha256 of model" grep -q "weights_sha256: \"$(sha256sum m/model.safetensors | cut -c1-64)\"" out/plan.yaml
+check "layers in order" test "$(grep -E '^  - name:' out/plan.yaml | sed 's/.*: //' | tr -d '"' | tr '\n' ' ')" = "conv1 dw fc "
+# totals agree with the layers
+sum=$(grep -E '^    weight_bits: ' out/plan.yaml | awk '{s+=$2} END{print s}')
+check "total weight bits" grep -q "^  weight_bits: $sum\$" out/plan.yaml
+cp out/plan.yaml plan1.yaml
+"$BITPLAN" run cfg.yaml >run2.txt
+grep -q "sensitivity: cached" run2.txt && ok || bad "second run uses the cache"
+check "deterministic plan" cmp -s plan1.yaml out/plan.yaml
+"$BITPLAN" run cfg.yaml --force >run3.txt
+grep -q "sensitivity: measured" run3.txt && ok || bad "--force measures again"
+check "same plan after re-measuring" cmp -s plan1.yaml out/plan.yaml
+
+# the cache is keyed on settings and contents
+sed -i 's/abits: \[6, 16\]/abits: [8, 16]/' cfg.yaml
+"$BITPLAN" run cfg.yaml >run4.txt
+grep -q "sensitivity: measured" run4.txt && ok || bad "changed abits invalidate the cache"
+grep -q ',8,rtn,' out/sensitivity.csv && ok || bad "new table has abits 8"
+sed -i '2s/.*/conv1,2,8,rtn,0,216,432,216/' out/sensitivity.csv
+"$BITPLAN" run cfg.yaml >run5.txt
+grep -q "sensitivity: measured" run5.txt && ok || bad "an edited cache is not trusted"
+"$FIXTURE" "$WORK/m" 12
+"$BITPLAN" run cfg.yaml >run6.txt
+grep -q "sensitivity: measured" run6.txt && ok || bad "new model contents invalidate the cache"
+
+# budgets from the command line; size objective under an error budget
+# the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes
+"$BITPLAN" solve cfg.yaml --max-bytes 450 -o small.yaml -q
+check "max-bytes plan" test -f small.yaml
+bytes=$(grep -E '^  weight_bytes: ' small.yaml | awk '{print $2}')
+awk -v b="$bytes" 'BEGIN{exit !(b <= 450 && b >= 424)}' && ok || bad "weight bytes $bytes within [424, 450]"
+"$BITPLAN" solve cfg.yaml --max-error 1e9 -o loose.json -q
+check "json plan" grep -q '"objective": "min_size"' loose.json
+# with an unlimited error budget, min size picks the smallest candidates: all 2-bit
+check "min size picks 2 bits" test "$(grep -c '"wbits": 2' loose.json)" = 3
+
+# pins and data-free planning
+cat >pins.yaml <<'YAML'
+model: {weights: m/model.safetensors}
+candidates: {wbits: [2, 4, 8], abits: [16]}
+metric: weight
+budget: {avg_bits: 4}
+pins: [{pattern: "head", wbits: 8}, {pattern: "conv*", wbits: 2}]
+output: {dir: out_pins}
+YAML
+"$BITPLAN" run pins.yaml -q
+check "data-free run" test -f out_pins/plan.yaml
+grep -A2 'name: "head"' out_pins/plan.yaml | grep -q 'wbits: 8' && ok || bad "head pinned to 8"
+grep -A2 'name: "conv1"' out_pins/plan.yaml | grep -q 'wbits: 2' && ok || bad "conv1 pinned to 2"
+check "quiet is quiet" test -z "$("$BITPLAN" run pins.yaml -q 2>&1)"
+finish
