@@ -57,8 +57,15 @@ static void key(emitter *e, const char *k)
     if (e->json)
         fprintf(e->fp, "%s\n%*s\"%s\": ", e->first ? "" : ",", e->indent, "", k);
     else
-        fprintf(e->fp, "%*s%s: ", e->indent, "", k);
+        fprintf(e->fp, "%*s%s:", e->indent, "", k);
     e->first = 0;
+}
+/* after a key, before a scalar: YAML wants one space (JSON has it) */
+static void key_val(emitter *e, const char *k)
+{
+    key(e, k);
+    if (!e->json)
+        fputc(' ', e->fp);
 }
 static void end_line(emitter *e)
 {
@@ -67,25 +74,25 @@ static void end_line(emitter *e)
 }
 static void kv_str(emitter *e, const char *k, const char *v)
 {
-    key(e, k);
+    key_val(e, k);
     put_str(e->fp, v);
     end_line(e);
 }
 static void kv_num(emitter *e, const char *k, double v)
 {
-    key(e, k);
+    key_val(e, k);
     put_num(e->fp, v);
     end_line(e);
 }
 static void kv_int(emitter *e, const char *k, long long v)
 {
-    key(e, k);
+    key_val(e, k);
     fprintf(e->fp, "%lld", v);
     end_line(e);
 }
 static void kv_bool(emitter *e, const char *k, int v)
 {
-    key(e, k);
+    key_val(e, k);
     fputs(v < 0 ? "null" : v ? "true" : "false", e->fp);
     end_line(e);
 }
@@ -173,7 +180,7 @@ static void write_layers(emitter *e, const bp_plan *p)
 {
     key(e, "layers");
     if (!e->json)
-        fputs(p->n_layers ? "\n" : "[]\n", e->fp);
+        fputs(p->n_layers ? "\n" : " []\n", e->fp);
     else
         fputc('[', e->fp);
     for (size_t i = 0; i < p->n_layers; i++) {
