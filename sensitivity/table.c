@@ -180,7 +180,7 @@ static int parse_int(const csv_reader *c, const char *col, const char *s,
 static int parse_field(const csv_reader *c, int col, const char *s,
                        bp_table_row *row, bp_error *err)
 {
-    long long v;
+    long long v = 0;
     const char *name = column_names[col];
     switch (col) {
     case COL_LAYER:
