@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -170,4 +171,38 @@ int bp_read_file(const char *path, char **data, size_t *size, bp_error *err)
     *data = buf;
     *size = n;
     return 0;
+}
+
+int bp_map_file(const char *path, size_t min_size, const char *what,
+                const unsigned char **map, size_t *size, bp_error *err)
+{
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return bp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return bp_fail(err, "%s: not a regular file", path);
+    }
+    if ((size_t)sb.st_size < min_size || sb.st_size == 0) {
+        close(fd);
+        return bp_fail(err, "%s: %lld bytes is too short for %s", path,
+                       (long long)sb.st_size, what);
+    }
+    void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (m == MAP_FAILED)
+        return bp_fail(err, "%s: cannot map: %s", path, strerror(e));
+    *map = m;
+    *size = (size_t)sb.st_size;
+    return 0;
+}
+
+void bp_unmap_file(const unsigned char *map, size_t size)
+{
+    if (map)
+        munmap((void *)map, size);
 }

@@ -39,4 +39,10 @@ char *bp_path_dir(const char *path, bp_error *err);
 /* Read a whole file into a NUL-terminated malloc'ed buffer. */
 int bp_read_file(const char *path, char **data, size_t *size, bp_error *err);
 
+/* Map a whole regular file read-only; files under min_size bytes are an
+ * error saying "too short for <what>".  Unmap with bp_unmap_file. */
+int bp_map_file(const char *path, size_t min_size, const char *what,
+                const unsigned char **map, size_t *size, bp_error *err);
+void bp_unmap_file(const unsigned char *map, size_t size);
+
 #endif

@@ -8,15 +8,11 @@
  */
 #include "npy.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <math.h>
+#include "../common/bp_file.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 typedef struct npy_parser {
     const char *p, *end;
@@ -212,25 +208,15 @@ int bp_npy_parse(bp_npy *npy, const unsigned char *buf, size_t size, const char 
 
 int bp_npy_open(bp_npy *npy, const char *path, bp_error *err)
 {
+    const unsigned char *map;
+    size_t size;
     memset(npy, 0, sizeof *npy);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return bp_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size < 10) {
-        close(fd);
-        return bp_fail(err, "%s: not a .npy file (too short or not a regular file)", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (map == MAP_FAILED)
-        return bp_fail(err, "%s: cannot map: %s", path, strerror(e));
+    if (bp_map_file(path, 10, "a .npy file", &map, &size, err) < 0)
+        return -1;
     char *copy = bp_strdup(path, err);
     if (!copy || bp_npy_parse(npy, map, size, path, err) < 0) {
         free(copy);
-        munmap(map, size);
+        bp_unmap_file(map, size);
         return -1;
     }
     npy->path = copy;
@@ -241,8 +227,8 @@ void bp_npy_close(bp_npy *npy)
 {
     if (!npy)
         return;
-    if (npy->path && npy->map)
-        munmap((void *)npy->map, npy->size);
+    if (npy->path)
+        bp_unmap_file(npy->map, npy->size);
     free(npy->path);
     memset(npy, 0, sizeof *npy);
 }
@@ -257,17 +243,7 @@ int64_t bp_npy_numel(const bp_npy *npy)
 
 int bp_npy_read_f32(const bp_npy *npy, float *out, bp_error *err)
 {
-    const unsigned char *src = npy->map + npy->data_start;
     const char *label = npy->path ? npy->path : "npy";
-    int64_t n = bp_npy_numel(npy);
-    for (int64_t i = 0; i < n; i++) {
-        if (npy->dtype == BP_DT_F32)
-            memcpy(&out[i], src + 4 * i, 4);
-        else
-            out[i] = bp_f16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
-        if (!isfinite(out[i]))
-            return bp_fail(err, "%s: element %lld is %s (expected finite values)", label,
-                           (long long)i, isnan(out[i]) ? "NaN" : "infinite");
-    }
-    return 0;
+    return bp_to_f32(npy->dtype, npy->map + npy->data_start, bp_npy_numel(npy), out, label,
+                     "array", err);
 }

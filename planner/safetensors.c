@@ -12,19 +12,12 @@
  */
 #include "safetensors.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "../common/bp_file.h"
-
-#define ST_MAX_DEPTH 16
 
 static const struct {
     const char *name;
@@ -543,31 +536,15 @@ int bp_st_parse(bp_safetensors *st, const unsigned char *buf, size_t size, const
 
 int bp_st_open(bp_safetensors *st, const char *path, bp_error *err)
 {
+    const unsigned char *map;
+    size_t size;
     memset(st, 0, sizeof *st);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return bp_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-        int e = errno;
-        close(fd);
-        return bp_fail(err, "%s: not a regular file%s%s", path, e ? ": " : "",
-                       e ? strerror(e) : "");
-    }
-    size_t size = (size_t)sb.st_size;
-    if (size < 8) {
-        close(fd);
-        return bp_fail(err, "%s: %zu bytes is too short for a safetensors file", path, size);
-    }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (map == MAP_FAILED)
-        return bp_fail(err, "%s: cannot map: %s", path, strerror(e));
+    if (bp_map_file(path, 8, "a safetensors file", &map, &size, err) < 0)
+        return -1;
     char *copy = bp_strdup(path, err);
     if (!copy || bp_st_parse(st, map, size, path, err) < 0) {
         free(copy);
-        munmap(map, size);
+        bp_unmap_file(map, size);
         return -1;
     }
     st->path = copy;
@@ -578,8 +555,8 @@ void bp_st_close(bp_safetensors *st)
 {
     if (!st)
         return;
-    if (st->path && st->map)
-        munmap((void *)st->map, st->size);
+    if (st->path)
+        bp_unmap_file(st->map, st->size);
     st_free(st);
 }
 
@@ -662,27 +639,31 @@ uint16_t bp_f32_to_f16(float f)
 
 /* ---- reading values ------------------------------------------------------ */
 
-int bp_st_read_f32(const bp_safetensors *st, const bp_st_tensor *t, float *out,
-                   bp_error *err)
+int bp_to_f32(bp_dtype dt, const unsigned char *src, int64_t n, float *out,
+              const char *label, const char *name, bp_error *err)
 {
-    const char *label = st->path ? st->path : "safetensors";
-    const unsigned char *src = st->map + st->data_start + t->begin;
-    int64_t n = bp_st_numel(t);
-    if (t->dtype != BP_DT_F32 && t->dtype != BP_DT_F16 && t->dtype != BP_DT_BF16)
+    if (dt != BP_DT_F32 && dt != BP_DT_F16 && dt != BP_DT_BF16)
         return bp_fail(err, "%s: tensor '%s': dtype %s is not a float type (expected F32, "
-                       "F16 or BF16)", label, t->name, bp_dtype_name(t->dtype));
+                       "F16 or BF16)", label, name, bp_dtype_name(dt));
     for (int64_t i = 0; i < n; i++) {
-        if (t->dtype == BP_DT_F32) {
+        if (dt == BP_DT_F32) {
             memcpy(&out[i], src + 4 * i, 4);
         } else {
             uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
-            out[i] = t->dtype == BP_DT_F16 ? bp_f16_to_f32(h) : bp_bf16_to_f32(h);
+            out[i] = dt == BP_DT_F16 ? bp_f16_to_f32(h) : bp_bf16_to_f32(h);
         }
         if (!isfinite(out[i]))
             return bp_fail(err, "%s: tensor '%s': element %lld is %s (expected finite values)",
-                           label, t->name, (long long)i, isnan(out[i]) ? "NaN" : "infinite");
+                           label, name, (long long)i, isnan(out[i]) ? "NaN" : "infinite");
     }
     return 0;
+}
+
+int bp_st_read_f32(const bp_safetensors *st, const bp_st_tensor *t, float *out,
+                   bp_error *err)
+{
+    return bp_to_f32(t->dtype, st->map + st->data_start + t->begin, bp_st_numel(t), out,
+                     st->path ? st->path : "safetensors", t->name, err);
 }
 
 /* ---- writing ------------------------------------------------------------- */

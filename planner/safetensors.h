@@ -76,6 +76,11 @@ int64_t bp_st_numel(const bp_st_tensor *t);
 int bp_st_read_f32(const bp_safetensors *st, const bp_st_tensor *t,
                    float *out, bp_error *err);
 
+/* Convert n little-endian F32/F16/BF16 values at src to float32; other
+ * dtypes and NaN/Inf are errors naming label and the tensor. */
+int bp_to_f32(bp_dtype dt, const unsigned char *src, int64_t n, float *out,
+              const char *label, const char *name, bp_error *err);
+
 /* One tensor to write: data is nbytes of little-endian elements. */
 typedef struct bp_st_entry {
     const char *name;

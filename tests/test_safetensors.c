@@ -16,10 +16,10 @@
 
 static char tmpdir[512];
 
-static const char *tmp_path(const char *name)
+/* name inside the test's scratch directory, into buf */
+static const char *tmp_path(char buf[1024], const char *name)
 {
-    static char buf[1024];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
+    snprintf(buf, 1024, "%s/%s", tmpdir, name);
     return buf;
 }
 
@@ -66,7 +66,10 @@ static void test_round_trip(void)
     };
     bp_st_meta meta[2] = {{"format", "pt"}, {"note", "caf\xc3\xa9 \"quoted\""}};
     bp_error err = {{0}};
-    const char *path = tmp_path("rt.safetensors");
+    char pbuf[1024], bbuf[1024];
+    const char *path = tmp_path(pbuf, "rt.safetensors");
+    const char *badpath = tmp_path(bbuf, "bad.safetensors");
+    remove(badpath);
     CHECK_MSG(bp_st_write(path, e, 4, meta, 2, &err) == 0, "%s", err.msg);
     bp_safetensors st;
     CHECK_MSG(bp_st_open(&st, path, &err) == 0, "%s", err.msg);
@@ -95,9 +98,9 @@ static void test_round_trip(void)
 
     /* writer refuses inconsistent entries and leaves no file */
     bp_st_entry badsize = {"x", BP_DT_F32, 1, {3}, w, 8};
-    CHECK(bp_st_write(tmp_path("bad.safetensors"), &badsize, 1, NULL, 0, &err) < 0);
+    CHECK(bp_st_write(badpath, &badsize, 1, NULL, 0, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "'x'");
-    FILE *fp = fopen(tmp_path("bad.safetensors"), "rb");
+    FILE *fp = fopen(badpath, "rb");
     CHECK(fp == NULL);
     if (fp)
         fclose(fp);
@@ -172,7 +175,8 @@ static void test_corrupt(void)
     CHECK_STR_CONTAINS(err.msg, "header length 200");
     CHECK(bp_st_parse(&st, buf, 5, "tiny", &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "too short");
-    CHECK(bp_st_open(&st, tmp_path("does-not-exist"), &err) < 0);
+    char mbuf[1024];
+    CHECK(bp_st_open(&st, tmp_path(mbuf, "does-not-exist"), &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "cannot open");
     /* a valid header with escapes and spaces is accepted */
     size_t n = make_file(buf, " { \"a\\u00e9\" : { \"shape\" : [ ] , \"dtype\" : \"U8\" , "
@@ -193,7 +197,8 @@ static void test_mutations(void)
                         {"z", BP_DT_I8, 1, {0}, NULL, 0}};
     bp_st_meta meta = {"k", "v"};
     bp_error err;
-    const char *path = tmp_path("fuzz.safetensors");
+    char fbuf[1024];
+    const char *path = tmp_path(fbuf, "fuzz.safetensors");
     CHECK(bp_st_write(path, e, 3, &meta, 1, &err) == 0);
     char *orig = NULL;
     size_t size = 0;
