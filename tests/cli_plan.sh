@@ -63,6 +63,14 @@ grep -q "sensitivity: measured" run5.txt && ok || bad "an edited cache is not tr
 "$BITPLAN" run cfg.yaml >run6.txt
 grep -q "sensitivity: measured" run6.txt && ok || bad "new model contents invalidate the cache"
 
+# the same model as directories of .npy files gives the same table
+sed 's#m/model.safetensors#m/npy_model#; s#m/calib.safetensors#m/npy_calib#; s#dir: out#dir: out_npy#' cfg.yaml >npy.yaml
+"$BITPLAN" sensitivity npy.yaml -o npy_table.csv -q
+check "npy directory run" test -f npy_table.csv
+check "npy table equals safetensors table" cmp -s npy_table.csv out/sensitivity.csv
+"$BITPLAN" inspect m/npy_model >npy_inspect.txt
+grep -qE '^layers: 4$' npy_inspect.txt && ok || bad "inspect on an npy directory: $(cat npy_inspect.txt)"
+
 # budgets from the command line; size objective under an error budget
 # the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes
 "$BITPLAN" solve cfg.yaml --max-bytes 450 -o small.yaml -q

@@ -5,9 +5,14 @@
  * the metadata, two linear layers, a LayerNorm-style vector that is not a
  * layer) and DIR/calib.safetensors (NAME.input for every layer but "head",
  * which is left without calibration on purpose), all with correlated inputs.
+ * The same tensors also go to DIR/npy_model/ and DIR/npy_calib/ as one
+ * NAME.npy file each (format 1.0, '<f4'), for the .npy directory input.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "common/bp_file.h"
 
 #include "check.h"
 #include "planner/safetensors.h"
@@ -43,6 +48,39 @@ static bp_st_entry entry(const char *name, int rank, const int64_t *shape, buf b
     for (int i = 0; i < rank; i++)
         e.shape[i] = shape[i];
     return e;
+}
+
+/* DIR/SUB/NAME.npy for every entry */
+static int write_npy_dir(const char *dir, const char *sub, const bp_st_entry *e, size_t n)
+{
+    char path[4096], dict[256];
+    bp_error err;
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    if (bp_mkdirs(path, &err) < 0)
+        return fprintf(stderr, "%s\n", err.msg), -1;
+    for (size_t i = 0; i < n; i++) {
+        int k = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+        for (int d = 0; d < e[i].rank; d++)
+            k += snprintf(dict + k, sizeof dict - (size_t)k, "%lld,%s", (long long)e[i].shape[d],
+                          d + 1 < e[i].rank ? " " : "");
+        k += snprintf(dict + k, sizeof dict - (size_t)k, "), }");
+        size_t hlen = ((size_t)k + 10 + 1 + 63) / 64 * 64 - 10;
+        snprintf(path, sizeof path, "%s/%s/%s.npy", dir, sub, e[i].name);
+        FILE *fp = fopen(path, "wb");
+        if (!fp)
+            return fprintf(stderr, "%s: cannot write\n", path), -1;
+        fwrite("\x93NUMPY\x01\x00", 1, 8, fp);
+        fputc((int)(hlen & 255), fp);
+        fputc((int)(hlen >> 8), fp);
+        fputs(dict, fp);
+        for (size_t j = (size_t)k; j + 1 < hlen; j++)
+            fputc(' ', fp);
+        fputc('\n', fp);
+        fwrite(e[i].data, 1, e[i].nbytes, fp);
+        if (fclose(fp) != 0)
+            return fprintf(stderr, "%s: write failed\n", path), -1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -86,6 +124,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
+    if (write_npy_dir(argv[1], "npy_model", model, 7) < 0 ||
+        write_npy_dir(argv[1], "npy_calib", calib, 3) < 0)
+        return 1;
     buf all[] = {w1, b1, w2, w3, b3, ln, w4, x1, x2, x3};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         free(all[i].data);
