@@ -295,7 +295,7 @@ static bp_qspec *qspec_for(const char *key, bp_config *cfg)
 }
 static int k_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"rtn", NULL};
+    static const char *const names[] = {"rtn", "gptq", NULL};
     int i;
     if (get_enum(c, v, key, names, &i) < 0)
         return -1;
@@ -338,8 +338,30 @@ static int k_mse_norm(const cctx *c, const bp_ynode *v, const char *key, bp_conf
 {
     return get_double(c, v, key, 1.0, 4.0, &qspec_for(key, cfg)->mse_norm);
 }
+static int k_block_size(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    long b;
+    if (get_int(c, v, key, 1, 1L << 20, &b) < 0)
+        return -1;
+    cfg->gptq.block_size = b;
+    return 0;
+}
+static int k_damp(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_double(c, v, key, 1e-6, 10.0, &cfg->gptq.damp);
+}
+static int k_act_order(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_bool(c, v, key, &cfg->gptq.act_order);
+}
+static const key_def gptq_keys[] = {
+    {"block_size", k_block_size}, {"damp", k_damp}, {"act_order", k_act_order}, {NULL, NULL}};
+static int k_gptq(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, gptq_keys, cfg);
+}
 static const key_def weight_keys[] = {
-    {"quantizer", k_quantizer}, {"granularity", k_granularity},
+    {"quantizer", k_quantizer}, {"granularity", k_granularity}, {"gptq", k_gptq},
     {"group_size", k_group_size}, {"symmetric", k_symmetric},
     {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
 static const key_def act_keys[] = {
@@ -523,6 +545,7 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     c->abits[0] = 16;
     c->n_abits = 1;
     strcpy(c->quantizer, "rtn");
+    bp_gptq_opts_init(&c->gptq);
     c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0};
     c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0};
     c->metric = BP_METRIC_MSE;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "../common/bp_error.h"
+#include "../sensitivity/gptq.h"
 #include "../sensitivity/quant.h"
 #include "../sensitivity/sensitivity.h"
 
@@ -40,7 +41,8 @@ typedef struct bp_config {
     size_t n_wbits;
     int *abits;
     size_t n_abits;
-    char quantizer[16];       /* "rtn" */
+    char quantizer[16];       /* "rtn" | "gptq" */
+    bp_gptq_opts gptq;        /* weights.gptq */
     bp_qspec weights_q;       /* bits set per candidate */
     bp_qspec acts_q;
     bp_metric metric;

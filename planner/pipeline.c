@@ -32,6 +32,8 @@ static void spec_from_config(const bp_config *cfg, bp_sens_spec *s)
     s->n_abits = cfg->n_abits;
     s->weights = cfg->weights_q;
     s->acts = cfg->acts_q;
+    s->quantizer = strcmp(cfg->quantizer, "gptq") == 0 ? BP_WQ_GPTQ : BP_WQ_RTN;
+    s->gptq = cfg->gptq;
     s->metric = cfg->metric;
 }
 
@@ -75,6 +77,12 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
         hash_str(&h, buf);
     }
     hash_str(&h, cfg->quantizer);
+    if (strcmp(cfg->quantizer, "gptq") == 0) {
+        char g[96];
+        snprintf(g, sizeof g, "gptq %lld %.17g %d", (long long)cfg->gptq.block_size,
+                 cfg->gptq.damp, cfg->gptq.act_order);
+        hash_str(&h, g);
+    }
     hash_qspec(&h, &cfg->weights_q);
     hash_qspec(&h, &cfg->acts_q);
     hash_str(&h, bp_metric_name(cfg->metric));
@@ -199,12 +207,16 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
         bp_loaded_layer l;
         if (progress)
             progress(ctx, i, m->n_layers, m->layers[i].name);
-        if (bp_sens_needs_data(&spec) && m->layers[i].input < 0)
-            return bp_fail(err, "layer '%s': metric '%s' needs calibration inputs, but "
-                           "'%s.input' is not in %s (use metric: weight for data-free "
-                           "planning)", m->layers[i].name, bp_metric_name(cfg->metric),
+        if (bp_sens_needs_data(&spec) && m->layers[i].input < 0) {
+            int by_metric = cfg->metric != BP_METRIC_WEIGHT;
+            return bp_fail(err, "layer '%s': %s '%s' needs calibration inputs, but "
+                           "'%s.input' is not in %s (use metric: weight and quantizer: rtn "
+                           "for data-free planning)", m->layers[i].name,
+                           by_metric ? "metric" : "quantizer",
+                           by_metric ? bp_metric_name(cfg->metric) : cfg->quantizer,
                            m->layers[i].name, cfg->calibration ? cfg->calibration
                                                                : "model.calibration (unset)");
+        }
         if (bp_model_load_layer(m, i, &l, err) < 0)
             return -1;
         int rc = bp_sensitivity_layer(&l.view, &spec, t, err);

@@ -5,6 +5,7 @@
  */
 #include "sensitivity.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,9 +21,44 @@ const char *bp_metric_name(bp_metric m)
     return "?";
 }
 
+const char *bp_wquantizer_name(bp_wquantizer q)
+{
+    return q == BP_WQ_GPTQ ? "gptq" : "rtn";
+}
+
 int bp_sens_needs_data(const bp_sens_spec *spec)
 {
-    return spec->metric != BP_METRIC_WEIGHT;
+    return spec->metric != BP_METRIC_WEIGHT || spec->quantizer == BP_WQ_GPTQ;
+}
+
+/* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups). */
+static int gptq_weights(const bp_layer *l, const bp_sens_spec *spec, int bits, const float *X,
+                        float *out, bp_error *err)
+{
+    bp_qspec q = spec->weights;
+    int64_t og = l->out / l->groups;
+    q.bits = bits;
+    for (int j = 0; j < l->groups; j++) {
+        int64_t off = (int64_t)j * og * l->in;
+        if (bp_gptq_quantize(l->W + off, og, l->in, X, l->n, l->in * l->groups,
+                             (int64_t)j * l->in, &q, &spec->gptq, out + off, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* What[b] for every weight width; X (quantized or not) feeds GPTQ. */
+static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *X,
+                       float *const *What, bp_error *err)
+{
+    for (size_t b = 0; b < spec->n_wbits; b++) {
+        int rc = spec->quantizer == BP_WQ_GPTQ
+                     ? gptq_weights(l, spec, spec->wbits[b], X, What[b], err)
+                     : bp_quantize_weights(l, &spec->weights, spec->wbits[b], What[b], err);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }
 
 int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
@@ -84,13 +120,18 @@ static double weight_mse(const float *W, const float *What, int64_t n)
     return n ? s / (double)n : 0.0;
 }
 
-/* errors[b * n_abits + a] for every candidate. */
+/* errors[b * n_abits + a] for every candidate.  RTN weights do not depend
+ * on the inputs and are made once; GPTQ's are made per activation width
+ * from the inputs the layer will see (quantized or not). */
 static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *What,
                    double *errors, bp_error *err)
 {
     size_t nw = spec->n_wbits, na = spec->n_abits;
     int64_t params = bp_layer_params(l);
-    if (spec->metric == BP_METRIC_WEIGHT) {
+    int per_abits = spec->quantizer == BP_WQ_GPTQ;
+    if (!per_abits && weights_all(l, spec, NULL, What, err) < 0)
+        return -1;
+    if (!bp_sens_needs_data(spec)) {
         for (size_t b = 0; b < nw; b++)
             for (size_t a = 0; a < na; a++)
                 errors[b * na + a] = weight_mse(l->W, What[b], params);
@@ -110,11 +151,15 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
                 goto fail;
             xq = Xq;
         }
+        if (per_abits && weights_all(l, spec, xq ? xq : l->X, What, err) < 0)
+            goto fail;
         double energy;
-        if (errors_at_abits(l, xq, What, nw, col, &energy, err) < 0)
+        if (spec->metric != BP_METRIC_WEIGHT &&
+            errors_at_abits(l, xq, What, nw, col, &energy, err) < 0)
             goto fail;
         for (size_t b = 0; b < nw; b++) {
-            double e = col[b];
+            double e = spec->metric == BP_METRIC_WEIGHT ? weight_mse(l->W, What[b], params)
+                                                        : col[b];
             if (spec->metric == BP_METRIC_RELATIVE)
                 e = energy > 0.0 ? e / energy : 0.0;
             errors[b * na + a] = e;
@@ -140,12 +185,14 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
                 .layer = (char *)l->name,
                 .wbits = spec->wbits[b],
                 .abits = spec->abits[a],
-                .quantizer = "rtn",
+                .quantizer = "",
                 .error = errors[b * spec->n_abits + a],
                 .params = bp_layer_params(l),
                 .weight_bits = bp_weight_storage_bits(l->out, l->in, &q),
                 .macs = bp_layer_macs(l),
             };
+            snprintf(row.quantizer, sizeof row.quantizer, "%s",
+                     bp_wquantizer_name(spec->quantizer));
             if (bp_table_add(table, &row, err) < 0)
                 return -1;
         }
@@ -156,9 +203,11 @@ int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
                          bp_table *table, bp_error *err)
 {
     if (bp_sens_needs_data(spec) && (!l->X || l->n <= 0))
-        return bp_fail(err, "layer '%s' has no calibration inputs, but metric '%s' "
-                       "needs them (use metric: weight for data-free layers)",
-                       l->name, bp_metric_name(spec->metric));
+        return bp_fail(err, "layer '%s' has no calibration inputs, but %s '%s' needs them "
+                       "(use metric: weight and quantizer: rtn for data-free layers)",
+                       l->name, spec->metric != BP_METRIC_WEIGHT ? "metric" : "quantizer",
+                       spec->metric != BP_METRIC_WEIGHT ? bp_metric_name(spec->metric)
+                                                        : bp_wquantizer_name(spec->quantizer));
     size_t nw = spec->n_wbits, na = spec->n_abits;
     int64_t params = bp_layer_params(l);
     int rc = -1;
@@ -166,12 +215,9 @@ int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
     double *errors = bp_malloc(nw * na * sizeof(double), err);
     if (!What || !errors)
         goto out;
-    for (size_t b = 0; b < nw; b++) {
-        What[b] = bp_malloc((size_t)params * sizeof(float), err);
-        if (!What[b] || bp_quantize_weights(l, &spec->weights, spec->wbits[b],
-                                            What[b], err) < 0)
+    for (size_t b = 0; b < nw; b++)
+        if (!(What[b] = bp_malloc((size_t)params * sizeof(float), err)))
             goto out;
-    }
     if (measure(l, spec, What, errors, err) < 0)
         goto out;
     rc = append_rows(l, spec, errors, table, err);

@@ -15,6 +15,7 @@
 
 #include "../common/bp_error.h"
 #include "layer.h"
+#include "gptq.h"
 #include "quant.h"
 #include "table.h"
 
@@ -24,6 +25,13 @@ typedef enum bp_metric {
     BP_METRIC_WEIGHT
 } bp_metric;
 
+typedef enum bp_wquantizer {
+    BP_WQ_RTN = 0,
+    BP_WQ_GPTQ
+} bp_wquantizer;
+
+const char *bp_wquantizer_name(bp_wquantizer q);
+
 typedef struct bp_sens_spec {
     const int *wbits;
     size_t n_wbits;
@@ -32,6 +40,8 @@ typedef struct bp_sens_spec {
     bp_qspec weights;         /* bits is set per candidate */
     bp_qspec acts;            /* bits is set per candidate */
     bp_metric metric;
+    bp_wquantizer quantizer;  /* how weights are rounded (RTN when zeroed) */
+    bp_gptq_opts gptq;        /* for BP_WQ_GPTQ */
 } bp_sens_spec;
 
 const char *bp_metric_name(bp_metric m);

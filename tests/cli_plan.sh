@@ -71,6 +71,21 @@ check "npy table equals safetensors table" cmp -s npy_table.csv out/sensitivity.
 "$BITPLAN" inspect m/npy_model >npy_inspect.txt
 grep -qE '^layers: 4$' npy_inspect.txt && ok || bad "inspect on an npy directory: $(cat npy_inspect.txt)"
 
+# gptq: its own cache key, its name in the table, and (per candidate at
+# unquantized activations) an output error no larger than RTN's
+sed 's#dir: out#dir: out_gptq#' cfg.yaml >gptq.yaml
+printf 'weights: {quantizer: gptq, gptq: {block_size: 16, act_order: true}}\nmetric: mse\n' >>gptq.yaml
+sed 's#dir: out#dir: out_rtn#' cfg.yaml >rtn.yaml
+printf 'metric: mse\n' >>rtn.yaml
+"$BITPLAN" sensitivity gptq.yaml -o gptq.csv -q && "$BITPLAN" sensitivity rtn.yaml -o rtn.csv -q
+check "gptq table" test "$(grep -c ',gptq,' gptq.csv)" = 24
+paste -d, <(grep ',16,gptq,' gptq.csv) <(grep ',16,rtn,' rtn.csv) |
+    awk -F, '$2 < 16 && $5 > $13 * (1 + 1e-9) {bad = 1; print "gptq worse:", $0} END {exit bad}' && ok || bad "gptq error <= rtn error"
+grep -A4 'name: "fc"' out_gptq/plan.yaml 2>/dev/null | grep -q 'quantizer: "gptq"' || "$BITPLAN" run gptq.yaml -q
+grep -A4 'name: "fc"' out_gptq/plan.yaml | grep -q 'quantizer: "gptq"' && ok || bad "plan names gptq"
+printf 'model: {weights: m/model.safetensors}\nmetric: weight\nweights: {quantizer: gptq}\nbudget: {avg_bits: 4}\n' >gptq_nodata.yaml
+expect_fail 1 "layer 'conv1': quantizer 'gptq' needs calibration inputs" "$BITPLAN" run gptq_nodata.yaml
+
 # budgets from the command line; size objective under an error budget
 # the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes
 "$BITPLAN" solve cfg.yaml --max-bytes 450 -o small.yaml -q

@@ -85,6 +85,20 @@ static void test_defaults(void)
     CHECK(c.time_limit == 60.0 && c.mip_gap == 0.0);
     CHECK(strcmp(c.out_dir, "/base/out") == 0 && strcmp(c.plan_name, "plan.yaml") == 0);
     CHECK(c.write_yaml && !c.write_json);
+    CHECK(strcmp(c.quantizer, "rtn") == 0);
+    CHECK(c.gptq.block_size == 128 && c.gptq.damp == 0.01 && c.gptq.act_order == 0);
+    bp_config_free(&c);
+}
+
+static void test_gptq(void)
+{
+    bp_config c;
+    bp_error err = {""};
+    CHECK_MSG(parse(&c, "model: {weights: m}\nweights:\n  quantizer: gptq\n"
+                        "  gptq: {block_size: 32, damp: 0.05, act_order: true}\n", &err) == 0,
+              "%s", err.msg);
+    CHECK(strcmp(c.quantizer, "gptq") == 0);
+    CHECK(c.gptq.block_size == 32 && c.gptq.damp == 0.05 && c.gptq.act_order == 1);
     bp_config_free(&c);
 }
 
@@ -100,6 +114,11 @@ static void expect_error(const char *text, const char *needle)
 static void test_errors(void)
 {
     expect_error("", "empty");
+    expect_error("model: {weights: m}\nweights: {quantizer: gptx}\n", "weights.quantizer");
+    expect_error("model: {weights: m}\nweights: {gptq: {block_size: 0}}\n",
+                 "weights.gptq.block_size");
+    expect_error("model: {weights: m}\nweights: {gptq: {dmap: 1}}\n",
+                 "weights.gptq.dmap: unknown key");
     expect_error("model: {weights: m}\nbudgte: {avg_bits: 4}\n",
                  "cfg.yaml:2:1: budgte: unknown key");
     expect_error("model: {weights: m}\nweights:\n  granulaity: per_channel\n",
@@ -141,6 +160,7 @@ int main(void)
 {
     test_full();
     test_defaults();
+    test_gptq();
     test_errors();
     return check_done();
 }

@@ -1,0 +1,43 @@
+/*
+ * gptq.h - GPTQ (Frantar et al., 2023): quantize a weight matrix column by
+ * column, spreading each column's rounding error over the columns not yet
+ * quantized through the inverse Hessian of the layer's squared output
+ * error (ALGORITHMS.md section 3).
+ *
+ *   H = 2 X^T X / N (double); dead columns (H_jj = 0) get H_jj = 1 and a
+ *   zero weight column; H += damp * mean(diag H) * I; optional act-order
+ *   (columns by descending diag H); U = upper Cholesky factor of H^-1.
+ *   Blocks of `block_size` columns: q = Q(w_j), err = (w_j - q) / U_jj,
+ *   w_k -= err * U_jk inside the block, then one GEMM carries the block's
+ *   errors to every later column.
+ *
+ * The working weights and U are kept in double so the result does not
+ * depend on the block size beyond rounding in the last bits.
+ */
+#ifndef BP_GPTQ_H
+#define BP_GPTQ_H
+
+#include <stdint.h>
+
+#include "../common/bp_error.h"
+#include "quant.h"
+
+typedef struct bp_gptq_opts {
+    int64_t block_size;       /* columns per lazy-update block (128) */
+    double damp;              /* fraction of mean(diag H) added (0.01) */
+    int act_order;            /* 1: columns by descending diag H */
+} bp_gptq_opts;
+
+void bp_gptq_opts_init(bp_gptq_opts *o);
+
+/*
+ * W: rows x cols (row-major); X: n rows of ldx floats, of which columns
+ * xoff .. xoff + cols - 1 are this matrix's inputs.  spec gives bits,
+ * granularity (tensor, channel or group), symmetry and range setting.
+ * out (rows x cols) receives the dequantized weights, on the grid.
+ */
+int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X, int64_t n,
+                     int64_t ldx, int64_t xoff, const bp_qspec *spec,
+                     const bp_gptq_opts *o, float *out, bp_error *err);
+
+#endif
