@@ -153,7 +153,7 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
         }
         if (per_abits && weights_all(l, spec, xq ? xq : l->X, What, err) < 0)
             goto fail;
-        double energy;
+        double energy = 0.0;
         if (spec->metric != BP_METRIC_WEIGHT &&
             errors_at_abits(l, xq, What, nw, col, &energy, err) < 0)
             goto fail;
