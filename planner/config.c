@@ -293,13 +293,26 @@ static bp_qspec *qspec_for(const char *key, bp_config *cfg)
 {
     return strncmp(key, "weights.", 8) == 0 ? &cfg->weights_q : &cfg->acts_q;
 }
+/* weights.quantizer: a name, or a list of names to measure them all and let
+ * the solver choose per layer. */
 static int k_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"rtn", "gptq", NULL};
-    int i;
-    if (get_enum(c, v, key, names, &i) < 0)
-        return -1;
-    snprintf(cfg->quantizer, sizeof cfg->quantizer, "%s", names[i]);
+    static const char *const names[] = {"rtn", "gptq", "squant", NULL};
+    int seq = v && v->type == BP_Y_SEQ;
+    size_t n = seq ? v->n : 1;
+    if (seq && n == 0)
+        return at(c, v, key, "expected at least one quantizer", NULL);
+    cfg->n_quantizers = 0;
+    for (size_t i = 0; i < n; i++) {
+        const bp_ynode *item = seq ? v->items[i] : v;
+        int q;
+        if (get_enum(c, item, key, names, &q) < 0)
+            return -1;
+        for (size_t j = 0; j < cfg->n_quantizers; j++)
+            if ((int)cfg->quantizers[j] == q)
+                return at(c, item, key, "quantizer listed twice", NULL);
+        cfg->quantizers[cfg->n_quantizers++] = (bp_wquantizer)q;
+    }
     return 0;
 }
 static int k_granularity(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
@@ -354,6 +367,16 @@ static int k_act_order(const cctx *c, const bp_ynode *v, const char *key, bp_con
 {
     return get_bool(c, v, key, &cfg->gptq.act_order);
 }
+static int k_squant_mode(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"e", "ek", "ec", "ekc", NULL};
+    return get_enum(c, v, key, names, &cfg->squant_mode);
+}
+static const key_def squant_keys[] = {{"mode", k_squant_mode}, {NULL, NULL}};
+static int k_squant(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, squant_keys, cfg);
+}
 static const key_def gptq_keys[] = {
     {"block_size", k_block_size}, {"damp", k_damp}, {"act_order", k_act_order}, {NULL, NULL}};
 static int k_gptq(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
@@ -362,6 +385,7 @@ static int k_gptq(const cctx *c, const bp_ynode *v, const char *key, bp_config *
 }
 static const key_def weight_keys[] = {
     {"quantizer", k_quantizer}, {"granularity", k_granularity}, {"gptq", k_gptq},
+    {"squant", k_squant},
     {"group_size", k_group_size}, {"symmetric", k_symmetric},
     {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
 static const key_def act_keys[] = {
@@ -544,8 +568,10 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     c->n_wbits = 5;
     c->abits[0] = 16;
     c->n_abits = 1;
-    strcpy(c->quantizer, "rtn");
+    c->quantizers[0] = BP_WQ_RTN;
+    c->n_quantizers = 1;
     bp_gptq_opts_init(&c->gptq);
+    c->squant_mode = BP_SQ_K | BP_SQ_C;
     c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0};
     c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0};
     c->metric = BP_METRIC_MSE;

@@ -41,8 +41,10 @@ typedef struct bp_config {
     size_t n_wbits;
     int *abits;
     size_t n_abits;
-    char quantizer[16];       /* "rtn" | "gptq" */
+    bp_wquantizer quantizers[BP_WQ_COUNT]; /* weights.quantizer: one or a list */
+    size_t n_quantizers;
     bp_gptq_opts gptq;        /* weights.gptq */
+    int squant_mode;          /* weights.squant.mode */
     bp_qspec weights_q;       /* bits set per candidate */
     bp_qspec acts_q;
     bp_metric metric;

@@ -32,8 +32,9 @@ static void spec_from_config(const bp_config *cfg, bp_sens_spec *s)
     s->n_abits = cfg->n_abits;
     s->weights = cfg->weights_q;
     s->acts = cfg->acts_q;
-    s->quantizer = strcmp(cfg->quantizer, "gptq") == 0 ? BP_WQ_GPTQ : BP_WQ_RTN;
+    s->quantizer = cfg->quantizers[0];
     s->gptq = cfg->gptq;
+    s->squant_mode = cfg->squant_mode;
     s->metric = cfg->metric;
 }
 
@@ -76,13 +77,11 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
         snprintf(buf, sizeof buf, "%d", cfg->abits[i]);
         hash_str(&h, buf);
     }
-    hash_str(&h, cfg->quantizer);
-    if (strcmp(cfg->quantizer, "gptq") == 0) {
-        char g[96];
-        snprintf(g, sizeof g, "gptq %lld %.17g %d", (long long)cfg->gptq.block_size,
-                 cfg->gptq.damp, cfg->gptq.act_order);
-        hash_str(&h, g);
-    }
+    for (size_t i = 0; i < cfg->n_quantizers; i++)
+        hash_str(&h, bp_wquantizer_name(cfg->quantizers[i]));
+    snprintf(buf, sizeof buf, "gptq %lld %.17g %d squant %d", (long long)cfg->gptq.block_size,
+             cfg->gptq.damp, cfg->gptq.act_order, cfg->squant_mode);
+    hash_str(&h, buf);
     hash_qspec(&h, &cfg->weights_q);
     hash_qspec(&h, &cfg->acts_q);
     hash_str(&h, bp_metric_name(cfg->metric));
@@ -198,28 +197,49 @@ static int check_pins(const bp_config *cfg, const bp_model *m, bp_error *err)
     return 0;
 }
 
+/* The first quantizer (in config order) that needs data, or -1. */
+static int needs_data(const bp_config *cfg, bp_sens_spec *spec)
+{
+    for (size_t q = 0; q < cfg->n_quantizers; q++) {
+        spec->quantizer = cfg->quantizers[q];
+        if (bp_sens_needs_data(spec))
+            return (int)q;
+    }
+    return -1;
+}
+
+static int no_data_error(const bp_config *cfg, const bp_layer_desc *d, int q, bp_error *err)
+{
+    int by_metric = cfg->metric != BP_METRIC_WEIGHT;
+    return bp_fail(err, "layer '%s': %s '%s' needs calibration inputs, but '%s.input' is not "
+                   "in %s (use metric: weight and quantizer: rtn or squant for data-free "
+                   "planning)", d->name, by_metric ? "metric" : "quantizer",
+                   by_metric ? bp_metric_name(cfg->metric)
+                             : bp_wquantizer_name(cfg->quantizers[q]),
+                   d->name, cfg->calibration ? cfg->calibration : "model.calibration (unset)");
+}
+
+/* Every layer, every quantizer of the config (rows quantizer-major within
+ * a layer). */
 static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
                        void *ctx, bp_table *t, bp_error *err)
 {
     bp_sens_spec spec;
     spec_from_config(cfg, &spec);
+    int q_data = needs_data(cfg, &spec);
     for (size_t i = 0; i < m->n_layers; i++) {
         bp_loaded_layer l;
         if (progress)
             progress(ctx, i, m->n_layers, m->layers[i].name);
-        if (bp_sens_needs_data(&spec) && m->layers[i].input < 0) {
-            int by_metric = cfg->metric != BP_METRIC_WEIGHT;
-            return bp_fail(err, "layer '%s': %s '%s' needs calibration inputs, but "
-                           "'%s.input' is not in %s (use metric: weight and quantizer: rtn "
-                           "for data-free planning)", m->layers[i].name,
-                           by_metric ? "metric" : "quantizer",
-                           by_metric ? bp_metric_name(cfg->metric) : cfg->quantizer,
-                           m->layers[i].name, cfg->calibration ? cfg->calibration
-                                                               : "model.calibration (unset)");
-        }
+        if (q_data >= 0 && m->layers[i].input < 0)
+            return no_data_error(cfg, &m->layers[i], q_data, err);
         if (bp_model_load_layer(m, i, &l, err) < 0)
             return -1;
-        int rc = bp_sensitivity_layer(&l.view, &spec, t, err);
+        int rc = 0;
+        for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
+            spec.quantizer = cfg->quantizers[q];
+            rc = bp_sensitivity_layer(&l.view, &spec, t, err);
+        }
         bp_loaded_layer_free(&l);
         if (rc < 0)
             return -1;
@@ -510,11 +530,14 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
         bp_plan_layer *pl = &plan->layers[l];
         *pl = (bp_plan_layer){row->layer, row->wbits, row->abits, row->quantizer, NULL, 0,
                               -1, row->error, row->params, row->weight_bits};
-        if (cfg && row->wbits < BP_BITS_FLOAT) {
-            pl->granularity = bp_granularity_name(cfg->weights_q.granularity);
-            pl->group_size = cfg->weights_q.granularity == BP_GRAN_GROUP
-                             ? cfg->weights_q.group_size : 0;
-            pl->symmetric = cfg->weights_q.symmetric;
+        int wq = bp_wquantizer_parse(row->quantizer);
+        if (cfg && row->wbits < BP_BITS_FLOAT && wq >= 0) {
+            bp_sens_spec spec;
+            spec_from_config(cfg, &spec);
+            bp_qspec g = bp_sens_weight_grid(&spec, (bp_wquantizer)wq);
+            pl->granularity = bp_granularity_name(g.granularity);
+            pl->group_size = g.granularity == BP_GRAN_GROUP ? g.group_size : 0;
+            pl->symmetric = g.symmetric;
         } else if (cfg) {
             pl->granularity = "none";
         }

@@ -21,9 +21,31 @@ const char *bp_metric_name(bp_metric m)
     return "?";
 }
 
+static const char *const wq_names[BP_WQ_COUNT] = {"rtn", "gptq", "squant"};
+
 const char *bp_wquantizer_name(bp_wquantizer q)
 {
-    return q == BP_WQ_GPTQ ? "gptq" : "rtn";
+    return (unsigned)q < BP_WQ_COUNT ? wq_names[q] : "?";
+}
+
+int bp_wquantizer_parse(const char *name)
+{
+    for (int i = 0; i < BP_WQ_COUNT; i++)
+        if (strcmp(name, wq_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+bp_qspec bp_sens_weight_grid(const bp_sens_spec *spec, bp_wquantizer q)
+{
+    bp_qspec g = spec->weights;
+    if (q == BP_WQ_SQUANT) {
+        g.granularity = BP_GRAN_CHANNEL;
+        g.symmetric = 0;
+        g.range = BP_RANGE_MINMAX;
+        g.group_size = 0;
+    }
+    return g;
 }
 
 int bp_sens_needs_data(const bp_sens_spec *spec)
@@ -52,9 +74,14 @@ static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float 
                        float *const *What, bp_error *err)
 {
     for (size_t b = 0; b < spec->n_wbits; b++) {
-        int rc = spec->quantizer == BP_WQ_GPTQ
-                     ? gptq_weights(l, spec, spec->wbits[b], X, What[b], err)
-                     : bp_quantize_weights(l, &spec->weights, spec->wbits[b], What[b], err);
+        int rc, bits = spec->wbits[b];
+        if (spec->quantizer == BP_WQ_GPTQ)
+            rc = gptq_weights(l, spec, bits, X, What[b], err);
+        else if (spec->quantizer == BP_WQ_SQUANT)
+            rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, bits,
+                                    spec->squant_mode, What[b], NULL, err);
+        else
+            rc = bp_quantize_weights(l, &spec->weights, bits, What[b], err);
         if (rc < 0)
             return -1;
     }
@@ -179,7 +206,7 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
 {
     for (size_t b = 0; b < spec->n_wbits; b++)
         for (size_t a = 0; a < spec->n_abits; a++) {
-            bp_qspec q = spec->weights;
+            bp_qspec q = bp_sens_weight_grid(spec, spec->quantizer);
             q.bits = spec->wbits[b];
             bp_table_row row = {
                 .layer = (char *)l->name,

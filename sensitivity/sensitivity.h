@@ -17,6 +17,7 @@
 #include "layer.h"
 #include "gptq.h"
 #include "quant.h"
+#include "squant.h"
 #include "table.h"
 
 typedef enum bp_metric {
@@ -27,10 +28,14 @@ typedef enum bp_metric {
 
 typedef enum bp_wquantizer {
     BP_WQ_RTN = 0,
-    BP_WQ_GPTQ
+    BP_WQ_GPTQ,
+    BP_WQ_SQUANT,
+    BP_WQ_COUNT
 } bp_wquantizer;
 
 const char *bp_wquantizer_name(bp_wquantizer q);
+/* name -> quantizer; -1 when unknown */
+int bp_wquantizer_parse(const char *name);
 
 typedef struct bp_sens_spec {
     const int *wbits;
@@ -42,7 +47,12 @@ typedef struct bp_sens_spec {
     bp_metric metric;
     bp_wquantizer quantizer;  /* how weights are rounded (RTN when zeroed) */
     bp_gptq_opts gptq;        /* for BP_WQ_GPTQ */
+    int squant_mode;          /* for BP_WQ_SQUANT: BP_SQ_K | BP_SQ_C bits */
 } bp_sens_spec;
+
+/* The grid a quantizer really uses (SQuant: asymmetric min-max per
+ * channel, whatever spec->weights says), for bit counts and plans. */
+bp_qspec bp_sens_weight_grid(const bp_sens_spec *spec, bp_wquantizer q);
 
 const char *bp_metric_name(bp_metric m);
 /* Does this spec need calibration inputs? */

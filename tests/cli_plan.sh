@@ -86,6 +86,27 @@ grep -A4 'name: "fc"' out_gptq/plan.yaml | grep -q 'quantizer: "gptq"' && ok || 
 printf 'model: {weights: m/model.safetensors}\nmetric: weight\nweights: {quantizer: gptq}\nbudget: {avg_bits: 4}\n' >gptq_nodata.yaml
 expect_fail 1 "layer 'conv1': quantizer 'gptq' needs calibration inputs" "$BITPLAN" run gptq_nodata.yaml
 
+# several quantizers at once: every candidate measured with each, the solver
+# picks per layer; squant is data-free and stores asymmetric channel grids
+sed 's#dir: out#dir: out_multi#' cfg.yaml >multi.yaml
+printf 'weights: {quantizer: [rtn, squant, gptq]}\n' >>multi.yaml
+"$BITPLAN" run multi.yaml -q
+check "multi-quantizer table" test "$(tail -n +2 out_multi/sensitivity.csv | wc -l)" = 72
+# squant 4-bit conv1: 216 params x 4 + 8 channels x (16-bit scale + 4-bit zero point)
+check "squant storage counts zero points" grep -q '^conv1,4,16,squant,[^,]*,216,1024,216$' out_multi/sensitivity.csv
+check "plan picks listed quantizers" test -z "$(grep 'quantizer:' out_multi/plan.yaml | grep -vE '"(rtn|squant|gptq)"')"
+# for each layer, the plan is no worse than the best single-quantizer plan at the same budget
+for q in rtn squant gptq; do
+    sed "s#dir: out#dir: out_$q#" cfg.yaml >only_$q.yaml
+    printf 'weights: {quantizer: %s}\n' "$q" >>only_$q.yaml
+    "$BITPLAN" run only_$q.yaml -q
+    awk -v a="$(yaml_value out_multi/plan.yaml predicted_error)" -v b="$(yaml_value out_$q/plan.yaml predicted_error)" \
+        'BEGIN{exit !(a <= b * (1 + 1e-12))}' && ok || bad "mixed plan beats $q alone"
+done
+printf 'model: {weights: m/model.safetensors}\nmetric: weight\nweights: {quantizer: squant}\nbudget: {avg_bits: 5}\noutput: {dir: out_sq}\n' >squant_free.yaml
+"$BITPLAN" run squant_free.yaml -q
+check "squant runs without calibration" test -f out_sq/plan.yaml
+
 # budgets from the command line; size objective under an error budget
 # the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes
 "$BITPLAN" solve cfg.yaml --max-bytes 450 -o small.yaml -q

@@ -85,7 +85,7 @@ static void test_defaults(void)
     CHECK(c.time_limit == 60.0 && c.mip_gap == 0.0);
     CHECK(strcmp(c.out_dir, "/base/out") == 0 && strcmp(c.plan_name, "plan.yaml") == 0);
     CHECK(c.write_yaml && !c.write_json);
-    CHECK(strcmp(c.quantizer, "rtn") == 0);
+    CHECK(c.n_quantizers == 1 && c.quantizers[0] == BP_WQ_RTN && c.squant_mode == 3);
     CHECK(c.gptq.block_size == 128 && c.gptq.damp == 0.01 && c.gptq.act_order == 0);
     bp_config_free(&c);
 }
@@ -97,8 +97,12 @@ static void test_gptq(void)
     CHECK_MSG(parse(&c, "model: {weights: m}\nweights:\n  quantizer: gptq\n"
                         "  gptq: {block_size: 32, damp: 0.05, act_order: true}\n", &err) == 0,
               "%s", err.msg);
-    CHECK(strcmp(c.quantizer, "gptq") == 0);
+    CHECK(c.n_quantizers == 1 && c.quantizers[0] == BP_WQ_GPTQ);
     CHECK(c.gptq.block_size == 32 && c.gptq.damp == 0.05 && c.gptq.act_order == 1);
+    bp_config_free(&c);
+    CHECK_MSG(parse(&c, "model: {weights: m}\nweights:\n  quantizer: [rtn, squant, gptq]\n"
+                        "  squant: {mode: ek}\n", &err) == 0, "%s", err.msg);
+    CHECK(c.n_quantizers == 3 && c.quantizers[1] == BP_WQ_SQUANT && c.squant_mode == 1);
     bp_config_free(&c);
 }
 
@@ -114,6 +118,10 @@ static void expect_error(const char *text, const char *needle)
 static void test_errors(void)
 {
     expect_error("", "empty");
+    expect_error("model: {weights: m}\nweights: {quantizer: [rtn, rtn]}\n", "listed twice");
+    expect_error("model: {weights: m}\nweights: {quantizer: []}\n", "at least one");
+    expect_error("model: {weights: m}\nweights: {squant: {mode: kc}}\n",
+                 "weights.squant.mode");
     expect_error("model: {weights: m}\nweights: {quantizer: gptx}\n", "weights.quantizer");
     expect_error("model: {weights: m}\nweights: {gptq: {block_size: 0}}\n",
                  "weights.gptq.block_size");
