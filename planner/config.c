@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,7 +341,7 @@ static int k_symmetric(const cctx *c, const bp_ynode *v, const char *key, bp_con
 }
 static int k_range(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"minmax", "mse", NULL};
+    static const char *const names[] = {"minmax", "mse", "percentile", NULL};
     int i;
     if (get_enum(c, v, key, names, &i) < 0)
         return -1;
@@ -388,7 +389,75 @@ static const key_def weight_keys[] = {
     {"squant", k_squant},
     {"group_size", k_group_size}, {"symmetric", k_symmetric},
     {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
+static const char *const act_kinds[] = {"uniform", "log2", "ptf", NULL};
+static int k_act_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    int i;
+    if (get_enum(c, v, key, act_kinds, &i) < 0)
+        return -1;
+    cfg->acts_q.kind = (bp_qkind)i;
+    return 0;
+}
+
+/* One per_layer rule: {pattern, quantizer, granularity, range}. */
+static int act_rule(const cctx *c, const bp_ynode *m, const char *k, bp_act_rule *r)
+{
+    static const char *const grans[] = {"per_tensor", "per_token", NULL};
+    static const char *const ranges[] = {"minmax", "mse", "percentile", NULL};
+    static const bp_granularity gvals[] = {BP_GRAN_TENSOR, BP_GRAN_TOKEN};
+    *r = (bp_act_rule){NULL, -1, -1, -1};
+    if (want_type(c, m, k, BP_Y_MAP) < 0)
+        return -1;
+    for (size_t j = 0; j < m->n; j++) {
+        const bp_ynode *kn = m->items[2 * j], *vn = m->items[2 * j + 1];
+        char kk[128];
+        int i;
+        snprintf(kk, sizeof kk, "%s.%s", k, kn->str);
+        for (size_t t = 0; t < j; t++)
+            if (strcmp(m->items[2 * t]->str, kn->str) == 0)
+                return at(c, kn, kk, "duplicate key", NULL);
+        if (strcmp(kn->str, "pattern") == 0) {
+            if (get_string(c, vn, kk, &r->pattern) < 0)
+                return -1;
+        } else if (strcmp(kn->str, "quantizer") == 0) {
+            if (get_enum(c, vn, kk, act_kinds, &r->kind) < 0)
+                return -1;
+        } else if (strcmp(kn->str, "granularity") == 0) {
+            if (get_enum(c, vn, kk, grans, &i) < 0)
+                return -1;
+            r->granularity = (int)gvals[i];
+        } else if (strcmp(kn->str, "range") == 0) {
+            if (get_enum(c, vn, kk, ranges, &r->range) < 0)
+                return -1;
+        } else {
+            return at(c, kn, kk, "unknown key (expected one of: pattern, quantizer, "
+                      "granularity, range)", NULL);
+        }
+    }
+    if (!r->pattern)
+        return at(c, m, k, "missing key 'pattern'", NULL);
+    return 0;
+}
+
+static int k_act_rules(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+        return -1;
+    cfg->act_rules = bp_calloc(v->n ? v->n : 1, sizeof *cfg->act_rules, c->err);
+    if (!cfg->act_rules)
+        return -1;
+    for (size_t i = 0; i < v->n; i++) {
+        char k[80];
+        snprintf(k, sizeof k, "%s[%zu]", key, i);
+        cfg->n_act_rules++;
+        if (act_rule(c, v->items[i], k, &cfg->act_rules[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static const key_def act_keys[] = {
+    {"quantizer", k_act_quantizer}, {"per_layer", k_act_rules},
     {"granularity", k_granularity}, {"symmetric", k_symmetric},
     {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
 static int k_weights(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
@@ -572,8 +641,8 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     c->n_quantizers = 1;
     bp_gptq_opts_init(&c->gptq);
     c->squant_mode = BP_SQ_K | BP_SQ_C;
-    c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0};
-    c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0};
+    c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->metric = BP_METRIC_MSE;
     c->budget.max_error = -1.0;
     c->time_limit = 60.0;
@@ -667,10 +736,31 @@ void bp_config_free(bp_config *c)
     for (size_t i = 0; c->pins && i < c->n_pins; i++)
         free(c->pins[i].pattern);
     free(c->pins);
+    for (size_t i = 0; c->act_rules && i < c->n_act_rules; i++)
+        free(c->act_rules[i].pattern);
+    free(c->act_rules);
     free(c->out_dir);
     free(c->plan_name);
     free(c->table_name);
     memset(c, 0, sizeof *c);
+}
+
+bp_qspec bp_config_acts_for(const bp_config *c, const char *layer)
+{
+    bp_qspec q = c->acts_q;
+    for (size_t i = 0; i < c->n_act_rules; i++) {
+        const bp_act_rule *r = &c->act_rules[i];
+        if (fnmatch(r->pattern, layer, 0) != 0)
+            continue;
+        if (r->kind >= 0)
+            q.kind = (bp_qkind)r->kind;
+        if (r->granularity >= 0)
+            q.granularity = (bp_granularity)r->granularity;
+        if (r->range >= 0)
+            q.range = (bp_range)r->range;
+        break;
+    }
+    return q;
 }
 
 int bp_config_has_budget(const bp_config *c)

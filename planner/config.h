@@ -21,6 +21,15 @@ typedef struct bp_pin {
     int abits;                /* 0 = not pinned */
 } bp_pin;
 
+/* activations.per_layer: the first rule whose pattern matches a layer
+ * replaces the activation settings it names (-1 = keep). */
+typedef struct bp_act_rule {
+    char *pattern;
+    int kind;                 /* bp_qkind or -1 */
+    int granularity;          /* bp_granularity or -1 */
+    int range;                /* bp_range or -1 */
+} bp_act_rule;
+
 typedef struct bp_budget_spec {
     double avg_bits;          /* 0 = not set */
     double max_bytes;         /* 0 = not set */
@@ -47,6 +56,8 @@ typedef struct bp_config {
     int squant_mode;          /* weights.squant.mode */
     bp_qspec weights_q;       /* bits set per candidate */
     bp_qspec acts_q;
+    bp_act_rule *act_rules;
+    size_t n_act_rules;
     bp_metric metric;
     bp_budget_spec budget;
     bp_pin *pins;
@@ -66,5 +77,9 @@ int bp_config_parse(bp_config *c, const char *text, size_t size, const char *lab
 void bp_config_free(bp_config *c);
 /* Is any budget set? */
 int bp_config_has_budget(const bp_config *c);
+
+/* The activation settings for one layer (acts_q with the first matching
+ * per_layer rule applied). */
+bp_qspec bp_config_acts_for(const bp_config *c, const char *layer);
 
 #endif

@@ -48,8 +48,9 @@ static void hash_str(bp_sha256 *h, const char *s)
 static void hash_qspec(bp_sha256 *h, const bp_qspec *q)
 {
     char buf[160];
-    snprintf(buf, sizeof buf, "%s %lld %d %s %.17g", bp_granularity_name(q->granularity),
-             (long long)q->group_size, q->symmetric, bp_range_name(q->range), q->mse_norm);
+    snprintf(buf, sizeof buf, "%s %lld %d %s %.17g %s", bp_granularity_name(q->granularity),
+             (long long)q->group_size, q->symmetric, bp_range_name(q->range), q->mse_norm,
+             bp_qkind_name(q->kind));
     hash_str(h, buf);
 }
 
@@ -83,7 +84,10 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
              cfg->gptq.damp, cfg->gptq.act_order, cfg->squant_mode);
     hash_str(&h, buf);
     hash_qspec(&h, &cfg->weights_q);
-    hash_qspec(&h, &cfg->acts_q);
+    for (size_t i = 0; i < m->n_layers; i++) {    /* per-layer activation settings */
+        bp_qspec a = bp_config_acts_for(cfg, m->layers[i].name);
+        hash_qspec(&h, &a);
+    }
     hash_str(&h, bp_metric_name(cfg->metric));
     bp_sha256_final(&h, d);
     bp_sha256_hex(d, hex);
@@ -194,6 +198,14 @@ static int check_pins(const bp_config *cfg, const bp_model *m, bp_error *err)
             return bp_fail(err, "%s: pins[%zu]: pattern '%s' matches no layer", cfg->path,
                            p, cfg->pins[p].pattern);
     }
+    for (size_t r = 0; r < cfg->n_act_rules; r++) {
+        int hit = 0;
+        for (size_t i = 0; i < m->n_layers && !hit; i++)
+            hit = fnmatch(cfg->act_rules[r].pattern, m->layers[i].name, 0) == 0;
+        if (!hit)
+            return bp_fail(err, "%s: activations.per_layer[%zu]: pattern '%s' matches no "
+                           "layer", cfg->path, r, cfg->act_rules[r].pattern);
+    }
     return 0;
 }
 
@@ -236,6 +248,7 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
         if (bp_model_load_layer(m, i, &l, err) < 0)
             return -1;
         int rc = 0;
+        spec.acts = bp_config_acts_for(cfg, m->layers[i].name);
         for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
             spec.quantizer = cfg->quantizers[q];
             rc = bp_sensitivity_layer(&l.view, &spec, t, err);

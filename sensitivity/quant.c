@@ -21,7 +21,12 @@ const char *bp_granularity_name(bp_granularity g)
 
 const char *bp_range_name(bp_range r)
 {
-    return r == BP_RANGE_MSE ? "mse" : "minmax";
+    return r == BP_RANGE_MSE ? "mse" : r == BP_RANGE_PERCENTILE ? "percentile" : "minmax";
+}
+
+const char *bp_qkind_name(bp_qkind k)
+{
+    return k == BP_AQ_LOG2 ? "log2" : k == BP_AQ_PTF ? "ptf" : "uniform";
 }
 
 static void min_max(const float *x, size_t n, float *lo, float *hi)
@@ -93,14 +98,54 @@ double bp_quant_loss(const float *x, size_t n, float scale, float zero,
     return sum;
 }
 
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Percentile clipping: for p in a fixed grid, clip at the (1-p) and p
+ * quantiles (widened to include 0) and keep the lowest squared error;
+ * p = 1 (min-max) is the starting point, so only strict gains clip.
+ */
+static void percentile_fit(const float *x, size_t n, int bits, int symmetric, float *scale,
+                           float *zero)
+{
+    static const double ps[] = {0.99999, 0.9999, 0.999, 0.995, 0.99, 0.98, 0.97};
+    float *v = malloc(n * sizeof *v);
+    if (!v)
+        return;                     /* keep the min-max parameters */
+    for (size_t i = 0; i < n; i++)
+        v[i] = x[i];
+    qsort(v, n, sizeof *v, cmp_float);
+    double best = bp_quant_loss(x, n, *scale, *zero, bits, 2.0);
+    for (size_t k = 0; k < sizeof ps / sizeof *ps; k++) {
+        size_t hi_i = (size_t)floor(ps[k] * (double)(n - 1));
+        size_t lo_i = (size_t)ceil((1.0 - ps[k]) * (double)(n - 1));
+        float lo = fminf(v[lo_i], 0.0f), hi = fmaxf(v[hi_i], 0.0f), s, z;
+        if (!(hi > lo))
+            continue;
+        params_for_range(lo, hi, bits, symmetric, &s, &z);
+        double loss = bp_quant_loss(x, n, s, z, bits, 2.0);
+        if (loss < best)
+            best = loss, *scale = s, *zero = z;
+    }
+    free(v);
+}
+
 void bp_qparams_fit(const float *x, size_t n, int bits, int symmetric,
                     bp_range range, double norm, float *scale, float *zero)
 {
     float lo, hi;
     min_max(x, n, &lo, &hi);
     params_for_range(lo, hi, bits, symmetric, scale, zero);
-    if (range != BP_RANGE_MSE || hi - lo <= 0.0f)
+    if (range == BP_RANGE_MINMAX || hi - lo <= 0.0f || n == 0)
         return;
+    if (range == BP_RANGE_PERCENTILE) {
+        percentile_fit(x, n, bits, symmetric, scale, zero);
+        return;
+    }
     /* Shrink the range by p = 1.00, 0.99, ..., 0.20; keep strict gains. */
     double best = bp_quant_loss(x, n, *scale, *zero, bits, norm);
     for (int i = 1; i <= 80; i++) {
@@ -123,6 +168,60 @@ static void quantize_block(const float *x, float *out, size_t n, const bp_qspec 
     bp_fake_quant(x, out, n, s, z, q->bits);
 }
 
+void bp_log2_quant(const float *x, float *out, size_t n, float m, int bits)
+{
+    double maxq = ldexp(1.0, bits) - 1.0;
+    for (size_t i = 0; i < n; i++) {
+        double q = x[i] > 0.0f ? nearbyint(-log2((double)x[i] / m)) : maxq;
+        q = fmin(fmax(q, 0.0), maxq);
+        out[i] = (float)(m * exp2(-q));
+    }
+}
+
+/* Squared error of column c under step s and zero point z. */
+static double column_loss(const float *x, int64_t rows, int64_t cols, int64_t c, float s,
+                          float z, int bits)
+{
+    float maxq = (float)((1u << bits) - 1u), inv = 1.0f / s;
+    double sum = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        double e = (double)qdq(x[r * cols + c], inv, s, z, maxq) - x[r * cols + c];
+        sum += e * e;
+    }
+    return sum;
+}
+
+/*
+ * FQ-ViT's power-of-two factor: the tensor's min-max step s8 covers the
+ * widest channel with alpha = 3; channel c uses s8 / 2^(3 - alpha_c), the
+ * alpha with the lowest squared error on that column (ties: larger alpha).
+ */
+void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bits,
+                  int *alpha)
+{
+    float lo, hi, s8, z8;
+    min_max(x, (size_t)(rows * cols), &lo, &hi);
+    params_for_range(lo, hi, bits, 0, &s8, &z8);
+    float maxq = (float)((1u << bits) - 1u);
+    for (int64_t c = 0; c < cols; c++) {
+        int best_a = 3;
+        float best_s = s8, best_z = z8;
+        double best = column_loss(x, rows, cols, c, s8, z8, bits);
+        for (int a = 2; a >= 0; a--) {
+            float s = ldexpf(s8, a - 3);
+            float z = fminf(fmaxf(nearbyintf(-lo / s), 0.0f), maxq);
+            double loss = column_loss(x, rows, cols, c, s, z, bits);
+            if (loss < best)
+                best = loss, best_a = a, best_s = s, best_z = z;
+        }
+        float inv = 1.0f / best_s;
+        for (int64_t r = 0; r < rows; r++)
+            out[r * cols + c] = qdq(x[r * cols + c], inv, best_s, best_z, maxq);
+        if (alpha)
+            alpha[c] = best_a;
+    }
+}
+
 int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,
                        const bp_qspec *spec, bp_error *err)
 {
@@ -133,6 +232,21 @@ int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,
     }
     if (spec->bits < 1 || spec->bits > 15)
         return bp_fail(err, "unsupported bit width %d (expected 2..16)", spec->bits);
+    if (spec->kind == BP_AQ_LOG2) {
+        float m = 0.0f;
+        for (int64_t i = 0; i < rows * cols; i++)
+            m = fmaxf(m, x[i]);
+        if (m > 0.0f)
+            bp_log2_quant(x, out, (size_t)(rows * cols), m, spec->bits);
+        else
+            for (int64_t i = 0; i < rows * cols; i++)
+                out[i] = 0.0f;
+        return 0;
+    }
+    if (spec->kind == BP_AQ_PTF) {
+        bp_ptf_quant(x, out, rows, cols, spec->bits, NULL);
+        return 0;
+    }
     switch (spec->granularity) {
     case BP_GRAN_TENSOR:
         quantize_block(x, out, (size_t)(rows * cols), spec);

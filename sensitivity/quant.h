@@ -33,8 +33,18 @@ typedef enum bp_granularity {
 
 typedef enum bp_range {
     BP_RANGE_MINMAX = 0,
-    BP_RANGE_MSE
+    BP_RANGE_MSE,
+    BP_RANGE_PERCENTILE       /* clip at the p / 1-p quantiles, best p by MSE */
 } bp_range;
+
+/* What kind of grid (activations may use the non-uniform ones). */
+typedef enum bp_qkind {
+    BP_AQ_UNIFORM = 0,        /* the affine grid above */
+    BP_AQ_LOG2,               /* x_hat = m 2^-q, q = clamp(rne(-log2(x / m)), 0, 2^b - 1) */
+    BP_AQ_PTF                 /* per-tensor step s, per-column factor 2^alpha, alpha 0..3 */
+} bp_qkind;
+
+const char *bp_qkind_name(bp_qkind k);
 
 /* How to quantize one tensor (weights or activations) at `bits`. */
 typedef struct bp_qspec {
@@ -44,6 +54,7 @@ typedef struct bp_qspec {
     int symmetric;
     bp_range range;
     double mse_norm;          /* exponent of the MSE search, 2.0 or 2.4 */
+    bp_qkind kind;            /* uniform unless an activation asks otherwise */
 } bp_qspec;
 
 const char *bp_granularity_name(bp_granularity g);
@@ -62,9 +73,19 @@ double bp_quant_loss(const float *x, size_t n, float scale, float zero,
                      int bits, double norm);
 
 /* Quantize-dequantize a rows x cols matrix with the spec's granularity
- * (per-tensor, per-row "channel"/"token", or per-group of columns). */
+ * (per-tensor, per-row "channel"/"token", or per-group of columns); log2
+ * works per tensor and PTF per tensor with a factor per column. */
 int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,
                        const bp_qspec *spec, bp_error *err);
+
+/* log2 quantization of n values with maximum m > 0 (negative values are
+ * treated as 0, which maps to the largest code). */
+void bp_log2_quant(const float *x, float *out, size_t n, float m, int bits);
+
+/* Power-of-two-factor quantization of a rows x cols matrix (columns are the
+ * channels); alpha (cols entries, may be NULL) receives each factor. */
+void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bits,
+                  int *alpha);
 
 /* Bits to store a rows x cols weight matrix under spec, including fp16
  * scales and, for asymmetric grids, b-bit zero points. */

@@ -107,6 +107,18 @@ printf 'model: {weights: m/model.safetensors}\nmetric: weight\nweights: {quantiz
 "$BITPLAN" run squant_free.yaml -q
 check "squant runs without calibration" test -f out_sq/plan.yaml
 
+# activation quantizers per layer pattern: only the matched layer's rows change
+sed 's#dir: out#dir: out_act#' cfg.yaml >act.yaml
+"$BITPLAN" sensitivity act.yaml -o act_uniform.csv -q
+printf 'activations: {per_layer: [{pattern: "fc", quantizer: log2}]}\n' >>act.yaml
+"$BITPLAN" sensitivity act.yaml -o act_log2.csv >act.txt
+grep -q "measured in" act.txt && ok || bad "activation rules change the cache key"
+check "other layers unchanged" test "$(grep -v '^fc,' act_uniform.csv)" = "$(grep -v '^fc,' act_log2.csv)"
+check "fc at 8-bit activations changed" test "$(grep '^fc,[0-9]*,8,' act_uniform.csv)" != "$(grep '^fc,[0-9]*,8,' act_log2.csv)"
+check "fc at 16-bit activations unchanged" test "$(grep '^fc,[0-9]*,16,' act_uniform.csv)" = "$(grep '^fc,[0-9]*,16,' act_log2.csv)"
+printf 'activations: {per_layer: [{pattern: "nothing", quantizer: log2}]}\n' | cat cfg.yaml - | sed 's#dir: out#dir: out_act2#' >act2.yaml
+expect_fail 1 "activations.per_layer[0]: pattern 'nothing' matches no layer" "$BITPLAN" run act2.yaml
+
 # budgets from the command line; size objective under an error budget
 # the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes
 "$BITPLAN" solve cfg.yaml --max-bytes 450 -o small.yaml -q

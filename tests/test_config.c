@@ -106,6 +106,25 @@ static void test_gptq(void)
     bp_config_free(&c);
 }
 
+static void test_activations(void)
+{
+    bp_config c;
+    bp_error err = {""};
+    CHECK_MSG(parse(&c, "model: {weights: m}\nactivations:\n  quantizer: ptf\n  range: percentile\n"
+                        "  per_layer:\n    - {pattern: \"*.softmax*\", quantizer: log2}\n"
+                        "    - {pattern: \"head\", granularity: per_token, range: mse}\n",
+                        &err) == 0, "%s", err.msg);
+    CHECK(c.acts_q.kind == BP_AQ_PTF && c.acts_q.range == BP_RANGE_PERCENTILE);
+    CHECK(c.n_act_rules == 2);
+    bp_qspec a = bp_config_acts_for(&c, "blk.softmax_in");
+    CHECK(a.kind == BP_AQ_LOG2 && a.range == BP_RANGE_PERCENTILE);
+    a = bp_config_acts_for(&c, "head");
+    CHECK(a.kind == BP_AQ_PTF && a.granularity == BP_GRAN_TOKEN && a.range == BP_RANGE_MSE);
+    a = bp_config_acts_for(&c, "other");
+    CHECK(a.kind == BP_AQ_PTF && a.granularity == BP_GRAN_TENSOR);
+    bp_config_free(&c);
+}
+
 static void expect_error(const char *text, const char *needle)
 {
     bp_config c;
@@ -118,6 +137,11 @@ static void expect_error(const char *text, const char *needle)
 static void test_errors(void)
 {
     expect_error("", "empty");
+    expect_error("model: {weights: m}\nactivations: {quantizer: log3}\n", "activations.quantizer");
+    expect_error("model: {weights: m}\nactivations: {per_layer: [{quantizer: log2}]}\n",
+                 "activations.per_layer[0]: missing key 'pattern'");
+    expect_error("model: {weights: m}\nactivations: {per_layer: [{pattern: a, bits: 3}]}\n",
+                 "activations.per_layer[0].bits: unknown key");
     expect_error("model: {weights: m}\nweights: {quantizer: [rtn, rtn]}\n", "listed twice");
     expect_error("model: {weights: m}\nweights: {quantizer: []}\n", "at least one");
     expect_error("model: {weights: m}\nweights: {squant: {mode: kc}}\n",
@@ -169,6 +193,7 @@ int main(void)
     test_full();
     test_defaults();
     test_gptq();
+    test_activations();
     test_errors();
     return check_done();
 }

@@ -94,7 +94,7 @@ static void test_granularity(void)
     for (int o = 0; o < O; o++)
         for (int d = 0; d < D; d++)
             W[o * D + d] = (float)(check_normal(&r) * (o + 1) * (d < 20 ? 1 : 10));
-    bp_qspec q = {4, BP_GRAN_GROUP, 20, 0, BP_RANGE_MINMAX, 2.0};
+    bp_qspec q = {4, BP_GRAN_GROUP, 20, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     CHECK(bp_quantize_matrix(W, Q, O, D, &q, NULL) == 0);
     /* each group of 20 columns has its own step: the first group's error is
      * bounded by its own (much smaller) range */
@@ -110,7 +110,7 @@ static void test_granularity(void)
     }
     /* per-channel beats per-tensor on rows of very different scale */
     float Qc[O * D], Qt[O * D];
-    bp_qspec qc = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0}, qt = qc;
+    bp_qspec qc = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, qt = qc;
     qt.granularity = BP_GRAN_TENSOR;
     bp_quantize_matrix(W, Qc, O, D, &qc, NULL);
     bp_quantize_matrix(W, Qt, O, D, &qt, NULL);
@@ -121,19 +121,19 @@ static void test_granularity(void)
     }
     CHECK(ec < et);
     /* 16 bits passes through unchanged */
-    bp_qspec q16 = {16, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0};
+    bp_qspec q16 = {16, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     bp_quantize_matrix(W, Q, O, D, &q16, NULL);
     CHECK(memcmp(W, Q, sizeof W) == 0);
     /* bad group size is an error */
     bp_error err;
-    bp_qspec bad = {4, BP_GRAN_GROUP, 0, 1, BP_RANGE_MINMAX, 2.0};
+    bp_qspec bad = {4, BP_GRAN_GROUP, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     CHECK(bp_quantize_matrix(W, Q, O, D, &bad, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "group size");
 }
 
 static void test_storage_bits(void)
 {
-    bp_qspec q = {4, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MINMAX, 2.0};
+    bp_qspec q = {4, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 4 + 3 * (16 + 4));
     q.symmetric = 1;
     CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 4 + 3 * 16);
@@ -158,8 +158,134 @@ static void test_all_zero(void)
     }
 }
 
+static double mse(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    return s / (double)n;
+}
+
+/* Inputs after a LayerNorm-like layer whose channels' ranges differ 50x:
+ * PTF beats one per-tensor uniform grid at 4 and 6 bits, and gives the
+ * widest channels the largest factor. */
+static void test_ptf(void)
+{
+    check_rng r = {424242};
+    bp_error err;
+    const int64_t n = 512, d = 64;
+    float *x = malloc((size_t)(n * d) * sizeof *x), *a = malloc((size_t)(n * d) * sizeof *a);
+    float *b = malloc((size_t)(n * d) * sizeof *b);
+    double spread[64];
+    int alpha[64];
+    for (int64_t c = 0; c < d; c++)
+        spread[c] = c % 8 == 0 ? 50.0 : 1.0 + 2.0 * check_uniform(&r);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < d; c++)
+            x[i * d + c] = (float)(spread[c] * (0.2 + check_normal(&r)));
+    for (int bits = 4; bits <= 6; bits += 2) {
+        bp_qspec uni = {bits, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+        bp_qspec ptf = uni;
+        ptf.kind = BP_AQ_PTF;
+        CHECK(bp_quantize_matrix(x, a, n, d, &uni, &err) == 0);
+        CHECK(bp_quantize_matrix(x, b, n, d, &ptf, &err) == 0);
+        double eu = mse(a, x, (size_t)(n * d)), ep = mse(b, x, (size_t)(n * d));
+        printf("ptf/uniform mse at %d bits: %.3f\n", bits, ep / eu);
+        CHECK_MSG(ep < eu, "%d bits: ptf %g vs uniform %g", bits, ep, eu);
+    }
+    bp_ptf_quant(x, b, n, d, 4, alpha);
+    int wide_ok = 1, narrow_small = 1;
+    for (int64_t c = 0; c < d; c++) {
+        if (spread[c] == 50.0)
+            wide_ok &= alpha[c] == 3;
+        else
+            narrow_small &= alpha[c] < 3;
+    }
+    CHECK(wide_ok);
+    CHECK(narrow_small);
+    free(x);
+    free(a);
+    free(b);
+}
+
+/* log2: every value within [m 2^-(2^b - 1), m] is within a factor sqrt(2);
+ * zero maps to the smallest level; on heavy-tailed non-negative inputs
+ * (like attention probabilities) the relative error beats a uniform grid. */
+static void test_log2(void)
+{
+    check_rng r = {31337};
+    bp_error err;
+    const size_t n = 4096;
+    float *x = malloc(n * sizeof *x), *l = malloc(n * sizeof *l), *u = malloc(n * sizeof *u);
+    for (size_t i = 0; i < n; i++) {
+        double v = check_uniform(&r);
+        x[i] = (float)(v * v * v * v * v * v);          /* mass near 0, few large */
+    }
+    x[0] = 0.0f;
+    bp_qspec lq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_LOG2}, uq = lq;
+    uq.kind = BP_AQ_UNIFORM;
+    CHECK(bp_quantize_matrix(x, l, 1, (int64_t)n, &lq, &err) == 0);
+    CHECK(bp_quantize_matrix(x, u, 1, (int64_t)n, &uq, &err) == 0);
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        m = fmaxf(m, x[i]);
+    int bounded = 1;
+    double rl = 0.0, ru = 0.0;
+    size_t counted = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (x[i] < m * ldexpf(1.0f, -15))
+            continue;
+        bounded &= fabs(log2((double)l[i] / x[i])) <= 0.5 + 1e-6;
+        rl += fabs((double)l[i] - x[i]) / x[i];
+        ru += fabs((double)u[i] - x[i]) / x[i];
+        counted++;
+    }
+    CHECK(bounded);
+    CHECK(l[0] == m * ldexpf(1.0f, -15));
+    printf("log2 vs uniform, mean relative error at 4 bits: %.3f vs %.3f\n", rl / counted,
+           ru / counted);
+    CHECK(rl < 0.5 * ru);
+    free(x);
+    free(l);
+    free(u);
+}
+
+/* Percentile clipping: a thin tail of outliers (0.1%) no longer stretches
+ * the grid; a lone outlier is kept when clipping it would cost more; on
+ * outlier-free data it never does worse than min-max. */
+static void test_percentile(void)
+{
+    check_rng r = {2718};
+    const size_t n = 20000;
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)check_normal(&r);
+    for (int bits = 3; bits <= 8; bits++) {
+        float s1, z1, s2, z2;
+        bp_qparams_fit(x, n, bits, 0, BP_RANGE_MINMAX, 2.0, &s1, &z1);
+        bp_qparams_fit(x, n, bits, 0, BP_RANGE_PERCENTILE, 2.0, &s2, &z2);
+        CHECK(bp_quant_loss(x, n, s2, z2, bits, 2.0) <= bp_quant_loss(x, n, s1, z1, bits, 2.0));
+    }
+    for (size_t i = 0; i < 20; i++)
+        x[i * 997] = i % 2 ? 8.0f : -8.0f;
+    float s1, z1, s2, z2;
+    bp_qparams_fit(x, n, 4, 0, BP_RANGE_MINMAX, 2.0, &s1, &z1);
+    bp_qparams_fit(x, n, 4, 0, BP_RANGE_PERCENTILE, 2.0, &s2, &z2);
+    double l1 = bp_quant_loss(x, n, s1, z1, 4, 2.0), l2 = bp_quant_loss(x, n, s2, z2, 4, 2.0);
+    CHECK_MSG(l2 < 0.5 * l1, "percentile %g vs minmax %g", l2, l1);
+    CHECK(s2 < 0.6f * s1);
+    x[0] = 200.0f;                      /* one huge value: clipping it costs more */
+    bp_qparams_fit(x, n, 4, 0, BP_RANGE_MINMAX, 2.0, &s1, &z1);
+    bp_qparams_fit(x, n, 4, 0, BP_RANGE_PERCENTILE, 2.0, &s2, &z2);
+    CHECK(bp_quant_loss(x, n, s2, z2, 4, 2.0) <= bp_quant_loss(x, n, s1, z1, 4, 2.0));
+    free(x);
+}
+
 int main(void)
 {
+    test_ptf();
+    test_log2();
+    test_percentile();
     test_grid_properties();
     test_round_half_even();
     test_mse_search();
