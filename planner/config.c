@@ -471,7 +471,7 @@ static int k_activations(const cctx *c, const bp_ynode *v, const char *key, bp_c
 
 static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"mse", "relative", "weight", NULL};
+    static const char *const names[] = {"mse", "relative", "weight", "hawq", NULL};
     int i;
     if (get_enum(c, v, key, names, &i) < 0)
         return -1;

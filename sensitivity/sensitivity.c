@@ -17,6 +17,7 @@ const char *bp_metric_name(bp_metric m)
     case BP_METRIC_MSE: return "mse";
     case BP_METRIC_RELATIVE: return "relative";
     case BP_METRIC_WEIGHT: return "weight";
+    case BP_METRIC_HAWQ: return "hawq";
     }
     return "?";
 }
@@ -137,6 +138,17 @@ fail:
     return -1;
 }
 
+/* HAWQ's Hessian trace per parameter: 2 ||X||_F^2 / (n * in), over all
+ * groups' inputs (each weight sees in of the in * groups columns). */
+static double hawq_trace(const bp_layer *l)
+{
+    double s = 0.0;
+    int64_t nx = l->n * l->in * l->groups;
+    for (int64_t i = 0; i < nx; i++)
+        s += (double)l->X[i] * l->X[i];
+    return 2.0 * s / ((double)l->n * (double)(l->in * l->groups));
+}
+
 static double weight_mse(const float *W, const float *What, int64_t n)
 {
     double s = 0.0;
@@ -158,10 +170,11 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     int per_abits = spec->quantizer == BP_WQ_GPTQ;
     if (!per_abits && weights_all(l, spec, NULL, What, err) < 0)
         return -1;
-    if (!bp_sens_needs_data(spec)) {
+    if (!bp_sens_needs_data(spec) || (spec->metric == BP_METRIC_HAWQ && !per_abits)) {
+        double scale = spec->metric == BP_METRIC_HAWQ ? hawq_trace(l) * (double)params : 1.0;
         for (size_t b = 0; b < nw; b++)
             for (size_t a = 0; a < na; a++)
-                errors[b * na + a] = weight_mse(l->W, What[b], params);
+                errors[b * na + a] = scale * weight_mse(l->W, What[b], params);
         return 0;
     }
     int64_t xn = l->n * l->in * l->groups;
@@ -181,12 +194,12 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
         if (per_abits && weights_all(l, spec, xq ? xq : l->X, What, err) < 0)
             goto fail;
         double energy = 0.0;
-        if (spec->metric != BP_METRIC_WEIGHT &&
-            errors_at_abits(l, xq, What, nw, col, &energy, err) < 0)
+        int weight_only = spec->metric == BP_METRIC_WEIGHT || spec->metric == BP_METRIC_HAWQ;
+        if (!weight_only && errors_at_abits(l, xq, What, nw, col, &energy, err) < 0)
             goto fail;
+        double scale = spec->metric == BP_METRIC_HAWQ ? hawq_trace(l) * (double)params : 1.0;
         for (size_t b = 0; b < nw; b++) {
-            double e = spec->metric == BP_METRIC_WEIGHT ? weight_mse(l->W, What[b], params)
-                                                        : col[b];
+            double e = weight_only ? scale * weight_mse(l->W, What[b], params) : col[b];
             if (spec->metric == BP_METRIC_RELATIVE)
                 e = energy > 0.0 ? e / energy : 0.0;
             errors[b * na + a] = e;

@@ -6,6 +6,9 @@
  *             = the above / (||W X^T||_F^2 / n)            (metric relative)
  *             = ||What - W||_F^2 / params                  (metric weight,
  *               data-free; activation bits do not change it)
+ *             = 2 ||X||_F^2 / (n in) * ||What - W||_F^2    (metric hawq: the
+ *               Hessian trace per parameter times the weight error; cheap,
+ *               activation bits do not change it)
  * computed from Gram matrices built once per activation width (gram.h).
  */
 #ifndef BP_SENSITIVITY_H
@@ -23,7 +26,8 @@
 typedef enum bp_metric {
     BP_METRIC_MSE = 0,
     BP_METRIC_RELATIVE,
-    BP_METRIC_WEIGHT
+    BP_METRIC_WEIGHT,
+    BP_METRIC_HAWQ            /* (Tr(H) / params) * ||What - W||^2, H of the float layer */
 } bp_metric;
 
 typedef enum bp_wquantizer {

@@ -126,6 +126,14 @@ static void test_missing_data(void)
     CHECK(t.n == 1);
     CHECK_REL(t.rows[0].error, mse, 1e-12);
     CHECK(mse > 0);
+    /* hawq: (2 ||X||^2 / (n in)) * ||What - W||^2, here by hand */
+    float X[6] = {1, 2, -1, 0.5f, 3, -2};          /* 3 samples x 2 inputs */
+    bp_layer ld = {"fc.hawq", 2, 2, 1, 1, 1, W, NULL, 3, X};
+    spec.metric = BP_METRIC_HAWQ;
+    CHECK(bp_sensitivity_layer(&ld, &spec, &t, &err) == 0);
+    double xx = 1 + 4 + 1 + 0.25 + 9 + 4;
+    CHECK(t.n == 2);
+    CHECK_REL(t.rows[1].error, 2.0 * xx / (3 * 2) * mse * 4.0, 1e-12);
     bp_table_free(&t);
 }
 
