@@ -298,7 +298,7 @@ static bp_qspec *qspec_for(const char *key, bp_config *cfg)
  * the solver choose per layer. */
 static int k_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"rtn", "gptq", "squant", NULL};
+    static const char *const names[] = {"rtn", "gptq", "squant", "erq", NULL};
     int seq = v && v->type == BP_Y_SEQ;
     size_t n = seq ? v->n : 1;
     if (seq && n == 0)
@@ -378,6 +378,28 @@ static int k_squant(const cctx *c, const bp_ynode *v, const char *key, bp_config
 {
     return walk_map(c, v, key, squant_keys, cfg);
 }
+static int k_lambda(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    size_t n = strlen(key);
+    double *out = key[n - 1] == '1' ? &cfg->erq.lambda1 : &cfg->erq.lambda2;
+    if (get_double(c, v, key, 0.0, 1e12, out) < 0)
+        return -1;
+    return *out > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+}
+static int k_max_flips(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    long f;
+    if (get_int(c, v, key, 0, 1000000, &f) < 0)
+        return -1;
+    cfg->erq.max_flips = (int)f;
+    return 0;
+}
+static const key_def erq_keys[] = {
+    {"lambda1", k_lambda}, {"lambda2", k_lambda}, {"max_flips", k_max_flips}, {NULL, NULL}};
+static int k_erq(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, erq_keys, cfg);
+}
 static const key_def gptq_keys[] = {
     {"block_size", k_block_size}, {"damp", k_damp}, {"act_order", k_act_order}, {NULL, NULL}};
 static int k_gptq(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
@@ -386,7 +408,7 @@ static int k_gptq(const cctx *c, const bp_ynode *v, const char *key, bp_config *
 }
 static const key_def weight_keys[] = {
     {"quantizer", k_quantizer}, {"granularity", k_granularity}, {"gptq", k_gptq},
-    {"squant", k_squant},
+    {"squant", k_squant}, {"erq", k_erq},
     {"group_size", k_group_size}, {"symmetric", k_symmetric},
     {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
 static const char *const act_kinds[] = {"uniform", "log2", "ptf", NULL};
@@ -641,6 +663,7 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     c->n_quantizers = 1;
     bp_gptq_opts_init(&c->gptq);
     c->squant_mode = BP_SQ_K | BP_SQ_C;
+    bp_erq_opts_init(&c->erq);
     c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->metric = BP_METRIC_MSE;

@@ -54,6 +54,7 @@ typedef struct bp_config {
     size_t n_quantizers;
     bp_gptq_opts gptq;        /* weights.gptq */
     int squant_mode;          /* weights.squant.mode */
+    bp_erq_opts erq;          /* weights.erq */
     bp_qspec weights_q;       /* bits set per candidate */
     bp_qspec acts_q;
     bp_act_rule *act_rules;

@@ -35,6 +35,7 @@ static void spec_from_config(const bp_config *cfg, bp_sens_spec *s)
     s->quantizer = cfg->quantizers[0];
     s->gptq = cfg->gptq;
     s->squant_mode = cfg->squant_mode;
+    s->erq = cfg->erq;
     s->metric = cfg->metric;
 }
 
@@ -61,7 +62,7 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
 {
     bp_sha256 h;
     unsigned char d[32];
-    char buf[64];
+    char buf[192];
     bp_sha256_init(&h);
     hash_str(&h, CACHE_FORMAT);
     hash_str(&h, r->model_sha256);
@@ -82,6 +83,9 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
         hash_str(&h, bp_wquantizer_name(cfg->quantizers[i]));
     snprintf(buf, sizeof buf, "gptq %lld %.17g %d squant %d", (long long)cfg->gptq.block_size,
              cfg->gptq.damp, cfg->gptq.act_order, cfg->squant_mode);
+    hash_str(&h, buf);
+    snprintf(buf, sizeof buf, "erq %.17g %.17g %d", cfg->erq.lambda1, cfg->erq.lambda2,
+             cfg->erq.max_flips);
     hash_str(&h, buf);
     hash_qspec(&h, &cfg->weights_q);
     for (size_t i = 0; i < m->n_layers; i++) {    /* per-layer activation settings */
@@ -251,6 +255,8 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
         spec.acts = bp_config_acts_for(cfg, m->layers[i].name);
         for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
             spec.quantizer = cfg->quantizers[q];
+            if (spec.quantizer == BP_WQ_ERQ && l.view.groups > 1 && cfg->n_quantizers > 1)
+                continue;           /* ERQ has no grouped form; the others cover it */
             rc = bp_sensitivity_layer(&l.view, &spec, t, err);
         }
         bp_loaded_layer_free(&l);

@@ -22,7 +22,7 @@ const char *bp_metric_name(bp_metric m)
     return "?";
 }
 
-static const char *const wq_names[BP_WQ_COUNT] = {"rtn", "gptq", "squant"};
+static const char *const wq_names[BP_WQ_COUNT] = {"rtn", "gptq", "squant", "erq"};
 
 const char *bp_wquantizer_name(bp_wquantizer q)
 {
@@ -51,7 +51,14 @@ bp_qspec bp_sens_weight_grid(const bp_sens_spec *spec, bp_wquantizer q)
 
 int bp_sens_needs_data(const bp_sens_spec *spec)
 {
-    return spec->metric != BP_METRIC_WEIGHT || spec->quantizer == BP_WQ_GPTQ;
+    return spec->metric != BP_METRIC_WEIGHT || spec->quantizer == BP_WQ_GPTQ ||
+           spec->quantizer == BP_WQ_ERQ;
+}
+
+/* Quantizers whose weights depend on the (quantized) inputs. */
+static int uses_inputs(const bp_sens_spec *spec)
+{
+    return spec->quantizer == BP_WQ_GPTQ || spec->quantizer == BP_WQ_ERQ;
 }
 
 /* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups). */
@@ -70,19 +77,29 @@ static int gptq_weights(const bp_layer *l, const bp_sens_spec *spec, int bits, c
     return 0;
 }
 
-/* What[b] for every weight width; X (quantized or not) feeds GPTQ. */
-static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *X,
-                       float *const *What, bp_error *err)
+/* What[b] (and, for ERQ, its new bias bhat[b]) for every weight width;
+ * Xin is what the layer sees (quantized or not). */
+static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
+                       float *const *What, float *const *bhat, bp_error *err)
 {
     for (size_t b = 0; b < spec->n_wbits; b++) {
         int rc, bits = spec->wbits[b];
-        if (spec->quantizer == BP_WQ_GPTQ)
-            rc = gptq_weights(l, spec, bits, X, What[b], err);
-        else if (spec->quantizer == BP_WQ_SQUANT)
+        if (spec->quantizer == BP_WQ_GPTQ) {
+            rc = gptq_weights(l, spec, bits, Xin, What[b], err);
+        } else if (spec->quantizer == BP_WQ_ERQ) {
+            bp_qspec q = spec->weights;
+            q.bits = bits;
+            if (l->groups != 1)
+                return bp_fail(err, "erq does not handle grouped convolutions (%d groups); "
+                               "use rtn, gptq or squant for this layer", l->groups);
+            rc = bp_erq_quantize(l->W, l->bias, l->out, l->in, l->X, Xin, l->n, &q,
+                                 &spec->erq, What[b], bhat ? bhat[b] : NULL, NULL, NULL, err);
+        } else if (spec->quantizer == BP_WQ_SQUANT) {
             rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, bits,
                                     spec->squant_mode, What[b], NULL, err);
-        else
+        } else {
             rc = bp_quantize_weights(l, &spec->weights, bits, What[b], err);
+        }
         if (rc < 0)
             return -1;
     }
@@ -107,7 +124,8 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
     double *row = bp_malloc((size_t)og * sizeof(double), err);
     if (!row)
         return -1;
-    memset(err_out, 0, n_w * sizeof(double));
+    if (n_w)
+        memset(err_out, 0, n_w * sizeof(double));
     *energy = 0.0;
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
@@ -159,16 +177,123 @@ static double weight_mse(const float *W, const float *What, int64_t n)
     return n ? s / (double)n : 0.0;
 }
 
-/* errors[b * n_abits + a] for every candidate.  RTN weights do not depend
- * on the inputs and are made once; GPTQ's are made per activation width
- * from the inputs the layer will see (quantized or not). */
+/*
+ * An ERQ layer with a bias changes its bias too: its errors are read off
+ * the augmented layer [W | b] over inputs [X | 1] (DESIGN: the same
+ * quadratic form covers the bias).  aug holds the augmented copies.
+ */
+typedef struct augmented {
+    bp_layer view;
+    float *X, *Xq, *W, **What;
+} augmented;
+
+static void aug_free(augmented *g, size_t nw)
+{
+    free(g->X);
+    free(g->Xq);
+    free(g->W);
+    for (size_t b = 0; g->What && b < nw; b++)
+        free(g->What[b]);
+    free(g->What);
+    memset(g, 0, sizeof *g);
+}
+
+static void aug_matrix(const float *A, const float *col, int64_t rows, int64_t cols, float one,
+                       float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(out + r * (cols + 1), A + r * cols, (size_t)cols * sizeof *out);
+        out[r * (cols + 1) + cols] = col ? col[r] : one;
+    }
+}
+
+static int aug_init(augmented *g, const bp_layer *l, size_t nw, bp_error *err)
+{
+    int64_t d = l->in + 1;
+    memset(g, 0, sizeof *g);
+    g->X = bp_malloc((size_t)(l->n * d) * sizeof(float), err);
+    g->Xq = bp_malloc((size_t)(l->n * d) * sizeof(float), err);
+    g->W = bp_malloc((size_t)(l->out * d) * sizeof(float), err);
+    g->What = bp_calloc(nw, sizeof(float *), err);
+    if (!g->X || !g->Xq || !g->W || !g->What)
+        return -1;
+    for (size_t b = 0; b < nw; b++)
+        if (!(g->What[b] = bp_malloc((size_t)(l->out * d) * sizeof(float), err)))
+            return -1;
+    aug_matrix(l->X, NULL, l->n, l->in, 1.0f, g->X);
+    aug_matrix(l->W, l->bias, l->out, l->in, 0.0f, g->W);
+    g->view = *l;
+    g->view.in = d, g->view.W = g->W, g->view.X = g->X, g->view.bias = NULL;
+    return 0;
+}
+
+/* Working memory of one layer's measurement. */
+typedef struct work {
+    float *Xq;                /* quantized inputs */
+    double *col;              /* per weight width */
+    float **bhat;             /* ERQ's new biases, or NULL */
+    augmented aug;
+    int has_aug;
+} work;
+
+static void work_free(work *w, size_t nw)
+{
+    free(w->Xq);
+    free(w->col);
+    for (size_t b = 0; w->bhat && b < nw; b++)
+        free(w->bhat[b]);
+    free(w->bhat);
+    if (w->has_aug)
+        aug_free(&w->aug, nw);
+}
+
+static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_error *err)
+{
+    size_t nw = spec->n_wbits;
+    memset(w, 0, sizeof *w);
+    w->Xq = bp_malloc((size_t)(l->n * l->in * l->groups) * sizeof(float), err);
+    w->col = bp_malloc(nw * sizeof(double), err);
+    if (!w->Xq || !w->col)
+        return -1;
+    if (spec->quantizer != BP_WQ_ERQ || !l->bias)
+        return 0;
+    w->bhat = bp_calloc(nw, sizeof(float *), err);
+    if (!w->bhat)
+        return -1;
+    for (size_t b = 0; b < nw; b++)
+        if (!(w->bhat[b] = bp_malloc((size_t)l->out * sizeof(float), err)))
+            return -1;
+    w->has_aug = 1;
+    return aug_init(&w->aug, l, nw, err);
+}
+
+/* Output errors at one activation width into w->col (and the energy). */
+static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *xq,
+                      float *const *What, work *w, double *energy, bp_error *err)
+{
+    size_t nw = spec->n_wbits;
+    if (!w->has_aug)
+        return errors_at_abits(l, xq, What, nw, w->col, energy, err);
+    augmented *g = &w->aug;
+    aug_matrix(xq ? xq : l->X, NULL, l->n, l->in, 1.0f, g->Xq);
+    for (size_t b = 0; b < nw; b++)
+        aug_matrix(What[b], w->bhat[b], l->out, l->in, 0.0f, g->What[b]);
+    double unused;
+    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->col, &unused, err) < 0)
+        return -1;
+    return errors_at_abits(l, NULL, What, 0, NULL, energy, err);   /* energy without bias */
+}
+
+/* errors[b * n_abits + a] for every candidate.  RTN and SQuant weights do
+ * not depend on the inputs and are made once; GPTQ's and ERQ's are made per
+ * activation width from the inputs the layer will see (quantized or not). */
 static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *What,
                    double *errors, bp_error *err)
 {
     size_t nw = spec->n_wbits, na = spec->n_abits;
     int64_t params = bp_layer_params(l);
-    int per_abits = spec->quantizer == BP_WQ_GPTQ;
-    if (!per_abits && weights_all(l, spec, NULL, What, err) < 0)
+    int per_abits = uses_inputs(spec);
+    if (!per_abits && weights_all(l, spec, NULL, What, NULL, err) < 0)
         return -1;
     if (!bp_sens_needs_data(spec) || (spec->metric == BP_METRIC_HAWQ && !per_abits)) {
         double scale = spec->metric == BP_METRIC_HAWQ ? hawq_trace(l) * (double)params : 1.0;
@@ -177,41 +302,33 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
                 errors[b * na + a] = scale * weight_mse(l->W, What[b], params);
         return 0;
     }
-    int64_t xn = l->n * l->in * l->groups;
-    float *Xq = bp_malloc((size_t)xn * sizeof(float), err);
-    double *col = bp_malloc(nw * sizeof(double), err);
-    if (!Xq || !col)
-        goto fail;
-    for (size_t a = 0; a < na; a++) {
+    work w;
+    int rc = work_init(&w, l, spec, err);
+    for (size_t a = 0; rc == 0 && a < na; a++) {
         const float *xq = NULL;
         if (spec->abits[a] < BP_BITS_FLOAT) {
             bp_qspec q = spec->acts;
             q.bits = spec->abits[a];
-            if (bp_quantize_matrix(l->X, Xq, l->n, l->in * l->groups, &q, err) < 0)
-                goto fail;
-            xq = Xq;
+            if ((rc = bp_quantize_matrix(l->X, w.Xq, l->n, l->in * l->groups, &q, err)) < 0)
+                break;
+            xq = w.Xq;
         }
-        if (per_abits && weights_all(l, spec, xq ? xq : l->X, What, err) < 0)
-            goto fail;
+        if (per_abits && (rc = weights_all(l, spec, xq ? xq : l->X, What, w.bhat, err)) < 0)
+            break;
         double energy = 0.0;
         int weight_only = spec->metric == BP_METRIC_WEIGHT || spec->metric == BP_METRIC_HAWQ;
-        if (!weight_only && errors_at_abits(l, xq, What, nw, col, &energy, err) < 0)
-            goto fail;
+        if (!weight_only && (rc = errors_now(l, spec, xq, What, &w, &energy, err)) < 0)
+            break;
         double scale = spec->metric == BP_METRIC_HAWQ ? hawq_trace(l) * (double)params : 1.0;
         for (size_t b = 0; b < nw; b++) {
-            double e = weight_only ? scale * weight_mse(l->W, What[b], params) : col[b];
+            double e = weight_only ? scale * weight_mse(l->W, What[b], params) : w.col[b];
             if (spec->metric == BP_METRIC_RELATIVE)
                 e = energy > 0.0 ? e / energy : 0.0;
             errors[b * na + a] = e;
         }
     }
-    free(Xq);
-    free(col);
-    return 0;
-fail:
-    free(Xq);
-    free(col);
-    return -1;
+    work_free(&w, nw);
+    return rc;
 }
 
 static int append_rows(const bp_layer *l, const bp_sens_spec *spec,

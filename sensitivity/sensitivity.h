@@ -18,6 +18,7 @@
 
 #include "../common/bp_error.h"
 #include "layer.h"
+#include "erq.h"
 #include "gptq.h"
 #include "quant.h"
 #include "squant.h"
@@ -34,6 +35,7 @@ typedef enum bp_wquantizer {
     BP_WQ_RTN = 0,
     BP_WQ_GPTQ,
     BP_WQ_SQUANT,
+    BP_WQ_ERQ,
     BP_WQ_COUNT
 } bp_wquantizer;
 
@@ -52,6 +54,7 @@ typedef struct bp_sens_spec {
     bp_wquantizer quantizer;  /* how weights are rounded (RTN when zeroed) */
     bp_gptq_opts gptq;        /* for BP_WQ_GPTQ */
     int squant_mode;          /* for BP_WQ_SQUANT: BP_SQ_K | BP_SQ_C bits */
+    bp_erq_opts erq;          /* for BP_WQ_ERQ */
 } bp_sens_spec;
 
 /* The grid a quantizer really uses (SQuant: asymmetric min-max per

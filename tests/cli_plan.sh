@@ -119,6 +119,18 @@ check "fc at 16-bit activations unchanged" test "$(grep '^fc,[0-9]*,16,' act_uni
 printf 'activations: {per_layer: [{pattern: "nothing", quantizer: log2}]}\n' | cat cfg.yaml - | sed 's#dir: out#dir: out_act2#' >act2.yaml
 expect_fail 1 "activations.per_layer[0]: pattern 'nothing' matches no layer" "$BITPLAN" run act2.yaml
 
+# erq beside rtn: no erq rows for the grouped (depthwise) conv, which erq
+# cannot handle; alone, it says so
+sed 's#dir: out#dir: out_erq#' cfg.yaml >erq.yaml
+printf 'weights: {quantizer: [rtn, erq], erq: {lambda1: 10, lambda2: 10}}\n' >>erq.yaml
+"$BITPLAN" run erq.yaml -q
+check "erq rows for conv1 and fc" test "$(grep -c ',erq,' out_erq/sensitivity.csv)" = 16
+check "no erq rows for dw" test -z "$(grep '^dw,.*,erq,' out_erq/sensitivity.csv)"
+check "erq plan" test -f out_erq/plan.yaml
+sed 's#dir: out#dir: out_erq1#' cfg.yaml >erq1.yaml
+printf 'weights: {quantizer: erq}\n' >>erq1.yaml
+expect_fail 1 "erq does not handle grouped convolutions" "$BITPLAN" run erq1.yaml
+
 # budgets from the command line; size objective under an error budget
 # the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes
 "$BITPLAN" solve cfg.yaml --max-bytes 450 -o small.yaml -q
