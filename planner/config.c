@@ -626,7 +626,18 @@ static int k_formats(const cctx *c, const bp_ynode *v, const char *key, bp_confi
     }
     return 0;
 }
+static int k_weights_out(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    free(cfg->weights_out);
+    cfg->weights_out = NULL;
+    return get_file_name(c, v, key, &cfg->weights_out);
+}
+static int k_dequantized(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_bool(c, v, key, &cfg->dequantized);
+}
 static const key_def output_keys[] = {
+    {"weights", k_weights_out}, {"dequantized", k_dequantized},
     {"dir", k_out_dir}, {"plan", k_plan}, {"table", k_table}, {"formats", k_formats},
     {NULL, NULL}};
 static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
@@ -765,6 +776,7 @@ void bp_config_free(bp_config *c)
     free(c->out_dir);
     free(c->plan_name);
     free(c->table_name);
+    free(c->weights_out);
     memset(c, 0, sizeof *c);
 }
 

@@ -68,6 +68,8 @@ typedef struct bp_config {
     char *out_dir;            /* resolved */
     char *plan_name;          /* file name inside out_dir */
     char *table_name;
+    char *weights_out;        /* output.weights: file name inside out_dir, or NULL */
+    int dequantized;          /* output.dequantized */
     int write_yaml, write_json;
 } bp_config;
 

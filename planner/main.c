@@ -15,6 +15,7 @@
 #include "config.h"
 #include "model.h"
 #include "pipeline.h"
+#include "qweights.h"
 
 static const char usage_text[] =
     "usage: bitplan <command> [options]\n"
@@ -263,8 +264,19 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
             rc = bp_plan_write_yaml(&plan, yaml_path, &err);
         shown = cfg->write_yaml ? yaml_path : json_path;
     }
-    if (rc == 0 && !c->quiet && !(c->output && strcmp(c->output, "-") == 0))
+    char *qpath = NULL;
+    if (rc == 0 && cfg && cfg->weights_out && !c->table) {
+        if (bp_mkdirs(cfg->out_dir, &err) < 0 ||
+            !(qpath = bp_path_join(cfg->out_dir, cfg->weights_out, &err)) ||
+            bp_write_quantized(cfg, &plan, qpath, cfg->dequantized, &err) < 0)
+            rc = -1;
+    }
+    if (rc == 0 && !c->quiet && !(c->output && strcmp(c->output, "-") == 0)) {
         print_summary(&plan, sens, shown, now() - t0);
+        if (qpath)
+            printf("quantized weights: %s\n", qpath);
+    }
+    free(qpath);
     if (rc < 0)
         die(&err);
     free(plan.layers);
@@ -350,7 +362,13 @@ static int cmd_inspect(cli *c)
             printf("%s%lld", d ? ", " : "", (long long)t.shape[d]);
         printf("]\n");
     }
+    const char *fmt = bp_tensorset_meta(&ts, "format");
+    int quantized = fmt && strcmp(fmt, "bitplan-quantized/1") == 0;
     bp_tensorset_close(&ts);
+    if (quantized) {              /* a plan's quantized weights: check them */
+        printf("bitplan quantized weights:\n");
+        return bp_check_quantized(c->arg, stdout, &err) < 0 ? die(&err) : 0;
+    }
     if (bp_model_open(&m, c->arg, NULL, all, 1, NULL, 0, &err) < 0) {
         printf("layers: none (%s)\n", err.msg);
         return 0;

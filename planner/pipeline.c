@@ -24,7 +24,7 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void spec_from_config(const bp_config *cfg, bp_sens_spec *s)
+void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s)
 {
     s->wbits = cfg->wbits;
     s->n_wbits = cfg->n_wbits;
@@ -241,7 +241,7 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
                        void *ctx, bp_table *t, bp_error *err)
 {
     bp_sens_spec spec;
-    spec_from_config(cfg, &spec);
+    bp_sens_spec_from_config(cfg, &spec);
     int q_data = needs_data(cfg, &spec);
     for (size_t i = 0; i < m->n_layers; i++) {
         bp_loaded_layer l;
@@ -552,7 +552,7 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
         int wq = bp_wquantizer_parse(row->quantizer);
         if (cfg && row->wbits < BP_BITS_FLOAT && wq >= 0) {
             bp_sens_spec spec;
-            spec_from_config(cfg, &spec);
+            bp_sens_spec_from_config(cfg, &spec);
             bp_qspec g = bp_sens_weight_grid(&spec, (bp_wquantizer)wq);
             pl->granularity = bp_granularity_name(g.granularity);
             pl->group_size = g.granularity == BP_GRAN_GROUP ? g.group_size : 0;

@@ -29,6 +29,10 @@ typedef struct bp_sens_result {
 /* Measure the table for cfg, or load it from the cache in cfg->out_dir when
  * its key (hash of the inputs and every setting that affects it) matches.
  * force = 1 ignores the cache.  The table is (re)written to the cache. */
+/* The sensitivity settings of a config (first quantizer, global
+ * activation settings). */
+void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s);
+
 int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
                        void *progress_ctx, bp_sens_result *res, bp_error *err);
 void bp_sens_result_free(bp_sens_result *res);

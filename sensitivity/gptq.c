@@ -98,6 +98,7 @@ typedef struct gptq_state {
     float *scale, *zero;       /* per row */
     float *tmp;                /* scratch, max(rows, cols) floats */
     bp_qspec spec;
+    float *es, *ez;            /* per element grid (permuted columns), or NULL */
 } gptq_state;
 
 /* Fit per-row (or per-tensor) parameters on columns [c0, c1) of W. */
@@ -139,6 +140,8 @@ static void gptq_block(gptq_state *s, int64_t i1, int64_t i2, float *Q, double *
             float w = (float)s->W[r * d + j], q;
             bp_fake_quant(&w, &q, 1, s->scale[r], s->zero[r], s->spec.bits);
             Q[r * d + j] = q;
+            if (s->es)
+                s->es[r * d + j] = s->scale[r], s->ez[r * d + j] = s->zero[r];
             double e = ((double)w - q) / ujj;
             E[r * bw + (j - i1)] = e;
             for (int64_t k = j + 1; k < i2; k++)
@@ -210,6 +213,14 @@ int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X,
                      int64_t ldx, int64_t xoff, const bp_qspec *spec,
                      const bp_gptq_opts *o, float *out, bp_error *err)
 {
+    return bp_gptq_quantize_grid(W, rows, cols, X, n, ldx, xoff, spec, o, out, NULL, NULL, err);
+}
+
+int bp_gptq_quantize_grid(const float *W, int64_t rows, int64_t cols, const float *X,
+                          int64_t n, int64_t ldx, int64_t xoff, const bp_qspec *spec,
+                          const bp_gptq_opts *o, float *out, float *scale, float *zero,
+                          bp_error *err)
+{
     if (spec->bits >= BP_BITS_FLOAT) {
         memcpy(out, W, (size_t)(rows * cols) * sizeof(float));
         return 0;
@@ -218,7 +229,11 @@ int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X,
         return bp_fail(err, "gptq needs calibration inputs");
     if (spec->granularity == BP_GRAN_GROUP && spec->group_size <= 0)
         return bp_fail(err, "gptq: group_size must be positive");
-    gptq_state s = {rows, cols, NULL, NULL, NULL, NULL, NULL, *spec};
+    gptq_state s = {rows, cols, NULL, NULL, NULL, NULL, NULL, *spec, NULL, NULL};
+    if (scale && zero) {
+        s.es = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
+        s.ez = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
+    }
     int64_t *perm = bp_malloc((size_t)cols * sizeof *perm, err);
     float *Qp = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
     s.W = bp_malloc((size_t)(rows * cols) * sizeof(double), err);
@@ -230,10 +245,16 @@ int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X,
     if (perm && Qp && s.W && s.U && s.scale && s.zero && s.tmp &&
         gptq_prepare(&s, W, X, n, ldx, xoff, o, perm, err) == 0 && gptq_run(&s, o, Qp, err) == 0) {
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < cols; j++)
+            for (int64_t j = 0; j < cols; j++) {
                 out[r * cols + perm[j]] = Qp[r * cols + j];
-        rc = 0;
+                if (s.es)
+                    scale[r * cols + perm[j]] = s.es[r * cols + j],
+                    zero[r * cols + perm[j]] = s.ez[r * cols + j];
+            }
+        rc = (scale && zero && !s.es) ? -1 : 0;
     }
+    free(s.es);
+    free(s.ez);
     free(perm);
     free(Qp);
     free(s.W);

@@ -40,4 +40,11 @@ int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X,
                      int64_t ldx, int64_t xoff, const bp_qspec *spec,
                      const bp_gptq_opts *o, float *out, bp_error *err);
 
+/* The same, also giving each element's grid step and zero point (rows x cols
+ * each) so that out = scale * (code - zero) with integer codes. */
+int bp_gptq_quantize_grid(const float *W, int64_t rows, int64_t cols, const float *X,
+                          int64_t n, int64_t ldx, int64_t xoff, const bp_qspec *spec,
+                          const bp_gptq_opts *o, float *out, float *scale, float *zero,
+                          bp_error *err);
+
 #endif

@@ -160,12 +160,16 @@ void bp_qparams_fit(const float *x, size_t n, int bits, int symmetric,
     }
 }
 
-/* Quantize one contiguous block with its own fitted parameters. */
-static void quantize_block(const float *x, float *out, size_t n, const bp_qspec *q)
+/* Quantize one contiguous block with its own fitted parameters (recorded
+ * per element in es/ez when given). */
+static void quantize_block(const float *x, float *out, size_t n, const bp_qspec *q, float *es,
+                           float *ez)
 {
     float s, z;
     bp_qparams_fit(x, n, q->bits, q->symmetric, q->range, q->mse_norm, &s, &z);
     bp_fake_quant(x, out, n, s, z, q->bits);
+    for (size_t i = 0; es && i < n; i++)
+        es[i] = s, ez[i] = z;
 }
 
 void bp_log2_quant(const float *x, float *out, size_t n, float m, int bits)
@@ -225,6 +229,12 @@ void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bi
 int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,
                        const bp_qspec *spec, bp_error *err)
 {
+    return bp_quantize_matrix_grid(x, out, rows, cols, spec, NULL, NULL, err);
+}
+
+int bp_quantize_matrix_grid(const float *x, float *out, int64_t rows, int64_t cols,
+                            const bp_qspec *spec, float *es, float *ez, bp_error *err)
+{
     if (spec->bits >= BP_BITS_FLOAT) {
         for (int64_t i = 0; i < rows * cols; i++)
             out[i] = x[i];
@@ -249,12 +259,13 @@ int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,
     }
     switch (spec->granularity) {
     case BP_GRAN_TENSOR:
-        quantize_block(x, out, (size_t)(rows * cols), spec);
+        quantize_block(x, out, (size_t)(rows * cols), spec, es, ez);
         return 0;
     case BP_GRAN_CHANNEL:
     case BP_GRAN_TOKEN:
         for (int64_t r = 0; r < rows; r++)
-            quantize_block(x + r * cols, out + r * cols, (size_t)cols, spec);
+            quantize_block(x + r * cols, out + r * cols, (size_t)cols, spec,
+                           es ? es + r * cols : NULL, ez ? ez + r * cols : NULL);
         return 0;
     case BP_GRAN_GROUP: {
         int64_t g = spec->group_size;
@@ -263,7 +274,9 @@ int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,
         for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < cols; c += g) {
                 int64_t w = cols - c < g ? cols - c : g;
-                quantize_block(x + r * cols + c, out + r * cols + c, (size_t)w, spec);
+                int64_t at = r * cols + c;
+                quantize_block(x + at, out + at, (size_t)w, spec, es ? es + at : NULL,
+                               ez ? ez + at : NULL);
             }
         return 0;
     }

@@ -78,6 +78,11 @@ double bp_quant_loss(const float *x, size_t n, float scale, float zero,
 int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,
                        const bp_qspec *spec, bp_error *err);
 
+/* The same for a uniform grid, also giving each element's step and zero
+ * point (es, ez: rows x cols) so that out = es * (code - ez). */
+int bp_quantize_matrix_grid(const float *x, float *out, int64_t rows, int64_t cols,
+                            const bp_qspec *spec, float *es, float *ez, bp_error *err);
+
 /* log2 quantization of n values with maximum m > 0 (negative values are
  * treated as 0, which maps to the largest code). */
 void bp_log2_quant(const float *x, float *out, size_t n, float m, int bits);

@@ -5,6 +5,7 @@
  */
 #include "sensitivity.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,5 +386,93 @@ out:
     free(errors);
     if (rc < 0)
         bp_fail_prefix(err, "layer '%s'", l->name);
+    return rc;
+}
+
+/* SQuant's row grids in the unsigned convention: its signed codes r and
+ * z give w = (r + z) / s = (1/s) * ((r + 2^(b-1)) - (2^(b-1) - z)). */
+static void squant_grid(const bp_layer *l, int bits, float *scale, float *zero)
+{
+    double levels = ldexp(1.0, bits) - 1.0, half = ldexp(1.0, bits - 1);
+    for (int64_t r = 0; r < l->out; r++) {
+        const float *w = l->W + r * l->in;
+        double lo = w[0], hi = w[0];
+        for (int64_t j = 1; j < l->in; j++)
+            lo = fmin(lo, w[j]), hi = fmax(hi, w[j]);
+        double s = hi > lo ? levels / (hi - lo) : 1.0;
+        double z = hi > lo ? nearbyint(s * lo) + half : half;
+        for (int64_t j = 0; j < l->in; j++) {
+            scale[r * l->in + j] = (float)(1.0 / s);
+            zero[r * l->in + j] = (float)(half - z);
+        }
+    }
+}
+
+static int grouped_gptq_grid(const bp_layer *l, const bp_sens_spec *spec, int bits,
+                             const float *X, float *What, float *scale, float *zero,
+                             bp_error *err)
+{
+    bp_qspec q = spec->weights;
+    int64_t og = l->out / l->groups;
+    q.bits = bits;
+    for (int j = 0; j < l->groups; j++) {
+        int64_t off = (int64_t)j * og * l->in;
+        if (bp_gptq_quantize_grid(l->W + off, og, l->in, X, l->n, l->in * l->groups,
+                                  (int64_t)j * l->in, &q, &spec->gptq, What + off,
+                                  scale + off, zero + off, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits, int abits,
+                          float *What, float *bhat, float *scale, float *zero,
+                          bp_error *err)
+{
+    int64_t nx = l->n * l->in * l->groups;
+    float *Xq = NULL;
+    const float *xin = l->X;
+    int rc = 0;
+    if (bhat && l->bias)
+        memcpy(bhat, l->bias, (size_t)l->out * sizeof *bhat);
+    if (uses_inputs(spec)) {
+        if (!l->X || l->n <= 0)
+            return bp_fail(err, "layer '%s': %s needs calibration inputs", l->name,
+                           bp_wquantizer_name(spec->quantizer));
+        if (abits < BP_BITS_FLOAT) {
+            bp_qspec a = spec->acts;
+            a.bits = abits;
+            if (!(Xq = bp_malloc((size_t)nx * sizeof *Xq, err)) ||
+                bp_quantize_matrix(l->X, Xq, l->n, l->in * l->groups, &a, err) < 0) {
+                free(Xq);
+                return -1;
+            }
+            xin = Xq;
+        }
+    }
+    bp_qspec q = bp_sens_weight_grid(spec, spec->quantizer);
+    q.bits = wbits;
+    switch (spec->quantizer) {
+    case BP_WQ_GPTQ:
+        rc = grouped_gptq_grid(l, spec, wbits, xin, What, scale, zero, err);
+        break;
+    case BP_WQ_ERQ:
+        if (l->groups != 1)
+            rc = bp_fail(err, "layer '%s': erq does not handle grouped convolutions", l->name);
+        else
+            rc = bp_erq_quantize(l->W, l->bias, l->out, l->in, l->X, xin, l->n, &q, &spec->erq,
+                                 What, l->bias ? bhat : NULL, scale, zero, err);
+        break;
+    case BP_WQ_SQUANT:
+        rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, wbits,
+                                spec->squant_mode, What, NULL, err);
+        if (rc == 0)
+            squant_grid(l, wbits, scale, zero);
+        break;
+    default:
+        rc = bp_quantize_matrix_grid(l->W, What, l->out, l->in, &q, scale, zero, err);
+        break;
+    }
+    free(Xq);
     return rc;
 }

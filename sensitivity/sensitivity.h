@@ -69,6 +69,17 @@ int bp_sens_needs_data(const bp_sens_spec *spec);
 int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
                          bp_table *table, bp_error *err);
 
+/*
+ * Quantize one candidate again for export: What (out x in) on the grid
+ * What = scale * (code - zero) with integer codes in [0, 2^b - 1] (scale
+ * and zero per element, out x in each), and bhat (out, when the layer has
+ * a bias) the bias to use with it (ERQ changes it; others copy it).  The
+ * inputs GPTQ and ERQ see are quantized at abits with spec->acts.
+ */
+int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits, int abits,
+                          float *What, float *bhat, float *scale, float *zero,
+                          bp_error *err);
+
 /* Quantize-dequantize the layer's weights at spec->weights with `bits`
  * (out is out x in floats). */
 int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,

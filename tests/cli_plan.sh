@@ -131,6 +131,26 @@ sed 's#dir: out#dir: out_erq1#' cfg.yaml >erq1.yaml
 printf 'weights: {quantizer: erq}\n' >>erq1.yaml
 expect_fail 1 "erq does not handle grouped convolutions" "$BITPLAN" run erq1.yaml
 
+# quantized weights out: codes, scales and zero points per layer that
+# reproduce the dequantized weights exactly, for every quantizer and grid
+for grid in "granularity: per_channel" "granularity: per_group, group_size: 8" "granularity: per_tensor, symmetric: false"; do
+    sed 's#dir: out#dir: out_qw#' cfg.yaml >qw.yaml
+    printf 'weights: {quantizer: [rtn, squant, gptq, erq], %s}\n' "$grid" >>qw.yaml
+    sed -i 's#  formats: \[yaml, json\]#  formats: [yaml]\n  weights: q.safetensors\n  dequantized: true#' qw.yaml
+    "$BITPLAN" run qw.yaml -q
+    check "quantized weights written ($grid)" test -f out_qw/q.safetensors
+    "$BITPLAN" inspect out_qw/q.safetensors >qw.txt
+    check "quantized weights consistent ($grid): $(cat qw.txt)" grep -q "all consistent" qw.txt
+    for l in conv1 dw fc; do
+        b=$(grep -A1 "name: \"$l\"" out_qw/plan.yaml | grep wbits | awk '{print $2}')
+        [ "$b" = 16 ] || grep -qE "^  $l +$b bits  codes U8" qw.txt && ok || bad "$l at $b bits in the file"
+    done
+    case $grid in *group_size*)   # fc: 72 inputs in groups of 8 -> 9 scales per row
+        grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales \[16, 9\]' qw.txt && ok || bad "group scales: $(cat qw.txt)";;
+    esac
+done
+"$BITPLAN" inspect out_qw/q.safetensors | grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales \[1, 1\]' && ok || bad "per-tensor grid has one scale"
+
 # budgets from the command line; size objective under an error budget
 # the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes
 "$BITPLAN" solve cfg.yaml --max-bytes 450 -o small.yaml -q

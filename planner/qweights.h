@@ -1,0 +1,38 @@
+/*
+ * qweights.h - the quantized weights of a plan, as one safetensors file.
+ *
+ * Layout ("format": "bitplan-quantized/1" in the metadata), per layer NAME
+ * quantized at b < 16 bits:
+ *   NAME.qweight  U8 (b <= 8) or U16, [out, in]: codes in [0, 2^b - 1]
+ *                 (conv kernels flattened in (channel, row, column) order)
+ *   NAME.scales   F32 [out, G]: grid step per output row and scale group
+ *                 (G = 1 per channel, ceil(in / group_size) per group; a
+ *                 per-tensor grid is [1, 1])
+ *   NAME.zeros    F32 [out, G]: zero point in code units
+ *   NAME.bias     F32 [out], when the layer has one (ERQ's updated bias)
+ *   NAME.weight   F32 [out, in] dequantized, only with output.dequantized
+ * so that weight[r, j] = scales[r, g(j)] * (qweight[r, j] - zeros[r, g(j)]).
+ * A layer kept at 16 bits has NAME.weight (F32, the original) only.
+ * Metadata per layer: NAME.wbits, NAME.abits, NAME.quantizer,
+ * NAME.granularity, NAME.group_size, NAME.shape (the original weight shape).
+ */
+#ifndef BP_QWEIGHTS_H
+#define BP_QWEIGHTS_H
+
+#include <stdio.h>
+
+#include "../common/bp_error.h"
+#include "config.h"
+#include "plan.h"
+
+/* Quantize every layer of the plan again with its chosen candidate and
+ * write the file atomically. */
+int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *path,
+                       int dequantized, bp_error *err);
+
+/* Read a file in this layout back and check it: codes within [0, 2^b - 1],
+ * shapes consistent, and (when NAME.weight is present) the dequantized
+ * weights equal scales * (codes - zeros).  One line per layer to out. */
+int bp_check_quantized(const char *path, FILE *out, bp_error *err);
+
+#endif
