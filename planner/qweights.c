@@ -273,7 +273,14 @@ static int check_layer(const bp_safetensors *st, const char *layer, int bits, FI
     if (q->rank != 2 || s->rank != 2 || z->rank != 2 || z->shape[0] != sr || z->shape[1] != G ||
         (sr != rows && sr != 1) || G < 1 || (q->dtype != BP_DT_U8 && q->dtype != BP_DT_U16))
         return bp_fail(err, "%s: layer '%s': inconsistent shapes or dtypes", st->path, layer);
-    int64_t gs = (cols + G - 1) / G, nel = rows * cols;
+    char key[1100];
+    snprintf(key, sizeof key, "%s.group_size", layer);
+    const char *gsm = bp_st_meta_get(st, key);
+    int64_t gs = gsm && atoll(gsm) > 0 ? atoll(gsm) : cols, nel = rows * cols;
+    if (G != (cols + gs - 1) / gs && sr != 1)
+        return bp_fail(err, "%s: layer '%s': %lld scale groups per row do not match group "
+                       "size %lld over %lld columns", st->path, layer, (long long)G,
+                       (long long)gs, (long long)cols);
     float *S = malloc((size_t)(sr * G) * sizeof *S), *Z = malloc((size_t)(sr * G) * sizeof *Z);
     float *W = malloc((size_t)nel * sizeof *W);
     const bp_st_tensor *w;

@@ -133,11 +133,15 @@ expect_fail 1 "erq does not handle grouped convolutions" "$BITPLAN" run erq1.yam
 
 # quantized weights out: codes, scales and zero points per layer that
 # reproduce the dequantized weights exactly, for every quantizer and grid
-for grid in "granularity: per_channel" "granularity: per_group, group_size: 8" "granularity: per_tensor, symmetric: false"; do
+# (squant always uses per-channel grids, so the grouped case leaves it out)
+for grid in "quantizer: [rtn, squant, gptq, erq], granularity: per_channel" \
+            "quantizer: [rtn, gptq, erq], granularity: per_group, group_size: 24" \
+            "quantizer: [rtn, squant, gptq, erq], granularity: per_tensor, symmetric: false"; do
     sed 's#dir: out#dir: out_qw#' cfg.yaml >qw.yaml
-    printf 'weights: {quantizer: [rtn, squant, gptq, erq], %s}\n' "$grid" >>qw.yaml
+    printf 'weights: {%s}\n' "$grid" >>qw.yaml
     sed -i 's#  formats: \[yaml, json\]#  formats: [yaml]\n  weights: q.safetensors\n  dequantized: true#' qw.yaml
-    "$BITPLAN" run qw.yaml -q
+    rm -f out_qw/q.safetensors
+    check "run with quantized weights ($grid)" "$BITPLAN" run qw.yaml -q
     check "quantized weights written ($grid)" test -f out_qw/q.safetensors
     "$BITPLAN" inspect out_qw/q.safetensors >qw.txt
     check "quantized weights consistent ($grid): $(cat qw.txt)" grep -q "all consistent" qw.txt
@@ -145,11 +149,12 @@ for grid in "granularity: per_channel" "granularity: per_group, group_size: 8" "
         b=$(grep -A1 "name: \"$l\"" out_qw/plan.yaml | grep wbits | awk '{print $2}')
         [ "$b" = 16 ] || grep -qE "^  $l +$b bits  codes U8" qw.txt && ok || bad "$l at $b bits in the file"
     done
-    case $grid in *group_size*)   # fc: 72 inputs in groups of 8 -> 9 scales per row
-        grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales \[16, 9\]' qw.txt && ok || bad "group scales: $(cat qw.txt)";;
+    case $grid in *group_size*)   # fc: 72 inputs in groups of 24 -> 3 scales per row
+        grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales \[16, 3\]' qw.txt && ok || bad "group scales: $(cat qw.txt)";;
     esac
 done
-"$BITPLAN" inspect out_qw/q.safetensors | grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales \[1, 1\]' && ok || bad "per-tensor grid has one scale"
+q=$(grep -A3 'name: "fc"' out_qw/plan.yaml | grep quantizer | sed 's/.*: //; s/"//g')
+[ "$q" = squant ] || grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales \[1, 1\]' qw.txt && ok || bad "per-tensor grid has one scale ($q)"
 
 # budgets from the command line; size objective under an error budget
 # the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes
