@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "planner/safetensors.h"
 #include "sensitivity/squant.h"
 
 typedef struct errs {
@@ -202,9 +203,53 @@ static void test_ties_and_edges(void)
           bp_squant_mode_parse("kc") == -1);
 }
 
+/* The same promises on real trained weights: the demo model's layers. */
+static void test_real_weights(void)
+{
+    static const struct {
+        const char *name;
+        int64_t ks;
+    } layers[] = {{"conv1.weight", 9}, {"conv2.weight", 9}, {"fc1.weight", 1}, {"fc2.weight", 1}};
+    bp_safetensors st;
+    bp_error err;
+    int checked = 0;
+    if (bp_st_open(&st, BP_SOURCE_DIR "/configs/demo/model.safetensors", &err) < 0) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < sizeof layers / sizeof *layers; i++) {
+        const bp_st_tensor *t = bp_st_find(&st, layers[i].name);
+        CHECK(t != NULL);
+        if (!t)
+            continue;
+        int64_t n = bp_st_numel(t), rows = t->shape[0], cols = n / rows;
+        float *W = malloc((size_t)n * sizeof *W), *Q = malloc((size_t)n * sizeof *Q);
+        CHECK(bp_st_read_f32(&st, t, W, &err) == 0);
+        for (int bits = 2; bits <= 8; bits++) {
+            CHECK(bp_squant_quantize(W, rows, cols, layers[i].ks, bits, BP_SQ_K, Q, NULL, &err) == 0);
+            errs k = measure(W, Q, rows, cols, layers[i].ks, bits, 1);
+            if (layers[i].ks > 1)
+                CHECK_MSG(k.max_kernel <= 0.5 + 1e-3, "%s %d bits: kernel sum %g", layers[i].name,
+                          bits, k.max_kernel);
+            CHECK(bp_squant_quantize(W, rows, cols, layers[i].ks, bits, BP_SQ_K | BP_SQ_C, Q, NULL,
+                                     &err) == 0);
+            errs c = measure(W, Q, rows, cols, layers[i].ks, bits, 1);
+            CHECK_MSG(c.max_row <= 0.5 + 1e-3 && c.max_kernel < 1.0 + 1e-3 &&
+                      c.max_elem < 1.0 + 1e-3, "%s %d bits: row %g kernel %g element %g",
+                      layers[i].name, bits, c.max_row, c.max_kernel, c.max_elem);
+            checked++;
+        }
+        free(W);
+        free(Q);
+    }
+    CHECK(checked == 28);
+    bp_st_close(&st);
+}
+
 int main(void)
 {
     test_properties();
+    test_real_weights();
     test_ties_and_edges();
     return check_done();
 }
