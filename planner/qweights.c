@@ -254,8 +254,8 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
 static const bp_st_tensor *need(const bp_safetensors *st, const char *layer, const char *suffix,
                                 bp_error *err)
 {
-    char name[1024];
-    snprintf(name, sizeof name, "%s%s", layer, suffix);
+    char name[1100];
+    snprintf(name, sizeof name, "%.1024s%.32s", layer, suffix);
     const bp_st_tensor *t = bp_st_find(st, name);
     if (!t)
         bp_fail(err, "%s: layer '%s' lacks tensor '%s'", st->path, layer, name);
@@ -274,7 +274,7 @@ static int check_layer(const bp_safetensors *st, const char *layer, int bits, FI
         (sr != rows && sr != 1) || G < 1 || (q->dtype != BP_DT_U8 && q->dtype != BP_DT_U16))
         return bp_fail(err, "%s: layer '%s': inconsistent shapes or dtypes", st->path, layer);
     char key[1100];
-    snprintf(key, sizeof key, "%s.group_size", layer);
+    snprintf(key, sizeof key, "%.1024s.group_size", layer);
     const char *gsm = bp_st_meta_get(st, key);
     int64_t gs = gsm && atoll(gsm) > 0 ? atoll(gsm) : cols, nel = rows * cols;
     if (G != (cols + gs - 1) / gs && sr != 1)
@@ -284,8 +284,8 @@ static int check_layer(const bp_safetensors *st, const char *layer, int bits, FI
     float *S = malloc((size_t)(sr * G) * sizeof *S), *Z = malloc((size_t)(sr * G) * sizeof *Z);
     float *W = malloc((size_t)nel * sizeof *W);
     const bp_st_tensor *w;
-    char wname[1024];
-    snprintf(wname, sizeof wname, "%s.weight", layer);
+    char wname[1100];
+    snprintf(wname, sizeof wname, "%.1024s.weight", layer);
     w = bp_st_find(st, wname);
     int rc = S && Z && W && bp_st_read_f32(st, s, S, err) == 0 && bp_st_read_f32(st, z, Z, err) == 0
              ? 0 : -1;
