@@ -5,11 +5,14 @@
  */
 #include "erq.h"
 
+
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "gram.h"
 
 void bp_erq_opts_init(bp_erq_opts *o)
 {
@@ -56,33 +59,6 @@ int bp_erq_refine(const double *C, int64_t m, double *delta, const double *step,
     }
     free(Cd);
     return kept;
-}
-
-/* G = A^T A for A = [Xq | 1] (n x da), in row chunks. */
-static int erq_gram(const float *Xq, int64_t n, int64_t d, int64_t da, double *G,
-                    bp_error *err)
-{
-    enum { CHUNK = 1024 };
-    double *buf = bp_malloc((size_t)CHUNK * (size_t)da * sizeof(double), err);
-    if (!buf)
-        return -1;
-    memset(G, 0, (size_t)(da * da) * sizeof(double));
-    for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
-        int64_t m = n - r0 < CHUNK ? n - r0 : CHUNK;
-        for (int64_t i = 0; i < m; i++) {
-            for (int64_t j = 0; j < d; j++)
-                buf[i * da + j] = Xq[(r0 + i) * d + j];
-            if (da > d)
-                buf[i * da + d] = 1.0;
-        }
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)da, (int)m, 1.0, buf,
-                    (int)da, 1.0, G, (int)da);
-    }
-    for (int64_t i = 0; i < da; i++)
-        for (int64_t j = 0; j < i; j++)
-            G[i * da + j] = G[j * da + i];
-    free(buf);
-    return 0;
 }
 
 /* Solve (S + lambda I) Y^T = B^T for Y (rows x k), S k x k from G[idx, idx],
@@ -325,7 +301,7 @@ int bp_erq_quantize(const float *W, const float *bias, int64_t o, int64_t d, con
         if (bias)
             Wc[r * da + d] = bias[r];
     }
-    if (erq_gram(Xq, n, d, da, G, err) < 0 ||
+    if (bp_input_gram(Xq, n, d, 0, d, da > d, 1.0, G, err) < 0 ||
         erq_aqer(Wc, o, d, da, X, Xq, n, G, opt->lambda1, err) < 0 ||
         erq_freeze(Wc, o, d, da, wspec, es, ez, err) < 0 ||
         erq_wqer(Wc, o, d, da, G, n, es, ez, wspec->bits, opt, err) < 0)

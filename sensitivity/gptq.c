@@ -3,42 +3,21 @@
  */
 #include "gptq.h"
 
+
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define GPTQ_CHUNK 1024
+#include "gram.h"
+
 
 void bp_gptq_opts_init(bp_gptq_opts *o)
 {
     o->block_size = 128;
     o->damp = 0.01;
     o->act_order = 0;
-}
-
-/* H = 2 X^T X / n over the cols-wide slice, in row chunks (dsyrk). */
-static int gptq_hessian(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d,
-                        double *H, bp_error *err)
-{
-    double *buf = bp_malloc((size_t)GPTQ_CHUNK * (size_t)d * sizeof(double), err);
-    if (!buf)
-        return -1;
-    memset(H, 0, (size_t)(d * d) * sizeof(double));
-    for (int64_t r0 = 0; r0 < n; r0 += GPTQ_CHUNK) {
-        int64_t m = n - r0 < GPTQ_CHUNK ? n - r0 : GPTQ_CHUNK;
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < d; j++)
-                buf[i * d + j] = X[(r0 + i) * ldx + xoff + j];
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 2.0 / (double)n,
-                    buf, (int)d, 1.0, H, (int)d);
-    }
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < i; j++)
-            H[i * d + j] = H[j * d + i];
-    free(buf);
-    return 0;
 }
 
 /* Column order for act-order: by descending diag H, ties by lower index. */
@@ -174,7 +153,7 @@ static int gptq_prepare(gptq_state *s, const float *W, const float *X, int64_t n
 {
     int64_t d = s->cols;
     double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
-    if (!H || gptq_hessian(X, n, ldx, xoff, d, H, err) < 0) {
+    if (!H || bp_input_gram(X, n, ldx, xoff, d, 0, 2.0 / (double)n, H, err) < 0) {
         free(H);
         return -1;
     }

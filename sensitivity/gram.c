@@ -110,3 +110,30 @@ int bp_gram_row_energy(const bp_gram *g, const float *W, int64_t rows,
     free(V);
     return rc;
 }
+
+int bp_input_gram(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d, int ones,
+                  double alpha, double *G, bp_error *err)
+{
+    enum { CHUNK = 1024 };
+    int64_t da = d + (ones ? 1 : 0);
+    double *buf = bp_malloc((size_t)CHUNK * (size_t)da * sizeof(double), err);
+    if (!buf)
+        return -1;
+    memset(G, 0, (size_t)(da * da) * sizeof(double));
+    for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
+        int64_t m = n - r0 < CHUNK ? n - r0 : CHUNK;
+        for (int64_t i = 0; i < m; i++) {
+            for (int64_t j = 0; j < d; j++)
+                buf[i * da + j] = X[(r0 + i) * ldx + xoff + j];
+            if (ones)
+                buf[i * da + d] = 1.0;
+        }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)da, (int)m, alpha, buf,
+                    (int)da, 1.0, G, (int)da);
+    }
+    for (int64_t i = 0; i < da; i++)
+        for (int64_t j = 0; j < i; j++)
+            G[i * da + j] = G[j * da + i];
+    free(buf);
+    return 0;
+}

@@ -37,4 +37,11 @@ int bp_gram_row_errors(const bp_gram *g, const float *W, const float *What,
 int bp_gram_row_energy(const bp_gram *g, const float *W, int64_t rows,
                        int64_t ldw, double *row_energy, bp_error *err);
 
+/* G = alpha A^T A (full symmetric, da x da) for A = columns [xoff, xoff + d)
+ * of the n x ldx matrix X, with a ones column appended when `ones` (da =
+ * d + 1); accumulated in double in row chunks with dsyrk.  The Hessians of
+ * GPTQ and ERQ are built with it. */
+int bp_input_gram(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d, int ones,
+                  double alpha, double *G, bp_error *err);
+
 #endif
