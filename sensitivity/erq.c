@@ -5,7 +5,6 @@
  */
 #include "erq.h"
 
-
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>

@@ -3,7 +3,6 @@
  */
 #include "gptq.h"
 
-
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
@@ -11,7 +10,6 @@
 #include <string.h>
 
 #include "gram.h"
-
 
 void bp_gptq_opts_init(bp_gptq_opts *o)
 {
