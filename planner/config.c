@@ -421,41 +421,57 @@ static int k_act_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp
     return 0;
 }
 
-/* One per_layer rule: {pattern, quantizer, granularity, range}. */
-static int act_rule(const cctx *c, const bp_ynode *m, const char *k, bp_act_rule *r)
+/* Walk the keys of one list item (a mapping) named k, refusing duplicate
+ * keys; fn handles each key (with its full path kk) and value. */
+typedef int (*item_fn)(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+                       void *ctx);
+static int walk_item(const cctx *c, const bp_ynode *m, const char *k, item_fn fn, void *ctx)
 {
-    static const char *const grans[] = {"per_tensor", "per_token", NULL};
-    static const char *const ranges[] = {"minmax", "mse", "percentile", NULL};
-    static const bp_granularity gvals[] = {BP_GRAN_TENSOR, BP_GRAN_TOKEN};
-    *r = (bp_act_rule){NULL, -1, -1, -1};
     if (want_type(c, m, k, BP_Y_MAP) < 0)
         return -1;
     for (size_t j = 0; j < m->n; j++) {
         const bp_ynode *kn = m->items[2 * j], *vn = m->items[2 * j + 1];
-        char kk[128];
-        int i;
+        char kk[160];
         snprintf(kk, sizeof kk, "%s.%s", k, kn->str);
         for (size_t t = 0; t < j; t++)
             if (strcmp(m->items[2 * t]->str, kn->str) == 0)
                 return at(c, kn, kk, "duplicate key", NULL);
-        if (strcmp(kn->str, "pattern") == 0) {
-            if (get_string(c, vn, kk, &r->pattern) < 0)
-                return -1;
-        } else if (strcmp(kn->str, "quantizer") == 0) {
-            if (get_enum(c, vn, kk, act_kinds, &r->kind) < 0)
-                return -1;
-        } else if (strcmp(kn->str, "granularity") == 0) {
-            if (get_enum(c, vn, kk, grans, &i) < 0)
-                return -1;
-            r->granularity = (int)gvals[i];
-        } else if (strcmp(kn->str, "range") == 0) {
-            if (get_enum(c, vn, kk, ranges, &r->range) < 0)
-                return -1;
-        } else {
-            return at(c, kn, kk, "unknown key (expected one of: pattern, quantizer, "
-                      "granularity, range)", NULL);
-        }
+        if (fn(c, kk, kn, vn, ctx) < 0)
+            return -1;
     }
+    return 0;
+}
+
+/* One key of a per_layer rule: pattern, quantizer, granularity, range. */
+static int rule_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+                    void *ctx)
+{
+    static const char *const grans[] = {"per_tensor", "per_token", NULL};
+    static const char *const ranges[] = {"minmax", "mse", "percentile", NULL};
+    static const bp_granularity gvals[] = {BP_GRAN_TENSOR, BP_GRAN_TOKEN};
+    bp_act_rule *r = ctx;
+    int i;
+    if (strcmp(kn->str, "pattern") == 0)
+        return get_string(c, vn, kk, &r->pattern);
+    if (strcmp(kn->str, "quantizer") == 0)
+        return get_enum(c, vn, kk, act_kinds, &r->kind);
+    if (strcmp(kn->str, "range") == 0)
+        return get_enum(c, vn, kk, ranges, &r->range);
+    if (strcmp(kn->str, "granularity") == 0) {
+        if (get_enum(c, vn, kk, grans, &i) < 0)
+            return -1;
+        r->granularity = (int)gvals[i];
+        return 0;
+    }
+    return at(c, kn, kk, "unknown key (expected one of: pattern, quantizer, granularity, "
+              "range)", NULL);
+}
+
+static int act_rule(const cctx *c, const bp_ynode *m, const char *k, bp_act_rule *r)
+{
+    *r = (bp_act_rule){NULL, -1, -1, -1};
+    if (walk_item(c, m, k, rule_key, r) < 0)
+        return -1;
     if (!r->pattern)
         return at(c, m, k, "missing key 'pattern'", NULL);
     return 0;
@@ -525,12 +541,29 @@ static int k_budget(const cctx *c, const bp_ynode *v, const char *key, bp_config
     return walk_map(c, v, key, budget_keys, cfg);
 }
 
+/* One key of a pin: pattern, wbits, abits. */
+static int pin_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+                   void *ctx)
+{
+    bp_pin *p = ctx;
+    long bits;
+    if (strcmp(kn->str, "pattern") == 0)
+        return get_string(c, vn, kk, &p->pattern);
+    if (strcmp(kn->str, "wbits") == 0 || strcmp(kn->str, "abits") == 0) {
+        if (get_int(c, vn, kk, 2, 16, &bits) < 0)
+            return -1;
+        *(kn->str[0] == 'w' ? &p->wbits : &p->abits) = (int)bits;
+        return 0;
+    }
+    return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
+}
+
 /* pins: a list of {pattern, wbits, abits}; at least one of the widths. */
 static int k_pins(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     if (want_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
-    cfg->pins = bp_calloc(v->n, sizeof *cfg->pins, c->err);
+    cfg->pins = bp_calloc(v->n ? v->n : 1, sizeof *cfg->pins, c->err);
     if (!cfg->pins)
         return -1;
     for (size_t i = 0; i < v->n; i++) {
@@ -538,28 +571,8 @@ static int k_pins(const cctx *c, const bp_ynode *v, const char *key, bp_config *
         bp_pin *p = &cfg->pins[cfg->n_pins++];
         char k[64];
         snprintf(k, sizeof k, "pins[%zu]", i);
-        if (want_type(c, m, k, BP_Y_MAP) < 0)
+        if (walk_item(c, m, k, pin_key, p) < 0)
             return -1;
-        for (size_t j = 0; j < m->n; j++) {
-            const bp_ynode *kn = m->items[2 * j], *vn = m->items[2 * j + 1];
-            char kk[96];
-            long bits;
-            snprintf(kk, sizeof kk, "%s.%s", k, kn->str);
-            for (size_t t = 0; t < j; t++)
-                if (strcmp(m->items[2 * t]->str, kn->str) == 0)
-                    return at(c, kn, kk, "duplicate key", NULL);
-            if (strcmp(kn->str, "pattern") == 0) {
-                if (get_string(c, vn, kk, &p->pattern) < 0)
-                    return -1;
-            } else if (strcmp(kn->str, "wbits") == 0 || strcmp(kn->str, "abits") == 0) {
-                if (get_int(c, vn, kk, 2, 16, &bits) < 0)
-                    return -1;
-                *(kn->str[0] == 'w' ? &p->wbits : &p->abits) = (int)bits;
-            } else {
-                return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)",
-                          NULL);
-            }
-        }
         if (!p->pattern)
             return at(c, m, k, "missing key 'pattern'", NULL);
         if (!p->wbits && !p->abits)
