@@ -16,6 +16,7 @@
 #include "model.h"
 #include "pipeline.h"
 #include "qweights.h"
+#include "sweep.h"
 
 static const char usage_text[] =
     "usage: bitplan <command> [options]\n"
@@ -30,6 +31,9 @@ static const char usage_text[] =
     "  solve CONFIG          like run; budget flags override the config's budget\n"
     "  solve --table CSV (--avg-bits X | --max-bytes N | --max-error E)\n"
     "                        solve over any table with columns layer,wbits,abits,error,params\n"
+    "  sweep CONFIG | sweep --table CSV  (--avg-bits S | --max-bytes S | --max-error S)\n"
+    "                        one plan per budget (S = START:STOP:STEP or a comma list),\n"
+    "                        with baselines: frontier.csv and frontier.svg in -o DIR\n"
     "  inspect FILE          list the tensors and the layers found in a model file\n"
     "  help                  this text\n"
     "\n"
@@ -41,6 +45,7 @@ static const char usage_text[] =
     "  --max-error E         budget: total predicted error (then size is minimised)\n"
     "  --time-limit S        solver time limit in seconds (default 60)\n"
     "  --force               ignore the cached sensitivity table and measure again\n"
+    "  --plans               sweep: also write every point's plan (DIR/plans/)\n"
     "  -q, --quiet           no progress and no summary (errors still go to stderr)\n"
     "  --version             print the version\n"
     "\n"
@@ -57,6 +62,9 @@ typedef struct cli {
     int force, quiet;
     int progress;             /* stderr is a terminal and not quiet */
     double t_start, t_last;
+    const char *sweep_spec;   /* sweep: the budget list as given */
+    const char *sweep_opt;    /* which budget flag it came with */
+    int plans;                /* sweep --plans */
 } cli;
 
 static double now(void)
@@ -119,13 +127,14 @@ static int parse_number(const char *opt, const char *s, double lo, double *out)
 
 static int parse_args(cli *c, int argc, char **argv)
 {
-    enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE };
+    enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
         {"max-error", required_argument, 0, O_ERROR}, {"table", required_argument, 0, O_TABLE},
         {"time-limit", required_argument, 0, O_TIME}, {"force", no_argument, 0, O_FORCE},
-        {0, 0, 0, 0}};
+        {"plans", no_argument, 0, O_PLANS}, {0, 0, 0, 0}};
+    int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
     c->budget.max_error = -1.0;
     c->time_limit = -1.0;
@@ -137,9 +146,26 @@ static int parse_args(cli *c, int argc, char **argv)
         case 'q': c->quiet = 1; break;
         case O_TABLE: c->table = optarg; break;
         case O_FORCE: c->force = 1; break;
-        case O_AVG: rc = parse_number("--avg-bits", optarg, 1e-9, &c->budget.avg_bits); c->budget_set = 1; break;
-        case O_BYTES: rc = parse_number("--max-bytes", optarg, 1, &c->budget.max_bytes); c->budget_set = 1; break;
-        case O_ERROR: rc = parse_number("--max-error", optarg, 0, &c->budget.max_error); c->budget_set = 1; break;
+        case O_PLANS: c->plans = 1; break;
+        case O_AVG:
+        case O_BYTES:
+        case O_ERROR:
+            if (sweep) {
+                if (c->sweep_spec)
+                    return usage_error("sweep takes one budget list");
+                c->sweep_spec = optarg;
+                c->sweep_opt = ch == O_AVG ? "--avg-bits" : ch == O_BYTES ? "--max-bytes"
+                                                                          : "--max-error";
+                break;
+            }
+            if (ch == O_AVG)
+                rc = parse_number("--avg-bits", optarg, 1e-9, &c->budget.avg_bits);
+            else if (ch == O_BYTES)
+                rc = parse_number("--max-bytes", optarg, 1, &c->budget.max_bytes);
+            else
+                rc = parse_number("--max-error", optarg, 0, &c->budget.max_error);
+            c->budget_set = 1;
+            break;
         case O_TIME: rc = parse_number("--time-limit", optarg, 1e-3, &c->time_limit); break;
         default: return 2;
         }
@@ -343,6 +369,143 @@ static int cmd_solve_table(cli *c)
     return rc;
 }
 
+/* ---- sweep --------------------------------------------------------------- */
+
+static void sweep_progress(const cli *c, size_t i, size_t n, double t0)
+{
+    if (!c->progress)
+        return;
+    double el = now() - t0, rate = i ? (double)i / el : 0.0;
+    fprintf(stderr, "\r\033[Ksweep: budget %zu/%zu  %.1f plans/s  ETA %s%.0fs", i + 1, n, rate,
+            rate > 0 ? "" : "~", rate > 0 ? (double)(n - i) / rate : 0.0);
+    fflush(stderr);
+}
+
+/* One point's plan into DIR/plans/plan_NNN.yaml. */
+static int sweep_plan(const cli *c, const bp_table *t, const bp_config *cfg,
+                      const bp_sens_result *sens, const bp_solve_request *req,
+                      const bp_solve_result *r, const char *dir, size_t i, bp_error *err)
+{
+    bp_plan plan;
+    char name[64];
+    if (!c->plans || !r->chosen)
+        return 0;
+    snprintf(name, sizeof name, "plans/plan_%03zu.yaml", i);
+    char *path = bp_path_join(dir, name, err), *pdir = path ? bp_path_dir(path, err) : NULL;
+    int rc = path && pdir && bp_mkdirs(pdir, err) == 0 ? 0 : -1;
+    if (rc == 0 && (rc = bp_make_plan(t, r, cfg, sens, req, &plan, err)) == 0) {
+        rc = bp_plan_write_yaml(&plan, path, err);
+        free(plan.layers);
+    }
+    free(path);
+    free(pdir);
+    return rc;
+}
+
+static int sweep_solve_all(const cli *c, const bp_table *t, const bp_config *cfg,
+                           const bp_sens_result *sens, const double *v, size_t n,
+                           const char *dir, bp_sweep *sw, bp_error *err)
+{
+    double t0 = now();
+    for (size_t i = 0; i < n; i++) {
+        bp_solve_request req;
+        bp_solve_result r;
+        request_from(c, cfg, &req);
+        req.budget = (bp_budget_spec){0, 0, -1.0};
+        if (!strcmp(c->sweep_opt, "--avg-bits"))
+            req.budget.avg_bits = v[i];
+        else if (!strcmp(c->sweep_opt, "--max-bytes"))
+            req.budget.max_bytes = v[i];
+        else
+            req.budget.max_error = v[i];
+        sweep_progress(c, i, n, t0);
+        if (bp_solve_table(t, &req, &r, err) < 0 && !r.infeasible)
+            return -1;
+        int rc = bp_sweep_add_plan(sw, t, v[i], &r, err);
+        if (rc == 0)
+            rc = sweep_plan(c, t, cfg, sens, &req, &r, dir, i, err);
+        bp_solve_result_free(&r);
+        if (rc < 0)
+            return -1;
+    }
+    if (c->progress)
+        fprintf(stderr, "\r\033[K");
+    return 0;
+}
+
+static void sweep_summary(const bp_sweep *sw, const char *csv, const char *svg, double secs)
+{
+    printf("%-13s %12s %11s %10s %14s %14s\n", "kind", sw->budget_name, "status", "avg bits",
+           "bytes", "error");
+    for (size_t i = 0; i < sw->n; i++) {
+        const bp_sweep_point *p = &sw->p[i];
+        printf("%-13s %12g %11s %10.4f %14.0f %14.6g\n", p->kind, p->budget, p->status,
+               p->avg_bits, p->weight_bytes, p->error);
+    }
+    printf("frontier: %s\nplot: %s\ntime: %.2f s\n", csv, svg, secs);
+}
+
+static int cmd_sweep(cli *c)
+{
+    bp_config cfg;
+    bp_sens_result sens;
+    bp_table table;
+    bp_sweep sw = {0};
+    bp_error err;
+    double *v = NULL, t0 = now();
+    size_t n = 0;
+    char *csv = NULL, *svg = NULL;
+    if (!c->sweep_spec)
+        return usage_error("sweep needs --avg-bits, --max-bytes or --max-error with a list "
+                           "or a range START:STOP:STEP");
+    if ((c->table != NULL) == (c->arg != NULL))
+        return usage_error("sweep takes a CONFIG or --table CSV");
+    if (bp_sweep_parse_values(c->sweep_opt, c->sweep_spec, &v, &n, &err) < 0)
+        return usage_error(err.msg);
+    const bp_config *cp = NULL;
+    const bp_table *t = &table;
+    int rc = 0;
+    memset(&sens, 0, sizeof sens);
+    if (c->table) {
+        rc = bp_table_read_csv(&table, c->table, &err);
+    } else if ((rc = bp_config_load(&cfg, c->arg, &err)) == 0) {
+        cp = &cfg;
+        rc = bp_run_sensitivity(&cfg, c->force, progress, c, &sens, &err);
+        t = &sens.table;
+    }
+    const char *dir = c->output ? c->output : cp ? cp->out_dir : ".";
+    sw.budget_name = !strcmp(c->sweep_opt, "--avg-bits") ? "avg_bits"
+                     : !strcmp(c->sweep_opt, "--max-bytes") ? "max_bytes" : "max_error";
+    if (rc == 0 && bp_mkdirs(dir, &err) < 0)
+        rc = -1;
+    if (rc == 0 && (!(csv = bp_path_join(dir, "frontier.csv", &err)) ||
+                    !(svg = bp_path_join(dir, "frontier.svg", &err))))
+        rc = -1;
+    if (rc == 0)
+        rc = sweep_solve_all(c, t, cp, c->table ? NULL : &sens, v, n, dir, &sw, &err);
+    if (rc == 0)
+        rc = bp_sweep_add_baselines(&sw, t, &err);
+    if (rc == 0)
+        rc = bp_sweep_write_csv(&sw, csv, &err);
+    if (rc == 0)
+        rc = bp_sweep_write_svg(&sw, svg, &err);
+    if (rc == 0 && !c->quiet)
+        sweep_summary(&sw, csv, svg, now() - t0);
+    if (rc < 0)
+        die(&err);
+    bp_sweep_free(&sw);
+    free(v);
+    free(csv);
+    free(svg);
+    if (c->table)
+        bp_table_free(&table);
+    else if (cp) {
+        bp_sens_result_free(&sens);
+        bp_config_free(&cfg);
+    }
+    return rc < 0 ? 1 : 0;
+}
+
 static int cmd_inspect(cli *c)
 {
     bp_tensorset ts;
@@ -414,6 +577,8 @@ int main(int argc, char **argv)
         return c.table ? cmd_solve_table(&c) : cmd_config_pipeline(&c, 1);
     if (!strcmp(c.command, "inspect"))
         return cmd_inspect(&c);
+    if (!strcmp(c.command, "sweep"))
+        return cmd_sweep(&c);
     char msg[256];
     snprintf(msg, sizeof msg, "unknown command '%.100s'", c.command);
     return usage_error(msg);

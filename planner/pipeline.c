@@ -521,8 +521,11 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
         }
     }
     ip_build_free(&b);
-    if (rc < 0)
+    if (rc < 0) {
+        int infeasible = res->sol.status == BP_SOLVE_INFEASIBLE;
         bp_solve_result_free(res);
+        res->infeasible = infeasible;
+    }
     return rc;
 }
 

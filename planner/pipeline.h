@@ -57,6 +57,7 @@ typedef struct bp_solve_result {
     const char *objective_name;
     int64_t total_params, total_weight_bits;
     double total_error;
+    int infeasible;           /* set (and the call fails) when the budget cannot be met */
 } bp_solve_result;
 
 /* Solve over a table.  An infeasible budget is an error naming the smallest

@@ -1,0 +1,359 @@
+/*
+ * sweep.c - sweep points, baselines, and their CSV and SVG (see sweep.h).
+ */
+#include "sweep.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/bp_file.h"
+
+void bp_sweep_free(bp_sweep *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->p[i].layers);
+    free(s->p);
+    memset(s, 0, sizeof *s);
+}
+
+static bp_sweep_point *new_point(bp_sweep *s, bp_error *err)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 32;
+        bp_sweep_point *p = realloc(s->p, cap * sizeof *p);
+        if (!p) {
+            bp_fail(err, "out of memory in the sweep");
+            return NULL;
+        }
+        s->p = p, s->cap = cap;
+    }
+    bp_sweep_point *p = &s->p[s->n++];
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
+/* ---- budget lists -------------------------------------------------------- */
+
+static int parse_one(const char *opt, const char *s, double *out, bp_error *err)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !isfinite(v) || v < 0)
+        return bp_fail(err, "%s: expected non-negative numbers, got '%s'", opt, s);
+    *out = v;
+    return end - s > 0 ? (int)(end - s) : 0;
+}
+
+int bp_sweep_parse_values(const char *opt, const char *spec, double **values, size_t *n,
+                          bp_error *err)
+{
+    double a = 0.0, b = 0.0, step = 0.0;
+    int k;
+    *values = NULL;
+    *n = 0;
+    if (strchr(spec, ':')) {
+        const char *p = spec;
+        if ((k = parse_one(opt, p, &a, err)) < 0 || p[k] != ':' ||
+            (p += k + 1, k = parse_one(opt, p, &b, err)) < 0 || p[k] != ':' ||
+            (p += k + 1, k = parse_one(opt, p, &step, err)) < 0 || p[k] != '\0')
+            return bp_fail(err, "%s: expected START:STOP:STEP or a comma list, got '%s'", opt,
+                           spec);
+        if (!(step > 0) || b < a)
+            return bp_fail(err, "%s: '%s' needs STEP > 0 and STOP >= START", opt, spec);
+        size_t m = (size_t)floor((b - a) / step + 1e-9) + 1;
+        if (m > 10000)
+            return bp_fail(err, "%s: '%s' asks for %zu budgets (at most 10000)", opt, spec, m);
+        *values = bp_malloc(m * sizeof **values, err);
+        if (!*values)
+            return -1;
+        for (size_t i = 0; i < m; i++)
+            (*values)[i] = a + (double)i * step;
+        *n = m;
+        return 0;
+    }
+    size_t m = 1;
+    for (const char *p = spec; *p; p++)
+        m += *p == ',';
+    *values = bp_malloc(m * sizeof **values, err);
+    if (!*values)
+        return -1;
+    const char *p = spec;
+    for (size_t i = 0; i < m; i++) {
+        if ((k = parse_one(opt, p, &(*values)[i], err)) < 0 ||
+            (p[k] != ',' && p[k] != '\0') || (*values)[i] <= 0) {
+            free(*values);
+            *values = NULL;
+            return bp_fail(err, "%s: expected START:STOP:STEP or a comma list of positive "
+                           "numbers, got '%s'", opt, spec);
+        }
+        p += k + (p[k] == ',');
+    }
+    *n = m;
+    return 0;
+}
+
+/* ---- points -------------------------------------------------------------- */
+
+/* Totals and the layer list of a choice of rows (one per layer). */
+static int fill_point(bp_sweep_point *pt, const bp_table *t, const size_t *rows, size_t n,
+                      bp_error *err)
+{
+    int64_t params = 0, bits = 0;
+    double bops = 0.0, e = 0.0;
+    size_t len = 1;
+    for (size_t l = 0; l < n; l++)
+        len += strlen(t->rows[rows[l]].layer) + 16;
+    pt->layers = bp_malloc(len, err);
+    if (!pt->layers)
+        return -1;
+    pt->layers[0] = '\0';
+    size_t at = 0;
+    for (size_t l = 0; l < n; l++) {
+        const bp_table_row *r = &t->rows[rows[l]];
+        params += r->params;
+        bits += r->weight_bits;
+        bops += (double)r->macs * r->wbits * r->abits;
+        e += r->error;
+        at += (size_t)snprintf(pt->layers + at, len - at, "%s%s=%d/%d", l ? " " : "", r->layer,
+                               r->wbits, r->abits);
+    }
+    pt->weight_bytes = (double)bits / 8.0;
+    pt->avg_bits = params ? (double)bits / (double)params : 0.0;
+    pt->bops = bops;
+    pt->error = e;
+    return 0;
+}
+
+int bp_sweep_add_plan(bp_sweep *s, const bp_table *t, double budget, const bp_solve_result *r,
+                      bp_error *err)
+{
+    bp_sweep_point *pt = new_point(s, err);
+    if (!pt)
+        return -1;
+    snprintf(pt->kind, sizeof pt->kind, "plan");
+    pt->budget = budget;
+    if (!r->chosen) {
+        snprintf(pt->status, sizeof pt->status, "infeasible");
+        pt->weight_bytes = pt->avg_bits = pt->bops = pt->error = NAN;
+        return 0;
+    }
+    snprintf(pt->status, sizeof pt->status, "%s", bp_solve_status_name(r->sol.status));
+    return fill_point(pt, t, r->chosen, r->n_layers, err);
+}
+
+/* Layers in first-appearance order: first row index of each. */
+static size_t table_layers(const bp_table *t, size_t *first)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        size_t l = 0;
+        while (l < n && strcmp(t->rows[first[l]].layer, t->rows[i].layer) != 0)
+            l++;
+        if (l == n)
+            first[n++] = i;
+    }
+    return n;
+}
+
+/* The best row of layer (named like row `first`) at wbits w and the widest
+ * activation width present; SIZE_MAX when the layer has no such row. */
+static size_t best_row(const bp_table *t, size_t first, int w)
+{
+    const char *name = t->rows[first].layer;
+    int amax = 0;
+    size_t best = (size_t)-1;
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->rows[i].layer, name) == 0 && t->rows[i].wbits == w &&
+            t->rows[i].abits > amax)
+            amax = t->rows[i].abits;
+    for (size_t i = 0; i < t->n; i++) {
+        const bp_table_row *r = &t->rows[i];
+        if (strcmp(r->layer, name) == 0 && r->wbits == w && r->abits == amax &&
+            (best == (size_t)-1 || r->error < t->rows[best].error))
+            best = i;
+    }
+    return best;
+}
+
+static int add_baseline(bp_sweep *s, const bp_table *t, const size_t *first, size_t nl, int w,
+                        int edge, bp_error *err)
+{
+    size_t *rows = bp_malloc(nl * sizeof *rows, err);
+    if (!rows)
+        return -1;
+    for (size_t l = 0; l < nl; l++) {
+        int wl = edge >= 0 && (l == 0 || l + 1 == nl) ? edge : w;
+        if ((rows[l] = best_row(t, first[l], wl)) == (size_t)-1) {
+            free(rows);
+            return 0;                /* some layer lacks this width: no baseline */
+        }
+    }
+    bp_sweep_point *pt = new_point(s, err);
+    int rc = pt ? 0 : -1;
+    if (pt) {
+        snprintf(pt->kind, sizeof pt->kind, "%s", edge >= 0 ? "first_last_8" : "uniform");
+        snprintf(pt->status, sizeof pt->status, "baseline");
+        pt->budget = w;
+        rc = fill_point(pt, t, rows, nl, err);
+    }
+    free(rows);
+    return rc;
+}
+
+int bp_sweep_add_baselines(bp_sweep *s, const bp_table *t, bp_error *err)
+{
+    size_t *first = bp_malloc((t->n ? t->n : 1) * sizeof *first, err);
+    if (!first)
+        return -1;
+    size_t nl = table_layers(t, first);
+    int widths[32], nw = 0, edge = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        int w = t->rows[i].wbits, seen = 0;
+        for (int k = 0; k < nw; k++)
+            seen |= widths[k] == w;
+        if (!seen && nw < 32)
+            widths[nw++] = w;
+        if (w <= 8 && w > edge)
+            edge = w;                /* 8 bits, or the widest candidate below it */
+    }
+    for (int a = 1; a < nw; a++)     /* ascending */
+        for (int b = a; b > 0 && widths[b - 1] > widths[b]; b--) {
+            int tmp = widths[b];
+            widths[b] = widths[b - 1], widths[b - 1] = tmp;
+        }
+    int rc = 0;
+    for (int k = 0; rc == 0 && k < nw; k++)
+        rc = add_baseline(s, t, first, nl, widths[k], -1, err);
+    for (int k = 0; rc == 0 && k < nw && nl > 2; k++)
+        if (widths[k] < edge)
+            rc = add_baseline(s, t, first, nl, widths[k], edge, err);
+    free(first);
+    return rc;
+}
+
+/* ---- output -------------------------------------------------------------- */
+
+int bp_sweep_write_csv(const bp_sweep *s, const char *path, bp_error *err)
+{
+    bp_atomic a;
+    if (bp_atomic_open(&a, path, err) < 0)
+        return -1;
+    fprintf(a.fp, "kind,budget,status,weight_bytes,avg_bits,bops,predicted_error,layers\n");
+    for (size_t i = 0; i < s->n; i++) {
+        const bp_sweep_point *p = &s->p[i];
+        fprintf(a.fp, "%s,%.17g,%s,", p->kind, p->budget, p->status);
+        if (p->layers)
+            fprintf(a.fp, "%.17g,%.17g,%.17g,%.17g,\"%s\"\n", p->weight_bytes, p->avg_bits,
+                    p->bops, p->error, p->layers);
+        else
+            fprintf(a.fp, ",,,,\n");
+    }
+    return bp_atomic_commit(&a, err);
+}
+
+typedef struct frame {
+    double x0, x1, y0, y1;    /* data ranges (y in log10) */
+    double left, top, w, h;   /* plot area in pixels */
+} frame;
+
+static double px(const frame *f, double x)
+{
+    return f->left + (x - f->x0) / (f->x1 - f->x0) * f->w;
+}
+
+static double py(const frame *f, double e)
+{
+    double y = log10(e);
+    return f->top + f->h - (y - f->y0) / (f->y1 - f->y0) * f->h;
+}
+
+static void svg_axes(FILE *fp, const frame *f)
+{
+    fprintf(fp, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' "
+            "stroke='#333'/>\n", f->left, f->top, f->w, f->h);
+    for (int i = 0; i <= 5; i++) {
+        double x = f->x0 + (f->x1 - f->x0) * i / 5.0, X = px(f, x);
+        fprintf(fp, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>\n", X, f->top,
+                X, f->top + f->h);
+        fprintf(fp, "<text x='%.1f' y='%.1f' text-anchor='middle'>%.4g</text>\n", X,
+                f->top + f->h + 18, x / 1024.0);
+    }
+    for (int d = (int)ceil(f->y0); d <= (int)floor(f->y1); d++) {
+        double Y = py(f, pow(10.0, d));
+        fprintf(fp, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>\n", f->left,
+                Y, f->left + f->w, Y);
+        fprintf(fp, "<text x='%.1f' y='%.1f' text-anchor='end'>1e%d</text>\n", f->left - 6,
+                Y + 4, d);
+    }
+    fprintf(fp, "<text x='%.1f' y='%.1f' text-anchor='middle'>weight size (KiB, scales "
+            "included)</text>\n", f->left + f->w / 2, f->top + f->h + 40);
+    fprintf(fp, "<text x='16' y='%.1f' transform='rotate(-90 16 %.1f)' "
+            "text-anchor='middle'>predicted error</text>\n", f->top + f->h / 2,
+            f->top + f->h / 2);
+}
+
+static int usable(const bp_sweep_point *p)
+{
+    return p->layers && p->error > 0 && isfinite(p->error);
+}
+
+static void svg_points(FILE *fp, const bp_sweep *s, const frame *f)
+{
+    fprintf(fp, "<polyline fill='none' stroke='#1f77b4' stroke-width='2' points='");
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->p[i].kind, "plan") && usable(&s->p[i]))
+            fprintf(fp, "%.1f,%.1f ", px(f, s->p[i].weight_bytes), py(f, s->p[i].error));
+    fprintf(fp, "'/>\n");
+    for (size_t i = 0; i < s->n; i++) {
+        const bp_sweep_point *p = &s->p[i];
+        if (!usable(p))
+            continue;
+        double X = px(f, p->weight_bytes), Y = py(f, p->error);
+        if (!strcmp(p->kind, "plan"))
+            fprintf(fp, "<circle cx='%.1f' cy='%.1f' r='3' fill='#1f77b4'><title>%s %g: "
+                    "%.4g bits, error %.4g</title></circle>\n", X, Y, s->budget_name, p->budget,
+                    p->avg_bits, p->error);
+        else if (!strcmp(p->kind, "uniform"))
+            fprintf(fp, "<rect x='%.1f' y='%.1f' width='8' height='8' fill='#d62728'/>"
+                    "<text x='%.1f' y='%.1f' fill='#d62728'>w%g</text>\n", X - 4, Y - 4, X + 6,
+                    Y - 6, p->budget);
+        else
+            fprintf(fp, "<path d='M%.1f %.1f l5 9 l-10 0 z' fill='#2ca02c'/>"
+                    "<text x='%.1f' y='%.1f' fill='#2ca02c'>8|w%g|8</text>\n", X, Y - 6, X + 6,
+                    Y + 12, p->budget);
+    }
+}
+
+int bp_sweep_write_svg(const bp_sweep *s, const char *path, bp_error *err)
+{
+    frame f = {INFINITY, -INFINITY, INFINITY, -INFINITY, 80, 40, 640, 380};
+    for (size_t i = 0; i < s->n; i++)
+        if (usable(&s->p[i])) {
+            f.x0 = fmin(f.x0, s->p[i].weight_bytes), f.x1 = fmax(f.x1, s->p[i].weight_bytes);
+            f.y0 = fmin(f.y0, log10(s->p[i].error)), f.y1 = fmax(f.y1, log10(s->p[i].error));
+        }
+    if (!(f.x1 >= f.x0))                 /* nothing to draw: an empty frame */
+        f.x0 = 0, f.x1 = 1, f.y0 = -1, f.y1 = 0;
+    double dx = f.x1 - f.x0 > 0 ? f.x1 - f.x0 : fmax(1.0, f.x0);
+    f.x0 -= 0.05 * dx, f.x1 += 0.05 * dx;
+    f.y0 = floor(f.y0 - 0.05), f.y1 = ceil(f.y1 + 0.05);
+    if (f.y1 <= f.y0)
+        f.y1 = f.y0 + 1;
+    bp_atomic a;
+    if (bp_atomic_open(&a, path, err) < 0)
+        return -1;
+    fprintf(a.fp, "<svg xmlns='http://www.w3.org/2000/svg' width='760' height='480' "
+            "font-family='sans-serif' font-size='12'>\n<rect width='100%%' height='100%%' "
+            "fill='white'/>\n<text x='380' y='24' text-anchor='middle' font-size='15'>"
+            "bitplan sweep over %s: predicted error against size</text>\n", s->budget_name);
+    svg_axes(a.fp, &f);
+    svg_points(a.fp, s, &f);
+    fprintf(a.fp, "<text x='%.1f' y='62' fill='#1f77b4'>- plans</text>"
+            "<text x='%.1f' y='78' fill='#d62728'>&#9632; all layers at w bits</text>"
+            "<text x='%.1f' y='94' fill='#2ca02c'>&#9650; first/last at 8, rest at w</text>\n",
+            f.left + f.w - 200, f.left + f.w - 200, f.left + f.w - 200);
+    fprintf(a.fp, "</svg>\n");
+    return bp_atomic_commit(&a, err);
+}

@@ -1,0 +1,43 @@
+#!/bin/bash
+# bitplan sweep: one plan per budget from the cached table, monotone in the
+# budget, baselines beside them, CSV + SVG, plans on request, bad lists.
+source "$SRC/tests/lib.sh"
+
+mkdir m && "$FIXTURE" m 5
+cat >cfg.yaml <<'YAML'
+model: {weights: m/model.safetensors, calibration: m/calib.safetensors, exclude: [head]}
+candidates: {wbits: [2, 3, 4, 6, 8], abits: [8, 16]}
+output: {dir: out}
+YAML
+"$BITPLAN" sweep cfg.yaml --avg-bits 2:8:0.25 --plans >sweep.txt 2>err.txt
+check "sweep exits 0: $(cat err.txt)" test $? = 0
+check "no noise in a pipe" test ! -s err.txt
+check "csv header" test "$(head -1 out/frontier.csv)" = "kind,budget,status,weight_bytes,avg_bits,bops,predicted_error,layers"
+check "25 budgets" test "$(grep -c '^plan,' out/frontier.csv)" = 25
+check "uniform baselines for each width" test "$(grep -c '^uniform,' out/frontier.csv)" = 5
+check "first/last-8 baselines" test "$(grep -c '^first_last_8,' out/frontier.csv)" = 4
+check "2 bits/weight is infeasible (scales cost extra)" grep -q '^plan,2,infeasible,' out/frontier.csv
+# every plan meets its budget, and error never rises as the budget grows
+grep '^plan,' out/frontier.csv | grep -v infeasible | awk -F, '
+    $5 > $2 + 1e-12 { print "over budget:", $0; bad = 1 }
+    NR > 1 && $7 > prev * (1 + 1e-12) { print "error rose:", $0; bad = 1 }
+    { prev = $7 } END { exit bad }' && ok || bad "plans within budget, monotone"
+# a plan never loses to the uniform baseline it can afford
+awk -F, '$1 == "uniform" { ub[NR] = $5; ue[NR] = $7 }
+    $1 == "plan" && $3 != "infeasible" { pb[NR] = $2; pe[NR] = $7 }
+    END { for (i in pb) for (j in ub) if (ub[j] <= pb[i] && pe[i] > ue[j] * (1 + 1e-12)) { print "plan at", pb[i], "loses to uniform", ub[j]; bad = 1 } exit bad }' \
+    out/frontier.csv && ok || bad "plans beat affordable baselines"
+check "svg written" grep -q '^<svg ' out/frontier.svg
+check "svg complete" test "$(tail -1 out/frontier.svg)" = "</svg>"
+check "one plan file per feasible budget" test "$(ls out/plans | wc -l)" = "$(grep '^plan,' out/frontier.csv | grep -vc infeasible)"
+"$BITPLAN" sensitivity cfg.yaml >sens.txt
+grep -q "cached" sens.txt && ok || bad "the sweep left a reusable table"
+# the same from the table, and other budget kinds
+"$BITPLAN" sweep --table out/sensitivity.csv --max-bytes 300,400,500 -o bytes -q
+check "bytes sweep" test "$(grep -c '^plan,' bytes/frontier.csv)" = 3
+"$BITPLAN" sweep cfg.yaml --max-error 0.5,0.05,0.005 -o errs -q
+check "error sweep" test "$(grep -c '^plan,' errs/frontier.csv)" = 3
+expect_fail 2 "--avg-bits" "$BITPLAN" sweep cfg.yaml --avg-bits 8:2:1
+expect_fail 2 "--avg-bits" "$BITPLAN" sweep cfg.yaml --avg-bits 2,x
+expect_fail 2 "sweep needs" "$BITPLAN" sweep cfg.yaml
+finish
