@@ -485,12 +485,31 @@ static int cmd_sweep(cli *c)
         rc = sweep_solve_all(c, t, cp, c->table ? NULL : &sens, v, n, dir, &sw, &err);
     if (rc == 0)
         rc = bp_sweep_add_baselines(&sw, t, &err);
+    char *pareto = NULL;
+    const char *pareto_note = NULL;
+    if (rc == 0 && !(pareto = bp_path_join(dir, "pareto.csv", &err)))
+        rc = -1;
+    if (rc == 0) {                   /* the exact frontier, when it stays small */
+        bp_solve_request req;
+        bp_frontier f;
+        bp_error ferr;
+        request_from(c, cp, &req);
+        if (bp_table_frontier(t, &req, 200000, &f, &ferr) < 0) {
+            pareto_note = "skipped (over 200000 points)";
+        } else {
+            rc = bp_sweep_write_pareto(t, &f, pareto, &err);
+            bp_frontier_free(&f);
+        }
+    }
     if (rc == 0)
         rc = bp_sweep_write_csv(&sw, csv, &err);
     if (rc == 0)
         rc = bp_sweep_write_svg(&sw, svg, &err);
-    if (rc == 0 && !c->quiet)
+    if (rc == 0 && !c->quiet) {
         sweep_summary(&sw, csv, svg, now() - t0);
+        printf("exact frontier: %s\n", pareto_note ? pareto_note : pareto);
+    }
+    free(pareto);
     if (rc < 0)
         die(&err);
     bp_sweep_free(&sw);

@@ -529,6 +529,22 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
     return rc;
 }
 
+int bp_table_frontier(const bp_table *t, const bp_solve_request *req, size_t max_points,
+                      bp_frontier *f, bp_error *err)
+{
+    ip_build b;
+    memset(f, 0, sizeof *f);
+    int rc = build_ip(t, req, &b, err);
+    if (rc == 0) {
+        bp_problem p = {b.n_layers, b.first, {b.error, b.bits}, b.allowed};
+        rc = bp_pareto_frontier(&p, BP_RES_BITS, max_points, f, err);
+    }
+    for (size_t i = 0; rc == 0 && i < f->n * f->n_layers; i++)
+        f->choice[i] = b.row[f->choice[i]];          /* candidates -> table rows */
+    ip_build_free(&b);
+    return rc;
+}
+
 void bp_solve_result_free(bp_solve_result *res)
 {
     free(res->chosen);

@@ -11,6 +11,7 @@
 
 #include "../common/bp_error.h"
 #include "../sensitivity/table.h"
+#include "../solvers/frontier.h"
 #include "../solvers/ip.h"
 #include "config.h"
 #include "plan.h"
@@ -65,6 +66,11 @@ typedef struct bp_solve_result {
 int bp_solve_table(const bp_table *t, const bp_solve_request *req,
                    bp_solve_result *res, bp_error *err);
 void bp_solve_result_free(bp_solve_result *res);
+
+/* The exact (weight bits, error) Pareto frontier of a table under the
+ * request's pins; plans (f->choice) are table row indices. */
+int bp_table_frontier(const bp_table *t, const bp_solve_request *req, size_t max_points,
+                      bp_frontier *f, bp_error *err);
 
 /* Fill a plan from a solved table (cfg may be NULL for bare tables). The
  * plan's layer array is malloc'ed; the strings point into t and cfg. */

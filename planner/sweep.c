@@ -253,6 +253,27 @@ int bp_sweep_write_csv(const bp_sweep *s, const char *path, bp_error *err)
     return bp_atomic_commit(&a, err);
 }
 
+int bp_sweep_write_pareto(const bp_table *t, const bp_frontier *f, const char *path,
+                          bp_error *err)
+{
+    bp_atomic a;
+    if (bp_atomic_open(&a, path, err) < 0)
+        return -1;
+    fprintf(a.fp, "weight_bytes,avg_bits,bops,predicted_error,on_hull,layers\n");
+    for (size_t i = 0; i < f->n; i++) {
+        bp_sweep_point pt;
+        memset(&pt, 0, sizeof pt);
+        if (fill_point(&pt, t, f->choice + i * f->n_layers, f->n_layers, err) < 0) {
+            bp_atomic_abort(&a);
+            return -1;
+        }
+        fprintf(a.fp, "%.17g,%.17g,%.17g,%.17g,%d,\"%s\"\n", pt.weight_bytes, pt.avg_bits,
+                pt.bops, pt.error, f->p[i].on_hull, pt.layers);
+        free(pt.layers);
+    }
+    return bp_atomic_commit(&a, err);
+}
+
 typedef struct frame {
     double x0, x1, y0, y1;    /* data ranges (y in log10) */
     double left, top, w, h;   /* plot area in pixels */

@@ -46,6 +46,11 @@ int bp_sweep_add_plan(bp_sweep *s, const bp_table *t, double budget, const bp_so
 int bp_sweep_add_baselines(bp_sweep *s, const bp_table *t, bp_error *err);
 
 int bp_sweep_write_csv(const bp_sweep *s, const char *path, bp_error *err);
+
+/* pareto.csv: every point of the exact frontier,
+ *   weight_bytes,avg_bits,bops,predicted_error,on_hull,layers */
+int bp_sweep_write_pareto(const bp_table *t, const bp_frontier *f, const char *path,
+                          bp_error *err);
 /* Predicted error (log scale) against weight size, plans as a line,
  * baselines as labelled markers. */
 int bp_sweep_write_svg(const bp_sweep *s, const char *path, bp_error *err);

@@ -27,6 +27,18 @@ awk -F, '$1 == "uniform" { ub[NR] = $5; ue[NR] = $7 }
     $1 == "plan" && $3 != "infeasible" { pb[NR] = $2; pe[NR] = $7 }
     END { for (i in pb) for (j in ub) if (ub[j] <= pb[i] && pe[i] > ue[j] * (1 + 1e-12)) { print "plan at", pb[i], "loses to uniform", ub[j]; bad = 1 } exit bad }' \
     out/frontier.csv && ok || bad "plans beat affordable baselines"
+# the IP's plans sit on the exact frontier: each plan's error is the best
+# frontier error within its budget, and hull points are marked
+check "exact frontier written" test "$(head -1 out/pareto.csv)" = "weight_bytes,avg_bits,bops,predicted_error,on_hull,layers"
+awk -F, 'FNR == 1 { next }
+    FILENAME ~ /pareto/ { n++; pb[n] = $2; pe[n] = $4; hull += $5; next }
+    $1 == "plan" && $3 != "infeasible" {
+        best = ""
+        for (i = 1; i <= n; i++) if (pb[i] <= $2 + 1e-12 && (best == "" || pe[i] < best)) best = pe[i]
+        if (best == "" || $7 > best * (1 + 1e-12) || $7 < best * (1 - 1e-12)) { print "plan", $2, $7, "frontier", best; bad = 1 }
+    }
+    END { if (hull < 2) { print "hull points:", hull; bad = 1 } exit bad }' out/pareto.csv out/frontier.csv \
+    && ok || bad "plans on the exact frontier"
 check "svg written" grep -q '^<svg ' out/frontier.svg
 check "svg complete" test "$(tail -1 out/frontier.svg)" = "</svg>"
 check "one plan file per feasible budget" test "$(ls out/plans | wc -l)" = "$(grep '^plan,' out/frontier.csv | grep -vc infeasible)"
