@@ -533,9 +533,24 @@ static int k_max_error(const cctx *c, const bp_ynode *v, const char *key, bp_con
 {
     return get_double(c, v, key, 0.0, 1e300, &cfg->budget.max_error);
 }
+static int k_max_bops(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (get_double(c, v, key, 0.0, 1e30, &cfg->budget.max_bops) < 0)
+        return -1;
+    return cfg->budget.max_bops > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+}
+static int k_minimize(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"error", "size", "bops", NULL};
+    int i;
+    if (get_enum(c, v, key, names, &i) < 0)
+        return -1;
+    cfg->budget.minimize = BP_MIN_ERROR + i;
+    return 0;
+}
 static const key_def budget_keys[] = {
     {"avg_bits", k_avg_bits}, {"max_bytes", k_max_bytes}, {"max_error", k_max_error},
-    {NULL, NULL}};
+    {"max_bops", k_max_bops}, {"minimize", k_minimize}, {NULL, NULL}};
 static int k_budget(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, budget_keys, cfg);
@@ -813,5 +828,6 @@ bp_qspec bp_config_acts_for(const bp_config *c, const char *layer)
 
 int bp_config_has_budget(const bp_config *c)
 {
-    return c->budget.avg_bits > 0 || c->budget.max_bytes > 0 || c->budget.max_error >= 0;
+    return c->budget.avg_bits > 0 || c->budget.max_bytes > 0 || c->budget.max_error >= 0 ||
+           c->budget.max_bops > 0;
 }

@@ -34,7 +34,17 @@ typedef struct bp_budget_spec {
     double avg_bits;          /* 0 = not set */
     double max_bytes;         /* 0 = not set */
     double max_error;         /* < 0 = not set */
+    double max_bops;          /* 0 = not set: sum of macs x wbits x abits */
+    int minimize;             /* bp_minimize */
 } bp_budget_spec;
+
+/* budget.minimize: what the plan minimises under the budgets. */
+typedef enum bp_minimize {
+    BP_MIN_AUTO = 0,          /* error, or size when only max_error is given */
+    BP_MIN_ERROR,
+    BP_MIN_SIZE,
+    BP_MIN_BOPS
+} bp_minimize;
 
 typedef struct bp_config {
     char *path;               /* the config file as given */

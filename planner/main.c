@@ -31,7 +31,7 @@ static const char usage_text[] =
     "  solve CONFIG          like run; budget flags override the config's budget\n"
     "  solve --table CSV (--avg-bits X | --max-bytes N | --max-error E)\n"
     "                        solve over any table with columns layer,wbits,abits,error,params\n"
-    "  sweep CONFIG | sweep --table CSV  (--avg-bits S | --max-bytes S | --max-error S)\n"
+    "  sweep CONFIG | sweep --table CSV  (--avg-bits S | --max-bytes S | --max-bops S | --max-error S)\n"
     "                        one plan per budget (S = START:STOP:STEP or a comma list),\n"
     "                        with baselines: frontier.csv and frontier.svg in -o DIR\n"
     "  inspect FILE          list the tensors and the layers found in a model file\n"
@@ -43,6 +43,7 @@ static const char usage_text[] =
     "  --avg-bits X          budget: average weight bits, scales included\n"
     "  --max-bytes N         budget: total weight bytes, scales included\n"
     "  --max-error E         budget: total predicted error (then size is minimised)\n"
+    "  --max-bops N          budget: bit operations per sample, sum of macs x wbits x abits\n"
     "  --time-limit S        solver time limit in seconds (default 60)\n"
     "  --force               ignore the cached sensitivity table and measure again\n"
     "  --plans               sweep: also write every point's plan (DIR/plans/)\n"
@@ -127,13 +128,14 @@ static int parse_number(const char *opt, const char *s, double lo, double *out)
 
 static int parse_args(cli *c, int argc, char **argv)
 {
-    enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS };
+    enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
         {"max-error", required_argument, 0, O_ERROR}, {"table", required_argument, 0, O_TABLE},
         {"time-limit", required_argument, 0, O_TIME}, {"force", no_argument, 0, O_FORCE},
-        {"plans", no_argument, 0, O_PLANS}, {0, 0, 0, 0}};
+        {"plans", no_argument, 0, O_PLANS}, {"max-bops", required_argument, 0, O_BOPS},
+        {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
     c->budget.max_error = -1.0;
@@ -149,19 +151,24 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_PLANS: c->plans = 1; break;
         case O_AVG:
         case O_BYTES:
+        case O_BOPS:
         case O_ERROR:
             if (sweep) {
                 if (c->sweep_spec)
                     return usage_error("sweep takes one budget list");
                 c->sweep_spec = optarg;
-                c->sweep_opt = ch == O_AVG ? "--avg-bits" : ch == O_BYTES ? "--max-bytes"
-                                                                          : "--max-error";
+                c->sweep_opt = ch == O_AVG     ? "--avg-bits"
+                               : ch == O_BYTES ? "--max-bytes"
+                               : ch == O_BOPS  ? "--max-bops"
+                                               : "--max-error";
                 break;
             }
             if (ch == O_AVG)
                 rc = parse_number("--avg-bits", optarg, 1e-9, &c->budget.avg_bits);
             else if (ch == O_BYTES)
                 rc = parse_number("--max-bytes", optarg, 1, &c->budget.max_bytes);
+            else if (ch == O_BOPS)
+                rc = parse_number("--max-bops", optarg, 1, &c->budget.max_bops);
             else
                 rc = parse_number("--max-error", optarg, 0, &c->budget.max_error);
             c->budget_set = 1;
@@ -238,7 +245,7 @@ static void print_summary(const bp_plan *p, const bp_sens_result *s, const char 
 static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *req)
 {
     memset(req, 0, sizeof *req);
-    req->budget = cfg ? cfg->budget : (bp_budget_spec){0, 0, -1.0};
+    req->budget = cfg ? cfg->budget : (bp_budget_spec){0, 0, -1.0, 0, BP_MIN_AUTO};
     if (c->budget_set)
         req->budget = c->budget;
     req->pins = cfg ? cfg->pins : NULL;
@@ -249,7 +256,7 @@ static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *r
 
 static int has_budget(const bp_budget_spec *b)
 {
-    return b->avg_bits > 0 || b->max_bytes > 0 || b->max_error >= 0;
+    return b->avg_bits > 0 || b->max_bytes > 0 || b->max_error >= 0 || b->max_bops > 0;
 }
 
 /* Solve, write the plan(s), print the summary. */
@@ -411,11 +418,13 @@ static int sweep_solve_all(const cli *c, const bp_table *t, const bp_config *cfg
         bp_solve_request req;
         bp_solve_result r;
         request_from(c, cfg, &req);
-        req.budget = (bp_budget_spec){0, 0, -1.0};
+        req.budget = (bp_budget_spec){0, 0, -1.0, 0, BP_MIN_AUTO};
         if (!strcmp(c->sweep_opt, "--avg-bits"))
             req.budget.avg_bits = v[i];
         else if (!strcmp(c->sweep_opt, "--max-bytes"))
             req.budget.max_bytes = v[i];
+        else if (!strcmp(c->sweep_opt, "--max-bops"))
+            req.budget.max_bops = v[i];
         else
             req.budget.max_error = v[i];
         sweep_progress(c, i, n, t0);
@@ -474,8 +483,10 @@ static int cmd_sweep(cli *c)
         t = &sens.table;
     }
     const char *dir = c->output ? c->output : cp ? cp->out_dir : ".";
-    sw.budget_name = !strcmp(c->sweep_opt, "--avg-bits") ? "avg_bits"
-                     : !strcmp(c->sweep_opt, "--max-bytes") ? "max_bytes" : "max_error";
+    sw.budget_name = !strcmp(c->sweep_opt, "--avg-bits")    ? "avg_bits"
+                     : !strcmp(c->sweep_opt, "--max-bytes") ? "max_bytes"
+                     : !strcmp(c->sweep_opt, "--max-bops")  ? "max_bops"
+                                                            : "max_error";
     if (rc == 0 && bp_mkdirs(dir, &err) < 0)
         rc = -1;
     if (rc == 0 && (!(csv = bp_path_join(dir, "frontier.csv", &err)) ||

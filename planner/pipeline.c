@@ -318,7 +318,7 @@ typedef struct ip_build {
     size_t n_layers;
     size_t *first;            /* n_layers + 1 */
     size_t *row;              /* candidate -> table row */
-    double *error, *bits;
+    double *error, *bits, *bops;
     unsigned char *allowed;
     int64_t *params;          /* per layer */
     const char **names;       /* per layer */
@@ -330,6 +330,7 @@ static void ip_build_free(ip_build *b)
     free(b->row);
     free(b->error);
     free(b->bits);
+    free(b->bops);
     free(b->allowed);
     free(b->params);
     free(b->names);
@@ -430,12 +431,15 @@ static int build_ip(const bp_table *t, const bp_solve_request *req, ip_build *b,
     size_t nc = b->first[b->n_layers];
     b->error = bp_malloc(nc * sizeof *b->error, err);
     b->bits = bp_malloc(nc * sizeof *b->bits, err);
+    b->bops = bp_malloc(nc * sizeof *b->bops, err);
     b->allowed = bp_malloc(nc, err);
-    if (!b->error || !b->bits || !b->allowed)
+    if (!b->error || !b->bits || !b->bops || !b->allowed)
         return -1;
     for (size_t c = 0; c < nc; c++) {
-        b->error[c] = t->rows[b->row[c]].error;
-        b->bits[c] = (double)t->rows[b->row[c]].weight_bits;
+        const bp_table_row *r = &t->rows[b->row[c]];
+        b->error[c] = r->error;
+        b->bits[c] = (double)r->weight_bits;
+        b->bops[c] = (double)r->macs * r->wbits * r->abits;
         b->allowed[c] = 1;
     }
     return apply_pins(t, req, b, err);
@@ -458,6 +462,9 @@ static int infeasible(const bp_solve_request *req, const bp_solution *sol,
     if (strcmp(k, "max_bytes") == 0)
         return bp_fail(err, "budget.max_bytes = %.0f is infeasible: the smallest feasible "
                        "value is %.0f bytes", req->budget.max_bytes, ceil(m / 8.0));
+    if (strcmp(k, "max_bops") == 0)
+        return bp_fail(err, "budget.max_bops = %.17g is infeasible: the smallest feasible "
+                       "value is %.17g bit operations per sample", req->budget.max_bops, m);
     return bp_fail(err, "budget.max_error = %g is infeasible: the smallest feasible value "
                    "is %.17g", req->budget.max_error, m);
 }
@@ -466,8 +473,8 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
                    bp_error *err)
 {
     ip_build b;
-    bp_budget budgets[3];
-    const char *keys[3];
+    bp_budget budgets[4];
+    const char *keys[4];
     size_t nb = 0;
     memset(res, 0, sizeof *res);
     if (build_ip(t, req, &b, err) < 0) {
@@ -486,20 +493,30 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
         keys[nb] = "max_bytes";
         budgets[nb++] = (bp_budget){BP_RES_BITS, floor(8.0 * req->budget.max_bytes)};
     }
+    if (req->budget.max_bops > 0) {
+        keys[nb] = "max_bops";
+        budgets[nb++] = (bp_budget){BP_RES_BOPS, req->budget.max_bops};
+    }
     if (req->budget.max_error >= 0) {
         keys[nb] = "max_error";
         budgets[nb++] = (bp_budget){BP_RES_ERROR, req->budget.max_error};
     }
-    bp_problem p = {b.n_layers, b.first, {b.error, b.bits}, b.allowed};
+    bp_problem p = {b.n_layers, b.first, {b.error, b.bits, b.bops, NULL}, b.allowed};
     bp_solve_opts o;
     bp_solve_opts_init(&o);
-    int size_budget = req->budget.avg_bits > 0 || req->budget.max_bytes > 0;
-    o.objective = size_budget || nb == 0 ? BP_RES_ERROR : BP_RES_BITS;
+    int only_error = req->budget.max_error >= 0 && nb == 1;
+    switch (req->budget.minimize) {
+    case BP_MIN_SIZE: o.objective = BP_RES_BITS; break;
+    case BP_MIN_BOPS: o.objective = BP_RES_BOPS; break;
+    case BP_MIN_ERROR: o.objective = BP_RES_ERROR; break;
+    default: o.objective = only_error ? BP_RES_BITS : BP_RES_ERROR; break;
+    }
     o.budgets = budgets;
     o.n_budgets = nb;
     o.time_limit = req->time_limit;
     o.mip_gap = req->mip_gap;
-    res->objective_name = o.objective == BP_RES_ERROR ? "min_error" : "min_size";
+    res->objective_name = o.objective == BP_RES_ERROR ? "min_error"
+                          : o.objective == BP_RES_BITS ? "min_size" : "min_bops";
     int rc = bp_solve_ip(&p, &o, &res->sol, err);
     if (rc == 0 && res->sol.status == BP_SOLVE_INFEASIBLE)
         rc = infeasible(req, &res->sol, keys, res->total_params, err);
@@ -518,6 +535,7 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
             res->chosen[l] = b.row[res->sol.choice[l]];
             res->total_weight_bits += r->weight_bits;
             res->total_error += r->error;
+            res->total_bops += (double)r->macs * r->wbits * r->abits;
         }
     }
     ip_build_free(&b);
@@ -592,6 +610,8 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
     plan->budget_avg_bits = req->budget.avg_bits;
     plan->budget_max_bytes = req->budget.max_bytes;
     plan->budget_max_error = req->budget.max_error;
+    plan->budget_max_bops = req->budget.max_bops;
+    plan->total_bops = r->total_bops;
     plan->objective_name = r->objective_name;
     plan->solver = "glpk";
     plan->status = bp_solve_status_name(r->sol.status);

@@ -58,6 +58,7 @@ typedef struct bp_solve_result {
     const char *objective_name;
     int64_t total_params, total_weight_bits;
     double total_error;
+    double total_bops;        /* sum of macs x wbits x abits */
     int infeasible;           /* set (and the call fails) when the budget cannot be met */
 } bp_solve_result;
 

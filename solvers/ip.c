@@ -55,7 +55,7 @@
 /* Integer sums are exact in double below 2^53. */
 #define IP_EXACT_INT 9007199254740992.0
 
-static const char *const ip_res_name[BP_RES_COUNT] = {"error", "bits"};
+static const char *const ip_res_name[BP_RES_COUNT] = {"error", "bits", "bops", "latency"};
 
 /* ---- small public pieces ------------------------------------------------ */
 
@@ -295,7 +295,9 @@ static int ip_ctx_init(ip_ctx *x, const bp_problem *p, const bp_solve_opts *o,
     x->o = o;
     x->n_cand = p->n_layers ? p->first[p->n_layers] : 0;
     x->primary = (int)o->objective;
-    x->secondary = BP_RES_COUNT == 2 && p->res[1 - x->primary] ? 1 - x->primary : -1;
+    /* ties: error breaks ties of a size-like objective; size those of error */
+    int sec = x->primary == BP_RES_ERROR ? BP_RES_BITS : BP_RES_ERROR;
+    x->secondary = p->res[sec] ? sec : -1;
     x->deadline = o->time_limit > 0 ? t0 + o->time_limit : INFINITY;
     x->cut = INFINITY;
     x->used[x->primary] = 1;

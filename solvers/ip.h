@@ -21,6 +21,8 @@
 typedef enum bp_resource {
     BP_RES_ERROR = 0,         /* predicted error */
     BP_RES_BITS,              /* weight bits incl. scales and zero points */
+    BP_RES_BOPS,              /* bit operations: macs x wbits x abits */
+    BP_RES_LATENCY,           /* measured latency from a user table */
     BP_RES_COUNT
 } bp_resource;
 

@@ -49,6 +49,23 @@ grep -q "cached" sens.txt && ok || bad "the sweep left a reusable table"
 check "bytes sweep" test "$(grep -c '^plan,' bytes/frontier.csv)" = 3
 "$BITPLAN" sweep cfg.yaml --max-error 0.5,0.05,0.005 -o errs -q
 check "error sweep" test "$(grep -c '^plan,' errs/frontier.csv)" = 3
+# BOPs: a budget on bit operations, checked against the table; BOPs as the
+# objective under an error budget; a sweep over BOPs
+"$BITPLAN" solve cfg.yaml --max-bops 200000 -o bops.yaml -q
+check "bops plan" test -f bops.yaml
+total=$(awk '/^  - name:/ { gsub(/"/, "", $3); n = $3 } /^    wbits:/ { w[n] = $2 } /^    abits:/ { a[n] = $2 }
+    END { for (k in w) printf "%s %s %s\n", k, w[k], a[k] }' bops.yaml |
+    while read l w a; do grep "^$l,$w,$a," out/sensitivity.csv | head -1 | awk -F, -v w=$w -v a=$a '{ print $8 * w * a }'; done |
+    awk '{ s += $1 } END { print s }')
+awk -v t="$total" 'BEGIN { exit !(t > 0 && t <= 200000) }' && ok || bad "plan bops $total within 200000"
+check "plan reports its bops" grep -qE "^  bops: $total\$" bops.yaml
+expect_fail 1 "budget.max_bops = 10 is infeasible: the smallest feasible value is" "$BITPLAN" solve cfg.yaml --max-bops 10
+printf 'budget: {max_error: 1.0, minimize: bops}\n' | cat cfg.yaml - >minbops.yaml
+"$BITPLAN" solve minbops.yaml -o minbops.yaml.out.yaml -q
+check "min bops objective" grep -q 'objective: "min_bops"' minbops.yaml.out.yaml
+"$BITPLAN" sweep cfg.yaml --max-bops 100000,200000,400000 -o bopsweep -q
+check "bops sweep" test "$(grep -c '^plan,' bopsweep/frontier.csv)" = 3
+grep '^plan,' bopsweep/frontier.csv | grep -v infeasible | awk -F, '$6 > $2 { bad = 1 } END { exit bad }' && ok || bad "bops sweep within budgets"
 expect_fail 2 "--avg-bits" "$BITPLAN" sweep cfg.yaml --avg-bits 8:2:1
 expect_fail 2 "--avg-bits" "$BITPLAN" sweep cfg.yaml --avg-bits 2,x
 expect_fail 2 "sweep needs" "$BITPLAN" sweep cfg.yaml

@@ -165,6 +165,90 @@ static void test_ip_on_frontier(void)
     CHECK(checked > 300);
 }
 
+/* BOPs as a third resource: budgets on size and BOPs at once, and BOPs as
+ * the objective under an error budget, against enumeration. */
+static void test_three_resources(void)
+{
+    check_rng rng = {0xb0b5ULL};
+    bp_error err;
+    int compared = 0;
+    for (int rep = 0; rep < 200; rep++) {
+        inst in;
+        double bops[ML * MC];
+        make(&in, &rng, rep % 4 == 0, rep % 2);
+        for (size_t c = 0; c < in.first[in.n_layers]; c++)
+            bops[c] = floor(1000 * check_uniform(&rng)) * (rep % 4 == 0 ? 0 : 1) + 64 * (c % 3);
+        int pins = rep % 2;
+        bp_problem p = {in.n_layers, in.first, {in.err, in.bits, bops, NULL},
+                        pins ? in.allowed : NULL};
+        /* limits: somewhere between each resource's extremes */
+        double lo[3] = {0}, hi[3] = {0};
+        const double *v[3] = {in.err, in.bits, bops};
+        for (size_t l = 0; l < in.n_layers; l++)
+            for (int r = 0; r < 3; r++) {
+                double a = INFINITY, b = -INFINITY;
+                for (size_t c = in.first[l]; c < in.first[l + 1]; c++)
+                    if (!pins || in.allowed[c])
+                        a = fmin(a, v[r][c]), b = fmax(b, v[r][c]);
+                lo[r] += a, hi[r] += b;
+            }
+        for (int mode = 0; mode < 2; mode++) {
+            bp_budget b[2];
+            bp_solve_opts o;
+            bp_solve_opts_init(&o);
+            if (mode == 0) {             /* min error s.t. bits and bops */
+                b[0] = (bp_budget){BP_RES_BITS, lo[1] + (hi[1] - lo[1]) * check_uniform(&rng)};
+                b[1] = (bp_budget){BP_RES_BOPS, lo[2] + (hi[2] - lo[2]) * check_uniform(&rng)};
+                o.n_budgets = 2;
+            } else {                     /* min bops s.t. error */
+                o.objective = BP_RES_BOPS;
+                b[0] = (bp_budget){BP_RES_ERROR, lo[0] + (hi[0] - lo[0]) * check_uniform(&rng)};
+                o.n_budgets = 1;
+            }
+            o.budgets = b;
+            /* enumerate */
+            size_t choice[ML];
+            double best = INFINITY;
+            for (size_t l = 0; l < in.n_layers; l++)
+                choice[l] = in.first[l];
+            for (;;) {
+                int ok = 1;
+                double t[3] = {0, 0, 0};
+                for (size_t l = 0; l < in.n_layers; l++) {
+                    ok &= !pins || in.allowed[choice[l]];
+                    for (int r = 0; r < 3; r++)
+                        t[r] += v[r][choice[l]];
+                }
+                for (size_t k = 0; ok && k < o.n_budgets; k++)
+                    ok &= t[b[k].resource == BP_RES_ERROR ? 0 : b[k].resource == BP_RES_BITS ? 1 : 2]
+                          <= b[k].limit;
+                if (ok)
+                    best = fmin(best, t[mode == 0 ? 0 : 2]);
+                size_t l = 0;
+                while (l < in.n_layers && ++choice[l] == in.first[l + 1])
+                    choice[l] = in.first[l], l++;
+                if (l == in.n_layers)
+                    break;
+            }
+            bp_solution sol;
+            CHECK(bp_solve_ip(&p, &o, &sol, &err) == 0);
+            if (best == INFINITY) {
+                CHECK_MSG(sol.status == BP_SOLVE_INFEASIBLE, "rep %d mode %d: status %s", rep,
+                          mode, bp_solve_status_name(sol.status));
+            } else {
+                CHECK_MSG(sol.status == BP_SOLVE_OPTIMAL &&
+                          fabs(sol.objective - best) <= 1e-9 * fmax(1.0, fabs(best)),
+                          "rep %d mode %d: %.17g vs %.17g", rep, mode, sol.objective, best);
+                for (size_t k = 0; sol.choice && k < o.n_budgets; k++)
+                    CHECK(sol.totals[b[k].resource] <= b[k].limit);
+            }
+            bp_solution_free(&sol);
+            compared++;
+        }
+    }
+    CHECK(compared == 400);
+}
+
 static void test_limits(void)
 {
     /* 12 layers x 5 candidates whose plans all lie on one line (distinct
@@ -200,6 +284,7 @@ int main(void)
 {
     test_against_enumeration();
     test_ip_on_frontier();
+    test_three_resources();
     test_limits();
     return check_done();
 }
