@@ -596,6 +596,43 @@ static int k_pins(const cctx *c, const bp_ynode *v, const char *key, bp_config *
     return 0;
 }
 
+/* One key of a tie: pattern (a regular expression), wbits, abits. */
+static int tie_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+                   void *ctx)
+{
+    bp_tie *t = ctx;
+    if (strcmp(kn->str, "pattern") == 0)
+        return get_string(c, vn, kk, &t->regex);
+    if (strcmp(kn->str, "wbits") == 0)
+        return get_bool(c, vn, kk, &t->wbits);
+    if (strcmp(kn->str, "abits") == 0)
+        return get_bool(c, vn, kk, &t->abits);
+    return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
+}
+
+/* ties: a list of {pattern, wbits, abits}; wbits defaults to true. */
+static int k_ties(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+        return -1;
+    cfg->ties = bp_calloc(v->n ? v->n : 1, sizeof *cfg->ties, c->err);
+    if (!cfg->ties)
+        return -1;
+    for (size_t i = 0; i < v->n; i++) {
+        bp_tie *t = &cfg->ties[cfg->n_ties++];
+        char k[64];
+        *t = (bp_tie){NULL, 1, 0};
+        snprintf(k, sizeof k, "ties[%zu]", i);
+        if (walk_item(c, v->items[i], k, tie_key, t) < 0)
+            return -1;
+        if (!t->regex)
+            return at(c, v->items[i], k, "missing key 'pattern'", NULL);
+        if (!t->wbits && !t->abits)
+            return at(c, v->items[i], k, "expected wbits and/or abits to tie", NULL);
+    }
+    return 0;
+}
+
 static int k_time_limit(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     if (get_double(c, v, key, 0.0, 1e7, &cfg->time_limit) < 0)
@@ -676,7 +713,7 @@ static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config
 static const key_def top_keys[] = {
     {"model", k_model}, {"candidates", k_candidates}, {"weights", k_weights},
     {"activations", k_activations}, {"metric", k_metric}, {"budget", k_budget},
-    {"pins", k_pins}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
+    {"pins", k_pins}, {"ties", k_ties}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
 
 /* ---- defaults and loading ---------------------------------------------- */
 
@@ -798,6 +835,9 @@ void bp_config_free(bp_config *c)
     for (size_t i = 0; c->pins && i < c->n_pins; i++)
         free(c->pins[i].pattern);
     free(c->pins);
+    for (size_t i = 0; c->ties && i < c->n_ties; i++)
+        free(c->ties[i].regex);
+    free(c->ties);
     for (size_t i = 0; c->act_rules && i < c->n_act_rules; i++)
         free(c->act_rules[i].pattern);
     free(c->act_rules);

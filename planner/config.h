@@ -14,6 +14,7 @@
 #include "../sensitivity/gptq.h"
 #include "../sensitivity/quant.h"
 #include "../sensitivity/sensitivity.h"
+#include "ties.h"
 
 typedef struct bp_pin {
     char *pattern;            /* glob over layer names */
@@ -73,6 +74,8 @@ typedef struct bp_config {
     bp_budget_spec budget;
     bp_pin *pins;
     size_t n_pins;
+    bp_tie *ties;
+    size_t n_ties;
     double time_limit;        /* seconds */
     double mip_gap;
     char *out_dir;            /* resolved */

@@ -445,6 +445,35 @@ static int build_ip(const bp_table *t, const bp_solve_request *req, ip_build *b,
     return apply_pins(t, req, b, err);
 }
 
+/* The program the solver sees: tied layers merged into one (identity
+ * without ties).  tied->res point at the merged sums. */
+static int build_tied(const bp_table *t, const bp_solve_request *req, const ip_build *b,
+                      bp_tied *tied, bp_error *err)
+{
+    size_t nc = b->first[b->n_layers];
+    int *wb = bp_malloc((nc ? nc : 1) * sizeof *wb, err), *ab = bp_malloc((nc ? nc : 1) * sizeof *ab, err);
+    int rc = wb && ab ? 0 : -1;
+    for (size_t c = 0; rc == 0 && c < nc; c++)
+        wb[c] = t->rows[b->row[c]].wbits, ab[c] = t->rows[b->row[c]].abits;
+    bp_tie_input in = {b->n_layers, b->first, b->names, wb, ab, b->allowed,
+                       {b->error, b->bits, b->bops}};
+    if (rc == 0)
+        rc = bp_ties_merge(&in, req->ties, req->n_ties, tied, err);
+    free(wb);
+    free(ab);
+    return rc;
+}
+
+/* Table rows per input layer from a merged choice (one candidate per group). */
+static void unmerge(const ip_build *b, const bp_tied *tied, const size_t *choice, size_t *rows)
+{
+    for (size_t g = 0; g < tied->n_groups; g++)
+        for (size_t k = tied->mfirst[g]; k < tied->mfirst[g + 1]; k++) {
+            size_t base = tied->pick[tied->pfirst[choice[g]] + (k - tied->mfirst[g])];
+            rows[tied->members[k]] = b->row[base];
+        }
+}
+
 /* ---- solving ------------------------------------------------------------ */
 
 static int infeasible(const bp_solve_request *req, const bp_solution *sol,
@@ -501,7 +530,13 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
         keys[nb] = "max_error";
         budgets[nb++] = (bp_budget){BP_RES_ERROR, req->budget.max_error};
     }
-    bp_problem p = {b.n_layers, b.first, {b.error, b.bits, b.bops, NULL}, b.allowed};
+    bp_tied tied;
+    if (build_tied(t, req, &b, &tied, err) < 0) {
+        ip_build_free(&b);
+        return -1;
+    }
+    bp_problem p = {tied.n_groups, tied.first, {tied.res[0], tied.res[1], tied.res[2], NULL},
+                    tied.allowed};
     bp_solve_opts o;
     bp_solve_opts_init(&o);
     int only_error = req->budget.max_error >= 0 && nb == 1;
@@ -530,15 +565,17 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
         res->chosen = bp_malloc(b.n_layers * sizeof *res->chosen, err);
         if (!res->chosen)
             rc = -1;
+        if (rc == 0)
+            unmerge(&b, &tied, res->sol.choice, res->chosen);
         for (size_t l = 0; rc == 0 && l < b.n_layers; l++) {
-            const bp_table_row *r = &t->rows[b.row[res->sol.choice[l]]];
-            res->chosen[l] = b.row[res->sol.choice[l]];
+            const bp_table_row *r = &t->rows[res->chosen[l]];
             res->total_weight_bits += r->weight_bits;
             res->total_error += r->error;
             res->total_bops += (double)r->macs * r->wbits * r->abits;
         }
     }
     ip_build_free(&b);
+    bp_tied_free(&tied);
     if (rc < 0) {
         int infeasible = res->sol.status == BP_SOLVE_INFEASIBLE;
         bp_solve_result_free(res);
@@ -552,14 +589,31 @@ int bp_table_frontier(const bp_table *t, const bp_solve_request *req, size_t max
 {
     ip_build b;
     memset(f, 0, sizeof *f);
+    bp_tied tied;
+    memset(&tied, 0, sizeof tied);
     int rc = build_ip(t, req, &b, err);
+    if (rc == 0)
+        rc = build_tied(t, req, &b, &tied, err);
     if (rc == 0) {
-        bp_problem p = {b.n_layers, b.first, {b.error, b.bits}, b.allowed};
+        bp_problem p = {tied.n_groups, tied.first, {tied.res[0], tied.res[1]}, tied.allowed};
         rc = bp_pareto_frontier(&p, BP_RES_BITS, max_points, f, err);
     }
-    for (size_t i = 0; rc == 0 && i < f->n * f->n_layers; i++)
-        f->choice[i] = b.row[f->choice[i]];          /* candidates -> table rows */
+    size_t *rows = rc == 0 ? bp_malloc((f->n ? f->n : 1) * (b.n_layers ? b.n_layers : 1) *
+                                       sizeof *rows, err) : NULL;
+    if (rc == 0 && !rows)
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i < f->n; i++)   /* merged candidates -> table rows */
+        unmerge(&b, &tied, f->choice + i * tied.n_groups, rows + i * b.n_layers);
+    if (rc == 0) {
+        free(f->choice);
+        f->choice = rows;
+        f->n_layers = b.n_layers;
+    } else {
+        free(rows);
+        bp_frontier_free(f);
+    }
     ip_build_free(&b);
+    bp_tied_free(&tied);
     return rc;
 }
 

@@ -15,6 +15,7 @@
 #include "../solvers/ip.h"
 #include "config.h"
 #include "plan.h"
+#include "ties.h"
 
 typedef void (*bp_progress_fn)(void *ctx, size_t done, size_t total, const char *layer);
 
@@ -46,6 +47,8 @@ typedef struct bp_solve_request {
     bp_budget_spec budget;
     const bp_pin *pins;
     size_t n_pins;
+    const bp_tie *ties;       /* tied groups (NULL: none) */
+    size_t n_ties;
     double time_limit;
     double mip_gap;
 } bp_solve_request;

@@ -66,6 +66,21 @@ check "min bops objective" grep -q 'objective: "min_bops"' minbops.yaml.out.yaml
 "$BITPLAN" sweep cfg.yaml --max-bops 100000,200000,400000 -o bopsweep -q
 check "bops sweep" test "$(grep -c '^plan,' bopsweep/frontier.csv)" = 3
 grep '^plan,' bopsweep/frontier.csv | grep -v infeasible | awk -F, '$6 > $2 { bad = 1 } END { exit bad }' && ok || bad "bops sweep within budgets"
+# tied groups: conv1 and dw share weight bits in every plan and frontier point
+printf 'ties: [{pattern: "^conv1$|^dw$", wbits: true}]\n' | cat cfg.yaml - | sed 's#dir: out#dir: out_tie#' >tie.yaml
+"$BITPLAN" sweep tie.yaml --avg-bits 2.5:8:0.5 --plans -q
+check "tied sweep" test -f out_tie/frontier.csv
+awk -F, '$1 == "plan" && $3 != "infeasible" {
+        if (match($8, /conv1=[0-9]+/)) c = substr($8, RSTART + 6, RLENGTH - 6)
+        if (match($8, /dw=[0-9]+/)) d = substr($8, RSTART + 3, RLENGTH - 3)
+        if (c != d) { print "untied:", $8; bad = 1 } n++ }
+    END { exit bad || n == 0 }' out_tie/frontier.csv && ok || bad "ties hold in every sweep plan"
+awk -F, 'NR > 1 { if (match($6, /conv1=[0-9]+/)) c = substr($6, RSTART + 6, RLENGTH - 6)
+        if (match($6, /dw=[0-9]+/)) d = substr($6, RSTART + 3, RLENGTH - 3)
+        if (c != d) { print "untied:", $6; bad = 1 } }
+    END { exit bad }' out_tie/pareto.csv && ok || bad "ties hold on the exact frontier"
+printf 'ties: [{pattern: "^conv1$|^dw$", wbits: false}]\n' | cat cfg.yaml - >tie_bad.yaml
+expect_fail 1 "ties[0]: expected wbits and/or abits to tie" "$BITPLAN" run tie_bad.yaml
 expect_fail 2 "--avg-bits" "$BITPLAN" sweep cfg.yaml --avg-bits 8:2:1
 expect_fail 2 "--avg-bits" "$BITPLAN" sweep cfg.yaml --avg-bits 2,x
 expect_fail 2 "sweep needs" "$BITPLAN" sweep cfg.yaml
