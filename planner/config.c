@@ -610,6 +610,42 @@ static int tie_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_y
     return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
 }
 
+/* One key of an allowed rule: pattern, wbits (list), abits (list). */
+static int allow_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+                     void *ctx)
+{
+    bp_allow *a = ctx;
+    if (strcmp(kn->str, "pattern") == 0)
+        return get_string(c, vn, kk, &a->pattern);
+    if (strcmp(kn->str, "wbits") == 0)
+        return get_bits_list(c, vn, kk, &a->wbits, &a->n_wbits);
+    if (strcmp(kn->str, "abits") == 0)
+        return get_bits_list(c, vn, kk, &a->abits, &a->n_abits);
+    return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
+}
+
+/* allowed: a list of {pattern, wbits: [...], abits: [...]}. */
+static int k_allow(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+        return -1;
+    cfg->allow = bp_calloc(v->n ? v->n : 1, sizeof *cfg->allow, c->err);
+    if (!cfg->allow)
+        return -1;
+    for (size_t i = 0; i < v->n; i++) {
+        bp_allow *a = &cfg->allow[cfg->n_allow++];
+        char k[64];
+        snprintf(k, sizeof k, "allowed[%zu]", i);
+        if (walk_item(c, v->items[i], k, allow_key, a) < 0)
+            return -1;
+        if (!a->pattern)
+            return at(c, v->items[i], k, "missing key 'pattern'", NULL);
+        if (!a->n_wbits && !a->n_abits)
+            return at(c, v->items[i], k, "expected a wbits and/or abits list", NULL);
+    }
+    return 0;
+}
+
 /* ties: a list of {pattern, wbits, abits}; wbits defaults to true. */
 static int k_ties(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
@@ -713,7 +749,7 @@ static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config
 static const key_def top_keys[] = {
     {"model", k_model}, {"candidates", k_candidates}, {"weights", k_weights},
     {"activations", k_activations}, {"metric", k_metric}, {"budget", k_budget},
-    {"pins", k_pins}, {"ties", k_ties}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
+    {"pins", k_pins}, {"ties", k_ties}, {"allowed", k_allow}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
 
 /* ---- defaults and loading ---------------------------------------------- */
 
@@ -835,6 +871,12 @@ void bp_config_free(bp_config *c)
     for (size_t i = 0; c->pins && i < c->n_pins; i++)
         free(c->pins[i].pattern);
     free(c->pins);
+    for (size_t i = 0; c->allow && i < c->n_allow; i++) {
+        free(c->allow[i].pattern);
+        free(c->allow[i].wbits);
+        free(c->allow[i].abits);
+    }
+    free(c->allow);
     for (size_t i = 0; c->ties && i < c->n_ties; i++)
         free(c->ties[i].regex);
     free(c->ties);

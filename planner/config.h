@@ -31,6 +31,13 @@ typedef struct bp_act_rule {
     int range;                /* bp_range or -1 */
 } bp_act_rule;
 
+/* allowed: for layers matching pattern, only these widths (empty = any). */
+typedef struct bp_allow {
+    char *pattern;
+    int *wbits, *abits;
+    size_t n_wbits, n_abits;
+} bp_allow;
+
 typedef struct bp_budget_spec {
     double avg_bits;          /* 0 = not set */
     double max_bytes;         /* 0 = not set */
@@ -76,6 +83,8 @@ typedef struct bp_config {
     size_t n_pins;
     bp_tie *ties;
     size_t n_ties;
+    bp_allow *allow;
+    size_t n_allow;
     double time_limit;        /* seconds */
     double mip_gap;
     char *out_dir;            /* resolved */

@@ -252,6 +252,8 @@ static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *r
     req->n_pins = cfg ? cfg->n_pins : 0;
     req->ties = cfg ? cfg->ties : NULL;
     req->n_ties = cfg ? cfg->n_ties : 0;
+    req->allow = cfg ? cfg->allow : NULL;
+    req->n_allow = cfg ? cfg->n_allow : 0;
     req->time_limit = c->time_limit > 0 ? c->time_limit : cfg ? cfg->time_limit : 60.0;
     req->mip_gap = cfg ? cfg->mip_gap : 0.0;
 }

@@ -412,12 +412,34 @@ static int apply_pins(const bp_table *t, const bp_solve_request *req, ip_build *
         if (!hit)
             return bp_fail(err, "pins[%zu]: pattern '%s' matches no layer", p, pin->pattern);
     }
+    for (size_t a = 0; a < req->n_allow; a++) {
+        const bp_allow *al = &req->allow[a];
+        int hit = 0;
+        for (size_t l = 0; l < b->n_layers; l++) {
+            if (fnmatch(al->pattern, b->names[l], 0) != 0)
+                continue;
+            hit = 1;
+            for (size_t c = b->first[l]; c < b->first[l + 1]; c++) {
+                const bp_table_row *r = &t->rows[b->row[c]];
+                int ok_w = !al->n_wbits, ok_a = !al->n_abits;
+                for (size_t i = 0; i < al->n_wbits; i++)
+                    ok_w |= r->wbits == al->wbits[i];
+                for (size_t i = 0; i < al->n_abits; i++)
+                    ok_a |= r->abits == al->abits[i];
+                if (!ok_w || !ok_a)
+                    b->allowed[c] = 0;
+            }
+        }
+        if (!hit)
+            return bp_fail(err, "allowed[%zu]: pattern '%s' matches no layer", a, al->pattern);
+    }
     for (size_t l = 0; l < b->n_layers; l++) {
         int any = 0;
         for (size_t c = b->first[l]; c < b->first[l + 1]; c++)
             any |= b->allowed[c];
         if (!any)
-            return bp_fail(err, "layer '%s': no candidate satisfies its pins", b->names[l]);
+            return bp_fail(err, "layer '%s': no candidate satisfies its pins and allowed "
+                           "widths", b->names[l]);
     }
     return 0;
 }

@@ -49,6 +49,8 @@ typedef struct bp_solve_request {
     size_t n_pins;
     const bp_tie *ties;       /* tied groups (NULL: none) */
     size_t n_ties;
+    const bp_allow *allow;    /* allowed widths per pattern (NULL: none) */
+    size_t n_allow;
     double time_limit;
     double mip_gap;
 } bp_solve_request;

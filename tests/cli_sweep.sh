@@ -79,6 +79,19 @@ awk -F, 'NR > 1 { if (match($6, /conv1=[0-9]+/)) c = substr($6, RSTART + 6, RLEN
         if (match($6, /dw=[0-9]+/)) d = substr($6, RSTART + 3, RLENGTH - 3)
         if (c != d) { print "untied:", $6; bad = 1 } }
     END { exit bad }' out_tie/pareto.csv && ok || bad "ties hold on the exact frontier"
+# allowed widths per pattern, and 16 bits as the keep-unquantized candidate
+cat >allow.yaml <<'YAML'
+model: {weights: m/model.safetensors, calibration: m/calib.safetensors, exclude: [head]}
+candidates: {wbits: [2, 4, 8, 16], abits: [16]}
+allowed: [{pattern: "fc", wbits: [4, 8]}]
+output: {dir: out_allow}
+YAML
+"$BITPLAN" sweep allow.yaml --avg-bits 3:17:1 -q
+grep '^plan,' out_allow/frontier.csv | grep -v infeasible | grep -vE 'fc=(4|8)/' | grep -q . && bad "fc outside its allowed widths" || ok
+grep -q 'conv1=16/16 dw=16/16' out_allow/frontier.csv && ok || bad "generous budgets keep layers unquantized"
+sed 's/pattern: "fc"/pattern: "nope"/' allow.yaml >allow_bad.yaml
+printf 'budget: {avg_bits: 8}\n' >>allow_bad.yaml
+expect_fail 1 "allowed[0]: pattern 'nope' matches no layer" "$BITPLAN" run allow_bad.yaml
 printf 'ties: [{pattern: "^conv1$|^dw$", wbits: false}]\n' | cat cfg.yaml - >tie_bad.yaml
 expect_fail 1 "ties[0]: expected wbits and/or abits to tie" "$BITPLAN" run tie_bad.yaml
 expect_fail 2 "--avg-bits" "$BITPLAN" sweep cfg.yaml --avg-bits 8:2:1
