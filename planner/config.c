@@ -539,9 +539,22 @@ static int k_max_bops(const cctx *c, const bp_ynode *v, const char *key, bp_conf
         return -1;
     return cfg->budget.max_bops > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
 }
+static int k_max_latency(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (get_double(c, v, key, 0.0, 1e30, &cfg->budget.max_latency) < 0)
+        return -1;
+    return cfg->budget.max_latency > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+}
+static int k_latency_table(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    char *written = NULL;
+    int rc = resolve(c, v, key, &cfg->latency_table, &written);
+    free(written);
+    return rc;
+}
 static int k_minimize(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"error", "size", "bops", NULL};
+    static const char *const names[] = {"error", "size", "bops", "latency", NULL};
     int i;
     if (get_enum(c, v, key, names, &i) < 0)
         return -1;
@@ -550,7 +563,8 @@ static int k_minimize(const cctx *c, const bp_ynode *v, const char *key, bp_conf
 }
 static const key_def budget_keys[] = {
     {"avg_bits", k_avg_bits}, {"max_bytes", k_max_bytes}, {"max_error", k_max_error},
-    {"max_bops", k_max_bops}, {"minimize", k_minimize}, {NULL, NULL}};
+    {"max_bops", k_max_bops}, {"max_latency", k_max_latency},
+    {"latency_table", k_latency_table}, {"minimize", k_minimize}, {NULL, NULL}};
 static int k_budget(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, budget_keys, cfg);
@@ -877,6 +891,7 @@ void bp_config_free(bp_config *c)
         free(c->allow[i].abits);
     }
     free(c->allow);
+    free(c->latency_table);
     for (size_t i = 0; c->ties && i < c->n_ties; i++)
         free(c->ties[i].regex);
     free(c->ties);
@@ -911,5 +926,5 @@ bp_qspec bp_config_acts_for(const bp_config *c, const char *layer)
 int bp_config_has_budget(const bp_config *c)
 {
     return c->budget.avg_bits > 0 || c->budget.max_bytes > 0 || c->budget.max_error >= 0 ||
-           c->budget.max_bops > 0;
+           c->budget.max_bops > 0 || c->budget.max_latency > 0;
 }

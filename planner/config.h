@@ -43,6 +43,7 @@ typedef struct bp_budget_spec {
     double max_bytes;         /* 0 = not set */
     double max_error;         /* < 0 = not set */
     double max_bops;          /* 0 = not set: sum of macs x wbits x abits */
+    double max_latency;       /* 0 = not set: sum of per-layer latencies */
     int minimize;             /* bp_minimize */
 } bp_budget_spec;
 
@@ -51,7 +52,8 @@ typedef enum bp_minimize {
     BP_MIN_AUTO = 0,          /* error, or size when only max_error is given */
     BP_MIN_ERROR,
     BP_MIN_SIZE,
-    BP_MIN_BOPS
+    BP_MIN_BOPS,
+    BP_MIN_LATENCY
 } bp_minimize;
 
 typedef struct bp_config {
@@ -85,6 +87,7 @@ typedef struct bp_config {
     size_t n_ties;
     bp_allow *allow;
     size_t n_allow;
+    char *latency_table;      /* budget.latency_table, resolved; NULL when none */
     double time_limit;        /* seconds */
     double mip_gap;
     char *out_dir;            /* resolved */

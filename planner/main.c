@@ -44,6 +44,8 @@ static const char usage_text[] =
     "  --max-bytes N         budget: total weight bytes, scales included\n"
     "  --max-error E         budget: total predicted error (then size is minimised)\n"
     "  --max-bops N          budget: bit operations per sample, sum of macs x wbits x abits\n"
+    "  --max-latency T       budget: total latency from a latency table\n"
+    "  --latency FILE        the latency table (CSV layer,wbits,abits,latency)\n"
     "  --time-limit S        solver time limit in seconds (default 60)\n"
     "  --force               ignore the cached sensitivity table and measure again\n"
     "  --plans               sweep: also write every point's plan (DIR/plans/)\n"
@@ -66,6 +68,9 @@ typedef struct cli {
     const char *sweep_spec;   /* sweep: the budget list as given */
     const char *sweep_opt;    /* which budget flag it came with */
     int plans;                /* sweep --plans */
+    const char *latency_path; /* --latency FILE */
+    bp_latency latency;       /* loaded from --latency or budget.latency_table */
+    int has_latency;
 } cli;
 
 static double now(void)
@@ -128,13 +133,15 @@ static int parse_number(const char *opt, const char *s, double lo, double *out)
 
 static int parse_args(cli *c, int argc, char **argv)
 {
-    enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS };
+    enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
+           O_LATFILE };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
         {"max-error", required_argument, 0, O_ERROR}, {"table", required_argument, 0, O_TABLE},
         {"time-limit", required_argument, 0, O_TIME}, {"force", no_argument, 0, O_FORCE},
         {"plans", no_argument, 0, O_PLANS}, {"max-bops", required_argument, 0, O_BOPS},
+        {"max-latency", required_argument, 0, O_LAT}, {"latency", required_argument, 0, O_LATFILE},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -149,9 +156,11 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_TABLE: c->table = optarg; break;
         case O_FORCE: c->force = 1; break;
         case O_PLANS: c->plans = 1; break;
+        case O_LATFILE: c->latency_path = optarg; break;
         case O_AVG:
         case O_BYTES:
         case O_BOPS:
+        case O_LAT:
         case O_ERROR:
             if (sweep) {
                 if (c->sweep_spec)
@@ -160,6 +169,7 @@ static int parse_args(cli *c, int argc, char **argv)
                 c->sweep_opt = ch == O_AVG     ? "--avg-bits"
                                : ch == O_BYTES ? "--max-bytes"
                                : ch == O_BOPS  ? "--max-bops"
+                               : ch == O_LAT   ? "--max-latency"
                                                : "--max-error";
                 break;
             }
@@ -169,6 +179,8 @@ static int parse_args(cli *c, int argc, char **argv)
                 rc = parse_number("--max-bytes", optarg, 1, &c->budget.max_bytes);
             else if (ch == O_BOPS)
                 rc = parse_number("--max-bops", optarg, 1, &c->budget.max_bops);
+            else if (ch == O_LAT)
+                rc = parse_number("--max-latency", optarg, 1e-300, &c->budget.max_latency);
             else
                 rc = parse_number("--max-error", optarg, 0, &c->budget.max_error);
             c->budget_set = 1;
@@ -242,10 +254,22 @@ static void print_summary(const bp_plan *p, const bp_sens_result *s, const char 
 
 /* ---- commands ----------------------------------------------------------- */
 
+/* The latency table of --latency, else budget.latency_table (once). */
+static int load_latency(cli *c, const bp_config *cfg, bp_error *err)
+{
+    const char *path = c->latency_path ? c->latency_path : cfg ? cfg->latency_table : NULL;
+    if (c->has_latency || !path)
+        return 0;
+    if (bp_latency_load(&c->latency, path, err) < 0)
+        return -1;
+    c->has_latency = 1;
+    return 0;
+}
+
 static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *req)
 {
     memset(req, 0, sizeof *req);
-    req->budget = cfg ? cfg->budget : (bp_budget_spec){0, 0, -1.0, 0, BP_MIN_AUTO};
+    req->budget = cfg ? cfg->budget : (bp_budget_spec){0, 0, -1.0, 0, 0, BP_MIN_AUTO};
     if (c->budget_set)
         req->budget = c->budget;
     req->pins = cfg ? cfg->pins : NULL;
@@ -254,6 +278,7 @@ static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *r
     req->n_ties = cfg ? cfg->n_ties : 0;
     req->allow = cfg ? cfg->allow : NULL;
     req->n_allow = cfg ? cfg->n_allow : 0;
+    req->latency = c->has_latency ? &c->latency : NULL;
     req->time_limit = c->time_limit > 0 ? c->time_limit : cfg ? cfg->time_limit : 60.0;
     req->mip_gap = cfg ? cfg->mip_gap : 0.0;
 }
@@ -272,6 +297,8 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
     bp_plan plan;
     bp_error err;
     char *yaml_path = NULL, *json_path = NULL;
+    if (load_latency(c, cfg, &err) < 0)
+        return die(&err);
     request_from(c, cfg, &req);
     if (bp_solve_table(t, &req, &r, &err) < 0)
         return die(&err);
@@ -422,13 +449,15 @@ static int sweep_solve_all(const cli *c, const bp_table *t, const bp_config *cfg
         bp_solve_request req;
         bp_solve_result r;
         request_from(c, cfg, &req);
-        req.budget = (bp_budget_spec){0, 0, -1.0, 0, BP_MIN_AUTO};
+        req.budget = (bp_budget_spec){0, 0, -1.0, 0, 0, BP_MIN_AUTO};
         if (!strcmp(c->sweep_opt, "--avg-bits"))
             req.budget.avg_bits = v[i];
         else if (!strcmp(c->sweep_opt, "--max-bytes"))
             req.budget.max_bytes = v[i];
         else if (!strcmp(c->sweep_opt, "--max-bops"))
             req.budget.max_bops = v[i];
+        else if (!strcmp(c->sweep_opt, "--max-latency"))
+            req.budget.max_latency = v[i];
         else
             req.budget.max_error = v[i];
         sweep_progress(c, i, n, t0);
@@ -490,8 +519,11 @@ static int cmd_sweep(cli *c)
     sw.budget_name = !strcmp(c->sweep_opt, "--avg-bits")    ? "avg_bits"
                      : !strcmp(c->sweep_opt, "--max-bytes") ? "max_bytes"
                      : !strcmp(c->sweep_opt, "--max-bops")  ? "max_bops"
+                     : !strcmp(c->sweep_opt, "--max-latency") ? "max_latency"
                                                             : "max_error";
     if (rc == 0 && bp_mkdirs(dir, &err) < 0)
+        rc = -1;
+    if (rc == 0 && load_latency(c, cp, &err) < 0)
         rc = -1;
     if (rc == 0 && (!(csv = bp_path_join(dir, "frontier.csv", &err)) ||
                     !(svg = bp_path_join(dir, "frontier.svg", &err))))
@@ -589,6 +621,23 @@ static int cmd_inspect(cli *c)
     return 0;
 }
 
+static int dispatch(cli *c)
+{
+    if (!strcmp(c->command, "run"))
+        return cmd_config_pipeline(c, 1);
+    if (!strcmp(c->command, "sensitivity"))
+        return cmd_config_pipeline(c, 0);
+    if (!strcmp(c->command, "solve"))
+        return c->table ? cmd_solve_table(c) : cmd_config_pipeline(c, 1);
+    if (!strcmp(c->command, "inspect"))
+        return cmd_inspect(c);
+    if (!strcmp(c->command, "sweep"))
+        return cmd_sweep(c);
+    char msg[256];
+    snprintf(msg, sizeof msg, "unknown command '%.100s'", c->command);
+    return usage_error(msg);
+}
+
 int main(int argc, char **argv)
 {
     cli c;
@@ -603,17 +652,8 @@ int main(int argc, char **argv)
     int rc = parse_args(&c, argc - 1, argv + 1);
     if (rc)
         return rc;
-    if (!strcmp(c.command, "run"))
-        return cmd_config_pipeline(&c, 1);
-    if (!strcmp(c.command, "sensitivity"))
-        return cmd_config_pipeline(&c, 0);
-    if (!strcmp(c.command, "solve"))
-        return c.table ? cmd_solve_table(&c) : cmd_config_pipeline(&c, 1);
-    if (!strcmp(c.command, "inspect"))
-        return cmd_inspect(&c);
-    if (!strcmp(c.command, "sweep"))
-        return cmd_sweep(&c);
-    char msg[256];
-    snprintf(msg, sizeof msg, "unknown command '%.100s'", c.command);
-    return usage_error(msg);
+    rc = dispatch(&c);
+    if (c.has_latency)
+        bp_latency_free(&c.latency);
+    return rc;
 }

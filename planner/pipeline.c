@@ -318,7 +318,7 @@ typedef struct ip_build {
     size_t n_layers;
     size_t *first;            /* n_layers + 1 */
     size_t *row;              /* candidate -> table row */
-    double *error, *bits, *bops;
+    double *error, *bits, *bops, *latency;
     unsigned char *allowed;
     int64_t *params;          /* per layer */
     const char **names;       /* per layer */
@@ -331,6 +331,7 @@ static void ip_build_free(ip_build *b)
     free(b->error);
     free(b->bits);
     free(b->bops);
+    free(b->latency);
     free(b->allowed);
     free(b->params);
     free(b->names);
@@ -464,6 +465,18 @@ static int build_ip(const bp_table *t, const bp_solve_request *req, ip_build *b,
         b->bops[c] = (double)r->macs * r->wbits * r->abits;
         b->allowed[c] = 1;
     }
+    if (req->latency) {
+        if (!(b->latency = bp_malloc(nc * sizeof *b->latency, err)))
+            return -1;
+        for (size_t c = 0; c < nc; c++) {
+            const bp_table_row *r = &t->rows[b->row[c]];
+            b->latency[c] = bp_latency_get(req->latency, r->layer, r->wbits, r->abits);
+            if (b->latency[c] < 0)
+                return bp_fail(err, "%s: no latency for layer '%s' at %d-bit weights and "
+                               "%d-bit activations", req->latency->path, r->layer, r->wbits,
+                               r->abits);
+        }
+    }
     return apply_pins(t, req, b, err);
 }
 
@@ -478,7 +491,7 @@ static int build_tied(const bp_table *t, const bp_solve_request *req, const ip_b
     for (size_t c = 0; rc == 0 && c < nc; c++)
         wb[c] = t->rows[b->row[c]].wbits, ab[c] = t->rows[b->row[c]].abits;
     bp_tie_input in = {b->n_layers, b->first, b->names, wb, ab, b->allowed,
-                       {b->error, b->bits, b->bops}};
+                       {b->error, b->bits, b->bops, b->latency}};
     if (rc == 0)
         rc = bp_ties_merge(&in, req->ties, req->n_ties, tied, err);
     free(wb);
@@ -513,6 +526,9 @@ static int infeasible(const bp_solve_request *req, const bp_solution *sol,
     if (strcmp(k, "max_bytes") == 0)
         return bp_fail(err, "budget.max_bytes = %.0f is infeasible: the smallest feasible "
                        "value is %.0f bytes", req->budget.max_bytes, ceil(m / 8.0));
+    if (strcmp(k, "max_latency") == 0)
+        return bp_fail(err, "budget.max_latency = %.17g is infeasible: the smallest feasible "
+                       "value is %.17g", req->budget.max_latency, m);
     if (strcmp(k, "max_bops") == 0)
         return bp_fail(err, "budget.max_bops = %.17g is infeasible: the smallest feasible "
                        "value is %.17g bit operations per sample", req->budget.max_bops, m);
@@ -524,8 +540,8 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
                    bp_error *err)
 {
     ip_build b;
-    bp_budget budgets[4];
-    const char *keys[4];
+    bp_budget budgets[5];
+    const char *keys[5];
     size_t nb = 0;
     memset(res, 0, sizeof *res);
     if (build_ip(t, req, &b, err) < 0) {
@@ -548,6 +564,16 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
         keys[nb] = "max_bops";
         budgets[nb++] = (bp_budget){BP_RES_BOPS, req->budget.max_bops};
     }
+    int wants_latency = req->budget.max_latency > 0 || req->budget.minimize == BP_MIN_LATENCY;
+    if (wants_latency && !req->latency) {
+        ip_build_free(&b);
+        return bp_fail(err, "a latency budget or objective needs a latency table "
+                       "(budget.latency_table, or --latency FILE)");
+    }
+    if (req->budget.max_latency > 0) {
+        keys[nb] = "max_latency";
+        budgets[nb++] = (bp_budget){BP_RES_LATENCY, req->budget.max_latency};
+    }
     if (req->budget.max_error >= 0) {
         keys[nb] = "max_error";
         budgets[nb++] = (bp_budget){BP_RES_ERROR, req->budget.max_error};
@@ -557,14 +583,15 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
         ip_build_free(&b);
         return -1;
     }
-    bp_problem p = {tied.n_groups, tied.first, {tied.res[0], tied.res[1], tied.res[2], NULL},
-                    tied.allowed};
+    bp_problem p = {tied.n_groups, tied.first,
+                    {tied.res[0], tied.res[1], tied.res[2], tied.res[3]}, tied.allowed};
     bp_solve_opts o;
     bp_solve_opts_init(&o);
     int only_error = req->budget.max_error >= 0 && nb == 1;
     switch (req->budget.minimize) {
     case BP_MIN_SIZE: o.objective = BP_RES_BITS; break;
     case BP_MIN_BOPS: o.objective = BP_RES_BOPS; break;
+    case BP_MIN_LATENCY: o.objective = BP_RES_LATENCY; break;
     case BP_MIN_ERROR: o.objective = BP_RES_ERROR; break;
     default: o.objective = only_error ? BP_RES_BITS : BP_RES_ERROR; break;
     }
@@ -572,8 +599,10 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
     o.n_budgets = nb;
     o.time_limit = req->time_limit;
     o.mip_gap = req->mip_gap;
-    res->objective_name = o.objective == BP_RES_ERROR ? "min_error"
-                          : o.objective == BP_RES_BITS ? "min_size" : "min_bops";
+    res->objective_name = o.objective == BP_RES_ERROR  ? "min_error"
+                          : o.objective == BP_RES_BITS ? "min_size"
+                          : o.objective == BP_RES_BOPS ? "min_bops"
+                                                       : "min_latency";
     int rc = bp_solve_ip(&p, &o, &res->sol, err);
     if (rc == 0 && res->sol.status == BP_SOLVE_INFEASIBLE)
         rc = infeasible(req, &res->sol, keys, res->total_params, err);
@@ -594,6 +623,8 @@ int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_resu
             res->total_weight_bits += r->weight_bits;
             res->total_error += r->error;
             res->total_bops += (double)r->macs * r->wbits * r->abits;
+            if (req->latency)
+                res->total_latency += bp_latency_get(req->latency, r->layer, r->wbits, r->abits);
         }
     }
     ip_build_free(&b);
@@ -688,6 +719,8 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
     plan->budget_max_error = req->budget.max_error;
     plan->budget_max_bops = req->budget.max_bops;
     plan->total_bops = r->total_bops;
+    plan->budget_max_latency = req->budget.max_latency;
+    plan->total_latency = req->latency ? r->total_latency : NAN;
     plan->objective_name = r->objective_name;
     plan->solver = "glpk";
     plan->status = bp_solve_status_name(r->sol.status);

@@ -14,6 +14,7 @@
 #include "../solvers/frontier.h"
 #include "../solvers/ip.h"
 #include "config.h"
+#include "latency.h"
 #include "plan.h"
 #include "ties.h"
 
@@ -51,6 +52,7 @@ typedef struct bp_solve_request {
     size_t n_ties;
     const bp_allow *allow;    /* allowed widths per pattern (NULL: none) */
     size_t n_allow;
+    const bp_latency *latency; /* per-layer latencies (NULL: none) */
     double time_limit;
     double mip_gap;
 } bp_solve_request;
@@ -64,6 +66,7 @@ typedef struct bp_solve_result {
     int64_t total_params, total_weight_bits;
     double total_error;
     double total_bops;        /* sum of macs x wbits x abits */
+    double total_latency;     /* NAN without a latency table */
     int infeasible;           /* set (and the call fails) when the budget cannot be met */
 } bp_solve_result;
 

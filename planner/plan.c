@@ -133,6 +133,8 @@ static void write_budget(emitter *e, const bp_plan *p)
         kv_num(e, "max_bytes", p->budget_max_bytes);
     if (p->budget_max_bops > 0)
         kv_num(e, "max_bops", p->budget_max_bops);
+    if (p->budget_max_latency > 0)
+        kv_num(e, "max_latency", p->budget_max_latency);
     if (p->budget_max_error >= 0)
         kv_num(e, "max_error", p->budget_max_error);
     kv_str(e, "objective", p->objective_name);
@@ -159,6 +161,8 @@ static void write_totals(emitter *e, const bp_plan *p)
     kv_num(e, "weight_bytes", ceil((double)p->total_weight_bits / 8.0));
     kv_num(e, "avg_bits", avg_bits(p));
     kv_num(e, "bops", p->total_bops);
+    if (!isnan(p->total_latency))
+        kv_num(e, "latency", p->total_latency);
     kv_num(e, "predicted_error", p->total_error);
     close_obj(e);
 }

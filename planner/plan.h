@@ -35,12 +35,14 @@ typedef struct bp_plan {
     double budget_max_bytes;                     /* 0 = not set */
     double budget_max_error;                     /* < 0 = not set */
     double budget_max_bops;                      /* 0 = not set */
+    double budget_max_latency;                   /* 0 = not set */
     const char *objective_name;                  /* "error" or "size" */
     const char *solver, *status;
     double objective, gap, seconds;
     int64_t total_params, total_weight_bits;
     double total_error;
     double total_bops;
+    double total_latency;                        /* NAN without a latency table */
     bp_plan_layer *layers;
     size_t n_layers;
 } bp_plan;

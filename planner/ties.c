@@ -16,7 +16,7 @@ void bp_tied_free(bp_tied *t)
     free(t->members);
     free(t->pick);
     free(t->pfirst);
-    for (int r = 0; r < 3; r++)
+    for (int r = 0; r < BP_RES_COUNT; r++)
         free(t->res[r]);
     free(t->allowed);
     memset(t, 0, sizeof *t);
@@ -111,7 +111,6 @@ typedef struct merge_ctx {
     zvec *pick;
     size_t combos;
     bp_tied *out;
-    double *res[3];           /* growing per merged candidate */
     size_t cap;
 } merge_ctx;
 
@@ -121,7 +120,9 @@ static int emit(merge_ctx *m, bp_error *err)
     size_t c = o->first[o->n_groups + 1];        /* running candidate count */
     if (c == m->cap) {
         size_t cap = m->cap ? 2 * m->cap : 256;
-        for (int r = 0; r < 3; r++) {
+        for (int r = 0; r < BP_RES_COUNT; r++) {
+            if (!m->in->res[r])
+                continue;
             double *v = realloc(o->res[r], cap * sizeof *v);
             if (!v)
                 return bp_fail(err, "out of memory merging ties");
@@ -138,13 +139,15 @@ static int emit(merge_ctx *m, bp_error *err)
         m->cap = cap;
     }
     o->pfirst[c] = m->pick->n;
-    for (int r = 0; r < 3; r++)
-        o->res[r][c] = 0.0;
+    for (int r = 0; r < BP_RES_COUNT; r++)
+        if (o->res[r])
+            o->res[r][c] = 0.0;
     int ok = 1;
     for (size_t k = 0; k < m->n_mem; k++) {
         size_t ic = m->cur[k];
-        for (int r = 0; r < 3; r++)
-            o->res[r][c] += m->in->res[r] ? m->in->res[r][ic] : 0.0;
+        for (int r = 0; r < BP_RES_COUNT; r++)
+            if (o->res[r])
+                o->res[r][c] += m->in->res[r][ic];
         ok &= !m->in->allowed || m->in->allowed[ic];
         if (zpush(m->pick, ic) < 0)
             return bp_fail(err, "out of memory merging ties");
@@ -212,7 +215,7 @@ int bp_ties_merge(const bp_tie_input *in, const bp_tie *ties, size_t n_ties, bp_
     int rc = gid && mem && cur && out->first && out->mfirst ? 0 : -1;
     if (rc == 0)
         rc = assign_groups(in, ties, n_ties, gid, &g, &n_g, err);
-    merge_ctx m = {in, NULL, mem, 0, cur, &pick, 0, out, {NULL, NULL, NULL}, 0};
+    merge_ctx m = {in, NULL, mem, 0, cur, &pick, 0, out, 0};
     for (size_t l = 0; rc == 0 && l < L; l++) {
         if (gid[l] >= 0 && g[gid[l]].first_layer != l)
             continue;                           /* merged into an earlier group */

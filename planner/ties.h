@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "../common/bp_error.h"
+#include "../solvers/ip.h"
 
 typedef struct bp_tie {
     char *regex;
@@ -30,7 +31,7 @@ typedef struct bp_tie_input {
     const char *const *names;
     const int *wbits, *abits; /* per candidate */
     const unsigned char *allowed;
-    const double *res[3];     /* error, bits, bops per candidate */
+    const double *res[BP_RES_COUNT]; /* per candidate, NULL when unused */
 } bp_tie_input;
 
 typedef struct bp_tied {
@@ -41,7 +42,7 @@ typedef struct bp_tied {
     size_t *pick;             /* merged candidate c, member k -> input candidate at
                                * pick[pfirst[c] + k] */
     size_t *pfirst;
-    double *res[3];           /* summed per merged candidate */
+    double *res[BP_RES_COUNT]; /* summed per merged candidate (NULL when unused) */
     unsigned char *allowed;
 } bp_tied;
 

@@ -66,6 +66,29 @@ check "min bops objective" grep -q 'objective: "min_bops"' minbops.yaml.out.yaml
 "$BITPLAN" sweep cfg.yaml --max-bops 100000,200000,400000 -o bopsweep -q
 check "bops sweep" test "$(grep -c '^plan,' bopsweep/frontier.csv)" = 3
 grep '^plan,' bopsweep/frontier.csv | grep -v infeasible | awk -F, '$6 > $2 { bad = 1 } END { exit bad }' && ok || bad "bops sweep within budgets"
+# latency: a user table (any unit), as a budget, an objective and a sweep
+awk -F, 'NR > 1 && !seen[$1 "," $2 "," $3]++ { printf "%s,%s,%s,%.3f\n", $2, $3, $1, ($8 * $2 * $3) / 1000 + 0.5 * $2 }
+    BEGIN { print "wbits,abits,layer,latency" }' out/sensitivity.csv >lat.csv
+"$BITPLAN" solve cfg.yaml --latency lat.csv --max-latency 150 -o lat_plan.yaml -q
+lat=$(awk '/^  - name:/ { gsub(/"/, "", $3); n = $3 } /^    wbits:/ { w[n] = $2 } /^    abits:/ { a[n] = $2 }
+    END { for (k in w) print k, w[k], a[k] }' lat_plan.yaml |
+    while read l w a; do grep ",$l," lat.csv | awk -F, -v w=$w -v a=$a '$1 == w && $2 == a { print $4 }'; done |
+    awk '{ s += $1 } END { print s }')
+awk -v t="$lat" 'BEGIN { exit !(t > 0 && t <= 150) }' && ok || bad "plan latency $lat within 150"
+check "plan reports latency" grep -qE '^  latency: ' lat_plan.yaml
+printf 'budget: {max_error: 1.0, minimize: latency, latency_table: lat.csv}\n' | cat cfg.yaml - >minlat.yaml
+"$BITPLAN" solve minlat.yaml -o minlat_plan.yaml -q
+check "min latency objective" grep -q 'objective: "min_latency"' minlat_plan.yaml
+"$BITPLAN" sweep cfg.yaml --latency lat.csv --max-latency 100,150,400 -o latsweep -q
+check "latency sweep" test "$(grep -c '^plan,' latsweep/frontier.csv)" = 3
+head -3 lat.csv >short.csv
+expect_fail 1 "short.csv: no latency for layer" "$BITPLAN" solve cfg.yaml --latency short.csv --max-latency 100
+expect_fail 1 "needs a latency table" "$BITPLAN" solve cfg.yaml --max-latency 100
+(cat lat.csv; sed -n 2p lat.csv) >dup.csv
+expect_fail 1 "is listed twice" "$BITPLAN" solve cfg.yaml --latency dup.csv --max-latency 100
+printf 'layer,wbits,latency\nconv1,4,1\n' >nocol.csv
+expect_fail 1 "nocol.csv: missing required column 'abits'" "$BITPLAN" solve cfg.yaml --latency nocol.csv --max-latency 100
+
 # tied groups: conv1 and dw share weight bits in every plan and frontier point
 printf 'ties: [{pattern: "^conv1$|^dw$", wbits: true}]\n' | cat cfg.yaml - | sed 's#dir: out#dir: out_tie#' >tie.yaml
 "$BITPLAN" sweep tie.yaml --avg-bits 2.5:8:0.5 --plans -q
