@@ -680,6 +680,7 @@ static void ip_set_params(const ip_ctx *x, int ms, int pre, ip_progress *prog,
     parm->tm_lim = ms;
     parm->tol_int = 1e-9;        /* 1e-5 default lets rounding overspend */
     parm->tol_obj = 1e-9;        /* prune only what is really no better */
+    parm->pp_tech = GLP_PP_ROOT; /* node preprocessing costs more than it saves here */
     parm->cb_func = ip_on_node;
     parm->cb_info = prog;
 }
@@ -891,9 +892,27 @@ static int ip_solve_rows(const ip_ctx *x, const ip_row *rows, size_t nrows, int 
  * and take its plan only if it is lexicographically better.  Anything that
  * goes wrong here keeps the stage-1 plan, which is already valid.
  */
+/*
+ * Can distinct plans have exactly equal objective totals?  Only when the
+ * values are integers or short binary fractions (k / 2^20); real-valued
+ * measurements practically never tie, and near-ties are left to the polish.
+ */
+static int ip_tie_prone(const ip_ctx *x)
+{
+    if (x->integral[x->primary])
+        return 1;
+    const double *v = x->p->res[x->primary];
+    for (size_t c = 0; c < x->n_cand; c++) {
+        double s = v[c] * 1048576.0;
+        if (x->keep[c] && (s != floor(s) || fabs(s) >= IP_EXACT_INT))
+            return 0;
+    }
+    return 1;
+}
+
 static void ip_tie_break(const ip_ctx *x, size_t *choice)
 {
-    if (x->secondary < 0)
+    if (x->secondary < 0 || !ip_tie_prone(x))
         return;
     size_t nrows = x->n_budgets + 1;
     ip_row *rows = malloc(nrows * sizeof *rows);
