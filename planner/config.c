@@ -624,6 +624,48 @@ static int tie_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_y
     return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
 }
 
+/* One key of a rename rule: from (regex), to (replacement with \1..\9). */
+static int rename_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+                      void *ctx)
+{
+    bp_name_rule *r = ctx;
+    char *s = NULL;
+    if (strcmp(kn->str, "from") != 0 && strcmp(kn->str, "to") != 0)
+        return at(c, kn, kk, "unknown key (expected one of: from, to)", NULL);
+    if (get_string(c, vn, kk, &s) < 0)
+        return -1;
+    *(kn->str[0] == 'f' ? &r->from : &r->to) = s;
+    return 0;
+}
+static int k_rename(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+        return -1;
+    cfg->rename = bp_calloc(v->n ? v->n : 1, sizeof *cfg->rename, c->err);
+    if (!cfg->rename)
+        return -1;
+    for (size_t i = 0; i < v->n; i++) {
+        char k[64];
+        snprintf(k, sizeof k, "%s[%zu]", key, i);
+        cfg->n_rename++;
+        if (walk_item(c, v->items[i], k, rename_key, &cfg->rename[i]) < 0)
+            return -1;
+        if (!cfg->rename[i].from || !cfg->rename[i].to)
+            return at(c, v->items[i], k, "expected keys 'from' and 'to'", NULL);
+    }
+    return 0;
+}
+static int k_llama_names(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_bool(c, v, key, &cfg->llama_names);
+}
+static const key_def export_keys[] = {
+    {"llama_names", k_llama_names}, {"rename", k_rename}, {NULL, NULL}};
+static int k_export(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return walk_map(c, v, key, export_keys, cfg);
+}
+
 /* One key of an allowed rule: pattern, wbits (list), abits (list). */
 static int allow_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
                      void *ctx)
@@ -727,18 +769,25 @@ static int k_table(const cctx *c, const bp_ynode *v, const char *key, bp_config 
 }
 static int k_formats(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"yaml", "json", NULL};
+    static const char *const names[] = {"yaml", "json", "llamacpp", "gptqmodel",
+                                        "llmcompressor", "autoround", "hawq", NULL};
     if (want_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
     if (v->n == 0)
         return at(c, v, key, "expected at least one format", NULL);
     cfg->write_yaml = cfg->write_json = 0;
+    cfg->exports = 0;
     for (size_t i = 0; i < v->n; i++) {
         int f;
         if (get_enum(c, v->items[i], key, names, &f) < 0)
             return -1;
-        *(f == 0 ? &cfg->write_yaml : &cfg->write_json) = 1;
+        if (f < 2)
+            *(f == 0 ? &cfg->write_yaml : &cfg->write_json) = 1;
+        else
+            cfg->exports |= 1u << (f - 2);
     }
+    if (!cfg->write_yaml && !cfg->write_json)
+        cfg->write_yaml = 1;         /* exports are made from the YAML plan */
     return 0;
 }
 static int k_weights_out(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
@@ -763,7 +812,7 @@ static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config
 static const key_def top_keys[] = {
     {"model", k_model}, {"candidates", k_candidates}, {"weights", k_weights},
     {"activations", k_activations}, {"metric", k_metric}, {"budget", k_budget},
-    {"pins", k_pins}, {"ties", k_ties}, {"allowed", k_allow}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
+    {"pins", k_pins}, {"ties", k_ties}, {"allowed", k_allow}, {"export", k_export}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
 
 /* ---- defaults and loading ---------------------------------------------- */
 
@@ -892,6 +941,11 @@ void bp_config_free(bp_config *c)
     }
     free(c->allow);
     free(c->latency_table);
+    for (size_t i = 0; c->rename && i < c->n_rename; i++) {
+        free((char *)c->rename[i].from);
+        free((char *)c->rename[i].to);
+    }
+    free(c->rename);
     for (size_t i = 0; c->ties && i < c->n_ties; i++)
         free(c->ties[i].regex);
     free(c->ties);

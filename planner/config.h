@@ -14,6 +14,7 @@
 #include "../sensitivity/gptq.h"
 #include "../sensitivity/quant.h"
 #include "../sensitivity/sensitivity.h"
+#include "export.h"
 #include "ties.h"
 
 typedef struct bp_pin {
@@ -88,6 +89,10 @@ typedef struct bp_config {
     bp_allow *allow;
     size_t n_allow;
     char *latency_table;      /* budget.latency_table, resolved; NULL when none */
+    unsigned exports;         /* output.formats beyond yaml/json: bit i = export i */
+    int llama_names;          /* export.llama_names */
+    bp_name_rule *rename;     /* export.rename */
+    size_t n_rename;
     double time_limit;        /* seconds */
     double mip_gap;
     char *out_dir;            /* resolved */

@@ -34,6 +34,8 @@ static const char usage_text[] =
     "  sweep CONFIG | sweep --table CSV  (--avg-bits S | --max-bytes S | --max-bops S | --max-error S)\n"
     "                        one plan per budget (S = START:STOP:STEP or a comma list),\n"
     "                        with baselines: frontier.csv and frontier.svg in -o DIR\n"
+    "  export PLAN --format F [-o FILE] [--llama-names]\n"
+    "                        the plan for llamacpp, gptqmodel, llmcompressor, autoround, hawq\n"
     "  inspect FILE          list the tensors and the layers found in a model file\n"
     "  help                  this text\n"
     "\n"
@@ -71,6 +73,8 @@ typedef struct cli {
     const char *latency_path; /* --latency FILE */
     bp_latency latency;       /* loaded from --latency or budget.latency_table */
     int has_latency;
+    const char *format;       /* export --format */
+    int llama_names;          /* export --llama-names */
 } cli;
 
 static double now(void)
@@ -134,7 +138,7 @@ static int parse_number(const char *opt, const char *s, double lo, double *out)
 static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
-           O_LATFILE };
+           O_LATFILE, O_FORMAT, O_LLAMA };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -142,6 +146,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"time-limit", required_argument, 0, O_TIME}, {"force", no_argument, 0, O_FORCE},
         {"plans", no_argument, 0, O_PLANS}, {"max-bops", required_argument, 0, O_BOPS},
         {"max-latency", required_argument, 0, O_LAT}, {"latency", required_argument, 0, O_LATFILE},
+        {"format", required_argument, 0, O_FORMAT}, {"llama-names", no_argument, 0, O_LLAMA},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -157,6 +162,8 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_FORCE: c->force = 1; break;
         case O_PLANS: c->plans = 1; break;
         case O_LATFILE: c->latency_path = optarg; break;
+        case O_FORMAT: c->format = optarg; break;
+        case O_LLAMA: c->llama_names = 1; break;
         case O_AVG:
         case O_BYTES:
         case O_BOPS:
@@ -227,6 +234,44 @@ static int write_plan_to(const bp_plan *p, const char *path, bp_error *err)
     }
     return ends_with(path, ".json") ? bp_plan_write_json(p, path, err)
                                     : bp_plan_write_yaml(p, path, err);
+}
+
+/* ---- exports ------------------------------------------------------------- */
+
+static const char *const export_names[5] = {"llamacpp", "gptqmodel", "llmcompressor",
+                                            "autoround", "hawq"};
+static const char *const export_files[5] = {"tensor-types.txt", "gptqmodel_dynamic.json",
+                                            "recipe.yaml", "autoround_layer_config.json",
+                                            "hawq_bit_config.json"};
+
+/* Read a plan back, rename its layers, write one format. */
+static int export_plan(const char *plan_path, const char *fmt, const char *out,
+                       const bp_name_rule *rules, size_t n_rules, int llama, bp_error *err)
+{
+    bp_export_plan p;
+    if (bp_export_read_plan(plan_path, &p, err) < 0)
+        return -1;
+    int rc = bp_export_rename(&p, rules, n_rules, llama, err);
+    if (rc == 0)
+        rc = bp_export_write(&p, fmt, out, err);
+    bp_export_plan_free(&p);
+    return rc;
+}
+
+/* output.formats beyond yaml/json, next to the plan. */
+static int export_configured(const bp_config *cfg, const char *plan_path, bp_error *err)
+{
+    for (int f = 0; f < 5; f++) {
+        if (!(cfg->exports & (1u << f)))
+            continue;
+        char *out = bp_path_join(cfg->out_dir, export_files[f], err);
+        int rc = out ? export_plan(plan_path, export_names[f], out, cfg->rename,
+                                   cfg->n_rename, cfg->llama_names, err) : -1;
+        free(out);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static void print_summary(const bp_plan *p, const bp_sens_result *s, const char *written,
@@ -326,6 +371,8 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
         }
         if (rc == 0 && cfg->write_yaml)
             rc = bp_plan_write_yaml(&plan, yaml_path, &err);
+        if (rc == 0 && cfg->exports)
+            rc = export_configured(cfg, cfg->write_yaml ? yaml_path : json_path, &err);
         shown = cfg->write_yaml ? yaml_path : json_path;
     }
     char *qpath = NULL;
@@ -621,6 +668,30 @@ static int cmd_inspect(cli *c)
     return 0;
 }
 
+static int cmd_export(cli *c)
+{
+    bp_error err;
+    if (!c->arg)
+        return usage_error("export needs a PLAN file (plan.yaml or plan.json)");
+    if (!c->format)
+        return usage_error("export needs --format llamacpp|gptqmodel|llmcompressor|autoround|hawq");
+    int f = 0;
+    while (f < 5 && strcmp(export_names[f], c->format) != 0)
+        f++;
+    if (f == 5) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "--format: unknown format '%.100s' (expected llamacpp, "
+                 "gptqmodel, llmcompressor, autoround or hawq)", c->format);
+        return usage_error(msg);
+    }
+    const char *out = c->output ? c->output : export_files[f];
+    if (export_plan(c->arg, c->format, out, NULL, 0, c->llama_names, &err) < 0)
+        return die(&err);
+    if (!c->quiet)
+        printf("%s: %s\n", c->format, out);
+    return 0;
+}
+
 static int dispatch(cli *c)
 {
     if (!strcmp(c->command, "run"))
@@ -633,6 +704,8 @@ static int dispatch(cli *c)
         return cmd_inspect(c);
     if (!strcmp(c->command, "sweep"))
         return cmd_sweep(c);
+    if (!strcmp(c->command, "export"))
+        return cmd_export(c);
     char msg[256];
     snprintf(msg, sizeof msg, "unknown command '%.100s'", c->command);
     return usage_error(msg);
