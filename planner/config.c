@@ -509,7 +509,7 @@ static int k_activations(const cctx *c, const bp_ynode *v, const char *key, bp_c
 
 static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"mse", "relative", "weight", "hawq", NULL};
+    static const char *const names[] = {"mse", "relative", "weight", "hawq", "fisher", NULL};
     int i;
     if (get_enum(c, v, key, names, &i) < 0)
         return -1;

@@ -240,6 +240,18 @@ static int add_layer(bp_model *m, const char *name, long widx, bp_error *err)
     d->bias = bp_tensorset_find(&m->weights, key);
     snprintf(key, sizeof key, "%s.input", name);
     d->input = m->has_calib ? bp_tensorset_find(&m->calib, key) : -1;
+    snprintf(key, sizeof key, "%s.grad2", name);
+    d->grad2 = m->has_calib ? bp_tensorset_find(&m->calib, key) : -1;
+    if (d->grad2 >= 0) {
+        bp_tensor_ref g = bp_tensorset_get(&m->calib, (size_t)d->grad2);
+        int64_t n = 1;
+        for (int k = 0; k < g.rank; k++)
+            n *= g.shape[k];
+        if (g.rank != 1 || !is_float(g.dtype))
+            return bp_fail(err, "%s: tensor '%s': expected a float vector of the layer's "
+                           "output channels", m->calib.path, g.name);
+        d->n_grad2 = n;
+    }
     if (describe_weights(m, d, err) < 0 || describe_groups(m, d, err) < 0)
         return -1;
     return 0;
@@ -327,12 +339,21 @@ int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out, bp_er
         out->bias = read_tensor(&m->weights, d->bias, d->out, err);
     if (out->W && (d->bias < 0 || out->bias) && d->input >= 0)
         out->X = read_tensor(&m->calib, d->input, d->n * d->in * d->groups, err);
-    if (!out->W || (d->bias >= 0 && !out->bias) || (d->input >= 0 && !out->X)) {
+    if (out->W && d->grad2 >= 0 && d->n_grad2 != d->out) {
+        bp_loaded_layer_free(out);
+        return bp_fail(err, "%s: tensor '%s.grad2' has %lld values, but layer '%s' has %lld "
+                       "output channels", m->calib.path, d->name, (long long)d->n_grad2,
+                       d->name, (long long)d->out);
+    }
+    if (out->W && d->grad2 >= 0)
+        out->grad2 = read_tensor(&m->calib, d->grad2, d->out, err);
+    if (!out->W || (d->bias >= 0 && !out->bias) || (d->input >= 0 && !out->X) ||
+        (d->grad2 >= 0 && !out->grad2)) {
         bp_loaded_layer_free(out);
         return -1;
     }
     out->view = (bp_layer){d->name, d->out, d->in, d->kh, d->kw, d->groups,
-                           out->W, out->bias, d->input >= 0 ? d->n : 0, out->X};
+                           out->W, out->bias, d->input >= 0 ? d->n : 0, out->X, out->grad2, 0};
     return 0;
 }
 
@@ -341,5 +362,6 @@ void bp_loaded_layer_free(bp_loaded_layer *l)
     free(l->W);
     free(l->bias);
     free(l->X);
+    free(l->grad2);
     memset(l, 0, sizeof *l);
 }

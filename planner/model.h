@@ -52,6 +52,8 @@ typedef struct bp_layer_desc {
     int kh, kw, groups;
     int is_conv;
     long weight, bias, input; /* tensor indices; -1 when absent */
+    long grad2;               /* NAME.grad2 in the calibration file, or -1 */
+    int64_t n_grad2;          /* its length */
     int64_t n;                /* calibration rows */
 } bp_layer_desc;
 
@@ -72,7 +74,7 @@ void bp_model_close(bp_model *m);
 /* A layer's tensors converted to float32. */
 typedef struct bp_loaded_layer {
     bp_layer view;
-    float *W, *bias, *X;
+    float *W, *bias, *X, *grad2;
 } bp_loaded_layer;
 
 int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out,

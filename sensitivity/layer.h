@@ -21,6 +21,10 @@ typedef struct bp_layer {
     const float *bias;        /* out floats, or NULL */
     int64_t n;                /* calibration rows, 0 when none */
     const float *X;           /* n x (in*groups), or NULL */
+    const float *grad2;       /* out: mean squared loss gradient per output
+                               * channel (metric fisher), or NULL */
+    int fisher;               /* weight output errors by grad2 (set by the
+                               * sensitivity stage) */
 } bp_layer;
 
 static inline int64_t bp_layer_params(const bp_layer *l) { return l->out * l->in; }

@@ -19,6 +19,7 @@ const char *bp_metric_name(bp_metric m)
     case BP_METRIC_RELATIVE: return "relative";
     case BP_METRIC_WEIGHT: return "weight";
     case BP_METRIC_HAWQ: return "hawq";
+    case BP_METRIC_FISHER: return "fisher";
     }
     return "?";
 }
@@ -116,11 +117,13 @@ int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
 }
 
 /* Errors of every weight width at one activation width, summed over conv
- * groups: err[b] = sum_r e_r (and energy = sum_r ||W_r X^T||^2 / n). */
+ * groups: err[b] = sum_r w_r e_r with w_r = 1, or the layer's grad2 under
+ * the fisher metric (and energy = sum_r ||W_r X^T||^2 / n). */
 static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *What,
                            size_t n_w, double *err_out, double *energy,
                            bp_error *err)
 {
+    const float *wr = l->fisher ? l->grad2 : NULL;
     int64_t og = l->out / l->groups, ld = l->in * l->groups;
     double *row = bp_malloc((size_t)og * sizeof(double), err);
     if (!row)
@@ -146,7 +149,7 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
                 goto fail;
             }
             for (int64_t r = 0; r < og; r++)
-                err_out[b] += row[r];
+                err_out[b] += (wr ? (double)wr[(int64_t)j * og + r] : 1.0) * row[r];
         }
         bp_gram_free(&g);
     }
@@ -357,9 +360,15 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
     return 0;
 }
 
-int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
+int bp_sensitivity_layer(const bp_layer *l_in, const bp_sens_spec *spec,
                          bp_table *table, bp_error *err)
 {
+    bp_layer lv = *l_in;
+    const bp_layer *l = &lv;
+    lv.fisher = spec->metric == BP_METRIC_FISHER;
+    if (lv.fisher && !lv.grad2)
+        return bp_fail(err, "layer '%s': metric 'fisher' needs '%s.grad2' (per-output-channel "
+                       "mean squared gradients) in the calibration file", l->name, l->name);
     if (bp_sens_needs_data(spec) && (!l->X || l->n <= 0))
         return bp_fail(err, "layer '%s' has no calibration inputs, but %s '%s' needs them "
                        "(use metric: weight and quantizer: rtn for data-free layers)",

@@ -28,7 +28,8 @@ typedef enum bp_metric {
     BP_METRIC_MSE = 0,
     BP_METRIC_RELATIVE,
     BP_METRIC_WEIGHT,
-    BP_METRIC_HAWQ            /* (Tr(H) / params) * ||What - W||^2, H of the float layer */
+    BP_METRIC_HAWQ,           /* (Tr(H) / params) * ||What - W||^2, H of the float layer */
+    BP_METRIC_FISHER          /* sum_r grad2_r * e_r: output errors weighted per channel */
 } bp_metric;
 
 typedef enum bp_wquantizer {

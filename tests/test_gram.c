@@ -72,7 +72,7 @@ static void test_case(uint64_t seed, int64_t out, int64_t in, int groups, int64_
     bp_sens_spec spec = {wbits, 2, abits, 2,
                          {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
                          {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0}, 3, {2000.0, 2000.0, 100}};
-    bp_layer l = {"layer", out, in, 1, 1, groups, W, NULL, n, X};
+    bp_layer l = {"layer", out, in, 1, 1, groups, W, NULL, n, X, NULL, 0};
     for (int metric = 0; metric < 2; metric++) {
         bp_table t;
         bp_table_init(&t);
@@ -101,13 +101,54 @@ static void test_case(uint64_t seed, int64_t out, int64_t in, int groups, int64_
     free(Xq);
 }
 
+/* fisher: output errors weighted per channel by grad2, against a direct sum */
+static void test_fisher(void)
+{
+    check_rng r = {4242};
+    enum { O = 3, D = 5, N = 40 };
+    float W[O * D], X[N * D], Wq[O * D], g2[O] = {1.0f, 0.0f, 5.0f};
+    for (int i = 0; i < O * D; i++)
+        W[i] = (float)check_normal(&r);
+    for (int i = 0; i < N * D; i++)
+        X[i] = (float)check_normal(&r);
+    int wbits[] = {3}, abits[] = {16};
+    bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0}, 3, {2000.0, 2000.0, 100}};
+    bp_layer l = {"fc", O, D, 1, 1, 1, W, NULL, N, X, g2, 0};
+    bp_table t;
+    bp_error err;
+    bp_table_init(&t);
+    CHECK_MSG(bp_sensitivity_layer(&l, &spec, &t, &err) == 0, "%s", err.msg);
+    bp_qspec q = spec.weights;
+    q.bits = 3;
+    bp_quantize_matrix(W, Wq, O, D, &q, NULL);
+    double want = 0.0;
+    for (int o = 0; o < O; o++) {
+        double e = 0.0;
+        for (int i = 0; i < N; i++) {
+            double y = 0.0;
+            for (int j = 0; j < D; j++)
+                y += ((double)Wq[o * D + j] - W[o * D + j]) * X[i * D + j];
+            e += y * y / N;
+        }
+        want += g2[o] * e;
+    }
+    CHECK(t.n == 1);
+    if (t.n == 1)
+        CHECK_REL(t.rows[0].error, want, 1e-9);
+    l.grad2 = NULL;
+    CHECK(bp_sensitivity_layer(&l, &spec, &t, &err) < 0);
+    CHECK_STR_CONTAINS(err.msg, "fc.grad2");
+    bp_table_free(&t);
+}
+
 static void test_missing_data(void)
 {
     float W[4] = {1, 2, 3, 4};
     int wbits[] = {4}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
                          {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0}, 3, {2000.0, 2000.0, 100}};
-    bp_layer l = {"fc.no_data", 2, 2, 1, 1, 1, W, NULL, 0, NULL};
+    bp_layer l = {"fc.no_data", 2, 2, 1, 1, 1, W, NULL, 0, NULL, NULL, 0};
     bp_table t;
     bp_error err;
     bp_table_init(&t);
@@ -128,7 +169,7 @@ static void test_missing_data(void)
     CHECK(mse > 0);
     /* hawq: (2 ||X||^2 / (n in)) * ||What - W||^2, here by hand */
     float X[6] = {1, 2, -1, 0.5f, 3, -2};          /* 3 samples x 2 inputs */
-    bp_layer ld = {"fc.hawq", 2, 2, 1, 1, 1, W, NULL, 3, X};
+    bp_layer ld = {"fc.hawq", 2, 2, 1, 1, 1, W, NULL, 3, X, NULL, 0};
     spec.metric = BP_METRIC_HAWQ;
     CHECK(bp_sensitivity_layer(&ld, &spec, &t, &err) == 0);
     double xx = 1 + 4 + 1 + 0.25 + 9 + 4;
@@ -148,7 +189,7 @@ static void test_monotone(void)
     int wbits[] = {2, 3, 4, 6, 8, 16}, abits[] = {16};
     bp_sens_spec spec = {wbits, 6, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
                          {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0}, 3, {2000.0, 2000.0, 100}};
-    bp_layer l = {"m", out, in, 1, 1, 1, W, NULL, n, X};
+    bp_layer l = {"m", out, in, 1, 1, 1, W, NULL, n, X, NULL, 0};
     bp_table t;
     bp_table_init(&t);
     CHECK(bp_sensitivity_layer(&l, &spec, &t, NULL) == 0);
@@ -167,6 +208,7 @@ int main(void)
     test_case(4, 6, 9, 6, 200);          /* depthwise 3x3 */
     test_case(5, 5, 300, 1, 2500);       /* more than one Gram chunk of rows */
     test_missing_data();
+    test_fisher();
     test_monotone();
     return check_done();
 }
