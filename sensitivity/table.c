@@ -146,10 +146,13 @@ static int parse_header(csv_reader *c, int *map, size_t *n_cols, bp_error *err)
         if (*n_cols >= 64)
             return bp_fail(err, "%s:1: more than 64 columns", c->label);
         map[*n_cols] = -1;
+        if (strcmp(buf, "loss_delta") == 0)     /* measured end-to-end loss deltas */
+            strcpy(buf, "error");
         for (int k = 0; k < COL_COUNT; k++)
             if (strcmp(buf, column_names[k]) == 0) {
                 if (seen[k])
-                    return bp_fail(err, "%s:1: column '%s' appears twice", c->label, buf);
+                    return bp_fail(err, "%s:1: column '%s' appears twice (loss_delta stands "
+                                   "for error)", c->label, buf);
                 seen[k] = 1;
                 map[*n_cols] = k;
             }
@@ -159,7 +162,7 @@ static int parse_header(csv_reader *c, int *map, size_t *n_cols, bp_error *err)
     for (size_t i = 0; i < sizeof required / sizeof *required; i++)
         if (!seen[required[i]])
             return bp_fail(err, "%s: missing required column '%s' (required: layer, "
-                           "wbits, abits, error, params)", c->label,
+                           "wbits, abits, error or loss_delta, params)", c->label,
                            column_names[required[i]]);
     return 0;
 }

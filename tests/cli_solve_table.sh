@@ -48,4 +48,11 @@ check "plan on stdout" grep -q '^format_version: 1' stdout.yaml
 check "json by extension" grep -q '^  "format_version": 1' p.json
 check "table recorded" grep -q '"table": "t.csv"' p.json
 expect_fail 1 "smallest feasible value is 2.000000 bits" "$BITPLAN" solve --table t.csv --avg-bits 1.9
+# CalibTIP-style measured loss deltas (negative ones included) stand in for error
+sed '1s/error/loss_delta/' t.csv | sed 's/^b,8,16,0.5,100$/b,8,16,-0.2,100/' >deltas.csv
+"$BITPLAN" solve --table deltas.csv --avg-bits 8 -o deltas_plan.yaml -q
+check "loss-delta table solves" test -f deltas_plan.yaml
+check "negative delta kept" grep -q 'error: -0.2' deltas_plan.yaml
+printf 'layer,wbits,abits,error,loss_delta,params\na,4,16,1,1,10\n' >both.csv
+expect_fail 1 "appears twice" "$BITPLAN" solve --table both.csv --avg-bits 4
 finish
