@@ -659,8 +659,33 @@ static int k_llama_names(const cctx *c, const bp_ynode *v, const char *key, bp_c
 {
     return get_bool(c, v, key, &cfg->llama_names);
 }
+/* export.ggml_types: {"4": q4_0, "4/32": q4_0, ...}: bits, or bits/group. */
+static int k_ggml_types(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (want_type(c, v, key, BP_Y_MAP) < 0)
+        return -1;
+    cfg->ggml = bp_calloc(v->n ? v->n : 1, sizeof *cfg->ggml, c->err);
+    if (!cfg->ggml)
+        return -1;
+    for (size_t i = 0; i < v->n; i++) {
+        const bp_ynode *kn = v->items[2 * i], *vn = v->items[2 * i + 1];
+        char kk[128], *end, *type = NULL;
+        snprintf(kk, sizeof kk, "%s.%s", key, kn->str);
+        long b = strtol(kn->str, &end, 10), g = -1;
+        if (*end == '/')
+            g = strtol(end + 1, &end, 10);
+        if (*end || b < 1 || b > 16 || (g < 0 && strchr(kn->str, '/')))
+            return at(c, kn, kk, "expected a key BITS or BITS/GROUP (GROUP 0 = per channel)",
+                      NULL);
+        if (get_string(c, vn, kk, &type) < 0)
+            return -1;
+        cfg->ggml[cfg->n_ggml++] = (bp_ggml_rule){(int)b, g == 0 ? -2 : g, type};
+    }
+    return 0;
+}
 static const key_def export_keys[] = {
-    {"llama_names", k_llama_names}, {"rename", k_rename}, {NULL, NULL}};
+    {"llama_names", k_llama_names}, {"rename", k_rename}, {"ggml_types", k_ggml_types},
+    {NULL, NULL}};
 static int k_export(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, export_keys, cfg);
@@ -946,6 +971,9 @@ void bp_config_free(bp_config *c)
         free((char *)c->rename[i].to);
     }
     free(c->rename);
+    for (size_t i = 0; c->ggml && i < c->n_ggml; i++)
+        free((char *)c->ggml[i].type);
+    free(c->ggml);
     for (size_t i = 0; c->ties && i < c->n_ties; i++)
         free(c->ties[i].regex);
     free(c->ties);

@@ -93,6 +93,8 @@ typedef struct bp_config {
     int llama_names;          /* export.llama_names */
     bp_name_rule *rename;     /* export.rename */
     size_t n_rename;
+    bp_ggml_rule *ggml;       /* export.ggml_types */
+    size_t n_ggml;
     double time_limit;        /* seconds */
     double mip_gap;
     char *out_dir;            /* resolved */

@@ -214,14 +214,29 @@ static long group_of(const bp_export_layer *l)
     return strcmp(l->granularity, "per_group") == 0 ? l->group_size : -1;   /* -1 channel */
 }
 
-static int write_llamacpp(FILE *fp, const bp_export_plan *p, int args, bp_error *err)
+static long group_of(const bp_export_layer *l);
+
+/* The user's rule for (bits, group), else the default type. */
+static const char *ggml_for(const bp_export_layer *l, const bp_ggml_rule *types, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (types[k].bits == l->wbits &&
+            (types[k].group == -1 || (types[k].group == -2 && group_of(l) < 0) ||
+             types[k].group == group_of(l)))
+            return types[k].type;
+    return bp_ggml_type(l->wbits);
+}
+
+static int write_llamacpp(FILE *fp, const bp_export_plan *p, int args, const bp_ggml_rule *types,
+                          size_t n_types, bp_error *err)
 {
     char pat[2200];
     for (size_t i = 0; i < p->n; i++) {
-        const char *t = bp_ggml_type(p->layers[i].wbits);
+        const char *t = ggml_for(&p->layers[i], types, n_types);
         if (!t)
             return bp_fail(err, "layer '%s': %d-bit weights have no llama.cpp type (use 2, 3, "
-                           "4, 5, 6, 8 or 16)", p->layers[i].name, p->layers[i].wbits);
+                           "4, 5, 6, 8 or 16, or map it in export.ggml_types)",
+                           p->layers[i].name, p->layers[i].wbits);
         anchored(p->layers[i].name, pat, sizeof pat);
         fprintf(fp, args ? "%s--tensor-type %s=%s" : "%s%s=%s", i ? (args ? " " : "\n") : "",
                 pat, t);
@@ -331,7 +346,8 @@ static void write_llmcompressor(FILE *fp, const bp_export_plan *p)
     }
 }
 
-int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path, bp_error *err)
+int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
+                    const bp_ggml_rule *types, size_t n_types, bp_error *err)
 {
     static const char *const known = "llamacpp, gptqmodel, llmcompressor, autoround, hawq";
     int f = !strcmp(fmt, "llamacpp") ? 0 : !strcmp(fmt, "gptqmodel") ? 1
@@ -344,7 +360,7 @@ int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path, 
         return -1;
     int rc = 0;
     switch (f) {
-    case 0: rc = write_llamacpp(a.fp, p, 0, err); break;
+    case 0: rc = write_llamacpp(a.fp, p, 0, types, n_types, err); break;
     case 1: write_gptqmodel(a.fp, p); break;
     case 2: write_llmcompressor(a.fp, p); break;
     case 3: write_autoround(a.fp, p); break;
@@ -362,7 +378,7 @@ int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path, 
     snprintf(args, sizeof args, "%s.args", path);
     if (bp_atomic_open(&a, args, err) < 0)
         return -1;
-    if (write_llamacpp(a.fp, p, 1, err) < 0) {
+    if (write_llamacpp(a.fp, p, 1, types, n_types, err) < 0) {
         bp_atomic_abort(&a);
         return -1;
     }

@@ -58,7 +58,16 @@ const char *bp_ggml_type(int bits);
 /* Escape regex metacharacters of s into out (cap bytes). */
 void bp_regex_escape(const char *s, char *out, size_t cap);
 
+/* A user entry of the llama.cpp type map: weight bits and group size
+ * (-1: any, -2: per channel) -> ggml type name; consulted first. */
+typedef struct bp_ggml_rule {
+    int bits;
+    long group;
+    const char *type;
+} bp_ggml_rule;
+
 /* Write format `fmt` to path (atomically). */
-int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path, bp_error *err);
+int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
+                    const bp_ggml_rule *types, size_t n_types, bp_error *err);
 
 #endif

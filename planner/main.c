@@ -246,14 +246,14 @@ static const char *const export_files[5] = {"tensor-types.txt", "gptqmodel_dynam
 
 /* Read a plan back, rename its layers, write one format. */
 static int export_plan(const char *plan_path, const char *fmt, const char *out,
-                       const bp_name_rule *rules, size_t n_rules, int llama, bp_error *err)
+                       const bp_config *cfg, int llama, bp_error *err)
 {
     bp_export_plan p;
     if (bp_export_read_plan(plan_path, &p, err) < 0)
         return -1;
-    int rc = bp_export_rename(&p, rules, n_rules, llama, err);
+    int rc = bp_export_rename(&p, cfg ? cfg->rename : NULL, cfg ? cfg->n_rename : 0, llama, err);
     if (rc == 0)
-        rc = bp_export_write(&p, fmt, out, err);
+        rc = bp_export_write(&p, fmt, out, cfg ? cfg->ggml : NULL, cfg ? cfg->n_ggml : 0, err);
     bp_export_plan_free(&p);
     return rc;
 }
@@ -265,8 +265,8 @@ static int export_configured(const bp_config *cfg, const char *plan_path, bp_err
         if (!(cfg->exports & (1u << f)))
             continue;
         char *out = bp_path_join(cfg->out_dir, export_files[f], err);
-        int rc = out ? export_plan(plan_path, export_names[f], out, cfg->rename,
-                                   cfg->n_rename, cfg->llama_names, err) : -1;
+        int rc = out ? export_plan(plan_path, export_names[f], out, cfg, cfg->llama_names, err)
+                     : -1;
         free(out);
         if (rc < 0)
             return -1;
@@ -685,7 +685,7 @@ static int cmd_export(cli *c)
         return usage_error(msg);
     }
     const char *out = c->output ? c->output : export_files[f];
-    if (export_plan(c->arg, c->format, out, NULL, 0, c->llama_names, &err) < 0)
+    if (export_plan(c->arg, c->format, out, NULL, c->llama_names, &err) < 0)
         return die(&err);
     if (!c->quiet)
         printf("%s: %s\n", c->format, out);

@@ -119,7 +119,7 @@ static void test_llamacpp_bad(bp_export_plan *p)
     snprintf(out, sizeof out, "%s/bad_types.txt", tmp);
     int keep = p->layers[1].wbits;
     p->layers[1].wbits = 7;
-    CHECK(bp_export_write(p, "llamacpp", out, &err) < 0);
+    CHECK(bp_export_write(p, "llamacpp", out, NULL, 0, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "no llama.cpp type");
     FILE *fp = fopen(out, "r");
     CHECK(fp == NULL);
@@ -134,7 +134,7 @@ static void test_llamacpp_ok(bp_export_plan *p)
     size_t n;
     bp_error err;
     snprintf(out, sizeof out, "%s/types.txt", tmp);
-    CHECK_MSG(bp_export_write(p, "llamacpp", out, &err) == 0, "%s", err.msg);
+    CHECK_MSG(bp_export_write(p, "llamacpp", out, NULL, 0, &err) == 0, "%s", err.msg);
     CHECK(bp_read_file(out, &text, &n, &err) == 0);
     char *pats[NL];
     int owner[NL];
@@ -162,6 +162,16 @@ static void test_llamacpp_ok(bp_export_plan *p)
     CHECK(bp_read_file(out, &text, &n, &err) == 0);
     CHECK(strncmp(text, "--tensor-type ^", 15) == 0);
     free(text);
+    /* a user type map: (4, group 128) and 3 bits overridden, the rest default */
+    bp_ggml_rule map[] = {{4, 128, "q4_0"}, {3, -1, "iq3_xxs"}, {6, -2, "q6_K_custom"}};
+    snprintf(out, sizeof out, "%s/types.txt", tmp);
+    CHECK(bp_export_write(p, "llamacpp", out, map, 3, &err) == 0);
+    CHECK(bp_read_file(out, &text, &n, &err) == 0);
+    CHECK_STR_CONTAINS(text, "^model\\.layers\\.1\\.self_attn\\.q_proj$=q4_0");
+    CHECK_STR_CONTAINS(text, "^model\\.layers\\.10\\.self_attn\\.q_proj$=iq3_xxs");
+    CHECK_STR_CONTAINS(text, "^conv\\.1$=q6_K_custom");
+    CHECK_STR_CONTAINS(text, "^model\\.layers\\.1\\.mlp\\.down_proj$=q8_0");
+    free(text);
 }
 
 static void test_gptqmodel(const bp_export_plan *p)
@@ -169,7 +179,7 @@ static void test_gptqmodel(const bp_export_plan *p)
     char out[700];
     bp_error err;
     snprintf(out, sizeof out, "%s/dyn.json", tmp);
-    CHECK(bp_export_write(p, "gptqmodel", out, &err) == 0);
+    CHECK(bp_export_write(p, "gptqmodel", out, NULL, 0, &err) == 0);
     bp_ynode *root = parse_file(out);
     const bp_ynode *dyn = get(root, "dynamic");
     CHECK(dyn && dyn->n == NL);
@@ -207,7 +217,7 @@ static void test_llmcompressor(const bp_export_plan *p)
     char out[700];
     bp_error err;
     snprintf(out, sizeof out, "%s/recipe.yaml", tmp);
-    CHECK(bp_export_write(p, "llmcompressor", out, &err) == 0);
+    CHECK(bp_export_write(p, "llmcompressor", out, NULL, 0, &err) == 0);
     bp_ynode *root = parse_file(out);
     const bp_ynode *qm = get(get(get(root, "quant_stage"), "quant_modifiers"), "QuantizationModifier");
     const bp_ynode *groups = get(qm, "config_groups"), *ignore = get(qm, "ignore");
@@ -250,7 +260,7 @@ static void test_json_maps(const bp_export_plan *p)
     char out[700];
     bp_error err;
     snprintf(out, sizeof out, "%s/ar.json", tmp);
-    CHECK(bp_export_write(p, "autoround", out, &err) == 0);
+    CHECK(bp_export_write(p, "autoround", out, NULL, 0, &err) == 0);
     bp_ynode *root = parse_file(out);
     int ok = root && root->n == NL;
     for (int l = 0; ok && l < NL; l++) {
@@ -260,7 +270,7 @@ static void test_json_maps(const bp_export_plan *p)
     CHECK(ok);
     bp_ynode_free(root);
     snprintf(out, sizeof out, "%s/hawq.json", tmp);
-    CHECK(bp_export_write(p, "hawq", out, &err) == 0);
+    CHECK(bp_export_write(p, "hawq", out, NULL, 0, &err) == 0);
     root = parse_file(out);
     const bp_ynode *bc = get(root, "bit_config"), *ct = get(root, "calibtip");
     ok = bc && ct && bc->n == NL && ct->n == NL;
@@ -271,7 +281,7 @@ static void test_json_maps(const bp_export_plan *p)
     }
     CHECK(ok);
     bp_ynode_free(root);
-    CHECK(bp_export_write(p, "gguf", out, &err) < 0);
+    CHECK(bp_export_write(p, "gguf", out, NULL, 0, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "unknown export format 'gguf'");
 }
 
