@@ -4,6 +4,7 @@
  */
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,7 +105,7 @@ static void progress(void *ctx, size_t done, size_t total, const char *layer)
     if (!c->progress)
         return;
     double t = now();
-    if (done == 0)
+    if (done == 0 || c->t_start == 0)
         c->t_start = t;
     if (!layer) {
         fprintf(stderr, "\r\033[K");
@@ -118,6 +119,32 @@ static void progress(void *ctx, size_t done, size_t total, const char *layer)
     fprintf(stderr, "\r\033[Ksensitivity: layer %zu/%zu %.40s  %.2f layers/s  ETA %s",
             done + 1, total, layer, rate, eta);
     fflush(stderr);
+}
+
+/* ---- interrupts ---------------------------------------------------------- */
+
+static void on_signal(int sig)
+{
+    if (bp_interrupt_requested)      /* a second signal: stop right away */
+        signal(sig, SIG_DFL), raise(sig);
+    bp_interrupt_requested = 1;
+}
+
+/* SIGINT/SIGTERM finish the layer in progress during the sensitivity stage
+ * (its journal then resumes the next run); elsewhere they act as usual. */
+static int sensitivity_with_journal(const bp_config *cfg, cli *c, bp_sens_result *sens,
+                                    bp_error *err)
+{
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int rc = bp_run_sensitivity(cfg, c->force, progress, c, sens, err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return rc;
 }
 
 /* ---- argument parsing --------------------------------------------------- */
@@ -291,7 +318,8 @@ static void print_summary(const bp_plan *p, const bp_sens_result *s, const char 
     printf("solver: %s %s, objective %s = %.6g, %.3f s\n", p->solver, p->status,
            p->objective_name, p->objective, p->seconds);
     if (s)
-        printf("sensitivity: %s, %zu rows, %.2f s\n", s->from_cache ? "cached" : "measured",
+        printf("sensitivity: %s, %zu rows, %.2f s\n",
+               s->from_cache ? "cached" : s->resumed_layers ? "resumed" : "measured",
                s->table.n, s->seconds);
     printf("plan: %s\n", written);
     printf("time: %.2f s\n", total_seconds);
@@ -414,7 +442,7 @@ static int cmd_config_pipeline(cli *c, int solve)
         return die(&err);
     }
     int rc = 0;
-    if (bp_run_sensitivity(&cfg, c->force, progress, c, &sens, &err) < 0) {
+    if (sensitivity_with_journal(&cfg, c, &sens, &err) < 0) {
         bp_config_free(&cfg);
         return die(&err);
     }
@@ -427,7 +455,8 @@ static int cmd_config_pipeline(cli *c, int solve)
         else if (!c->quiet)
             printf("sensitivity: %zu layers x %zu candidates, %s in %.2f s -> %s\n",
                    sens.n_layers, sens.n_layers ? sens.table.n / sens.n_layers : 0,
-                   sens.from_cache ? "cached" : "measured", sens.seconds,
+                   sens.from_cache ? "cached" : sens.resumed_layers ? "resumed" : "measured",
+                   sens.seconds,
                    c->output ? c->output : path);
         free(path);
     }
@@ -559,7 +588,7 @@ static int cmd_sweep(cli *c)
         rc = bp_table_read_csv(&table, c->table, &err);
     } else if ((rc = bp_config_load(&cfg, c->arg, &err)) == 0) {
         cp = &cfg;
-        rc = bp_run_sensitivity(&cfg, c->force, progress, c, &sens, &err);
+        rc = sensitivity_with_journal(&cfg, c, &sens, &err);
         t = &sens.table;
     }
     const char *dir = c->output ? c->output : cp ? cp->out_dir : ".";

@@ -4,11 +4,13 @@
  */
 #include "pipeline.h"
 
+#include <errno.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../common/bp_file.h"
 #include "../sensitivity/sensitivity.h"
@@ -235,15 +237,107 @@ static int no_data_error(const bp_config *cfg, const bp_layer_desc *d, int q, bp
                    d->name, cfg->calibration ? cfg->calibration : "model.calibration (unset)");
 }
 
+volatile sig_atomic_t bp_interrupt_requested = 0;
+
+/*
+ * The journal "<table>.partial": "key <hex>", the CSV header, then each
+ * measured layer's rows followed by "#done <index>", flushed to disk per
+ * layer.  A run with the same key resumes after the last complete layer.
+ */
+typedef struct journal {
+    FILE *fp;
+    char *path;
+} journal;
+
+/* Layers already measured under this key (their rows into t); 0 if none. */
+static size_t journal_resume(const char *path, const char *key, bp_table *t)
+{
+    char *text = NULL, want[80];
+    size_t n, done = 0;
+    bp_error err;
+    if (bp_read_file(path, &text, &n, &err) < 0)
+        return 0;
+    snprintf(want, sizeof want, "key %s\n", key);
+    char *csv = strncmp(text, want, strlen(want)) == 0 ? text + strlen(want) : NULL;
+    char *last = NULL;
+    for (char *p = csv ? strstr(csv, "\n#done ") : NULL; p; p = strstr(p + 1, "\n#done ")) {
+        last = p;
+        done = (size_t)strtoul(p + 7, NULL, 10) + 1;
+    }
+    if (last) {
+        *last = '\0';                   /* rows of the complete layers only */
+        char *q = csv;
+        for (char *r = csv; *r; r++)     /* drop the marker lines */
+            if (r[0] == '#' && (r == csv || r[-1] == '\n')) {
+                while (*r && *r != '\n')
+                    r++;
+                if (!*r)
+                    break;
+            } else {
+                *q++ = *r;
+            }
+        *q = '\0';
+        if (bp_table_parse_csv(t, csv, strlen(csv), path, &err) < 0) {
+            bp_table_free(t);
+            bp_table_init(t);
+            done = 0;
+        }
+    }
+    free(text);
+    return done;
+}
+
+static int journal_open(journal *j, const char *csv_path, const char *key, size_t resumed,
+                        bp_error *err)
+{
+    size_t n = strlen(csv_path) + 9;
+    j->path = bp_malloc(n, err);
+    if (!j->path)
+        return -1;
+    snprintf(j->path, n, "%s.partial", csv_path);
+    j->fp = fopen(j->path, resumed ? "a" : "w");
+    if (!j->fp)
+        return bp_fail(err, "%s: cannot write: %s", j->path, strerror(errno));
+    if (!resumed)
+        fprintf(j->fp, "key %s\nlayer,wbits,abits,quantizer,error,params,weight_bits,macs\n",
+                key);
+    return 0;
+}
+
+static int journal_layer(journal *j, const bp_table *t, size_t from, size_t layer,
+                         bp_error *err)
+{
+    bp_table_write_rows(t, from, t->n, j->fp);
+    fprintf(j->fp, "#done %zu\n", layer);
+    if (fflush(j->fp) != 0 || fsync(fileno(j->fp)) != 0)
+        return bp_fail(err, "%s: write failed: %s", j->path, strerror(errno));
+    return 0;
+}
+
+static void journal_close(journal *j, int finished)
+{
+    if (j->fp)
+        fclose(j->fp);
+    if (finished && j->path)
+        remove(j->path);
+    free(j->path);
+    memset(j, 0, sizeof *j);
+}
+
 /* Every layer, every quantizer of the config (rows quantizer-major within
- * a layer). */
+ * a layer), from layer `start` on (earlier ones are in t already). */
 static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
-                       void *ctx, bp_table *t, bp_error *err)
+                       void *ctx, bp_table *t, size_t start, journal *jr, bp_error *err)
 {
     bp_sens_spec spec;
     bp_sens_spec_from_config(cfg, &spec);
     int q_data = needs_data(cfg, &spec);
-    for (size_t i = 0; i < m->n_layers; i++) {
+    const char *stop = getenv("BITPLAN_INTERRUPT_AFTER");   /* test hook: raise SIGINT */
+    for (size_t i = start; i < m->n_layers; i++) {
+        size_t before = t->n;
+        if (bp_interrupt_requested)
+            return bp_fail(err, "interrupted after %zu of %zu layers; they are kept in %s, "
+                           "run again to continue", i, m->n_layers, jr->path);
         bp_loaded_layer l;
         if (progress)
             progress(ctx, i, m->n_layers, m->layers[i].name);
@@ -260,11 +354,15 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
             rc = bp_sensitivity_layer(&l.view, &spec, t, err);
         }
         bp_loaded_layer_free(&l);
-        if (rc < 0)
+        if (rc < 0 || journal_layer(jr, t, before, i, err) < 0)
             return -1;
+        if (stop && i + 1 == (size_t)atol(stop))
+            raise(SIGINT);
     }
     if (progress)
         progress(ctx, m->n_layers, m->n_layers, NULL);
+    if (bp_interrupt_requested)
+        return bp_fail(err, "interrupted after the last layer; run again to finish");
     return 0;
 }
 
@@ -293,8 +391,16 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
     if (!force && cache_load(csv, key, &res->table) == 0) {
         res->from_cache = 1;
     } else {
-        if (measure_all(cfg, &m, progress, progress_ctx, &res->table, err) < 0 ||
-            cache_store(&res->table, csv, key, err) < 0)
+        char partial[4096];
+        journal jr = {NULL, NULL};
+        snprintf(partial, sizeof partial, "%s.partial", csv);
+        size_t start = force ? 0 : journal_resume(partial, key, &res->table);
+        res->resumed_layers = start;
+        int ok = journal_open(&jr, csv, key, start, err) == 0 &&
+                 measure_all(cfg, &m, progress, progress_ctx, &res->table, start, &jr, err) == 0 &&
+                 cache_store(&res->table, csv, key, err) == 0;
+        journal_close(&jr, ok);
+        if (!ok)
             goto out;
     }
     rc = 0;

@@ -7,6 +7,7 @@
 #ifndef BP_PIPELINE_H
 #define BP_PIPELINE_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "../common/bp_error.h"
@@ -25,6 +26,7 @@ typedef struct bp_sens_result {
     char model_sha256[65];
     char calib_sha256[65];    /* "" when there is no calibration file */
     int from_cache;
+    size_t resumed_layers;    /* layers taken from an interrupted run's journal */
     size_t n_layers;
     double seconds;
 } bp_sens_result;
@@ -32,6 +34,10 @@ typedef struct bp_sens_result {
 /* Measure the table for cfg, or load it from the cache in cfg->out_dir when
  * its key (hash of the inputs and every setting that affects it) matches.
  * force = 1 ignores the cache.  The table is (re)written to the cache. */
+/* Set (by a SIGINT/SIGTERM handler) to stop the sensitivity stage after the
+ * layer in progress; measured layers stay in the resumable journal. */
+extern volatile sig_atomic_t bp_interrupt_requested;
+
 /* The sensitivity settings of a config (first quantizer, global
  * activation settings). */
 void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s);

@@ -65,7 +65,12 @@ static void write_field(FILE *fp, const char *s)
 int bp_table_write_csv(const bp_table *t, FILE *fp)
 {
     fputs("layer,wbits,abits,quantizer,error,params,weight_bits,macs\n", fp);
-    for (size_t i = 0; i < t->n; i++) {
+    return bp_table_write_rows(t, 0, t->n, fp);
+}
+
+int bp_table_write_rows(const bp_table *t, size_t from, size_t to, FILE *fp)
+{
+    for (size_t i = from; i < to && i < t->n; i++) {
         const bp_table_row *r = &t->rows[i];
         write_field(fp, r->layer);
         fprintf(fp, ",%d,%d,", r->wbits, r->abits);

@@ -41,6 +41,8 @@ void bp_table_free(bp_table *t);
 int bp_table_add(bp_table *t, const bp_table_row *row, bp_error *err);
 
 int bp_table_write_csv(const bp_table *t, FILE *fp);
+/* Rows [from, to) without the header. */
+int bp_table_write_rows(const bp_table *t, size_t from, size_t to, FILE *fp);
 /* Parse CSV text; label (a file name) is used in error messages. */
 int bp_table_parse_csv(bp_table *t, const char *text, size_t size,
                        const char *label, bp_error *err);
