@@ -108,27 +108,28 @@ int main(int argc, char **argv)
         entry("head.weight", 2, (int64_t[]){10, 16}, w4),
     };
     bp_st_meta meta[] = {{"dw.groups", "8"}, {"format", "pt"}};
+    buf x1 = inputs(&r, n, 27), x2 = inputs(&r, n, 72), x3 = inputs(&r, n, 72);
+    int rc = 0;
     snprintf(path, sizeof path, "%s/model.safetensors", argv[1]);
     if (bp_st_write(path, model, 7, meta, 2, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
-        return 1;
+        rc = 1;
     }
-    buf x1 = inputs(&r, n, 27), x2 = inputs(&r, n, 72), x3 = inputs(&r, n, 72);
     bp_st_entry calib[] = {
         entry("conv1.input", 2, (int64_t[]){n, 27}, x1),
         entry("dw.input", 2, (int64_t[]){n, 72}, x2),
         entry("fc.input", 2, (int64_t[]){n, 72}, x3),
     };
     snprintf(path, sizeof path, "%s/calib.safetensors", argv[1]);
-    if (bp_st_write(path, calib, 3, NULL, 0, &err) < 0) {
+    if (rc == 0 && bp_st_write(path, calib, 3, NULL, 0, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
-        return 1;
+        rc = 1;
     }
-    if (write_npy_dir(argv[1], "npy_model", model, 7) < 0 ||
-        write_npy_dir(argv[1], "npy_calib", calib, 3) < 0)
-        return 1;
+    if (rc == 0 && (write_npy_dir(argv[1], "npy_model", model, 7) < 0 ||
+                    write_npy_dir(argv[1], "npy_calib", calib, 3) < 0))
+        rc = 1;
     buf all[] = {w1, b1, w2, w3, b3, ln, w4, x1, x2, x3};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         free(all[i].data);
-    return 0;
+    return rc;
 }
