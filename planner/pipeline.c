@@ -240,6 +240,54 @@ static int no_data_error(const bp_config *cfg, const bp_layer_desc *d, int q, bp
 volatile sig_atomic_t bp_interrupt_requested = 0;
 
 /*
+ * Peak memory of measuring one layer (bytes), the README's formula: inputs
+ * and their quantized copy (2 n in g floats), the weights and one copy per
+ * weight width (out in (w + 2) floats), the Gram of [X, dX] and its
+ * working copy (2 (2 in)^2 doubles), GPTQ's Hessian and factor or ERQ's
+ * augmented Gram (2 (in + 1)^2 doubles), and the 1024-row chunk buffer.
+ */
+static double layer_bytes(const bp_layer_desc *d, size_t n_wbits)
+{
+    double in = (double)d->in, n = (double)d->n, g = d->groups;
+    return 4.0 * (2.0 * n * in * g + (double)d->out * in * ((double)n_wbits + 2.0)) +
+           8.0 * (2.0 * 4.0 * in * in + 2.0 * (in + 1.0) * (in + 1.0) + 1024.0 * 2.0 * in);
+}
+
+/* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
+static double mem_available(void)
+{
+    FILE *fp = fopen("/proc/meminfo", "r");
+    char line[256];
+    double kb = 0.0;
+    while (fp && fgets(line, sizeof line, fp))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1)
+            break;
+    if (fp)
+        fclose(fp);
+    return kb * 1024.0;
+}
+
+/* Refuse before any work when the largest layer cannot fit in memory. */
+static int check_memory(const bp_config *cfg, const bp_model *m, bp_error *err)
+{
+    double avail = mem_available(), worst = 0.0;
+    size_t at = 0;
+    for (size_t i = 0; i < m->n_layers; i++)
+        if (layer_bytes(&m->layers[i], cfg->n_wbits) > worst)
+            worst = layer_bytes(&m->layers[i], cfg->n_wbits), at = i;
+    if (getenv("BITPLAN_MEMORY_LIMIT"))           /* for tests: pretend less memory */
+        avail = atof(getenv("BITPLAN_MEMORY_LIMIT"));
+    if (avail > 0 && worst > avail)
+        return bp_fail(err, "layer '%s' needs about %.2f GiB to measure (n = %lld rows, in = "
+                       "%lld, out = %lld, %zu weight widths) but only %.2f GiB are available; "
+                       "subsample its calibration rows or exclude it", m->layers[at].name,
+                       worst / 1073741824.0, (long long)m->layers[at].n,
+                       (long long)m->layers[at].in, (long long)m->layers[at].out, cfg->n_wbits,
+                       avail / 1073741824.0);
+    return 0;
+}
+
+/*
  * The journal "<table>.partial": "key <hex>", the CSV header, then each
  * measured layer's rows followed by "#done <index>", flushed to disk per
  * layer.  A run with the same key resumes after the last complete layer.
@@ -394,6 +442,8 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
         char partial[4096];
         journal jr = {NULL, NULL};
         snprintf(partial, sizeof partial, "%s.partial", csv);
+        if (check_memory(cfg, &m, err) < 0)
+            goto out;
         size_t start = force ? 0 : journal_resume(partial, key, &res->table);
         res->resumed_layers = start;
         int ok = journal_open(&jr, csv, key, start, err) == 0 &&

@@ -87,6 +87,10 @@ expect_fail 1 "budget.max_bytes" "$BITPLAN" run b2.yaml
 printf 'model: {weights: m/model.safetensors}\nmetric: weight\nbudget: {avg_bits: 1}\noutput: {dir: bout}\n' >b3.yaml
 expect_fail 1 "is infeasible: the smallest feasible value is" "$BITPLAN" run b3.yaml
 check "infeasible: no plan" test ! -e bout/plan.yaml
+# a layer too large for the memory at hand is refused before any work
+printf 'model: {weights: m/model.safetensors, calibration: m/calib.safetensors, exclude: [head]}\nbudget: {avg_bits: 6}\noutput: {dir: memout}\n' >mem.yaml
+BITPLAN_MEMORY_LIMIT=100000 expect_fail 1 "needs about" "$BITPLAN" run mem.yaml
+check "too large: nothing measured" test ! -e memout/sensitivity.csv.partial
 # CSV tables: missing columns, non-numeric fields, duplicate rows
 printf 'layer,wbits,abits,params\na,4,16,10\n' >c1.csv
 expect_fail 1 "c1.csv: missing required column 'error'" "$BITPLAN" solve --table c1.csv --avg-bits 4 -o c.yaml
