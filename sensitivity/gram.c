@@ -5,6 +5,7 @@
 #include "gram.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,15 @@ int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
     g->d = d;
     g->k = Xq ? 2 * d : d;
     int64_t k = g->k, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    if (n < k) {                     /* keep the rows: cheaper than their Gram */
+        g->Z = bp_malloc((size_t)(n * k) * sizeof(double), err);
+        if (!g->Z)
+            return -1;
+        g->n = n;
+        fill_chunk(g->Z, X, Xq, n, ld, col0, d, k);
+        cblas_dscal((int)(n * k), 1.0 / sqrt((double)n), g->Z, 1);
+        return 0;
+    }
     g->G = bp_calloc((size_t)(k * k), sizeof(double), err);
     double *Z = bp_malloc((size_t)(chunk * k) * sizeof(double), err);
     if (!g->G || !Z) {
@@ -57,6 +67,7 @@ int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
 void bp_gram_free(bp_gram *g)
 {
     free(g->G);
+    free(g->Z);
     memset(g, 0, sizeof *g);
 }
 
@@ -64,6 +75,17 @@ void bp_gram_free(bp_gram *g)
 static int quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k,
                       double *out, bp_error *err)
 {
+    if (g->Z) {                      /* v S v^T = ||Z[:, :k] v^T||^2 */
+        double *M = bp_malloc((size_t)(rows * g->n) * sizeof(double), err);
+        if (!M)
+            return -1;
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)g->n, (int)k, 1.0,
+                    V, (int)k, g->Z, (int)g->k, 0.0, M, (int)g->n);
+        for (int64_t r = 0; r < rows; r++)
+            out[r] = cblas_ddot((int)g->n, M + r * g->n, 1, M + r * g->n, 1);
+        free(M);
+        return 0;
+    }
     double *M = bp_malloc((size_t)(rows * k) * sizeof(double), err);
     if (!M)
         return -1;

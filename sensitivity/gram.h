@@ -7,7 +7,10 @@
  *   e_r = v_r G v_r^T / n,   v_r = [dW_r, What_r],   G = [X, dX]^T [X, dX]
  * and the Gram G (2d x 2d, or d x d when activations are unquantized and
  * only dW X^T remains) is built once per activation width and reused for
- * every weight candidate.  Everything is accumulated in double.
+ * every weight candidate.  Everything is accumulated in double.  When there
+ * are fewer calibration rows than Gram columns, forming G costs more than
+ * it saves: the scaled rows Z are kept instead and each form is ||Z v||^2
+ * (one dgemm per candidate, 2 n k flops per row instead of 2 k^2).
  */
 #ifndef BP_GRAM_H
 #define BP_GRAM_H
@@ -20,6 +23,9 @@ typedef struct bp_gram {
     int64_t d;                /* input columns covered */
     int64_t k;                /* d, or 2d with the activation-error block */
     double *G;                /* k x k, upper triangle valid, scaled by 1/n */
+    double *Z;                /* instead of G when n < k: the n x k rows
+                               * [X, dX] / sqrt(n), so that G = Z^T Z */
+    int64_t n;                /* rows of Z */
 } bp_gram;
 
 /* Build from columns [col0, col0 + d) of the n x ld row-major matrices X

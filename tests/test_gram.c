@@ -207,6 +207,8 @@ int main(void)
     test_case(3, 8, 18, 2, 300);         /* grouped conv, 2 groups */
     test_case(4, 6, 9, 6, 200);          /* depthwise 3x3 */
     test_case(5, 5, 300, 1, 2500);       /* more than one Gram chunk of rows */
+    test_case(6, 9, 40, 1, 30);          /* fewer rows than Gram columns: kept rows */
+    test_case(7, 8, 18, 2, 20);          /* the same, grouped */
     test_missing_data();
     test_fisher();
     test_monotone();

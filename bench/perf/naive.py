@@ -1,0 +1,57 @@
+"""The sensitivity stage done the straightforward way, for timing against bitplan.
+
+    /usr/bin/python3 bench/perf/naive.py MODEL.safetensors CALIB.safetensors WBITS ABITS
+
+For every layer and every (weight bits, activation bits) candidate it forms
+W_hat X_bar^T and W X^T in NumPy (float64 BLAS) and sums the squared
+difference: the same RTN grids as bitplan's defaults (per-channel symmetric
+min-max weights, per-tensor asymmetric min-max activations).  Prints the
+seconds spent and the first errors, so results can be compared.
+"""
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, __file__.rsplit("/", 3)[0] + "/tools")
+from safetensors_io import load_file  # noqa: E402
+
+
+def q_weights(w, b):
+    m = np.abs(w).max(axis=1, keepdims=True)
+    m[m == 0] = 1
+    s = 2 * m / (2 ** b - 1)
+    z = 2 ** (b - 1)
+    return s * (np.clip(np.rint(w / s) + z, 0, 2 ** b - 1) - z)
+
+
+def q_acts(x, b):
+    lo, hi = min(x.min(), 0.0), max(x.max(), 0.0)
+    s = (hi - lo) / (2 ** b - 1) if hi > lo else 1.0
+    z = np.clip(np.rint(-lo / s), 0, 2 ** b - 1)
+    return s * (np.clip(np.rint(x / s) + z, 0, 2 ** b - 1) - z)
+
+
+def main():
+    w, _ = load_file(sys.argv[1])
+    c, _ = load_file(sys.argv[2])
+    wbits = [int(v) for v in sys.argv[3].split(",")]
+    abits = [int(v) for v in sys.argv[4].split(",")]
+    t0 = time.time()
+    first = []
+    for name in [k[:-7] for k in w if k.endswith(".weight")]:
+        W = w[name + ".weight"].astype(np.float64)
+        X = c[name + ".input"].astype(np.float64)
+        Y = X @ W.T
+        for a in abits:
+            Xq = X if a >= 16 else q_acts(X, a)
+            for b in wbits:
+                Wq = W if b >= 16 else q_weights(W, b)
+                e = ((Xq @ Wq.T - Y) ** 2).sum() / len(X)
+                if len(first) < 3:
+                    first.append(e)
+    print(f"{time.time() - t0:.3f} " + " ".join(f"{e:.6g}" for e in first))
+
+
+if __name__ == "__main__":
+    main()
