@@ -45,6 +45,16 @@ int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
         g->n = n;
         fill_chunk(g->Z, X, Xq, n, ld, col0, d, k);
         cblas_dscal((int)(n * k), 1.0 / sqrt((double)n), g->Z, 1);
+        if (Xq) {                    /* Xbar = X + dX, for What Xbar^T */
+            g->Xb = bp_malloc((size_t)(n * d) * sizeof(double), err);
+            if (!g->Xb) {
+                bp_gram_free(g);
+                return -1;
+            }
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < d; j++)
+                    g->Xb[i * d + j] = g->Z[i * k + j] + g->Z[i * k + d + j];
+        }
         return 0;
     }
     g->G = bp_calloc((size_t)(k * k), sizeof(double), err);
@@ -68,6 +78,8 @@ void bp_gram_free(bp_gram *g)
 {
     free(g->G);
     free(g->Z);
+    free(g->Xb);
+    free(g->Y);
     memset(g, 0, sizeof *g);
 }
 
@@ -97,9 +109,48 @@ static int quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k
     return 0;
 }
 
-int bp_gram_row_errors(const bp_gram *g, const float *W, const float *What,
+/* Kept rows: e_r = ||What_r Xbar^T - W_r X^T||^2 / n with W X^T cached. */
+static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t rows,
+                         int64_t ldw, double *row_err, bp_error *err)
+{
+    int64_t d = g->d, n = g->n;
+    double *A = bp_malloc((size_t)(rows * d) * sizeof(double), err);
+    double *M = bp_malloc((size_t)(rows * n) * sizeof(double), err);
+    int rc = A && M ? 0 : -1;
+    if (rc == 0 && g->y_of != W) {   /* Y = W X^T / sqrt(n), once per weights */
+        free(g->Y);
+        g->Y = bp_malloc((size_t)(rows * n) * sizeof(double), err);
+        rc = g->Y ? 0 : -1;
+        for (int64_t r = 0; rc == 0 && r < rows; r++)
+            for (int64_t j = 0; j < d; j++)
+                A[r * d + j] = W[r * ldw + j];
+        if (rc == 0) {
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d,
+                        1.0, A, (int)d, g->Z, (int)g->k, 0.0, g->Y, (int)n);
+            g->y_of = W;
+        }
+    }
+    for (int64_t r = 0; rc == 0 && r < rows; r++)
+        for (int64_t j = 0; j < d; j++)
+            A[r * d + j] = What[r * ldw + j];
+    if (rc == 0) {                   /* M = What Xbar^T / sqrt(n) - Y */
+        memcpy(M, g->Y, (size_t)(rows * n) * sizeof(double));
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, 1.0,
+                    A, (int)d, g->Xb ? g->Xb : g->Z, g->Xb ? (int)d : (int)g->k, -1.0, M,
+                    (int)n);
+        for (int64_t r = 0; r < rows; r++)
+            row_err[r] = cblas_ddot((int)n, M + r * n, 1, M + r * n, 1);
+    }
+    free(A);
+    free(M);
+    return rc;
+}
+
+int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
                        int64_t rows, int64_t ldw, double *row_err, bp_error *err)
 {
+    if (g->Z)
+        return direct_errors(g, W, What, rows, ldw, row_err, err);
     int64_t d = g->d, k = g->k;
     double *V = bp_malloc((size_t)(rows * k) * sizeof(double), err);
     if (!V)

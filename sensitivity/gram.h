@@ -9,8 +9,9 @@
  * only dW X^T remains) is built once per activation width and reused for
  * every weight candidate.  Everything is accumulated in double.  When there
  * are fewer calibration rows than Gram columns, forming G costs more than
- * it saves: the scaled rows Z are kept instead and each form is ||Z v||^2
- * (one dgemm per candidate, 2 n k flops per row instead of 2 k^2).
+ * it saves: the scaled rows are kept instead, W X^T is formed once per
+ * layer, and each candidate costs one dgemm What Xbar^T (2 n d flops per
+ * row instead of 2 k^2).
  */
 #ifndef BP_GRAM_H
 #define BP_GRAM_H
@@ -26,6 +27,9 @@ typedef struct bp_gram {
     double *Z;                /* instead of G when n < k: the n x k rows
                                * [X, dX] / sqrt(n), so that G = Z^T Z */
     int64_t n;                /* rows of Z */
+    double *Xb;               /* with Z and dX: (X + dX) / sqrt(n), n x d */
+    const float *y_of;        /* the W whose W X^T / sqrt(n) is cached in Y */
+    double *Y;                /* rows x n */
 } bp_gram;
 
 /* Build from columns [col0, col0 + d) of the n x ld row-major matrices X
@@ -36,7 +40,7 @@ void bp_gram_free(bp_gram *g);
 
 /* row_err[r] = ||What_r Xbar^T - W_r X^T||^2 / n for rows x d matrices W,
  * What (row stride ldw). */
-int bp_gram_row_errors(const bp_gram *g, const float *W, const float *What,
+int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
                        int64_t rows, int64_t ldw, double *row_err, bp_error *err);
 
 /* row_energy[r] = ||W_r X^T||^2 / n (uses the X^T X block only). */
