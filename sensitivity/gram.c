@@ -32,13 +32,19 @@ static void fill_chunk(double *Z, const float *X, const float *Xq, int64_t rows,
 int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
                   int64_t ld, int64_t col0, int64_t d, bp_error *err)
 {
+    return bp_gram_build_mode(g, X, Xq, n, ld, col0, d, n < (Xq ? 2 * d : d), err);
+}
+
+int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
+                       int64_t col0, int64_t d, int keep_rows, bp_error *err)
+{
     memset(g, 0, sizeof *g);
     if (n <= 0)
         return bp_fail(err, "no calibration rows");
     g->d = d;
     g->k = Xq ? 2 * d : d;
     int64_t k = g->k, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
-    if (n < k) {                     /* keep the rows: cheaper than their Gram */
+    if (keep_rows) {                 /* keep the rows: cheaper than their Gram */
         g->Z = bp_malloc((size_t)(n * k) * sizeof(double), err);
         if (!g->Z)
             return -1;
@@ -80,6 +86,8 @@ void bp_gram_free(bp_gram *g)
     free(g->Z);
     free(g->Xb);
     free(g->Y);
+    free(g->A);
+    free(g->M);
     memset(g, 0, sizeof *g);
 }
 
@@ -109,40 +117,52 @@ static int quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k
     return 0;
 }
 
+/* Kept rows: the work buffers and Y = W X^T / sqrt(n), once per weights. */
+static int direct_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw, bp_error *err)
+{
+    int64_t d = g->d, n = g->n;
+    if (!g->A)                       /* work buffers, reused for every candidate */
+        g->A = bp_malloc((size_t)(rows * d) * sizeof(double), err);
+    if (!g->M)
+        g->M = bp_malloc((size_t)(rows * n) * sizeof(double), err);
+    if (!g->A || !g->M)
+        return -1;
+    if (g->y_of == W)
+        return 0;
+    free(g->Y);
+    if (!(g->Y = bp_malloc((size_t)(rows * n) * sizeof(double), err)))
+        return -1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < d; j++)
+            g->A[r * d + j] = W[r * ldw + j];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, 1.0, g->A,
+                (int)d, g->Z, (int)g->k, 0.0, g->Y, (int)n);
+    g->y_of = W;
+    return 0;
+}
+
 /* Kept rows: e_r = ||What_r Xbar^T - W_r X^T||^2 / n with W X^T cached. */
 static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t rows,
                          int64_t ldw, double *row_err, bp_error *err)
 {
     int64_t d = g->d, n = g->n;
-    double *A = bp_malloc((size_t)(rows * d) * sizeof(double), err);
-    double *M = bp_malloc((size_t)(rows * n) * sizeof(double), err);
-    int rc = A && M ? 0 : -1;
-    if (rc == 0 && g->y_of != W) {   /* Y = W X^T / sqrt(n), once per weights */
-        free(g->Y);
-        g->Y = bp_malloc((size_t)(rows * n) * sizeof(double), err);
-        rc = g->Y ? 0 : -1;
-        for (int64_t r = 0; rc == 0 && r < rows; r++)
-            for (int64_t j = 0; j < d; j++)
-                A[r * d + j] = W[r * ldw + j];
-        if (rc == 0) {
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d,
-                        1.0, A, (int)d, g->Z, (int)g->k, 0.0, g->Y, (int)n);
-            g->y_of = W;
-        }
-    }
+    int rc = direct_prepare(g, W, rows, ldw, err);
+    double *A = g->A, *M = g->M;
     for (int64_t r = 0; rc == 0 && r < rows; r++)
         for (int64_t j = 0; j < d; j++)
             A[r * d + j] = What[r * ldw + j];
-    if (rc == 0) {                   /* M = What Xbar^T / sqrt(n) - Y */
-        memcpy(M, g->Y, (size_t)(rows * n) * sizeof(double));
+    if (rc == 0) {                   /* M = What Xbar^T / sqrt(n); e_r = ||M_r - Y_r||^2 */
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, 1.0,
-                    A, (int)d, g->Xb ? g->Xb : g->Z, g->Xb ? (int)d : (int)g->k, -1.0, M,
+                    A, (int)d, g->Xb ? g->Xb : g->Z, g->Xb ? (int)d : (int)g->k, 0.0, M,
                     (int)n);
-        for (int64_t r = 0; r < rows; r++)
-            row_err[r] = cblas_ddot((int)n, M + r * n, 1, M + r * n, 1);
+        for (int64_t r = 0; r < rows; r++) {
+            const double *m = M + r * n, *y = g->Y + r * n;
+            double s = 0.0;
+            for (int64_t i = 0; i < n; i++)
+                s += (m[i] - y[i]) * (m[i] - y[i]);
+            row_err[r] = s;
+        }
     }
-    free(A);
-    free(M);
     return rc;
 }
 
@@ -169,9 +189,16 @@ int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
     return rc;
 }
 
-int bp_gram_row_energy(const bp_gram *g, const float *W, int64_t rows,
+int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
                        int64_t ldw, double *row_energy, bp_error *err)
 {
+    if (g->Z) {                      /* ||W_r X^T||^2 / n from the cached Y */
+        if (direct_prepare(g, W, rows, ldw, err) < 0)
+            return -1;
+        for (int64_t r = 0; r < rows; r++)
+            row_energy[r] = cblas_ddot((int)g->n, g->Y + r * g->n, 1, g->Y + r * g->n, 1);
+        return 0;
+    }
     int64_t d = g->d;
     double *V = bp_malloc((size_t)(rows * d) * sizeof(double), err);
     if (!V)

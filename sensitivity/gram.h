@@ -30,12 +30,17 @@ typedef struct bp_gram {
     double *Xb;               /* with Z and dX: (X + dX) / sqrt(n), n x d */
     const float *y_of;        /* the W whose W X^T / sqrt(n) is cached in Y */
     double *Y;                /* rows x n */
+    double *A, *M;            /* work buffers of the kept-rows path */
 } bp_gram;
 
 /* Build from columns [col0, col0 + d) of the n x ld row-major matrices X
  * and (when not NULL) Xq, the quantized activations. */
 int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
                   int64_t ld, int64_t col0, int64_t d, bp_error *err);
+/* The same, choosing explicitly: keep_rows 1 keeps the scaled rows, 0 forms
+ * the Gram (bp_gram_build keeps rows when n < k). */
+int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
+                       int64_t col0, int64_t d, int keep_rows, bp_error *err);
 void bp_gram_free(bp_gram *g);
 
 /* row_err[r] = ||What_r Xbar^T - W_r X^T||^2 / n for rows x d matrices W,
@@ -44,7 +49,7 @@ int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
                        int64_t rows, int64_t ldw, double *row_err, bp_error *err);
 
 /* row_energy[r] = ||W_r X^T||^2 / n (uses the X^T X block only). */
-int bp_gram_row_energy(const bp_gram *g, const float *W, int64_t rows,
+int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
                        int64_t ldw, double *row_energy, bp_error *err);
 
 /* G = alpha A^T A (full symmetric, da x da) for A = columns [xoff, xoff + d)

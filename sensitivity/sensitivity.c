@@ -131,9 +131,15 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
     if (n_w)
         memset(err_out, 0, n_w * sizeof(double));
     *energy = 0.0;
+    /* flops: the Gram (n k^2 to build, 2 og k^2 per form) against the kept rows
+     * (2 n d og per form, W X^T included) for n_w candidates plus the energy */
+    double k = (double)(Xq ? 2 * l->in : l->in), nn = (double)l->n, d = (double)l->in;
+    double gram_cost = nn * k * k + ((double)n_w + 1.0) * 2.0 * (double)og * k * k;
+    double rows_cost = ((double)n_w + 1.0) * 2.0 * nn * d * (double)og;
+    int keep_rows = rows_cost < gram_cost;
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
-        if (bp_gram_build(&g, l->X, Xq, l->n, ld, j * l->in, l->in, err) < 0)
+        if (bp_gram_build_mode(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows, err) < 0)
             goto fail;
         const float *W = l->W + (int64_t)j * og * l->in;
         if (bp_gram_row_energy(&g, W, og, l->in, row, err) < 0) {

@@ -142,6 +142,35 @@ static void test_fisher(void)
     bp_table_free(&t);
 }
 
+/* Both ways of reading the errors, forced, against the direct computation. */
+static void test_modes(void)
+{
+    check_rng r = {777};
+    enum { O = 6, D = 10, N = 90 };
+    float *X = make_inputs(&r, N, D), Xq[N * D], W[O * D], Wq[O * D];
+    bp_qspec aq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    for (int i = 0; i < O * D; i++)
+        W[i] = (float)check_normal(&r);
+    bp_quantize_matrix(X, Xq, N, D, &aq, NULL);
+    bp_quantize_matrix(W, Wq, O, D, &wq, NULL);
+    double want = direct_error(W, Wq, X, Xq, O, D, 1, N);
+    for (int keep = 0; keep < 2; keep++) {
+        bp_gram g;
+        double row[O], e = 0.0, energy[O], en = 0.0;
+        CHECK(bp_gram_build_mode(&g, X, Xq, N, D, 0, D, keep, NULL) == 0);
+        CHECK((g.Z != NULL) == keep);
+        CHECK(bp_gram_row_errors(&g, W, Wq, O, D, row, NULL) == 0);
+        CHECK(bp_gram_row_energy(&g, W, O, D, energy, NULL) == 0);
+        for (int o = 0; o < O; o++)
+            e += row[o], en += energy[o];
+        CHECK_REL(e, want, 1e-9);
+        CHECK_REL(en, direct_energy(W, X, O, D, 1, N), 1e-9);
+        bp_gram_free(&g);
+    }
+    free(X);
+}
+
 static void test_missing_data(void)
 {
     float W[4] = {1, 2, 3, 4};
@@ -209,6 +238,8 @@ int main(void)
     test_case(5, 5, 300, 1, 2500);       /* more than one Gram chunk of rows */
     test_case(6, 9, 40, 1, 30);          /* fewer rows than Gram columns: kept rows */
     test_case(7, 8, 18, 2, 20);          /* the same, grouped */
+    test_case(8, 200, 16, 1, 400);       /* many outputs: the Gram is cheaper */
+    test_modes();
     test_missing_data();
     test_fisher();
     test_monotone();
