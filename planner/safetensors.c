@@ -464,7 +464,8 @@ static int st_validate(bp_safetensors *st, const char *label, bp_error *err)
         return -1;
     for (size_t i = 0; i < n; i++)
         byname[i] = &st->tensors[i];
-    qsort(byname, n, sizeof *byname, st_cmp_name);
+    if (n > 1)
+        qsort(byname, n, sizeof *byname, st_cmp_name);
     for (size_t i = 1; i < n; i++)
         if (strcmp(byname[i - 1]->name, byname[i]->name) == 0) {
             bp_fail(err, "%s: tensor '%s' appears twice in the header", label, byname[i]->name);
@@ -472,7 +473,8 @@ static int st_validate(bp_safetensors *st, const char *label, bp_error *err)
             return -1;
         }
     free(byname);
-    qsort(st->tensors, n, sizeof *st->tensors, st_cmp_begin);
+    if (n > 1)                       /* (tensors is NULL when there are none) */
+        qsort(st->tensors, n, sizeof *st->tensors, st_cmp_begin);
     const bp_st_tensor *prev = NULL;
     for (size_t i = 0; i < n; i++) {
         const bp_st_tensor *t = &st->tensors[i];

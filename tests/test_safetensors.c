@@ -7,6 +7,7 @@
  * damaged files must be rejected or accepted, never crash (run under the
  * sanitizers in CI's debug job).
  */
+#include <dirent.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -178,6 +179,15 @@ static void test_corrupt(void)
     char mbuf[1024];
     CHECK(bp_st_open(&st, tmp_path(mbuf, "does-not-exist"), &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "cannot open");
+    /* regression (fuzzing): headers with no tensors at all are valid and empty */
+    static const char *const empty[] = {"{}", "{\"__metadata__\":{\"a\":\"b\"}}",
+                                        "{\"__metadata__\":{}}"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t m = make_file(buf, empty[i], 0);
+        CHECK_MSG(bp_st_parse(&st, buf, m, "empty", &err) == 0, "%s", err.msg);
+        CHECK(st.n_tensors == 0);
+        bp_st_close(&st);
+    }
     /* a valid header with escapes and spaces is accepted */
     size_t n = make_file(buf, " { \"a\\u00e9\" : { \"shape\" : [ ] , \"dtype\" : \"U8\" , "
                               "\"data_offsets\" : [ 0 , 1 ] } }  ", 1);
@@ -241,6 +251,33 @@ static void test_mutations(void)
     free(orig);
 }
 
+/* Inputs the fuzzer once broke (tests/fuzz_regressions/safetensors-*): they
+ * must parse or fail cleanly (the sanitizer build would flag anything else). */
+static void test_fuzz_regressions(void)
+{
+    DIR *dir = opendir(BP_SOURCE_DIR "/tests/fuzz_regressions");
+    struct dirent *e;
+    int seen = 0;
+    while (dir && (e = readdir(dir))) {
+        if (strncmp(e->d_name, "safetensors-", 12) != 0)
+            continue;
+        char path[2048], *data;
+        size_t n;
+        bp_error err;
+        bp_safetensors st;
+        snprintf(path, sizeof path, "%s/tests/fuzz_regressions/%s", BP_SOURCE_DIR, e->d_name);
+        if (bp_read_file(path, &data, &n, &err) == 0) {
+            bp_st_parse(&st, (const unsigned char *)data, n, e->d_name, &err);
+            bp_st_close(&st);
+            free(data);
+            seen++;
+        }
+    }
+    if (dir)
+        closedir(dir);
+    CHECK(seen >= 1);
+}
+
 int main(void)
 {
     const char *base = getenv("BP_TEST_TMP");
@@ -254,5 +291,6 @@ int main(void)
     test_round_trip();
     test_corrupt();
     test_mutations();
+    test_fuzz_regressions();
     return check_done();
 }
