@@ -113,7 +113,8 @@ int bp_latency_load(bp_latency *lt, const char *path, bp_error *err)
     if (rc == 0 && line == 0)
         rc = bp_fail(err, "%s: empty file (expected a header layer,wbits,abits,latency)", path);
     if (rc == 0)
-        qsort(lt->rows, lt->n, sizeof *lt->rows, row_cmp);
+        if (lt->n > 1)
+            qsort(lt->rows, lt->n, sizeof *lt->rows, row_cmp);
     for (size_t i = 1; rc == 0 && i < lt->n; i++)
         if (row_cmp(&lt->rows[i - 1], &lt->rows[i]) == 0)
             rc = bp_fail(err, "%s:%ld: layer '%s' at %d/%d bits is listed twice", path,
@@ -128,6 +129,8 @@ int bp_latency_load(bp_latency *lt, const char *path, bp_error *err)
 
 double bp_latency_get(const bp_latency *lt, const char *layer, int wbits, int abits)
 {
+    if (lt->n == 0)
+        return -1.0;
     bp_latency_row key = {(char *)layer, wbits, abits, 0.0, 0};
     const bp_latency_row *r = bsearch(&key, lt->rows, lt->n, sizeof *lt->rows, row_cmp);
     return r ? r->latency : -1.0;

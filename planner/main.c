@@ -358,7 +358,8 @@ static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *r
 
 static int has_budget(const bp_budget_spec *b)
 {
-    return b->avg_bits > 0 || b->max_bytes > 0 || b->max_error >= 0 || b->max_bops > 0;
+    return b->avg_bits > 0 || b->max_bytes > 0 || b->max_error >= 0 || b->max_bops > 0 ||
+           b->max_latency > 0;
 }
 
 /* Solve, write the plan(s), print the summary. */
@@ -473,7 +474,8 @@ static int cmd_solve_table(cli *c)
     if (c->arg)
         return usage_error("solve --table takes no CONFIG argument");
     if (!has_budget(&c->budget))
-        return usage_error("solve --table needs --avg-bits, --max-bytes or --max-error");
+        return usage_error("solve --table needs --avg-bits, --max-bytes, --max-bops, "
+                           "--max-latency or --max-error");
     if (!c->output)
         c->output = "plan.yaml";
     if (bp_table_read_csv(&t, c->table, &err) < 0)

@@ -45,7 +45,8 @@ static int list_npy(const char *dir, char ***names, size_t *n, bp_error *err)
         (*n)++;
     }
     closedir(d);
-    qsort(*names, *n, sizeof **names, cmp_str);
+    if (*n > 1)
+        qsort(*names, *n, sizeof **names, cmp_str);
     return 0;
 oom:
     closedir(d);

@@ -91,6 +91,12 @@ check "infeasible: no plan" test ! -e bout/plan.yaml
 printf 'model: {weights: m/model.safetensors, calibration: m/calib.safetensors, exclude: [head]}\nbudget: {avg_bits: 6}\noutput: {dir: memout}\n' >mem.yaml
 BITPLAN_MEMORY_LIMIT=100000 expect_fail 1 "needs about" "$BITPLAN" run mem.yaml
 check "too large: nothing measured" test ! -e memout/sensitivity.csv.partial
+printf 'layer,wbits,abits,error,params\na,4,16,1,10\n' >c0.csv
+# regressions found by UBSan: an empty latency table, an npy directory with no files
+printf 'layer,wbits,abits,latency\n' >empty_lat.csv
+expect_fail 1 "empty_lat.csv: no latency for layer" "$BITPLAN" solve --table c0.csv --latency empty_lat.csv --max-latency 5 -o c.yaml
+mkdir -p emptydir
+expect_fail 1 "emptydir: directory holds no .npy files" "$BITPLAN" inspect emptydir
 # CSV tables: missing columns, non-numeric fields, duplicate rows
 printf 'layer,wbits,abits,params\na,4,16,10\n' >c1.csv
 expect_fail 1 "c1.csv: missing required column 'error'" "$BITPLAN" solve --table c1.csv --avg-bits 4 -o c.yaml
