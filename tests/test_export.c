@@ -89,6 +89,16 @@ static int layer_index(const char *name)
     return -1;
 }
 
+/* The layer a pattern matches (the last one when several do), or -1. */
+static int owner_of(const char *pattern)
+{
+    int owner = -1;
+    for (int l = 0; l < NL; l++)
+        if (matches(pattern, names[l]) == 1)
+            owner = l;
+    return owner;
+}
+
 /* Every layer hits exactly the patterns listed for it and no decoy hits any. */
 static void check_patterns(const char *const *pats, const int *owner, size_t n, const char *what)
 {
@@ -147,10 +157,7 @@ static void test_llamacpp_ok(bp_export_plan *p)
             continue;
         *eq = '\0';
         pats[k] = tok;
-        owner[k] = -1;
-        for (int l = 0; l < NL; l++)
-            if (matches(tok, names[l]) == 1)
-                owner[k] = l;
+        owner[k] = owner_of(tok);
         types_ok &= owner[k] >= 0 && strcmp(eq + 1, bp_ggml_type(wb[owner[k]])) == 0;
         k++;
     }
@@ -174,13 +181,19 @@ static void test_llamacpp_ok(bp_export_plan *p)
     free(text);
 }
 
-static void test_gptqmodel(const bp_export_plan *p)
+/* Write one format into the scratch directory and parse it back. */
+static bp_ynode *export_parsed(const bp_export_plan *p, const char *fmt, const char *file)
 {
     char out[700];
     bp_error err;
-    snprintf(out, sizeof out, "%s/dyn.json", tmp);
-    CHECK(bp_export_write(p, "gptqmodel", out, NULL, 0, &err) == 0);
-    bp_ynode *root = parse_file(out);
+    snprintf(out, sizeof out, "%s/%s", tmp, file);
+    CHECK_MSG(bp_export_write(p, fmt, out, NULL, 0, &err) == 0, "%s: %s", fmt, err.msg);
+    return parse_file(out);
+}
+
+static void test_gptqmodel(const bp_export_plan *p)
+{
+    bp_ynode *root = export_parsed(p, "gptqmodel", "dyn.json");
     const bp_ynode *dyn = get(root, "dynamic");
     CHECK(dyn && dyn->n == NL);
     const char *pats[NL];
@@ -189,11 +202,7 @@ static void test_gptqmodel(const bp_export_plan *p)
         const char *key = dyn->items[2 * k]->str;
         const bp_ynode *v = dyn->items[2 * k + 1];
         pats[k] = key + 2;
-        owner[k] = -1;
-        for (int l = 0; l < NL; l++)
-            if (matches(pats[k], names[l]) == 1)
-                owner[k] = l;
-        int l = owner[k];
+        int l = owner[k] = owner_of(pats[k]);
         if (l < 0) {
             fields = 0;
             continue;
@@ -214,11 +223,7 @@ static void test_gptqmodel(const bp_export_plan *p)
 
 static void test_llmcompressor(const bp_export_plan *p)
 {
-    char out[700];
-    bp_error err;
-    snprintf(out, sizeof out, "%s/recipe.yaml", tmp);
-    CHECK(bp_export_write(p, "llmcompressor", out, NULL, 0, &err) == 0);
-    bp_ynode *root = parse_file(out);
+    bp_ynode *root = export_parsed(p, "llmcompressor", "recipe.yaml");
     const bp_ynode *qm = get(get(get(root, "quant_stage"), "quant_modifiers"), "QuantizationModifier");
     const bp_ynode *groups = get(qm, "config_groups"), *ignore = get(qm, "ignore");
     CHECK(groups && ignore && ignore->n == 1);
@@ -230,11 +235,7 @@ static void test_llmcompressor(const bp_export_plan *p)
         const bp_ynode *w = get(grp, "weights"), *a = get(grp, "input_activations");
         for (size_t i = 0; t && i < t->n && k < NL; i++, k++) {
             pats[k] = t->items[i]->str + 3;                 /* after "re:" */
-            owner[k] = -1;
-            for (int l = 0; l < NL; l++)
-                if (matches(pats[k], names[l]) == 1)
-                    owner[k] = l;
-            int l = owner[k];
+            int l = owner[k] = owner_of(pats[k]);
             if (l < 0) {
                 ok = 0;
                 continue;
@@ -259,9 +260,7 @@ static void test_json_maps(const bp_export_plan *p)
 {
     char out[700];
     bp_error err;
-    snprintf(out, sizeof out, "%s/ar.json", tmp);
-    CHECK(bp_export_write(p, "autoround", out, NULL, 0, &err) == 0);
-    bp_ynode *root = parse_file(out);
+    bp_ynode *root = export_parsed(p, "autoround", "ar.json");
     int ok = root && root->n == NL;
     for (int l = 0; ok && l < NL; l++) {
         const bp_ynode *v = get(root, names[l]);
@@ -269,9 +268,8 @@ static void test_json_maps(const bp_export_plan *p)
     }
     CHECK(ok);
     bp_ynode_free(root);
+    root = export_parsed(p, "hawq", "hawq.json");
     snprintf(out, sizeof out, "%s/hawq.json", tmp);
-    CHECK(bp_export_write(p, "hawq", out, NULL, 0, &err) == 0);
-    root = parse_file(out);
     const bp_ynode *bc = get(root, "bit_config"), *ct = get(root, "calibtip");
     ok = bc && ct && bc->n == NL && ct->n == NL;
     for (int l = 0; ok && l < NL; l++) {
