@@ -794,8 +794,11 @@ static int k_table(const cctx *c, const bp_ynode *v, const char *key, bp_config 
 }
 static int k_formats(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"yaml", "json", "llamacpp", "gptqmodel",
-                                        "llmcompressor", "autoround", "hawq", NULL};
+    /* yaml, json, then the exports in bp_export_names order */
+    const char *names[2 + BP_EXPORT_COUNT + 1] = {"yaml", "json"};
+    for (int f = 0; f < BP_EXPORT_COUNT; f++)
+        names[2 + f] = bp_export_names[f];
+    names[2 + BP_EXPORT_COUNT] = NULL;
     if (want_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
     if (v->n == 0)

@@ -346,15 +346,27 @@ static void write_llmcompressor(FILE *fp, const bp_export_plan *p)
     }
 }
 
+const char *const bp_export_names[BP_EXPORT_COUNT] = {"llamacpp", "gptqmodel", "llmcompressor",
+                                                      "autoround", "hawq"};
+const char *const bp_export_files[BP_EXPORT_COUNT] = {
+    "tensor-types.txt", "gptqmodel_dynamic.json", "recipe.yaml", "autoround_layer_config.json",
+    "hawq_bit_config.json"};
+
+int bp_export_format(const char *name)
+{
+    for (int f = 0; f < BP_EXPORT_COUNT; f++)
+        if (strcmp(name, bp_export_names[f]) == 0)
+            return f;
+    return -1;
+}
+
 int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
                     const bp_ggml_rule *types, size_t n_types, bp_error *err)
 {
-    static const char *const known = "llamacpp, gptqmodel, llmcompressor, autoround, hawq";
-    int f = !strcmp(fmt, "llamacpp") ? 0 : !strcmp(fmt, "gptqmodel") ? 1
-          : !strcmp(fmt, "llmcompressor") ? 2 : !strcmp(fmt, "autoround") ? 3
-          : !strcmp(fmt, "hawq") ? 4 : -1;
+    int f = bp_export_format(fmt);
     if (f < 0)
-        return bp_fail(err, "unknown export format '%s' (expected one of: %s)", fmt, known);
+        return bp_fail(err, "unknown export format '%s' (expected one of: llamacpp, gptqmodel, "
+                       "llmcompressor, autoround, hawq)", fmt);
     bp_atomic a;
     if (bp_atomic_open(&a, path, err) < 0)
         return -1;

@@ -66,6 +66,12 @@ typedef struct bp_ggml_rule {
     const char *type;
 } bp_ggml_rule;
 
+/* The formats, their default file names, and name -> index (-1 unknown). */
+#define BP_EXPORT_COUNT 5
+extern const char *const bp_export_names[BP_EXPORT_COUNT];
+extern const char *const bp_export_files[BP_EXPORT_COUNT];
+int bp_export_format(const char *name);
+
 /* Write format `fmt` to path (atomically). */
 int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
                     const bp_ggml_rule *types, size_t n_types, bp_error *err);

@@ -265,12 +265,6 @@ static int write_plan_to(const bp_plan *p, const char *path, bp_error *err)
 
 /* ---- exports ------------------------------------------------------------- */
 
-static const char *const export_names[5] = {"llamacpp", "gptqmodel", "llmcompressor",
-                                            "autoround", "hawq"};
-static const char *const export_files[5] = {"tensor-types.txt", "gptqmodel_dynamic.json",
-                                            "recipe.yaml", "autoround_layer_config.json",
-                                            "hawq_bit_config.json"};
-
 /* Read a plan back, rename its layers, write one format. */
 static int export_plan(const char *plan_path, const char *fmt, const char *out,
                        const bp_config *cfg, int llama, bp_error *err)
@@ -288,11 +282,11 @@ static int export_plan(const char *plan_path, const char *fmt, const char *out,
 /* output.formats beyond yaml/json, next to the plan. */
 static int export_configured(const bp_config *cfg, const char *plan_path, bp_error *err)
 {
-    for (int f = 0; f < 5; f++) {
+    for (int f = 0; f < BP_EXPORT_COUNT; f++) {
         if (!(cfg->exports & (1u << f)))
             continue;
-        char *out = bp_path_join(cfg->out_dir, export_files[f], err);
-        int rc = out ? export_plan(plan_path, export_names[f], out, cfg, cfg->llama_names, err)
+        char *out = bp_path_join(cfg->out_dir, bp_export_files[f], err);
+        int rc = out ? export_plan(plan_path, bp_export_names[f], out, cfg, cfg->llama_names, err)
                      : -1;
         free(out);
         if (rc < 0)
@@ -706,16 +700,14 @@ static int cmd_export(cli *c)
         return usage_error("export needs a PLAN file (plan.yaml or plan.json)");
     if (!c->format)
         return usage_error("export needs --format llamacpp|gptqmodel|llmcompressor|autoround|hawq");
-    int f = 0;
-    while (f < 5 && strcmp(export_names[f], c->format) != 0)
-        f++;
-    if (f == 5) {
+    int f = bp_export_format(c->format);
+    if (f < 0) {
         char msg[256];
         snprintf(msg, sizeof msg, "--format: unknown format '%.100s' (expected llamacpp, "
                  "gptqmodel, llmcompressor, autoround or hawq)", c->format);
         return usage_error(msg);
     }
-    const char *out = c->output ? c->output : export_files[f];
+    const char *out = c->output ? c->output : bp_export_files[f];
     if (export_plan(c->arg, c->format, out, NULL, c->llama_names, &err) < 0)
         return die(&err);
     if (!c->quiet)

@@ -194,24 +194,25 @@ static int bp_tensorset_sha256(const bp_tensorset *ts, char hex[65], bp_error *e
 
 /* ---- sensitivity -------------------------------------------------------- */
 
+static int matches_some_layer(const bp_model *m, const char *pattern)
+{
+    for (size_t i = 0; i < m->n_layers; i++)
+        if (fnmatch(pattern, m->layers[i].name, 0) == 0)
+            return 1;
+    return 0;
+}
+
+/* Patterns that select layers must select at least one. */
 static int check_pins(const bp_config *cfg, const bp_model *m, bp_error *err)
 {
-    for (size_t p = 0; p < cfg->n_pins; p++) {
-        int hit = 0;
-        for (size_t i = 0; i < m->n_layers && !hit; i++)
-            hit = fnmatch(cfg->pins[p].pattern, m->layers[i].name, 0) == 0;
-        if (!hit)
+    for (size_t p = 0; p < cfg->n_pins; p++)
+        if (!matches_some_layer(m, cfg->pins[p].pattern))
             return bp_fail(err, "%s: pins[%zu]: pattern '%s' matches no layer", cfg->path,
                            p, cfg->pins[p].pattern);
-    }
-    for (size_t r = 0; r < cfg->n_act_rules; r++) {
-        int hit = 0;
-        for (size_t i = 0; i < m->n_layers && !hit; i++)
-            hit = fnmatch(cfg->act_rules[r].pattern, m->layers[i].name, 0) == 0;
-        if (!hit)
+    for (size_t r = 0; r < cfg->n_act_rules; r++)
+        if (!matches_some_layer(m, cfg->act_rules[r].pattern))
             return bp_fail(err, "%s: activations.per_layer[%zu]: pattern '%s' matches no "
                            "layer", cfg->path, r, cfg->act_rules[r].pattern);
-    }
     return 0;
 }
 
@@ -272,9 +273,11 @@ static int check_memory(const bp_config *cfg, const bp_model *m, bp_error *err)
 {
     double avail = mem_available(), worst = 0.0;
     size_t at = 0;
-    for (size_t i = 0; i < m->n_layers; i++)
-        if (layer_bytes(&m->layers[i], cfg->n_wbits) > worst)
-            worst = layer_bytes(&m->layers[i], cfg->n_wbits), at = i;
+    for (size_t i = 0; i < m->n_layers; i++) {
+        double b = layer_bytes(&m->layers[i], cfg->n_wbits);
+        if (b > worst)
+            worst = b, at = i;
+    }
     if (getenv("BITPLAN_MEMORY_LIMIT"))           /* for tests: pretend less memory */
         avail = atof(getenv("BITPLAN_MEMORY_LIMIT"));
     if (avail > 0 && worst > avail)
@@ -839,6 +842,9 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
                  const bp_sens_result *sens, const bp_solve_request *req, bp_plan *plan,
                  bp_error *err)
 {
+    bp_sens_spec spec;               /* the grids behind each row's quantizer */
+    if (cfg)
+        bp_sens_spec_from_config(cfg, &spec);
     memset(plan, 0, sizeof *plan);
     plan->layers = bp_calloc(r->n_layers, sizeof *plan->layers, err);
     if (!plan->layers)
@@ -851,8 +857,6 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
                               -1, row->error, row->params, row->weight_bits};
         int wq = bp_wquantizer_parse(row->quantizer);
         if (cfg && row->wbits < BP_BITS_FLOAT && wq >= 0) {
-            bp_sens_spec spec;
-            bp_sens_spec_from_config(cfg, &spec);
             bp_qspec g = bp_sens_weight_grid(&spec, (bp_wquantizer)wq);
             pl->granularity = bp_granularity_name(g.granularity);
             pl->group_size = g.granularity == BP_GRAN_GROUP ? g.group_size : 0;

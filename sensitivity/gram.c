@@ -95,17 +95,6 @@ void bp_gram_free(bp_gram *g)
 static int quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k,
                       double *out, bp_error *err)
 {
-    if (g->Z) {                      /* v S v^T = ||Z[:, :k] v^T||^2 */
-        double *M = bp_malloc((size_t)(rows * g->n) * sizeof(double), err);
-        if (!M)
-            return -1;
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)g->n, (int)k, 1.0,
-                    V, (int)k, g->Z, (int)g->k, 0.0, M, (int)g->n);
-        for (int64_t r = 0; r < rows; r++)
-            out[r] = cblas_ddot((int)g->n, M + r * g->n, 1, M + r * g->n, 1);
-        free(M);
-        return 0;
-    }
     double *M = bp_malloc((size_t)(rows * k) * sizeof(double), err);
     if (!M)
         return -1;
