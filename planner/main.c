@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../common/bp_file.h"
+#include "../common/bp_profile.h"
 #include "bp_version.h"
 #include "config.h"
 #include "model.h"
@@ -749,6 +750,9 @@ int main(int argc, char **argv)
     if (rc)
         return rc;
     rc = dispatch(&c);
+    const char *prof = getenv("BITPLAN_PROFILE");
+    if (prof && *prof && strcmp(prof, "0") != 0)
+        bp_profile_report(stderr);
     if (c.has_latency)
         bp_latency_free(&c.latency);
     return rc;

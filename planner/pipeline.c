@@ -16,15 +16,9 @@
 #include "../sensitivity/sensitivity.h"
 #include "model.h"
 #include "sha256.h"
+#include "common/bp_profile.h"
 
 #define CACHE_FORMAT "bitplan-sensitivity-cache-v1"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s)
 {
@@ -164,6 +158,15 @@ static int cache_store(const bp_table *t, const char *csv_path, const char *key,
         return -1;
     fprintf(a.fp, "key %s\ncsv %s\n", key, sha);
     return bp_atomic_commit(&a, err);
+}
+
+static int store_timed(const bp_table *t, const char *csv_path, const char *key,
+                       bp_error *err)
+{
+    double t0 = bp_now();
+    int rc = cache_store(t, csv_path, key, err);
+    bp_profile_add(BP_STAGE_WRITE, bp_now() - t0);
+    return rc;
 }
 
 int bp_write_table(const bp_table *t, const char *path, bp_error *err)
@@ -394,8 +397,10 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
             progress(ctx, i, m->n_layers, m->layers[i].name);
         if (q_data >= 0 && m->layers[i].input < 0)
             return no_data_error(cfg, &m->layers[i], q_data, err);
+        double t_load = bp_now();
         if (bp_model_load_layer(m, i, &l, err) < 0)
             return -1;
+        bp_profile_add(BP_STAGE_LOAD, bp_now() - t_load);
         int rc = 0;
         spec.acts = bp_config_acts_for(cfg, m->layers[i].name);
         for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
@@ -422,7 +427,7 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
 {
     bp_model m;
     char key[65];
-    double t0 = now_seconds();
+    double t0 = bp_now();
     memset(res, 0, sizeof *res);
     bp_table_init(&res->table);
     if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
@@ -435,6 +440,7 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
         bp_tensorset_sha256(&m.weights, res->model_sha256, err) < 0 ||
         (m.has_calib && bp_tensorset_sha256(&m.calib, res->calib_sha256, err) < 0))
         goto out;
+    bp_profile_add(BP_STAGE_LOAD, bp_now() - t0);
     cache_key(cfg, &m, res, key);
     if (bp_mkdirs(cfg->out_dir, err) < 0 ||
         !(csv = bp_path_join(cfg->out_dir, cfg->table_name, err)))
@@ -451,14 +457,14 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
         res->resumed_layers = start;
         int ok = journal_open(&jr, csv, key, start, err) == 0 &&
                  measure_all(cfg, &m, progress, progress_ctx, &res->table, start, &jr, err) == 0 &&
-                 cache_store(&res->table, csv, key, err) == 0;
+                 store_timed(&res->table, csv, key, err) == 0;
         journal_close(&jr, ok);
         if (!ok)
             goto out;
     }
     rc = 0;
 out:
-    res->seconds = now_seconds() - t0;
+    res->seconds = bp_now() - t0;
     free(csv);
     bp_model_close(&m);
     if (rc < 0)
@@ -695,8 +701,20 @@ static int infeasible(const bp_solve_request *req, const bp_solution *sol,
                    "is %.17g", req->budget.max_error, m);
 }
 
+static int solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_result *res,
+                       bp_error *err);
+
 int bp_solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_result *res,
                    bp_error *err)
+{
+    double t0 = bp_now();
+    int rc = solve_table(t, req, res, err);
+    bp_profile_add(BP_STAGE_SOLVE, bp_now() - t0);
+    return rc;
+}
+
+static int solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_result *res,
+                       bp_error *err)
 {
     ip_build b;
     bp_budget budgets[5];

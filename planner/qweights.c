@@ -6,6 +6,8 @@
  */
 #include "qweights.h"
 
+#include "common/bp_profile.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +220,7 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
 {
     bp_model m;
     qfile f;
+    double t0 = bp_now();
     memset(&f, 0, sizeof f);
     if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
                       cfg->exclude, cfg->n_exclude, err) < 0)
@@ -246,6 +249,7 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
         bp_fail_prefix(err, "%s", path);
     qfile_free(&f);
     bp_model_close(&m);
+    bp_profile_add(BP_STAGE_WRITE, bp_now() - t0);
     return rc;
 }
 

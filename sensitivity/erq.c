@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bp_profile.h"
 #include "gram.h"
 
 void bp_erq_opts_init(bp_erq_opts *o)
@@ -78,6 +79,8 @@ static int erq_ridge(const double *G, int64_t da, const int64_t *idx, int64_t k,
         lapack_int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', (lapack_int)k,
                                         (lapack_int)rows, S, (lapack_int)k, Bt,
                                         (lapack_int)rows);
+        bp_profile_flops(BP_STAGE_WEIGHTS, (double)k * (double)k * ((double)k / 3.0 +
+                                                                   2.0 * (double)rows));
         if (info == 0) {
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t i = 0; i < k; i++)
@@ -123,6 +126,7 @@ static int erq_aqer(double *Wc, int64_t o, int64_t d, int64_t da, const float *X
             Wd[r * d + j] = Wc[r * da + j];
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)o, (int)da, (int)d, 1.0, Wd,
                 (int)d, DA, (int)da, 0.0, M, (int)da);
+    bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)o * (double)da * (double)d);
     for (int64_t j = 0; j < da; j++)
         all[j] = j;
     if (erq_ridge(G, da, all, da, lambda, M, o, err) < 0)
@@ -228,6 +232,7 @@ static int erq_wqer_step(double *Wc, int64_t o, int64_t d, int64_t da, const dou
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)o, (int)t->nk,
                         (int)t->nj, 1.0, D, (int)t->nj, GJK, (int)t->nk, 0.0, t->B,
                         (int)t->nk);
+            bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)o * (double)t->nk * (double)t->nj);
             rc = erq_ridge(G, da, t->K, t->nk, opt->lambda2, t->B, o, err);
         }
         for (int64_t r = 0; rc == 0 && r < o; r++)

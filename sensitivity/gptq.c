@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bp_profile.h"
 #include "gram.h"
 
 void bp_gptq_opts_init(bp_gptq_opts *o)
@@ -51,6 +52,7 @@ static int gptq_order(const double *H, int64_t d, int act_order, int64_t *perm, 
 static int gptq_inverse_factor(double *Hp, int64_t d, bp_error *err)
 {
     lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)d, Hp, (lapack_int)d);
+    bp_profile_flops(BP_STAGE_WEIGHTS, 4.0 / 3.0 * (double)d * (double)d * (double)d);
     if (info == 0)
         info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)d, Hp, (lapack_int)d);
     if (info == 0) {
@@ -129,6 +131,7 @@ static void gptq_block(gptq_state *s, int64_t i1, int64_t i2, float *Q, double *
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->rows, (int)(d - i2),
                     (int)bw, -1.0, E, (int)bw, s->U + i1 * d + i2, (int)d, 1.0,
                     s->W + i2, (int)d);
+    bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)s->rows * (double)(d - i2) * (double)bw);
 }
 
 static int gptq_run(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *err)

@@ -4,6 +4,8 @@
  */
 #include "gram.h"
 
+#include "common/bp_profile.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -45,22 +47,21 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     g->k = Xq ? 2 * d : d;
     int64_t k = g->k, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
     if (keep_rows) {                 /* keep the rows: cheaper than their Gram */
-        g->Z = bp_malloc((size_t)(n * k) * sizeof(double), err);
-        if (!g->Z)
-            return -1;
+        double s = 1.0 / sqrt((double)n);
         g->n = n;
-        fill_chunk(g->Z, X, Xq, n, ld, col0, d, k);
-        cblas_dscal((int)(n * k), 1.0 / sqrt((double)n), g->Z, 1);
-        if (Xq) {                    /* Xbar = X + dX, for What Xbar^T */
+        g->Z = bp_malloc((size_t)(n * d) * sizeof(double), err);
+        if (Xq)                      /* Xbar = X + dX = Xq, for What Xbar^T */
             g->Xb = bp_malloc((size_t)(n * d) * sizeof(double), err);
-            if (!g->Xb) {
-                bp_gram_free(g);
-                return -1;
-            }
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < d; j++)
-                    g->Xb[i * d + j] = g->Z[i * k + j] + g->Z[i * k + d + j];
+        if (!g->Z || (Xq && !g->Xb)) {
+            bp_gram_free(g);
+            return -1;
         }
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < d; j++) {
+                g->Z[i * d + j] = s * X[i * ld + col0 + j];
+                if (Xq)
+                    g->Xb[i * d + j] = s * Xq[i * ld + col0 + j];
+            }
         return 0;
     }
     g->G = bp_calloc((size_t)(k * k), sizeof(double), err);
@@ -75,9 +76,21 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
         fill_chunk(Z, X + r * ld, Xq ? Xq + r * ld : NULL, m, ld, col0, d, k);
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)m,
                     1.0 / (double)n, Z, (int)k, 1.0, g->G, (int)k);
+        bp_profile_flops(BP_STAGE_ERRORS, (double)m * (double)k * (double)(k + 1));
     }
     free(Z);
     return 0;
+}
+
+void bp_ycache_free(bp_ycache *c)
+{
+    free(c->Y);
+    memset(c, 0, sizeof *c);
+}
+
+void bp_gram_attach_y(bp_gram *g, bp_ycache *c)
+{
+    g->yc = c;
 }
 
 void bp_gram_free(bp_gram *g)
@@ -85,7 +98,8 @@ void bp_gram_free(bp_gram *g)
     free(g->G);
     free(g->Z);
     free(g->Xb);
-    free(g->Y);
+    if (!g->y_borrowed)
+        free(g->Y);
     free(g->A);
     free(g->M);
     memset(g, 0, sizeof *g);
@@ -100,6 +114,7 @@ static int quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k
         return -1;
     cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, (int)rows, (int)k, 1.0,
                 g->G, (int)g->k, V, (int)k, 0.0, M, (int)k);
+    bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)k * (double)(k + 1));
     for (int64_t r = 0; r < rows; r++)
         out[r] = cblas_ddot((int)k, V + r * k, 1, M + r * k, 1);
     free(M);
@@ -118,15 +133,26 @@ static int direct_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
         return -1;
     if (g->y_of == W)
         return 0;
-    free(g->Y);
+    if (!g->y_borrowed)
+        free(g->Y);
+    g->Y = NULL, g->y_borrowed = 0, g->y_of = NULL;
+    if (g->yc && g->yc->W == W && g->yc->Y) {    /* formed for another Gram of these X */
+        g->Y = g->yc->Y, g->y_borrowed = 1, g->y_of = W;
+        return 0;
+    }
     if (!(g->Y = bp_malloc((size_t)(rows * n) * sizeof(double), err)))
         return -1;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < d; j++)
             g->A[r * d + j] = W[r * ldw + j];
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, 1.0, g->A,
-                (int)d, g->Z, (int)g->k, 0.0, g->Y, (int)n);
+                (int)d, g->Z, (int)d, 0.0, g->Y, (int)n);
+    bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)n * (double)d);
     g->y_of = W;
+    if (g->yc) {                     /* hand it to the cache for the next Gram */
+        free(g->yc->Y);
+        g->yc->W = W, g->yc->Y = g->Y, g->y_borrowed = 1;
+    }
     return 0;
 }
 
@@ -142,8 +168,8 @@ static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t 
             A[r * d + j] = What[r * ldw + j];
     if (rc == 0) {                   /* M = What Xbar^T / sqrt(n); e_r = ||M_r - Y_r||^2 */
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, 1.0,
-                    A, (int)d, g->Xb ? g->Xb : g->Z, g->Xb ? (int)d : (int)g->k, 0.0, M,
-                    (int)n);
+                    A, (int)d, g->Xb ? g->Xb : g->Z, (int)d, 0.0, M, (int)n);
+        bp_profile_flops(BP_STAGE_ERRORS, (2.0 * (double)d + 3.0) * (double)rows * (double)n);
         for (int64_t r = 0; r < rows; r++) {
             const double *m = M + r * n, *y = g->Y + r * n;
             double s = 0.0;
@@ -219,6 +245,7 @@ int bp_input_gram(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t 
         }
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)da, (int)m, alpha, buf,
                     (int)da, 1.0, G, (int)da);
+        bp_profile_flops(BP_STAGE_WEIGHTS, (double)m * (double)da * (double)(da + 1));
     }
     for (int64_t i = 0; i < da; i++)
         for (int64_t j = 0; j < i; j++)

@@ -10,8 +10,9 @@
  * every weight candidate.  Everything is accumulated in double.  When there
  * are fewer calibration rows than Gram columns, forming G costs more than
  * it saves: the scaled rows are kept instead, W X^T is formed once per
- * layer, and each candidate costs one dgemm What Xbar^T (2 n d flops per
- * row instead of 2 k^2).
+ * layer (a bp_ycache carries it across activation widths), and each
+ * candidate costs one dgemm What Xbar^T (2 n d flops per row instead of
+ * 2 k^2).
  */
 #ifndef BP_GRAM_H
 #define BP_GRAM_H
@@ -24,14 +25,28 @@ typedef struct bp_gram {
     int64_t d;                /* input columns covered */
     int64_t k;                /* d, or 2d with the activation-error block */
     double *G;                /* k x k, upper triangle valid, scaled by 1/n */
-    double *Z;                /* instead of G when n < k: the n x k rows
-                               * [X, dX] / sqrt(n), so that G = Z^T Z */
+    double *Z;                /* instead of G (kept rows): X / sqrt(n), n x d */
     int64_t n;                /* rows of Z */
-    double *Xb;               /* with Z and dX: (X + dX) / sqrt(n), n x d */
+    double *Xb;               /* with Z and quantized inputs: Xq / sqrt(n), n x d */
     const float *y_of;        /* the W whose W X^T / sqrt(n) is cached in Y */
     double *Y;                /* rows x n */
+    int y_borrowed;           /* Y belongs to the attached cache */
+    struct bp_ycache *yc;     /* or NULL */
     double *A, *M;            /* work buffers of the kept-rows path */
 } bp_gram;
+
+/* W X^T / sqrt(n) of one weight matrix, owned by the caller and reused by
+ * every kept-rows Gram built from the same inputs X (the same rows, columns
+ * and n: e.g. each activation width of one layer), one Gram at a time.
+ * Zero-initialise; free with bp_ycache_free. */
+typedef struct bp_ycache {
+    const float *W;
+    double *Y;
+} bp_ycache;
+
+void bp_ycache_free(bp_ycache *c);
+/* Use c for g's W X^T (kept rows only; a Gram-mode g ignores it). */
+void bp_gram_attach_y(bp_gram *g, bp_ycache *c);
 
 /* Build from columns [col0, col0 + d) of the n x ld row-major matrices X
  * and (when not NULL) Xq, the quantized activations. */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bp_profile.h"
 #include "gram.h"
 
 const char *bp_metric_name(bp_metric m)
@@ -118,9 +119,10 @@ int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
 
 /* Errors of every weight width at one activation width, summed over conv
  * groups: err[b] = sum_r w_r e_r with w_r = 1, or the layer's grad2 under
- * the fisher metric (and energy = sum_r ||W_r X^T||^2 / n). */
+ * the fisher metric (and energy = sum_r ||W_r X^T||^2 / n).  yc (one per
+ * group, or NULL) carries W X^T from one activation width to the next. */
 static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *What,
-                           size_t n_w, double *err_out, double *energy,
+                           size_t n_w, bp_ycache *yc, double *err_out, double *energy,
                            bp_error *err)
 {
     const float *wr = l->fisher ? l->grad2 : NULL;
@@ -141,6 +143,8 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
         bp_gram g;
         if (bp_gram_build_mode(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows, err) < 0)
             goto fail;
+        if (yc)
+            bp_gram_attach_y(&g, &yc[j]);
         const float *W = l->W + (int64_t)j * og * l->in;
         if (bp_gram_row_energy(&g, W, og, l->in, row, err) < 0) {
             bp_gram_free(&g);
@@ -242,8 +246,10 @@ typedef struct work {
     float *Xq;                /* quantized inputs */
     double *col;              /* per weight width */
     float **bhat;             /* ERQ's new biases, or NULL */
+    bp_ycache *yc, *yc_aug;   /* W X^T per group, across activation widths */
     augmented aug;
     int has_aug;
+    int groups;
 } work;
 
 static void work_free(work *w, size_t nw)
@@ -253,6 +259,12 @@ static void work_free(work *w, size_t nw)
     for (size_t b = 0; w->bhat && b < nw; b++)
         free(w->bhat[b]);
     free(w->bhat);
+    for (int j = 0; w->yc && j < w->groups; j++)
+        bp_ycache_free(&w->yc[j]);
+    free(w->yc);
+    if (w->yc_aug)
+        bp_ycache_free(w->yc_aug);
+    free(w->yc_aug);
     if (w->has_aug)
         aug_free(&w->aug, nw);
 }
@@ -263,10 +275,14 @@ static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_er
     memset(w, 0, sizeof *w);
     w->Xq = bp_malloc((size_t)(l->n * l->in * l->groups) * sizeof(float), err);
     w->col = bp_malloc(nw * sizeof(double), err);
-    if (!w->Xq || !w->col)
+    w->groups = l->groups;
+    w->yc = bp_calloc((size_t)l->groups, sizeof *w->yc, err);
+    if (!w->Xq || !w->col || !w->yc)
         return -1;
     if (spec->quantizer != BP_WQ_ERQ || !l->bias)
         return 0;
+    if (!(w->yc_aug = bp_calloc(1, sizeof *w->yc_aug, err)))
+        return -1;
     w->bhat = bp_calloc(nw, sizeof(float *), err);
     if (!w->bhat)
         return -1;
@@ -283,15 +299,15 @@ static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *
 {
     size_t nw = spec->n_wbits;
     if (!w->has_aug)
-        return errors_at_abits(l, xq, What, nw, w->col, energy, err);
+        return errors_at_abits(l, xq, What, nw, w->yc, w->col, energy, err);
     augmented *g = &w->aug;
     aug_matrix(xq ? xq : l->X, NULL, l->n, l->in, 1.0f, g->Xq);
     for (size_t b = 0; b < nw; b++)
         aug_matrix(What[b], w->bhat[b], l->out, l->in, 0.0f, g->What[b]);
     double unused;
-    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->col, &unused, err) < 0)
+    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->yc_aug, w->col, &unused, err) < 0)
         return -1;
-    return errors_at_abits(l, NULL, What, 0, NULL, energy, err);   /* energy without bias */
+    return errors_at_abits(l, NULL, What, 0, w->yc, NULL, energy, err);  /* energy without bias */
 }
 
 /* errors[b * n_abits + a] for every candidate.  RTN and SQuant weights do
@@ -303,8 +319,10 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     size_t nw = spec->n_wbits, na = spec->n_abits;
     int64_t params = bp_layer_params(l);
     int per_abits = uses_inputs(spec);
+    double t = bp_now();
     if (!per_abits && weights_all(l, spec, NULL, What, NULL, err) < 0)
         return -1;
+    bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
     if (!bp_sens_needs_data(spec) || (spec->metric == BP_METRIC_HAWQ && !per_abits)) {
         double scale = spec->metric == BP_METRIC_HAWQ ? hawq_trace(l) * (double)params : 1.0;
         for (size_t b = 0; b < nw; b++)
@@ -319,16 +337,23 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
         if (spec->abits[a] < BP_BITS_FLOAT) {
             bp_qspec q = spec->acts;
             q.bits = spec->abits[a];
-            if ((rc = bp_quantize_matrix(l->X, w.Xq, l->n, l->in * l->groups, &q, err)) < 0)
+            t = bp_now();
+            rc = bp_quantize_matrix(l->X, w.Xq, l->n, l->in * l->groups, &q, err);
+            bp_profile_add(BP_STAGE_ACTS, bp_now() - t);
+            if (rc < 0)
                 break;
             xq = w.Xq;
         }
+        t = bp_now();
         if (per_abits && (rc = weights_all(l, spec, xq ? xq : l->X, What, w.bhat, err)) < 0)
             break;
+        bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
         double energy = 0.0;
         int weight_only = spec->metric == BP_METRIC_WEIGHT || spec->metric == BP_METRIC_HAWQ;
+        t = bp_now();
         if (!weight_only && (rc = errors_now(l, spec, xq, What, &w, &energy, err)) < 0)
             break;
+        bp_profile_add(BP_STAGE_ERRORS, bp_now() - t);
         double scale = spec->metric == BP_METRIC_HAWQ ? hawq_trace(l) * (double)params : 1.0;
         for (size_t b = 0; b < nw; b++) {
             double e = weight_only ? scale * weight_mse(l->W, What[b], params) : w.col[b];
