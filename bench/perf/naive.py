@@ -1,12 +1,13 @@
 """The sensitivity stage done the straightforward way, for timing against bitplan.
 
-    /usr/bin/python3 bench/perf/naive.py MODEL.safetensors CALIB.safetensors WBITS ABITS
+    /usr/bin/python3 bench/perf/naive.py MODEL.safetensors CALIB.safetensors WBITS ABITS [OUT.csv]
 
 For every layer and every (weight bits, activation bits) candidate it forms
 W_hat X_bar^T and W X^T in NumPy (float64 BLAS) and sums the squared
 difference: the same RTN grids as bitplan's defaults (per-channel symmetric
 min-max weights, per-tensor asymmetric min-max activations).  Prints the
-seconds spent and the first errors, so results can be compared.
+seconds spent and the first errors; with OUT.csv also writes every error
+(layer,wbits,abits,error) to compare with bitplan's table.
 """
 import sys
 import time
@@ -38,7 +39,7 @@ def main():
     wbits = [int(v) for v in sys.argv[3].split(",")]
     abits = [int(v) for v in sys.argv[4].split(",")]
     t0 = time.time()
-    first = []
+    table = []
     for name in [k[:-7] for k in w if k.endswith(".weight")]:
         W = w[name + ".weight"].astype(np.float64)
         X = c[name + ".input"].astype(np.float64)
@@ -48,9 +49,12 @@ def main():
             for b in wbits:
                 Wq = W if b >= 16 else q_weights(W, b)
                 e = ((Xq @ Wq.T - Y) ** 2).sum() / len(X)
-                if len(first) < 3:
-                    first.append(e)
-    print(f"{time.time() - t0:.3f} " + " ".join(f"{e:.6g}" for e in first))
+                table.append((name, b, a, e))
+    print(f"{time.time() - t0:.3f} " + " ".join(f"{r[3]:.6g}" for r in table[:3]))
+    if len(sys.argv) > 5:
+        with open(sys.argv[5], "w") as f:
+            f.write("layer,wbits,abits,error\n")
+            f.writelines(f"{n},{b},{a},{e:.17g}\n" for n, b, a, e in table)
 
 
 if __name__ == "__main__":
