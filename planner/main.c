@@ -3,6 +3,7 @@
  * error printing.  The only file that talks to the terminal.
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -746,6 +747,11 @@ int main(int argc, char **argv)
         return fputs(usage_text, stdout), 0;
     if (!strcmp(c.command, "--version") || !strcmp(c.command, "version"))
         return printf("bitplan %s\n", BP_VERSION), 0;
+    /* Layers are measured one after another with the same large buffers: keep
+     * freed memory in the heap instead of returning it to the kernel, so the
+     * next layer reuses it without page faults. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
     int rc = parse_args(&c, argc - 1, argv + 1);
     if (rc)
         return rc;

@@ -171,6 +171,48 @@ static void test_modes(void)
     free(X);
 }
 
+/* Kept rows over several activation widths share one W X^T through a
+ * bp_ycache: every width still gives the direct error, and the cache's Y is
+ * the one each later Gram uses (formed once). */
+static void test_ycache(void)
+{
+    check_rng r = {4242};
+    enum { O = 12, D = 24, N = 30 };
+    float *X = make_inputs(&r, N, D), Xq[N * D], W[O * D], Wq[O * D];
+    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    for (int i = 0; i < O * D; i++)
+        W[i] = (float)check_normal(&r);
+    bp_quantize_matrix(W, Wq, O, D, &wq, NULL);
+    bp_ycache yc = {0};
+    const double *first = NULL;
+    int abits[] = {16, 4, 6, 8};
+    for (int a = 0; a < 4; a++) {
+        const float *xq = NULL;
+        if (abits[a] < 16) {
+            bp_qspec aq = {abits[a], BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+            bp_quantize_matrix(X, Xq, N, D, &aq, NULL);
+            xq = Xq;
+        }
+        bp_gram g;
+        double row[O], e = 0.0, energy[O], en = 0.0;
+        CHECK(bp_gram_build_mode(&g, X, xq, N, D, 0, D, 1, NULL) == 0);
+        bp_gram_attach_y(&g, &yc);
+        CHECK(bp_gram_row_energy(&g, W, O, D, energy, NULL) == 0);
+        CHECK(bp_gram_row_errors(&g, W, Wq, O, D, row, NULL) == 0);
+        for (int o = 0; o < O; o++)
+            e += row[o], en += energy[o];
+        CHECK_REL(e, direct_error(W, Wq, X, xq ? xq : X, O, D, 1, N), 1e-9);
+        CHECK_REL(en, direct_energy(W, X, O, D, 1, N), 1e-9);
+        CHECK(yc.W == W && yc.Y == g.Y);
+        if (a == 0)
+            first = yc.Y;
+        CHECK(yc.Y == first);                    /* formed once, then reused */
+        bp_gram_free(&g);
+    }
+    bp_ycache_free(&yc);
+    free(X);
+}
+
 static void test_missing_data(void)
 {
     float W[4] = {1, 2, 3, 4};
@@ -240,6 +282,7 @@ int main(void)
     test_case(7, 8, 18, 2, 20);          /* the same, grouped */
     test_case(8, 200, 16, 1, 400);       /* many outputs: the Gram is cheaper */
     test_modes();
+    test_ycache();
     test_missing_data();
     test_fisher();
     test_monotone();

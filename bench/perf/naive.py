@@ -19,18 +19,25 @@ from safetensors_io import load_file  # noqa: E402
 
 
 def q_weights(w, b):
+    """Per-channel symmetric min-max grid, rounded in float32 as bitplan does
+    (ties at the range ends fall the same way, so the tables compare exactly)."""
+    w = w.astype(np.float32)
     m = np.abs(w).max(axis=1, keepdims=True)
     m[m == 0] = 1
-    s = 2 * m / (2 ** b - 1)
-    z = 2 ** (b - 1)
-    return s * (np.clip(np.rint(w / s) + z, 0, 2 ** b - 1) - z)
+    s = np.float32(2) * m / np.float32(2 ** b - 1)
+    z = np.float32(2 ** (b - 1))
+    q = np.clip(np.rint(w * (np.float32(1) / s)) + z, 0, 2 ** b - 1) - z
+    return (s * q).astype(np.float64)
 
 
 def q_acts(x, b):
-    lo, hi = min(x.min(), 0.0), max(x.max(), 0.0)
-    s = (hi - lo) / (2 ** b - 1) if hi > lo else 1.0
-    z = np.clip(np.rint(-lo / s), 0, 2 ** b - 1)
-    return s * (np.clip(np.rint(x / s) + z, 0, 2 ** b - 1) - z)
+    """Per-tensor asymmetric min-max grid, in float32 like bitplan."""
+    x = x.astype(np.float32)
+    lo, hi = min(x.min(), np.float32(0)), max(x.max(), np.float32(0))
+    s = (hi - lo) / np.float32(2 ** b - 1) if hi > lo else np.float32(1)
+    z = np.float32(np.clip(np.rint(-lo / s), 0, 2 ** b - 1))
+    q = np.clip(np.rint(x * (np.float32(1) / s)) + z, 0, 2 ** b - 1) - z
+    return (s * q).astype(np.float64)
 
 
 def main():

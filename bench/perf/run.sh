@@ -53,8 +53,8 @@ stage() { awk -v s="$1" '$2 == s {print $3, $NF}' "$WORK/last.err"; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 sens() { BITPLAN_PROFILE=1 run "$BITPLAN" sensitivity "$1/bench.yaml" --force -q -o "$1/table.csv"; }
 
-read -r DG SG < <("$BUILD/bench_peak" | awk '{printf "%s ", $2}')
-read -r DG1 SG1 < <(OPENBLAS_NUM_THREADS=1 "$BUILD/bench_peak" | awk '{printf "%s ", $2}')
+read -r DG SG < <("$BUILD/bench_peak" | awk '{printf "%s ", $2} END {print ""}')
+read -r DG1 SG1 < <(OPENBLAS_NUM_THREADS=1 "$BUILD/bench_peak" | awk '{printf "%s ", $2} END {print ""}')
 echo "**Machine** (OpenBLAS, 1024³): dgemm $DG GFLOP/s, sgemm $SG GFLOP/s on $(nproc) threads;"
 echo "dgemm $DG1, sgemm $SG1 on one thread."
 echo
