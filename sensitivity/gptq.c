@@ -17,6 +17,7 @@ void bp_gptq_opts_init(bp_gptq_opts *o)
     o->block_size = 128;
     o->damp = 0.01;
     o->act_order = 0;
+    o->tensor_grid = NULL;
 }
 
 /* Column order for act-order: by descending diag H, ties by lower index. */
@@ -78,16 +79,22 @@ typedef struct gptq_state {
     float *tmp;                /* scratch, max(rows, cols) floats */
     bp_qspec spec;
     float *es, *ez;            /* per element grid (permuted columns), or NULL */
+    const float *fixed;        /* per-tensor {scale, zero} given, or NULL */
 } gptq_state;
 
 /* Fit per-row (or per-tensor) parameters on columns [c0, c1) of W. */
-static void gptq_fit(gptq_state *s, int64_t c0, int64_t c1)
+static int gptq_fit(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
 {
     const bp_qspec *q = &s->spec;
+    if (q->granularity == BP_GRAN_TENSOR && s->fixed) {
+        for (int64_t r = 0; r < s->rows; r++)
+            s->scale[r] = s->fixed[0], s->zero[r] = s->fixed[1];
+        return 0;
+    }
     if (q->granularity == BP_GRAN_TENSOR) {
-        float *all = malloc((size_t)(s->rows * s->cols) * sizeof(float));
+        float *all = bp_malloc((size_t)(s->rows * s->cols) * sizeof(float), err);
         if (!all)
-            return;
+            return -1;
         for (int64_t i = 0; i < s->rows * s->cols; i++)
             all[i] = (float)s->W[i];
         float sc, z;
@@ -96,7 +103,7 @@ static void gptq_fit(gptq_state *s, int64_t c0, int64_t c1)
         for (int64_t r = 0; r < s->rows; r++)
             s->scale[r] = sc, s->zero[r] = z;
         free(all);
-        return;
+        return 0;
     }
     for (int64_t r = 0; r < s->rows; r++) {
         for (int64_t c = c0; c < c1; c++)
@@ -104,6 +111,7 @@ static void gptq_fit(gptq_state *s, int64_t c0, int64_t c1)
         bp_qparams_fit(s->tmp, (size_t)(c1 - c0), q->bits, q->symmetric, q->range,
                        q->mse_norm, &s->scale[r], &s->zero[r]);
     }
+    return 0;
 }
 
 /* One block [i1, i2): quantize its columns into Q, collect errors in E. */
@@ -113,7 +121,7 @@ static void gptq_block(gptq_state *s, int64_t i1, int64_t i2, float *Q, double *
     int64_t bw = i2 - i1;
     for (int64_t j = i1; j < i2; j++) {
         if (g > 0 && j % g == 0)
-            gptq_fit(s, j, j + g < d ? j + g : d);
+            gptq_fit(s, j, j + g < d ? j + g : d, NULL);     /* per row: no allocation */
         double ujj = s->U[j * d + j];
         for (int64_t r = 0; r < s->rows; r++) {
             float w = (float)s->W[r * d + j], q;
@@ -140,8 +148,10 @@ static int gptq_run(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *e
     double *E = bp_malloc((size_t)(s->rows * (bs < d ? bs : d)) * sizeof(double), err);
     if (!E)
         return -1;
-    if (s->spec.granularity != BP_GRAN_GROUP)
-        gptq_fit(s, 0, d);
+    if (s->spec.granularity != BP_GRAN_GROUP && gptq_fit(s, 0, d, err) < 0) {
+        free(E);
+        return -1;
+    }
     for (int64_t i1 = 0; i1 < d; i1 += bs)
         gptq_block(s, i1, i1 + bs < d ? i1 + bs : d, Qp, E);
     free(E);
@@ -209,7 +219,7 @@ int bp_gptq_quantize_grid(const float *W, int64_t rows, int64_t cols, const floa
         return bp_fail(err, "gptq needs calibration inputs");
     if (spec->granularity == BP_GRAN_GROUP && spec->group_size <= 0)
         return bp_fail(err, "gptq: group_size must be positive");
-    gptq_state s = {rows, cols, NULL, NULL, NULL, NULL, NULL, *spec, NULL, NULL};
+    gptq_state s = {rows, cols, NULL, NULL, NULL, NULL, NULL, *spec, NULL, NULL, o->tensor_grid};
     if (scale && zero) {
         s.es = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
         s.ez = bp_malloc((size_t)(rows * cols) * sizeof(float), err);

@@ -26,6 +26,9 @@ typedef struct bp_gptq_opts {
     int64_t block_size;       /* columns per lazy-update block (128) */
     double damp;              /* fraction of mean(diag H) added (0.01) */
     int act_order;            /* 1: columns by descending diag H */
+    const float *tensor_grid; /* NULL, or {scale, zero} to use for per-tensor
+                               * granularity instead of fitting one (the
+                               * groups of a grouped conv share one grid) */
 } bp_gptq_opts;
 
 void bp_gptq_opts_init(bp_gptq_opts *o);

@@ -64,17 +64,29 @@ static int uses_inputs(const bp_sens_spec *spec)
     return spec->quantizer == BP_WQ_GPTQ || spec->quantizer == BP_WQ_ERQ;
 }
 
-/* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups). */
-static int gptq_weights(const bp_layer *l, const bp_sens_spec *spec, int bits, const float *X,
-                        float *out, bp_error *err)
+/* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups);
+ * scale and zero (per element) may be NULL.  A per-tensor grid is fitted
+ * once on the whole weight tensor and shared by the groups, so that the
+ * layer has one grid as its granularity says. */
+static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, int bits, const float *X,
+                        float *What, float *scale, float *zero, bp_error *err)
 {
     bp_qspec q = spec->weights;
+    bp_gptq_opts o = spec->gptq;
+    float grid[2];
     int64_t og = l->out / l->groups;
     q.bits = bits;
+    if (q.granularity == BP_GRAN_TENSOR && l->groups > 1 && bits < BP_BITS_FLOAT) {
+        bp_qparams_fit(l->W, (size_t)(l->out * l->in), bits, q.symmetric, q.range, q.mse_norm,
+                       &grid[0], &grid[1]);
+        o.tensor_grid = grid;
+    }
     for (int j = 0; j < l->groups; j++) {
         int64_t off = (int64_t)j * og * l->in;
-        if (bp_gptq_quantize(l->W + off, og, l->in, X, l->n, l->in * l->groups,
-                             (int64_t)j * l->in, &q, &spec->gptq, out + off, err) < 0)
+        if (bp_gptq_quantize_grid(l->W + off, og, l->in, X, l->n, l->in * l->groups,
+                                  (int64_t)j * l->in, &q, &o, What + off,
+                                  scale ? scale + off : NULL, zero ? zero + off : NULL,
+                                  err) < 0)
             return -1;
     }
     return 0;
@@ -88,7 +100,7 @@ static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float 
     for (size_t b = 0; b < spec->n_wbits; b++) {
         int rc, bits = spec->wbits[b];
         if (spec->quantizer == BP_WQ_GPTQ) {
-            rc = gptq_weights(l, spec, bits, Xin, What[b], err);
+            rc = gptq_grouped(l, spec, bits, Xin, What[b], NULL, NULL, err);
         } else if (spec->quantizer == BP_WQ_ERQ) {
             bp_qspec q = spec->weights;
             q.bits = bits;
@@ -448,23 +460,6 @@ static void squant_grid(const bp_layer *l, int bits, float *scale, float *zero)
     }
 }
 
-static int grouped_gptq_grid(const bp_layer *l, const bp_sens_spec *spec, int bits,
-                             const float *X, float *What, float *scale, float *zero,
-                             bp_error *err)
-{
-    bp_qspec q = spec->weights;
-    int64_t og = l->out / l->groups;
-    q.bits = bits;
-    for (int j = 0; j < l->groups; j++) {
-        int64_t off = (int64_t)j * og * l->in;
-        if (bp_gptq_quantize_grid(l->W + off, og, l->in, X, l->n, l->in * l->groups,
-                                  (int64_t)j * l->in, &q, &spec->gptq, What + off,
-                                  scale + off, zero + off, err) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits, int abits,
                           float *What, float *bhat, float *scale, float *zero,
                           bp_error *err)
@@ -494,7 +489,7 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
     q.bits = wbits;
     switch (spec->quantizer) {
     case BP_WQ_GPTQ:
-        rc = grouped_gptq_grid(l, spec, wbits, xin, What, scale, zero, err);
+        rc = gptq_grouped(l, spec, wbits, xin, What, scale, zero, err);
         break;
     case BP_WQ_ERQ:
         if (l->groups != 1)

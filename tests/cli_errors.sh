@@ -27,7 +27,7 @@ expect_fail 1 "budget.max_error = 0 is infeasible" "$BITPLAN" solve good.yaml --
 
 # a layer without calibration under a data metric names the layer
 sed 's/, exclude: \[head\]//' good.yaml >nodata.yaml
-expect_fail 1 "layer 'head': metric 'mse' needs calibration inputs" "$BITPLAN" run nodata.yaml
+expect_fail 1 "layer 'head': metric 'relative' needs calibration inputs" "$BITPLAN" run nodata.yaml
 
 # config errors name file, line and key
 printf 'model: {weights: m/model.safetensors}\nbudget: {avg_bits: 4, avg_bit: 3}\n' >typo.yaml

@@ -81,7 +81,7 @@ static void test_defaults(void)
     CHECK(c.weights_q.granularity == BP_GRAN_CHANNEL && c.weights_q.symmetric == 1);
     CHECK(c.weights_q.group_size == 128 && c.weights_q.range == BP_RANGE_MINMAX);
     CHECK(c.acts_q.granularity == BP_GRAN_TENSOR && c.acts_q.symmetric == 0);
-    CHECK(c.metric == BP_METRIC_MSE && !bp_config_has_budget(&c));
+    CHECK(c.metric == BP_METRIC_RELATIVE && !bp_config_has_budget(&c));
     CHECK(c.time_limit == 60.0 && c.mip_gap == 0.0);
     CHECK(strcmp(c.out_dir, "/base/out") == 0 && strcmp(c.plan_name, "plan.yaml") == 0);
     CHECK(c.write_yaml && !c.write_json);

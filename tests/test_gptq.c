@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "sensitivity/gptq.h"
+#include "sensitivity/sensitivity.h"
 
 typedef struct data {
     int64_t o, d, n;
@@ -266,8 +267,38 @@ static void test_dead_and_slices(void)
     free_data(&x);
 }
 
+/* A grouped conv under a per-tensor grid gets one grid for the whole layer
+ * (its groups share it), and every weight is on that grid. */
+static void test_grouped_tensor_grid(void)
+{
+    check_rng rng = {2024};
+    bp_error err;
+    enum { G = 4, OG = 3, IN = 9, N = 120 };
+    data x = make_data(G * OG, G * IN, N, &rng);   /* X: N x (IN*G); W reused as G*OG x IN */
+    for (int64_t i = 0; i < G * OG * IN; i++)
+        x.W[i] *= (float)(1 + i / (OG * IN));      /* groups of very different ranges */
+    bp_layer l = {"dw", G * OG, IN, 3, 3, G, x.W, NULL, N, x.X, NULL, 0};
+    int wbits[] = {3}, abits[] = {16};
+    bp_sens_spec spec = {wbits, 1, abits, 1, spec_of(0, BP_GRAN_TENSOR, 0),
+                         spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
+                         {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}};
+    spec.weights.symmetric = 0;
+    float What[G * OG * IN], scale[G * OG * IN], zero[G * OG * IN];
+    CHECK(bp_quantize_candidate(&l, &spec, 3, 16, What, NULL, scale, zero, &err) == 0);
+    int one_grid = 1, on_grid = 1;
+    for (int64_t i = 0; i < G * OG * IN; i++) {
+        one_grid &= scale[i] == scale[0] && zero[i] == zero[0];
+        float code = What[i] / scale[i] + zero[i];
+        on_grid &= fabsf(code - nearbyintf(code)) < 1e-3f && code > -0.5f && code < 7.5f;
+    }
+    CHECK(one_grid);
+    CHECK(on_grid);
+    free_data(&x);
+}
+
 int main(void)
 {
+    test_grouped_tensor_grid();
     test_beats_rtn();
     test_reference_and_blocks();
     test_dead_and_slices();
