@@ -869,7 +869,7 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     bp_erq_opts_init(&c->erq);
     c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
-    c->metric = BP_METRIC_MSE;
+    c->metric = BP_METRIC_RELATIVE;
     c->budget.max_error = -1.0;
     c->time_limit = 60.0;
     c->write_yaml = 1;
