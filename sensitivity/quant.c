@@ -69,7 +69,8 @@ static void params_for_range(float lo, float hi, int bits, int symmetric,
 static inline float qdq(float x, float inv, float s, float z, float maxq)
 {
     float q = nearbyintf(x * inv) + z;
-    q = fminf(fmaxf(q, 0.0f), maxq);
+    q = q > 0.0f ? q : 0.0f;          /* comparisons, not fmaxf/fminf: those are */
+    q = q < maxq ? q : maxq;          /* library calls here (same result, NaN -> 0) */
     return s * (q - z);
 }
 
