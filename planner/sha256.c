@@ -27,7 +27,7 @@ static uint32_t rotr(uint32_t x, int n)
 
 static void sha256_block(uint32_t h[8], const unsigned char *p)
 {
-    uint32_t w[64], a[8];
+    uint32_t w[64];
     for (int t = 0; t < 16; t++)
         w[t] = (uint32_t)p[4 * t] << 24 | (uint32_t)p[4 * t + 1] << 16 |
                (uint32_t)p[4 * t + 2] << 8 | (uint32_t)p[4 * t + 3];
@@ -36,20 +36,20 @@ static void sha256_block(uint32_t h[8], const unsigned char *p)
         uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
         w[t] = w[t - 16] + s0 + w[t - 7] + s1;
     }
-    memcpy(a, h, sizeof a);
+    /* the working variables a..h live in registers (no array shifting) */
+    uint32_t va = h[0], vb = h[1], vc = h[2], vd = h[3], ve = h[4], vf = h[5], vg = h[6],
+             vh = h[7];
     for (int t = 0; t < 64; t++) {
-        uint32_t s1 = rotr(a[4], 6) ^ rotr(a[4], 11) ^ rotr(a[4], 25);
-        uint32_t ch = (a[4] & a[5]) ^ (~a[4] & a[6]);
-        uint32_t t1 = a[7] + s1 + ch + sha256_k[t] + w[t];
-        uint32_t s0 = rotr(a[0], 2) ^ rotr(a[0], 13) ^ rotr(a[0], 22);
-        uint32_t maj = (a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]);
-        uint32_t t2 = s0 + maj;
-        memmove(a + 1, a, 7 * sizeof *a);
-        a[4] += t1;
-        a[0] = t1 + t2;
+        uint32_t s1 = rotr(ve, 6) ^ rotr(ve, 11) ^ rotr(ve, 25);
+        uint32_t ch = (ve & vf) ^ (~ve & vg);
+        uint32_t t1 = vh + s1 + ch + sha256_k[t] + w[t];
+        uint32_t s0 = rotr(va, 2) ^ rotr(va, 13) ^ rotr(va, 22);
+        uint32_t maj = (va & vb) ^ (va & vc) ^ (vb & vc);
+        vh = vg, vg = vf, vf = ve, ve = vd + t1;
+        vd = vc, vc = vb, vb = va, va = t1 + s0 + maj;
     }
-    for (int i = 0; i < 8; i++)
-        h[i] += a[i];
+    h[0] += va, h[1] += vb, h[2] += vc, h[3] += vd;
+    h[4] += ve, h[5] += vf, h[6] += vg, h[7] += vh;
 }
 
 void bp_sha256_init(bp_sha256 *s)
