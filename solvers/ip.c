@@ -15,6 +15,10 @@
  *   2. drop dominated candidates (exact: never changes the optimum);
  *   3. if the per-layer best plan already meets every budget, it is the
  *      optimum and GLPK is not needed;
+ *   3b. with one budget and the error objective, the exact Pareto frontier
+ *      (frontier.c), when it stays small, answers exactly without GLPK:
+ *      its lowest-error point within the budget is the optimum, and the
+ *      smallest such plan, as the tie-break asks;
  *   4. with one budget, the multiple-choice knapsack greedy (convex-hull
  *      steps by efficiency) gives a plan U; it is GLPK's first incumbent,
  *      and every candidate whose reduced objective alone exceeds U's is
@@ -32,6 +36,7 @@
  * caller summing the same way will see it.
  */
 #include "ip.h"
+#include "frontier.h"
 
 #include <float.h>
 #include <glpk.h>
@@ -1244,6 +1249,39 @@ static int ip_solve_stages(ip_ctx *x, bp_solution *sol, bp_error *err)
     return 0;
 }
 
+/* Partial frontiers are bounded so that the route's memory (32 bytes per
+ * point and layer) stays near 128 MB and its time near a second. */
+#define IP_FRONTIER_ITEMS 4000000.0
+
+/*
+ * Route 3b: 1 when the exact frontier of (budget resource, error) was small
+ * enough to build and holds a plan within the budget (sol->choice filled,
+ * optimal); 0 to go on with GLPK.
+ */
+static int ip_frontier_route(const ip_ctx *x, bp_solution *sol)
+{
+    const bp_solve_opts *o = x->o;
+    if (o->n_budgets != 1 || o->objective != BP_RES_ERROR ||
+        o->budgets[0].resource == BP_RES_ERROR || !x->p->res[o->budgets[0].resource])
+        return 0;
+    size_t cap = (size_t)(IP_FRONTIER_ITEMS / (double)x->p->n_layers);
+    bp_frontier f;
+    bp_error ignored;
+    if (bp_pareto_frontier(x->p, o->budgets[0].resource, cap < 256 ? 256 : cap, &f, &ignored) < 0)
+        return 0;                       /* too large: GLPK decides */
+    size_t best = f.n;
+    for (size_t i = 0; i < f.n && f.p[i].res <= o->budgets[0].limit; i++)
+        best = i;                       /* resource up, error down */
+    int found = best < f.n;
+    if (found) {
+        memcpy(sol->choice, f.choice + best * f.n_layers, f.n_layers * sizeof *sol->choice);
+        sol->status = BP_SOLVE_OPTIMAL;
+        sol->gap = 0.0;
+    }
+    bp_frontier_free(&f);
+    return found;
+}
+
 static int ip_solve_checked(const bp_problem *p, const bp_solve_opts *o, double t0,
                             bp_solution *sol, bp_error *err)
 {
@@ -1252,7 +1290,7 @@ static int ip_solve_checked(const bp_problem *p, const bp_solve_opts *o, double 
     if (rc == 0 && !ip_single_budget_infeasible(&x, sol)) {
         sol->choice = bp_calloc(p->n_layers, sizeof *sol->choice, err);
         rc = sol->choice ? 0 : -1;
-        if (rc == 0) {
+        if (rc == 0 && !ip_frontier_route(&x, sol)) {
             ip_prune(&x);
             rc = ip_solve_stages(&x, sol, err);
         }
