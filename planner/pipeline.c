@@ -900,7 +900,7 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
     plan->budget_max_latency = req->budget.max_latency;
     plan->total_latency = req->latency ? r->total_latency : NAN;
     plan->objective_name = r->objective_name;
-    plan->solver = "glpk";
+    plan->solver = r->sol.method ? r->sol.method : "glpk";
     plan->status = bp_solve_status_name(r->sol.status);
     plan->objective = r->sol.objective;
     plan->gap = r->sol.gap;

@@ -1183,6 +1183,7 @@ static void ip_sol_reset(bp_solution *sol)
     sol->gap = NAN;
     sol->binding_budget = -1;
     sol->min_feasible = NAN;
+    sol->method = "glpk";
     for (int r = 0; r < BP_RES_COUNT; r++)
         sol->totals[r] = NAN;
 }
@@ -1216,6 +1217,7 @@ static int ip_solve_stages(ip_ctx *x, bp_solution *sol, bp_error *err)
     if (ip_rows_hold(x, x->budgets, x->n_budgets, sol->choice, NULL)) {
         sol->status = BP_SOLVE_OPTIMAL;     /* no budget binds */
         sol->gap = 0.0;
+        sol->method = "per-layer";
         ip_polish(x, sol->choice);          /* ties within the slack */
         return 0;
     }
@@ -1277,6 +1279,7 @@ static int ip_frontier_route(const ip_ctx *x, bp_solution *sol)
         memcpy(sol->choice, f.choice + best * f.n_layers, f.n_layers * sizeof *sol->choice);
         sol->status = BP_SOLVE_OPTIMAL;
         sol->gap = 0.0;
+        sol->method = "frontier";
     }
     bp_frontier_free(&f);
     return found;

@@ -59,6 +59,8 @@ typedef struct bp_solution {
     size_t *choice;           /* n_layers candidate indices (global) */
     double objective;
     double gap;               /* relative MIP gap of the returned solution */
+    const char *method;       /* what found it: "glpk", "frontier" (exact Pareto
+                               * frontier) or "per-layer" (no budget binds) */
     double seconds;
     double totals[BP_RES_COUNT];   /* resource sums of the chosen plan */
     /* When infeasible: the budget that cannot be met and the smallest
