@@ -212,54 +212,6 @@ def markdown(rows, float_acc, args):
                 return f"{r['accuracy']:.4f} ({r['avg_bits']:.2f})" if r else "-"
 
             for b in args.budgets:
-                got = evaluate(q, cfg, os.path.join(d, "plan.json"), b)
-                plans.append((f"bitplan-{metric}", b, got))
-        for method in ("uniform", "firstlast"):
-            for w in WBITS:
-                if method == "firstlast" and w == 8:
-                    continue
-                pins = [("*", w)] if method == "uniform" else \
-                    [(names[0], 8), (names[-1], 8)] + [(n, w) for n in names[1:-1]]
-                cfg = os.path.join(d, f"{q}-{method}{w}.yaml")
-                plan_dir[cfg] = f"out-{q}-relative"        # shares the cached table
-                config(cfg, q, "relative", plan_dir[cfg], pins)
-                plans.append((method, w, evaluate(q, cfg, os.path.join(d, "plan.json"), 16)))
-        for method, budget, got in plans:
-            if got is None:
-                rows.append(dict(model=arch, quantizer=q, method=method, budget=budget,
-                                 avg_bits="", accuracy="", drop="", wbits="",
-                                 **{f"pred_{m}": "" for m in METRICS}))
-                continue
-            plan, acc = got
-            pred = {f"pred_{m}": sum(tables[m][(l["name"], l["wbits"], l["abits"])]
-                                     for l in plan["layers"]) for m in METRICS}
-            rows.append(dict(model=arch, quantizer=q, method=method, budget=budget,
-                             avg_bits=round(plan["totals"]["avg_bits"], 3), accuracy=acc,
-                             drop=round(ev.float_acc - acc, 4),
-                             wbits="/".join(str(l["wbits"]) for l in plan["layers"]), **pred))
-        print(f"{arch}/{q}: {len(plans)} plans, {len(seen)} evaluated, "
-              f"{time.time() - t0:.0f} s", file=sys.stderr)
-    return ev.float_acc
-
-
-def markdown(rows, float_acc, args):
-    out = []
-    for arch in args.models:
-        out.append(f"\n**{arch}** (float accuracy {float_acc[arch]:.4f}): accuracy (avg bits)\n")
-        out.append("| quantizer | budget | " + " | ".join(f"bitplan {m}" for m in METRICS[:3])
-                   + " | HAWQ-style | uniform ≤ budget | uniform ≥ plan | first/last 8 ≤ budget |")
-        out.append("| --- | ---: |" + " ---: |" * 7)
-        for q in args.quantizers:
-            mine = [r for r in rows if r["model"] == arch and r["quantizer"] == q and r["accuracy"] != ""]
-
-            def cell(r):
-                return f"{r['accuracy']:.4f} ({r['avg_bits']:.2f})" if r else "-"
-
-            def base(method, ok):
-                got = [r for r in mine if r["method"] == method and ok(r["avg_bits"])]
-                return min(got, key=lambda r: r["avg_bits"]) if method.endswith("≥") else \
-                    (max(got, key=lambda r: r["avg_bits"]) if got else None)
-            for b in args.budgets:
                 plan = {r["method"]: r for r in mine if r["budget"] == b and r["method"].startswith("bitplan")}
                 ref = plan.get(f"bitplan-{args.default_metric}")
                 under = [r for r in mine if r["method"] == "uniform" and r["avg_bits"] <= b]
