@@ -17,8 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/bp_profile.h"
 #include "planner/model.h"
 #include "sensitivity/gram.h"
 #include "sensitivity/sensitivity.h"
@@ -37,13 +37,6 @@ static double bench_uniform(void)
     bench_state ^= bench_state << 25;
     bench_state ^= bench_state >> 27;
     return (double)((bench_state * 2685821657736338717ULL) >> 11) * 0x1.0p-53;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double out_error(const bp_layer *l, const float *What, bp_error *err)
@@ -67,7 +60,7 @@ static double run_one(const bp_layer *l, bp_wquantizer q, int bits, float *What,
                       double *seconds, bp_error *err)
 {
     bp_qspec w = {bits, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
-    double t0 = now();
+    double t0 = bp_now();
     int rc;
     if (q == BP_WQ_GPTQ) {
         bp_gptq_opts o;
@@ -84,7 +77,7 @@ static double run_one(const bp_layer *l, bp_wquantizer q, int bits, float *What,
     } else {
         rc = bp_quantize_matrix(l->W, What, l->out, l->in, &w, err);
     }
-    *seconds += now() - t0;
+    *seconds += bp_now() - t0;
     return rc < 0 ? NAN : out_error(l, What, err);
 }
 
@@ -192,25 +185,25 @@ static void bench_speed(void)
     bp_qspec aq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     bp_quantize_matrix(X, Xq, n, d, &aq, NULL);
     bp_error err;
-    double t0 = now();
+    double t0 = bp_now();
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0, A,
                 (int)d, B, (int)d, 0.0, C, (int)d);
-    double tdg = now() - t0;
-    t0 = now();
+    double tdg = bp_now() - t0;
+    t0 = bp_now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0f, As,
                 (int)d, As, (int)d, 0.0f, Cs, (int)d);
-    double tsg = now() - t0;
+    double tsg = bp_now() - t0;
     bp_gram g;
-    t0 = now();
+    t0 = bp_now();
     bp_gram_build(&g, X, Xq, n, d, 0, d, &err);
-    double tgr = now() - t0;
+    double tgr = bp_now() - t0;
     bp_gram_free(&g);
     bp_qspec w = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     bp_gptq_opts go;
     bp_gptq_opts_init(&go);
-    t0 = now();
+    t0 = bp_now();
     bp_gptq_quantize(W, o, d, X, n, d, 0, &w, &go, Q, &err);
-    double tgq = now() - t0;
+    double tgq = bp_now() - t0;
     double gemm = 2.0 * (double)d * d * d;
     double gram = (double)n * (2.0 * d) * (2.0 * d);            /* syrk of [X, dX] */
     double gptq = (double)n * d * d + 2.0 * (double)d * d * d + (double)o * d * d;

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../common/bp_file.h"
@@ -80,13 +79,6 @@ typedef struct cli {
     int llama_names;          /* export --llama-names */
 } cli;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int die(const bp_error *err)
 {
     fprintf(stderr, "bitplan: error: %s\n", err->msg);
@@ -106,7 +98,7 @@ static void progress(void *ctx, size_t done, size_t total, const char *layer)
     cli *c = ctx;
     if (!c->progress)
         return;
-    double t = now();
+    double t = bp_now();
     if (done == 0 || c->t_start == 0)
         c->t_start = t;
     if (!layer) {
@@ -408,7 +400,7 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
             rc = -1;
     }
     if (rc == 0 && !c->quiet && !(c->output && strcmp(c->output, "-") == 0)) {
-        print_summary(&plan, sens, shown, now() - t0);
+        print_summary(&plan, sens, shown, bp_now() - t0);
         if (qpath)
             printf("quantized weights: %s\n", qpath);
     }
@@ -427,7 +419,7 @@ static int cmd_config_pipeline(cli *c, int solve)
     bp_config cfg;
     bp_sens_result sens;
     bp_error err;
-    double t0 = now();
+    double t0 = bp_now();
     if (!c->arg)
         return usage_error("missing CONFIG argument");
     if (bp_config_load(&cfg, c->arg, &err) < 0)
@@ -466,7 +458,7 @@ static int cmd_solve_table(cli *c)
 {
     bp_table t;
     bp_error err;
-    double t0 = now();
+    double t0 = bp_now();
     if (c->arg)
         return usage_error("solve --table takes no CONFIG argument");
     if (!has_budget(&c->budget))
@@ -487,7 +479,7 @@ static void sweep_progress(const cli *c, size_t i, size_t n, double t0)
 {
     if (!c->progress)
         return;
-    double el = now() - t0, rate = i ? (double)i / el : 0.0;
+    double el = bp_now() - t0, rate = i ? (double)i / el : 0.0;
     fprintf(stderr, "\r\033[Ksweep: budget %zu/%zu  %.1f plans/s  ETA %s%.0fs", i + 1, n, rate,
             rate > 0 ? "" : "~", rate > 0 ? (double)(n - i) / rate : 0.0);
     fflush(stderr);
@@ -518,7 +510,7 @@ static int sweep_solve_all(const cli *c, const bp_table *t, const bp_config *cfg
                            const bp_sens_result *sens, const double *v, size_t n,
                            const char *dir, bp_sweep *sw, bp_error *err)
 {
-    double t0 = now();
+    double t0 = bp_now();
     for (size_t i = 0; i < n; i++) {
         bp_solve_request req;
         bp_solve_result r;
@@ -568,7 +560,7 @@ static int cmd_sweep(cli *c)
     bp_table table;
     bp_sweep sw = {0};
     bp_error err;
-    double *v = NULL, t0 = now();
+    double *v = NULL, t0 = bp_now();
     size_t n = 0;
     char *csv = NULL, *svg = NULL;
     if (!c->sweep_spec)
@@ -627,7 +619,7 @@ static int cmd_sweep(cli *c)
     if (rc == 0)
         rc = bp_sweep_write_svg(&sw, svg, &err);
     if (rc == 0 && !c->quiet) {
-        sweep_summary(&sw, csv, svg, now() - t0);
+        sweep_summary(&sw, csv, svg, bp_now() - t0);
         printf("exact frontier: %s\n", pareto_note ? pareto_note : pareto);
     }
     free(pareto);

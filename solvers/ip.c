@@ -37,6 +37,7 @@
  */
 #include "ip.h"
 #include "frontier.h"
+#include "../common/bp_profile.h"
 
 #include <float.h>
 #include <glpk.h>
@@ -45,7 +46,6 @@
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* How many times a plan that breaks a budget is tightened and re-solved. */
 #define IP_REPAIR_ROUNDS 4
@@ -237,13 +237,6 @@ typedef struct ip_result {
     size_t *choice;               /* n_layers, owned by the caller */
     double gap_abs;               /* objective units; 0 optimal, NaN unknown */
 } ip_result;
-
-static double ip_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Values are integers and every partial sum stays below 2^53. */
 static int ip_is_integral(const bp_problem *p, int r)
@@ -635,7 +628,7 @@ static int ip_time_left_ms(const ip_ctx *x, int *ms)
         *ms = INT_MAX;
         return 1;
     }
-    double left = (x->deadline - ip_now()) * 1000.0;
+    double left = (x->deadline - bp_now()) * 1000.0;
     if (left < 1.0)
         return 0;
     *ms = left >= (double)INT_MAX ? INT_MAX : (int)ceil(left);
@@ -1309,7 +1302,7 @@ static int ip_solve_checked(const bp_problem *p, const bp_solve_opts *o, double 
 int bp_solve_ip(const bp_problem *p, const bp_solve_opts *o, bp_solution *sol,
                 bp_error *err)
 {
-    double t0 = ip_now();
+    double t0 = bp_now();
     if (!sol)
         return bp_fail(err, "ip: no solution record given");
     ip_sol_reset(sol);
@@ -1326,6 +1319,6 @@ int bp_solve_ip(const bp_problem *p, const bp_solve_opts *o, bp_solution *sol,
     } else {
         bp_solution_free(sol);
     }
-    sol->seconds = ip_now() - t0;
+    sol->seconds = bp_now() - t0;
     return rc;
 }

@@ -10,9 +10,9 @@
  * 2,000-layer x 20-candidate instance (its time is printed, not asserted).
  */
 #include <stdlib.h>
-#include <time.h>
 
 #include "check.h"
+#include "common/bp_profile.h"
 #include "solvers/ip.h"
 
 #define MAX_L 6
@@ -524,13 +524,6 @@ static double greedy_error(const big *g, double limit)
     return e;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void big_solve(const big *g, double avg_bits, const char *label)
 {
     bp_problem p = {g->n_layers, g->first, {g->err, g->bits}, NULL};
@@ -541,9 +534,9 @@ static void big_solve(const big *g, double avg_bits, const char *label)
     bp_solve_opts_init(&o);
     o.budgets = &b;
     o.n_budgets = 1;
-    double t0 = now_s();
+    double t0 = bp_now();
     int rc = bp_solve_ip(&p, &o, &sol, &err);
-    double t1 = now_s();
+    double t1 = bp_now();
     CHECK_MSG(rc == 0, "%s", err.msg);
     CHECK_MSG(sol.status == BP_SOLVE_OPTIMAL, "%s: %s", label, bp_solve_status_name(sol.status));
     if (sol.choice) {
