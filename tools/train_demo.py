@@ -72,6 +72,32 @@ def accuracy(model, x, y):
     return right / len(x)
 
 
+def train(model, opt, xtr, ytr, xte, yte, epochs, sched=None, t0=None):
+    """Seeded minibatch training (batches of 128, cross entropy), stepping sched
+    per batch when given; prints the test accuracy after each epoch."""
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.time() if t0 is None else t0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xtr), generator=gen)
+        for i in range(0, len(xtr), 128):
+            idx = order[i:i + 128]
+            opt.zero_grad()
+            F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        print(f"epoch {epoch + 1}: test accuracy {accuracy(model, xte, yte):.4f} "
+              f"({time.time() - t0:.0f} s)", flush=True)
+
+
+def load_weights(model, path):
+    """model with every parameter from the safetensors file at path."""
+    tensors, _ = load_file(path)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
+    return model
+
+
 def capture(model, x, rows, seed):
     """Each layer's input on images x, convs unfolded, subsampled to rows."""
     seen = {}
@@ -115,16 +141,7 @@ def main():
     xte, yte = load_split(args.data, "t10k")
     model = Net()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    gen = torch.Generator().manual_seed(0)
-    for epoch in range(args.epochs):
-        model.train()
-        order = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 128):
-            idx = order[i:i + 128]
-            opt.zero_grad()
-            F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
-            opt.step()
-        print(f"epoch {epoch + 1}: test accuracy {accuracy(model, xte, yte):.4f}", flush=True)
+    train(model, opt, xtr, ytr, xte, yte, args.epochs, t0=t0)
     acc = accuracy(model, xte, yte)
 
     os.makedirs(args.out, exist_ok=True)
@@ -142,9 +159,7 @@ def main():
               {"images": str(args.calib_images), "split": "train", "layout": "rows x in"})
 
     # the saved weights reproduce the accuracy
-    back, _ = load_file(os.path.join(args.out, "model.safetensors"))
-    check = Net()
-    check.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in back.items()})
+    check = load_weights(Net(), os.path.join(args.out, "model.safetensors"))
     assert accuracy(check, xte, yte) == acc
     sizes = {f: os.path.getsize(os.path.join(args.out, f))
              for f in ("model.safetensors", "calib.safetensors")}

@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from safetensors_io import load_file, save_file  # noqa: E402
-from train_demo import accuracy, load_split  # noqa: E402
+from safetensors_io import save_file  # noqa: E402
+from train_demo import accuracy, load_split, load_weights, train  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATCH, DIM, HEADS, MLP, DEPTH = 7, 64, 4, 128, 3
@@ -69,10 +69,7 @@ class ViT(nn.Module):
 
 
 def load_model(path=os.path.join(ROOT, "configs", "vit", "model.safetensors")):
-    tensors, _ = load_file(path)
-    model = ViT()
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
-    return model
+    return load_weights(ViT(), path)
 
 
 def main():
@@ -94,18 +91,7 @@ def main():
     steps = args.epochs * ((len(xtr) + 127) // 128)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-    gen = torch.Generator().manual_seed(0)
-    for epoch in range(args.epochs):
-        model.train()
-        order = torch.randperm(len(xtr), generator=gen)
-        for i in range(0, len(xtr), 128):
-            idx = order[i:i + 128]
-            opt.zero_grad()
-            F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
-            opt.step()
-            sched.step()
-        print(f"epoch {epoch + 1}: test accuracy {accuracy(model, xte, yte):.4f} "
-              f"({time.time() - t0:.0f} s)", flush=True)
+    train(model, opt, xtr, ytr, xte, yte, args.epochs, sched, t0)
     acc = accuracy(model, xte, yte)
 
     os.makedirs(args.out, exist_ok=True)

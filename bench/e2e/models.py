@@ -15,7 +15,6 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-from safetensors_io import load_file  # noqa: E402
 import train_demo  # noqa: E402
 import train_vit  # noqa: E402
 
@@ -24,10 +23,8 @@ CALIB_IMAGES = 512
 
 
 def load_cnn():
-    tensors, _ = load_file(os.path.join(ROOT, "configs", "demo", "model.safetensors"))
-    model = train_demo.Net()
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
-    return model.eval()
+    path = os.path.join(ROOT, "configs", "demo", "model.safetensors")
+    return train_demo.load_weights(train_demo.Net(), path).eval()
 
 
 def load_vit():

@@ -21,11 +21,10 @@ A="4, 6, 8, 16"
 # run CMD...: prints "wall_seconds max_rss_MB" of the command (stdout/stderr kept in $WORK/last.*)
 run() {
     $PY - "$@" <<'EOF'
-import resource, subprocess, sys, time
+import os, resource, subprocess, sys, time
 t = time.time()
 r = subprocess.run(sys.argv[1:], capture_output=True, text=True)
 wall = time.time() - t
-import os
 work = os.environ["WORK"]
 open(f"{work}/last.out", "w").write(r.stdout)
 open(f"{work}/last.err", "w").write(r.stderr)
