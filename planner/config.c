@@ -509,8 +509,11 @@ static int k_activations(const cctx *c, const bp_ynode *v, const char *key, bp_c
 
 static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"mse", "relative", "weight", "hawq", "fisher", NULL};
+    static const char *names[BP_METRIC_COUNT + 1];
     int i;
+    for (i = 0; i < BP_METRIC_COUNT; i++)
+        names[i] = bp_metric_name((bp_metric)i);
+    names[i] = NULL;
     if (get_enum(c, v, key, names, &i) < 0)
         return -1;
     cfg->metric = (bp_metric)i;

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -226,6 +227,67 @@ static int describe_groups(const bp_model *m, bp_layer_desc *d, bp_error *err)
     return 0;
 }
 
+/* Does tensor idx have shape dims[0..rank) (or, with groups == 1, the same
+ * without the leading groups axis)? */
+static int shape_is(const bp_model *m, long idx, int rank, const int64_t *dims)
+{
+    bp_tensor_ref t = bp_tensorset_get(&m->calib, (size_t)idx);
+    int skip = t.rank == rank - 1 && dims[0] == 1;   /* [groups = 1, ...] may drop the axis */
+    if (!is_float(t.dtype) || (t.rank != rank && !skip))
+        return 0;
+    for (int i = 0; i < t.rank; i++)
+        if (t.shape[i] != dims[i + skip])
+            return 0;
+    return 1;
+}
+
+static long find_suffix(const bp_model *m, const char *name, const char *suffix)
+{
+    char key[1100];
+    snprintf(key, sizeof key, "%s.%s", name, suffix);
+    return m->has_calib ? bp_tensorset_find(&m->calib, key) : -1;
+}
+
+/* NAME.fisher, or NAME.fisher_u / _s / _d, shaped for the layer's groups. */
+static int describe_fisher(const bp_model *m, bp_layer_desc *d, bp_error *err)
+{
+    const char *cf = m->calib.path;
+    int64_t g = d->groups, og = d->out / d->groups;
+    d->fisher = find_suffix(m, d->name, "fisher");
+    d->fisher_u = find_suffix(m, d->name, "fisher_u");
+    d->fisher_s = find_suffix(m, d->name, "fisher_s");
+    d->fisher_d = find_suffix(m, d->name, "fisher_d");
+    int lowrank = d->fisher_u >= 0 || d->fisher_s >= 0 || d->fisher_d >= 0;
+    if (d->fisher >= 0 && lowrank)
+        return bp_fail(err, "%s: layer '%s' has both '%s.fisher' and its low-rank form "
+                       "('%s.fisher_u', '_s', '_d'); keep one", cf, d->name, d->name, d->name);
+    if (d->fisher >= 0) {
+        int64_t dims[3] = {g, og, og};
+        if (!shape_is(m, d->fisher, 3, dims))
+            return bp_fail(err, "%s: tensor '%s.fisher': expected a float matrix [%lld, %lld]%s "
+                           "(the output Fisher per group of output channels)", cf, d->name,
+                           (long long)og, (long long)og, g > 1 ? " per group, [groups, og, og]"
+                                                               : "");
+        return 0;
+    }
+    if (!lowrank)
+        return 0;
+    if (d->fisher_u < 0 || d->fisher_s < 0 || d->fisher_d < 0)
+        return bp_fail(err, "%s: layer '%s': the low-rank output Fisher needs all of "
+                       "'%s.fisher_u', '%s.fisher_s' and '%s.fisher_d'", cf, d->name, d->name,
+                       d->name, d->name);
+    bp_tensor_ref u = bp_tensorset_get(&m->calib, (size_t)d->fisher_u);
+    d->fisher_rank = u.rank >= 2 ? u.shape[u.rank - 2] : 0;
+    int64_t du[3] = {g, d->fisher_rank, og}, ds[2] = {g, d->fisher_rank}, dd[2] = {g, og};
+    if (d->fisher_rank < 1 || !shape_is(m, d->fisher_u, 3, du) ||
+        !shape_is(m, d->fisher_s, 2, ds) || !shape_is(m, d->fisher_d, 2, dd))
+        return bp_fail(err, "%s: layer '%s': expected '%s.fisher_u' [k, %lld], '%s.fisher_s' "
+                       "[k] and '%s.fisher_d' [%lld] (with a leading [%lld] groups axis for "
+                       "grouped convs)", cf, d->name, d->name, (long long)og, d->name, d->name,
+                       (long long)og, (long long)g);
+    return 0;
+}
+
 static int add_layer(bp_model *m, const char *name, long widx, bp_error *err)
 {
     bp_layer_desc *d = &m->layers[m->n_layers];
@@ -253,7 +315,8 @@ static int add_layer(bp_model *m, const char *name, long widx, bp_error *err)
                            "output channels", m->calib.path, g.name);
         d->n_grad2 = n;
     }
-    if (describe_weights(m, d, err) < 0 || describe_groups(m, d, err) < 0)
+    if (describe_weights(m, d, err) < 0 || describe_groups(m, d, err) < 0 ||
+        describe_fisher(m, d, err) < 0)
         return -1;
     return 0;
 }
@@ -331,6 +394,42 @@ static float *read_tensor(const bp_tensorset *ts, long idx, int64_t count, bp_er
     return buf;
 }
 
+/* Every value finite, and (nonneg) none negative. */
+static int check_values(const bp_model *m, const char *name, const char *suffix,
+                        const float *v, int64_t n, int nonneg, bp_error *err)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i]) || (nonneg && v[i] < 0.0f))
+            return bp_fail(err, "%s: tensor '%s.%s': value %g at index %lld (expected %s)",
+                           m->calib.path, name, suffix, (double)v[i], (long long)i,
+                           nonneg ? "finite values >= 0" : "finite values");
+    return 0;
+}
+
+/* The output factor's tensors (shapes checked by describe_fisher). */
+static int load_fisher(const bp_model *m, const bp_layer_desc *d, bp_loaded_layer *out,
+                       bp_error *err)
+{
+    int64_t g = d->groups, og = d->out / d->groups, k = d->fisher_rank;
+    out->ofactor = (bp_ofactor){g, og, k, NULL, NULL, NULL, NULL};
+    if (d->fisher >= 0) {
+        if (!(out->F = read_tensor(&m->calib, d->fisher, g * og * og, err)) ||
+            check_values(m, d->name, "fisher", out->F, g * og * og, 0, err) < 0)
+            return -1;
+        out->ofactor.F = out->F;
+    } else if (d->fisher_u >= 0) {
+        if (!(out->U = read_tensor(&m->calib, d->fisher_u, g * k * og, err)) ||
+            !(out->S = read_tensor(&m->calib, d->fisher_s, g * k, err)) ||
+            !(out->D = read_tensor(&m->calib, d->fisher_d, g * og, err)) ||
+            check_values(m, d->name, "fisher_u", out->U, g * k * og, 0, err) < 0 ||
+            check_values(m, d->name, "fisher_s", out->S, g * k, 1, err) < 0 ||
+            check_values(m, d->name, "fisher_d", out->D, g * og, 1, err) < 0)
+            return -1;
+        out->ofactor.U = out->U, out->ofactor.s = out->S, out->ofactor.d = out->D;
+    }
+    return 0;
+}
+
 int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out, bp_error *err)
 {
     const bp_layer_desc *d = &m->layers[i];
@@ -349,12 +448,13 @@ int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out, bp_er
     if (out->W && d->grad2 >= 0)
         out->grad2 = read_tensor(&m->calib, d->grad2, d->out, err);
     if (!out->W || (d->bias >= 0 && !out->bias) || (d->input >= 0 && !out->X) ||
-        (d->grad2 >= 0 && !out->grad2)) {
+        (d->grad2 >= 0 && !out->grad2) || load_fisher(m, d, out, err) < 0) {
         bp_loaded_layer_free(out);
         return -1;
     }
     out->view = (bp_layer){d->name, d->out, d->in, d->kh, d->kw, d->groups,
-                           out->W, out->bias, d->input >= 0 ? d->n : 0, out->X, out->grad2, 0};
+                           out->W, out->bias, d->input >= 0 ? d->n : 0, out->X, out->grad2,
+                           d->fisher >= 0 || d->fisher_u >= 0 ? &out->ofactor : NULL};
     return 0;
 }
 
@@ -364,5 +464,9 @@ void bp_loaded_layer_free(bp_loaded_layer *l)
     free(l->bias);
     free(l->X);
     free(l->grad2);
+    free(l->F);
+    free(l->U);
+    free(l->S);
+    free(l->D);
     memset(l, 0, sizeof *l);
 }

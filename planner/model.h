@@ -8,6 +8,11 @@
  * calibration file.  The conv group count g comes from the metadata key
  * NAME.groups, else from the calibration width; a mismatch is an error.
  * Layers are listed in model (file) order and selected by glob patterns.
+ * The calibration file may also hold, per layer, the diagonal (NAME.grad2,
+ * [out]) and the whole output Fisher (NAME.fisher, [out, out] or
+ * [groups, og, og]; or its low-rank form NAME.fisher_u [k, out] /
+ * [groups, k, og], NAME.fisher_s [k] / [groups, k], NAME.fisher_d [out] /
+ * [groups, og]); shapes are checked when the model is opened.
  */
 #ifndef BP_MODEL_H
 #define BP_MODEL_H
@@ -54,6 +59,9 @@ typedef struct bp_layer_desc {
     long weight, bias, input; /* tensor indices; -1 when absent */
     long grad2;               /* NAME.grad2 in the calibration file, or -1 */
     int64_t n_grad2;          /* its length */
+    long fisher;              /* NAME.fisher (dense output Fisher), or -1 */
+    long fisher_u, fisher_s, fisher_d;  /* its low-rank form, or -1 */
+    int64_t fisher_rank;      /* rows of fisher_u per group (0: dense) */
     int64_t n;                /* calibration rows */
 } bp_layer_desc;
 
@@ -75,6 +83,8 @@ void bp_model_close(bp_model *m);
 typedef struct bp_loaded_layer {
     bp_layer view;
     float *W, *bias, *X, *grad2;
+    bp_ofactor ofactor;       /* view.ofactor points here when present */
+    float *F, *U, *S, *D;
 } bp_loaded_layer;
 
 int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out,

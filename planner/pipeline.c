@@ -13,11 +13,13 @@
 
 #include "../common/bp_file.h"
 #include "../sensitivity/sensitivity.h"
+#include "filehash.h"
 #include "model.h"
 #include "sha256.h"
 #include "common/bp_profile.h"
 
-#define CACHE_FORMAT "bitplan-sensitivity-cache-v1"
+#define CACHE_FORMAT "bitplan-sensitivity-cache-v2"
+#define HASH_MEMO ".bitplan-hashes"
 
 void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s)
 {
@@ -51,7 +53,8 @@ static void hash_qspec(bp_sha256 *h, const bp_qspec *q)
 }
 
 /* The key covers the input files' contents, the selected layers and every
- * setting that changes a table value. */
+ * setting that changes a table value.  The metric is not among them: the
+ * table holds every metric, and the metric only picks its error column. */
 static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_result *r,
                       char hex[65])
 {
@@ -87,7 +90,6 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
         bp_qspec a = bp_config_acts_for(cfg, m->layers[i].name);
         hash_qspec(&h, &a);
     }
-    hash_str(&h, bp_metric_name(cfg->metric));
     bp_sha256_final(&h, d);
     bp_sha256_hex(d, hex);
 }
@@ -103,8 +105,11 @@ static void sha_of(const void *data, size_t n, char hex[65])
 }
 
 /* The cache is "<table>" plus "<table>.key" holding the inputs' key and the
- * SHA-256 of the CSV bytes: a table is trusted only when both match. */
-static int cache_load(const char *csv_path, const char *key, bp_table *t)
+ * SHA-256 of the CSV bytes: a table is trusted only when both match.  Its
+ * error column becomes the metric's (*reselected is set when that changed
+ * it, so the caller writes the table back). */
+static int cache_load(const char *csv_path, const char *key, bp_metric metric, bp_table *t,
+                      int *reselected)
 {
     char key_path[4096], *text = NULL, *csv = NULL, want[256], sha[65];
     size_t n, csv_n;
@@ -116,6 +121,12 @@ static int cache_load(const char *csv_path, const char *key, bp_table *t)
         snprintf(want, sizeof want, "key %s\ncsv %s\n", key, sha);
         ok = strcmp(text, want) == 0 &&
              bp_table_parse_csv(t, csv, csv_n, csv_path, NULL) == 0;
+        for (size_t i = 0; ok && i < t->n; i++)     /* measured under another metric? */
+            *reselected |= !(t->rows[i].error == t->rows[i].value[metric]);
+        if (ok && bp_table_select(t, metric, NULL) < 0) {
+            bp_table_free(t);
+            ok = 0;
+        }
     }
     free(text);
     free(csv);
@@ -174,17 +185,19 @@ int bp_write_table(const bp_table *t, const char *path, bp_error *err)
 }
 
 /* A file's SHA-256; for a directory of .npy files, the SHA-256 of the list
- * of (name, file SHA-256) in name order. */
-static int bp_tensorset_sha256(const bp_tensorset *ts, char hex[65], bp_error *err)
+ * of (name, file SHA-256) in name order.  Files unchanged since the memo
+ * saw them are not read again. */
+static int tensorset_sha256(const bp_tensorset *ts, bp_hash_memo *memo, char hex[65],
+                            bp_error *err)
 {
     if (!ts->is_dir)
-        return bp_sha256_file(ts->path, hex, err);
+        return bp_hash_memo_file(memo, ts->path, hex, err);
     bp_sha256 h;
     unsigned char d[32];
     bp_sha256_init(&h);
     for (size_t i = 0; i < ts->n_npy; i++) {
         char file_hex[65];
-        if (bp_sha256_file(ts->npy[i].path, file_hex, err) < 0)
+        if (bp_hash_memo_file(memo, ts->npy[i].path, file_hex, err) < 0)
             return -1;
         hash_str(&h, ts->npy_names[i]);
         hash_str(&h, file_hex);
@@ -238,6 +251,34 @@ static int no_data_error(const bp_config *cfg, const bp_layer_desc *d, int q, bp
                    by_metric ? bp_metric_name(cfg->metric)
                              : bp_wquantizer_name(cfg->quantizers[q]),
                    d->name, cfg->calibration ? cfg->calibration : "model.calibration (unset)");
+}
+
+/* Before any work: every layer has what the quantizers and the metric need
+ * (calibration inputs, grad2 for fisher, the output Fisher for kfac). */
+static int check_layers(const bp_config *cfg, const bp_model *m, bp_error *err)
+{
+    bp_sens_spec spec;
+    bp_sens_spec_from_config(cfg, &spec);
+    int q_data = needs_data(cfg, &spec);
+    const char *cf = cfg->calibration ? cfg->calibration : "model.calibration (unset)";
+    for (size_t i = 0; i < m->n_layers; i++) {
+        const bp_layer_desc *d = &m->layers[i];
+        if (q_data >= 0 && d->input < 0)
+            return no_data_error(cfg, d, q_data, err);
+        if (cfg->metric == BP_METRIC_FISHER && d->grad2 < 0)
+            return bp_fail(err, "layer '%s': metric 'fisher' needs '%s.grad2' (the diagonal of "
+                           "the output Fisher, from tools/capture.py --fisher), but %s has "
+                           "none", d->name, d->name, cf);
+        if (cfg->metric == BP_METRIC_FISHER && d->n_grad2 != d->out)
+            return bp_fail(err, "%s: tensor '%s.grad2' has %lld values, but layer '%s' has "
+                           "%lld output channels", cf, d->name, (long long)d->n_grad2,
+                           d->name, (long long)d->out);
+        if (cfg->metric == BP_METRIC_KFAC && d->fisher < 0 && d->fisher_u < 0)
+            return bp_fail(err, "layer '%s': metric 'kfac' needs '%s.fisher' (or '%s.fisher_u', "
+                           "'_s' and '_d': the output Fisher, from tools/capture.py --fisher), "
+                           "but %s has none", d->name, d->name, d->name, cf);
+    }
+    return 0;
 }
 
 volatile sig_atomic_t bp_interrupt_requested = 0;
@@ -352,8 +393,7 @@ static int journal_open(journal *j, const char *csv_path, const char *key, size_
     if (!j->fp)
         return bp_fail(err, "%s: cannot write: %s", j->path, strerror(errno));
     if (!resumed)
-        fprintf(j->fp, "key %s\nlayer,wbits,abits,quantizer,error,params,weight_bits,macs\n",
-                key);
+        fprintf(j->fp, "key %s\n" BP_TABLE_HEADER "\n", key);
     return 0;
 }
 
@@ -384,7 +424,6 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
 {
     bp_sens_spec spec;
     bp_sens_spec_from_config(cfg, &spec);
-    int q_data = needs_data(cfg, &spec);
     const char *stop = getenv("BITPLAN_INTERRUPT_AFTER");   /* test hook: raise SIGINT */
     for (size_t i = start; i < m->n_layers; i++) {
         size_t before = t->n;
@@ -394,8 +433,6 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
         bp_loaded_layer l;
         if (progress)
             progress(ctx, i, m->n_layers, m->layers[i].name);
-        if (q_data >= 0 && m->layers[i].input < 0)
-            return no_data_error(cfg, &m->layers[i], q_data, err);
         double t_load = bp_now();
         if (bp_model_load_layer(m, i, &l, err) < 0)
             return -1;
@@ -434,18 +471,27 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
         return -1;
     res->n_layers = m.n_layers;
     int rc = -1;
-    char *csv = NULL;
-    if (check_pins(cfg, &m, err) < 0 ||
-        bp_tensorset_sha256(&m.weights, res->model_sha256, err) < 0 ||
-        (m.has_calib && bp_tensorset_sha256(&m.calib, res->calib_sha256, err) < 0))
+    char *csv = NULL, *memo_path = NULL;
+    bp_hash_memo memo;
+    memset(&memo, 0, sizeof memo);
+    if (check_pins(cfg, &m, err) < 0 || check_layers(cfg, &m, err) < 0 ||
+        bp_mkdirs(cfg->out_dir, err) < 0 ||
+        !(csv = bp_path_join(cfg->out_dir, cfg->table_name, err)) ||
+        !(memo_path = bp_path_join(cfg->out_dir, HASH_MEMO, err)))
+        goto out;
+    bp_hash_memo_open(&memo, memo_path);
+    int hashed = tensorset_sha256(&m.weights, &memo, res->model_sha256, err) == 0 &&
+                 (!m.has_calib || tensorset_sha256(&m.calib, &memo, res->calib_sha256, err) == 0);
+    bp_hash_memo_close(&memo);
+    if (!hashed)
         goto out;
     bp_profile_add(BP_STAGE_LOAD, bp_now() - t0);
     cache_key(cfg, &m, res, key);
-    if (bp_mkdirs(cfg->out_dir, err) < 0 ||
-        !(csv = bp_path_join(cfg->out_dir, cfg->table_name, err)))
-        goto out;
-    if (!force && cache_load(csv, key, &res->table) == 0) {
+    int reselected = 0;
+    if (!force && cache_load(csv, key, cfg->metric, &res->table, &reselected) == 0) {
         res->from_cache = 1;
+        if (reselected && store_timed(&res->table, csv, key, err) < 0)
+            goto out;
     } else {
         char partial[4096];
         journal jr = {NULL, NULL};
@@ -456,6 +502,7 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
         res->resumed_layers = start;
         int ok = journal_open(&jr, csv, key, start, err) == 0 &&
                  measure_all(cfg, &m, progress, progress_ctx, &res->table, start, &jr, err) == 0 &&
+                 bp_table_select(&res->table, cfg->metric, err) == 0 &&   /* resumed rows too */
                  store_timed(&res->table, csv, key, err) == 0;
         journal_close(&jr, ok);
         if (!ok)
@@ -465,6 +512,7 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
 out:
     res->seconds = bp_now() - t0;
     free(csv);
+    free(memo_path);
     bp_model_close(&m);
     if (rc < 0)
         bp_sens_result_free(res);

@@ -105,19 +105,52 @@ void bp_gram_free(bp_gram *g)
     memset(g, 0, sizeof *g);
 }
 
-/* out[r] = v_r S v_r^T with S the leading k x k block of G (ld = g->k). */
-static int quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k,
-                      double *out, bp_error *err)
+/* M = V S with S the leading k x k block of G (ld = g->k); out[r] = v_r M_r. */
+static void quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k, double *M,
+                       double *out)
 {
-    double *M = bp_malloc((size_t)(rows * k) * sizeof(double), err);
-    if (!M)
-        return -1;
     cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, (int)rows, (int)k, 1.0,
                 g->G, (int)g->k, V, (int)k, 0.0, M, (int)k);
     bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)k * (double)(k + 1));
     for (int64_t r = 0; r < rows; r++)
         out[r] = cblas_ddot((int)k, V + r * k, 1, M + r * k, 1);
-    free(M);
+}
+
+/*
+ * 1/2 tr(F A B^T) for rows x m matrices A, B with A B^T symmetric (E = A B^T
+ * is the error covariance: V (V G)^T, or D D^T), and row_err[r] = E_rr.
+ * Dense: sum (F A) o B.  Low rank: sum_i s_i (u_i^T A)(u_i^T B) + sum_r d_r E_rr.
+ */
+static int fisher_trace(const bp_gram_fisher *f, const double *A, const double *B,
+                        int64_t rows, int64_t m, const double *row_err, double *kfac,
+                        bp_error *err)
+{
+    int64_t kr = f->rank ? f->rank : rows;
+    double *T = bp_malloc((size_t)(kr * m * (f->rank ? 2 : 1)) * sizeof(double), err);
+    if (!T)
+        return -1;
+    double s = 0.0;
+    if (!f->rank) {
+        cblas_dsymm(CblasRowMajor, CblasLeft, CblasUpper, (int)rows, (int)m, 1.0, f->F,
+                    (int)rows, A, (int)m, 0.0, T, (int)m);
+        for (int64_t i = 0; i < rows * m; i++)
+            s += T[i] * B[i];
+        bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)rows * (double)m);
+    } else {
+        double *P = T, *Q = T + kr * m;
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)kr, (int)m, (int)rows, 1.0,
+                    f->U, (int)rows, A, (int)m, 0.0, P, (int)m);
+        if (B != A)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)kr, (int)m, (int)rows,
+                        1.0, f->U, (int)rows, B, (int)m, 0.0, Q, (int)m);
+        for (int64_t i = 0; i < kr; i++)
+            s += f->s[i] * cblas_ddot((int)m, P + i * m, 1, (B != A ? Q : P) + i * m, 1);
+        for (int64_t r = 0; r < rows; r++)
+            s += f->d[r] * row_err[r];
+        bp_profile_flops(BP_STAGE_ERRORS, 4.0 * (double)kr * (double)rows * (double)m);
+    }
+    *kfac = 0.5 * s;
+    free(T);
     return 0;
 }
 
@@ -156,9 +189,11 @@ static int direct_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
     return 0;
 }
 
-/* Kept rows: e_r = ||What_r Xbar^T - W_r X^T||^2 / n with W X^T cached. */
+/* Kept rows: e_r = ||What_r Xbar^T - W_r X^T||^2 / n with W X^T cached
+ * (and, with f, the K-FAC trace of D = (What Xbar^T - W X^T) / sqrt(n)). */
 static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t rows,
-                         int64_t ldw, double *row_err, bp_error *err)
+                         int64_t ldw, const bp_gram_fisher *f, double *row_err, double *kfac,
+                         bp_error *err)
 {
     int64_t d = g->d, n = g->n;
     int rc = direct_prepare(g, W, rows, ldw, err);
@@ -170,13 +205,18 @@ static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t 
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, 1.0,
                     A, (int)d, g->Xb ? g->Xb : g->Z, (int)d, 0.0, M, (int)n);
         bp_profile_flops(BP_STAGE_ERRORS, (2.0 * (double)d + 3.0) * (double)rows * (double)n);
-        for (int64_t r = 0; r < rows; r++) {
-            const double *m = M + r * n, *y = g->Y + r * n;
+        for (int64_t r = 0; r < rows; r++) {          /* M := D */
+            double *m = M + r * n;
+            const double *y = g->Y + r * n;
             double s = 0.0;
-            for (int64_t i = 0; i < n; i++)
-                s += (m[i] - y[i]) * (m[i] - y[i]);
+            for (int64_t i = 0; i < n; i++) {
+                m[i] -= y[i];
+                s += m[i] * m[i];
+            }
             row_err[r] = s;
         }
+        if (f)
+            rc = fisher_trace(f, M, M, rows, n, row_err, kfac, err);
     }
     return rc;
 }
@@ -184,12 +224,22 @@ static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t 
 int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
                        int64_t rows, int64_t ldw, double *row_err, bp_error *err)
 {
+    return bp_gram_row_errors_kfac(g, W, What, rows, ldw, NULL, row_err, NULL, err);
+}
+
+int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64_t rows,
+                            int64_t ldw, const bp_gram_fisher *f, double *row_err,
+                            double *kfac, bp_error *err)
+{
     if (g->Z)
-        return direct_errors(g, W, What, rows, ldw, row_err, err);
+        return direct_errors(g, W, What, rows, ldw, f, row_err, kfac, err);
     int64_t d = g->d, k = g->k;
     double *V = bp_malloc((size_t)(rows * k) * sizeof(double), err);
-    if (!V)
+    double *M = V ? bp_malloc((size_t)(rows * k) * sizeof(double), err) : NULL;
+    if (!M) {
+        free(V);
         return -1;
+    }
     for (int64_t r = 0; r < rows; r++) {
         const float *w = W + r * ldw, *wq = What + r * ldw;
         double *v = V + r * k;
@@ -199,8 +249,10 @@ int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
             for (int64_t j = 0; j < d; j++)
                 v[d + j] = wq[j];
     }
-    int rc = quad_forms(g, V, rows, k, row_err, err);
+    quad_forms(g, V, rows, k, M, row_err);
+    int rc = f ? fisher_trace(f, V, M, rows, k, row_err, kfac, err) : 0;
     free(V);
+    free(M);
     return rc;
 }
 
@@ -218,12 +270,18 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
     double *V = bp_malloc((size_t)(rows * d) * sizeof(double), err);
     if (!V)
         return -1;
+    double *M = bp_malloc((size_t)(rows * d) * sizeof(double), err);
+    if (!M) {
+        free(V);
+        return -1;
+    }
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < d; j++)
             V[r * d + j] = W[r * ldw + j];
-    int rc = quad_forms(g, V, rows, d, row_energy, err);
+    quad_forms(g, V, rows, d, M, row_energy);
     free(V);
-    return rc;
+    free(M);
+    return 0;
 }
 
 int bp_input_gram(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d, int ones,

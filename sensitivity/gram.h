@@ -63,6 +63,26 @@ void bp_gram_free(bp_gram *g);
 int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
                        int64_t rows, int64_t ldw, double *row_err, bp_error *err);
 
+/* One group's output Fisher (layer.h's bp_ofactor) in double, over the
+ * `rows` output rows of a bp_gram_row_errors call. */
+typedef struct bp_gram_fisher {
+    int64_t rank;             /* 0: F is dense, rows x rows */
+    const double *F;
+    const double *U, *s, *d;  /* rank x rows, rank, rows */
+} bp_gram_fisher;
+
+/*
+ * The same row errors and, with f, the loss increase K-FAC predicts:
+ *   *kfac = 1/2 tr(F E),  E = E_n[dy dy^T] = (What Xbar^T - W X^T)(...)^T / n
+ * Gram mode: E = V G V^T with V = [dW, What], so tr(F E) = sum (F V) o (V G);
+ * kept rows: E = D D^T with D = (What Xbar^T - W X^T) / sqrt(n), so
+ * tr(F E) = sum (F D) o D.  Low rank: tr(F E) = sum_i s_i u_i^T E u_i +
+ * sum_r d_r E_rr.  f NULL: *kfac is not touched.
+ */
+int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64_t rows,
+                            int64_t ldw, const bp_gram_fisher *f, double *row_err,
+                            double *kfac, bp_error *err);
+
 /* row_energy[r] = ||W_r X^T||^2 / n (uses the X^T X block only). */
 int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
                        int64_t ldw, double *row_energy, bp_error *err);

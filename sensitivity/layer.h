@@ -12,6 +12,23 @@
 
 #include <stdint.h>
 
+/*
+ * The output Fisher of a layer, F = E[g g^T] with g = dloss/dy the loss
+ * gradient at the layer's output y, summed over a sample's output positions
+ * and averaged over samples (K-FAC's output factor).  One factor per group
+ * of og = out / groups output rows (groups = 1 but for grouped convs), in
+ * one of two forms:
+ *   rank == 0: F dense, groups x og x og (symmetric);
+ *   rank  > 0: F ~= U^T diag(s) U + diag(d), with U groups x rank x og (the
+ *              eigenvectors as rows), s groups x rank, d groups x og (the
+ *              diagonal the eigenpairs leave out).
+ */
+typedef struct bp_ofactor {
+    int64_t groups, og, rank;
+    const float *F;           /* rank 0 */
+    const float *U, *s, *d;   /* rank > 0 */
+} bp_ofactor;
+
 typedef struct bp_layer {
     const char *name;
     int64_t out, in;          /* W is out x in */
@@ -21,10 +38,9 @@ typedef struct bp_layer {
     const float *bias;        /* out floats, or NULL */
     int64_t n;                /* calibration rows, 0 when none */
     const float *X;           /* n x (in*groups), or NULL */
-    const float *grad2;       /* out: mean squared loss gradient per output
-                               * channel (metric fisher), or NULL */
-    int fisher;               /* weight output errors by grad2 (set by the
-                               * sensitivity stage) */
+    const float *grad2;       /* out: the diagonal of the output Fisher, per
+                               * output channel (metric fisher), or NULL */
+    const bp_ofactor *ofactor; /* the output Fisher (metric kfac), or NULL */
 } bp_layer;
 
 static inline int64_t bp_layer_params(const bp_layer *l) { return l->out * l->in; }

@@ -13,18 +13,6 @@
 #include "common/bp_profile.h"
 #include "gram.h"
 
-const char *bp_metric_name(bp_metric m)
-{
-    switch (m) {
-    case BP_METRIC_MSE: return "mse";
-    case BP_METRIC_RELATIVE: return "relative";
-    case BP_METRIC_WEIGHT: return "weight";
-    case BP_METRIC_HAWQ: return "hawq";
-    case BP_METRIC_FISHER: return "fisher";
-    }
-    return "?";
-}
-
 static const char *const wq_names[BP_WQ_COUNT] = {"rtn", "gptq", "squant", "erq"};
 
 const char *bp_wquantizer_name(bp_wquantizer q)
@@ -129,27 +117,80 @@ int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
     return bp_quantize_matrix(l->W, out, l->out, l->in, &q, err);
 }
 
-/* Errors of every weight width at one activation width, summed over conv
- * groups: err[b] = sum_r w_r e_r with w_r = 1, or the layer's grad2 under
- * the fisher metric (and energy = sum_r ||W_r X^T||^2 / n).  yc (one per
+/* What one activation width's errors give per weight width (summed over
+ * conv groups): the mse, the grad2-weighted and the K-FAC loss increases. */
+typedef struct errs {
+    double *mse, *fisher, *kfac;   /* n_w each */
+    double energy;                 /* sum_r ||W_r X^T||^2 / n */
+} errs;
+
+/* The layer's output factor in double, one bp_gram_fisher per group. */
+typedef struct fisher_d {
+    bp_gram_fisher *g;             /* groups of them, or NULL without a factor */
+    double *buf;
+} fisher_d;
+
+static void fisher_d_free(fisher_d *f)
+{
+    free(f->g);
+    free(f->buf);
+    memset(f, 0, sizeof *f);
+}
+
+static int fisher_d_init(fisher_d *f, const bp_layer *l, bp_error *err)
+{
+    const bp_ofactor *o = l->ofactor;
+    memset(f, 0, sizeof *f);
+    if (!o)
+        return 0;
+    int64_t og = o->og, k = o->rank, per = k ? k * og + k + og : og * og;
+    f->g = bp_calloc((size_t)o->groups, sizeof *f->g, err);
+    f->buf = bp_malloc((size_t)(per * o->groups) * sizeof(double), err);
+    if (!f->g || !f->buf)
+        return -1;
+    for (int64_t j = 0; j < o->groups; j++) {
+        double *p = f->buf + j * per;
+        bp_gram_fisher *g = &f->g[j];
+        g->rank = k;
+        if (!k) {
+            for (int64_t i = 0; i < og * og; i++)
+                p[i] = o->F[j * og * og + i];
+            g->F = p;
+            continue;
+        }
+        for (int64_t i = 0; i < k * og; i++)
+            p[i] = o->U[j * k * og + i];
+        for (int64_t i = 0; i < k; i++)
+            p[k * og + i] = o->s[j * k + i];
+        for (int64_t i = 0; i < og; i++)
+            p[k * og + k + i] = o->d[j * og + i];
+        g->U = p, g->s = p + k * og, g->d = p + k * og + k;
+    }
+    return 0;
+}
+
+/* Errors of every weight width at one activation width.  yc (one per
  * group, or NULL) carries W X^T from one activation width to the next. */
 static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *What,
-                           size_t n_w, bp_ycache *yc, double *err_out, double *energy,
+                           size_t n_w, bp_ycache *yc, const fisher_d *fd, errs *out,
                            bp_error *err)
 {
-    const float *wr = l->fisher ? l->grad2 : NULL;
+    const float *g2 = l->grad2;
     int64_t og = l->out / l->groups, ld = l->in * l->groups;
     double *row = bp_malloc((size_t)og * sizeof(double), err);
     if (!row)
         return -1;
-    if (n_w)
-        memset(err_out, 0, n_w * sizeof(double));
-    *energy = 0.0;
-    /* flops: the Gram (n k^2 to build, 2 og k^2 per form) against the kept rows
-     * (2 n d og per form, W X^T included) for n_w candidates plus the energy */
+    for (size_t b = 0; b < n_w; b++)
+        out->mse[b] = out->fisher[b] = out->kfac[b] = 0.0;
+    out->energy = 0.0;
+    /* flops: the Gram (n k^2 to build, 2 og k^2 per form, 2 og^2 k more for a
+     * dense output factor) against the kept rows (2 n d og per form, W X^T
+     * included; 2 og^2 n for the factor) for n_w candidates plus the energy */
     double k = (double)(Xq ? 2 * l->in : l->in), nn = (double)l->n, d = (double)l->in;
-    double gram_cost = nn * k * k + ((double)n_w + 1.0) * 2.0 * (double)og * k * k;
-    double rows_cost = ((double)n_w + 1.0) * 2.0 * nn * d * (double)og;
+    double f2 = fd->g && !fd->g[0].rank ? 2.0 * (double)og * (double)og : 0.0;
+    double gram_cost = nn * k * k + ((double)n_w + 1.0) * 2.0 * (double)og * k * k +
+                       (double)n_w * f2 * k;
+    double rows_cost = ((double)n_w + 1.0) * 2.0 * nn * d * (double)og + (double)n_w * f2 * nn;
     int keep_rows = rows_cost < gram_cost;
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
@@ -163,15 +204,20 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
             goto fail;
         }
         for (int64_t r = 0; r < og; r++)
-            *energy += row[r];
+            out->energy += row[r];
         for (size_t b = 0; b < n_w; b++) {
-            if (bp_gram_row_errors(&g, W, What[b] + (int64_t)j * og * l->in, og,
-                                   l->in, row, err) < 0) {
+            double kf = 0.0;
+            if (bp_gram_row_errors_kfac(&g, W, What[b] + (int64_t)j * og * l->in, og, l->in,
+                                        fd->g ? &fd->g[j] : NULL, row, &kf, err) < 0) {
                 bp_gram_free(&g);
                 goto fail;
             }
-            for (int64_t r = 0; r < og; r++)
-                err_out[b] += (wr ? (double)wr[(int64_t)j * og + r] : 1.0) * row[r];
+            out->kfac[b] += kf;
+            for (int64_t r = 0; r < og; r++) {
+                out->mse[b] += row[r];
+                if (g2)        /* 1/2 sum_r grad2_r e_r: the diagonal of F */
+                    out->fisher[b] += 0.5 * (double)g2[(int64_t)j * og + r] * row[r];
+            }
         }
         bp_gram_free(&g);
     }
@@ -256,9 +302,11 @@ static int aug_init(augmented *g, const bp_layer *l, size_t nw, bp_error *err)
 /* Working memory of one layer's measurement. */
 typedef struct work {
     float *Xq;                /* quantized inputs */
-    double *col;              /* per weight width */
+    double *col;              /* 3 x n_wbits: errs of one activation width */
+    errs e;
     float **bhat;             /* ERQ's new biases, or NULL */
     bp_ycache *yc, *yc_aug;   /* W X^T per group, across activation widths */
+    fisher_d fd;              /* the output factor in double */
     augmented aug;
     int has_aug;
     int groups;
@@ -277,6 +325,7 @@ static void work_free(work *w, size_t nw)
     if (w->yc_aug)
         bp_ycache_free(w->yc_aug);
     free(w->yc_aug);
+    fisher_d_free(&w->fd);
     if (w->has_aug)
         aug_free(&w->aug, nw);
 }
@@ -286,11 +335,12 @@ static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_er
     size_t nw = spec->n_wbits;
     memset(w, 0, sizeof *w);
     w->Xq = bp_malloc((size_t)(l->n * l->in * l->groups) * sizeof(float), err);
-    w->col = bp_malloc(nw * sizeof(double), err);
+    w->col = bp_malloc(3 * nw * sizeof(double), err);
     w->groups = l->groups;
     w->yc = bp_calloc((size_t)l->groups, sizeof *w->yc, err);
-    if (!w->Xq || !w->col || !w->yc)
+    if (!w->Xq || !w->col || !w->yc || fisher_d_init(&w->fd, l, err) < 0)
         return -1;
+    w->e = (errs){w->col, w->col + nw, w->col + 2 * nw, 0.0};
     if (spec->quantizer != BP_WQ_ERQ || !l->bias)
         return 0;
     if (!(w->yc_aug = bp_calloc(1, sizeof *w->yc_aug, err)))
@@ -305,43 +355,65 @@ static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_er
     return aug_init(&w->aug, l, nw, err);
 }
 
-/* Output errors at one activation width into w->col (and the energy). */
+/* Output errors at one activation width into w->e. */
 static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *xq,
-                      float *const *What, work *w, double *energy, bp_error *err)
+                      float *const *What, work *w, bp_error *err)
 {
     size_t nw = spec->n_wbits;
     if (!w->has_aug)
-        return errors_at_abits(l, xq, What, nw, w->yc, w->col, energy, err);
+        return errors_at_abits(l, xq, What, nw, w->yc, &w->fd, &w->e, err);
     augmented *g = &w->aug;
     aug_matrix(xq ? xq : l->X, NULL, l->n, l->in, 1.0f, g->Xq);
     for (size_t b = 0; b < nw; b++)
         aug_matrix(What[b], w->bhat[b], l->out, l->in, 0.0f, g->What[b]);
-    double unused;
-    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->yc_aug, w->col, &unused, err) < 0)
+    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->yc_aug, &w->fd, &w->e, err) < 0)
         return -1;
-    return errors_at_abits(l, NULL, What, 0, w->yc, NULL, energy, err);  /* energy without bias */
+    errs energy_only = {NULL, NULL, NULL, 0.0};      /* the energy without the bias */
+    if (errors_at_abits(l, NULL, What, 0, w->yc, &w->fd, &energy_only, err) < 0)
+        return -1;
+    w->e.energy = energy_only.energy;
+    return 0;
 }
 
-/* errors[b * n_abits + a] for every candidate.  RTN and SQuant weights do
- * not depend on the inputs and are made once; GPTQ's and ERQ's are made per
- * activation width from the inputs the layer will see (quantized or not). */
+/* Every metric the layer's data allows, for one candidate (NAN where not). */
+static void candidate_values(const bp_layer *l, const work *w, size_t b, double trace,
+                             const float *What, double *v)
+{
+    int64_t params = bp_layer_params(l);
+    for (int m = 0; m < BP_METRIC_COUNT; m++)
+        v[m] = NAN;
+    v[BP_METRIC_WEIGHT] = weight_mse(l->W, What, params);
+    if (!w)                   /* no calibration inputs */
+        return;
+    v[BP_METRIC_HAWQ] = trace * (double)params * v[BP_METRIC_WEIGHT];
+    v[BP_METRIC_MSE] = w->e.mse[b];
+    v[BP_METRIC_RELATIVE] = w->e.energy > 0.0 ? w->e.mse[b] / w->e.energy : 0.0;
+    if (l->grad2)
+        v[BP_METRIC_FISHER] = w->e.fisher[b];
+    if (l->ofactor)
+        v[BP_METRIC_KFAC] = w->e.kfac[b];
+}
+
+/* values[(b * n_abits + a) * BP_METRIC_COUNT + m] for every candidate and
+ * metric.  RTN and SQuant weights do not depend on the inputs and are made
+ * once; GPTQ's and ERQ's are made per activation width from the inputs the
+ * layer will see (quantized or not). */
 static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *What,
-                   double *errors, bp_error *err)
+                   double *values, bp_error *err)
 {
     size_t nw = spec->n_wbits, na = spec->n_abits;
-    int64_t params = bp_layer_params(l);
     int per_abits = uses_inputs(spec);
     double t = bp_now();
     if (!per_abits && weights_all(l, spec, NULL, What, NULL, err) < 0)
         return -1;
     bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
-    if (!bp_sens_needs_data(spec) || (spec->metric == BP_METRIC_HAWQ && !per_abits)) {
-        double scale = spec->metric == BP_METRIC_HAWQ ? hawq_trace(l) * (double)params : 1.0;
+    if (!l->X || l->n <= 0) {        /* data-free: the weight metric only */
         for (size_t b = 0; b < nw; b++)
             for (size_t a = 0; a < na; a++)
-                errors[b * na + a] = scale * weight_mse(l->W, What[b], params);
+                candidate_values(l, NULL, b, 0.0, What[b], values + (b * na + a) * BP_METRIC_COUNT);
         return 0;
     }
+    double trace = hawq_trace(l);
     work w;
     int rc = work_init(&w, l, spec, err);
     for (size_t a = 0; rc == 0 && a < na; a++) {
@@ -360,41 +432,36 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
         if (per_abits && (rc = weights_all(l, spec, xq ? xq : l->X, What, w.bhat, err)) < 0)
             break;
         bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
-        double energy = 0.0;
-        int weight_only = spec->metric == BP_METRIC_WEIGHT || spec->metric == BP_METRIC_HAWQ;
         t = bp_now();
-        if (!weight_only && (rc = errors_now(l, spec, xq, What, &w, &energy, err)) < 0)
+        if ((rc = errors_now(l, spec, xq, What, &w, err)) < 0)
             break;
         bp_profile_add(BP_STAGE_ERRORS, bp_now() - t);
-        double scale = spec->metric == BP_METRIC_HAWQ ? hawq_trace(l) * (double)params : 1.0;
-        for (size_t b = 0; b < nw; b++) {
-            double e = weight_only ? scale * weight_mse(l->W, What[b], params) : w.col[b];
-            if (spec->metric == BP_METRIC_RELATIVE)
-                e = energy > 0.0 ? e / energy : 0.0;
-            errors[b * na + a] = e;
-        }
+        for (size_t b = 0; b < nw; b++)
+            candidate_values(l, &w, b, trace, What[b], values + (b * na + a) * BP_METRIC_COUNT);
     }
     work_free(&w, nw);
     return rc;
 }
 
 static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
-                       const double *errors, bp_table *table, bp_error *err)
+                       const double *values, bp_table *table, bp_error *err)
 {
     for (size_t b = 0; b < spec->n_wbits; b++)
         for (size_t a = 0; a < spec->n_abits; a++) {
             bp_qspec q = bp_sens_weight_grid(spec, spec->quantizer);
+            const double *v = values + (b * spec->n_abits + a) * BP_METRIC_COUNT;
             q.bits = spec->wbits[b];
             bp_table_row row = {
                 .layer = (char *)l->name,
                 .wbits = spec->wbits[b],
                 .abits = spec->abits[a],
                 .quantizer = "",
-                .error = errors[b * spec->n_abits + a],
+                .error = v[spec->metric],
                 .params = bp_layer_params(l),
                 .weight_bits = bp_weight_storage_bits(l->out, l->in, &q),
                 .macs = bp_layer_macs(l),
             };
+            memcpy(row.value, v, sizeof row.value);
             snprintf(row.quantizer, sizeof row.quantizer, "%s",
                      bp_wquantizer_name(spec->quantizer));
             if (bp_table_add(table, &row, err) < 0)
@@ -403,39 +470,48 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
     return 0;
 }
 
-int bp_sensitivity_layer(const bp_layer *l_in, const bp_sens_spec *spec,
-                         bp_table *table, bp_error *err)
+int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *err)
 {
-    bp_layer lv = *l_in;
-    const bp_layer *l = &lv;
-    lv.fisher = spec->metric == BP_METRIC_FISHER;
-    if (lv.fisher && !lv.grad2)
-        return bp_fail(err, "layer '%s': metric 'fisher' needs '%s.grad2' (per-output-channel "
-                       "mean squared gradients) in the calibration file", l->name, l->name);
     if (bp_sens_needs_data(spec) && (!l->X || l->n <= 0))
         return bp_fail(err, "layer '%s' has no calibration inputs, but %s '%s' needs them "
                        "(use metric: weight and quantizer: rtn for data-free layers)",
                        l->name, spec->metric != BP_METRIC_WEIGHT ? "metric" : "quantizer",
                        spec->metric != BP_METRIC_WEIGHT ? bp_metric_name(spec->metric)
                                                         : bp_wquantizer_name(spec->quantizer));
+    if (spec->metric == BP_METRIC_FISHER && !l->grad2)
+        return bp_fail(err, "layer '%s': metric 'fisher' needs '%s.grad2' (the diagonal of the "
+                       "output Fisher, from tools/capture.py --fisher) in the calibration file",
+                       l->name, l->name);
+    if (spec->metric == BP_METRIC_KFAC && !l->ofactor)
+        return bp_fail(err, "layer '%s': metric 'kfac' needs '%s.fisher' (or '%s.fisher_u', "
+                       "'_s' and '_d': the output Fisher, from tools/capture.py --fisher) in "
+                       "the calibration file", l->name, l->name, l->name);
+    return 0;
+}
+
+int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
+                         bp_table *table, bp_error *err)
+{
+    if (bp_sens_check_layer(l, spec, err) < 0)
+        return -1;
     size_t nw = spec->n_wbits, na = spec->n_abits;
     int64_t params = bp_layer_params(l);
     int rc = -1;
     float **What = bp_calloc(nw, sizeof(float *), err);
-    double *errors = bp_malloc(nw * na * sizeof(double), err);
-    if (!What || !errors)
+    double *values = bp_malloc(nw * na * BP_METRIC_COUNT * sizeof(double), err);
+    if (!What || !values)
         goto out;
     for (size_t b = 0; b < nw; b++)
         if (!(What[b] = bp_malloc((size_t)params * sizeof(float), err)))
             goto out;
-    if (measure(l, spec, What, errors, err) < 0)
+    if (measure(l, spec, What, values, err) < 0)
         goto out;
-    rc = append_rows(l, spec, errors, table, err);
+    rc = append_rows(l, spec, values, table, err);
 out:
     for (size_t b = 0; What && b < nw; b++)
         free(What[b]);
     free(What);
-    free(errors);
+    free(values);
     if (rc < 0)
         bp_fail_prefix(err, "layer '%s'", l->name);
     return rc;

@@ -2,14 +2,19 @@
  * sensitivity.h - measure one layer's error under every candidate
  * (weight bits, activation bits) and append the rows to the table.
  *
- * error(l, c) = ||What Xbar^T - W X^T||_F^2 / n           (metric mse)
- *             = the above / (||W X^T||_F^2 / n)            (metric relative)
- *             = ||What - W||_F^2 / params                  (metric weight,
- *               data-free; activation bits do not change it)
- *             = 2 ||X||_F^2 / (n in) * ||What - W||_F^2    (metric hawq: the
- *               Hessian trace per parameter times the weight error; cheap,
- *               activation bits do not change it)
+ * Every metric the layer's data allows is measured at once (the table keeps
+ * them all, so changing the metric re-reads the table):
+ *   mse       ||What Xbar^T - W X^T||_F^2 / n
+ *   relative  the above / (||W X^T||_F^2 / n)
+ *   weight    ||What - W||_F^2 / params (data-free; activation bits do not
+ *             change it)
+ *   hawq      2 ||X||_F^2 / (n in) * ||What - W||_F^2 (the Hessian trace per
+ *             parameter times the weight error; ignores activation bits)
+ *   fisher    1/2 sum_r grad2_r e_r, e_r the mse of output row r (needs grad2)
+ *   kfac      1/2 tr(F E[dy dy^T]), dy = What xbar - W x, F the output Fisher
+ *             (needs the layer's output factor, layer.h)
  * computed from Gram matrices built once per activation width (gram.h).
+ * The row's `error` is the value of spec->metric.
  */
 #ifndef BP_SENSITIVITY_H
 #define BP_SENSITIVITY_H
@@ -23,14 +28,6 @@
 #include "quant.h"
 #include "squant.h"
 #include "table.h"
-
-typedef enum bp_metric {
-    BP_METRIC_MSE = 0,
-    BP_METRIC_RELATIVE,
-    BP_METRIC_WEIGHT,
-    BP_METRIC_HAWQ,           /* (Tr(H) / params) * ||What - W||^2, H of the float layer */
-    BP_METRIC_FISHER          /* sum_r grad2_r * e_r: output errors weighted per channel */
-} bp_metric;
 
 typedef enum bp_wquantizer {
     BP_WQ_RTN = 0,
@@ -51,7 +48,7 @@ typedef struct bp_sens_spec {
     size_t n_abits;
     bp_qspec weights;         /* bits is set per candidate */
     bp_qspec acts;            /* bits is set per candidate */
-    bp_metric metric;
+    bp_metric metric;         /* which value becomes the row's error */
     bp_wquantizer quantizer;  /* how weights are rounded (RTN when zeroed) */
     bp_gptq_opts gptq;        /* for BP_WQ_GPTQ */
     int squant_mode;          /* for BP_WQ_SQUANT: BP_SQ_K | BP_SQ_C bits */
@@ -62,11 +59,15 @@ typedef struct bp_sens_spec {
  * channel, whatever spec->weights says), for bit counts and plans. */
 bp_qspec bp_sens_weight_grid(const bp_sens_spec *spec, bp_wquantizer q);
 
-const char *bp_metric_name(bp_metric m);
 /* Does this spec need calibration inputs? */
 int bp_sens_needs_data(const bp_sens_spec *spec);
 
-/* Append n_wbits * n_abits rows for layer l (wbits-major, in list order). */
+/* Does the layer have what spec (its metric and quantizer) needs?  An error
+ * names the missing tensor.  bp_sensitivity_layer checks it first. */
+int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *err);
+
+/* Append n_wbits * n_abits rows for layer l (wbits-major, in list order),
+ * each with every metric the layer's data allows. */
 int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
                          bp_table *table, bp_error *err);
 

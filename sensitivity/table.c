@@ -15,6 +15,39 @@
 
 #define TABLE_MAX_FIELD 4096
 
+static const char *const metric_names[BP_METRIC_COUNT] = {
+    "mse", "relative", "weight", "hawq", "fisher", "kfac"};
+
+const char *bp_metric_name(bp_metric m)
+{
+    return (unsigned)m < BP_METRIC_COUNT ? metric_names[m] : "?";
+}
+
+int bp_metric_parse(const char *name)
+{
+    for (int i = 0; i < BP_METRIC_COUNT; i++)
+        if (strcmp(name, metric_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void bp_table_row_clear_values(bp_table_row *r)
+{
+    for (int m = 0; m < BP_METRIC_COUNT; m++)
+        r->value[m] = NAN;
+}
+
+int bp_table_select(bp_table *t, bp_metric m, bp_error *err)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (isnan(t->rows[i].value[m]))
+            return bp_fail(err, "layer '%s': metric '%s' was not measured for it",
+                           t->rows[i].layer, bp_metric_name(m));
+    for (size_t i = 0; i < t->n; i++)
+        t->rows[i].error = t->rows[i].value[m];
+    return 0;
+}
+
 void bp_table_init(bp_table *t)
 {
     memset(t, 0, sizeof *t);
@@ -64,7 +97,7 @@ static void write_field(FILE *fp, const char *s)
 
 int bp_table_write_csv(const bp_table *t, FILE *fp)
 {
-    fputs("layer,wbits,abits,quantizer,error,params,weight_bits,macs\n", fp);
+    fputs(BP_TABLE_HEADER "\n", fp);
     return bp_table_write_rows(t, 0, t->n, fp);
 }
 
@@ -75,8 +108,12 @@ int bp_table_write_rows(const bp_table *t, size_t from, size_t to, FILE *fp)
         write_field(fp, r->layer);
         fprintf(fp, ",%d,%d,", r->wbits, r->abits);
         write_field(fp, r->quantizer);
-        fprintf(fp, ",%.17g,%lld,%lld,%lld\n", r->error, (long long)r->params,
+        fprintf(fp, ",%.17g,%lld,%lld,%lld", r->error, (long long)r->params,
                 (long long)r->weight_bits, (long long)r->macs);
+        for (int m = 0; m < BP_METRIC_COUNT; m++)     /* unmeasured: empty */
+            isnan(r->value[m]) ? (void)fputc(',', fp)
+                               : (void)fprintf(fp, ",%.17g", r->value[m]);
+        fputc('\n', fp);
     }
     return ferror(fp) ? -1 : 0;
 }
@@ -134,9 +171,10 @@ static int csv_field(csv_reader *c, char *buf, size_t cap, int *eol, bp_error *e
 }
 
 enum { COL_LAYER, COL_WBITS, COL_ABITS, COL_QUANT, COL_ERROR, COL_PARAMS,
-       COL_WBITS_TOTAL, COL_MACS, COL_COUNT };
+       COL_WBITS_TOTAL, COL_MACS, COL_METRIC0, COL_COUNT = COL_METRIC0 + BP_METRIC_COUNT };
 static const char *const column_names[COL_COUNT] = {
-    "layer", "wbits", "abits", "quantizer", "error", "params", "weight_bits", "macs"};
+    "layer", "wbits", "abits", "quantizer", "error", "params", "weight_bits", "macs",
+    "mse", "relative", "weight", "hawq", "fisher", "kfac"};
 
 static int parse_header(csv_reader *c, int *map, size_t *n_cols, bp_error *err)
 {
@@ -190,6 +228,15 @@ static int parse_field(const csv_reader *c, int col, const char *s,
 {
     long long v = 0;
     const char *name = column_names[col];
+    if (col >= COL_METRIC0) {        /* a metric's value; empty = not measured */
+        char *end;
+        double x = *s ? strtod(s, &end) : NAN;
+        if (*s && (*end || !isfinite(x)))
+            return bp_fail(err, "%s:%ld: column '%s': expected a finite number or nothing, "
+                           "got '%s'", c->label, c->line, name, s);
+        row->value[col - COL_METRIC0] = x;
+        return 0;
+    }
     switch (col) {
     case COL_LAYER:
         if (!*s)
@@ -298,6 +345,7 @@ static int parse_record(csv_reader *c, const int *map, size_t n_cols, bp_table *
         return bp_fail(err, "%s:%ld: expected %zu fields, got %zu", c->label, c->line,
                        n_cols, i);
     bp_table_row row = {.quantizer = "rtn", .weight_bits = -1};
+    bp_table_row_clear_values(&row);
     for (int k = 0; k < COL_COUNT; k++)
         if (have[k] && parse_field(c, k, fields[k], &row, err) < 0)
             return -1;

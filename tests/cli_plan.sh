@@ -22,11 +22,11 @@ YAML
 # sensitivity table: exact header, one row per layer x candidate, model order
 "$BITPLAN" sensitivity cfg.yaml -o table.csv >sens.txt
 check "sensitivity exits 0" test $? = 0
-check "header" test "$(head -1 table.csv)" = "layer,wbits,abits,quantizer,error,params,weight_bits,macs"
+check "header" test "$(head -1 table.csv)" = "layer,wbits,abits,quantizer,error,params,weight_bits,macs,mse,relative,weight,hawq,fisher,kfac"
 check "3 layers x 8 candidates" test "$(tail -n +2 table.csv | wc -l)" = 24
 check "model order" test "$(tail -n +2 table.csv | cut -d, -f1 | uniq | tr '\n' ' ')" = "conv1 dw fc "
 # weight_bits = params*wbits + per-channel fp16 scales (symmetric: no zero points)
-check "conv1 4-bit storage" grep -q '^conv1,4,16,rtn,[^,]*,216,992,216$' table.csv
+check "conv1 4-bit storage" grep -q '^conv1,4,16,rtn,[^,]*,216,992,216,' table.csv
 check "cache written" test -f out/sensitivity.csv -a -f out/sensitivity.csv.key
 
 # run: plan within budget, layers in model order, second run cached & identical
@@ -50,6 +50,41 @@ check "deterministic plan" cmp -s plan1.yaml out/plan.yaml
 "$BITPLAN" run cfg.yaml --force >run3.txt
 grep -q "sensitivity: measured" run3.txt && ok || bad "--force measures again"
 check "same plan after re-measuring" cmp -s plan1.yaml out/plan.yaml
+
+# the table holds every metric: another metric is read off the cache, and
+# the plan's errors are that metric's column
+sed -i 's/^budget:/metric: mse\nbudget:/' cfg.yaml
+"$BITPLAN" run cfg.yaml >run_mse.txt
+grep -q "sensitivity: cached" run_mse.txt && ok || bad "changing only the metric re-reads the cache"
+check "plan metric mse" grep -q '^  metric: "mse"' out/plan.yaml
+awk -F, 'NR > 1 && $5 != $9 {bad = 1} END {exit bad}' out/sensitivity.csv && ok || bad "error column is the mse column"
+sed -i 's/^metric: mse/metric: relative/' cfg.yaml
+"$BITPLAN" run cfg.yaml >run_rel.txt
+grep -q "sensitivity: cached" run_rel.txt && ok || bad "back to relative: still cached"
+check "same plan as before the metric change" cmp -s plan1.yaml out/plan.yaml
+# a metric whose tensors the calibration file lacks fails before any work
+sed -i 's/^metric: relative/metric: kfac/' cfg.yaml
+rm -rf out_k && sed 's/dir: out$/dir: out_k/' cfg.yaml >kfac.yaml
+expect_fail 1 "metric 'kfac' needs 'conv1.fisher'" "$BITPLAN" run kfac.yaml
+check "nothing measured or written" test -z "$(ls out_k 2>/dev/null | grep -v '^\.bitplan-hashes$')"
+sed -i 's/^metric: kfac/metric: fisher/' kfac.yaml
+expect_fail 1 "metric 'fisher' needs 'conv1.grad2'" "$BITPLAN" run kfac.yaml
+sed -i '/^metric: kfac/d' cfg.yaml
+
+# input hashes are remembered by file identity: an unchanged file is not
+# read again, a file rewritten in place (same size and mtime) is
+check "hash memo written" test "$(wc -l <out/.bitplan-hashes)" = 2
+grep -q "$(sha256sum m/model.safetensors | cut -c1-64) " out/.bitplan-hashes && ok || bad "memo holds the model's hash"
+cp m/model.safetensors model.orig
+stamp=$(stat -c %y m/model.safetensors)
+/usr/bin/printf '\x7f' | dd of=m/model.safetensors bs=1 seek=$(( $(stat -c %s m/model.safetensors) - 1 )) conv=notrunc 2>/dev/null
+touch -d "$stamp" m/model.safetensors
+"$BITPLAN" run cfg.yaml >run_edit.txt
+grep -q "sensitivity: measured" run_edit.txt && ok || bad "same size and mtime, new contents: measured again"
+check "new hash in the plan" grep -q "weights_sha256: \"$(sha256sum m/model.safetensors | cut -c1-64)\"" out/plan.yaml
+cp model.orig m/model.safetensors
+"$BITPLAN" run cfg.yaml >run_back.txt
+check "plan back to the original" cmp -s plan1.yaml out/plan.yaml
 
 # the cache is keyed on settings and contents
 sed -i 's/abits: \[6, 16\]/abits: [8, 16]/' cfg.yaml
@@ -80,7 +115,7 @@ printf 'metric: mse\n' >>rtn.yaml
 "$BITPLAN" sensitivity gptq.yaml -o gptq.csv -q && "$BITPLAN" sensitivity rtn.yaml -o rtn.csv -q
 check "gptq table" test "$(grep -c ',gptq,' gptq.csv)" = 24
 paste -d, <(grep ',16,gptq,' gptq.csv) <(grep ',16,rtn,' rtn.csv) |
-    awk -F, '$2 < 16 && $5 > $13 * (1 + 1e-9) {bad = 1; print "gptq worse:", $0} END {exit bad}' && ok || bad "gptq error <= rtn error"
+    awk -F, '$2 < 16 && $5 > $19 * (1 + 1e-9) {bad = 1; print "gptq worse:", $0} END {exit bad}' && ok || bad "gptq error <= rtn error"
 grep -A4 'name: "fc"' out_gptq/plan.yaml 2>/dev/null | grep -q 'quantizer: "gptq"' || "$BITPLAN" run gptq.yaml -q
 grep -A4 'name: "fc"' out_gptq/plan.yaml | grep -q 'quantizer: "gptq"' && ok || bad "plan names gptq"
 printf 'model: {weights: m/model.safetensors}\nmetric: weight\nweights: {quantizer: gptq}\nbudget: {avg_bits: 4}\n' >gptq_nodata.yaml
@@ -93,7 +128,7 @@ printf 'weights: {quantizer: [rtn, squant, gptq]}\n' >>multi.yaml
 "$BITPLAN" run multi.yaml -q
 check "multi-quantizer table" test "$(tail -n +2 out_multi/sensitivity.csv | wc -l)" = 72
 # squant 4-bit conv1: 216 params x 4 + 8 channels x (16-bit scale + 4-bit zero point)
-check "squant storage counts zero points" grep -q '^conv1,4,16,squant,[^,]*,216,1024,216$' out_multi/sensitivity.csv
+check "squant storage counts zero points" grep -q '^conv1,4,16,squant,[^,]*,216,1024,216,' out_multi/sensitivity.csv
 check "plan picks listed quantizers" test -z "$(grep 'quantizer:' out_multi/plan.yaml | grep -vE '"(rtn|squant|gptq)"')"
 # for each layer, the plan is no worse than the best single-quantizer plan at the same budget
 for q in rtn squant gptq; do

@@ -3,6 +3,7 @@
  * error ||What Xbar^T - W X^T||^2 / n to 1e-9 relative, for linear layers,
  * grouped convs, quantized and unquantized activations, both metrics.
  */
+#include <math.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -101,7 +102,7 @@ static void test_case(uint64_t seed, int64_t out, int64_t in, int groups, int64_
     free(Xq);
 }
 
-/* fisher: output errors weighted per channel by grad2, against a direct sum */
+/* fisher: 1/2 the output errors weighted per channel by grad2, against a direct sum */
 static void test_fisher(void)
 {
     check_rng r = {4242};
@@ -131,7 +132,7 @@ static void test_fisher(void)
                 y += ((double)Wq[o * D + j] - W[o * D + j]) * X[i * D + j];
             e += y * y / N;
         }
-        want += g2[o] * e;
+        want += 0.5 * g2[o] * e;
     }
     CHECK(t.n == 1);
     if (t.n == 1)
@@ -249,6 +250,170 @@ static void test_missing_data(void)
     bp_table_free(&t);
 }
 
+/* 1/2 E_n[dy^T F dy] per group, dy = (Wq xq + bq) - (W x + b), directly. */
+static double direct_kfac(const float *W, const float *b, const float *Wq, const float *bq,
+                          const float *X, const float *Xq, const double *F, int64_t out,
+                          int64_t in, int groups, int64_t n)
+{
+    int64_t og = out / groups, ld = in * groups;
+    long double total = 0;
+    double *dy = malloc((size_t)og * sizeof *dy);
+    for (int64_t i = 0; i < n; i++)
+        for (int g = 0; g < groups; g++) {
+            for (int64_t o = 0; o < og; o++) {
+                int64_t r = g * og + o;
+                long double y = b ? b[r] : 0, yq = bq ? bq[r] : 0;
+                for (int64_t k = 0; k < in; k++) {
+                    y += (long double)W[r * in + k] * X[i * ld + g * in + k];
+                    yq += (long double)Wq[r * in + k] * Xq[i * ld + g * in + k];
+                }
+                dy[o] = (double)(yq - y);
+            }
+            for (int64_t o = 0; o < og; o++)
+                for (int64_t p = 0; p < og; p++)
+                    total += (long double)dy[o] * F[(g * og + o) * og + p] * dy[p];
+        }
+    free(dy);
+    return (double)(0.5L * total / n);
+}
+
+/* A random symmetric PSD matrix per group (A A^T / og), as float and double. */
+static void random_fisher(check_rng *r, int64_t groups, int64_t og, float *Ff, double *Fd)
+{
+    for (int64_t g = 0; g < groups; g++) {
+        double *A = malloc((size_t)(og * og) * sizeof *A);
+        for (int64_t i = 0; i < og * og; i++)
+            A[i] = check_normal(r);
+        for (int64_t i = 0; i < og; i++)
+            for (int64_t j = 0; j < og; j++) {
+                double v = 0;
+                for (int64_t k = 0; k < og; k++)
+                    v += A[i * og + k] * A[j * og + k];
+                Ff[(g * og + i) * og + j] = (float)(v / (double)og);
+            }
+        free(A);
+    }
+    for (int64_t i = 0; i < groups * og * og; i++)
+        Fd[i] = Ff[i];
+}
+
+/*
+ * kfac: 1/2 tr(F E[dy dy^T]) equals the direct sum over samples, for dense
+ * and low-rank factors, in both error modes, for grouped convs, quantized
+ * activations and ERQ's changed bias; a factor that ignores the common
+ * direction (F = I - 11^T/o, as before a softmax) charges only the
+ * centred error.
+ */
+static void test_kfac(void)
+{
+    struct { int64_t out, in; int groups; int64_t n; int quant; } cases[] = {
+        {7, 13, 1, 50, BP_WQ_RTN},    /* kept rows */
+        {30, 12, 1, 600, BP_WQ_RTN},  /* Gram */
+        {8, 9, 2, 300, BP_WQ_GPTQ},   /* grouped, GPTQ */
+        {6, 11, 1, 200, BP_WQ_ERQ},   /* bias changed by ERQ */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        check_rng r = {100 + c};
+        int64_t out = cases[c].out, in = cases[c].in, n = cases[c].n, g = cases[c].groups;
+        int64_t og = out / g, width = in * g;
+        float *X = make_inputs(&r, n, width), *W = malloc((size_t)(out * in) * sizeof *W);
+        float bias[64], *Ff = malloc((size_t)(g * og * og) * sizeof *Ff);
+        double *Fd = malloc((size_t)(g * og * og) * sizeof *Fd);
+        for (int64_t i = 0; i < out * in; i++)
+            W[i] = (float)check_normal(&r);
+        for (int64_t i = 0; i < out; i++)
+            bias[i] = (float)check_normal(&r);
+        random_fisher(&r, g, og, Ff, Fd);
+        bp_ofactor of = {g, og, 0, Ff, NULL, NULL, NULL};
+        int wbits[] = {3, 6}, abits[] = {4, 16};
+        bp_sens_spec spec = {wbits, 2, abits, 2,
+                             {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                             {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                             BP_METRIC_KFAC, (bp_wquantizer)cases[c].quant, {128, 0.01, 0, NULL},
+                             3, {2000.0, 2000.0, 100}};
+        bp_layer l = {"k", out, in, 1, 1, (int)g, W, cases[c].quant == BP_WQ_ERQ ? bias : NULL,
+                      n, X, NULL, &of};
+        bp_table t;
+        bp_error err = {""};
+        bp_table_init(&t);
+        CHECK_MSG(bp_sensitivity_layer(&l, &spec, &t, &err) == 0, "%s", err.msg);
+        float *Wq = malloc((size_t)(out * in) * sizeof *Wq), bq[64];
+        float *es = malloc((size_t)(out * in) * sizeof *es), *ez = malloc((size_t)(out * in) * sizeof *ez);
+        float *Xq = malloc((size_t)(n * width) * sizeof *Xq);
+        for (size_t row = 0; row < t.n; row++) {
+            int wb = t.rows[row].wbits, ab = t.rows[row].abits;
+            bp_qspec aq = spec.acts;
+            aq.bits = ab;
+            CHECK(bp_quantize_candidate(&l, &spec, wb, ab, Wq, bq, es, ez, NULL) == 0);
+            bp_quantize_matrix(X, Xq, n, width, &aq, NULL);
+            double want = direct_kfac(W, l.bias, Wq, l.bias ? bq : NULL, X, Xq, Fd, out, in,
+                                      (int)g, n);
+            CHECK_REL(t.rows[row].error, want, 1e-9);
+            CHECK(t.rows[row].value[BP_METRIC_KFAC] == t.rows[row].error);
+            CHECK(isnan(t.rows[row].value[BP_METRIC_FISHER]));   /* no grad2 given */
+            CHECK(!isnan(t.rows[row].value[BP_METRIC_RELATIVE]));
+        }
+        free(Wq), free(es), free(ez), free(Xq), free(X), free(W), free(Ff), free(Fd);
+        bp_table_free(&t);
+    }
+
+    /* low rank + diagonal = the dense factor it stands for, both modes */
+    check_rng r = {555};
+    enum { O = 9, D = 14, N = 40, K = 3 };
+    float *X = make_inputs(&r, N, D), Xq[N * D], W[O * D], Wq[O * D];
+    float U[K * O], S[K] = {2.0f, 0.5f, 0.25f}, Dg[O], Fl[O * O];
+    double Fe[O * O], Ud[K * O], Sd[K], Dd[O], Fdd[O * O], Pc[O * O];
+    bp_qspec aq = {5, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    for (int i = 0; i < O * D; i++)
+        W[i] = (float)check_normal(&r);
+    for (int i = 0; i < K * O; i++)
+        U[i] = (float)check_normal(&r), Ud[i] = U[i];
+    for (int i = 0; i < O; i++)
+        Dg[i] = (float)(0.1 + check_uniform(&r)), Dd[i] = Dg[i];
+    for (int i = 0; i < K; i++)
+        Sd[i] = S[i];
+    for (int i = 0; i < O; i++)
+        for (int j = 0; j < O; j++) {
+            double v = i == j ? Dd[i] : 0.0;
+            for (int k = 0; k < K; k++)
+                v += Ud[k * O + i] * Sd[k] * Ud[k * O + j];
+            Fe[i * O + j] = v;
+            Fl[i * O + j] = (float)v, Fdd[i * O + j] = Fl[i * O + j];
+            Pc[i * O + j] = (i == j) - 1.0 / O;     /* ignores the common direction */
+        }
+    bp_quantize_matrix(X, Xq, N, D, &aq, NULL);
+    bp_quantize_matrix(W, Wq, O, D, &wq, NULL);
+    double want = direct_kfac(W, NULL, Wq, NULL, X, Xq, Fe, O, D, 1, N);
+    double centred = 0.0;          /* 1/2 E ||dy - mean(dy)||^2 */
+    for (int i = 0; i < N; i++) {
+        double dy[O], mean = 0.0;
+        for (int o = 0; o < O; o++) {
+            dy[o] = 0.0;
+            for (int k = 0; k < D; k++)
+                dy[o] += (double)Wq[o * D + k] * Xq[i * D + k] - (double)W[o * D + k] * X[i * D + k];
+            mean += dy[o] / O;
+        }
+        for (int o = 0; o < O; o++)
+            centred += 0.5 * (dy[o] - mean) * (dy[o] - mean) / N;
+    }
+    bp_gram_fisher lr = {K, NULL, Ud, Sd, Dd}, dense = {0, Fdd, NULL, NULL, NULL};
+    bp_gram_fisher proj = {0, Pc, NULL, NULL, NULL};
+    for (int keep = 0; keep < 2; keep++) {
+        bp_gram g;
+        double row[O], k_lr = 0, k_dense = 0, k_proj = 0;
+        CHECK(bp_gram_build_mode(&g, X, Xq, N, D, 0, D, keep, NULL) == 0);
+        CHECK(bp_gram_row_errors_kfac(&g, W, Wq, O, D, &lr, row, &k_lr, NULL) == 0);
+        CHECK(bp_gram_row_errors_kfac(&g, W, Wq, O, D, &dense, row, &k_dense, NULL) == 0);
+        CHECK(bp_gram_row_errors_kfac(&g, W, Wq, O, D, &proj, row, &k_proj, NULL) == 0);
+        CHECK_REL(k_lr, want, 1e-9);
+        CHECK_REL(k_dense, want, 1e-6);           /* the float copy of F */
+        CHECK_REL(k_proj, centred, 1e-9);
+        bp_gram_free(&g);
+    }
+    free(X);
+}
+
 /* More bits never increase the error (same granularity, min-max). */
 static void test_monotone(void)
 {
@@ -285,6 +450,7 @@ int main(void)
     test_ycache();
     test_missing_data();
     test_fisher();
+    test_kfac();
     test_monotone();
     return check_done();
 }

@@ -21,7 +21,9 @@ static void test_round_trip(void)
     for (int l = 0; l < 3; l++)
         for (int w = 2; w <= 8; w += 2) {
             bp_table_row r = {(char *)names[l], w, 16, "rtn", 1.0 / (3.0 * w + l),
-                              1000 + l, (1000 + l) * w + 16, 77};
+                              1000 + l, (1000 + l) * w + 16, 77, {0}};
+            for (int m = 0; m < BP_METRIC_COUNT; m++)   /* some metrics unmeasured */
+                r.value[m] = (m + l + w) % 3 ? 1.0 / (7.0 * m + w + l + 1.0) : NAN;
             CHECK(bp_table_add(&t, &r, NULL) == 0);
         }
     char *buf = NULL;
@@ -29,7 +31,8 @@ static void test_round_trip(void)
     FILE *fp = open_memstream(&buf, &n);
     CHECK(bp_table_write_csv(&t, fp) == 0);
     fclose(fp);
-    const char *hdr = "layer,wbits,abits,quantizer,error,params,weight_bits,macs\n";
+    const char *hdr = "layer,wbits,abits,quantizer,error,params,weight_bits,macs,mse,relative,"
+                      "weight,hawq,fisher,kfac\n";
     CHECK(strncmp(buf, hdr, strlen(hdr)) == 0);
     CHECK(bp_table_parse_csv(&back, buf, n, "mem", NULL) == 0);
     CHECK(back.n == t.n);
@@ -38,7 +41,19 @@ static void test_round_trip(void)
         CHECK(back.rows[i].error == t.rows[i].error);     /* bit-exact */
         CHECK(back.rows[i].weight_bits == t.rows[i].weight_bits);
         CHECK(back.rows[i].wbits == t.rows[i].wbits && back.rows[i].macs == 77);
+        for (int m = 0; m < BP_METRIC_COUNT; m++)       /* bit-exact, NAN kept */
+            CHECK(isnan(t.rows[i].value[m]) ? isnan(back.rows[i].value[m])
+                                            : back.rows[i].value[m] == t.rows[i].value[m]);
     }
+    /* selecting a metric makes it the error; one with a gap is refused */
+    bp_error err = {""};
+    CHECK(bp_table_select(&back, BP_METRIC_RELATIVE, &err) < 0);
+    CHECK_STR_CONTAINS(err.msg, "metric 'relative' was not measured");
+    for (size_t i = 0; i < back.n; i++)
+        back.rows[i].value[BP_METRIC_KFAC] = 2.0 * (double)i;
+    CHECK(bp_table_select(&back, BP_METRIC_KFAC, &err) == 0);
+    for (size_t i = 0; i < back.n; i++)
+        CHECK(back.rows[i].error == 2.0 * (double)i);
     free(buf);
     bp_table_free(&t);
     bp_table_free(&back);
@@ -57,6 +72,8 @@ static void test_minimal_columns(void)
     CHECK(t.rows[0].weight_bits == 400);             /* params * wbits */
     CHECK(strcmp(t.rows[2].quantizer, "rtn") == 0);
     CHECK(t.rows[2].error == 2e-3);
+    for (int m = 0; m < BP_METRIC_COUNT; m++)        /* no metric columns: unmeasured */
+        CHECK(isnan(t.rows[0].value[m]));
     bp_table_free(&t);
 }
 
@@ -85,6 +102,8 @@ static void test_malformed(void)
     expect_error("layer,wbits,abits,error,params\n\"a,4,8,1,10\n", "unterminated");
     expect_error("layer,layer,wbits,abits,error,params\n", "twice");
     expect_error("layer,wbits,abits,error,params\n,4,8,1,10\n", "empty layer name");
+    expect_error("layer,wbits,abits,error,params,kfac\na,4,8,1,10,x\n", "column 'kfac'");
+    expect_error("layer,wbits,abits,error,params,mse\na,4,8,1,10,inf\n", "finite number or");
 }
 
 int main(void)

@@ -24,7 +24,7 @@ static void make_table(bp_table *t, check_rng *r)
                 bp_table_row row = {(char *)names[l], wb[w], ab[a], "rtn",
                                     check_uniform(r) * params / (double)(1 << (2 * w)) *
                                         (a ? 1.0 : 1.3),
-                                    params, params * wb[w] + 16 * (1 + w), params};
+                                    params, params * wb[w] + 16 * (1 + w), params, {0}};
                 bp_table_add(t, &row, &err);
             }
     }
