@@ -11,7 +11,7 @@ if ! [ -x $PY ] || ! $PY -c 'import torch, numpy' 2>/dev/null; then
     exit 0
 fi
 export PYTHONPATH="$SRC/tests:$SRC/tools"
-check "capture runs" $PY "$SRC/tools/capture.py" capture_fixture:build --out cap --rows 100000 --grad2
+check "capture runs" $PY "$SRC/tools/capture.py" capture_fixture:build --out cap --rows 100000 --grad2 -q
 # every captured row, times the layer's weights, is one of the layer's outputs
 $PY - <<'PYEOF' && ok || bad "patches reproduce the layer outputs"
 import numpy as np, torch
@@ -43,7 +43,79 @@ for n in ("conv", "dw", "head"):
     assert Y.shape == ref.shape, (n, Y.shape, ref.shape)
     assert np.abs(Y - ref).max() < 1e-4 * max(1.0, np.abs(ref).max()), n
     assert (n + ".grad2") in c and c[n + ".grad2"].shape == (o,) and (c[n + ".grad2"] >= 0).all()
+    assert (n + ".fisher") not in c                  # --grad2: the diagonal only
 assert meta["dw.groups"] == "8"
+PYEOF
+
+# --fisher with the batch's labels is the empirical Fisher: per layer,
+# E_sample[sum over the sample's output positions of g g^T] (per conv group),
+# against gradients taken independently with retain_grad
+check "fisher capture" $PY "$SRC/tools/capture.py" capture_fixture:build --out capf --rows 50 --fisher --labels -q
+check "low-rank capture" $PY "$SRC/tools/capture.py" capture_fixture:build --out capl --rows 50 --fisher 3 --fisher-full 4 --labels -q
+$PY - <<'PYEOF' && ok || bad "captured Fisher equals the per-sample output-gradient covariance"
+import numpy as np, torch, torch.nn.functional as F
+from safetensors_io import load_file
+from capture_fixture import build
+c, meta = load_file("capf/calib.safetensors")
+lr, _ = load_file("capl/calib.safetensors")
+model, data = build()
+outs = {}
+def keep(n):
+    def hook(m, i, o):
+        o.retain_grad(); outs[n] = o
+    return hook
+for n in ("conv", "dw", "head"):
+    model.get_submodule(n).register_forward_hook(keep(n))
+ref = {n: 0 for n in ("conv", "dw", "head")}
+samples = 0
+for x, y in data:
+    F.cross_entropy(model(x), y, reduction="sum").backward()
+    for n, o in outs.items():
+        g = o.grad.double()
+        g = g.movedim(1, -1).reshape(-1, g.shape[1]) if g.dim() == 4 else g
+        groups = 8 if n == "dw" else 1
+        og = g.shape[1] // groups
+        G = g.reshape(-1, groups, og)
+        ref[n] = ref[n] + torch.einsum("ngi,ngj->gij", G, G).numpy()
+    samples += len(x)
+for n in ref:
+    want = ref[n] / samples
+    got = c[n + ".fisher"].astype(np.float64)
+    got = got[None] if got.ndim == 2 else got
+    assert got.shape == want.shape, (n, got.shape, want.shape)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), n
+    d = np.concatenate([np.diag(w) for w in want])
+    assert np.allclose(c[n + ".grad2"], d, rtol=1e-5, atol=1e-12 * d.max()), n
+    assert float(meta[n + ".fisher_rse"]) > 0
+    if n == "dw":                                  # og = 1: stays dense in the low-rank run
+        assert (n + ".fisher") in lr
+        continue
+    # low rank: the top eigenpairs of F and the diagonal they leave out
+    U, s, dg = (lr[n + k].astype(np.float64) for k in (".fisher_u", ".fisher_s", ".fisher_d"))
+    assert U.shape == (3, want.shape[1]) and s.shape == (3,), (n, U.shape)
+    ev = np.linalg.eigvalsh(want[0])[::-1]
+    assert np.allclose(s, ev[:3], rtol=1e-4), (n, s, ev[:3])
+    approx = U.T @ np.diag(s) @ U + np.diag(dg)
+    assert np.allclose(np.diag(approx), np.diag(want[0]), rtol=1e-4, atol=1e-9 * ev[0]), n
+PYEOF
+
+# the default (labels drawn from the model's own distribution, and the
+# random-sign estimator) estimates the true Fisher: at the logits it is
+# E[diag(p) - p p^T], which the head's F must approach
+check "sampled fisher" $PY "$SRC/tools/capture.py" capture_fixture:build --out caps --rows 50 --fisher --draws 400 -q
+check "rademacher fisher" $PY "$SRC/tools/capture.py" capture_fixture:build --out capr --rows 50 --fisher --draws 400 --estimator rademacher -q
+$PY - <<'PYEOF' && ok || bad "sampled and rademacher estimates approach the true Fisher"
+import numpy as np, torch
+from safetensors_io import load_file
+from capture_fixture import build
+model, data = build()
+with torch.no_grad():
+    p = torch.cat([torch.softmax(model(x), -1) for x, _ in data]).double()
+want = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0).numpy()
+for d in ("caps", "capr"):
+    got = load_file(d + "/calib.safetensors")[0]["head.fisher"].astype(np.float64)
+    rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert rel < 0.05, (d, rel)
 PYEOF
 check "subsampled capture" $PY "$SRC/tools/capture.py" capture_fixture:build --out cap2 --rows 50 --grad2 --half
 cat >cfg.yaml <<'YAML'
@@ -55,6 +127,14 @@ output: {dir: out}
 YAML
 check "fisher plan from captured files" "$BITPLAN" run cfg.yaml -q
 check "3 layers planned" test "$(grep -c '^  - name:' out/plan.yaml)" = 3
+for d in capf capl; do
+    sed -e "s#cap2/#$d/#g" -e 's/metric: fisher/metric: kfac/' -e "s#dir: out#dir: out_$d#" cfg.yaml >$d.yaml
+    check "kfac plan from $d" "$BITPLAN" run $d.yaml -q
+done
+# the low-rank factor of the same Fisher predicts nearly the same loss
+awk -F, 'NR == FNR {if (FNR > 1) k[$1","$2","$3] = $14; next}
+         FNR > 1 {r = $14 / k[$1","$2","$3]; if (r < 0.8 || r > 1.25) bad = 1}
+         END {exit bad}' out_capf/sensitivity.csv out_capl/sensitivity.csv && ok || bad "dense and low-rank kfac agree"
 "$BITPLAN" inspect cap2/calib.safetensors | grep -qE 'conv.input +F16 +\[50, 27\]' && ok || bad "50 F16 rows of 27"
 expect_fail 1 "capture: cannot load" $PY "$SRC/tools/capture.py" nosuchmodule:build --out x
 finish

@@ -1,25 +1,46 @@
-"""Capture a PyTorch model's layers and calibration inputs for bitplan.
+"""Capture a PyTorch model's layers, calibration inputs and output Fisher for bitplan.
 
     /usr/bin/python3 tools/capture.py MODULE:FUNCTION --out DIR
-        [--rows 2048] [--seed 0] [--batches 0] [--grad2] [--half]
+        [--rows 2048] [--seed 0] [--batches 0] [--half]
+        [--fisher [K]] [--fisher-full 4096] [--grad2] [--draws 8]
+        [--labels] [--estimator sampled|rademacher] [--class-dim -1] [-q]
 
 MODULE:FUNCTION names a function (importable from the current directory or
 PYTHONPATH) returning (model, loader) or (model, loader, loss_fn):
-  - model: a torch.nn.Module;
+  - model: a torch.nn.Module; its output (or the first item of a tuple) is
+    the logits, classes on --class-dim (default: the last axis), one softmax
+    per position for sequence outputs (language models, CTC);
   - loader: an iterable of batches, each a tensor of inputs or a tuple
     (inputs, targets, ...) whose first item is fed to the model;
-  - loss_fn(outputs, batch) -> scalar loss (only for --grad2; default:
-    cross entropy against batch[1]).
+  - loss_fn(outputs, batch) -> the loss summed over the batch (only with
+    --labels; default: cross entropy against batch[1], summed).
 
-Writes DIR/weights.safetensors (NAME.weight and NAME.bias of every
-nn.Linear and nn.Conv2d, F32; metadata NAME.groups for grouped convs) and
-DIR/calib.safetensors: NAME.input, the inputs each layer saw as an
-N x in matrix (conv inputs unfolded to patches with the layer's kernel,
-stride, padding and dilation, columns in (channel, row, column) order;
-linear inputs flattened to tokens), rows subsampled to --rows with a fixed
-seed; with --grad2 also NAME.grad2, the per-output-channel mean squared
-gradient of the loss with respect to the layer's output (for the fisher
-metric).  Only Debian's python3-torch and python3-numpy are needed.
+Writes DIR/weights.safetensors (NAME.weight and NAME.bias of every nn.Linear
+and nn.Conv2d, F32; metadata NAME.groups for grouped convs) and
+DIR/calib.safetensors:
+  NAME.input    n x in: the inputs each layer saw (conv inputs unfolded to
+                patches with the layer's kernel, stride, padding and dilation,
+                columns in (channel, row, column) order; linear inputs
+                flattened to tokens), rows subsampled to --rows with a seed;
+with --fisher [K] (or --grad2, the diagonal only) the output Fisher of every
+layer, F = E_sample[sum over the sample's output positions of g g^T] with
+g = dloss/dy at the layer's output, accumulated in float64 over every
+calibration batch (no gradient rows are kept):
+  NAME.grad2    [out]: diag(F), for metric fisher;
+  NAME.fisher   [out, out] ([groups, og, og] for grouped convs): F in full
+                when a group has at most --fisher-full outputs, for metric kfac;
+  NAME.fisher_u [K, out], NAME.fisher_s [K], NAME.fisher_d [out]: wider
+                outputs keep F's top K eigenpairs (a one-pass Nystrom sketch,
+                eigenvectors as rows) and the diagonal they leave out, so that
+                F ~= U^T diag(s) U + diag(d); K defaults to 64;
+  metadata NAME.fisher_rse: the relative standard error of tr F over the
+                calibration samples (above ~0.1, plans may move with more data).
+Labels are drawn from the model's own predictive distribution (the true
+Fisher; no labels needed), --draws per input; `rademacher` draws the
+output-gradient with the same covariance diag(p) - p p^T from random signs
+instead of labels (lower variance for confident models); --labels uses the
+batch's own labels through loss_fn (the empirical Fisher).
+Only Debian's python3-torch and python3-numpy are needed.
 """
 import argparse
 import importlib
@@ -32,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from progress import Progress  # noqa: E402
 from safetensors_io import save_file  # noqa: E402
 
 
@@ -61,6 +83,149 @@ def layer_rows(mod, x):
     return x.reshape(-1, x.shape[-1])
 
 
+def nystrom(Y, omega, k):
+    """Top-k eigenpairs of a PSD F from one sketch Y = F omega (Tropp et al.
+    2017, stable single-pass Nystrom): (eigenvectors as columns, eigenvalues)."""
+    nu = np.sqrt(Y.shape[0]) * np.finfo(np.float64).eps * max(np.linalg.norm(Y), 1e-300)
+    Yn = Y + nu * omega
+    core = omega.T @ Yn
+    core = (core + core.T) / 2
+    try:
+        C = np.linalg.cholesky(core)
+        B = np.linalg.solve(C, Yn.T).T
+        U, S, _ = np.linalg.svd(B, full_matrices=False)
+        lam = np.maximum(S ** 2 - nu, 0.0)
+    except np.linalg.LinAlgError:              # rank-deficient sketch: eigen-solve the core
+        w, V = np.linalg.eigh(core)
+        keep = w > w.max() * 1e-12
+        B = Yn @ (V[:, keep] / np.sqrt(w[keep]))
+        U, S, _ = np.linalg.svd(B, full_matrices=False)
+        lam = np.maximum(S ** 2 - nu, 0.0)
+    return U[:, :k], lam[:k]
+
+
+class FisherStats:
+    """One layer's output Fisher, accumulated in float64 from output gradients."""
+
+    def __init__(self, mod, diag_only, full_limit, rank, seed):
+        conv = isinstance(mod, nn.Conv2d)
+        self.out = mod.out_channels if conv else mod.out_features
+        self.conv = conv
+        self.groups = mod.groups if conv else 1
+        self.og = self.out // self.groups
+        self.dense = not diag_only and self.og <= full_limit
+        self.rank = 0 if diag_only or self.dense else min(rank, self.og)
+        self.diag = np.zeros(self.out)
+        if self.dense:
+            self.F = torch.zeros(self.groups, self.og, self.og, dtype=torch.float64)
+        if self.rank:
+            width = min(self.og, 2 * self.rank + 16)
+            rng = np.random.RandomState(seed)
+            self.omega = torch.from_numpy(rng.standard_normal((self.groups, self.og, width)))
+            self.Y = torch.zeros(self.groups, self.og, width, dtype=torch.float64)
+        self.samples = self.units = 0
+        self.t_sum = self.t_sq = 0.0
+        self.batch_t = None
+
+    def add(self, g, units):
+        """One draw's gradient at the layer's output; units = samples in the batch."""
+        g = g.detach().double()
+        if self.conv:
+            g = g.movedim(1, -1)                       # N x H x W x C
+        b = g.shape[0] if g.dim() > 1 and g.shape[0] == units else 1
+        rows = g.reshape(b, -1, self.out)
+        t = (rows ** 2).sum(dim=(1, 2))               # per-sample tr of g g^T
+        self.batch_t = t if self.batch_t is None else self.batch_t + t
+        r = rows.reshape(-1, self.groups, self.og)
+        self.diag += (r ** 2).sum(dim=0).reshape(-1).numpy()
+        if self.dense:
+            self.F += torch.einsum("ngi,ngj->gij", r, r)
+        if self.rank:
+            self.Y += torch.einsum("ngi,ngk->gik", r, torch.einsum("ngj,gjk->ngk", r, self.omega))
+
+    def end_batch(self, samples, draws):
+        """Close one batch: each unit's trace per sample, averaged over the draws
+        (units are the samples, or the whole batch when the gradient has no
+        batch axis)."""
+        if self.batch_t is None:
+            return
+        t = self.batch_t.numpy() / draws
+        if len(t) != samples:
+            t = np.array([t.sum() / samples])
+        self.t_sum += t.sum()
+        self.t_sq += (t ** 2).sum()
+        self.units += len(t)
+        self.samples += samples
+        self.batch_t = None
+
+    def tensors(self, name, draws):
+        """The calibration-file tensors and the trace's relative standard error."""
+        n = self.samples * draws
+        out = {name + ".grad2": (self.diag / n).astype(np.float32)}
+        if self.dense:
+            Fm = (self.F / n).numpy()
+            out[name + ".fisher"] = (Fm[0] if self.groups == 1 else Fm).astype(np.float32)
+        if self.rank:
+            U, S, D = [], [], []
+            diag = (self.diag / n).reshape(self.groups, self.og)
+            for j in range(self.groups):
+                u, lam = nystrom((self.Y[j] / n).numpy(), self.omega[j].numpy(), self.rank)
+                U.append(u.T)
+                S.append(lam)
+                D.append(np.maximum(diag[j] - (u ** 2) @ lam, 0.0))
+            U, S, D = np.stack(U), np.stack(S), np.stack(D)
+            if self.groups == 1:
+                U, S, D = U[0], S[0], D[0]
+            out[name + ".fisher_u"] = U.astype(np.float32)
+            out[name + ".fisher_s"] = S.astype(np.float32)
+            out[name + ".fisher_d"] = D.astype(np.float32)
+        u = max(self.units, 1)
+        m = self.t_sum / u
+        var = max(self.t_sq / u - m * m, 0.0) * u / max(u - 1, 1)
+        rse = float(np.sqrt(var / u) / m) if m > 0 else float("nan")
+        return out, rse
+
+
+class Tap(torch.autograd.Function):
+    """Identity on a layer's output whose backward hands the output's gradient
+    to a callback.  It returns a copy, so that an in-place op after the layer
+    (ReLU(inplace=True)) changes the copy and the gradient seen here is the
+    one at the layer's own output."""
+
+    @staticmethod
+    def forward(ctx, x, callback):
+        ctx.callback = callback
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.callback(g)
+        return g, None
+
+
+def logits_of(out, class_dim):
+    x = out[0] if isinstance(out, (tuple, list)) else out
+    if not torch.is_tensor(x):
+        raise SystemExit("capture: the model's output must be a tensor of logits (or a tuple "
+                         "whose first item is one)")
+    return x.movedim(class_dim, -1)
+
+
+def draw_loss(logits, estimator, gen):
+    """A scalar whose gradient at the logits has covariance diag(p) - p p^T per
+    position: a label drawn from p (sampled) or random signs (rademacher)."""
+    c = logits.shape[-1]
+    logp = F.log_softmax(logits.float(), dim=-1).reshape(-1, c)
+    p = logp.detach().exp()
+    if estimator == "sampled":
+        y = torch.multinomial(p, 1, generator=gen)
+        return -logp.gather(1, y).sum()
+    z = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.float32) * 2 - 1
+    s = p.sqrt()
+    v = s * z - p * (s * z).sum(dim=1, keepdim=True)
+    return (logits.reshape(-1, c).float() * v).sum()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("spec")
@@ -68,50 +233,95 @@ def main():
     ap.add_argument("--rows", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batches", type=int, default=0, help="stop after this many (0: all)")
-    ap.add_argument("--grad2", action="store_true")
     ap.add_argument("--half", action="store_true", help="store inputs as F16")
+    ap.add_argument("--fisher", type=int, nargs="?", const=64, default=None, metavar="K",
+                    help="capture the output Fisher (rank K beyond --fisher-full outputs)")
+    ap.add_argument("--fisher-full", type=int, default=4096, metavar="N",
+                    help="store F in full up to N outputs per group")
+    ap.add_argument("--grad2", action="store_true", help="only the Fisher's diagonal")
+    ap.add_argument("--draws", type=int, default=8, help="label draws per input")
+    ap.add_argument("--labels", action="store_true",
+                    help="use the batch's labels through loss_fn (empirical Fisher)")
+    ap.add_argument("--estimator", choices=("sampled", "rademacher"), default="sampled")
+    ap.add_argument("--class-dim", type=int, default=-1)
+    ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args()
+    if args.fisher is not None and args.fisher < 1:
+        raise SystemExit(f"capture: --fisher K: expected a rank >= 1, got {args.fisher}")
+    if args.draws < 1:
+        raise SystemExit(f"capture: --draws: expected at least 1, got {args.draws}")
     model, loader, loss_fn = load_spec(args.spec)
     layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
     if not layers:
         raise SystemExit("capture: the model has no nn.Linear or nn.Conv2d layers")
+    grads = args.fisher is not None or args.grad2
+    draws = 1 if args.labels else args.draws
     rng = np.random.RandomState(args.seed)
+    gen = torch.Generator().manual_seed(args.seed + 1)
     rows = {n: [] for n in layers}
-    grad2 = {n: [0.0, 0] for n in layers}
+    stats = {n: FisherStats(m, args.fisher is None, args.fisher_full, args.fisher or 64,
+                            args.seed + 7 * i) for i, (n, m) in enumerate(layers.items())} \
+        if grads else {}
+    units = [0]                               # samples in the batch being captured
     hooks = []
     for name, mod in layers.items():
         def fwd(m, inp, out, name=name):
             rows[name].append(layer_rows(m, inp[0].detach()).float().numpy())
-
-        def bwd(m, gin, gout, name=name):
-            g = gout[0].detach().float()
-            axes = [d for d in range(g.dim()) if d != (1 if isinstance(m, nn.Conv2d) else g.dim() - 1)]
-            grad2[name][0] = grad2[name][0] + (g ** 2).sum(dim=axes).numpy()
-            grad2[name][1] += g.numel() // g.shape[1 if isinstance(m, nn.Conv2d) else -1]
+            if grads and out.requires_grad:
+                return Tap.apply(out, lambda g, name=name: stats[name].add(g, units[0]))
+            return None
         hooks.append(mod.register_forward_hook(fwd))
-        if args.grad2:
-            hooks.append(mod.register_full_backward_hook(bwd))
+    weights = [m.weight for m in layers.values()]
+    if grads:
+        for w in weights:
+            w.requires_grad_(True)
     model.eval()
+    try:
+        total = len(loader) if not args.batches else min(args.batches, len(loader))
+    except TypeError:
+        total = args.batches or 0
+    prog = Progress("capture: batch", total or 1, args.quiet, "batches")
     for i, batch in enumerate(loader):
         if args.batches and i >= args.batches:
             break
+        prog(i)
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if args.grad2:
-            model.zero_grad()
-            out = model(x)
-            loss = loss_fn(out, batch) if loss_fn else F.cross_entropy(out, batch[1])
-            loss.backward()
-        else:
+        units[0] = x.shape[0]
+        if not grads:
             with torch.no_grad():
                 model(x)
+        else:
+            out = model(x)
+            for d in range(draws):
+                if args.labels:
+                    if loss_fn:
+                        loss = loss_fn(out, batch)
+                    else:
+                        lg = logits_of(out, args.class_dim)
+                        loss = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), batch[1].reshape(-1),
+                                               reduction="sum")
+                else:
+                    loss = draw_loss(logits_of(out, args.class_dim), args.estimator, gen)
+                # the layers' taps see their output gradients on the way
+                torch.autograd.grad(loss, weights, retain_graph=d + 1 < draws, allow_unused=True)
+            for s in stats.values():
+                s.end_batch(x.shape[0], draws)
         for n in rows:                      # keep memory bounded: subsample as we go
+            if not rows[n]:
+                continue
             a = np.concatenate(rows[n]) if len(rows[n]) > 1 else rows[n][0]
             if len(a) > 4 * args.rows:
                 a = a[np.sort(rng.permutation(len(a))[:4 * args.rows])]
             rows[n] = [a]
+    prog.close()
     for h in hooks:
         h.remove()
     weights, meta, calib = {}, {"format": "pt", "source": args.spec}, {}
+    cmeta = {"rows": str(args.rows), "seed": str(args.seed)}
+    if grads:
+        cmeta.update(fisher="labels" if args.labels else f"{args.estimator}, {draws} draws per input",
+                     fisher_scale="per sample: sum over its output positions")
+    rse = {}
     for name, mod in layers.items():
         w = mod.weight.detach().float().numpy()
         weights[name + ".weight"] = w
@@ -125,13 +335,25 @@ def main():
         if len(a) > args.rows:
             a = a[np.sort(rng.permutation(len(a))[:args.rows])]
         calib[name + ".input"] = a.astype(np.float16 if args.half else np.float32)
-        if args.grad2 and grad2[name][1]:
-            calib[name + ".grad2"] = (np.asarray(grad2[name][0]) / grad2[name][1]).astype(np.float32)
+        if grads and stats[name].samples:
+            t, rse[name] = stats[name].tensors(name, draws)
+            calib.update(t)
+            cmeta[name + ".fisher_rse"] = f"{rse[name]:.4g}"
     os.makedirs(args.out, exist_ok=True)
     save_file(os.path.join(args.out, "weights.safetensors"), weights, meta)
-    save_file(os.path.join(args.out, "calib.safetensors"), calib,
-              {"rows": str(args.rows), "seed": str(args.seed)})
+    save_file(os.path.join(args.out, "calib.safetensors"), calib, cmeta)
+    if args.quiet:
+        return
     print(f"capture: {len(layers)} layers -> {args.out}/weights.safetensors, calib.safetensors")
+    if rse:
+        worst = max(rse, key=lambda n: rse[n])
+        samples = next(iter(stats.values())).samples
+        print(f"capture: output Fisher from {samples} samples x {draws} draws; relative standard "
+              f"error of tr F: median {100 * float(np.median(list(rse.values()))):.1f} %, max "
+              f"{100 * rse[worst]:.1f} % ({worst})")
+        if rse[worst] > 0.1:
+            print("capture: the Fisher estimate is noisy: capture more calibration samples or "
+                  "--draws", file=sys.stderr)
 
 
 if __name__ == "__main__":
