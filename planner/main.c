@@ -36,6 +36,10 @@ static const char usage_text[] =
     "  sweep CONFIG | sweep --table CSV  (--avg-bits S | --max-bytes S | --max-bops S | --max-error S)\n"
     "                        one plan per budget (S = START:STOP:STEP or a comma list),\n"
     "                        with baselines: frontier.csv and frontier.svg in -o DIR\n"
+    "  quantize CONFIG --wbits B [--abits A] [--quantizer Q] -o FILE [--plan PLAN]\n"
+    "                        every layer quantized at one candidate (a uniform plan's\n"
+    "                        weights, same layout as output.weights); --plan also writes\n"
+    "                        that uniform plan\n"
     "  export PLAN --format F [-o FILE] [--llama-names]\n"
     "                        the plan for llamacpp, gptqmodel, llmcompressor, autoround, hawq\n"
     "  inspect FILE          list the tensors and the layers found in a model file\n"
@@ -53,6 +57,8 @@ static const char usage_text[] =
     "  --time-limit S        solver time limit in seconds (default 60)\n"
     "  --force               ignore the cached sensitivity table and measure again\n"
     "  --plans               sweep: also write every point's plan (DIR/plans/)\n"
+    "  --choices PLAN        run/solve: take these layers' candidates from PLAN (YAML or\n"
+    "                        JSON, e.g. a refined plan) instead of choosing them\n"
     "  -q, --quiet           no progress and no summary (errors still go to stderr)\n"
     "  --version             print the version\n"
     "\n"
@@ -77,6 +83,13 @@ typedef struct cli {
     int has_latency;
     const char *format;       /* export --format */
     int llama_names;          /* export --llama-names */
+    int q_wbits, q_abits;     /* quantize --wbits / --abits (0: not given) */
+    const char *q_quantizer;  /* quantize --quantizer */
+    const char *q_plan;       /* quantize --plan FILE */
+    const char *choices;      /* run/solve --choices PLAN */
+    bp_export_plan chosen;    /* its layers */
+    bp_choice *fixed;         /* given candidates for the solve request */
+    size_t n_fixed;
 } cli;
 
 static int die(const bp_error *err)
@@ -159,7 +172,7 @@ static int parse_number(const char *opt, const char *s, double lo, double *out)
 static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
-           O_LATFILE, O_FORMAT, O_LLAMA };
+           O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -168,7 +181,9 @@ static int parse_args(cli *c, int argc, char **argv)
         {"plans", no_argument, 0, O_PLANS}, {"max-bops", required_argument, 0, O_BOPS},
         {"max-latency", required_argument, 0, O_LAT}, {"latency", required_argument, 0, O_LATFILE},
         {"format", required_argument, 0, O_FORMAT}, {"llama-names", no_argument, 0, O_LLAMA},
-        {0, 0, 0, 0}};
+        {"wbits", required_argument, 0, O_QW}, {"abits", required_argument, 0, O_QA},
+        {"quantizer", required_argument, 0, O_QQ}, {"plan", required_argument, 0, O_QPLAN},
+        {"choices", required_argument, 0, O_CHOICES}, {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
     c->budget.max_error = -1.0;
@@ -185,6 +200,20 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_LATFILE: c->latency_path = optarg; break;
         case O_FORMAT: c->format = optarg; break;
         case O_LLAMA: c->llama_names = 1; break;
+        case O_QQ: c->q_quantizer = optarg; break;
+        case O_QPLAN: c->q_plan = optarg; break;
+        case O_CHOICES: c->choices = optarg; break;
+        case O_QW:
+        case O_QA: {
+            double v;
+            if ((rc = parse_number(ch == O_QW ? "--wbits" : "--abits", optarg, 2, &v)) != 0)
+                return rc;
+            if (v != floor(v) || v > BP_BITS_FLOAT)
+                return usage_error(ch == O_QW ? "--wbits: expected an integer in 2..16"
+                                              : "--abits: expected an integer in 2..16");
+            *(ch == O_QW ? &c->q_wbits : &c->q_abits) = (int)v;
+            break;
+        }
         case O_AVG:
         case O_BYTES:
         case O_BOPS:
@@ -342,6 +371,25 @@ static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *r
     req->latency = c->has_latency ? &c->latency : NULL;
     req->time_limit = c->time_limit > 0 ? c->time_limit : cfg ? cfg->time_limit : 60.0;
     req->mip_gap = cfg ? cfg->mip_gap : 0.0;
+    req->fixed = c->fixed;
+    req->n_fixed = c->n_fixed;
+}
+
+/* --choices PLAN: every layer of that plan keeps its candidate. */
+static int load_choices(cli *c, bp_error *err)
+{
+    if (!c->choices || c->fixed)
+        return 0;
+    if (bp_export_read_plan(c->choices, &c->chosen, err) < 0)
+        return -1;
+    if (!(c->fixed = bp_calloc(c->chosen.n ? c->chosen.n : 1, sizeof *c->fixed, err)))
+        return -1;
+    for (size_t i = 0; i < c->chosen.n; i++) {
+        const bp_export_layer *l = &c->chosen.layers[i];
+        c->fixed[i] = (bp_choice){l->name, l->wbits, l->abits, l->quantizer};
+    }
+    c->n_fixed = c->chosen.n;
+    return 0;
 }
 
 static int has_budget(const bp_budget_spec *b)
@@ -362,8 +410,11 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
     if (load_latency(c, cfg, &err) < 0)
         return die(&err);
     request_from(c, cfg, &req);
-    if (bp_solve_table(t, &req, &r, &err) < 0)
+    if (bp_solve_table(t, &req, &r, &err) < 0) {
+        if (c->choices)
+            bp_fail_prefix(&err, "%s", c->choices);
         return die(&err);
+    }
     int rc = bp_make_plan(t, &r, cfg, sens, &req, &plan, &err);
     if (rc == 0 && c->table)
         plan.table_path = c->table;
@@ -424,7 +475,11 @@ static int cmd_config_pipeline(cli *c, int solve)
         return usage_error("missing CONFIG argument");
     if (bp_config_load(&cfg, c->arg, &err) < 0)
         return die(&err);
-    if (solve && !c->budget_set && !bp_config_has_budget(&cfg)) {
+    if (load_choices(c, &err) < 0) {
+        bp_config_free(&cfg);
+        return die(&err);
+    }
+    if (solve && !c->budget_set && !bp_config_has_budget(&cfg) && !c->choices) {
         bp_config_free(&cfg);
         bp_fail(&err, "%s: no budget: set budget.avg_bits, budget.max_bytes or "
                 "budget.max_error (or pass --avg-bits, --max-bytes or --max-error)", c->arg);
@@ -709,6 +764,78 @@ static int cmd_export(cli *c)
     return 0;
 }
 
+/* quantize CONFIG --wbits B [--abits A] [--quantizer Q] -o FILE [--plan PLAN] */
+static int cmd_quantize(cli *c)
+{
+    bp_config cfg;
+    bp_error err;
+    double t0 = bp_now();
+    if (!c->arg)
+        return usage_error("missing CONFIG argument");
+    if (!c->q_wbits)
+        return usage_error("quantize needs --wbits B (2..16)");
+    if (!c->output || !strcmp(c->output, "-"))
+        return usage_error("quantize needs -o FILE for the quantized weights");
+    if (c->q_quantizer && bp_wquantizer_parse(c->q_quantizer) < 0)
+        return usage_error("--quantizer: expected rtn, gptq, squant or erq");
+    if (bp_config_load(&cfg, c->arg, &err) < 0)
+        return die(&err);
+    int abits = c->q_abits;
+    for (size_t i = 0; !c->q_abits && i < cfg.n_abits; i++)
+        abits = cfg.abits[i] > abits ? cfg.abits[i] : abits;   /* default: the widest */
+    const char *q = c->q_quantizer ? c->q_quantizer : bp_wquantizer_name(cfg.quantizers[0]);
+    bp_choice all = {NULL, c->q_wbits, abits, q};
+    int rc = 0;
+    if (c->q_plan) {               /* the uniform plan, through the measured table */
+        bp_sens_result sens;
+        c->fixed = &all, c->n_fixed = 1, c->budget_set = 1;
+        c->budget = (bp_budget_spec){0, 0, -1.0, 0, 0, BP_MIN_AUTO};
+        char *weights_out = cfg.weights_out;
+        cfg.weights_out = NULL;    /* written below, to -o */
+        if (sensitivity_with_journal(&cfg, c, &sens, &err) < 0) {
+            rc = die(&err);
+        } else {
+            const char *out = c->output;
+            c->output = c->q_plan;
+            int quiet = c->quiet;
+            c->quiet = 1;
+            rc = solve_and_write(c, &sens.table, &cfg, &sens, t0);
+            c->quiet = quiet, c->output = out;
+            bp_sens_result_free(&sens);
+        }
+        cfg.weights_out = weights_out;
+        c->fixed = NULL, c->n_fixed = 0;
+        if (rc) {
+            bp_config_free(&cfg);
+            return rc;
+        }
+    }
+    bp_model m;
+    bp_plan plan;
+    memset(&plan, 0, sizeof plan);
+    rc = bp_model_open(&m, cfg.weights, cfg.calibration, cfg.include, cfg.n_include, cfg.exclude,
+                       cfg.n_exclude, &err);
+    if (rc == 0 && !(plan.layers = bp_calloc(m.n_layers, sizeof *plan.layers, &err)))
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i < m.n_layers; i++)
+        plan.layers[i] = (bp_plan_layer){m.layers[i].name, c->q_wbits, abits, q, NULL, 0, -1,
+                                         0.0, m.layers[i].out * m.layers[i].in, 0};
+    plan.n_layers = rc == 0 ? m.n_layers : 0;
+    if (rc == 0)
+        rc = bp_write_quantized(&cfg, &plan, c->output, cfg.dequantized, &err);
+    if (rc == 0 && !c->quiet)
+        printf("quantized %zu layers at %d-bit weights, %d-bit activations (%s) -> %s%s%s in "
+               "%.2f s\n", plan.n_layers, c->q_wbits, abits, q, c->output,
+               c->q_plan ? ", plan " : "", c->q_plan ? c->q_plan : "", bp_now() - t0);
+    if (rc < 0)
+        die(&err);
+    free(plan.layers);
+    if (m.layers)
+        bp_model_close(&m);
+    bp_config_free(&cfg);
+    return rc < 0 ? 1 : 0;
+}
+
 static int dispatch(cli *c)
 {
     if (!strcmp(c->command, "run"))
@@ -723,6 +850,8 @@ static int dispatch(cli *c)
         return cmd_sweep(c);
     if (!strcmp(c->command, "export"))
         return cmd_export(c);
+    if (!strcmp(c->command, "quantize"))
+        return cmd_quantize(c);
     char msg[256];
     snprintf(msg, sizeof msg, "unknown command '%.100s'", c->command);
     return usage_error(msg);
@@ -753,5 +882,9 @@ int main(int argc, char **argv)
         bp_profile_report(stderr);
     if (c.has_latency)
         bp_latency_free(&c.latency);
+    if (c.choices) {
+        free(c.fixed);
+        bp_export_plan_free(&c.chosen);
+    }
     return rc;
 }

@@ -534,6 +534,7 @@ typedef struct ip_build {
     unsigned char *allowed;
     int64_t *params;          /* per layer */
     const char **names;       /* per layer */
+    size_t fixed;             /* layers whose candidate was given */
 } ip_build;
 
 static void ip_build_free(ip_build *b)
@@ -605,6 +606,51 @@ out:
     return rc;
 }
 
+/* Layers whose candidate is given keep only that candidate (b->fixed counts
+ * the layers so restricted). */
+static int apply_fixed(const bp_table *t, const bp_solve_request *req, ip_build *b,
+                       bp_error *err)
+{
+    if (!req->n_fixed)
+        return 0;
+    unsigned char *mark = bp_calloc(b->n_layers ? b->n_layers : 1, 1, err);
+    if (!mark)
+        return -1;
+    int rc = 0;
+    for (size_t f = 0; rc == 0 && f < req->n_fixed; f++) {
+        const bp_choice *ch = &req->fixed[f];
+        int hit = 0;
+        for (size_t l = 0; l < b->n_layers; l++) {
+            if (ch->layer && strcmp(ch->layer, b->names[l]) != 0)
+                continue;
+            int any = 0;
+            hit = 1;
+            for (size_t c = b->first[l]; c < b->first[l + 1]; c++) {
+                const bp_table_row *r = &t->rows[b->row[c]];
+                int ok = r->wbits == ch->wbits && r->abits == ch->abits &&
+                         (!ch->quantizer || strcmp(r->quantizer, ch->quantizer) == 0);
+                b->allowed[c] &= (unsigned char)ok;
+                any |= b->allowed[c];
+            }
+            if (!any) {
+                rc = bp_fail(err, "layer '%s': no measured candidate at %d-bit weights and "
+                             "%d-bit activations%s%s (within its pins and allowed widths)",
+                             b->names[l], ch->wbits, ch->abits,
+                             ch->quantizer ? " with quantizer " : "",
+                             ch->quantizer ? ch->quantizer : "");
+                break;
+            }
+            b->fixed += !mark[l];
+            mark[l] = 1;
+        }
+        if (rc == 0 && !hit)
+            rc = bp_fail(err, "layer '%s' is given a candidate but is not among the planned "
+                         "layers", ch->layer);
+    }
+    free(mark);
+    return rc;
+}
+
 static int apply_pins(const bp_table *t, const bp_solve_request *req, ip_build *b,
                       bp_error *err)
 {
@@ -654,7 +700,7 @@ static int apply_pins(const bp_table *t, const bp_solve_request *req, ip_build *
             return bp_fail(err, "layer '%s': no candidate satisfies its pins and allowed "
                            "widths", b->names[l]);
     }
-    return 0;
+    return apply_fixed(t, req, b, err);
 }
 
 static int build_ip(const bp_table *t, const bp_solve_request *req, ip_build *b,
@@ -837,6 +883,7 @@ static int solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_
         rc = bp_fail(err, "the solver failed");
     if (rc == 0) {
         res->n_layers = b.n_layers;
+        res->all_fixed = b.fixed >= b.n_layers;
         res->chosen = bp_malloc(b.n_layers * sizeof *res->chosen, err);
         if (!res->chosen)
             rc = -1;
@@ -947,7 +994,7 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
     plan->budget_max_latency = req->budget.max_latency;
     plan->total_latency = req->latency ? r->total_latency : NAN;
     plan->objective_name = r->objective_name;
-    plan->solver = r->sol.method ? r->sol.method : "glpk";
+    plan->solver = r->all_fixed ? "given" : r->sol.method ? r->sol.method : "glpk";
     plan->status = bp_solve_status_name(r->sol.status);
     plan->objective = r->sol.objective;
     plan->gap = r->sol.gap;

@@ -49,6 +49,14 @@ void bp_sens_result_free(bp_sens_result *res);
 /* Write a table as CSV, atomically. */
 int bp_write_table(const bp_table *t, const char *path, bp_error *err);
 
+/* A layer's candidate given rather than chosen: layer NULL stands for every
+ * layer, quantizer NULL for any quantizer (the best one at those widths). */
+typedef struct bp_choice {
+    const char *layer;
+    int wbits, abits;
+    const char *quantizer;
+} bp_choice;
+
 /* What to solve: the budget plus structure (pins). */
 typedef struct bp_solve_request {
     bp_budget_spec budget;
@@ -61,6 +69,8 @@ typedef struct bp_solve_request {
     const bp_latency *latency; /* per-layer latencies (NULL: none) */
     double time_limit;
     double mip_gap;
+    const bp_choice *fixed;   /* layers whose candidate is given (NULL: none) */
+    size_t n_fixed;
 } bp_solve_request;
 
 /* The outcome: chosen table rows in layer order plus solver facts. */
@@ -74,6 +84,7 @@ typedef struct bp_solve_result {
     double total_bops;        /* sum of macs x wbits x abits */
     double total_latency;     /* NAN without a latency table */
     int infeasible;           /* set (and the call fails) when the budget cannot be met */
+    int all_fixed;            /* every layer's candidate was given */
 } bp_solve_result;
 
 /* Solve over a table.  An infeasible budget is an error naming the smallest

@@ -140,6 +140,39 @@ static int shape_meta(qfile *f, const bp_model *m, const bp_layer_desc *d, bp_er
     return add_meta(f, d->name, "shape", buf, err);
 }
 
+/* The activation grid the plan's abits use on this layer's inputs, as the
+ * sensitivity stage fitted it on the calibration rows: NAME.act_scale and
+ * NAME.act_zero (one pair, or one per input column for ptf; log2 keeps its
+ * maximum in act_scale), plus NAME.act_quantizer / act_granularity /
+ * act_symmetric / act_range.  Per-token grids are fitted per row at run
+ * time, so they have the metadata only. */
+static int export_act_grid(qfile *f, const bp_layer *l, const bp_qspec *acts,
+                           const bp_plan_layer *pl, bp_error *err)
+{
+    bp_qspec a = *acts;
+    a.bits = pl->abits;
+    int64_t cols = l->in * l->groups;
+    int rc = add_meta(f, pl->name, "act_quantizer", bp_qkind_name(a.kind), err);
+    rc = rc < 0 ? -1 : add_meta(f, pl->name, "act_granularity",
+                                a.kind == BP_AQ_UNIFORM ? bp_granularity_name(a.granularity)
+                                                        : "per_tensor", err);
+    rc = rc < 0 ? -1 : add_meta(f, pl->name, "act_symmetric", a.symmetric ? "true" : "false", err);
+    rc = rc < 0 ? -1 : add_meta(f, pl->name, "act_range", bp_range_name(a.range), err);
+    if (rc < 0 || !l->X || l->n <= 0)
+        return rc;
+    float *S = own(f, malloc((size_t)cols * sizeof(float)));
+    float *Z = own(f, malloc((size_t)cols * sizeof(float)));
+    if (!S || !Z)
+        return bp_fail(err, "out of memory exporting layer '%s'", pl->name);
+    int64_t k = bp_act_grid(l->X, l->n, cols, &a, S, Z);
+    if (k == 0)
+        return 0;
+    rc = add_entry(f, pl->name, ".act_scale", BP_DT_F32, k, 0, 1, S, (size_t)k * sizeof(float),
+                   err);
+    return rc < 0 ? -1 : add_entry(f, pl->name, ".act_zero", BP_DT_F32, k, 0, 1, Z,
+                                   (size_t)k * sizeof(float), err);
+}
+
 /* One layer at its chosen candidate into f. */
 static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_t idx,
                         const bp_plan_layer *pl, int dequantized, bp_error *err)
@@ -196,6 +229,8 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
     if (rc == 0 && bhat)
         rc = add_entry(f, pl->name, ".bias", BP_DT_F32, l->out, 0, 1, bhat,
                        (size_t)l->out * sizeof(float), err);
+    if (rc == 0 && pl->abits < BP_BITS_FLOAT)
+        rc = export_act_grid(f, l, &spec.acts, pl, err);
     snprintf(num, sizeof num, "%d", pl->wbits);
     rc = rc < 0 ? -1 : add_meta(f, pl->name, "wbits", num, err);
     snprintf(num, sizeof num, "%d", pl->abits);

@@ -15,6 +15,15 @@
  * A layer kept at 16 bits has NAME.weight (F32, the original) only.
  * Metadata per layer: NAME.wbits, NAME.abits, NAME.quantizer,
  * NAME.granularity, NAME.group_size, NAME.shape (the original weight shape).
+ * Layers with abits < 16 also carry the activation grid the plan measured
+ * (fitted on the calibration inputs as the sensitivity stage did):
+ *   NAME.act_scale, NAME.act_zero  F32 [1], or [in * groups] for ptf (one
+ *                 per input column); log2 keeps its maximum m in act_scale
+ *   metadata NAME.act_quantizer (uniform | log2 | ptf), NAME.act_granularity
+ *                 (per_tensor | per_token: fitted per row at run time, no
+ *                 tensors), NAME.act_symmetric, NAME.act_range
+ * so that x_hat = s * (clamp(rne(x * (1 / s)) + z, 0, 2^a - 1) - z) per
+ * element (column c uses s[c], z[c] for ptf), computed in float32.
  */
 #ifndef BP_QWEIGHTS_H
 #define BP_QWEIGHTS_H

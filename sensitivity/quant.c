@@ -200,9 +200,10 @@ static double column_loss(const float *x, int64_t rows, int64_t cols, int64_t c,
  * FQ-ViT's power-of-two factor: the tensor's min-max step s8 covers the
  * widest channel with alpha = 3; channel c uses s8 / 2^(3 - alpha_c), the
  * alpha with the lowest squared error on that column (ties: larger alpha).
+ * Fits each column's step and zero point (and alpha, when not NULL).
  */
-void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bits,
-                  int *alpha)
+static void ptf_fit(const float *x, int64_t rows, int64_t cols, int bits, float *sc, float *zc,
+                    int *alpha)
 {
     float lo, hi, s8, z8;
     min_max(x, (size_t)(rows * cols), &lo, &hi);
@@ -219,12 +220,53 @@ void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bi
             if (loss < best)
                 best = loss, best_a = a, best_s = s, best_z = z;
         }
-        float inv = 1.0f / best_s;
-        for (int64_t r = 0; r < rows; r++)
-            out[r * cols + c] = qdq(x[r * cols + c], inv, best_s, best_z, maxq);
+        sc[c] = best_s, zc[c] = best_z;
         if (alpha)
             alpha[c] = best_a;
     }
+}
+
+void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bits,
+                  int *alpha)
+{
+    float *sc = malloc((size_t)cols * 2 * sizeof *sc);
+    if (!sc) {                       /* out of memory: no factors, one per-tensor grid */
+        float s, z;
+        bp_qparams_fit(x, (size_t)(rows * cols), bits, 0, BP_RANGE_MINMAX, 2.0, &s, &z);
+        bp_fake_quant(x, out, (size_t)(rows * cols), s, z, bits);
+        for (int64_t c = 0; alpha && c < cols; c++)
+            alpha[c] = 3;
+        return;
+    }
+    float *zc = sc + cols, maxq = (float)((1u << bits) - 1u);
+    ptf_fit(x, rows, cols, bits, sc, zc, alpha);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            out[r * cols + c] = qdq(x[r * cols + c], 1.0f / sc[c], sc[c], zc[c], maxq);
+    free(sc);
+}
+
+int64_t bp_act_grid(const float *x, int64_t rows, int64_t cols, const bp_qspec *spec,
+                    float *scale, float *zero)
+{
+    if (spec->bits >= BP_BITS_FLOAT)
+        return 0;
+    if (spec->kind == BP_AQ_LOG2) {
+        float m = 0.0f;
+        for (int64_t i = 0; i < rows * cols; i++)
+            m = fmaxf(m, x[i]);
+        scale[0] = m, zero[0] = 0.0f;
+        return 1;
+    }
+    if (spec->kind == BP_AQ_PTF) {
+        ptf_fit(x, rows, cols, spec->bits, scale, zero, NULL);
+        return cols;
+    }
+    if (spec->granularity != BP_GRAN_TENSOR)
+        return 0;
+    bp_qparams_fit(x, (size_t)(rows * cols), spec->bits, spec->symmetric, spec->range,
+                   spec->mse_norm, &scale[0], &zero[0]);
+    return 1;
 }
 
 int bp_quantize_matrix(const float *x, float *out, int64_t rows, int64_t cols,

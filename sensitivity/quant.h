@@ -92,6 +92,15 @@ void bp_log2_quant(const float *x, float *out, size_t n, float m, int bits);
 void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bits,
                   int *alpha);
 
+/* The static grid an activation quantizer fits on x (rows x cols) at spec,
+ * as bp_quantize_matrix uses it: uniform per-tensor: one step and zero point;
+ * ptf: one per column (the tensor step times its power-of-two factor); log2:
+ * the maximum m in scale[0].  scale and zero hold cols entries.  Returns the
+ * number of (scale, zero) pairs; 0 when the grid is fitted per row as the
+ * data comes (per-token) or the width is 16. */
+int64_t bp_act_grid(const float *x, int64_t rows, int64_t cols, const bp_qspec *spec,
+                    float *scale, float *zero);
+
 /* Bits to store a rows x cols weight matrix under spec, including fp16
  * scales and, for asymmetric grids, b-bit zero points. */
 int64_t bp_weight_storage_bits(int64_t rows, int64_t cols, const bp_qspec *spec);

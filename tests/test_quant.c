@@ -281,8 +281,47 @@ static void test_percentile(void)
     free(x);
 }
 
+/* The exported activation grid reproduces bp_quantize_matrix bit for bit:
+ * x_hat = s (clamp(rne(x (1/s)) + z, 0, 2^b - 1) - z) per tensor (any range
+ * setting), per column for ptf; log2 from its maximum. */
+static void test_act_grid(void)
+{
+    check_rng r = {31337};
+    enum { N = 300, D = 12 };
+    float x[N * D], want[N * D], got[N * D], S[D], Z[D];
+    for (int i = 0; i < N * D; i++)
+        x[i] = (float)(check_normal(&r) * (1 + i % D) + 0.3 * (i % 3));
+    bp_qspec specs[] = {
+        {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+        {6, BP_GRAN_TENSOR, 0, 1, BP_RANGE_MSE, 2.4, BP_AQ_UNIFORM},
+        {8, BP_GRAN_TENSOR, 0, 0, BP_RANGE_PERCENTILE, 2.0, BP_AQ_UNIFORM},
+        {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_PTF},
+    };
+    for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
+        bp_qspec *q = &specs[k];
+        CHECK(bp_quantize_matrix(x, want, N, D, q, NULL) == 0);
+        int64_t m = bp_act_grid(x, N, D, q, S, Z);
+        CHECK(m == (q->kind == BP_AQ_PTF ? D : 1));
+        for (int i = 0; i < N * D; i++) {
+            int c = m == 1 ? 0 : i % D;
+            bp_fake_quant(&x[i], &got[i], 1, S[c], Z[c], q->bits);
+        }
+        CHECK(memcmp(want, got, sizeof want) == 0);
+    }
+    for (int i = 0; i < N * D; i++)
+        x[i] = fabsf(x[i]);
+    bp_qspec lg = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_LOG2};
+    CHECK(bp_quantize_matrix(x, want, N, D, &lg, NULL) == 0);
+    CHECK(bp_act_grid(x, N, D, &lg, S, Z) == 1);
+    bp_log2_quant(x, got, N * D, S[0], 4);
+    CHECK(memcmp(want, got, sizeof want) == 0);
+    bp_qspec tok = {8, BP_GRAN_TOKEN, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    CHECK(bp_act_grid(x, N, D, &tok, S, Z) == 0);       /* fitted per row at run time */
+}
+
 int main(void)
 {
+    test_act_grid();
     test_ptf();
     test_log2();
     test_percentile();

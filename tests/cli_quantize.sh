@@ -1,0 +1,65 @@
+#!/bin/bash
+# bitplan quantize (every layer at one candidate, the uniform plan) and
+# run/solve --choices (a plan's candidates taken as given): the weights equal
+# what a plan at those candidates writes, the plans say where they came
+# from, and wrong choices are refused with one message.
+source "$SRC/tests/lib.sh"
+
+mkdir -p "$WORK/m" && "$FIXTURE" "$WORK/m" 21
+cat >cfg.yaml <<'YAML'
+model:
+  weights: m/model.safetensors
+  calibration: m/calib.safetensors
+  exclude: ["head"]
+candidates:
+  wbits: [2, 3, 4, 8]
+  abits: [8, 16]
+weights: {quantizer: gptq}
+budget:
+  avg_bits: 3.5
+output:
+  dir: out
+  weights: q.safetensors
+YAML
+
+# weights only: no sensitivity needed, any width
+check "quantize at 4/8" "$BITPLAN" quantize cfg.yaml --wbits 4 --abits 8 -o q48.safetensors -q
+check "nothing measured" test ! -e out/sensitivity.csv
+"$BITPLAN" inspect q48.safetensors >inspect.txt
+check "inspect: consistent" grep -q "quantized layers: 3, all consistent" inspect.txt
+check "activation grids kept" test "$("$BITPLAN" inspect q48.safetensors | grep -c '\.act_scale ')" = 3
+check "5 bits, not a candidate" "$BITPLAN" quantize cfg.yaml --wbits 5 -o q5.safetensors -q
+check "default abits: the widest candidate" test "$("$BITPLAN" inspect q5.safetensors | grep -c '\.act_scale ')" = 0
+
+# with --plan, the uniform plan too; its weights are what a run with those
+# choices writes, byte for byte
+check "quantize --plan" "$BITPLAN" quantize cfg.yaml --wbits 4 --abits 8 -o u48.safetensors --plan u48.yaml -q
+check "uniform plan from the solver" grep -q '^  name: "given"' u48.yaml
+check "every layer at 4/8" test "$(grep -cE '^    (wbits: 4|abits: 8)$' u48.yaml)" = 6
+check "same weights with or without --plan" cmp -s q48.safetensors u48.safetensors
+check "run --choices" "$BITPLAN" run cfg.yaml --choices u48.yaml --avg-bits 4.5 -q
+check "run writes the same weights" cmp -s u48.safetensors out/q.safetensors
+check "run names the route" grep -q '^  name: "given"' out/plan.yaml
+grep -A4 'name: "fc"' out/plan.yaml | grep -q 'wbits: 4' && ok || bad "fc at 4 bits in the run's plan"
+
+# a partial choice: the given layers keep their candidate, the rest is solved
+printf 'layers:\n  - {name: "fc", wbits: 8, abits: 16, quantizer: "gptq"}\n' >part.yaml
+check "run with a partial choice" "$BITPLAN" run cfg.yaml --choices part.yaml --avg-bits 7.5 -q
+grep -A3 'name: "fc"' out/plan.yaml | grep -q 'wbits: 8' && ok || bad "fc kept at 8 bits"
+check "the others are solved" grep -qv '^  name: "given"' out/plan.yaml
+
+# refused: no such layer, no such candidate, over the budget, usage
+printf 'layers:\n  - {name: "nosuch", wbits: 4, abits: 16, quantizer: "gptq"}\n' >bad1.yaml
+expect_fail 1 "layer 'nosuch' is given a candidate but is not among the planned layers" \
+    "$BITPLAN" run cfg.yaml --choices bad1.yaml
+printf 'layers:\n  - {name: "fc", wbits: 6, abits: 16, quantizer: "gptq"}\n' >bad2.yaml
+expect_fail 1 "layer 'fc': no measured candidate at 6-bit weights" "$BITPLAN" run cfg.yaml --choices bad2.yaml
+"$BITPLAN" quantize cfg.yaml --wbits 8 --abits 16 -o u8.safetensors --plan u8.yaml -q
+expect_fail 1 "u8.yaml: budget.avg_bits = 3.5 is infeasible" "$BITPLAN" run cfg.yaml --choices u8.yaml
+expect_fail 2 "quantize needs --wbits" "$BITPLAN" quantize cfg.yaml -o x.safetensors
+expect_fail 2 "quantize needs -o FILE" "$BITPLAN" quantize cfg.yaml --wbits 4
+expect_fail 2 "--wbits: expected an integer in 2..16" "$BITPLAN" quantize cfg.yaml --wbits 4.5 -o x
+expect_fail 2 "--quantizer: expected rtn, gptq, squant or erq" "$BITPLAN" quantize cfg.yaml --wbits 4 --quantizer foo -o x
+expect_fail 1 "no measured candidate at 5-bit weights" "$BITPLAN" quantize cfg.yaml --wbits 5 -o x --plan x.yaml
+check "no partial outputs" test ! -e x -a ! -e x.yaml
+finish
