@@ -509,14 +509,17 @@ static int k_activations(const cctx *c, const bp_ynode *v, const char *key, bp_c
 
 static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *names[BP_METRIC_COUNT + 1];
+    static const char *names[BP_METRIC_COUNT + 2];
     int i;
     for (i = 0; i < BP_METRIC_COUNT; i++)
         names[i] = bp_metric_name((bp_metric)i);
-    names[i] = NULL;
+    names[i] = "auto";
+    names[i + 1] = NULL;
     if (get_enum(c, v, key, names, &i) < 0)
         return -1;
-    cfg->metric = (bp_metric)i;
+    cfg->metric_auto = i == BP_METRIC_COUNT;
+    if (!cfg->metric_auto)
+        cfg->metric = (bp_metric)i;
     return 0;
 }
 
@@ -873,6 +876,7 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->metric = BP_METRIC_RELATIVE;
+    c->metric_auto = 1;
     c->budget.max_error = -1.0;
     c->time_limit = 60.0;
     c->write_yaml = 1;

@@ -81,6 +81,8 @@ typedef struct bp_config {
     bp_act_rule *act_rules;
     size_t n_act_rules;
     bp_metric metric;
+    int metric_auto;          /* metric: auto (the default): resolved from the
+                               * calibration file by the sensitivity stage */
     bp_budget_spec budget;
     bp_pin *pins;
     size_t n_pins;

@@ -36,6 +36,10 @@ static const char usage_text[] =
     "  sweep CONFIG | sweep --table CSV  (--avg-bits S | --max-bytes S | --max-bops S | --max-error S)\n"
     "                        one plan per budget (S = START:STOP:STEP or a comma list),\n"
     "                        with baselines: frontier.csv and frontier.svg in -o DIR\n"
+    "  candidates CONFIG [-o FILE]\n"
+    "                        the program the solver sees (after pins, allowed widths and\n"
+    "                        ties) as CSV group,choice,layer,wbits,abits,quantizer,error,\n"
+    "                        weight_bits, for tools that search plans themselves\n"
     "  quantize CONFIG --wbits B [--abits A] [--quantizer Q] -o FILE [--plan PLAN]\n"
     "                        every layer quantized at one candidate (a uniform plan's\n"
     "                        weights, same layout as output.weights); --plan also writes\n"
@@ -57,6 +61,7 @@ static const char usage_text[] =
     "  --time-limit S        solver time limit in seconds (default 60)\n"
     "  --force               ignore the cached sensitivity table and measure again\n"
     "  --plans               sweep: also write every point's plan (DIR/plans/)\n"
+    "  --metric M            the metric to plan with (overrides the config's metric)\n"
     "  --choices PLAN        run/solve: take these layers' candidates from PLAN (YAML or\n"
     "                        JSON, e.g. a refined plan) instead of choosing them\n"
     "  -q, --quiet           no progress and no summary (errors still go to stderr)\n"
@@ -87,6 +92,7 @@ typedef struct cli {
     const char *q_quantizer;  /* quantize --quantizer */
     const char *q_plan;       /* quantize --plan FILE */
     const char *choices;      /* run/solve --choices PLAN */
+    const char *metric;       /* --metric NAME */
     bp_export_plan chosen;    /* its layers */
     bp_choice *fixed;         /* given candidates for the solve request */
     size_t n_fixed;
@@ -139,7 +145,7 @@ static void on_signal(int sig)
 
 /* SIGINT/SIGTERM finish the layer in progress during the sensitivity stage
  * (its journal then resumes the next run); elsewhere they act as usual. */
-static int sensitivity_with_journal(const bp_config *cfg, cli *c, bp_sens_result *sens,
+static int sensitivity_with_journal(bp_config *cfg, cli *c, bp_sens_result *sens,
                                     bp_error *err)
 {
     struct sigaction sa, old_int, old_term;
@@ -172,7 +178,7 @@ static int parse_number(const char *opt, const char *s, double lo, double *out)
 static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
-           O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES };
+           O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -183,7 +189,8 @@ static int parse_args(cli *c, int argc, char **argv)
         {"format", required_argument, 0, O_FORMAT}, {"llama-names", no_argument, 0, O_LLAMA},
         {"wbits", required_argument, 0, O_QW}, {"abits", required_argument, 0, O_QA},
         {"quantizer", required_argument, 0, O_QQ}, {"plan", required_argument, 0, O_QPLAN},
-        {"choices", required_argument, 0, O_CHOICES}, {0, 0, 0, 0}};
+        {"choices", required_argument, 0, O_CHOICES}, {"metric", required_argument, 0, O_METRIC},
+        {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
     c->budget.max_error = -1.0;
@@ -203,6 +210,12 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_QQ: c->q_quantizer = optarg; break;
         case O_QPLAN: c->q_plan = optarg; break;
         case O_CHOICES: c->choices = optarg; break;
+        case O_METRIC:
+            if (bp_metric_parse(optarg) < 0 && strcmp(optarg, "auto") != 0)
+                return usage_error("--metric: expected auto, mse, relative, weight, hawq, fisher "
+                                   "or kfac");
+            c->metric = optarg;
+            break;
         case O_QW:
         case O_QA: {
             double v;
@@ -375,6 +388,16 @@ static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *r
     req->n_fixed = c->n_fixed;
 }
 
+/* The config with the command line's overrides (--metric). */
+static int load_config(const cli *c, bp_config *cfg, bp_error *err)
+{
+    if (bp_config_load(cfg, c->arg, err) < 0)
+        return -1;
+    if (c->metric && !(cfg->metric_auto = strcmp(c->metric, "auto") == 0))
+        cfg->metric = (bp_metric)bp_metric_parse(c->metric);
+    return 0;
+}
+
 /* --choices PLAN: every layer of that plan keeps its candidate. */
 static int load_choices(cli *c, bp_error *err)
 {
@@ -473,7 +496,7 @@ static int cmd_config_pipeline(cli *c, int solve)
     double t0 = bp_now();
     if (!c->arg)
         return usage_error("missing CONFIG argument");
-    if (bp_config_load(&cfg, c->arg, &err) < 0)
+    if (load_config(c, &cfg, &err) < 0)
         return die(&err);
     if (load_choices(c, &err) < 0) {
         bp_config_free(&cfg);
@@ -631,7 +654,7 @@ static int cmd_sweep(cli *c)
     memset(&sens, 0, sizeof sens);
     if (c->table) {
         rc = bp_table_read_csv(&table, c->table, &err);
-    } else if ((rc = bp_config_load(&cfg, c->arg, &err)) == 0) {
+    } else if ((rc = load_config(c, &cfg, &err)) == 0) {
         cp = &cfg;
         rc = sensitivity_with_journal(&cfg, c, &sens, &err);
         t = &sens.table;
@@ -764,6 +787,43 @@ static int cmd_export(cli *c)
     return 0;
 }
 
+/* candidates CONFIG [-o FILE]: the solver's program as CSV. */
+static int cmd_candidates(cli *c)
+{
+    bp_config cfg;
+    bp_sens_result sens;
+    bp_error err;
+    if (!c->arg)
+        return usage_error("missing CONFIG argument");
+    if (load_config(c, &cfg, &err) < 0)
+        return die(&err);
+    int rc = load_choices(c, &err) < 0 || sensitivity_with_journal(&cfg, c, &sens, &err) < 0
+             ? -1 : 0;
+    if (rc == 0) {
+        bp_solve_request req;
+        char *buf = NULL;
+        size_t n = 0;
+        FILE *mem = open_memstream(&buf, &n);
+        request_from(c, &cfg, &req);
+        rc = mem ? bp_write_program(&sens.table, &req, mem, &err) : bp_fail(&err, "out of memory");
+        if (mem)
+            fclose(mem);
+        if (rc == 0 && (!c->output || !strcmp(c->output, "-"))) {
+            fwrite(buf, 1, n, stdout);
+        } else if (rc == 0) {
+            bp_atomic a;
+            if ((rc = bp_atomic_open(&a, c->output, &err)) == 0) {
+                fwrite(buf, 1, n, a.fp);
+                rc = bp_atomic_commit(&a, &err);
+            }
+        }
+        free(buf);
+        bp_sens_result_free(&sens);
+    }
+    bp_config_free(&cfg);
+    return rc < 0 ? die(&err) : 0;
+}
+
 /* quantize CONFIG --wbits B [--abits A] [--quantizer Q] -o FILE [--plan PLAN] */
 static int cmd_quantize(cli *c)
 {
@@ -778,7 +838,7 @@ static int cmd_quantize(cli *c)
         return usage_error("quantize needs -o FILE for the quantized weights");
     if (c->q_quantizer && bp_wquantizer_parse(c->q_quantizer) < 0)
         return usage_error("--quantizer: expected rtn, gptq, squant or erq");
-    if (bp_config_load(&cfg, c->arg, &err) < 0)
+    if (load_config(c, &cfg, &err) < 0)
         return die(&err);
     int abits = c->q_abits;
     for (size_t i = 0; !c->q_abits && i < cfg.n_abits; i++)
@@ -852,6 +912,8 @@ static int dispatch(cli *c)
         return cmd_export(c);
     if (!strcmp(c->command, "quantize"))
         return cmd_quantize(c);
+    if (!strcmp(c->command, "candidates"))
+        return cmd_candidates(c);
     char msg[256];
     snprintf(msg, sizeof msg, "unknown command '%.100s'", c->command);
     return usage_error(msg);

@@ -458,7 +458,25 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
     return 0;
 }
 
-int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
+/* metric: auto -> the most informed metric every layer's data allows. */
+static void resolve_metric(bp_config *cfg, const bp_model *m)
+{
+    if (!cfg->metric_auto)
+        return;
+    int kfac = m->has_calib, fisher = m->has_calib;
+    for (size_t i = 0; i < m->n_layers; i++) {
+        const bp_layer_desc *d = &m->layers[i];
+        kfac &= d->fisher >= 0 || d->fisher_u >= 0;
+        fisher &= d->grad2 >= 0 && d->n_grad2 == d->out;
+    }
+    cfg->metric = kfac     ? BP_METRIC_KFAC
+                  : fisher ? BP_METRIC_FISHER
+                  : m->has_calib ? BP_METRIC_RELATIVE
+                                 : BP_METRIC_WEIGHT;
+    cfg->metric_auto = 0;
+}
+
+int bp_run_sensitivity(bp_config *cfg, int force, bp_progress_fn progress,
                        void *progress_ctx, bp_sens_result *res, bp_error *err)
 {
     bp_model m;
@@ -470,6 +488,7 @@ int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
                       cfg->exclude, cfg->n_exclude, err) < 0)
         return -1;
     res->n_layers = m.n_layers;
+    resolve_metric(cfg, &m);
     int rc = -1;
     char *csv = NULL, *memo_path = NULL;
     bp_hash_memo memo;
@@ -936,6 +955,35 @@ int bp_table_frontier(const bp_table *t, const bp_solve_request *req, size_t max
         free(rows);
         bp_frontier_free(f);
     }
+    ip_build_free(&b);
+    bp_tied_free(&tied);
+    return rc;
+}
+
+int bp_write_program(const bp_table *t, const bp_solve_request *req, FILE *fp, bp_error *err)
+{
+    ip_build b;
+    bp_tied tied;
+    memset(&tied, 0, sizeof tied);
+    int rc = build_ip(t, req, &b, err);
+    if (rc == 0)
+        rc = build_tied(t, req, &b, &tied, err);
+    if (rc == 0)
+        fputs("group,choice,layer,wbits,abits,quantizer,error,weight_bits\n", fp);
+    for (size_t g = 0; rc == 0 && g < tied.n_groups; g++)
+        for (size_t c = tied.first[g], k = 0; c < tied.first[g + 1]; c++) {
+            if (!tied.allowed[c])
+                continue;
+            for (size_t m = tied.mfirst[g]; m < tied.mfirst[g + 1]; m++) {
+                size_t in = tied.pick[tied.pfirst[c] + (m - tied.mfirst[g])];
+                const bp_table_row *r = &t->rows[b.row[in]];
+                fprintf(fp, "%zu,%zu,", g, k);
+                bp_csv_field(fp, r->layer);
+                fprintf(fp, ",%d,%d,%s,%.17g,%lld\n", r->wbits, r->abits, r->quantizer,
+                        r->error, (long long)r->weight_bits);
+            }
+            k++;
+        }
     ip_build_free(&b);
     bp_tied_free(&tied);
     return rc;

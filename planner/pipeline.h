@@ -9,6 +9,7 @@
 
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "../common/bp_error.h"
 #include "../sensitivity/table.h"
@@ -42,7 +43,10 @@ extern volatile sig_atomic_t bp_interrupt_requested;
  * activation settings). */
 void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s);
 
-int bp_run_sensitivity(const bp_config *cfg, int force, bp_progress_fn progress,
+/* metric: auto is resolved here (cfg->metric set, cfg->metric_auto
+ * cleared): kfac when every layer has its output Fisher, else fisher when
+ * every layer has grad2, else relative, or weight without calibration. */
+int bp_run_sensitivity(bp_config *cfg, int force, bp_progress_fn progress,
                        void *progress_ctx, bp_sens_result *res, bp_error *err);
 void bp_sens_result_free(bp_sens_result *res);
 
@@ -97,6 +101,17 @@ void bp_solve_result_free(bp_solve_result *res);
  * request's pins; plans (f->choice) are table row indices. */
 int bp_table_frontier(const bp_table *t, const bp_solve_request *req, size_t max_points,
                       bp_frontier *f, bp_error *err);
+
+/*
+ * The program the solver sees, as CSV: after pins, allowed widths, given
+ * choices and ties, one row per (solver layer, candidate, member layer):
+ *   group,choice,layer,wbits,abits,quantizer,error,weight_bits
+ * A group is one layer, or a tied group whose choices are the members'
+ * combinations that agree on the tied widths; a plan picks one choice per
+ * group.  Tools that search plans themselves (tools/refine_plan.py) search
+ * exactly the IP's feasible set with it.
+ */
+int bp_write_program(const bp_table *t, const bp_solve_request *req, FILE *fp, bp_error *err);
 
 /* Fill a plan from a solved table (cfg may be NULL for bare tables). The
  * plan's layer array is malloc'ed; the strings point into t and cfg. */

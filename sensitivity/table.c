@@ -80,7 +80,7 @@ int bp_table_add(bp_table *t, const bp_table_row *row, bp_error *err)
     return 0;
 }
 
-static void write_field(FILE *fp, const char *s)
+void bp_csv_field(FILE *fp, const char *s)
 {
     if (!strpbrk(s, ",\"\r\n")) {
         fputs(s, fp);
@@ -105,9 +105,9 @@ int bp_table_write_rows(const bp_table *t, size_t from, size_t to, FILE *fp)
 {
     for (size_t i = from; i < to && i < t->n; i++) {
         const bp_table_row *r = &t->rows[i];
-        write_field(fp, r->layer);
+        bp_csv_field(fp, r->layer);
         fprintf(fp, ",%d,%d,", r->wbits, r->abits);
-        write_field(fp, r->quantizer);
+        bp_csv_field(fp, r->quantizer);
         fprintf(fp, ",%.17g,%lld,%lld,%lld", r->error, (long long)r->params,
                 (long long)r->weight_bits, (long long)r->macs);
         for (int m = 0; m < BP_METRIC_COUNT; m++)     /* unmeasured: empty */

@@ -64,6 +64,8 @@ void bp_table_free(bp_table *t);
 int bp_table_add(bp_table *t, const bp_table_row *row, bp_error *err);
 
 int bp_table_write_csv(const bp_table *t, FILE *fp);
+/* One CSV field, quoted (RFC 4180) when it holds a comma, quote or newline. */
+void bp_csv_field(FILE *fp, const char *s);
 /* Rows [from, to) without the header. */
 int bp_table_write_rows(const bp_table *t, size_t from, size_t to, FILE *fp);
 /* Parse CSV text; label (a file name) is used in error messages. */

@@ -131,6 +131,9 @@ for d in capf capl; do
     sed -e "s#cap2/#$d/#g" -e 's/metric: fisher/metric: kfac/' -e "s#dir: out#dir: out_$d#" cfg.yaml >$d.yaml
     check "kfac plan from $d" "$BITPLAN" run $d.yaml -q
 done
+sed -e 's#cap2/#capf/#g' -e '/^metric:/d' -e 's#dir: out#dir: out_auto#' cfg.yaml >auto.yaml
+check "auto plan" "$BITPLAN" run auto.yaml -q
+check "auto with output Fishers: kfac" grep -q '^  metric: "kfac"' out_auto/plan.yaml
 # the low-rank factor of the same Fisher predicts nearly the same loss
 awk -F, 'NR == FNR {if (FNR > 1) k[$1","$2","$3] = $14; next}
          FNR > 1 {r = $14 / k[$1","$2","$3]; if (r < 0.8 || r > 1.25) bad = 1}

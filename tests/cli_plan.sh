@@ -62,6 +62,15 @@ sed -i 's/^metric: mse/metric: relative/' cfg.yaml
 "$BITPLAN" run cfg.yaml >run_rel.txt
 grep -q "sensitivity: cached" run_rel.txt && ok || bad "back to relative: still cached"
 check "same plan as before the metric change" cmp -s plan1.yaml out/plan.yaml
+# metric: auto (the default) is relative without output Fishers, weight
+# without calibration; --metric overrides the config
+check "auto without Fishers: relative" grep -q '^  metric: "relative"' plan1.yaml
+printf 'model: {weights: m/model.safetensors}\nbudget: {avg_bits: 4}\noutput: {dir: out_free}\n' >free.yaml
+check "auto without calibration" "$BITPLAN" run free.yaml -q
+check "auto without calibration: weight" grep -q '^  metric: "weight"' out_free/plan.yaml
+"$BITPLAN" run cfg.yaml --metric hawq -q
+check "--metric overrides" grep -q '^  metric: "hawq"' out/plan.yaml
+expect_fail 2 "--metric: expected auto, mse" "$BITPLAN" run cfg.yaml --metric nope
 # a metric whose tensors the calibration file lacks fails before any work
 sed -i 's/^metric: relative/metric: kfac/' cfg.yaml
 rm -rf out_k && sed 's/dir: out$/dir: out_k/' cfg.yaml >kfac.yaml

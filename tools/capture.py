@@ -226,6 +226,112 @@ def draw_loss(logits, estimator, gen):
     return (logits.reshape(-1, c).float() * v).sum()
 
 
+def capture(model, loader, loss_fn=None, rows=2048, seed=0, batches=0, half=False, fisher=None,
+            fisher_full=4096, grad2=False, draws=8, labels=False, estimator="sampled",
+            class_dim=-1, quiet=True):
+    """The calibration tensors of every nn.Linear / nn.Conv2d of model over the
+    loader's batches (see the module's documentation for the options):
+    (calib tensors, calib metadata, {layer: rse of tr F}, samples)."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    if not layers:
+        raise SystemExit("capture: the model has no nn.Linear or nn.Conv2d layers")
+    grads = fisher is not None or grad2
+    draws = 1 if labels else draws
+    rng = np.random.RandomState(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    kept = {n: [] for n in layers}
+    stats = {n: FisherStats(m, fisher is None, fisher_full, fisher or 64, seed + 7 * i)
+             for i, (n, m) in enumerate(layers.items())} if grads else {}
+    units = [0]                               # samples in the batch being captured
+    hooks = []
+    for name, mod in layers.items():
+        def fwd(m, inp, out, name=name):
+            kept[name].append(layer_rows(m, inp[0].detach()).float().numpy())
+            if grads and out.requires_grad:
+                return Tap.apply(out, lambda g, name=name: stats[name].add(g, units[0]))
+            return None
+        hooks.append(mod.register_forward_hook(fwd))
+    weights = [m.weight for m in layers.values()]
+    if grads:
+        for w in weights:
+            w.requires_grad_(True)
+    model.eval()
+    try:
+        total = len(loader) if not batches else min(batches, len(loader))
+    except TypeError:
+        total = batches or 0
+    prog = Progress("capture: batch", total or 1, quiet, "batches")
+    for i, batch in enumerate(loader):
+        if batches and i >= batches:
+            break
+        prog(i)
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        units[0] = x.shape[0]
+        if not grads:
+            with torch.no_grad():
+                model(x)
+        else:
+            out = model(x)
+            for d in range(draws):
+                if labels:
+                    if loss_fn:
+                        loss = loss_fn(out, batch)
+                    else:
+                        lg = logits_of(out, class_dim)
+                        loss = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), batch[1].reshape(-1),
+                                               reduction="sum")
+                else:
+                    loss = draw_loss(logits_of(out, class_dim), estimator, gen)
+                # the layers' taps see their output gradients on the way
+                torch.autograd.grad(loss, weights, retain_graph=d + 1 < draws, allow_unused=True)
+            for s in stats.values():
+                s.end_batch(x.shape[0], draws)
+        for n in kept:                      # keep memory bounded: subsample as we go
+            if not kept[n]:
+                continue
+            a = np.concatenate(kept[n]) if len(kept[n]) > 1 else kept[n][0]
+            if len(a) > 4 * rows:
+                a = a[np.sort(rng.permutation(len(a))[:4 * rows])]
+            kept[n] = [a]
+    prog.close()
+    for h in hooks:
+        h.remove()
+    calib = {}
+    cmeta = {"rows": str(rows), "seed": str(seed)}
+    if grads:
+        cmeta.update(fisher="labels" if labels else f"{estimator}, {draws} draws per input",
+                     fisher_scale="per sample: sum over its output positions")
+    rse = {}
+    for name in layers:
+        if not kept[name]:
+            continue
+        a = kept[name][0]
+        if len(a) > rows:
+            a = a[np.sort(rng.permutation(len(a))[:rows])]
+        calib[name + ".input"] = a.astype(np.float16 if half else np.float32)
+        if grads and stats[name].samples:
+            t, rse[name] = stats[name].tensors(name, draws)
+            calib.update(t)
+            cmeta[name + ".fisher_rse"] = f"{rse[name]:.4g}"
+    samples = next(iter(stats.values())).samples if stats else 0
+    return calib, cmeta, rse, samples
+
+
+def model_weights(model, source):
+    """NAME.weight / NAME.bias of every nn.Linear and nn.Conv2d (F32), with
+    NAME.groups metadata for grouped convs."""
+    weights, meta = {}, {"format": "pt", "source": source}
+    for name, mod in model.named_modules():
+        if not isinstance(mod, (nn.Linear, nn.Conv2d)):
+            continue
+        weights[name + ".weight"] = mod.weight.detach().float().numpy()
+        if mod.bias is not None:
+            weights[name + ".bias"] = mod.bias.detach().float().numpy()
+        if isinstance(mod, nn.Conv2d) and mod.groups > 1:
+            meta[name + ".groups"] = str(mod.groups)
+    return weights, meta
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("spec")
@@ -251,103 +357,22 @@ def main():
     if args.draws < 1:
         raise SystemExit(f"capture: --draws: expected at least 1, got {args.draws}")
     model, loader, loss_fn = load_spec(args.spec)
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    if not layers:
-        raise SystemExit("capture: the model has no nn.Linear or nn.Conv2d layers")
-    grads = args.fisher is not None or args.grad2
-    draws = 1 if args.labels else args.draws
-    rng = np.random.RandomState(args.seed)
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    rows = {n: [] for n in layers}
-    stats = {n: FisherStats(m, args.fisher is None, args.fisher_full, args.fisher or 64,
-                            args.seed + 7 * i) for i, (n, m) in enumerate(layers.items())} \
-        if grads else {}
-    units = [0]                               # samples in the batch being captured
-    hooks = []
-    for name, mod in layers.items():
-        def fwd(m, inp, out, name=name):
-            rows[name].append(layer_rows(m, inp[0].detach()).float().numpy())
-            if grads and out.requires_grad:
-                return Tap.apply(out, lambda g, name=name: stats[name].add(g, units[0]))
-            return None
-        hooks.append(mod.register_forward_hook(fwd))
-    weights = [m.weight for m in layers.values()]
-    if grads:
-        for w in weights:
-            w.requires_grad_(True)
-    model.eval()
-    try:
-        total = len(loader) if not args.batches else min(args.batches, len(loader))
-    except TypeError:
-        total = args.batches or 0
-    prog = Progress("capture: batch", total or 1, args.quiet, "batches")
-    for i, batch in enumerate(loader):
-        if args.batches and i >= args.batches:
-            break
-        prog(i)
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        units[0] = x.shape[0]
-        if not grads:
-            with torch.no_grad():
-                model(x)
-        else:
-            out = model(x)
-            for d in range(draws):
-                if args.labels:
-                    if loss_fn:
-                        loss = loss_fn(out, batch)
-                    else:
-                        lg = logits_of(out, args.class_dim)
-                        loss = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), batch[1].reshape(-1),
-                                               reduction="sum")
-                else:
-                    loss = draw_loss(logits_of(out, args.class_dim), args.estimator, gen)
-                # the layers' taps see their output gradients on the way
-                torch.autograd.grad(loss, weights, retain_graph=d + 1 < draws, allow_unused=True)
-            for s in stats.values():
-                s.end_batch(x.shape[0], draws)
-        for n in rows:                      # keep memory bounded: subsample as we go
-            if not rows[n]:
-                continue
-            a = np.concatenate(rows[n]) if len(rows[n]) > 1 else rows[n][0]
-            if len(a) > 4 * args.rows:
-                a = a[np.sort(rng.permutation(len(a))[:4 * args.rows])]
-            rows[n] = [a]
-    prog.close()
-    for h in hooks:
-        h.remove()
-    weights, meta, calib = {}, {"format": "pt", "source": args.spec}, {}
-    cmeta = {"rows": str(args.rows), "seed": str(args.seed)}
-    if grads:
-        cmeta.update(fisher="labels" if args.labels else f"{args.estimator}, {draws} draws per input",
-                     fisher_scale="per sample: sum over its output positions")
-    rse = {}
-    for name, mod in layers.items():
-        w = mod.weight.detach().float().numpy()
-        weights[name + ".weight"] = w
-        if mod.bias is not None:
-            weights[name + ".bias"] = mod.bias.detach().float().numpy()
-        if isinstance(mod, nn.Conv2d) and mod.groups > 1:
-            meta[name + ".groups"] = str(mod.groups)
-        if not rows[name]:
-            continue
-        a = rows[name][0]
-        if len(a) > args.rows:
-            a = a[np.sort(rng.permutation(len(a))[:args.rows])]
-        calib[name + ".input"] = a.astype(np.float16 if args.half else np.float32)
-        if grads and stats[name].samples:
-            t, rse[name] = stats[name].tensors(name, draws)
-            calib.update(t)
-            cmeta[name + ".fisher_rse"] = f"{rse[name]:.4g}"
+    calib, cmeta, rse, samples = capture(
+        model, loader, loss_fn, rows=args.rows, seed=args.seed, batches=args.batches,
+        half=args.half, fisher=args.fisher, fisher_full=args.fisher_full, grad2=args.grad2,
+        draws=args.draws, labels=args.labels, estimator=args.estimator,
+        class_dim=args.class_dim, quiet=args.quiet)
+    weights, meta = model_weights(model, args.spec)
     os.makedirs(args.out, exist_ok=True)
     save_file(os.path.join(args.out, "weights.safetensors"), weights, meta)
     save_file(os.path.join(args.out, "calib.safetensors"), calib, cmeta)
     if args.quiet:
         return
-    print(f"capture: {len(layers)} layers -> {args.out}/weights.safetensors, calib.safetensors")
+    print(f"capture: {sum(k.endswith('.weight') for k in weights)} layers -> "
+          f"{args.out}/weights.safetensors, calib.safetensors")
     if rse:
         worst = max(rse, key=lambda n: rse[n])
-        samples = next(iter(stats.values())).samples
+        draws = 1 if args.labels else args.draws
         print(f"capture: output Fisher from {samples} samples x {draws} draws; relative standard "
               f"error of tr F: median {100 * float(np.median(list(rse.values()))):.1f} %, max "
               f"{100 * rse[worst]:.1f} % ({worst})")

@@ -9,8 +9,10 @@ A small CNN on Fashion-MNIST (Debian package dataset-fashion-mnist):
 Writes, byte for byte reproducibly:
     configs/demo/model.safetensors  F32 NAME.weight / NAME.bias
     configs/demo/calib.safetensors  F16 NAME.input: the inputs each layer sees
-                                    on training images, conv inputs unfolded to
-                                    patches (rows: in_ch*kh*kw, weight order)
+                                    on 512 training images, conv inputs unfolded
+                                    to patches (rows: in_ch*kh*kw, weight order);
+                                    F32 NAME.fisher and NAME.grad2: each layer's
+                                    output Fisher (tools/capture.py --fisher)
 
 Run from the repository root with Debian's Python (python3-torch, python3-numpy):
 
@@ -28,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from capture import capture  # noqa: E402
 from safetensors_io import load_file, save_file  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,31 +101,6 @@ def load_weights(model, path):
     return model
 
 
-def capture(model, x, rows, seed):
-    """Each layer's input on images x, convs unfolded, subsampled to rows."""
-    seen = {}
-    hooks = [getattr(model, n).register_forward_hook(
-        lambda mod, inp, out, n=n: seen.__setitem__(n, inp[0].detach())) for n in LAYERS]
-    model.eval()
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    rng = np.random.RandomState(seed)
-    out = {}
-    for n in LAYERS:
-        mod, inp = getattr(model, n), seen[n]
-        if isinstance(mod, nn.Conv2d):
-            cols = F.unfold(inp, mod.kernel_size, dilation=mod.dilation, padding=mod.padding,
-                            stride=mod.stride)                 # N x (C*kh*kw) x L
-            inp = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        a = inp.numpy()
-        if len(a) > rows:
-            a = a[np.sort(rng.permutation(len(a))[:rows])]
-        out[n + ".input"] = a.astype(np.float16)
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "configs", "demo"))
@@ -130,6 +108,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--calib-images", type=int, default=512)
     ap.add_argument("--rows", type=int, default=2048)
+    ap.add_argument("--calib-only", action="store_true",
+                    help="keep the model in --out and capture its calibration file again")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -139,9 +119,13 @@ def main():
     t0 = time.time()
     xtr, ytr = load_split(args.data, "train")
     xte, yte = load_split(args.data, "t10k")
-    model = Net()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    train(model, opt, xtr, ytr, xte, yte, args.epochs, t0=t0)
+    model_path = os.path.join(args.out, "model.safetensors")
+    if args.calib_only:
+        model = load_weights(Net(), model_path)
+    else:
+        model = Net()
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        train(model, opt, xtr, ytr, xte, yte, args.epochs, t0=t0)
     acc = accuracy(model, xte, yte)
 
     os.makedirs(args.out, exist_ok=True)
@@ -152,11 +136,13 @@ def main():
         weights[n + ".bias"] = mod.bias.detach().numpy().astype(np.float32)
     meta = {"dataset": "fashion-mnist", "script": "tools/train_demo.py", "seed": "0",
             "epochs": str(args.epochs), "test_accuracy": f"{acc:.4f}"}
-    save_file(os.path.join(args.out, "model.safetensors"), weights, meta)
-    pick = np.sort(np.random.RandomState(1).permutation(len(xtr))[:args.calib_images])
-    calib = capture(model, xtr[torch.from_numpy(pick)], args.rows, seed=2)
-    save_file(os.path.join(args.out, "calib.safetensors"), calib,
-              {"images": str(args.calib_images), "split": "train", "layout": "rows x in"})
+    if not args.calib_only:
+        save_file(model_path, weights, meta)
+    pick = torch.from_numpy(np.sort(np.random.RandomState(1).permutation(len(xtr))[:args.calib_images]))
+    batches = [(xtr[pick][i:i + 128], ytr[pick][i:i + 128]) for i in range(0, len(pick), 128)]
+    calib, cmeta, _, _ = capture(model, batches, rows=args.rows, seed=2, half=True, fisher=64)
+    cmeta.update(images=str(args.calib_images), split="train", layout="rows x in")
+    save_file(os.path.join(args.out, "calib.safetensors"), calib, cmeta)
 
     # the saved weights reproduce the accuracy
     check = load_weights(Net(), os.path.join(args.out, "model.safetensors"))

@@ -1,0 +1,279 @@
+"""What the PyTorch-side tools share: loading a user's model spec, applying
+bitplan's quantized weights and activation grids to a model, measuring loss,
+KL to the float model and accuracy, and calling the bitplan binary.
+
+A spec is MODULE:FUNCTION (importable from the current directory or
+PYTHONPATH) returning (model, loader) or (model, loader, loss_fn), as for
+tools/capture.py: batches are input tensors or tuples whose first item is the
+input and whose second (when present) holds the labels; the model's output
+(or the first item of a tuple) is the logits with classes on `class_dim`.
+"""
+import csv
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_io import load_file  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fail(tool, msg):
+    raise SystemExit(f"{tool}: error: {msg}")
+
+
+def load_spec(spec, tool="bitplan"):
+    """(model, batches, loss_fn or None) from MODULE:FUNCTION; batches as a list."""
+    if ":" not in spec:
+        fail(tool, f"expected MODULE:FUNCTION, got '{spec}'")
+    mod, fn = spec.split(":", 1)
+    sys.path.insert(0, os.getcwd())
+    try:
+        f = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        fail(tool, f"cannot load {spec}: {e}")
+    got = f()
+    if not isinstance(got, tuple) or len(got) not in (2, 3):
+        fail(tool, f"{spec} must return (model, loader) or (model, loader, loss_fn)")
+    model, loader = got[0], got[1]
+    return model.eval(), list(loader), got[2] if len(got) == 3 else None
+
+
+def layers_of(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+
+
+# ---- bitplan's quantized-weights file -----------------------------------------------
+
+class QuantizedFile:
+    """A bitplan-quantized/1 safetensors file: per layer the dequantized
+    weight (from codes, scales and zero points), the bias to use and the
+    activation grid of its planned activation width."""
+
+    def __init__(self, path, tool="bitplan"):
+        try:
+            self.t, self.meta = load_file(path)
+        except (OSError, ValueError) as e:
+            fail(tool, f"{path}: cannot read: {e}")
+        if self.meta.get("format") != "bitplan-quantized/1":
+            fail(tool, f"{path}: not a bitplan quantized-weights file (metadata 'format' is "
+                       f"{self.meta.get('format', 'missing')})")
+        self.path = path
+        self.names = [k[:-6] for k in self.meta if k.endswith(".wbits")]
+
+    def layer(self, name):
+        """(weight float32 [out, in], bias or None, act grid or None)."""
+        m, t = self.meta, self.t
+        if name + ".wbits" not in m:
+            fail("bitplan", f"{self.path}: no layer '{name}'")
+        wbits, abits = int(m[name + ".wbits"]), int(m[name + ".abits"])
+        if wbits >= 16:
+            w = np.asarray(t[name + ".weight"], dtype=np.float32)
+        else:
+            q = np.asarray(t[name + ".qweight"]).astype(np.float32)
+            s = np.asarray(t[name + ".scales"], dtype=np.float32)
+            z = np.asarray(t[name + ".zeros"], dtype=np.float32)
+            gs = int(m.get(name + ".group_size", "0")) or q.shape[1]
+            if s.shape[0] == 1 and s.shape[1] == 1:           # per tensor
+                w = s[0, 0] * (q - z[0, 0])
+            else:
+                g = np.arange(q.shape[1]) // gs
+                w = s[:, g] * (q - z[:, g])
+        b = np.asarray(t[name + ".bias"], dtype=np.float32) if name + ".bias" in t else None
+        grid = None
+        if abits < 16:
+            grid = dict(bits=abits, kind=m.get(name + ".act_quantizer", "uniform"),
+                        granularity=m.get(name + ".act_granularity", "per_tensor"),
+                        symmetric=m.get(name + ".act_symmetric", "false") == "true",
+                        range=m.get(name + ".act_range", "minmax"),
+                        scale=t.get(name + ".act_scale"), zero=t.get(name + ".act_zero"))
+            if grid["granularity"] == "per_token" and grid["range"] != "minmax":
+                fail("bitplan", f"{self.path}: layer '{name}': per-token activations with range "
+                                f"'{grid['range']}' are not applied here (use minmax)")
+            if grid["granularity"] != "per_token" and grid["scale"] is None:
+                fail("bitplan", f"{self.path}: layer '{name}': {abits}-bit activations but no "
+                                "act_scale (quantized without calibration inputs)")
+        return w, b, grid
+
+
+def _qdq(x, s, z, bits):
+    """bitplan's grid in float32: s * (clamp(rne(x * (1/s)) + z, 0, 2^b - 1) - z)."""
+    inv = torch.ones((), dtype=torch.float32) / s
+    q = torch.clamp(torch.round(x * inv) + z, 0, 2 ** bits - 1)
+    return s * (q - z)
+
+
+def _token_params(x, bits, symmetric):
+    """Per-row min-max grid (bitplan's per_token), rows along the last axis."""
+    lo = torch.clamp(x.amin(-1, keepdim=True), max=0)
+    hi = torch.clamp(x.amax(-1, keepdim=True), min=0)
+    levels = float(2 ** bits - 1)
+    if symmetric:
+        m = torch.maximum(-lo, hi)
+        m = torch.where(m > 0, m, torch.ones_like(m))
+        return 2 * m / levels, torch.full_like(m, float(2 ** (bits - 1)))
+    span = hi - lo
+    s = torch.where(span > 0, span / levels, torch.ones_like(span))
+    z = torch.where(span > 0, torch.clamp(torch.round(-lo / s), 0, levels), torch.zeros_like(s))
+    return s, z
+
+
+def fake_quant_rows(x, grid):
+    """Quantize-dequantize rows x (tokens or unfolded patches, columns last) as
+    bitplan's sensitivity stage does."""
+    x = x.float()
+    bits = grid["bits"]
+    if grid["kind"] == "log2":
+        m = float(np.asarray(grid["scale"]).reshape(-1)[0])
+        if m <= 0:
+            return torch.zeros_like(x)
+        xd = x.double()
+        maxq = 2.0 ** bits - 1
+        q = torch.where(xd > 0, torch.round(-torch.log2(xd / m)), torch.full_like(xd, maxq))
+        return (m * torch.exp2(-torch.clamp(q, 0, maxq))).float()
+    if grid["granularity"] == "per_token":
+        s, z = _token_params(x, bits, grid["symmetric"])
+        return _qdq(x, s, z, bits)
+    s = torch.from_numpy(np.array(grid["scale"], dtype=np.float32))
+    z = torch.from_numpy(np.array(grid["zero"], dtype=np.float32))
+    if s.numel() == 1:
+        s, z = s.reshape(()), z.reshape(())
+    return _qdq(x, s, z, bits)
+
+
+def _needs_rows(grid):
+    """Grids that differ per patch column or per patch (ptf, per-token) are
+    applied to a conv's unfolded patches; the others elementwise."""
+    return grid["kind"] == "ptf" or grid["granularity"] == "per_token"
+
+
+class Applied:
+    """A model with some layers replaced by bitplan's quantized versions;
+    restore() puts the float weights back."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = layers_of(model)
+        self.saved = {}
+        self.hooks = {}
+
+    def set(self, name, weight, bias, grid):
+        mod = self.layers[name]
+        if name not in self.saved:
+            self.saved[name] = (mod.weight.data, None if mod.bias is None else mod.bias.data)
+        mod.weight.data = torch.from_numpy(np.array(weight, dtype=np.float32)).reshape(
+            self.saved[name][0].shape)
+        if bias is not None and mod.bias is not None:
+            mod.bias.data = torch.from_numpy(np.array(bias, dtype=np.float32))
+        if name in self.hooks:
+            self.hooks.pop(name).remove()
+        if grid is None:
+            return
+        if isinstance(mod, nn.Conv2d) and _needs_rows(grid):
+            def conv_rows(m, inp, out, g=grid):
+                x = inp[0]
+                cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding,
+                                stride=m.stride)                     # N x C*k*k x L
+                rows = fake_quant_rows(cols.transpose(1, 2), g)      # N x L x C*k*k
+                n, L, _ = rows.shape
+                gr = m.groups
+                W = m.weight.reshape(gr, m.out_channels // gr, -1)
+                R = rows.reshape(n, L, gr, -1)
+                y = torch.einsum("nlgk,gok->nglo", R, W).reshape(n, m.out_channels, L)
+                if m.bias is not None:
+                    y = y + m.bias[None, :, None]
+                return y.reshape(out.shape)
+            self.hooks[name] = mod.register_forward_hook(conv_rows)
+        else:
+            self.hooks[name] = mod.register_forward_pre_hook(
+                lambda m, inp, g=grid: (fake_quant_rows(inp[0], g),) + tuple(inp[1:]))
+
+    def restore(self, name=None):
+        for n in [name] if name else list(self.saved):
+            w, b = self.saved.pop(n)
+            mod = self.layers[n]
+            mod.weight.data = w
+            if b is not None:
+                mod.bias.data = b
+            if n in self.hooks:
+                self.hooks.pop(n).remove()
+
+
+# ---- measuring ----------------------------------------------------------------------
+
+def logits_of(out, class_dim=-1):
+    x = out[0] if isinstance(out, (tuple, list)) else out
+    return x.movedim(class_dim, -1)
+
+
+def inputs_of(batch):
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def float_outputs(model, batches, class_dim=-1):
+    """The float model's log-probabilities per batch (the KL reference)."""
+    with torch.no_grad():
+        return [F.log_softmax(logits_of(model(inputs_of(b)), class_dim).float(), -1)
+                for b in batches]
+
+
+def measure(model, batches, ref, loss_fn=None, class_dim=-1, keep=False):
+    """dict(kl, loss, accuracy): KL(float || model) and the loss per position
+    (classes on class_dim), top-1 accuracy against batch[1] when present;
+    with keep, also `correct`: each position's top-1 hit (for paired tests)."""
+    kl = loss = right = count = 0.0
+    labelled = True
+    hits = []
+    with torch.no_grad():
+        for b, lp_ref in zip(batches, ref):
+            out = model(inputs_of(b))
+            lg = logits_of(out, class_dim).float()
+            lp = F.log_softmax(lg, -1)
+            kl += (lp_ref.exp() * (lp_ref - lp)).sum().item()
+            n = lp.numel() // lp.shape[-1]
+            count += n
+            y = b[1] if isinstance(b, (tuple, list)) and len(b) > 1 else None
+            if loss_fn is not None:            # summed over the batch, as for capture
+                loss += float(loss_fn(out, b))
+            elif y is not None:
+                loss += F.nll_loss(lp.reshape(-1, lp.shape[-1]), y.reshape(-1), reduction="sum").item()
+            if y is not None:
+                hit = lg.argmax(-1) == y.reshape(lg.shape[:-1])
+                right += hit.sum().item()
+                if keep:
+                    hits.append(hit.reshape(-1).numpy())
+            else:
+                labelled = False
+    out = dict(kl=kl / count, loss=loss / count if labelled or loss_fn else float("nan"),
+               accuracy=right / count if labelled else float("nan"))
+    if keep and labelled:
+        out["correct"] = np.concatenate(hits)
+    return out
+
+
+# ---- the bitplan binary ---------------------------------------------------------------
+
+def bitplan_path(given=None):
+    for p in (given, os.environ.get("BITPLAN"), os.path.join(ROOT, "build", "bitplan")):
+        if p and os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    fail("bitplan", "the bitplan binary was not found (build it, or pass --bitplan PATH)")
+
+
+def run_bitplan(exe, *args, tool="bitplan"):
+    r = subprocess.run([exe, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(tool, f"bitplan {args[0]}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
