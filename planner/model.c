@@ -257,7 +257,8 @@ static int describe_fisher(const bp_model *m, bp_layer_desc *d, bp_error *err)
     d->fisher_u = find_suffix(m, d->name, "fisher_u");
     d->fisher_s = find_suffix(m, d->name, "fisher_s");
     d->fisher_d = find_suffix(m, d->name, "fisher_d");
-    int lowrank = d->fisher_u >= 0 || d->fisher_s >= 0 || d->fisher_d >= 0;
+    d->fisher_n = find_suffix(m, d->name, "fisher_n");
+    int lowrank = d->fisher_u >= 0 || d->fisher_s >= 0 || d->fisher_d >= 0 || d->fisher_n >= 0;
     if (d->fisher >= 0 && lowrank)
         return bp_fail(err, "%s: layer '%s' has both '%s.fisher' and its low-rank form "
                        "('%s.fisher_u', '_s', '_d'); keep one", cf, d->name, d->name, d->name);
@@ -280,11 +281,13 @@ static int describe_fisher(const bp_model *m, bp_layer_desc *d, bp_error *err)
     d->fisher_rank = u.rank >= 2 ? u.shape[u.rank - 2] : 0;
     int64_t du[3] = {g, d->fisher_rank, og}, ds[2] = {g, d->fisher_rank}, dd[2] = {g, og};
     if (d->fisher_rank < 1 || !shape_is(m, d->fisher_u, 3, du) ||
-        !shape_is(m, d->fisher_s, 2, ds) || !shape_is(m, d->fisher_d, 2, dd))
+        !shape_is(m, d->fisher_s, 2, ds) || !shape_is(m, d->fisher_d, 2, dd) ||
+        (d->fisher_n >= 0 && !shape_is(m, d->fisher_n, 2, dd)))
         return bp_fail(err, "%s: layer '%s': expected '%s.fisher_u' [k, %lld], '%s.fisher_s' "
-                       "[k] and '%s.fisher_d' [%lld] (with a leading [%lld] groups axis for "
-                       "grouped convs)", cf, d->name, d->name, (long long)og, d->name, d->name,
-                       (long long)og, (long long)g);
+                       "[k], '%s.fisher_d' [%lld] and optionally '%s.fisher_n' [%lld] (with a "
+                       "leading [%lld] groups axis for grouped convs)", cf, d->name, d->name,
+                       (long long)og, d->name, d->name, (long long)og, d->name, (long long)og,
+                       (long long)g);
     return 0;
 }
 
@@ -411,7 +414,7 @@ static int load_fisher(const bp_model *m, const bp_layer_desc *d, bp_loaded_laye
                        bp_error *err)
 {
     int64_t g = d->groups, og = d->out / d->groups, k = d->fisher_rank;
-    out->ofactor = (bp_ofactor){g, og, k, NULL, NULL, NULL, NULL};
+    out->ofactor = (bp_ofactor){g, og, k, NULL, NULL, NULL, NULL, NULL};
     if (d->fisher >= 0) {
         if (!(out->F = read_tensor(&m->calib, d->fisher, g * og * og, err)) ||
             check_values(m, d->name, "fisher", out->F, g * og * og, 0, err) < 0)
@@ -426,6 +429,20 @@ static int load_fisher(const bp_model *m, const bp_layer_desc *d, bp_loaded_laye
             check_values(m, d->name, "fisher_d", out->D, g * og, 1, err) < 0)
             return -1;
         out->ofactor.U = out->U, out->ofactor.s = out->S, out->ofactor.d = out->D;
+        if (d->fisher_n >= 0) {
+            if (!(out->N = read_tensor(&m->calib, d->fisher_n, g * og, err)) ||
+                check_values(m, d->name, "fisher_n", out->N, g * og, 0, err) < 0)
+                return -1;
+            for (int64_t j = 0; j < g; j++) {           /* a unit vector per group */
+                double nn = 0.0;
+                for (int64_t i = 0; i < og; i++)
+                    nn += (double)out->N[j * og + i] * out->N[j * og + i];
+                if (fabs(nn - 1.0) > 1e-4)
+                    return bp_fail(err, "%s: tensor '%s.fisher_n': expected a unit vector per "
+                                   "group, got squared norm %g", m->calib.path, d->name, nn);
+            }
+            out->ofactor.n = out->N;
+        }
     }
     return 0;
 }
@@ -468,5 +485,6 @@ void bp_loaded_layer_free(bp_loaded_layer *l)
     free(l->U);
     free(l->S);
     free(l->D);
+    free(l->N);
     memset(l, 0, sizeof *l);
 }

@@ -12,7 +12,8 @@
  * [out]) and the whole output Fisher (NAME.fisher, [out, out] or
  * [groups, og, og]; or its low-rank form NAME.fisher_u [k, out] /
  * [groups, k, og], NAME.fisher_s [k] / [groups, k], NAME.fisher_d [out] /
- * [groups, og]); shapes are checked when the model is opened.
+ * [groups, og], optionally NAME.fisher_n [out] / [groups, og], a unit
+ * direction F annihilates); shapes are checked when the model is opened.
  */
 #ifndef BP_MODEL_H
 #define BP_MODEL_H
@@ -61,6 +62,7 @@ typedef struct bp_layer_desc {
     int64_t n_grad2;          /* its length */
     long fisher;              /* NAME.fisher (dense output Fisher), or -1 */
     long fisher_u, fisher_s, fisher_d;  /* its low-rank form, or -1 */
+    long fisher_n;            /* the low-rank form's null direction, or -1 */
     int64_t fisher_rank;      /* rows of fisher_u per group (0: dense) */
     int64_t n;                /* calibration rows */
 } bp_layer_desc;
@@ -84,7 +86,7 @@ typedef struct bp_loaded_layer {
     bp_layer view;
     float *W, *bias, *X, *grad2;
     bp_ofactor ofactor;       /* view.ofactor points here when present */
-    float *F, *U, *S, *D;
+    float *F, *U, *S, *D, *N;
 } bp_loaded_layer;
 
 int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out,

@@ -116,6 +116,27 @@ static void quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t 
         out[r] = cblas_ddot((int)k, V + r * k, 1, M + r * k, 1);
 }
 
+/* The remainder P D P instead of D, P = I - n n^T:
+ * *s += -2 (D n)^T E n + (n^T D n)(n^T E n), with E n = A (B^T n). */
+static int null_correction(const bp_gram_fisher *f, const double *A, const double *B,
+                           int64_t rows, int64_t m, double *s, bp_error *err)
+{
+    double *t = bp_malloc((size_t)(m + rows) * sizeof(double), err);
+    if (!t)
+        return -1;
+    double *En = t + m, nDn = 0.0, nEn = 0.0, DnEn = 0.0;
+    cblas_dgemv(CblasRowMajor, CblasTrans, (int)rows, (int)m, 1.0, B, (int)m, f->n, 1, 0.0, t, 1);
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)m, 1.0, A, (int)m, t, 1, 0.0, En, 1);
+    for (int64_t r = 0; r < rows; r++) {
+        nDn += f->n[r] * f->d[r] * f->n[r];
+        nEn += f->n[r] * En[r];
+        DnEn += f->d[r] * f->n[r] * En[r];
+    }
+    *s += -2.0 * DnEn + nDn * nEn;
+    free(t);
+    return 0;
+}
+
 /*
  * 1/2 tr(F A B^T) for rows x m matrices A, B with A B^T symmetric (E = A B^T
  * is the error covariance: V (V G)^T, or D D^T), and row_err[r] = E_rr.
@@ -148,6 +169,10 @@ static int fisher_trace(const bp_gram_fisher *f, const double *A, const double *
         for (int64_t r = 0; r < rows; r++)
             s += f->d[r] * row_err[r];
         bp_profile_flops(BP_STAGE_ERRORS, 4.0 * (double)kr * (double)rows * (double)m);
+        if (f->n && null_correction(f, A, B, rows, m, &s, err) < 0) {
+            free(T);
+            return -1;
+        }
     }
     *kfac = 0.5 * s;
     free(T);

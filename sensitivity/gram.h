@@ -69,6 +69,7 @@ typedef struct bp_gram_fisher {
     int64_t rank;             /* 0: F is dense, rows x rows */
     const double *F;
     const double *U, *s, *d;  /* rank x rows, rank, rows */
+    const double *n;          /* rows: unit null direction of the remainder, or NULL */
 } bp_gram_fisher;
 
 /*
@@ -77,7 +78,9 @@ typedef struct bp_gram_fisher {
  * Gram mode: E = V G V^T with V = [dW, What], so tr(F E) = sum (F V) o (V G);
  * kept rows: E = D D^T with D = (What Xbar^T - W X^T) / sqrt(n), so
  * tr(F E) = sum (F D) o D.  Low rank: tr(F E) = sum_i s_i u_i^T E u_i +
- * sum_r d_r E_rr.  f NULL: *kfac is not touched.
+ * tr(P D P E), which is sum_r d_r E_rr without a null direction n and
+ * otherwise tr(D E) - 2 (D n)^T E n + (n^T D n)(n^T E n).  f NULL: *kfac is
+ * not touched.
  */
 int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64_t rows,
                             int64_t ldw, const bp_gram_fisher *f, double *row_err,

@@ -19,14 +19,18 @@
  * of og = out / groups output rows (groups = 1 but for grouped convs), in
  * one of two forms:
  *   rank == 0: F dense, groups x og x og (symmetric);
- *   rank  > 0: F ~= U^T diag(s) U + diag(d), with U groups x rank x og (the
- *              eigenvectors as rows), s groups x rank, d groups x og (the
- *              diagonal the eigenpairs leave out).
+ *   rank  > 0: F ~= U^T diag(s) U + P diag(d) P, with U groups x rank x og
+ *              (the eigenvectors as rows), s groups x rank, d groups x og (the
+ *              diagonal the eigenpairs leave out) and P = I - n n^T for an
+ *              optional unit vector n (groups x og) that F annihilates (the
+ *              all-ones direction of logits before a softmax: a common offset
+ *              costs nothing), P = I without one.
  */
 typedef struct bp_ofactor {
     int64_t groups, og, rank;
     const float *F;           /* rank 0 */
     const float *U, *s, *d;   /* rank > 0 */
+    const float *n;           /* rank > 0: the null direction, or NULL */
 } bp_ofactor;
 
 typedef struct bp_layer {

@@ -143,7 +143,7 @@ static int fisher_d_init(fisher_d *f, const bp_layer *l, bp_error *err)
     memset(f, 0, sizeof *f);
     if (!o)
         return 0;
-    int64_t og = o->og, k = o->rank, per = k ? k * og + k + og : og * og;
+    int64_t og = o->og, k = o->rank, per = k ? k * og + k + 2 * og : og * og;
     f->g = bp_calloc((size_t)o->groups, sizeof *f->g, err);
     f->buf = bp_malloc((size_t)(per * o->groups) * sizeof(double), err);
     if (!f->g || !f->buf)
@@ -164,7 +164,10 @@ static int fisher_d_init(fisher_d *f, const bp_layer *l, bp_error *err)
             p[k * og + i] = o->s[j * k + i];
         for (int64_t i = 0; i < og; i++)
             p[k * og + k + i] = o->d[j * og + i];
+        for (int64_t i = 0; o->n && i < og; i++)
+            p[k * og + k + og + i] = o->n[j * og + i];
         g->U = p, g->s = p + k * og, g->d = p + k * og + k;
+        g->n = o->n ? p + k * og + k + og : NULL;
     }
     return 0;
 }

@@ -95,8 +95,16 @@ for n in ref:
     assert U.shape == (3, want.shape[1]) and s.shape == (3,), (n, U.shape)
     ev = np.linalg.eigvalsh(want[0])[::-1]
     assert np.allclose(s, ev[:3], rtol=1e-4), (n, s, ev[:3])
-    approx = U.T @ np.diag(s) @ U + np.diag(dg)
-    assert np.allclose(np.diag(approx), np.diag(want[0]), rtol=1e-4, atol=1e-9 * ev[0]), n
+    if n == "head":          # logits: F ones = 0, kept by the null direction
+        nv = lr[n + ".fisher_n"].astype(np.float64)
+        assert np.allclose(nv, 1 / np.sqrt(len(nv)), rtol=1e-6), nv
+        P = np.eye(len(nv)) - np.outer(nv, nv)
+        approx = U.T @ np.diag(s) @ U + P @ np.diag(dg) @ P
+        assert np.abs(approx @ nv).max() <= 1e-6 * ev[0], n
+    else:                    # the diagonal the eigenpairs leave out
+        assert (n + ".fisher_n") not in lr, n
+        approx = U.T @ np.diag(s) @ U + np.diag(dg)
+        assert np.allclose(np.diag(approx), np.diag(want[0]), rtol=1e-4, atol=1e-9 * ev[0]), n
 PYEOF
 
 # the default (labels drawn from the model's own distribution, and the

@@ -324,7 +324,7 @@ static void test_kfac(void)
         for (int64_t i = 0; i < out; i++)
             bias[i] = (float)check_normal(&r);
         random_fisher(&r, g, og, Ff, Fd);
-        bp_ofactor of = {g, og, 0, Ff, NULL, NULL, NULL};
+        bp_ofactor of = {g, og, 0, Ff, NULL, NULL, NULL, NULL};
         int wbits[] = {3, 6}, abits[] = {4, 16};
         bp_sens_spec spec = {wbits, 2, abits, 2,
                              {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
@@ -397,8 +397,35 @@ static void test_kfac(void)
         for (int o = 0; o < O; o++)
             centred += 0.5 * (dy[o] - mean) * (dy[o] - mean) / N;
     }
-    bp_gram_fisher lr = {K, NULL, Ud, Sd, Dd}, dense = {0, Fdd, NULL, NULL, NULL};
-    bp_gram_fisher proj = {0, Pc, NULL, NULL, NULL};
+    bp_gram_fisher lr = {K, NULL, Ud, Sd, Dd, NULL}, dense = {0, Fdd, NULL, NULL, NULL, NULL};
+    bp_gram_fisher proj = {0, Pc, NULL, NULL, NULL, NULL};
+    /* with a null direction n = 1/sqrt(O): F = U^T S U + P D P, U orthogonal to n */
+    double Un[K * O], nv[O], Fn[O * O];
+    for (int k = 0; k < K; k++) {
+        double mean = 0.0;
+        for (int i = 0; i < O; i++)
+            mean += Ud[k * O + i] / O;
+        for (int i = 0; i < O; i++)
+            Un[k * O + i] = Ud[k * O + i] - mean;
+    }
+    for (int i = 0; i < O; i++)
+        nv[i] = 1.0 / sqrt((double)O);
+    for (int i = 0; i < O; i++)
+        for (int j = 0; j < O; j++) {
+            double v = 0.0;
+            for (int k = 0; k < K; k++)
+                v += Un[k * O + i] * Sd[k] * Un[k * O + j];
+            for (int a = 0; a < O; a++)       /* (P D P)_ij = sum_a P_ia D_a P_aj */
+                v += ((i == a) - 1.0 / O) * Dd[a] * ((a == j) - 1.0 / O);
+            Fn[i * O + j] = v;
+        }
+    double want_n = direct_kfac(W, NULL, Wq, NULL, X, Xq, Fn, O, D, 1, N);
+    bp_gram_fisher lrn = {K, NULL, Un, Sd, Dd, nv};
+    /* an error that is a common offset of every output costs nothing under it */
+    float Wc[O * D];
+    for (int o = 0; o < O; o++)
+        for (int k = 0; k < D; k++)
+            Wc[o * D + k] = W[o * D + k] + (k == 0 ? 0.75f : 0.0f);
     for (int keep = 0; keep < 2; keep++) {
         bp_gram g;
         double row[O], k_lr = 0, k_dense = 0, k_proj = 0;
@@ -409,6 +436,15 @@ static void test_kfac(void)
         CHECK_REL(k_lr, want, 1e-9);
         CHECK_REL(k_dense, want, 1e-6);           /* the float copy of F */
         CHECK_REL(k_proj, centred, 1e-9);
+        double k_n = 0, k_off = 0, k_off_plain = 0;
+        CHECK(bp_gram_row_errors_kfac(&g, W, Wq, O, D, &lrn, row, &k_n, NULL) == 0);
+        CHECK_REL(k_n, want_n, 1e-9);
+        bp_gram_free(&g);
+        CHECK(bp_gram_build_mode(&g, X, NULL, N, D, 0, D, keep, NULL) == 0);
+        CHECK(bp_gram_row_errors_kfac(&g, W, Wc, O, D, &lrn, row, &k_off, NULL) == 0);
+        CHECK(bp_gram_row_errors_kfac(&g, W, Wc, O, D, &lr, row, &k_off_plain, NULL) == 0);
+        CHECK_MSG(fabs(k_off) <= 1e-12 * k_off_plain && k_off_plain > 0, "%g vs %g", k_off,
+                  k_off_plain);
         bp_gram_free(&g);
     }
     free(X);

@@ -32,7 +32,11 @@ calibration batch (no gradient rows are kept):
   NAME.fisher_u [K, out], NAME.fisher_s [K], NAME.fisher_d [out]: wider
                 outputs keep F's top K eigenpairs (a one-pass Nystrom sketch,
                 eigenvectors as rows) and the diagonal they leave out, so that
-                F ~= U^T diag(s) U + diag(d); K defaults to 64;
+                F ~= U^T diag(s) U + P diag(d) P; K defaults to 64;
+  NAME.fisher_n [out]: when F annihilates the all-ones direction (logits
+                before a softmax: a common offset changes nothing), that unit
+                direction, and P = I - n n^T keeps the remainder from charging
+                it (P = I otherwise);
   metadata NAME.fisher_rse: the relative standard error of tr F over the
                 calibration samples (above ~0.1, plans may move with more data).
 Labels are drawn from the model's own predictive distribution (the true
@@ -119,9 +123,14 @@ class FisherStats:
         if self.dense:
             self.F = torch.zeros(self.groups, self.og, self.og, dtype=torch.float64)
         if self.rank:
+            # the sketch's first direction is the all-ones vector: F ones is then
+            # known exactly, and a Fisher that ignores a common offset (logits
+            # before a softmax) is recognised and stored with that null direction
             width = min(self.og, 2 * self.rank + 16)
             rng = np.random.RandomState(seed)
-            self.omega = torch.from_numpy(rng.standard_normal((self.groups, self.og, width)))
+            omega = rng.standard_normal((self.groups, self.og, width))
+            omega[:, :, 0] = 1.0 / np.sqrt(self.og)
+            self.omega = torch.from_numpy(omega)
             self.Y = torch.zeros(self.groups, self.og, width, dtype=torch.float64)
         self.samples = self.units = 0
         self.t_sum = self.t_sq = 0.0
@@ -166,19 +175,26 @@ class FisherStats:
             Fm = (self.F / n).numpy()
             out[name + ".fisher"] = (Fm[0] if self.groups == 1 else Fm).astype(np.float32)
         if self.rank:
-            U, S, D = [], [], []
+            U, S, D, null = [], [], [], True
             diag = (self.diag / n).reshape(self.groups, self.og)
+            ones = np.full(self.og, 1.0 / np.sqrt(self.og))
             for j in range(self.groups):
-                u, lam = nystrom((self.Y[j] / n).numpy(), self.omega[j].numpy(), self.rank)
+                Y = (self.Y[j] / n).numpy()
+                null &= np.linalg.norm(Y[:, 0]) <= 1e-5 * np.linalg.norm(Y, axis=0).max()
+                u, lam = nystrom(Y, self.omega[j].numpy(), self.rank)
                 U.append(u.T)
                 S.append(lam)
                 D.append(np.maximum(diag[j] - (u ** 2) @ lam, 0.0))
             U, S, D = np.stack(U), np.stack(S), np.stack(D)
+            if null:                      # eigenvectors orthogonal to the null direction
+                U -= (U @ ones)[..., None] * ones
             if self.groups == 1:
                 U, S, D = U[0], S[0], D[0]
             out[name + ".fisher_u"] = U.astype(np.float32)
             out[name + ".fisher_s"] = S.astype(np.float32)
             out[name + ".fisher_d"] = D.astype(np.float32)
+            if null:
+                out[name + ".fisher_n"] = np.broadcast_to(ones, D.shape).astype(np.float32)
         u = max(self.units, 1)
         m = self.t_sum / u
         var = max(self.t_sq / u - m * m, 0.0) * u / max(u - 1, 1)
