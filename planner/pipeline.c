@@ -288,13 +288,19 @@ volatile sig_atomic_t bp_interrupt_requested = 0;
  * and their quantized copy (2 n in g floats), the weights and one copy per
  * weight width (out in (w + 2) floats), the Gram of [X, dX] and its
  * working copy (2 (2 in)^2 doubles), GPTQ's Hessian and factor or ERQ's
- * augmented Gram (2 (in + 1)^2 doubles), and the 1024-row chunk buffer.
+ * augmented Gram (2 (in + 1)^2 doubles), the 1024-row chunk buffer, and the
+ * output Fisher with its product for kfac.
  */
 static double layer_bytes(const bp_layer_desc *d, size_t n_wbits)
 {
-    double in = (double)d->in, n = (double)d->n, g = d->groups;
+    double in = (double)d->in, n = (double)d->n, g = d->groups, o = (double)d->out / g;
+    double k = (double)d->fisher_rank, wide = fmax(2.0 * in, n);
+    double fisher = d->fisher >= 0   ? g * o * o + o * wide       /* F and F V (or F D) */
+                    : d->fisher_u >= 0 ? g * (k + 2.0) * o + 2.0 * k * wide
+                                       : 0.0;
     return 4.0 * (2.0 * n * in * g + (double)d->out * in * ((double)n_wbits + 2.0)) +
-           8.0 * (2.0 * 4.0 * in * in + 2.0 * (in + 1.0) * (in + 1.0) + 1024.0 * 2.0 * in);
+           8.0 * (2.0 * 4.0 * in * in + 2.0 * (in + 1.0) * (in + 1.0) + 1024.0 * 2.0 * in +
+                  fisher);
 }
 
 /* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
