@@ -48,6 +48,20 @@ check "run with a partial choice" "$BITPLAN" run cfg.yaml --choices part.yaml --
 grep -A3 'name: "fc"' out/plan.yaml | grep -q 'wbits: 8' && ok || bad "fc kept at 8 bits"
 check "the others are solved" grep -qv '^  name: "given"' out/plan.yaml
 
+# candidates: the solver's program, with pins and ties applied
+"$BITPLAN" candidates cfg.yaml -o prog.csv -q
+check "program header" test "$(head -1 prog.csv)" = "group,choice,layer,wbits,abits,quantizer,error,weight_bits"
+check "3 layers x 8 candidates untied" test "$(tail -n +2 prog.csv | wc -l)" = 24
+sed -e 's/^budget:/ties: [{pattern: "^conv1$|^dw$", wbits: true}]\npins: [{pattern: "fc", wbits: 8}]\nbudget:/' cfg.yaml >tied.yaml
+"$BITPLAN" candidates tied.yaml -o tied.csv -q
+check "two solver layers" test "$(tail -n +2 tied.csv | cut -d, -f1 | sort -u | wc -l)" = 2
+awk -F, 'NR > 1 && $3 == "fc" && $4 != 8 {bad = 1} END {exit bad}' tied.csv && ok || bad "the pin holds"
+awk -F, 'NR > 1 && $3 != "fc" {w[$1","$2] = w[$1","$2] " " $4; n[$1","$2]++}
+         END {for (k in w) {split(w[k], a, " "); if (n[k] != 2 || a[1] != a[2]) bad = 1} exit bad}' tied.csv \
+    && ok || bad "tied members share their weight bits in every choice"
+check "4 widths x 2 x 2 activation choices for the tied pair" \
+    test "$(awk -F, 'NR > 1 && $3 != "fc"' tied.csv | cut -d, -f1,2 | sort -u | wc -l)" = 16
+
 # refused: no such layer, no such candidate, over the budget, usage
 printf 'layers:\n  - {name: "nosuch", wbits: 4, abits: 16, quantizer: "gptq"}\n' >bad1.yaml
 expect_fail 1 "layer 'nosuch' is given a candidate but is not among the planned layers" \
