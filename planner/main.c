@@ -79,6 +79,7 @@ typedef struct cli {
     double time_limit;
     int force, quiet;
     int progress;             /* stderr is a terminal and not quiet */
+    const char *stage;        /* what the progress line names (NULL: sensitivity) */
     double t_start, t_last;
     const char *sweep_spec;   /* sweep: the budget list as given */
     const char *sweep_opt;    /* which budget flag it came with */
@@ -129,8 +130,8 @@ static void progress(void *ctx, size_t done, size_t total, const char *layer)
     char eta[32] = "--";
     if (rate > 0)
         snprintf(eta, sizeof eta, "%.0fs", (double)(total - done) / rate);
-    fprintf(stderr, "\r\033[Ksensitivity: layer %zu/%zu %.40s  %.2f layers/s  ETA %s",
-            done + 1, total, layer, rate, eta);
+    fprintf(stderr, "\r\033[K%s: layer %zu/%zu %.40s  %.2f layers/s  ETA %s",
+            c->stage ? c->stage : "sensitivity", done + 1, total, layer, rate, eta);
     fflush(stderr);
 }
 
@@ -467,10 +468,11 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
         shown = cfg->write_yaml ? yaml_path : json_path;
     }
     char *qpath = NULL;
+    c->stage = "quantized weights";
     if (rc == 0 && cfg && cfg->weights_out && !c->table) {
         if (bp_mkdirs(cfg->out_dir, &err) < 0 ||
             !(qpath = bp_path_join(cfg->out_dir, cfg->weights_out, &err)) ||
-            bp_write_quantized(cfg, &plan, qpath, cfg->dequantized, &err) < 0)
+            bp_write_quantized(cfg, &plan, qpath, cfg->dequantized, progress, c, &err) < 0)
             rc = -1;
     }
     if (rc == 0 && !c->quiet && !(c->output && strcmp(c->output, "-") == 0)) {
@@ -881,8 +883,9 @@ static int cmd_quantize(cli *c)
         plan.layers[i] = (bp_plan_layer){m.layers[i].name, c->q_wbits, abits, q, NULL, 0, -1,
                                          0.0, m.layers[i].out * m.layers[i].in, 0};
     plan.n_layers = rc == 0 ? m.n_layers : 0;
+    c->stage = "quantize";
     if (rc == 0)
-        rc = bp_write_quantized(&cfg, &plan, c->output, cfg.dequantized, &err);
+        rc = bp_write_quantized(&cfg, &plan, c->output, cfg.dequantized, progress, c, &err);
     if (rc == 0 && !c->quiet)
         printf("quantized %zu layers at %d-bit weights, %d-bit activations (%s) -> %s%s%s in "
                "%.2f s\n", plan.n_layers, c->q_wbits, abits, q, c->output,

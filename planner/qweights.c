@@ -251,7 +251,7 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
 }
 
 int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *path,
-                       int dequantized, bp_error *err)
+                       int dequantized, bp_progress_fn progress, void *ctx, bp_error *err)
 {
     bp_model m;
     qfile f;
@@ -264,6 +264,8 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
     for (size_t i = 0; rc == 0 && i < plan->n_layers; i++) {
         const bp_plan_layer *pl = &plan->layers[i];
         size_t idx = 0;
+        if (progress)
+            progress(ctx, i, plan->n_layers, pl->name);
         while (idx < m.n_layers && strcmp(m.layers[idx].name, pl->name) != 0)
             idx++;
         if (idx == m.n_layers)
@@ -278,6 +280,8 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
         else
             f.meta = mm, f.meta[f.n_meta++] = (bp_st_meta){"format", "bitplan-quantized/1"};
     }
+    if (progress)
+        progress(ctx, plan->n_layers, plan->n_layers, NULL);
     if (rc == 0)
         rc = bp_st_write(path, f.e, f.n, f.meta, f.n_meta, err);
     if (rc < 0)

@@ -32,12 +32,13 @@
 
 #include "../common/bp_error.h"
 #include "config.h"
+#include "pipeline.h"
 #include "plan.h"
 
 /* Quantize every layer of the plan again with its chosen candidate and
- * write the file atomically. */
+ * write the file atomically; progress (may be NULL) is called per layer. */
 int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *path,
-                       int dequantized, bp_error *err);
+                       int dequantized, bp_progress_fn progress, void *ctx, bp_error *err);
 
 /* Read a file in this layout back and check it: codes within [0, 2^b - 1],
  * shapes consistent, and (when NAME.weight is present) the dequantized
