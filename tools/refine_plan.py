@@ -177,6 +177,11 @@ def main():
         ip, ip_layers = plan_layers(ip_path)
         b = ip["budget"]
         params = ip["totals"]["params"]
+        other = [k for k in ("max_error", "max_bops", "max_latency") if b.get(k) is not None]
+        if other or ip["budget"].get("objective", "min_error") != "min_error":
+            fail(TOOL, f"{args.config}: refinement keeps a size budget only (budget.avg_bits or "
+                       f"budget.max_bytes, minimising error); this config also has "
+                       f"{', '.join(other) or 'budget.minimize'}")
         if b.get("avg_bits"):
             limit = int(b["avg_bits"] * params + 1e-6)
             budget = budget or ["--avg-bits", repr(b["avg_bits"])]
