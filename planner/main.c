@@ -62,6 +62,8 @@ static const char usage_text[] =
     "  --force               ignore the cached sensitivity table and measure again\n"
     "  --plans               sweep: also write every point's plan (DIR/plans/)\n"
     "  --metric M            the metric to plan with (overrides the config's metric)\n"
+    "  --errors FILE         plan with the errors of FILE (e.g. measured deltas), keeping\n"
+    "                        the config's candidates, pins and ties\n"
     "  --choices PLAN        run/solve: take these layers' candidates from PLAN (YAML or\n"
     "                        JSON, e.g. a refined plan) instead of choosing them\n"
     "  -q, --quiet           no progress and no summary (errors still go to stderr)\n"
@@ -94,6 +96,7 @@ typedef struct cli {
     const char *q_plan;       /* quantize --plan FILE */
     const char *choices;      /* run/solve --choices PLAN */
     const char *metric;       /* --metric NAME */
+    const char *errors;       /* --errors FILE: the errors to plan with */
     bp_export_plan chosen;    /* its layers */
     bp_choice *fixed;         /* given candidates for the solve request */
     size_t n_fixed;
@@ -144,6 +147,8 @@ static void on_signal(int sig)
     bp_interrupt_requested = 1;
 }
 
+static int apply_errors(const cli *c, bp_table *t, bp_error *err);
+
 /* SIGINT/SIGTERM finish the layer in progress during the sensitivity stage
  * (its journal then resumes the next run); elsewhere they act as usual. */
 static int sensitivity_with_journal(bp_config *cfg, cli *c, bp_sens_result *sens,
@@ -158,6 +163,10 @@ static int sensitivity_with_journal(bp_config *cfg, cli *c, bp_sens_result *sens
     int rc = bp_run_sensitivity(cfg, c->force, progress, c, sens, err);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    if (rc == 0 && apply_errors(c, &sens->table, err) < 0) {
+        bp_sens_result_free(sens);
+        return -1;
+    }
     return rc;
 }
 
@@ -179,7 +188,7 @@ static int parse_number(const char *opt, const char *s, double lo, double *out)
 static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
-           O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC };
+           O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC, O_ERRORS };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -191,6 +200,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"wbits", required_argument, 0, O_QW}, {"abits", required_argument, 0, O_QA},
         {"quantizer", required_argument, 0, O_QQ}, {"plan", required_argument, 0, O_QPLAN},
         {"choices", required_argument, 0, O_CHOICES}, {"metric", required_argument, 0, O_METRIC},
+        {"errors", required_argument, 0, O_ERRORS},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -211,6 +221,7 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_QQ: c->q_quantizer = optarg; break;
         case O_QPLAN: c->q_plan = optarg; break;
         case O_CHOICES: c->choices = optarg; break;
+        case O_ERRORS: c->errors = optarg; break;
         case O_METRIC:
             if (bp_metric_parse(optarg) < 0 && strcmp(optarg, "auto") != 0)
                 return usage_error("--metric: expected auto, mse, relative, weight, hawq, fisher "
@@ -399,6 +410,20 @@ static int load_config(const cli *c, bp_config *cfg, bp_error *err)
     return 0;
 }
 
+/* --errors FILE: every candidate's error taken from FILE (a table such as
+ * tools/measure_deltas.py writes) instead of the metric's. */
+static int apply_errors(const cli *c, bp_table *t, bp_error *err)
+{
+    bp_table from;
+    if (!c->errors)
+        return 0;
+    if (bp_table_read_csv(&from, c->errors, err) < 0)
+        return -1;
+    int rc = bp_table_take_errors(t, &from, c->errors, err);
+    bp_table_free(&from);
+    return rc;
+}
+
 /* --choices PLAN: every layer of that plan keeps its candidate. */
 static int load_choices(cli *c, bp_error *err)
 {
@@ -442,6 +467,8 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
     int rc = bp_make_plan(t, &r, cfg, sens, &req, &plan, &err);
     if (rc == 0 && c->table)
         plan.table_path = c->table;
+    if (rc == 0 && c->errors)
+        plan.table_path = c->errors, plan.metric = NULL;
     const char *shown = NULL;
     if (rc == 0 && c->output) {
         rc = write_plan_to(&plan, c->output, &err);

@@ -281,17 +281,50 @@ static int parse_field(const csv_reader *c, int col, const char *s,
 
 /* Sort key for the duplicate check: (layer, wbits, abits, quantizer). */
 static const bp_table *sort_table;
-static int cmp_rows(const void *a, const void *b)
+static int cmp_key(const bp_table_row *x, const bp_table_row *y)
 {
-    const bp_table_row *x = &sort_table->rows[*(const size_t *)a];
-    const bp_table_row *y = &sort_table->rows[*(const size_t *)b];
     int c = strcmp(x->layer, y->layer);
     if (c) return c;
     if (x->wbits != y->wbits) return x->wbits < y->wbits ? -1 : 1;
     if (x->abits != y->abits) return x->abits < y->abits ? -1 : 1;
-    c = strcmp(x->quantizer, y->quantizer);
+    return strcmp(x->quantizer, y->quantizer);
+}
+static int cmp_rows(const void *a, const void *b)
+{
+    int c = cmp_key(&sort_table->rows[*(const size_t *)a], &sort_table->rows[*(const size_t *)b]);
     if (c) return c;
     return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
+}
+
+int bp_table_take_errors(bp_table *t, const bp_table *from, const char *label, bp_error *err)
+{
+    size_t *idx = bp_malloc((from->n ? from->n : 1) * sizeof *idx, err);
+    if (!idx)
+        return -1;
+    for (size_t i = 0; i < from->n; i++)
+        idx[i] = i;
+    sort_table = from;
+    qsort(idx, from->n, sizeof *idx, cmp_rows);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < t->n; i++) {
+        const bp_table_row *r = &t->rows[i];
+        size_t lo = 0, hi = from->n;        /* first row not below r's key */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (cmp_key(&from->rows[idx[mid]], r) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == from->n || cmp_key(&from->rows[idx[lo]], r) != 0)
+            rc = bp_fail(err, "%s: no row for layer '%s' at %d-bit weights and %d-bit "
+                         "activations with quantizer %s", label, r->layer, r->wbits, r->abits,
+                         r->quantizer);
+        else
+            t->rows[i].error = from->rows[idx[lo]].error;
+    }
+    free(idx);
+    return rc;
 }
 
 /* Every layer has one params value and no candidate appears twice. */

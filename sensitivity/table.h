@@ -76,6 +76,10 @@ int bp_table_read_csv(bp_table *t, const char *path, bp_error *err);
 /* error := value[m] for every row; fails (naming the first layer without
  * it) unless every row has that metric. */
 int bp_table_select(bp_table *t, bp_metric m, bp_error *err);
+/* error := the error of the same (layer, wbits, abits, quantizer) row of
+ * `from` (e.g. measured end-to-end deltas), for every row of t; a row that
+ * `from` lacks is an error naming it and `label` (from's file). */
+int bp_table_take_errors(bp_table *t, const bp_table *from, const char *label, bp_error *err);
 /* A row with every metric unmeasured. */
 void bp_table_row_clear_values(bp_table_row *r);
 

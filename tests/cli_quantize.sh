@@ -62,6 +62,20 @@ awk -F, 'NR > 1 && $3 != "fc" {w[$1","$2] = w[$1","$2] " " $4; n[$1","$2]++}
 check "4 widths x 2 x 2 activation choices for the tied pair" \
     test "$(awk -F, 'NR > 1 && $3 != "fc"' tied.csv | cut -d, -f1,2 | sort -u | wc -l)" = 16
 
+# --errors: the config's program with errors from a file (measured deltas)
+"$BITPLAN" sensitivity cfg.yaml -o t.csv -q
+awk -F, 'BEGIN {OFS = ","} NR == 1 {print "layer,wbits,abits,quantizer,loss_delta,params"; next}
+         {print $1, $2, $3, $4, ($1 == "fc" ? 0.01 : 100) / $2, $6}' t.csv >errs.csv
+check "solve with --errors" "$BITPLAN" solve cfg.yaml --errors errs.csv --avg-bits 5 -o e.yaml -q
+check "plan names the errors file" grep -q '^  table: "errs.csv"' e.yaml
+grep -A1 'name: "dw"' e.yaml | grep -q 'wbits: 8' && ok || bad "dw, costly by the file, gets 8 bits"
+grep -A1 'name: "conv1"' e.yaml | grep -q 'wbits: 8' && ok || bad "conv1, costly by the file, gets 8 bits"
+awk '/^  - name:/ {n = $3} /^    error:/ {e[n] = $2} /^    wbits:/ {w[n] = $2}
+     END {for (k in e) {x = (k == "\"fc\"" ? 0.01 : 100) / w[k]; if (e[k] > x * 1.00001 || e[k] < x * 0.99999) bad = 1} exit bad}' e.yaml \
+    && ok || bad "the plan's errors are the file's"
+head -3 errs.csv >short.csv
+expect_fail 1 "short.csv: no row for layer" "$BITPLAN" solve cfg.yaml --errors short.csv --avg-bits 5
+
 # refused: no such layer, no such candidate, over the budget, usage
 printf 'layers:\n  - {name: "nosuch", wbits: 4, abits: 16, quantizer: "gptq"}\n' >bad1.yaml
 expect_fail 1 "layer 'nosuch' is given a candidate but is not among the planned layers" \

@@ -13,6 +13,7 @@ import importlib
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -277,3 +278,55 @@ def run_bitplan(exe, *args, tool="bitplan"):
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def quantize_candidates(exe, config, keys, work, tool="bitplan"):
+    """{(wbits, abits, quantizer): path} of `bitplan quantize` for every key."""
+    files = {}
+    for w, a, q in sorted(keys):
+        path = os.path.join(work, f"w{w}a{a}-{q}.safetensors")
+        run_bitplan(exe, "quantize", config, "--wbits", str(w), "--abits", str(a),
+                    "--quantizer", q, "-o", path, "-q", tool=tool)
+        files[(w, a, q)] = path
+    return files
+
+
+def measure_deltas(model, batches, ref, rows, files, loss_fn=None, class_dim=-1, kind="kl",
+                   progress=None, tool="bitplan"):
+    """For every table row (layer, wbits, abits, quantizer): the model with that
+    layer alone quantized, measured on the batches -- its KL to the float model
+    (kind kl) or its loss increase (kind loss).  Returns one value per row."""
+    base = measure(model, batches, ref, loss_fn, class_dim)
+    if kind == "loss" and base["loss"] != base["loss"]:
+        fail(tool, "measuring the loss increase needs labels (batch[1]) or a loss_fn")
+    applied = Applied(model)
+    out = [None] * len(rows)
+    done = 0
+    for key, path in files.items():                 # one file in memory at a time
+        qf = QuantizedFile(path, tool)
+        for i, r in enumerate(rows):
+            if (int(r["wbits"]), int(r["abits"]), r["quantizer"]) != key:
+                continue
+            if progress:
+                progress(done, r["layer"])
+            applied.set(r["layer"], *qf.layer(r["layer"]))
+            got = measure(model, batches, ref, loss_fn, class_dim)
+            applied.restore(r["layer"])
+            out[i] = got["kl"] if kind == "kl" else got["loss"] - base["loss"]
+            done += 1
+    return out
+
+
+def write_deltas(path, rows, deltas):
+    """The measured-deltas table (atomically): the sensitivity table's columns
+    with the measured value as loss_delta."""
+    out = os.path.abspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".deltas-", dir=os.path.dirname(out))
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["layer", "wbits", "abits", "quantizer", "loss_delta", "params",
+                    "weight_bits", "macs"])
+        for r, d in zip(rows, deltas):
+            w.writerow([r["layer"], r["wbits"], r["abits"], r["quantizer"], repr(float(d)),
+                        r["params"], r["weight_bits"], r["macs"]])
+    os.replace(tmp, out)

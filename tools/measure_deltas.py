@@ -20,7 +20,6 @@ stderr on a terminal.  MODULE:FUNCTION returns (model, loader[, loss_fn]) as
 for tools/capture.py.
 """
 import argparse
-import csv
 import os
 import sys
 import tempfile
@@ -29,23 +28,12 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bitplan_torch import (Applied, QuantizedFile, bitplan_path, fail, float_outputs,  # noqa: E402
-                           layers_of, load_spec, measure, read_csv, run_bitplan)
+from bitplan_torch import (bitplan_path, fail, float_outputs, layers_of, load_spec,  # noqa: E402
+                           measure_deltas, quantize_candidates, read_csv, run_bitplan,
+                           write_deltas)
 from progress import Progress  # noqa: E402
 
 TOOL = "measure_deltas"
-
-
-def candidate_files(exe, config, rows, work, quiet):
-    """One quantized-weights file per distinct (wbits, abits, quantizer)."""
-    files = {}
-    for key in sorted({(int(r["wbits"]), int(r["abits"]), r["quantizer"]) for r in rows}):
-        w, a, q = key
-        path = os.path.join(work, f"w{w}a{a}-{q}.safetensors")
-        run_bitplan(exe, "quantize", config, "--wbits", str(w), "--abits", str(a),
-                    "--quantizer", q, "-o", path, "-q", tool=TOOL)
-        files[key] = path
-    return files
 
 
 def main():
@@ -77,37 +65,14 @@ def main():
             if r["layer"] not in names:
                 fail(TOOL, f"{args.config}: layer '{r['layer']}' is not an nn.Linear or nn.Conv2d "
                            f"of {args.spec}")
-        files = candidate_files(exe, args.config, rows, work, args.quiet)
+        keys = {(int(r["wbits"]), int(r["abits"]), r["quantizer"]) for r in rows}
+        files = quantize_candidates(exe, args.config, keys, work, TOOL)
         ref = float_outputs(model, batches, args.class_dim)
-        base = measure(model, batches, ref, loss_fn, args.class_dim)
-        if args.measure == "loss" and base["loss"] != base["loss"]:
-            fail(TOOL, f"--measure loss needs labels (batch[1]) or a loss_fn from {args.spec}")
-        applied = Applied(model)
         prog = Progress(TOOL, len(rows), args.quiet, "candidates")
-        delta = {}
-        done = 0
-        for key, path in files.items():              # one file in memory at a time
-            qf = QuantizedFile(path, TOOL)
-            for r in rows:
-                if (int(r["wbits"]), int(r["abits"]), r["quantizer"]) != key:
-                    continue
-                prog(done, r["layer"])
-                applied.set(r["layer"], *qf.layer(r["layer"]))
-                got = measure(model, batches, ref, loss_fn, args.class_dim)
-                applied.restore(r["layer"])
-                delta[id(r)] = got["kl"] if args.measure == "kl" else got["loss"] - base["loss"]
-                done += 1
+        deltas = measure_deltas(model, batches, ref, rows, files, loss_fn, args.class_dim,
+                                args.measure, prog, TOOL)
         prog.close()
-    out = os.path.abspath(args.output)
-    fd, tmp_path = tempfile.mkstemp(prefix=".deltas-", dir=os.path.dirname(out))
-    with os.fdopen(fd, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["layer", "wbits", "abits", "quantizer", "loss_delta", "params",
-                    "weight_bits", "macs"])
-        for r in rows:
-            w.writerow([r["layer"], r["wbits"], r["abits"], r["quantizer"],
-                        repr(float(delta[id(r)])), r["params"], r["weight_bits"], r["macs"]])
-    os.replace(tmp_path, out)
+    write_deltas(args.output, rows, deltas)
     if not args.quiet:
         print(f"{TOOL}: {len(rows)} candidates of {len({r['layer'] for r in rows})} layers, "
               f"{args.measure} on {len(batches)} batches -> {args.output} "

@@ -36,7 +36,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bitplan_torch import (Applied, QuantizedFile, bitplan_path, fail, float_outputs,  # noqa: E402
-                           layers_of, load_spec, measure, read_csv, run_bitplan)
+                           layers_of, load_spec, measure, measure_deltas, quantize_candidates,
+                           read_csv, run_bitplan, write_deltas)
 from progress import Progress  # noqa: E402
 
 TOOL = "refine_plan"
@@ -151,6 +152,11 @@ def main():
     ap.add_argument("--max-bytes", type=float)
     ap.add_argument("--evals", type=int, default=300, help="plans to evaluate at most")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--deltas", default="auto",
+                    help="measured per-layer deltas to seed and guide the search: auto "
+                         "(measure them when the table has at most --max-deltas rows), none, "
+                         "or a table from tools/measure_deltas.py")
+    ap.add_argument("--max-deltas", type=int, default=2000)
     ap.add_argument("-o", "--output", help="write only the plan, here (default: bitplan run "
                                            "writes the config's outputs)")
     ap.add_argument("--class-dim", type=int, default=-1)
@@ -191,16 +197,38 @@ def main():
         else:
             fail(TOOL, f"{args.config}: refinement needs a size budget (budget.avg_bits or "
                        "budget.max_bytes, or --avg-bits / --max-bytes)")
-        prog_path = os.path.join(work, "program.csv")
-        run_bitplan(exe, "candidates", args.config, "-o", prog_path, "-q", tool=TOOL)
-        program = Program(read_csv(prog_path))
-        metric = ip["model"].get("metric", "")
-
-        # seeds: the IP plan of every measured metric, and the uniform plans
-        seeds = {f"ip {metric}": program.of_plan(ip_layers)}
         tpath = os.path.join(work, "table.csv")
         run_bitplan(exe, "sensitivity", args.config, "-o", tpath, "-q", tool=TOOL)
         table = read_csv(tpath)
+        metric = ip["model"].get("metric", "")
+        model, batches, loss_fn = load_spec(args.spec, TOOL)
+        names = layers_of(model)
+        for r in table:
+            if r["layer"] not in names:
+                fail(TOOL, f"{args.config}: layer '{r['layer']}' is not an nn.Linear or nn.Conv2d "
+                           f"of {args.spec}")
+        files = quantize_candidates(exe, args.config, {(int(r["wbits"]), int(r["abits"]),
+                                                        r["quantizer"]) for r in table},
+                                    work, TOOL)
+        ref = float_outputs(model, batches, args.class_dim)
+
+        # measured per-layer deltas: the exact per-layer reference, to seed and rank
+        deltas = None
+        if args.deltas not in ("auto", "none"):
+            deltas = args.deltas
+        elif args.deltas == "auto" and len(table) <= args.max_deltas:
+            deltas = os.path.join(work, "deltas.csv")
+            prog = Progress(f"{TOOL}: deltas", len(table), args.quiet, "candidates")
+            write_deltas(deltas, table, measure_deltas(model, batches, ref, table, files,
+                                                       loss_fn, args.class_dim, "kl", prog, TOOL))
+            prog.close()
+        errors = ["--errors", deltas] if deltas else []
+        prog_path = os.path.join(work, "program.csv")
+        run_bitplan(exe, "candidates", args.config, *errors, "-o", prog_path, "-q", tool=TOOL)
+        program = Program(read_csv(prog_path))
+
+        # seeds: the IP plan of every measured metric (and of the deltas), the uniform plans
+        seeds = {f"ip {metric}": program.of_plan(ip_layers)}
         for m in METRICS:
             if m == metric or any(r.get(m, "") == "" for r in table):
                 continue
@@ -208,28 +236,21 @@ def main():
             run_bitplan(exe, "solve", args.config, *budget, "--metric", m, "-o", p, "-q",
                         tool=TOOL)
             seeds[f"ip {m}"] = program.of_plan(plan_layers(p)[1])
+        if deltas:
+            p = os.path.join(work, "ip-deltas.json")
+            run_bitplan(exe, "solve", args.config, *budget, *errors, "-o", p, "-q", tool=TOOL)
+            seeds["ip deltas"] = program.of_plan(plan_layers(p)[1])
         seeds.update(program.uniform(limit))
         seeds = {k: v for k, v in seeds.items() if v is not None}
 
         # every candidate's weights, from bitplan
-        model, batches, loss_fn = load_spec(args.spec, TOOL)
-        names = layers_of(model)
-        keys = sorted({(w, a, q) for ch in program.groups for x in ch
-                       for _, w, a, q in x["members"]})
         weights = {}
-        for w, a, q in keys:
-            path = os.path.join(work, f"w{w}a{a}-{q}.safetensors")
-            run_bitplan(exe, "quantize", args.config, "--wbits", str(w), "--abits", str(a),
-                        "--quantizer", q, "-o", path, "-q", tool=TOOL)
+        for (w, a, q), path in files.items():
             qf = QuantizedFile(path, TOOL)
             for n in qf.names:
-                if n not in names:
-                    fail(TOOL, f"{args.config}: layer '{n}' is not an nn.Linear or nn.Conv2d "
-                               f"of {args.spec}")
                 weights[(n, w, a, q)] = qf.layer(n)
             del qf
 
-        ref = float_outputs(model, batches, args.class_dim)
         applied = Applied(model)
         current = {}                           # layer -> (w, a, q) applied now
 
@@ -241,7 +262,8 @@ def main():
                         current[n] = (w, a, q)
             return measure(model, batches, ref, loss_fn, args.class_dim)["kl"]
 
-        report = dict(metric=metric, limit_bits=limit, params=params, seeds={})
+        report = dict(metric=metric, limit_bits=limit, params=params, seeds={},
+                      guide="deltas" if deltas else metric)
         progress = Progress(TOOL, args.evals, args.quiet, "plans")
         evals = 0
         best_name, best, best_kl = None, None, float("inf")

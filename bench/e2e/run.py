@@ -168,6 +168,7 @@ def run_model(arch, args, rows):
                        os.path.join(work, "q-deltas.safetensors"))
             plans["deltas"] = ("p-deltas.json", "q-deltas.safetensors")
             b.tool("refine_plan.py", cfg, f"models:{arch}", *budget, "--evals", str(args.evals),
+                   "--deltas", f"deltas-{q}.csv",
                    "-o", "p-refined.json", "--json", "refine.json")
             os.replace(os.path.join(work, f"out-{q}", "q.safetensors"),
                        os.path.join(work, "q-refined.safetensors"))
