@@ -296,15 +296,24 @@ static int cmp_rows(const void *a, const void *b)
     return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
 }
 
+/* Row indices of t in (layer, wbits, abits, quantizer) order; malloc'ed. */
+static size_t *sorted_rows(const bp_table *t, bp_error *err)
+{
+    size_t *idx = bp_malloc((t->n ? t->n : 1) * sizeof *idx, err);
+    if (!idx)
+        return NULL;
+    for (size_t i = 0; i < t->n; i++)
+        idx[i] = i;
+    sort_table = t;
+    qsort(idx, t->n, sizeof *idx, cmp_rows);
+    return idx;
+}
+
 int bp_table_take_errors(bp_table *t, const bp_table *from, const char *label, bp_error *err)
 {
-    size_t *idx = bp_malloc((from->n ? from->n : 1) * sizeof *idx, err);
+    size_t *idx = sorted_rows(from, err);
     if (!idx)
         return -1;
-    for (size_t i = 0; i < from->n; i++)
-        idx[i] = i;
-    sort_table = from;
-    qsort(idx, from->n, sizeof *idx, cmp_rows);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < t->n; i++) {
         const bp_table_row *r = &t->rows[i];
@@ -331,13 +340,9 @@ int bp_table_take_errors(bp_table *t, const bp_table *from, const char *label, b
 static int check_rows(const bp_table *t, const long *lines, const char *label,
                       bp_error *err)
 {
-    size_t *idx = bp_malloc(t->n * sizeof *idx, err);
+    size_t *idx = sorted_rows(t, err);
     if (!idx)
         return -1;
-    for (size_t i = 0; i < t->n; i++)
-        idx[i] = i;
-    sort_table = t;
-    qsort(idx, t->n, sizeof *idx, cmp_rows);
     int rc = 0;
     for (size_t i = 1; i < t->n && rc == 0; i++) {
         const bp_table_row *o = &t->rows[idx[i - 1]], *r = &t->rows[idx[i]];

@@ -51,6 +51,14 @@ def layers_of(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
 
 
+def check_layers(rows, model, config, spec, tool):
+    """Every layer of a table is an nn.Linear / nn.Conv2d of the model."""
+    names = layers_of(model)
+    for r in rows:
+        if r["layer"] not in names:
+            fail(tool, f"{config}: layer '{r['layer']}' is not an nn.Linear or nn.Conv2d of {spec}")
+
+
 # ---- bitplan's quantized-weights file -----------------------------------------------
 
 class QuantizedFile:

@@ -28,7 +28,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bitplan_torch import (bitplan_path, fail, float_outputs, layers_of, load_spec,  # noqa: E402
+from bitplan_torch import (bitplan_path, check_layers, float_outputs, load_spec,  # noqa: E402
                            measure_deltas, quantize_candidates, read_csv, run_bitplan,
                            write_deltas)
 from progress import Progress  # noqa: E402
@@ -60,11 +60,7 @@ def main():
         run_bitplan(exe, "sensitivity", args.config, "-o", table, "-q", tool=TOOL)
         rows = read_csv(table)
         model, batches, loss_fn = load_spec(args.spec, TOOL)
-        names = layers_of(model)
-        for r in rows:
-            if r["layer"] not in names:
-                fail(TOOL, f"{args.config}: layer '{r['layer']}' is not an nn.Linear or nn.Conv2d "
-                           f"of {args.spec}")
+        check_layers(rows, model, args.config, args.spec, TOOL)
         keys = {(int(r["wbits"]), int(r["abits"]), r["quantizer"]) for r in rows}
         files = quantize_candidates(exe, args.config, keys, work, TOOL)
         ref = float_outputs(model, batches, args.class_dim)

@@ -35,8 +35,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bitplan_torch import (Applied, QuantizedFile, bitplan_path, fail, float_outputs,  # noqa: E402
-                           layers_of, load_spec, measure, measure_deltas, quantize_candidates,
+from bitplan_torch import (Applied, QuantizedFile, bitplan_path, check_layers, fail,  # noqa: E402
+                           float_outputs, load_spec, measure, measure_deltas, quantize_candidates,
                            read_csv, run_bitplan, write_deltas)
 from progress import Progress  # noqa: E402
 
@@ -202,11 +202,7 @@ def main():
         table = read_csv(tpath)
         metric = ip["model"].get("metric", "")
         model, batches, loss_fn = load_spec(args.spec, TOOL)
-        names = layers_of(model)
-        for r in table:
-            if r["layer"] not in names:
-                fail(TOOL, f"{args.config}: layer '{r['layer']}' is not an nn.Linear or nn.Conv2d "
-                           f"of {args.spec}")
+        check_layers(table, model, args.config, args.spec, TOOL)
         files = quantize_candidates(exe, args.config, {(int(r["wbits"]), int(r["abits"]),
                                                         r["quantizer"]) for r in table},
                                     work, TOOL)

@@ -20,7 +20,6 @@ repository root with Debian's Python (python3-torch, python3-numpy, fortunes):
     /usr/bin/python3 tools/train_lm.py
 """
 import argparse
-import math
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_io import save_file  # noqa: E402
 from train_demo import load_weights  # noqa: E402
+from train_vit import Block  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORTUNES = os.environ.get("FORTUNES", "/usr/share/games/fortunes")
@@ -86,32 +86,12 @@ def test_windows(ids, length=CTX + 1):
                         if i * CTX + length <= len(ids)])
 
 
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(DIM)
-        self.qkv = nn.Linear(DIM, 3 * DIM)
-        self.proj = nn.Linear(DIM, DIM)
-        self.ln2 = nn.LayerNorm(DIM)
-        self.fc1 = nn.Linear(DIM, MLP)
-        self.fc2 = nn.Linear(MLP, DIM)
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, HEADS, d // HEADS).permute(2, 0, 3, 1, 4)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(d // HEADS)
-        mask = torch.ones(t, t, dtype=torch.bool).tril()
-        att = torch.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
-        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-
 class CharLM(nn.Module):
     def __init__(self):
         super().__init__()
         self.tok = nn.Embedding(VOCAB, DIM)
         self.pos = nn.Parameter(torch.zeros(1, CTX, DIM))
-        self.blocks = nn.ModuleList(Block() for _ in range(DEPTH))
+        self.blocks = nn.ModuleList(Block(DIM, HEADS, MLP, causal=True) for _ in range(DEPTH))
         self.norm = nn.LayerNorm(DIM)
         self.head = nn.Linear(DIM, VOCAB)
 

@@ -33,19 +33,27 @@ PATCH, DIM, HEADS, MLP, DEPTH = 7, 64, 4, 128, 3
 
 
 class Block(nn.Module):
-    def __init__(self):
+    """Pre-LayerNorm transformer block, attention written out (every product an
+    nn.Linear); causal masks attention to earlier positions (language models)."""
+
+    def __init__(self, dim=DIM, heads=HEADS, mlp=MLP, causal=False):
         super().__init__()
-        self.ln1 = nn.LayerNorm(DIM)
-        self.qkv = nn.Linear(DIM, 3 * DIM)
-        self.proj = nn.Linear(DIM, DIM)
-        self.ln2 = nn.LayerNorm(DIM)
-        self.fc1 = nn.Linear(DIM, MLP)
-        self.fc2 = nn.Linear(MLP, DIM)
+        self.heads, self.causal = heads, causal
+        self.ln1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, mlp)
+        self.fc2 = nn.Linear(mlp, dim)
 
     def forward(self, x):
         b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, HEADS, d // HEADS).permute(2, 0, 3, 1, 4)
-        att = torch.softmax(q @ k.transpose(-2, -1) / (d // HEADS) ** 0.5, dim=-1)
+        h = self.heads
+        q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        att = q @ k.transpose(-2, -1) / (d // h) ** 0.5
+        if self.causal:
+            att = att.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
+        att = torch.softmax(att, dim=-1)
         x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 

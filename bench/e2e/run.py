@@ -195,6 +195,16 @@ def run_model(arch, args, rows):
     return b.float
 
 
+def cases(rows, args, arch):
+    """(quantizer, bits, {method: row}) of every evaluated case of a model."""
+    for q in args.quantizers:
+        for w in args.bits:
+            mine = {r["method"]: r for r in rows
+                    if r["model"] == arch and r["quantizer"] == q and r["bits"] == w}
+            if mine:
+                yield q, w, mine
+
+
 def markdown(rows, base, args):
     out = []
     for arch in args.models:
@@ -205,17 +215,12 @@ def markdown(rows, base, args):
                    f"achieved size\n")
         out.append("| quantizer | bits | avg bits | " + " | ".join(METHODS) + " |")
         out.append("| --- | ---: | ---: |" + " ---: |" * len(METHODS))
-        for q in args.quantizers:
-            for w in args.bits:
-                mine = {r["method"]: r for r in rows
-                        if r["model"] == arch and r["quantizer"] == q and r["bits"] == w}
-                if not mine:
-                    continue
-                cells = [f"{mine[m]['accuracy']:.4f} / {1e3 * mine[m]['kl']:.2f}"
-                         + ("" if abs(mine[m]["avg_bits"] - mine["uniform"]["avg_bits"]) < 0.005
-                            else f" ({mine[m]['avg_bits']:.2f})") for m in METHODS]
-                out.append(f"| {q} | {w} | {mine['uniform']['avg_bits']:.2f} | "
-                           + " | ".join(cells) + " |")
+        for q, w, mine in cases(rows, args, arch):
+            cells = [f"{mine[m]['accuracy']:.4f} / {1e3 * mine[m]['kl']:.2f}"
+                     + ("" if abs(mine[m]["avg_bits"] - mine["uniform"]["avg_bits"]) < 0.005
+                        else f" ({mine[m]['avg_bits']:.2f})") for m in METHODS]
+            out.append(f"| {q} | {w} | {mine['uniform']['avg_bits']:.2f} | "
+                       + " | ".join(cells) + " |")
     out.append("\n**Against uniform at the same size**: accuracy difference to bitplan's uniform "
                "plan on the same held-out positions (± its paired standard error) and the "
                "change of the KL to the float model, for the default route (the kfac plan, and "
@@ -224,19 +229,14 @@ def markdown(rows, base, args):
                "| refined: Δ KL |")
     out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for arch in args.models:
-        for q in args.quantizers:
-            for w in args.bits:
-                mine = {r["method"]: r for r in rows
-                        if r["model"] == arch and r["quantizer"] == q and r["bits"] == w}
-                if not mine:
-                    continue
-                u = mine["uniform"]["kl"]
-                cells = []
-                for m in ("kfac", "refined"):
-                    r = mine[m]
-                    cells += [f"{r['acc_vs_uniform']:+.4f} ± {r['acc_vs_uniform_se']:.4f}",
-                              f"{100 * (r['kl'] / u - 1):+.0f} %"]
-                out.append(f"| {arch} | {q} | {w} | " + " | ".join(cells) + " |")
+        for q, w, mine in cases(rows, args, arch):
+            u = mine["uniform"]["kl"]
+            cells = []
+            for m in ("kfac", "refined"):
+                r = mine[m]
+                cells += [f"{r['acc_vs_uniform']:+.4f} ± {r['acc_vs_uniform_se']:.4f}",
+                          f"{100 * (r['kl'] / u - 1):+.0f} %"]
+            out.append(f"| {arch} | {q} | {w} | " + " | ".join(cells) + " |")
     out.append("\n**Spearman correlation** between each predictor's total over a plan and the "
                "measured degradation on held-out data (KL to the float model; in brackets: "
                "loss increase, accuracy drop), over every distinct plan evaluated on the model:\n")
