@@ -1,8 +1,17 @@
 #!/bin/sh
 # Install what bitplan needs to build and test on Debian 12, if missing.
 # Run as root (or it prints the apt-get command to run).
+#   tools/bootstrap.sh          the build and test dependencies
+#   tools/bootstrap.sh python   also Debian's python3-torch and python3-numpy, for
+#                               the PyTorch-side tools (capture, refine, evaluate)
+#                               and their tests (which skip themselves without)
 set -e
 pkgs="build-essential cmake pkg-config libglpk-dev libopenblas-dev liblapacke-dev libyaml-dev"
+case "${1:-}" in
+    "") ;;
+    python) pkgs="$pkgs python3-torch python3-numpy" ;;
+    *) echo "usage: tools/bootstrap.sh [python]" >&2; exit 2 ;;
+esac
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
