@@ -764,6 +764,11 @@ static int cmd_inspect(cli *c)
             printf("%s%lld", d ? ", " : "", (long long)t.shape[d]);
         printf("]\n");
     }
+    if (!ts.is_dir && ts.st.n_meta) {
+        printf("metadata:\n");
+        for (size_t i = 0; i < ts.st.n_meta; i++)
+            printf("  %-40s %s\n", ts.st.meta[i].key, ts.st.meta[i].value);
+    }
     const char *fmt = bp_tensorset_meta(&ts, "format");
     int quantized = fmt && strcmp(fmt, "bitplan-quantized/1") == 0;
     bp_tensorset_close(&ts);
