@@ -406,9 +406,18 @@ static int k_gptq(const cctx *c, const bp_ynode *v, const char *key, bp_config *
 {
     return walk_map(c, v, key, gptq_keys, cfg);
 }
+static int k_cross_fit(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"false", "true", "auto", NULL};
+    int i;
+    if (get_enum(c, v, key, names, &i) < 0)
+        return -1;
+    cfg->cross_fit = i;               /* BP_XFIT_OFF, _ON, _AUTO in that order */
+    return 0;
+}
 static const key_def weight_keys[] = {
     {"quantizer", k_quantizer}, {"granularity", k_granularity}, {"gptq", k_gptq},
-    {"squant", k_squant}, {"erq", k_erq},
+    {"squant", k_squant}, {"erq", k_erq}, {"cross_fit", k_cross_fit},
     {"group_size", k_group_size}, {"symmetric", k_symmetric},
     {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
 static const char *const act_kinds[] = {"uniform", "log2", "ptf", NULL};
@@ -873,6 +882,7 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     bp_gptq_opts_init(&c->gptq);
     c->squant_mode = BP_SQ_K | BP_SQ_C;
     bp_erq_opts_init(&c->erq);
+    c->cross_fit = BP_XFIT_AUTO;
     c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->metric = BP_METRIC_RELATIVE;

@@ -76,6 +76,7 @@ typedef struct bp_config {
     bp_gptq_opts gptq;        /* weights.gptq */
     int squant_mode;          /* weights.squant.mode */
     bp_erq_opts erq;          /* weights.erq */
+    int cross_fit;            /* weights.cross_fit: BP_XFIT_* */
     bp_qspec weights_q;       /* bits set per candidate */
     bp_qspec acts_q;
     bp_act_rule *act_rules;

@@ -33,6 +33,7 @@ void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s)
     s->gptq = cfg->gptq;
     s->squant_mode = cfg->squant_mode;
     s->erq = cfg->erq;
+    s->cross_fit = cfg->cross_fit;
     s->metric = cfg->metric;
 }
 
@@ -82,8 +83,8 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
     snprintf(buf, sizeof buf, "gptq %lld %.17g %d squant %d", (long long)cfg->gptq.block_size,
              cfg->gptq.damp, cfg->gptq.act_order, cfg->squant_mode);
     hash_str(&h, buf);
-    snprintf(buf, sizeof buf, "erq %.17g %.17g %d", cfg->erq.lambda1, cfg->erq.lambda2,
-             cfg->erq.max_flips);
+    snprintf(buf, sizeof buf, "erq %.17g %.17g %d cross_fit %d", cfg->erq.lambda1,
+             cfg->erq.lambda2, cfg->erq.max_flips, cfg->cross_fit);
     hash_str(&h, buf);
     hash_qspec(&h, &cfg->weights_q);
     for (size_t i = 0; i < m->n_layers; i++) {    /* per-layer activation settings */

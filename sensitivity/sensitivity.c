@@ -304,7 +304,6 @@ static int aug_init(augmented *g, const bp_layer *l, size_t nw, bp_error *err)
 
 /* Working memory of one layer's measurement. */
 typedef struct work {
-    float *Xq;                /* quantized inputs */
     double *col;              /* 3 x n_wbits: errs of one activation width */
     errs e;
     float **bhat;             /* ERQ's new biases, or NULL */
@@ -317,7 +316,6 @@ typedef struct work {
 
 static void work_free(work *w, size_t nw)
 {
-    free(w->Xq);
     free(w->col);
     for (size_t b = 0; w->bhat && b < nw; b++)
         free(w->bhat[b]);
@@ -337,11 +335,10 @@ static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_er
 {
     size_t nw = spec->n_wbits;
     memset(w, 0, sizeof *w);
-    w->Xq = bp_malloc((size_t)(l->n * l->in * l->groups) * sizeof(float), err);
     w->col = bp_malloc(3 * nw * sizeof(double), err);
     w->groups = l->groups;
     w->yc = bp_calloc((size_t)l->groups, sizeof *w->yc, err);
-    if (!w->Xq || !w->col || !w->yc || fisher_d_init(&w->fd, l, err) < 0)
+    if (!w->col || !w->yc || fisher_d_init(&w->fd, l, err) < 0)
         return -1;
     w->e = (errs){w->col, w->col + nw, w->col + 2 * nw, 0.0};
     if (spec->quantizer != BP_WQ_ERQ || !l->bias)
@@ -397,10 +394,33 @@ static void candidate_values(const bp_layer *l, const work *w, size_t b, double 
         v[BP_METRIC_KFAC] = w->e.kfac[b];
 }
 
-/* values[(b * n_abits + a) * BP_METRIC_COUNT + m] for every candidate and
+/* Measure out of fold (sensitivity.h)?  Only quantizers fitted to the
+ * inputs, with enough rows for two folds. */
+static int cross_fits(const bp_layer *l, const bp_sens_spec *spec)
+{
+    if (!uses_inputs(spec) || spec->cross_fit == BP_XFIT_OFF || l->n < 4)
+        return 0;
+    return spec->cross_fit == BP_XFIT_ON || l->n < BP_XFIT_ROWS_PER_INPUT * l->in;
+}
+
+/* Rows [r0, r0 + n) of the layer's calibration inputs, as a layer. */
+static bp_layer rows_of(const bp_layer *l, int64_t r0, int64_t n)
+{
+    bp_layer v = *l;
+    v.X = l->X + r0 * l->in * l->groups;
+    v.n = n;
+    return v;
+}
+
+/*
+ * values[(b * n_abits + a) * BP_METRIC_COUNT + m] for every candidate and
  * metric.  RTN and SQuant weights do not depend on the inputs and are made
  * once; GPTQ's and ERQ's are made per activation width from the inputs the
- * layer will see (quantized or not). */
+ * layer will see (quantized or not), on all rows, or cross-fitted: for fold
+ * f (the first or the second half of the rows), the weights fitted on the
+ * other half and the errors measured on fold f, the two averaged by rows.
+ * The activation grid is fitted on all rows either way.
+ */
 static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *What,
                    double *values, bp_error *err)
 {
@@ -417,32 +437,57 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
         return 0;
     }
     double trace = hawq_trace(l);
-    work w;
-    int rc = work_init(&w, l, spec, err);
+    int folds = cross_fits(l, spec) ? 2 : 1;
+    int64_t half = l->n / 2, ld = l->in * l->groups;
+    int64_t r0[2] = {0, half}, nr[2] = {folds == 2 ? half : l->n, l->n - half};
+    bp_layer eval[2], fit[2];
+    for (int f = 0; f < folds; f++) {
+        eval[f] = folds == 2 ? rows_of(l, r0[f], nr[f]) : *l;
+        fit[f] = folds == 2 ? rows_of(l, r0[1 - f], nr[1 - f]) : *l;
+    }
+    work w[2];
+    memset(w, 0, sizeof w);
+    float *Xq = bp_malloc((size_t)(l->n * ld) * sizeof(float), err);
+    int rc = Xq ? 0 : -1;
+    for (int f = 0; rc == 0 && f < folds; f++)
+        rc = work_init(&w[f], &eval[f], spec, err);
+    memset(values, 0, nw * na * BP_METRIC_COUNT * sizeof *values);
     for (size_t a = 0; rc == 0 && a < na; a++) {
         const float *xq = NULL;
         if (spec->abits[a] < BP_BITS_FLOAT) {
             bp_qspec q = spec->acts;
             q.bits = spec->abits[a];
             t = bp_now();
-            rc = bp_quantize_matrix(l->X, w.Xq, l->n, l->in * l->groups, &q, err);
+            rc = bp_quantize_matrix(l->X, Xq, l->n, ld, &q, err);
             bp_profile_add(BP_STAGE_ACTS, bp_now() - t);
             if (rc < 0)
                 break;
-            xq = w.Xq;
+            xq = Xq;
         }
-        t = bp_now();
-        if (per_abits && (rc = weights_all(l, spec, xq ? xq : l->X, What, w.bhat, err)) < 0)
-            break;
-        bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
-        t = bp_now();
-        if ((rc = errors_now(l, spec, xq, What, &w, err)) < 0)
-            break;
-        bp_profile_add(BP_STAGE_ERRORS, bp_now() - t);
-        for (size_t b = 0; b < nw; b++)
-            candidate_values(l, &w, b, trace, What[b], values + (b * na + a) * BP_METRIC_COUNT);
+        for (int f = 0; rc == 0 && f < folds; f++) {
+            int64_t fit0 = folds == 2 ? r0[1 - f] : 0, ev0 = folds == 2 ? r0[f] : 0;
+            t = bp_now();
+            if (per_abits && (rc = weights_all(&fit[f], spec, xq ? xq + fit0 * ld : fit[f].X,
+                                               What, w[f].bhat, err)) < 0)
+                break;
+            bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
+            t = bp_now();
+            if ((rc = errors_now(&eval[f], spec, xq ? xq + ev0 * ld : NULL, What, &w[f],
+                                 err)) < 0)
+                break;
+            bp_profile_add(BP_STAGE_ERRORS, bp_now() - t);
+            double share = (double)eval[f].n / (double)l->n, v[BP_METRIC_COUNT];
+            for (size_t b = 0; b < nw; b++) {
+                double *out = values + (b * na + a) * BP_METRIC_COUNT;
+                candidate_values(&eval[f], &w[f], b, trace, What[b], v);
+                for (int m = 0; m < BP_METRIC_COUNT; m++)
+                    out[m] += share * v[m];
+            }
+        }
     }
-    work_free(&w, nw);
+    for (int f = 0; f < folds; f++)
+        work_free(&w[f], nw);
+    free(Xq);
     return rc;
 }
 

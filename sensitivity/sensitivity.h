@@ -53,7 +53,20 @@ typedef struct bp_sens_spec {
     bp_gptq_opts gptq;        /* for BP_WQ_GPTQ */
     int squant_mode;          /* for BP_WQ_SQUANT: BP_SQ_K | BP_SQ_C bits */
     bp_erq_opts erq;          /* for BP_WQ_ERQ */
+    int cross_fit;            /* GPTQ and ERQ errors out of fold: BP_XFIT_* */
 } bp_sens_spec;
+
+/*
+ * GPTQ and ERQ fit their weights to the calibration rows, so their errors
+ * on those rows are optimistic (2x on a layer with 512 rows for 784
+ * inputs).  Cross-fitted, the rows are split in two contiguous halves; the
+ * weights are fitted on one half and their errors (every metric) measured
+ * on the other, both ways, and the two averaged by rows: the error of
+ * weights on rows they were not fitted on.  Auto does it for layers with
+ * fewer than BP_XFIT_ROWS_PER_INPUT rows per input column.
+ */
+enum { BP_XFIT_OFF = 0, BP_XFIT_ON = 1, BP_XFIT_AUTO = 2 };
+#define BP_XFIT_ROWS_PER_INPUT 32
 
 /* The grid a quantizer really uses (SQuant: asymmetric min-max per
  * channel, whatever spec->weights says), for bit counts and plans. */

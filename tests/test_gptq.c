@@ -5,8 +5,11 @@
  *   - equal to a plain, unblocked OBS loop written here independently
  *     (own Cholesky and inverse), within float tolerance;
  *   - the same result for every block size;
- *   - every weight on its row's grid; dead inputs give zero columns.
+ *   - every weight on its row's grid; dead inputs give zero columns;
+ *   - cross-fitted errors close to the error on new rows where in-sample
+ *     ones are optimistic.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -281,7 +284,7 @@ static void test_grouped_tensor_grid(void)
     int wbits[] = {3}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, spec_of(0, BP_GRAN_TENSOR, 0),
                          spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
-                         {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}};
+                         {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF};
     spec.weights.symmetric = 0;
     float What[G * OG * IN], scale[G * OG * IN], zero[G * OG * IN];
     CHECK(bp_quantize_candidate(&l, &spec, 3, 16, What, NULL, scale, zero, &err) == 0);
@@ -296,8 +299,68 @@ static void test_grouped_tensor_grid(void)
     free_data(&x);
 }
 
+/*
+ * Cross-fitting: with fewer calibration rows than inputs, GPTQ's error on its
+ * own rows is optimistic; out of fold it is close to the error its weights
+ * make on new rows of the same distribution.  The cross-fitted value is the
+ * row-weighted mean of the two folds' out-of-fold errors (checked against
+ * that composition), and layers with enough rows per input are not
+ * cross-fitted under auto.
+ */
+static void test_cross_fit(void)
+{
+    check_rng rng = {7070};
+    enum { O = 24, D = 64, N = 48, HELD = 4096 };
+    data all = make_data(O, D, N + HELD, &rng);
+    data held = {O, D, HELD, all.W, all.X + (int64_t)N * D};
+    bp_layer l = {"fc", O, D, 1, 1, 1, all.W, NULL, N, all.X, NULL, NULL};
+    int wbits[] = {3, 4}, abits[] = {16};
+    bp_sens_spec spec = {wbits, 2, abits, 1, spec_of(0, BP_GRAN_CHANNEL, 0),
+                         spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
+                         {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF};
+    bp_table in_sample, crossed, autod;
+    bp_table_init(&in_sample), bp_table_init(&crossed), bp_table_init(&autod);
+    CHECK(bp_sensitivity_layer(&l, &spec, &in_sample, NULL) == 0);
+    spec.cross_fit = BP_XFIT_ON;
+    CHECK(bp_sensitivity_layer(&l, &spec, &crossed, NULL) == 0);
+    float What[O * D];
+    for (int b = 0; b < 2 && crossed.n == 2 && in_sample.n == 2; b++) {
+        CHECK(bp_quantize_candidate(&l, &spec, wbits[b], 16, What, NULL, NULL, NULL, NULL) == 0);
+        double new_rows = out_err(&held, What);       /* the weights run on new data */
+        double ins = in_sample.rows[b].error, xf = crossed.rows[b].error;
+        printf("gptq %d bits, %d rows for %d inputs: in-sample %.4g, cross-fitted %.4g, "
+               "new rows %.4g\n", wbits[b], N, D, ins, xf, new_rows);
+        CHECK(ins < new_rows);
+        CHECK_MSG(fabs(xf - new_rows) < fabs(ins - new_rows), "%g %g %g", ins, xf, new_rows);
+        double want = 0.0;                           /* the composition, by hand */
+        for (int f = 0; f < 2; f++) {
+            int64_t r0 = f ? N / 2 : 0, fit0 = f ? 0 : N / 2, n = N / 2;
+            bp_layer fit = l;
+            fit.X = all.X + fit0 * D, fit.n = n;
+            CHECK(bp_quantize_candidate(&fit, &spec, wbits[b], 16, What, NULL, NULL, NULL,
+                                        NULL) == 0);
+            data ev = {O, D, n, all.W, all.X + r0 * D};
+            want += 0.5 * out_err(&ev, What);
+        }
+        CHECK_REL(xf, want, 1e-6);
+    }
+    l.n = 32 * D;                                    /* enough rows: auto does not split */
+    data big = make_data(O, D, l.n, &rng);
+    l.X = big.X, l.W = big.W;
+    bp_table_free(&in_sample), bp_table_init(&in_sample);
+    spec.cross_fit = BP_XFIT_OFF;
+    CHECK(bp_sensitivity_layer(&l, &spec, &in_sample, NULL) == 0);
+    spec.cross_fit = BP_XFIT_AUTO;
+    CHECK(bp_sensitivity_layer(&l, &spec, &autod, NULL) == 0);
+    CHECK(autod.n == 2 && in_sample.n == 2 && autod.rows[0].error == in_sample.rows[0].error);
+    bp_table_free(&in_sample), bp_table_free(&crossed), bp_table_free(&autod);
+    free_data(&all);
+    free_data(&big);
+}
+
 int main(void)
 {
+    test_cross_fit();
     test_grouped_tensor_grid();
     test_beats_rtn();
     test_reference_and_blocks();

@@ -1,7 +1,8 @@
 """Measure every layer's candidates end to end: the slow, exact reference.
 
     /usr/bin/python3 tools/measure_deltas.py CONFIG MODULE:FUNCTION -o deltas.csv
-        [--measure kl|loss] [--class-dim -1] [--bitplan PATH] [--work DIR] [-q]
+        [--measure kl|loss] [--heldout MODULE:FUNCTION] [--class-dim -1]
+        [--bitplan PATH] [--work DIR] [-q]
 
 For every layer and every candidate of the config's sensitivity table, the
 model gets that one layer quantized (bitplan's own weights for that
@@ -15,7 +16,10 @@ columns of the sensitivity table and the measured value as `loss_delta`:
 
     layer,wbits,abits,quantizer,loss_delta,params,weight_bits,macs
 
-Cost: one pass over the batches per layer and candidate.  Progress goes to
+Cost: one pass over the batches per layer and candidate.  --heldout measures
+on other batches than the calibration spec's (GPTQ and ERQ fit their weights
+to the calibration inputs, so their candidates look better there than they
+are).  Progress goes to
 stderr on a terminal.  MODULE:FUNCTION returns (model, loader[, loss_fn]) as
 for tools/capture.py.
 """
@@ -43,6 +47,9 @@ def main():
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--measure", choices=("kl", "loss"), default="kl")
     ap.add_argument("--class-dim", type=int, default=-1)
+    ap.add_argument("--heldout", metavar="MODULE:FUNCTION",
+                    help="measure on these batches instead of the spec's (data GPTQ and ERQ "
+                         "did not fit their weights to)")
     ap.add_argument("--bitplan", help="the bitplan binary (default: $BITPLAN or build/bitplan)")
     ap.add_argument("--work", help="keep the per-candidate weights here (default: a temporary "
                                    "directory)")
@@ -60,6 +67,8 @@ def main():
         run_bitplan(exe, "sensitivity", args.config, "-o", table, "-q", tool=TOOL)
         rows = read_csv(table)
         model, batches, loss_fn = load_spec(args.spec, TOOL)
+        if args.heldout:
+            batches = load_spec(args.heldout, TOOL)[1]
         check_layers(rows, model, args.config, args.spec, TOOL)
         keys = {(int(r["wbits"]), int(r["abits"]), r["quantizer"]) for r in rows}
         files = quantize_candidates(exe, args.config, keys, work, TOOL)

@@ -3,7 +3,8 @@ the joint end-to-end KL divergence on calibration batches as the objective.
 
     /usr/bin/python3 tools/refine_plan.py CONFIG MODULE:FUNCTION
         [--avg-bits B | --max-bytes N] [--evals 300] [--seed 0] [-o PLAN]
-        [--class-dim -1] [--bitplan PATH] [--work DIR] [--json FILE] [-q]
+        [--heldout MODULE:FUNCTION] [--deltas auto|none|FILE] [--class-dim -1]
+        [--bitplan PATH] [--work DIR] [--json FILE] [-q]
 
 The integer program minimises a sum of per-layer errors; the errors of many
 quantized layers interact, which no per-layer sum sees.  This tool takes the
@@ -22,7 +23,12 @@ applies them.  The best plan is handed back to bitplan
 quantized weights like any plan (or only the plan, to PLAN, with -o).
 
 MODULE:FUNCTION returns (model, loader[, loss_fn]) as for tools/capture.py,
-with the calibration batches.
+with the calibration batches; plans are measured on them, or on the batches of
+--heldout (better: data the calibration inputs did not come from, since GPTQ
+and ERQ fit their weights to those).  With the table's per-layer deltas
+measured first (--deltas auto, when the table has at most --max-deltas rows:
+one pass over the batches per candidate), their IP plan is a seed too and
+they rank the moves.
 """
 import argparse
 import json
@@ -157,6 +163,10 @@ def main():
                          "(measure them when the table has at most --max-deltas rows), none, "
                          "or a table from tools/measure_deltas.py")
     ap.add_argument("--max-deltas", type=int, default=2000)
+    ap.add_argument("--heldout", metavar="MODULE:FUNCTION",
+                    help="measure plans on these batches instead of the spec's (data the "
+                         "calibration inputs did not come from: GPTQ and ERQ fit their weights "
+                         "to those, so plans measured on them look better than they are)")
     ap.add_argument("-o", "--output", help="write only the plan, here (default: bitplan run "
                                            "writes the config's outputs)")
     ap.add_argument("--class-dim", type=int, default=-1)
@@ -202,6 +212,8 @@ def main():
         table = read_csv(tpath)
         metric = ip["model"].get("metric", "")
         model, batches, loss_fn = load_spec(args.spec, TOOL)
+        if args.heldout:
+            batches = load_spec(args.heldout, TOOL)[1]
         check_layers(table, model, args.config, args.spec, TOOL)
         files = quantize_candidates(exe, args.config, {(int(r["wbits"]), int(r["abits"]),
                                                         r["quantizer"]) for r in table},

@@ -9,8 +9,10 @@ Each returns (model, batches): the trained float model and its calibration
 data -- 512 Fashion-MNIST training images (a fixed seeded pick, batches of
 128 with labels) for the image models, 64 windows of 128 characters of the
 training text (batches of 16, targets the next characters) for the language
-model.  cnn_test(), vit_test() and lm_test() return the same models with
-held-out data (the 10,000 test images; 1,024 windows of the test text) for
+model.  cnn_heldout(), vit_heldout() and lm_heldout() return other training
+data (2,048 images; 256 windows) for tools/refine_plan.py and
+tools/measure_deltas.py --heldout, and cnn_test(), vit_test() and lm_test()
+the test data (the 10,000 test images; 1,024 windows of the test text) for
 tools/evaluate_plan.py.
 """
 import os
@@ -27,7 +29,9 @@ import train_vit  # noqa: E402
 
 DATA = os.environ.get("FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
 CALIB_IMAGES = 512
+HELDOUT_IMAGES = 2048
 CALIB_WINDOWS = 64
+HELDOUT_WINDOWS = 256
 TEST_WINDOWS = 1024
 
 
@@ -47,9 +51,13 @@ def load_lm():
 LOADERS = {"cnn": load_cnn, "vit": load_vit, "lm": load_lm}
 
 
-def calibration_batches():
+def calibration_batches(heldout=False):
+    """512 training images (seeded pick); heldout: the next 2,048 of the same
+    permutation, which the calibration inputs do not include."""
     x, y = train_demo.load_split(DATA, "train")
-    pick = torch.from_numpy(np.sort(np.random.RandomState(1).permutation(len(x))[:CALIB_IMAGES]))
+    order = np.random.RandomState(1).permutation(len(x))
+    part = order[CALIB_IMAGES:CALIB_IMAGES + HELDOUT_IMAGES] if heldout else order[:CALIB_IMAGES]
+    pick = torch.from_numpy(np.sort(part))
     x, y = x[pick], y[pick]
     return [(x[i:i + 128], y[i:i + 128]) for i in range(0, len(x), 128)]
 
@@ -63,8 +71,10 @@ def lm_batches(w, size):
     return [(w[i:i + size, :-1], w[i:i + size, 1:]) for i in range(0, len(w), size)]
 
 
-def lm_calibration():
-    return lm_batches(train_lm.windows(train_lm.load_split("train"), CALIB_WINDOWS, seed=12345), 16)
+def lm_calibration(heldout=False):
+    """64 windows of the training text; heldout: 256 others (another seed)."""
+    n, seed = (HELDOUT_WINDOWS, 54321) if heldout else (CALIB_WINDOWS, 12345)
+    return lm_batches(train_lm.windows(train_lm.load_split("train"), n, seed=seed), 16)
 
 
 def lm_test_batches():
@@ -84,6 +94,18 @@ def vit():
 
 def lm():
     return load_lm(), lm_calibration()
+
+
+def cnn_heldout():
+    return load_cnn(), calibration_batches(heldout=True)
+
+
+def vit_heldout():
+    return load_vit(), calibration_batches(heldout=True)
+
+
+def lm_heldout():
+    return load_lm(), lm_calibration(heldout=True)
 
 
 def cnn_test():

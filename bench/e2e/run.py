@@ -14,12 +14,13 @@ trained by the repository's own scripts):
      2, 3, 4, 5, 6, 8 bits, MSE range; activations 8 bits, per-tensor
      min-max; every metric is a column of it) and the measured end-to-end
      deltas (tools/measure_deltas.py: each layer alone, KL to the float
-     model on the calibration batches);
+     model on other training data than the calibration inputs);
   3. for each width w, bitplan's uniform plan (`bitplan quantize --wbits w
      --plan`), whose achieved average bits (scales included) U become the
      budget of every other plan: the IP plan of each metric (mse, relative,
      fisher, kfac), the IP plan over the measured deltas, and the refined
-     plan (tools/refine_plan.py: local search on the joint KL);
+     plan (tools/refine_plan.py: local search on the joint KL, measured on
+     other training data than the calibration inputs);
   4. apply every distinct plan (bitplan's quantized weights and activation
      grids, as tools/evaluate_plan.py does) to the held-out data: KL to the
      float model per position, loss, top-1 accuracy;
@@ -140,7 +141,8 @@ def run_model(arch, args, rows):
         cfg = f"{q}.yaml"
         write_config(os.path.join(work, cfg), q, f"out-{q}")
         b.bitplan("sensitivity", cfg, "-o", f"table-{q}.csv")
-        b.tool("measure_deltas.py", cfg, f"models:{arch}", "-o", f"deltas-{q}.csv")
+        b.tool("measure_deltas.py", cfg, f"models:{arch}", "-o", f"deltas-{q}.csv",
+               "--heldout", f"models:{arch}_heldout")
         pred = {}
         with open(os.path.join(work, f"table-{q}.csv")) as f:
             for r in csv.DictReader(f):
@@ -168,7 +170,7 @@ def run_model(arch, args, rows):
                        os.path.join(work, "q-deltas.safetensors"))
             plans["deltas"] = ("p-deltas.json", "q-deltas.safetensors")
             b.tool("refine_plan.py", cfg, f"models:{arch}", *budget, "--evals", str(args.evals),
-                   "--deltas", f"deltas-{q}.csv",
+                   "--deltas", f"deltas-{q}.csv", "--heldout", f"models:{arch}_heldout",
                    "-o", "p-refined.json", "--json", "refine.json")
             os.replace(os.path.join(work, f"out-{q}", "q.safetensors"),
                        os.path.join(work, "q-refined.safetensors"))
