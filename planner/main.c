@@ -858,6 +858,29 @@ static int cmd_candidates(cli *c)
     return rc < 0 ? die(&err) : 0;
 }
 
+/* quantize --plan PLAN: the plan with every layer at `all`, solved over the
+ * measured (or cached) table like run's, written to PLAN only (the weights
+ * are cmd_quantize's -o).  Returns an exit status. */
+static int uniform_plan(cli *c, bp_config *cfg, bp_choice *all, double t0)
+{
+    bp_sens_result sens;
+    bp_error err;
+    cli u = *c;                    /* the same command line, solving for the uniform plan */
+    u.fixed = all, u.n_fixed = 1, u.budget_set = 1, u.quiet = 1, u.output = c->q_plan;
+    u.budget = (bp_budget_spec){0, 0, -1.0, 0, 0, BP_MIN_AUTO};
+    char *weights_out = cfg->weights_out;
+    cfg->weights_out = NULL;
+    int rc = sensitivity_with_journal(cfg, &u, &sens, &err) < 0 ? die(&err) : 0;
+    if (rc == 0) {
+        rc = solve_and_write(&u, &sens.table, cfg, &sens, t0);
+        bp_sens_result_free(&sens);
+    }
+    if (u.has_latency && !c->has_latency)     /* loaded for the copy only */
+        bp_latency_free(&u.latency);
+    cfg->weights_out = weights_out;
+    return rc;
+}
+
 /* quantize CONFIG --wbits B [--abits A] [--quantizer Q] -o FILE [--plan PLAN] */
 static int cmd_quantize(cli *c)
 {
@@ -879,30 +902,10 @@ static int cmd_quantize(cli *c)
         abits = cfg.abits[i] > abits ? cfg.abits[i] : abits;   /* default: the widest */
     const char *q = c->q_quantizer ? c->q_quantizer : bp_wquantizer_name(cfg.quantizers[0]);
     bp_choice all = {NULL, c->q_wbits, abits, q};
-    int rc = 0;
-    if (c->q_plan) {               /* the uniform plan, through the measured table */
-        bp_sens_result sens;
-        c->fixed = &all, c->n_fixed = 1, c->budget_set = 1;
-        c->budget = (bp_budget_spec){0, 0, -1.0, 0, 0, BP_MIN_AUTO};
-        char *weights_out = cfg.weights_out;
-        cfg.weights_out = NULL;    /* written below, to -o */
-        if (sensitivity_with_journal(&cfg, c, &sens, &err) < 0) {
-            rc = die(&err);
-        } else {
-            const char *out = c->output;
-            c->output = c->q_plan;
-            int quiet = c->quiet;
-            c->quiet = 1;
-            rc = solve_and_write(c, &sens.table, &cfg, &sens, t0);
-            c->quiet = quiet, c->output = out;
-            bp_sens_result_free(&sens);
-        }
-        cfg.weights_out = weights_out;
-        c->fixed = NULL, c->n_fixed = 0;
-        if (rc) {
-            bp_config_free(&cfg);
-            return rc;
-        }
+    int rc = c->q_plan ? uniform_plan(c, &cfg, &all, t0) : 0;
+    if (rc) {
+        bp_config_free(&cfg);
+        return rc;
     }
     bp_model m;
     bp_plan plan;
