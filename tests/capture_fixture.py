@@ -23,3 +23,8 @@ def build():
     data = [(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))
             for _ in range(4)]
     return model, data
+
+
+def top1_errors(outputs, batch):
+    """A user metric for tools/evaluate_plan.py --metric: (wrong, count)."""
+    return (outputs.argmax(1) != batch[1]).sum().item(), len(batch[1])

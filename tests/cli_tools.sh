@@ -65,6 +65,10 @@ $PY -c 'import json; a, b = (json.load(open(f)) for f in ("e2.json", "e4.json"))
     && ok || bad "fewer bits lose more"
 $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors >e4.txt
 grep -q "KL to float" e4.txt && ok || bad "evaluate_plan summary: $(cat e4.txt)"
+$PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors --json \
+    --metric capture_fixture:top1_errors >em.json
+$PY -c 'import json; r = json.load(open("em.json")); assert abs(r["metric"] - (1 - r["accuracy"])) < 1e-12, r' \
+    && ok || bad "a user metric (top-1 errors) is reported: 1 - accuracy"
 expect_fail 1 "not a bitplan quantized-weights file" $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights cap/weights.safetensors
 
 # measure_deltas: one row per candidate, zero for the float candidate, more
