@@ -4,12 +4,7 @@
 # C reader takes the files, and the fisher metric plans with grad2.
 source "$SRC/tests/lib.sh"
 
-PY=/usr/bin/python3
-if ! [ -x $PY ] || ! $PY -c 'import torch, numpy' 2>/dev/null; then
-    echo "python3-torch not installed: capture test skipped"
-    finish
-    exit 0
-fi
+needs_torch "capture test"
 export PYTHONPATH="$SRC/tests:$SRC/tools"
 check "capture runs" $PY "$SRC/tools/capture.py" capture_fixture:build --out cap --rows 100000 --grad2 -q
 # every captured row, times the layer's weights, is one of the layer's outputs

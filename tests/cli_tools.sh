@@ -5,12 +5,7 @@
 # worse than its seeds and hands its plan back to bitplan.
 source "$SRC/tests/lib.sh"
 
-PY=/usr/bin/python3
-if ! [ -x $PY ] || ! $PY -c 'import torch, numpy' 2>/dev/null; then
-    echo "python3-torch not installed: tools test skipped"
-    finish
-    exit 0
-fi
+needs_torch "tools test"
 export PYTHONPATH="$SRC/tests:$SRC/tools" BITPLAN
 $PY "$SRC/tools/capture.py" capture_fixture:build --out cap --rows 100000 --fisher -q
 cat >cfg.yaml <<'YAML'

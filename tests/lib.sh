@@ -32,6 +32,17 @@ expect_fail() {
 # yaml_value FILE KEY : first "KEY: value" in a plan (top-level or nested)
 yaml_value() { grep -m1 -E "^ *$2: " "$1" | sed -E "s/^ *$2: //; s/\"//g"; }
 
+# needs_torch WHAT: Debian's python3 with torch and numpy in $PY, or a skip
+# of the whole script (WHAT names it)
+needs_torch() {
+    PY=/usr/bin/python3
+    if ! [ -x $PY ] || ! $PY -c 'import torch, numpy' 2>/dev/null; then
+        echo "python3-torch not installed: $1 skipped"
+        finish
+        exit 0
+    fi
+}
+
 finish() {
     echo "$passed passed, $failed failed"
     [ "$failed" = 0 ]
