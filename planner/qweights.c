@@ -100,33 +100,52 @@ static int64_t n_groups(const bp_qspec *g, int64_t in)
 }
 
 /* Codes from the per-element grid, checked against What; the per-block
- * scales and zeros into S and Z (rows_s x G). */
+ * scales and zeros into S and Z (rows_s x G).  Column j of a row in conv
+ * group c belongs to scale group g_idx[c * in + j]. */
 static int to_codes(const bp_layer *l, const bp_qspec *g, float *What, const float *es,
-                    const float *ez, void *codes, float *S, float *Z, bp_error *err)
+                    const float *ez, const int32_t *g_idx, void *codes, float *S, float *Z,
+                    bp_error *err)
 {
-    int64_t in = l->in, G = n_groups(g, in);
-    int64_t gs = g->granularity == BP_GRAN_GROUP ? g->group_size : in;
+    int64_t in = l->in, G = n_groups(g, in), og = l->out / l->groups;
     int tensor = g->granularity == BP_GRAN_TENSOR;
     float maxq = (float)((1u << g->bits) - 1u);
-    for (int64_t r = 0; r < l->out; r++)
+    unsigned char *seen = bp_calloc((size_t)(tensor ? 1 : l->out * G), 1, err);
+    if (!seen)
+        return -1;
+    int rc = 0;
+    for (int64_t r = 0; rc == 0 && r < l->out; r++)
         for (int64_t j = 0; j < in; j++) {
-            int64_t i = r * in + j, blk = tensor ? 0 : r * G + j / gs;
-            int64_t first = tensor ? 0 : r * in + (j / gs) * gs;
-            if (es[i] != es[first] || ez[i] != ez[first])
-                return bp_fail(err, "layer '%s': the grid is not constant over its %s block "
-                               "(internal error)", l->name, bp_granularity_name(g->granularity));
-            S[blk] = es[i], Z[blk] = ez[i];
+            int64_t i = r * in + j, blk = tensor ? 0 : r * G + g_idx[(r / og) * in + j];
+            if (!seen[blk])
+                S[blk] = es[i], Z[blk] = ez[i], seen[blk] = 1;
+            if (es[i] != S[blk] || ez[i] != Z[blk]) {
+                rc = bp_fail(err, "layer '%s': the grid is not constant over its %s block "
+                             "(internal error)", l->name, bp_granularity_name(g->granularity));
+                break;
+            }
             float u = fminf(fmaxf(nearbyintf(What[i] / es[i] + ez[i]), 0.0f), maxq);
             float back = es[i] * (u - ez[i]);
-            if (fabsf(back - What[i]) > 1e-5f * fmaxf(fabsf(What[i]), es[i]))
-                return bp_fail(err, "layer '%s': weight %lld is off its grid (%.9g vs %.9g; "
-                               "internal error)", l->name, (long long)i, What[i], back);
+            if (fabsf(back - What[i]) > 1e-5f * fmaxf(fabsf(What[i]), es[i])) {
+                rc = bp_fail(err, "layer '%s': weight %lld is off its grid (%.9g vs %.9g; "
+                             "internal error)", l->name, (long long)i, What[i], back);
+                break;
+            }
             What[i] = back;                  /* the canonical dequantized value */
             if (g->bits <= 8)
                 ((unsigned char *)codes)[i] = (unsigned char)u;
             else
                 ((uint16_t *)codes)[i] = (uint16_t)u;
         }
+    free(seen);
+    return rc;
+}
+
+/* Does g_idx differ from column / group_size anywhere? */
+static int permuted_groups(const bp_layer *l, const bp_qspec *g, const int32_t *g_idx)
+{
+    for (int64_t c = 0; g->granularity == BP_GRAN_GROUP && c < l->in * l->groups; c++)
+        if (g_idx[c] != (c % l->in) / g->group_size)
+            return 1;
     return 0;
 }
 
@@ -197,11 +216,12 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
     float *What = own(f, malloc(nel * sizeof(float)));
     float *bhat = l->bias ? own(f, malloc((size_t)l->out * sizeof(float))) : NULL;
     float *es = malloc(nel * sizeof(float)), *ez = malloc(nel * sizeof(float));
+    int32_t *g_idx = own(f, malloc((size_t)(l->in * l->groups) * sizeof(int32_t)));
     float *S = own(f, malloc(rows_s * cols_s * sizeof(float)));
     float *Z = own(f, malloc(rows_s * cols_s * sizeof(float)));
     void *codes = own(f, malloc(nel * (pl->wbits <= 8 ? 1 : 2)));
     char num[32];
-    int rc = What && (bhat || !l->bias) && es && ez && S && Z && codes ? 0
+    int rc = What && (bhat || !l->bias) && es && ez && S && Z && codes && g_idx ? 0
              : bp_fail(err, "out of memory exporting layer '%s'", pl->name);
     if (rc == 0 && pl->wbits >= BP_BITS_FLOAT) {
         memcpy(What, l->W, nel * sizeof(float));
@@ -210,9 +230,14 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
         rc = add_entry(f, pl->name, ".weight", BP_DT_F32, l->out, l->in, 2, What,
                        nel * sizeof(float), err);
     } else if (rc == 0) {
-        rc = bp_quantize_candidate(l, &spec, pl->wbits, pl->abits, What, bhat, es, ez, err);
+        rc = bp_quantize_candidate(l, &spec, pl->wbits, pl->abits, What, bhat, es, ez, g_idx,
+                                   err);
         if (rc == 0)
-            rc = to_codes(l, &g, What, es, ez, codes, S, Z, err);
+            rc = to_codes(l, &g, What, es, ez, g_idx, codes, S, Z, err);
+        if (rc == 0 && permuted_groups(l, &g, g_idx))
+            rc = add_entry(f, pl->name, ".g_idx", BP_DT_I32, l->groups > 1 ? l->groups : l->in,
+                           l->groups > 1 ? l->in : 0, l->groups > 1 ? 2 : 1, g_idx,
+                           (size_t)(l->in * l->groups) * sizeof(int32_t), err);
         if (rc == 0)
             rc = add_entry(f, pl->name, ".qweight", pl->wbits <= 8 ? BP_DT_U8 : BP_DT_U16,
                            l->out, l->in, 2, codes, nel * (pl->wbits <= 8 ? 1 : 2), err);
@@ -337,9 +362,31 @@ static int check_layer(const bp_safetensors *st, const char *layer, int bits, FI
     const unsigned char *raw = st->map + st->data_start + q->begin;
     unsigned maxc = 0, maxq = (1u << bits) - 1u;
     double diff = 0.0;
+    /* the scale group of each column: NAME.g_idx ([in], or [groups, in] per conv
+     * group), else column / group_size */
+    char gname[1100];
+    snprintf(gname, sizeof gname, "%.1024s.g_idx", layer);
+    const bp_st_tensor *gt = bp_st_find(st, gname);
+    int64_t ng = gt && gt->rank == 2 ? gt->shape[0] : 1;
+    const unsigned char *graw = gt ? st->map + st->data_start + gt->begin : NULL;
+    if (rc == 0 && gt && (gt->dtype != BP_DT_I32 || bp_st_numel(gt) != ng * cols ||
+                          rows % ng != 0 || sr == 1))
+        rc = bp_fail(err, "%s: layer '%s': %s must be I32 [%lld] (or [groups, %lld])",
+                     st->path, layer, gname, (long long)cols, (long long)cols);
     for (int64_t i = 0; rc == 0 && i < nel; i++) {
         unsigned c = q->dtype == BP_DT_U8 ? raw[i] : (unsigned)(raw[2 * i] | raw[2 * i + 1] << 8);
-        int64_t blk = (sr == 1 ? 0 : (i / cols) * G) + (sr == 1 ? 0 : (i % cols) / gs);
+        int64_t grp = (i % cols) / gs;
+        if (graw) {
+            const unsigned char *p = graw + 4 * (((i / cols) / (rows / ng)) * cols + i % cols);
+            grp = (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                            (uint32_t)p[3] << 24);
+            if (grp < 0 || grp >= G) {
+                rc = bp_fail(err, "%s: layer '%s': %s holds group %lld, beyond its %lld "
+                             "groups", st->path, layer, gname, (long long)grp, (long long)G);
+                break;
+            }
+        }
+        int64_t blk = sr == 1 ? 0 : (i / cols) * G + grp;
         maxc = c > maxc ? c : maxc;
         if (w)
             diff = fmax(diff, fabs((double)(S[blk] * ((float)c - Z[blk])) - W[i]));

@@ -203,13 +203,14 @@ int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X,
                      int64_t ldx, int64_t xoff, const bp_qspec *spec,
                      const bp_gptq_opts *o, float *out, bp_error *err)
 {
-    return bp_gptq_quantize_grid(W, rows, cols, X, n, ldx, xoff, spec, o, out, NULL, NULL, err);
+    return bp_gptq_quantize_grid(W, rows, cols, X, n, ldx, xoff, spec, o, out, NULL, NULL,
+                                 NULL, err);
 }
 
 int bp_gptq_quantize_grid(const float *W, int64_t rows, int64_t cols, const float *X,
                           int64_t n, int64_t ldx, int64_t xoff, const bp_qspec *spec,
                           const bp_gptq_opts *o, float *out, float *scale, float *zero,
-                          bp_error *err)
+                          int32_t *g_idx, bp_error *err)
 {
     if (spec->bits >= BP_BITS_FLOAT) {
         memcpy(out, W, (size_t)(rows * cols) * sizeof(float));
@@ -242,6 +243,9 @@ int bp_gptq_quantize_grid(const float *W, int64_t rows, int64_t cols, const floa
                     zero[r * cols + perm[j]] = s.ez[r * cols + j];
             }
         rc = (scale && zero && !s.es) ? -1 : 0;
+        int64_t gs = spec->granularity == BP_GRAN_GROUP ? spec->group_size : cols;
+        for (int64_t j = 0; g_idx && j < cols; j++)
+            g_idx[perm[j]] = (int32_t)(j / gs);
     }
     free(s.es);
     free(s.ez);

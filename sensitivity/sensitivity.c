@@ -57,7 +57,7 @@ static int uses_inputs(const bp_sens_spec *spec)
  * once on the whole weight tensor and shared by the groups, so that the
  * layer has one grid as its granularity says. */
 static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, int bits, const float *X,
-                        float *What, float *scale, float *zero, bp_error *err)
+                        float *What, float *scale, float *zero, int32_t *g_idx, bp_error *err)
 {
     bp_qspec q = spec->weights;
     bp_gptq_opts o = spec->gptq;
@@ -74,7 +74,7 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, int bits, c
         if (bp_gptq_quantize_grid(l->W + off, og, l->in, X, l->n, l->in * l->groups,
                                   (int64_t)j * l->in, &q, &o, What + off,
                                   scale ? scale + off : NULL, zero ? zero + off : NULL,
-                                  err) < 0)
+                                  g_idx ? g_idx + (int64_t)j * l->in : NULL, err) < 0)
             return -1;
     }
     return 0;
@@ -88,7 +88,7 @@ static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float 
     for (size_t b = 0; b < spec->n_wbits; b++) {
         int rc, bits = spec->wbits[b];
         if (spec->quantizer == BP_WQ_GPTQ) {
-            rc = gptq_grouped(l, spec, bits, Xin, What[b], NULL, NULL, err);
+            rc = gptq_grouped(l, spec, bits, Xin, What[b], NULL, NULL, NULL, err);
         } else if (spec->quantizer == BP_WQ_ERQ) {
             bp_qspec q = spec->weights;
             q.bits = bits;
@@ -585,7 +585,7 @@ static void squant_grid(const bp_layer *l, int bits, float *scale, float *zero)
 }
 
 int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits, int abits,
-                          float *What, float *bhat, float *scale, float *zero,
+                          float *What, float *bhat, float *scale, float *zero, int32_t *g_idx,
                           bp_error *err)
 {
     int64_t nx = l->n * l->in * l->groups;
@@ -613,7 +613,8 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
     q.bits = wbits;
     switch (spec->quantizer) {
     case BP_WQ_GPTQ:
-        rc = gptq_grouped(l, spec, wbits, xin, What, scale, zero, err);
+        rc = gptq_grouped(l, spec, wbits, xin, What, scale, zero, g_idx, err);
+        g_idx = NULL;                /* filled in GPTQ's column order */
         break;
     case BP_WQ_ERQ:
         if (l->groups != 1)
@@ -632,6 +633,9 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
         rc = bp_quantize_matrix_grid(l->W, What, l->out, l->in, &q, scale, zero, err);
         break;
     }
+    int64_t gs = q.granularity == BP_GRAN_GROUP ? q.group_size : l->in;
+    for (int64_t c = 0; rc == 0 && g_idx && c < l->in * l->groups; c++)
+        g_idx[c] = (int32_t)((c % l->in) / gs);     /* the columns' own order */
     free(Xq);
     return rc;
 }

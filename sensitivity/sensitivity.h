@@ -89,10 +89,13 @@ int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
  * What = scale * (code - zero) with integer codes in [0, 2^b - 1] (scale
  * and zero per element, out x in each), and bhat (out, when the layer has
  * a bias) the bias to use with it (ERQ changes it; others copy it).  The
- * inputs GPTQ and ERQ see are quantized at abits with spec->acts.
+ * inputs GPTQ and ERQ see are quantized at abits with spec->acts.  g_idx
+ * (groups x in, may be NULL) receives each column's scale group per conv
+ * group: column / group_size, except for GPTQ with act-order, whose groups
+ * follow its column order.
  */
 int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits, int abits,
-                          float *What, float *bhat, float *scale, float *zero,
+                          float *What, float *bhat, float *scale, float *zero, int32_t *g_idx,
                           bp_error *err);
 
 /* Quantize-dequantize the layer's weights at spec->weights with `bits`

@@ -76,6 +76,29 @@ awk '/^  - name:/ {n = $3} /^    error:/ {e[n] = $2} /^    wbits:/ {w[n] = $2}
 head -3 errs.csv >short.csv
 expect_fail 1 "short.csv: no row for layer" "$BITPLAN" solve cfg.yaml --errors short.csv --avg-bits 5
 
+# GPTQ with act-order per group: its groups follow its column order, stored as g_idx
+sed -e 's/^weights: {quantizer: gptq}/weights: {quantizer: gptq, granularity: per_group, group_size: 8, gptq: {act_order: true}}/' \
+    -e 's/^  weights: q.safetensors/  weights: q.safetensors\n  dequantized: true/' cfg.yaml >ao.yaml
+check "act-order per-group weights written" "$BITPLAN" quantize ao.yaml --wbits 3 -o ao.safetensors -q
+"$BITPLAN" inspect ao.safetensors >ao.txt
+check "inspect: consistent with g_idx" grep -q "quantized layers: 3, all consistent" ao.txt
+grep -qE '^  fc\.g_idx +I32 +\[' ao.txt && ok || bad "fc has a g_idx: $(grep g_idx ao.txt)"
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+    PYTHONPATH="$SRC/tools" /usr/bin/python3 - <<'PYEOF' && ok || bad "g_idx holds every group group_size times and reproduces the weights"
+import numpy as np
+from safetensors_io import load_file
+t, m = load_file("ao.safetensors")
+g = np.asarray(t["fc.g_idx"]).reshape(-1)
+counts = np.bincount(g)
+assert (counts[:-1] == 8).all() and 0 < counts[-1] <= 8, counts
+assert (g != np.arange(len(g)) // 8).any()            # permuted: act-order
+q = t["fc.qweight"].astype(np.float32)
+rows = np.arange(q.shape[0])[:, None]
+w = t["fc.scales"][rows, g[None, :]] * (q - t["fc.zeros"][rows, g[None, :]])
+assert np.array_equal(w, t["fc.weight"]), np.abs(w - t["fc.weight"]).max()
+PYEOF
+fi
+
 # refused: no such layer, no such candidate, over the budget, usage
 printf 'layers:\n  - {name: "nosuch", wbits: 4, abits: 16, quantizer: "gptq"}\n' >bad1.yaml
 expect_fail 1 "layer 'nosuch' is given a candidate but is not among the planned layers" \

@@ -46,6 +46,22 @@ for n in ("conv", "dw", "head"):
     assert abs(err - want[n]) <= 1e-4 * want[n], (n, err, want[n], grid["kind"], grid["granularity"])
 PYEOF
 
+# act-order per-group GPTQ: the tools dequantize through g_idx
+sed -e 's/^weights: {quantizer: gptq, cross_fit: false}.*/weights: {quantizer: gptq, granularity: per_group, group_size: 16, gptq: {act_order: true}}/' \
+    -e 's/^output: {dir: out, weights: q.safetensors}/output: {dir: out_ao, weights: q.safetensors, dequantized: true}/' cfg.yaml >ao.yaml
+"$BITPLAN" quantize ao.yaml --wbits 3 -o ao.safetensors -q
+$PY - <<'PYEOF' && ok || bad "QuantizedFile dequantizes act-order groups as bitplan does"
+import numpy as np
+from safetensors_io import load_file
+from bitplan_torch import QuantizedFile
+t, _ = load_file("ao.safetensors")
+qf = QuantizedFile("ao.safetensors")
+assert "head.g_idx" in t
+for n in qf.names:
+    w, _, _ = qf.layer(n)
+    assert np.array_equal(w, t[n + ".weight"].reshape(w.shape)), n
+PYEOF
+
 # evaluate_plan: a plan at 16 bits everywhere loses nothing; a 2-bit plan
 # loses more than a 4-bit one
 check "quantize at 16/16" "$BITPLAN" quantize cfg.yaml --wbits 16 --abits 16 -o q16.safetensors -q

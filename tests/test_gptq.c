@@ -287,7 +287,7 @@ static void test_grouped_tensor_grid(void)
                          {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF};
     spec.weights.symmetric = 0;
     float What[G * OG * IN], scale[G * OG * IN], zero[G * OG * IN];
-    CHECK(bp_quantize_candidate(&l, &spec, 3, 16, What, NULL, scale, zero, &err) == 0);
+    CHECK(bp_quantize_candidate(&l, &spec, 3, 16, What, NULL, scale, zero, NULL, &err) == 0);
     int one_grid = 1, on_grid = 1;
     for (int64_t i = 0; i < G * OG * IN; i++) {
         one_grid &= scale[i] == scale[0] && zero[i] == zero[0];
@@ -325,7 +325,7 @@ static void test_cross_fit(void)
     CHECK(bp_sensitivity_layer(&l, &spec, &crossed, NULL) == 0);
     float What[O * D];
     for (int b = 0; b < 2 && crossed.n == 2 && in_sample.n == 2; b++) {
-        CHECK(bp_quantize_candidate(&l, &spec, wbits[b], 16, What, NULL, NULL, NULL, NULL) == 0);
+        CHECK(bp_quantize_candidate(&l, &spec, wbits[b], 16, What, NULL, NULL, NULL, NULL, NULL) == 0);
         double new_rows = out_err(&held, What);       /* the weights run on new data */
         double ins = in_sample.rows[b].error, xf = crossed.rows[b].error;
         printf("gptq %d bits, %d rows for %d inputs: in-sample %.4g, cross-fitted %.4g, "
@@ -337,7 +337,7 @@ static void test_cross_fit(void)
             int64_t r0 = f ? N / 2 : 0, fit0 = f ? 0 : N / 2, n = N / 2;
             bp_layer fit = l;
             fit.X = all.X + fit0 * D, fit.n = n;
-            CHECK(bp_quantize_candidate(&fit, &spec, wbits[b], 16, What, NULL, NULL, NULL,
+            CHECK(bp_quantize_candidate(&fit, &spec, wbits[b], 16, What, NULL, NULL, NULL, NULL,
                                         NULL) == 0);
             data ev = {O, D, n, all.W, all.X + r0 * D};
             want += 0.5 * out_err(&ev, What);

@@ -344,7 +344,7 @@ static void test_kfac(void)
             int wb = t.rows[row].wbits, ab = t.rows[row].abits;
             bp_qspec aq = spec.acts;
             aq.bits = ab;
-            CHECK(bp_quantize_candidate(&l, &spec, wb, ab, Wq, bq, es, ez, NULL) == 0);
+            CHECK(bp_quantize_candidate(&l, &spec, wb, ab, Wq, bq, es, ez, NULL, NULL) == 0);
             bp_quantize_matrix(X, Xq, n, width, &aq, NULL);
             double want = direct_kfac(W, l.bias, Wq, l.bias ? bq : NULL, X, Xq, Fd, out, in,
                                       (int)g, n);

@@ -92,6 +92,11 @@ class QuantizedFile:
             gs = int(m.get(name + ".group_size", "0")) or q.shape[1]
             if s.shape[0] == 1 and s.shape[1] == 1:           # per tensor
                 w = s[0, 0] * (q - z[0, 0])
+            elif name + ".g_idx" in t:                       # groups in GPTQ's column order
+                g_idx = np.asarray(t[name + ".g_idx"]).reshape(-1, q.shape[1])
+                g = np.repeat(g_idx, q.shape[0] // len(g_idx), axis=0)
+                rows = np.arange(q.shape[0])[:, None]
+                w = s[rows, g] * (q - z[rows, g])
             else:
                 g = np.arange(q.shape[1]) // gs
                 w = s[:, g] * (q - z[:, g])
