@@ -22,7 +22,7 @@
  *   metadata NAME.act_quantizer (uniform | log2 | ptf), NAME.act_granularity
  *                 (per_tensor | per_token: fitted per row at run time, no
  *                 tensors), NAME.act_symmetric, NAME.act_range
- * so that x_hat = s * (clamp(rne(x * (1 / s)) + z, 0, 2^a - 1) - z) per
+ * so that x_hat = s * (clamp(rne(x / s) + z, 0, 2^a - 1) - z) per
  * element (column c uses s[c], z[c] for ptf), computed in float32.
  */
 #ifndef BP_QWEIGHTS_H

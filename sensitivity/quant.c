@@ -64,11 +64,12 @@ static void params_for_range(float lo, float hi, int bits, int symmetric,
 }
 
 /*
- * Q(x) = s * (clamp(rne(x / s) + z, 0, 2^b - 1) - z)
+ * Q(x) = s * (clamp(rne(x / s) + z, 0, 2^b - 1) - z), dividing as the
+ * references do (x * (1/s) rounds differently at exact half-steps).
  */
-static inline float qdq(float x, float inv, float s, float z, float maxq)
+static inline float qdq(float x, float s, float z, float maxq)
 {
-    float q = nearbyintf(x * inv) + z;
+    float q = nearbyintf(x / s) + z;
     q = q > 0.0f ? q : 0.0f;          /* comparisons, not fmaxf/fminf: those are */
     q = q < maxq ? q : maxq;          /* library calls here (same result, NaN -> 0) */
     return s * (q - z);
@@ -77,24 +78,24 @@ static inline float qdq(float x, float inv, float s, float z, float maxq)
 void bp_fake_quant(const float *x, float *out, size_t n, float scale,
                    float zero, int bits)
 {
-    float maxq = (float)((1u << bits) - 1u), inv = 1.0f / scale;
+    float maxq = (float)((1u << bits) - 1u);
     for (size_t i = 0; i < n; i++)
-        out[i] = qdq(x[i], inv, scale, zero, maxq);
+        out[i] = qdq(x[i], scale, zero, maxq);
 }
 
 double bp_quant_loss(const float *x, size_t n, float scale, float zero,
                      int bits, double norm)
 {
-    float maxq = (float)((1u << bits) - 1u), inv = 1.0f / scale;
+    float maxq = (float)((1u << bits) - 1u);
     double sum = 0.0;
     if (norm == 2.0) {
         for (size_t i = 0; i < n; i++) {
-            double e = (double)qdq(x[i], inv, scale, zero, maxq) - x[i];
+            double e = (double)qdq(x[i], scale, zero, maxq) - x[i];
             sum += e * e;
         }
     } else {
         for (size_t i = 0; i < n; i++)
-            sum += pow(fabs((double)qdq(x[i], inv, scale, zero, maxq) - x[i]), norm);
+            sum += pow(fabs((double)qdq(x[i], scale, zero, maxq) - x[i]), norm);
     }
     return sum;
 }
@@ -187,10 +188,10 @@ void bp_log2_quant(const float *x, float *out, size_t n, float m, int bits)
 static double column_loss(const float *x, int64_t rows, int64_t cols, int64_t c, float s,
                           float z, int bits)
 {
-    float maxq = (float)((1u << bits) - 1u), inv = 1.0f / s;
+    float maxq = (float)((1u << bits) - 1u);
     double sum = 0.0;
     for (int64_t r = 0; r < rows; r++) {
-        double e = (double)qdq(x[r * cols + c], inv, s, z, maxq) - x[r * cols + c];
+        double e = (double)qdq(x[r * cols + c], s, z, maxq) - x[r * cols + c];
         sum += e * e;
     }
     return sum;
@@ -242,7 +243,7 @@ void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bi
     ptf_fit(x, rows, cols, bits, sc, zc, alpha);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++)
-            out[r * cols + c] = qdq(x[r * cols + c], 1.0f / sc[c], sc[c], zc[c], maxq);
+            out[r * cols + c] = qdq(x[r * cols + c], sc[c], zc[c], maxq);
     free(sc);
 }
 

@@ -118,9 +118,8 @@ class QuantizedFile:
 
 
 def _qdq(x, s, z, bits):
-    """bitplan's grid in float32: s * (clamp(rne(x * (1/s)) + z, 0, 2^b - 1) - z)."""
-    inv = torch.ones((), dtype=torch.float32) / s
-    q = torch.clamp(torch.round(x * inv) + z, 0, 2 ** bits - 1)
+    """bitplan's grid in float32: s * (clamp(rne(x / s) + z, 0, 2^b - 1) - z)."""
+    q = torch.clamp(torch.round(x / s) + z, 0, 2 ** bits - 1)
     return s * (q - z)
 
 
