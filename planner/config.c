@@ -339,13 +339,17 @@ static int k_symmetric(const cctx *c, const bp_ynode *v, const char *key, bp_con
 {
     return get_bool(c, v, key, &qspec_for(key, cfg)->symmetric);
 }
+/* "erq" is ERQ's weight grid under weights, its activation grid under
+ * activations; a range given here is kept for ERQ too. */
 static int k_range(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    static const char *const names[] = {"minmax", "mse", "percentile", NULL};
+    static const char *const names[] = {"minmax", "mse", "percentile", "erq", NULL};
     int i;
     if (get_enum(c, v, key, names, &i) < 0)
         return -1;
-    qspec_for(key, cfg)->range = (bp_range)i;
+    bp_qspec *q = qspec_for(key, cfg);
+    q->range = i < 3 ? (bp_range)i : q == &cfg->weights_q ? BP_RANGE_ERQ_W : BP_RANGE_ERQ_A;
+    *(q == &cfg->weights_q ? &cfg->weights_range_set : &cfg->acts_range_set) = 1;
     return 0;
 }
 static int k_mse_norm(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
@@ -456,7 +460,9 @@ static int rule_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_
                     void *ctx)
 {
     static const char *const grans[] = {"per_tensor", "per_token", NULL};
-    static const char *const ranges[] = {"minmax", "mse", "percentile", NULL};
+    static const char *const ranges[] = {"minmax", "mse", "percentile", "erq", NULL};
+    static const bp_range rvals[] = {BP_RANGE_MINMAX, BP_RANGE_MSE, BP_RANGE_PERCENTILE,
+                                     BP_RANGE_ERQ_A};
     static const bp_granularity gvals[] = {BP_GRAN_TENSOR, BP_GRAN_TOKEN};
     bp_act_rule *r = ctx;
     int i;
@@ -464,8 +470,12 @@ static int rule_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_
         return get_string(c, vn, kk, &r->pattern);
     if (strcmp(kn->str, "quantizer") == 0)
         return get_enum(c, vn, kk, act_kinds, &r->kind);
-    if (strcmp(kn->str, "range") == 0)
-        return get_enum(c, vn, kk, ranges, &r->range);
+    if (strcmp(kn->str, "range") == 0) {
+        if (get_enum(c, vn, kk, ranges, &i) < 0)
+            return -1;
+        r->range = (int)rvals[i];
+        return 0;
+    }
     if (strcmp(kn->str, "granularity") == 0) {
         if (get_enum(c, vn, kk, grans, &i) < 0)
             return -1;
@@ -1023,6 +1033,23 @@ bp_qspec bp_config_acts_for(const bp_config *c, const char *layer)
         break;
     }
     return q;
+}
+
+bp_qspec bp_config_acts_for_quantizer(const bp_config *c, const char *layer, bp_wquantizer q)
+{
+    bp_qspec a = bp_config_acts_for(c, layer);
+    int rule_range = 0;
+    for (size_t i = 0; i < c->n_act_rules; i++)
+        if (fnmatch(c->act_rules[i].pattern, layer, 0) == 0) {
+            rule_range = c->act_rules[i].range >= 0;
+            break;
+        }
+    if (q == BP_WQ_ERQ && !c->acts_range_set && !rule_range && a.kind == BP_AQ_UNIFORM) {
+        a.range = BP_RANGE_ERQ_A;
+        a.granularity = BP_GRAN_TENSOR;
+        a.symmetric = 0;
+    }
+    return a;
 }
 
 int bp_config_has_budget(const bp_config *c)

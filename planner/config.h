@@ -79,6 +79,8 @@ typedef struct bp_config {
     int cross_fit;            /* weights.cross_fit: BP_XFIT_* */
     bp_qspec weights_q;       /* bits set per candidate */
     bp_qspec acts_q;
+    int weights_range_set;    /* weights.range given (else ERQ uses its own grid) */
+    int acts_range_set;       /* activations.range given (likewise) */
     bp_act_rule *act_rules;
     size_t n_act_rules;
     bp_metric metric;
@@ -115,6 +117,11 @@ int bp_config_parse(bp_config *c, const char *text, size_t size, const char *lab
 void bp_config_free(bp_config *c);
 /* Is any budget set? */
 int bp_config_has_budget(const bp_config *c);
+
+/* The activation settings for one layer and weight quantizer: acts_q with
+ * the first matching per_layer rule applied; for ERQ, without a range in the
+ * config or the rule, ERQ's own activation grid (asymmetric per tensor). */
+bp_qspec bp_config_acts_for_quantizer(const bp_config *c, const char *layer, bp_wquantizer q);
 
 /* The activation settings for one layer (acts_q with the first matching
  * per_layer rule applied). */

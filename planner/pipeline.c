@@ -34,6 +34,7 @@ void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s)
     s->squant_mode = cfg->squant_mode;
     s->erq = cfg->erq;
     s->cross_fit = cfg->cross_fit;
+    s->erq_grid = !cfg->weights_range_set;
     s->metric = cfg->metric;
 }
 
@@ -87,10 +88,13 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
              cfg->erq.lambda2, cfg->erq.max_flips, cfg->cross_fit);
     hash_str(&h, buf);
     hash_qspec(&h, &cfg->weights_q);
-    for (size_t i = 0; i < m->n_layers; i++) {    /* per-layer activation settings */
-        bp_qspec a = bp_config_acts_for(cfg, m->layers[i].name);
-        hash_qspec(&h, &a);
-    }
+    for (size_t i = 0; i < m->n_layers; i++)      /* per-layer activation settings */
+        for (size_t q = 0; q < cfg->n_quantizers; q++) {
+            bp_qspec a = bp_config_acts_for_quantizer(cfg, m->layers[i].name,
+                                                      cfg->quantizers[q]);
+            hash_qspec(&h, &a);
+        }
+    hash_str(&h, cfg->weights_range_set ? "weights range given" : "weights range default");
     bp_sha256_final(&h, d);
     bp_sha256_hex(d, hex);
 }
@@ -445,9 +449,9 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
             return -1;
         bp_profile_add(BP_STAGE_LOAD, bp_now() - t_load);
         int rc = 0;
-        spec.acts = bp_config_acts_for(cfg, m->layers[i].name);
         for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
             spec.quantizer = cfg->quantizers[q];
+            spec.acts = bp_config_acts_for_quantizer(cfg, m->layers[i].name, spec.quantizer);
             if (spec.quantizer == BP_WQ_ERQ && l.view.groups > 1 && cfg->n_quantizers > 1)
                 continue;           /* ERQ has no grouped form; the others cover it */
             rc = bp_sensitivity_layer(&l.view, &spec, t, err);

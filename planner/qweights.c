@@ -207,7 +207,7 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
     bp_sens_spec spec;
     bp_sens_spec_from_config(cfg, &spec);
     spec.quantizer = (bp_wquantizer)wq;
-    spec.acts = bp_config_acts_for(cfg, pl->name);
+    spec.acts = bp_config_acts_for_quantizer(cfg, pl->name, spec.quantizer);
     bp_qspec g = bp_sens_weight_grid(&spec, spec.quantizer);
     g.bits = pl->wbits;
     size_t nel = (size_t)(l->out * l->in), G = (size_t)n_groups(&g, l->in);

@@ -7,6 +7,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *bp_granularity_name(bp_granularity g)
 {
@@ -21,7 +22,30 @@ const char *bp_granularity_name(bp_granularity g)
 
 const char *bp_range_name(bp_range r)
 {
-    return r == BP_RANGE_MSE ? "mse" : r == BP_RANGE_PERCENTILE ? "percentile" : "minmax";
+    switch (r) {
+    case BP_RANGE_MSE: return "mse";
+    case BP_RANGE_PERCENTILE: return "percentile";
+    case BP_RANGE_ERQ_W:
+    case BP_RANGE_ERQ_A: return "erq";
+    default: return "minmax";
+    }
+}
+
+/*
+ * torch.quantile (linear): rank = q (n - 1) in float32, below = (long) rank,
+ * above = ceil(rank), then torch.lerp(v[below], v[above], rank - below):
+ * w < 0.5 ? a + w (b - a) : b - (b - a) (1 - w).
+ */
+float bp_quantile(const float *v, size_t n, double q)
+{
+    if (n == 0)
+        return 0.0f;
+    float rank = (float)q * (float)(n - 1);
+    size_t below = (size_t)rank, above = (size_t)ceilf(rank);
+    if (above > n - 1)
+        above = n - 1;
+    float w = rank - (float)below, a = v[below], b = v[above];
+    return fabsf(w) < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
 }
 
 const char *bp_qkind_name(bp_qkind k)
@@ -106,30 +130,68 @@ static int cmp_float(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static float *sorted_copy(const float *x, size_t n)
+{
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return NULL;
+    memcpy(v, x, n * sizeof *v);
+    qsort(v, n, sizeof *v, cmp_float);
+    return v;
+}
+
 /*
  * Percentile clipping: for p in a fixed grid, clip at the (1-p) and p
- * quantiles (widened to include 0) and keep the lowest squared error;
- * p = 1 (min-max) is the starting point, so only strict gains clip.
+ * quantiles (interpolated, widened to include 0) and keep the lowest squared
+ * error; p = 1 (min-max) is the starting point, so only strict gains clip.
  */
 static void percentile_fit(const float *x, size_t n, int bits, int symmetric, float *scale,
                            float *zero)
 {
     static const double ps[] = {0.99999, 0.9999, 0.999, 0.995, 0.99, 0.98, 0.97};
-    float *v = malloc(n * sizeof *v);
+    float *v = sorted_copy(x, n);
     if (!v)
         return;                     /* keep the min-max parameters */
-    for (size_t i = 0; i < n; i++)
-        v[i] = x[i];
-    qsort(v, n, sizeof *v, cmp_float);
     double best = bp_quant_loss(x, n, *scale, *zero, bits, 2.0);
     for (size_t k = 0; k < sizeof ps / sizeof *ps; k++) {
-        size_t hi_i = (size_t)floor(ps[k] * (double)(n - 1));
-        size_t lo_i = (size_t)ceil((1.0 - ps[k]) * (double)(n - 1));
-        float lo = fminf(v[lo_i], 0.0f), hi = fmaxf(v[hi_i], 0.0f), s, z;
+        float lo = fminf(bp_quantile(v, n, 1.0 - ps[k]), 0.0f);
+        float hi = fmaxf(bp_quantile(v, n, ps[k]), 0.0f), s, z;
         if (!(hi > lo))
             continue;
         params_for_range(lo, hi, bits, symmetric, &s, &z);
         double loss = bp_quant_loss(x, n, s, z, bits, 2.0);
+        if (loss < best)
+            best = loss, *scale = s, *zero = z;
+    }
+    free(v);
+}
+
+/*
+ * ERQ's grid (its UniformQuantizer.init_quantization_scale): for each p,
+ * lo, hi = the (1-p) and p quantiles (not widened to 0), s = (hi - lo) /
+ * (2^b - 1), z = rne(-lo / s) (not clamped); keep the p with the lowest mean
+ * squared error, the first of equals.  Falls back to min-max when every p
+ * gives an empty range.
+ */
+static void erq_fit(const float *x, size_t n, int bits, int act, float *scale, float *zero)
+{
+    static const double pw[] = {0.97, 0.98, 0.99, 0.995, 0.9995, 0.9997, 0.9999, 0.99995,
+                                0.99999, 1.0};
+    static const double pa[] = {0.999, 0.9999, 0.99999};
+    const double *ps = act ? pa : pw;
+    size_t np = act ? sizeof pa / sizeof *pa : sizeof pw / sizeof *pw;
+    float *v = sorted_copy(x, n);
+    if (!v)
+        return;                     /* keep the min-max parameters */
+    double best = INFINITY;
+    float levels = (float)((1u << bits) - 1u);
+    for (size_t k = 0; k < np; k++) {
+        float hi = bp_quantile(v, n, ps[k]), lo = bp_quantile(v, n, 1.0 - ps[k]);
+        float s = (hi - lo) / levels;
+        if (!(s > 0.0f))
+            continue;
+        float z = nearbyintf(-lo / s);
+        double loss = bp_quant_loss(x, n, s, z, bits, 2.0) / (double)n;
         if (loss < best)
             best = loss, *scale = s, *zero = z;
     }
@@ -146,6 +208,10 @@ void bp_qparams_fit(const float *x, size_t n, int bits, int symmetric,
         return;
     if (range == BP_RANGE_PERCENTILE) {
         percentile_fit(x, n, bits, symmetric, scale, zero);
+        return;
+    }
+    if (range == BP_RANGE_ERQ_W || range == BP_RANGE_ERQ_A) {
+        erq_fit(x, n, bits, range == BP_RANGE_ERQ_A, scale, zero);
         return;
     }
     /* Shrink the range by p = 1.00, 0.99, ..., 0.20; keep strict gains. */

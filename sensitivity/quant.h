@@ -34,8 +34,17 @@ typedef enum bp_granularity {
 typedef enum bp_range {
     BP_RANGE_MINMAX = 0,
     BP_RANGE_MSE,
-    BP_RANGE_PERCENTILE       /* clip at the p / 1-p quantiles, best p by MSE */
+    BP_RANGE_PERCENTILE,      /* clip at the p / 1-p quantiles, best p by MSE */
+    BP_RANGE_ERQ_W,           /* ERQ's weight grid: asymmetric over the (1-p, p)
+                               * quantiles, p in 0.97 .. 1, zero point rne(-lo/s)
+                               * (range not widened to 0), lowest mean squared
+                               * error, ties to the smaller p */
+    BP_RANGE_ERQ_A            /* the same for activations, p in 0.999 .. 0.99999 */
 } bp_range;
+
+/* The q-th quantile of n sorted values, linearly interpolated between order
+ * statistics exactly as torch.quantile computes it in float32. */
+float bp_quantile(const float *sorted, size_t n, double q);
 
 /* What kind of grid (activations may use the non-uniform ones). */
 typedef enum bp_qkind {

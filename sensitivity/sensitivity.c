@@ -36,6 +36,9 @@ bp_qspec bp_sens_weight_grid(const bp_sens_spec *spec, bp_wquantizer q)
         g.symmetric = 0;
         g.range = BP_RANGE_MINMAX;
         g.group_size = 0;
+    } else if (q == BP_WQ_ERQ && spec->erq_grid) {   /* ERQ's search, asymmetric */
+        g.symmetric = 0;
+        g.range = BP_RANGE_ERQ_W;
     }
     return g;
 }
@@ -90,7 +93,7 @@ static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float 
         if (spec->quantizer == BP_WQ_GPTQ) {
             rc = gptq_grouped(l, spec, bits, Xin, What[b], NULL, NULL, NULL, err);
         } else if (spec->quantizer == BP_WQ_ERQ) {
-            bp_qspec q = spec->weights;
+            bp_qspec q = bp_sens_weight_grid(spec, BP_WQ_ERQ);
             q.bits = bits;
             if (l->groups != 1)
                 return bp_fail(err, "erq does not handle grouped convolutions (%d groups); "

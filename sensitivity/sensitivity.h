@@ -54,6 +54,8 @@ typedef struct bp_sens_spec {
     int squant_mode;          /* for BP_WQ_SQUANT: BP_SQ_K | BP_SQ_C bits */
     bp_erq_opts erq;          /* for BP_WQ_ERQ */
     int cross_fit;            /* GPTQ and ERQ errors out of fold: BP_XFIT_* */
+    int erq_grid;             /* ERQ fits its own weight grid (asymmetric,
+                               * range BP_RANGE_ERQ_W) at the spec's granularity */
 } bp_sens_spec;
 
 /*

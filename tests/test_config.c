@@ -123,6 +123,28 @@ static void test_activations(void)
     a = bp_config_acts_for(&c, "other");
     CHECK(a.kind == BP_AQ_PTF && a.granularity == BP_GRAN_TENSOR);
     bp_config_free(&c);
+    /* ERQ's own grids where no range is given; "erq" names them explicitly */
+    CHECK_MSG(parse(&c, "model: {weights: m}\nweights: {quantizer: [rtn, erq]}\n"
+                        "activations:\n  symmetric: true\n"
+                        "  per_layer:\n    - {pattern: \"head\", range: mse}\n", &err) == 0,
+              "%s", err.msg);
+    CHECK(!c.weights_range_set && !c.acts_range_set);
+    a = bp_config_acts_for_quantizer(&c, "blk", BP_WQ_ERQ);
+    CHECK(a.range == BP_RANGE_ERQ_A && !a.symmetric && a.granularity == BP_GRAN_TENSOR);
+    a = bp_config_acts_for_quantizer(&c, "blk", BP_WQ_RTN);
+    CHECK(a.range == BP_RANGE_MINMAX && a.symmetric);
+    a = bp_config_acts_for_quantizer(&c, "head", BP_WQ_ERQ);    /* the rule's range wins */
+    CHECK(a.range == BP_RANGE_MSE);
+    bp_config_free(&c);
+    CHECK_MSG(parse(&c, "model: {weights: m}\nweights: {quantizer: erq, range: erq}\n"
+                        "activations: {range: erq}\n", &err) == 0, "%s", err.msg);
+    CHECK(c.weights_range_set && c.weights_q.range == BP_RANGE_ERQ_W);
+    CHECK(c.acts_range_set && c.acts_q.range == BP_RANGE_ERQ_A);
+    bp_config_free(&c);
+    CHECK_MSG(parse(&c, "model: {weights: m}\nweights: {quantizer: erq, range: mse}\n", &err) == 0,
+              "%s", err.msg);
+    CHECK(c.weights_range_set && c.weights_q.range == BP_RANGE_MSE);
+    bp_config_free(&c);
 }
 
 static void expect_error(const char *text, const char *needle)

@@ -4,6 +4,7 @@
  * min-max, round-half-to-even, honest storage bits.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "sensitivity/quant.h"
@@ -281,6 +282,93 @@ static void test_percentile(void)
     free(x);
 }
 
+/* bp_quantile is torch.quantile's linear rule: exact at the order
+ * statistics, linear between them; on a 96-wide row p = 0.99 .. 0.99999
+ * give distinct values between the two largest elements. */
+static void test_quantile(void)
+{
+    enum { N = 96 };
+    float v[N];
+    for (int i = 0; i < N; i++)
+        v[i] = (float)(i * i) * 0.25f - 3.0f;          /* sorted, uneven gaps */
+    CHECK(bp_quantile(v, N, 0.0) == v[0]);
+    CHECK(bp_quantile(v, N, 1.0) == v[N - 1]);
+    CHECK(bp_quantile(v, N, 0.5) == v[47] + 0.5f * (v[48] - v[47]) ||
+          fabsf(bp_quantile(v, N, 0.5) - 0.5f * (v[47] + v[48])) < 1e-4f);
+    for (int k = 0; k < N; k++)                     /* exact at rank k */
+        CHECK(bp_quantile(v, N, (double)k / (N - 1)) == v[k] ||
+              fabsf(bp_quantile(v, N, (double)k / (N - 1)) - v[k]) < 1e-4f * (1 + fabsf(v[k])));
+    static const double ps[] = {0.99, 0.995, 0.999, 0.9999, 0.99999};
+    float prev = -INFINITY;
+    for (size_t k = 0; k < sizeof ps / sizeof *ps; k++) {
+        float q = bp_quantile(v, N, ps[k]);
+        CHECK(q > prev && q > v[N - 3] && q < v[N - 1]);
+        double rank = ps[k] * (N - 1), w = rank - floor(rank);
+        double want = v[(int)rank] + w * (v[(int)rank + 1] - v[(int)rank]);
+        CHECK_MSG(fabs(q - want) < 1e-5 * fabs(want), "p %g: %g vs %g", ps[k], q, want);
+        prev = q;
+    }
+    float one = 2.5f;
+    CHECK(bp_quantile(&one, 1, 0.3) == 2.5f);
+}
+
+/* The mean squared error of an ERQ candidate: lo, hi the (1-p, p)
+ * quantiles, s = (hi - lo) / (2^b - 1), z = rne(-lo / s). */
+static double erq_candidate(const float *x, const float *sorted, size_t n, int bits, double p,
+                            float *s, float *z)
+{
+    float hi = bp_quantile(sorted, n, p), lo = bp_quantile(sorted, n, 1.0 - p);
+    *s = (hi - lo) / (float)((1 << bits) - 1);
+    *z = nearbyintf(-lo / *s);
+    return bp_quant_loss(x, n, *s, *z, bits, 2.0) / (double)n;
+}
+
+static int cmp_f(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ERQ's ranges: the fitted grid is one of the candidates and none of the
+ * candidates has a lower error; the zero point is not widened to 0 (data
+ * away from zero keeps its whole grid: z outside [0, 2^b - 1]). */
+static void test_erq_range(void)
+{
+    check_rng r = {8128};
+    enum { N = 4000 };
+    float *x = malloc(N * sizeof *x), *v = malloc(N * sizeof *v);
+    static const double pw[] = {0.97, 0.98, 0.99, 0.995, 0.9995, 0.9997, 0.9999, 0.99995,
+                                0.99999, 1.0};
+    static const double pa[] = {0.999, 0.9999, 0.99999};
+    for (int trial = 0; trial < 3; trial++) {
+        fill_normal(&r, x, N, trial == 2 ? 1.0 : 1.0 + trial, trial == 2 ? 20.0 : 0.3 * trial);
+        for (int i = 0; i < 8; i++)
+            x[(size_t)i * 431] *= trial == 2 ? 1.2f : 6.0f;   /* a thin tail */
+        memcpy(v, x, N * sizeof *v);
+        qsort(v, N, sizeof *v, cmp_f);
+        for (int bits = 2; bits <= 8; bits += 2)
+            for (int act = 0; act < 2; act++) {
+                const double *ps = act ? pa : pw;
+                size_t np = act ? 3 : 10;
+                float s, z, cs, cz;
+                bp_qparams_fit(x, N, bits, 0, act ? BP_RANGE_ERQ_A : BP_RANGE_ERQ_W, 2.0, &s, &z);
+                double got = bp_quant_loss(x, N, s, z, bits, 2.0) / N, best = INFINITY;
+                int found = 0;
+                for (size_t k = 0; k < np; k++) {
+                    double l = erq_candidate(x, v, N, bits, ps[k], &cs, &cz);
+                    best = fmin(best, l);
+                    found |= cs == s && cz == z;
+                }
+                CHECK_MSG(found, "trial %d bits %d act %d: fit is not a candidate", trial, bits, act);
+                CHECK(got <= best);
+                if (trial == 2)                    /* every value in 15 .. 30 */
+                    CHECK(z < 0.0f);
+            }
+    }
+    free(x);
+    free(v);
+}
+
 /* The exported activation grid reproduces bp_quantize_matrix bit for bit:
  * x_hat = s (clamp(rne(x (1/s)) + z, 0, 2^b - 1) - z) per tensor (any range
  * setting), per column for ptf; log2 from its maximum. */
@@ -321,6 +409,8 @@ static void test_act_grid(void)
 
 int main(void)
 {
+    test_quantile();
+    test_erq_range();
     test_act_grid();
     test_ptf();
     test_log2();
