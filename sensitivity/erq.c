@@ -41,13 +41,22 @@ int bp_erq_refine(const double *C, int64_t m, double *delta, const double *step,
         int64_t best = -1;
         for (int64_t i = 0; i < m; i++) {      /* g = 2 C delta; delta_i g_i > 0 only */
             double g = 2.0 * Cd[i];
-            int ok = delta[i] * g > 0.0 && (delta[i] > 0.0 ? room_down[i] : room_up[i]);
-            if (ok && (best < 0 || fabs(g) > fabs(2.0 * Cd[best])))
+            if (delta[i] * g > 0.0 && (best < 0 || fabs(g) > fabs(2.0 * Cd[best])))
                 best = i;
         }
         if (best < 0)
             break;
-        double move = delta[best] > 0.0 ? -step[best] : step[best];
+        /* ERQ's step: v = delta - g snapped to the nearer of the element's two
+         * grid errors (ceil on a tie); it flips only when |g| exceeds half a
+         * step, and an element that cannot move (the grid's end) ends it too */
+        double g = 2.0 * Cd[best], v = delta[best] - g;
+        int down = delta[best] > 0.0;
+        double other = down ? delta[best] - step[best] : delta[best] + step[best];
+        double ceil_e = down ? delta[best] : other, floor_e = down ? other : delta[best];
+        double pick = fabs(v - ceil_e) <= fabs(v - floor_e) ? ceil_e : floor_e;
+        if (pick == delta[best] || !(down ? room_down[best] : room_up[best]))
+            break;
+        double move = pick - delta[best];
         double np = p + 2.0 * move * Cd[best] + move * move * C[best * m + best];
         if (np > p)
             break;                               /* the first rejected flip ends it */
@@ -104,23 +113,32 @@ static int erq_aqer(double *Wc, int64_t o, int64_t d, int64_t da, const float *X
                     const float *Xq, int64_t n, const double *G, double lambda,
                     bp_error *err)
 {
+    enum { CHUNK = 1024 };
+    int64_t chunk = n < CHUNK ? n : CHUNK;
     double *DA = bp_calloc((size_t)(d * da), sizeof(double), err);   /* dX^T A */
     double *M = bp_malloc((size_t)(o * da) * sizeof(double), err);
     double *Wd = bp_malloc((size_t)(o * d) * sizeof(double), err);
+    double *dX = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *Ab = bp_malloc((size_t)(chunk * da) * sizeof(double), err);
     int64_t *all = bp_malloc((size_t)da * sizeof *all, err);
     int rc = -1;
-    if (!DA || !M || !Wd || !all)
+    if (!DA || !M || !Wd || !dX || !Ab || !all)
         goto out;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t a = 0; a < d; a++) {
-            double dx = (double)Xq[i * d + a] - X[i * d + a];
-            if (dx == 0.0)
-                continue;
-            for (int64_t b = 0; b < d; b++)
-                DA[a * da + b] += dx * Xq[i * d + b];
+    for (int64_t r0 = 0; r0 < n; r0 += chunk) {  /* DA += dX_chunk^T A_chunk */
+        int64_t m = n - r0 < chunk ? n - r0 : chunk;
+        for (int64_t i = 0; i < m; i++) {
+            const float *xq = Xq + (r0 + i) * d, *x = X + (r0 + i) * d;
+            for (int64_t a = 0; a < d; a++) {
+                dX[i * d + a] = (double)xq[a] - (double)x[a];
+                Ab[i * da + a] = xq[a];
+            }
             if (da > d)
-                DA[a * da + d] += dx;
+                Ab[i * da + d] = 1.0;
         }
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)da, (int)m, 1.0, dX,
+                    (int)d, Ab, (int)da, 1.0, DA, (int)da);
+        bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)d * (double)da * (double)m);
+    }
     for (int64_t r = 0; r < o; r++)
         for (int64_t j = 0; j < d; j++)
             Wd[r * d + j] = Wc[r * da + j];
@@ -138,6 +156,8 @@ out:
     free(DA);
     free(M);
     free(Wd);
+    free(dX);
+    free(Ab);
     free(all);
     return rc;
 }

@@ -44,7 +44,11 @@ int bp_erq_quantize(const float *W, const float *bias, int64_t o, int64_t d, con
  * The rounding refinement on one row, exposed for tests: C (m x m, the
  * proxy matrix), delta (m, the rounding errors, updated), step (m, the grid
  * step of each element), room_up / room_down (m: may the element move one
- * step up / down).  Returns the number of flips kept.
+ * step up / down).  Each step takes the element with the largest gradient
+ * |g| = |2 C delta| among those it would move toward a lower proxy and flips
+ * it when delta - g lies nearer the other grid point (|g| over half a step,
+ * ERQ's rule); it stops at the first element that stays, cannot move or
+ * would raise the proxy, or after max_flips.  Returns the flips kept.
  */
 int bp_erq_refine(const double *C, int64_t m, double *delta, const double *step,
                   const unsigned char *room_up, const unsigned char *room_down,

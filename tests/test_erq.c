@@ -188,8 +188,29 @@ static void test_refine(void)
     CHECK(total_moves > 0);
 }
 
+/* ERQ's rule: the element moves only when |g| = |2 (C delta)_i| is over half
+ * a step, even where a full step would lower the proxy. */
+static void test_half_step(void)
+{
+    double step[2] = {0.1, 0.1};
+    unsigned char up[2] = {1, 1}, down[2] = {1, 1};
+    /* |g| = 0.0312 < 0.05 = half a step, though the flip would lower the proxy */
+    double weak[4] = {0.2, 0.19, 0.19, 0.2}, d1[2] = {0.04, 0.04};
+    CHECK(bp_erq_refine(weak, 2, d1, step, up, down, 100) == 0);
+    CHECK(d1[0] == 0.04 && d1[1] == 0.04);
+    /* |g| = 0.152 > 0.05: the first element flips to the other grid point */
+    double strong[4] = {1.0, 0.9, 0.9, 1.0}, d2[2] = {0.04, 0.04};
+    CHECK(bp_erq_refine(strong, 2, d2, step, up, down, 100) >= 1);
+    CHECK(fabs(d2[0] + 0.06) < 1e-12 && d2[1] == 0.04);
+    /* an element at the grid's end cannot move: the refinement stops there */
+    double d3[2] = {0.04, 0.04};
+    unsigned char no_down[2] = {0, 1};
+    CHECK(bp_erq_refine(strong, 2, d3, step, up, no_down, 100) == 0);
+}
+
 int main(void)
 {
+    test_half_step();
     test_against_rtn();
     test_aqer();
     test_refine();
