@@ -13,28 +13,48 @@
 
 #define GRAM_CHUNK_ROWS 1024
 
-/* Z[i] = [X[i, col0:col0+d], Xq[i, col0:col0+d] - X[i, col0:col0+d]] */
-static void fill_chunk(double *Z, const float *X, const float *Xq, int64_t rows,
-                       int64_t ld, int64_t col0, int64_t d, int64_t k)
-{
-    for (int64_t i = 0; i < rows; i++) {
-        const float *x = X + i * ld + col0;
-        double *z = Z + i * k;
-        for (int64_t j = 0; j < d; j++)
-            z[j] = x[j];
-        if (Xq) {
-            const float *xq = Xq + i * ld + col0;
-            for (int64_t j = 0; j < d; j++)
-                z[d + j] = (double)xq[j] - (double)x[j];
-        }
-    }
-}
-
 /* G = (1/n) sum over row chunks of Z^T Z */
 int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
                   int64_t ld, int64_t col0, int64_t d, bp_error *err)
 {
-    return bp_gram_build_mode(g, X, Xq, n, ld, col0, d, n < (Xq ? 2 * d : d), err);
+    return bp_gram_build_mode(g, X, Xq, n, ld, col0, d, n < d, err);
+}
+
+int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
+                      int64_t f_rows)
+{
+    double nn = (double)n, dd = (double)d, o = (double)rows, c = (double)n_cand;
+    double f2 = 2.0 * (double)f_rows * (double)f_rows;
+    double cross = fmin(3.0 * nn * dd * dd + 4.0 * o * dd * dd, 4.0 * nn * dd * o);
+    double gram = nn * dd * dd + (quantized ? cross : 0.0)       /* Gb; c and e0 */
+                  + 2.0 * o * dd * dd                             /* the energy */
+                  + c * (2.0 * o * dd * dd + f2 * dd);            /* per candidate */
+    double kept = (c + 1.0) * 2.0 * nn * dd * o + c * f2 * nn;    /* W X^T once, What Xbar^T */
+    return kept < gram;
+}
+
+/* m rows of columns [col0, col0 + d) in double: Xbar (Xq, or X without it)
+ * into B and, with Xq and D, dX = Xq - X into D. */
+static void fill_chunk(double *B, double *D, const float *X, const float *Xq, int64_t m,
+                       int64_t ld, int64_t col0, int64_t d)
+{
+    for (int64_t i = 0; i < m; i++) {
+        const float *x = X + i * ld + col0;
+        double *b = B + i * d;
+        if (!Xq) {
+            for (int64_t j = 0; j < d; j++)
+                b[j] = x[j];
+            continue;
+        }
+        const float *xq = Xq + i * ld + col0;
+        for (int64_t j = 0; j < d; j++)
+            b[j] = xq[j];
+        if (!D)
+            continue;
+        double *dx = D + i * d;
+        for (int64_t j = 0; j < d; j++)
+            dx[j] = (double)xq[j] - (double)x[j];
+    }
 }
 
 int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
@@ -43,9 +63,8 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     memset(g, 0, sizeof *g);
     if (n <= 0)
         return bp_fail(err, "no calibration rows");
-    g->d = d;
-    g->k = Xq ? 2 * d : d;
-    int64_t k = g->k, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    g->d = g->k = d;
+    int64_t chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
     if (keep_rows) {                 /* keep the rows: cheaper than their Gram */
         double s = 1.0 / sqrt((double)n);
         g->n = n;
@@ -64,21 +83,23 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
             }
         return 0;
     }
-    g->G = bp_calloc((size_t)(k * k), sizeof(double), err);
-    double *Z = bp_malloc((size_t)(chunk * k) * sizeof(double), err);
-    if (!g->G || !Z) {
-        free(Z);
+    g->G = bp_calloc((size_t)(d * d), sizeof(double), err);
+    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    if (!g->G || !B) {
+        free(B);
         bp_gram_free(g);
         return -1;
     }
+    g->X = X, g->Xq = Xq, g->ld = ld, g->col0 = col0, g->n = n;
+    double fd = (double)d;
     for (int64_t r = 0; r < n; r += chunk) {
         int64_t m = n - r < chunk ? n - r : chunk;
-        fill_chunk(Z, X + r * ld, Xq ? Xq + r * ld : NULL, m, ld, col0, d, k);
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)m,
-                    1.0 / (double)n, Z, (int)k, 1.0, g->G, (int)k);
-        bp_profile_flops(BP_STAGE_ERRORS, (double)m * (double)k * (double)(k + 1));
+        fill_chunk(B, NULL, X + r * ld, Xq ? Xq + r * ld : NULL, m, ld, col0, d);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0 / (double)n, B,
+                    (int)d, 1.0, g->G, (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, (double)m * fd * (fd + 1.0));
     }
-    free(Z);
+    free(B);
     return 0;
 }
 
@@ -96,6 +117,8 @@ void bp_gram_attach_y(bp_gram *g, bp_ycache *c)
 void bp_gram_free(bp_gram *g)
 {
     free(g->G);
+    free(g->Q);
+    free(g->e0);
     free(g->Z);
     free(g->Xb);
     if (!g->y_borrowed)
@@ -117,16 +140,25 @@ static void quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t 
 }
 
 /* The remainder P D P instead of D, P = I - n n^T:
- * *s += -2 (D n)^T E n + (n^T D n)(n^T E n), with E n = A (B^T n). */
+ * *s += -2 (D n)^T E n + (n^T D n)(n^T E n), with E n the symmetric part of
+ * A B^T applied to n: (A (B^T n) + B (A^T n)) / 2. */
 static int null_correction(const bp_gram_fisher *f, const double *A, const double *B,
                            int64_t rows, int64_t m, double *s, bp_error *err)
 {
-    double *t = bp_malloc((size_t)(m + rows) * sizeof(double), err);
+    double *t = bp_malloc((size_t)(m + 2 * rows) * sizeof(double), err);
     if (!t)
         return -1;
-    double *En = t + m, nDn = 0.0, nEn = 0.0, DnEn = 0.0;
+    double *En = t + m, *Et = En + rows, nDn = 0.0, nEn = 0.0, DnEn = 0.0;
     cblas_dgemv(CblasRowMajor, CblasTrans, (int)rows, (int)m, 1.0, B, (int)m, f->n, 1, 0.0, t, 1);
     cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)m, 1.0, A, (int)m, t, 1, 0.0, En, 1);
+    if (A != B) {
+        cblas_dgemv(CblasRowMajor, CblasTrans, (int)rows, (int)m, 1.0, A, (int)m, f->n, 1, 0.0,
+                    t, 1);
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)m, 1.0, B, (int)m, t, 1, 0.0,
+                    Et, 1);
+        for (int64_t r = 0; r < rows; r++)
+            En[r] = 0.5 * (En[r] + Et[r]);
+    }
     for (int64_t r = 0; r < rows; r++) {
         nDn += f->n[r] * f->d[r] * f->n[r];
         nEn += f->n[r] * En[r];
@@ -138,8 +170,9 @@ static int null_correction(const bp_gram_fisher *f, const double *A, const doubl
 }
 
 /*
- * 1/2 tr(F A B^T) for rows x m matrices A, B with A B^T symmetric (E = A B^T
- * is the error covariance: V (V G)^T, or D D^T), and row_err[r] = E_rr.
+ * 1/2 tr(F A B^T) for rows x m matrices A, B (E = A B^T, up to an
+ * antisymmetric part F does not see, is the error covariance or a term of
+ * it), and row_err[r] = E_rr.
  * Dense: sum (F A) o B.  Low rank: sum_i s_i (u_i^T A)(u_i^T B) + sum_r d_r E_rr.
  */
 static int fisher_trace(const bp_gram_fisher *f, const double *A, const double *B,
@@ -252,32 +285,172 @@ int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
     return bp_gram_row_errors_kfac(g, W, What, rows, ldw, NULL, row_err, NULL, err);
 }
 
+/* c and e0 through the d x d Grams: Q = W H^T with H = Xbar^T dX / n, WS =
+ * W S with S = dX^T dX / n, e0_r = W_r . WS_r.  Wd: W in double. */
+static int cross_by_grams(bp_gram *g, const double *Wd, int64_t rows, double *WS, bp_error *err)
+{
+    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    double *H = bp_calloc((size_t)(d * d), sizeof(double), err);
+    double *S = bp_calloc((size_t)(d * d), sizeof(double), err);
+    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *D = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    int rc = -1;
+    if (!H || !S || !B || !D)
+        goto out;
+    double a = 1.0 / (double)n, fd = (double)d;
+    for (int64_t r = 0; r < n; r += chunk) {
+        int64_t m = n - r < chunk ? n - r : chunk;
+        fill_chunk(B, D, g->X + r * g->ld, g->Xq + r * g->ld, m, g->ld, g->col0, d);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)m, a, B,
+                    (int)d, D, (int)d, 1.0, H, (int)d);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, a, D, (int)d, 1.0, S,
+                    (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, (double)m * fd * (3.0 * fd + 1.0));
+    }
+    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, (int)rows, (int)d, 1.0, S, (int)d, Wd,
+                (int)d, 0.0, WS, (int)d);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d, (int)d, 1.0, Wd,
+                (int)d, H, (int)d, 0.0, g->Q, (int)d);
+    bp_profile_flops(BP_STAGE_ERRORS, 4.0 * (double)rows * fd * fd);
+    for (int64_t r = 0; r < rows; r++)
+        g->e0[r] = cblas_ddot((int)d, Wd + r * d, 1, WS + r * d, 1);
+    rc = 0;
+out:
+    free(H);
+    free(S);
+    free(B);
+    free(D);
+    return rc;
+}
+
+/* c and e0 from the rows: P = W dX^T / sqrt(n) per chunk, Q += P Xbar /
+ * sqrt(n), e0_r += ||P_r||^2 and, with f, kfac0 += 1/2 tr(F P P^T). */
+static int cross_by_rows(bp_gram *g, const double *Wd, int64_t rows, const bp_gram_fisher *f,
+                         bp_error *err)
+{
+    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *D = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *P = bp_malloc((size_t)(rows * chunk) * sizeof(double), err);
+    double *pe = bp_malloc((size_t)rows * sizeof(double), err);
+    int rc = -1;
+    if (!B || !D || !P || !pe)
+        goto out;
+    double s = 1.0 / sqrt((double)n), fd = (double)d, fr = (double)rows;
+    memset(g->Q, 0, (size_t)(rows * d) * sizeof(double));
+    memset(g->e0, 0, (size_t)rows * sizeof(double));
+    g->kfac0 = 0.0;
+    for (int64_t r = 0; r < n; r += chunk) {
+        int64_t m = n - r < chunk ? n - r : chunk;
+        fill_chunk(B, D, g->X + r * g->ld, g->Xq + r * g->ld, m, g->ld, g->col0, d);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)m, (int)d, s, Wd,
+                    (int)d, D, (int)d, 0.0, P, (int)m);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d, (int)m, s, P,
+                    (int)m, B, (int)d, 1.0, g->Q, (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, 4.0 * (double)m * fd * fr);
+        for (int64_t o = 0; o < rows; o++) {
+            pe[o] = cblas_ddot((int)m, P + o * m, 1, P + o * m, 1);
+            g->e0[o] += pe[o];
+        }
+        double k = 0.0;
+        if (f && fisher_trace(f, P, P, rows, m, pe, &k, err) < 0)
+            goto out;
+        g->kfac0 += k;
+    }
+    rc = 0;
+out:
+    free(B);
+    free(D);
+    free(P);
+    free(pe);
+    return rc;
+}
+
+/* Grams: the work buffers and, with quantized inputs, the per-weights terms
+ * Q = W H^T, e0_r = W_r S W_r^T and (with f) kfac0 = 1/2 tr(F W S W^T). */
+static int gram_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
+                        const bp_gram_fisher *f, bp_error *err)
+{
+    int64_t d = g->d;
+    size_t rd = (size_t)(rows * d);
+    if (!g->A)
+        g->A = bp_malloc(rd * sizeof(double), err);
+    if (!g->M)
+        g->M = bp_malloc(rd * sizeof(double), err);
+    if (!g->A || !g->M)
+        return -1;
+    if (!g->Xq || (g->w_of == W && (!f || g->f_of == f)))
+        return 0;
+    double nn = (double)g->n, fd = (double)d, fr = (double)rows;
+    int by_rows = 4.0 * nn * fd * fr < 3.0 * nn * fd * fd + 4.0 * fr * fd * fd;
+    int fresh = g->w_of != W;
+    if (fresh || by_rows) {
+        free(g->Q);
+        free(g->e0);
+        g->w_of = NULL, g->f_of = NULL;
+        g->Q = bp_malloc(rd * sizeof(double), err);
+        g->e0 = bp_malloc((size_t)rows * sizeof(double), err);
+        if (!g->Q || !g->e0)
+            return -1;
+    }
+    double *Wd = bp_malloc(rd * sizeof(double), err);
+    double *WS = by_rows ? NULL : bp_malloc(rd * sizeof(double), err);
+    int rc = -1;
+    if (!Wd || (!by_rows && !WS))
+        goto out;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < d; j++)
+            Wd[r * d + j] = W[r * ldw + j];
+    if (by_rows) {
+        if (cross_by_rows(g, Wd, rows, f, err) < 0)
+            goto out;
+    } else {
+        if (cross_by_grams(g, Wd, rows, WS, err) < 0)
+            goto out;
+        if (f && fisher_trace(f, Wd, WS, rows, d, g->e0, &g->kfac0, err) < 0)
+            goto out;
+    }
+    g->w_of = W, g->f_of = f;
+    rc = 0;
+out:
+    free(Wd);
+    free(WS);
+    return rc;
+}
+
 int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64_t rows,
                             int64_t ldw, const bp_gram_fisher *f, double *row_err,
                             double *kfac, bp_error *err)
 {
     if (g->Z)
         return direct_errors(g, W, What, rows, ldw, f, row_err, kfac, err);
-    int64_t d = g->d, k = g->k;
-    double *V = bp_malloc((size_t)(rows * k) * sizeof(double), err);
-    double *M = V ? bp_malloc((size_t)(rows * k) * sizeof(double), err) : NULL;
-    if (!M) {
-        free(V);
+    if (gram_prepare(g, W, rows, ldw, f, err) < 0)
         return -1;
-    }
+    int64_t d = g->d;
+    double *V = g->A, *M = g->M;
     for (int64_t r = 0; r < rows; r++) {
         const float *w = W + r * ldw, *wq = What + r * ldw;
-        double *v = V + r * k;
+        double *v = V + r * d;
         for (int64_t j = 0; j < d; j++)
             v[j] = (double)wq[j] - (double)w[j];
-        if (k > d)
-            for (int64_t j = 0; j < d; j++)
-                v[d + j] = wq[j];
     }
-    quad_forms(g, V, rows, k, M, row_err);
-    int rc = f ? fisher_trace(f, V, M, rows, k, row_err, kfac, err) : 0;
-    free(V);
-    free(M);
+    quad_forms(g, V, rows, d, M, row_err);       /* dW_r Gb dW_r^T, M = dW Gb */
+    if (!g->Xq)
+        return f ? fisher_trace(f, V, M, rows, d, row_err, kfac, err) : 0;
+    for (int64_t r = 0; r < rows; r++) {          /* + 2 dW_r c_r; M := dW Gb + 2 Q */
+        double *m = M + r * d;
+        const double *q = g->Q + r * d;
+        for (int64_t j = 0; j < d; j++)
+            m[j] += 2.0 * q[j];
+        row_err[r] += 2.0 * cblas_ddot((int)d, V + r * d, 1, q, 1);
+    }
+    int rc = 0;
+    if (f) {
+        rc = fisher_trace(f, V, M, rows, d, row_err, kfac, err);
+        *kfac += g->kfac0;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        row_err[r] += g->e0[r];
     return rc;
 }
 
@@ -291,21 +464,16 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
             row_energy[r] = cblas_ddot((int)g->n, g->Y + r * g->n, 1, g->Y + r * g->n, 1);
         return 0;
     }
+    if (gram_prepare(g, W, rows, ldw, NULL, err) < 0)
+        return -1;
     int64_t d = g->d;
-    double *V = bp_malloc((size_t)(rows * d) * sizeof(double), err);
-    if (!V)
-        return -1;
-    double *M = bp_malloc((size_t)(rows * d) * sizeof(double), err);
-    if (!M) {
-        free(V);
-        return -1;
-    }
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < d; j++)
-            V[r * d + j] = W[r * ldw + j];
-    quad_forms(g, V, rows, d, M, row_energy);
-    free(V);
-    free(M);
+            g->A[r * d + j] = W[r * ldw + j];
+    quad_forms(g, g->A, rows, d, g->M, row_energy);
+    /* X = Xbar - dX: X^T X = Gb - H - H^T + S */
+    for (int64_t r = 0; g->Xq && r < rows; r++)
+        row_energy[r] += g->e0[r] - 2.0 * cblas_ddot((int)d, g->A + r * d, 1, g->Q + r * d, 1);
     return 0;
 }
 

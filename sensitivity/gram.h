@@ -2,17 +2,20 @@
  * gram.h - exact output error of a quantized layer from Gram matrices.
  *
  * With dW = What - W and dX = Xbar - X (Xbar = quantized activations):
- *   What Xbar^T - W X^T = dW X^T + What dX^T = [dW, What] [X, dX]^T
+ *   What Xbar^T - W X^T = dW Xbar^T + W dX^T
  * so each output row r contributes
- *   e_r = v_r G v_r^T / n,   v_r = [dW_r, What_r],   G = [X, dX]^T [X, dX]
- * and the Gram G (2d x 2d, or d x d when activations are unquantized and
- * only dW X^T remains) is built once per activation width and reused for
- * every weight candidate.  Everything is accumulated in double.  When there
- * are fewer calibration rows than Gram columns, forming G costs more than
- * it saves: the scaled rows are kept instead, W X^T is formed once per
- * layer (a bp_ycache carries it across activation widths), and each
- * candidate costs one dgemm What Xbar^T (2 n d flops per row instead of
- * 2 k^2).
+ *   e_r = dW_r Gb dW_r^T + 2 dW_r c_r + e0_r,
+ *   Gb = Xbar^T Xbar / n,  c_r = (Xbar^T dX / n) W_r^T,  e0_r = W_r (dX^T dX / n) W_r^T
+ * Gb is built once per activation width (n d^2 flops); c and e0 once per
+ * weight matrix, from the d x d Grams Xbar^T dX and dX^T dX (3 n d^2 + 4 rows
+ * d^2) or from the rows as (W dX^T) Xbar (4 n d rows), whichever is
+ * cheaper; each weight candidate then costs one symmetric
+ * product dW Gb: 2 rows d^2 flops (unquantized activations: Gb = X^T X and
+ * no c, e0).  Everything is accumulated in double.  When there are fewer
+ * calibration rows than that saves (bp_gram_keep_rows), the scaled rows are
+ * kept instead, W X^T is formed once per layer (a bp_ycache carries it
+ * across activation widths), and each candidate costs one dgemm What Xbar^T
+ * (2 n d flops per row).
  */
 #ifndef BP_GRAM_H
 #define BP_GRAM_H
@@ -23,8 +26,15 @@
 
 typedef struct bp_gram {
     int64_t d;                /* input columns covered */
-    int64_t k;                /* d, or 2d with the activation-error block */
-    double *G;                /* k x k, upper triangle valid, scaled by 1/n */
+    int64_t k;                /* d: the width of G */
+    double *G;                /* d x d, upper triangle valid, scaled by 1/n:
+                               * Xbar^T Xbar (X^T X without quantized inputs) */
+    const float *X, *Xq;      /* the inputs (quantized: Xq != NULL), borrowed */
+    int64_t ld, col0;
+    const float *w_of;        /* the W whose terms below are formed */
+    double *Q, *e0, *WS;      /* rows x d: W H^T; rows: W_r S W_r^T; rows x d: W S */
+    const void *f_of;         /* the factor whose 1/2 tr(F W S W^T) is kfac0 */
+    double kfac0;
     double *Z;                /* instead of G (kept rows): X / sqrt(n), n x d */
     int64_t n;                /* rows of Z */
     double *Xb;               /* with Z and quantized inputs: Xq / sqrt(n), n x d */
@@ -32,7 +42,7 @@ typedef struct bp_gram {
     double *Y;                /* rows x n */
     int y_borrowed;           /* Y belongs to the attached cache */
     struct bp_ycache *yc;     /* or NULL */
-    double *A, *M;            /* work buffers of the kept-rows path */
+    double *A, *M;            /* work buffers */
 } bp_gram;
 
 /* W X^T / sqrt(n) of one weight matrix, owned by the caller and reused by
@@ -49,14 +59,22 @@ void bp_ycache_free(bp_ycache *c);
 void bp_gram_attach_y(bp_gram *g, bp_ycache *c);
 
 /* Build from columns [col0, col0 + d) of the n x ld row-major matrices X
- * and (when not NULL) Xq, the quantized activations. */
+ * and (when not NULL) Xq, the quantized activations; both are read again
+ * by the first row_errors / row_energy call of each weight matrix, so they
+ * must outlive g's use. */
 int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
                   int64_t ld, int64_t col0, int64_t d, bp_error *err);
 /* The same, choosing explicitly: keep_rows 1 keeps the scaled rows, 0 forms
- * the Gram (bp_gram_build keeps rows when n < k). */
+ * the Grams (bp_gram_build keeps rows when n < d). */
 int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
                        int64_t col0, int64_t d, int keep_rows, bp_error *err);
 void bp_gram_free(bp_gram *g);
+
+/* Keep rows rather than form Grams?  The cheaper in flops for n rows, d
+ * inputs, `rows` outputs, quantized inputs or not, n_cand weight candidates
+ * and a dense output factor (f_rows outputs, 0 without). */
+int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
+                      int64_t f_rows);
 
 /* row_err[r] = ||What_r Xbar^T - W_r X^T||^2 / n for rows x d matrices W,
  * What (row stride ldw). */
@@ -75,7 +93,9 @@ typedef struct bp_gram_fisher {
 /*
  * The same row errors and, with f, the loss increase K-FAC predicts:
  *   *kfac = 1/2 tr(F E),  E = E_n[dy dy^T] = (What Xbar^T - W X^T)(...)^T / n
- * Gram mode: E = V G V^T with V = [dW, What], so tr(F E) = sum (F V) o (V G);
+ * Grams: E = dW (Gb dW^T + 2 Q^T) + W S W^T up to its antisymmetric part,
+ * which F (symmetric) does not see, so tr(F E) = sum (F dW) o (dW Gb + 2 Q)
+ * + tr(F W S W^T), the last once per weight matrix;
  * kept rows: E = D D^T with D = (What Xbar^T - W X^T) / sqrt(n), so
  * tr(F E) = sum (F D) o D.  Low rank: tr(F E) = sum_i s_i u_i^T E u_i +
  * tr(P D P E), which is sum_r d_r E_rr without a null direction n and

@@ -189,15 +189,8 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
     for (size_t b = 0; b < n_w; b++)
         out->mse[b] = out->fisher[b] = out->kfac[b] = 0.0;
     out->energy = 0.0;
-    /* flops: the Gram (n k^2 to build, 2 og k^2 per form, 2 og^2 k more for a
-     * dense output factor) against the kept rows (2 n d og per form, W X^T
-     * included; 2 og^2 n for the factor) for n_w candidates plus the energy */
-    double k = (double)(Xq ? 2 * l->in : l->in), nn = (double)l->n, d = (double)l->in;
-    double f2 = fd->g && !fd->g[0].rank ? 2.0 * (double)og * (double)og : 0.0;
-    double gram_cost = nn * k * k + ((double)n_w + 1.0) * 2.0 * (double)og * k * k +
-                       (double)n_w * f2 * k;
-    double rows_cost = ((double)n_w + 1.0) * 2.0 * nn * d * (double)og + (double)n_w * f2 * nn;
-    int keep_rows = rows_cost < gram_cost;
+    int dense = fd->g && !fd->g[0].rank;
+    int keep_rows = bp_gram_keep_rows(l->n, l->in, og, Xq != NULL, n_w, dense ? og : 0);
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
         if (bp_gram_build_mode(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows, err) < 0)
@@ -205,12 +198,6 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
         if (yc)
             bp_gram_attach_y(&g, &yc[j]);
         const float *W = l->W + (int64_t)j * og * l->in;
-        if (bp_gram_row_energy(&g, W, og, l->in, row, err) < 0) {
-            bp_gram_free(&g);
-            goto fail;
-        }
-        for (int64_t r = 0; r < og; r++)
-            out->energy += row[r];
         for (size_t b = 0; b < n_w; b++) {
             double kf = 0.0;
             if (bp_gram_row_errors_kfac(&g, W, What[b] + (int64_t)j * og * l->in, og, l->in,
@@ -225,6 +212,13 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
                     out->fisher[b] += 0.5 * (double)g2[(int64_t)j * og + r] * row[r];
             }
         }
+        /* after the candidates: the per-weights terms are then formed with the factor */
+        if (bp_gram_row_energy(&g, W, og, l->in, row, err) < 0) {
+            bp_gram_free(&g);
+            goto fail;
+        }
+        for (int64_t r = 0; r < og; r++)
+            out->energy += row[r];
         bp_gram_free(&g);
     }
     free(row);

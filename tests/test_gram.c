@@ -143,33 +143,56 @@ static void test_fisher(void)
     bp_table_free(&t);
 }
 
-/* Both ways of reading the errors, forced, against the direct computation. */
+/* Both ways of reading the errors, forced, against the direct computation;
+ * with Grams, both ways of forming the cross terms (by rows when outputs
+ * are few, O = 6; by d x d Grams when they are many, O = 40). */
 static void test_modes(void)
 {
     check_rng r = {777};
-    enum { O = 6, D = 10, N = 90 };
-    float *X = make_inputs(&r, N, D), Xq[N * D], W[O * D], Wq[O * D];
+    enum { OMAX = 40, D = 10, N = 90 };
+    float *X = make_inputs(&r, N, D), Xq[N * D], W[OMAX * D], Wq[OMAX * D];
     bp_qspec aq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
-    for (int i = 0; i < O * D; i++)
+    for (int i = 0; i < OMAX * D; i++)
         W[i] = (float)check_normal(&r);
     bp_quantize_matrix(X, Xq, N, D, &aq, NULL);
-    bp_quantize_matrix(W, Wq, O, D, &wq, NULL);
-    double want = direct_error(W, Wq, X, Xq, O, D, 1, N);
-    for (int keep = 0; keep < 2; keep++) {
-        bp_gram g;
-        double row[O], e = 0.0, energy[O], en = 0.0;
-        CHECK(bp_gram_build_mode(&g, X, Xq, N, D, 0, D, keep, NULL) == 0);
-        CHECK((g.Z != NULL) == keep);
-        CHECK(bp_gram_row_errors(&g, W, Wq, O, D, row, NULL) == 0);
-        CHECK(bp_gram_row_energy(&g, W, O, D, energy, NULL) == 0);
-        for (int o = 0; o < O; o++)
-            e += row[o], en += energy[o];
-        CHECK_REL(e, want, 1e-9);
-        CHECK_REL(en, direct_energy(W, X, O, D, 1, N), 1e-9);
-        bp_gram_free(&g);
+    bp_quantize_matrix(W, Wq, OMAX, D, &wq, NULL);
+    int outs[] = {6, OMAX};
+    for (int oi = 0; oi < 2; oi++) {
+        int O = outs[oi];
+        double want = direct_error(W, Wq, X, Xq, O, D, 1, N);
+        for (int keep = 0; keep < 2; keep++) {
+            bp_gram g;
+            double row[OMAX], e = 0.0, energy[OMAX], en = 0.0;
+            CHECK(bp_gram_build_mode(&g, X, Xq, N, D, 0, D, keep, NULL) == 0);
+            CHECK((g.Z != NULL) == keep);
+            CHECK(bp_gram_row_errors(&g, W, Wq, O, D, row, NULL) == 0);
+            CHECK(bp_gram_row_energy(&g, W, O, D, energy, NULL) == 0);
+            for (int o = 0; o < O; o++)
+                e += row[o], en += energy[o];
+            CHECK_REL(e, want, 1e-9);
+            CHECK_REL(en, direct_energy(W, X, O, D, 1, N), 1e-9);
+            bp_gram_free(&g);
+        }
     }
     free(X);
+}
+
+/* The cost model: Grams win with many rows per input, kept rows with few;
+ * quantized inputs make Grams dearer (their cross terms), never cheaper. */
+static void test_keep_rows_choice(void)
+{
+    CHECK(bp_gram_keep_rows(100, 768, 768, 1, 5, 0));
+    CHECK(!bp_gram_keep_rows(8192, 768, 2304, 1, 5, 0));
+    CHECK(!bp_gram_keep_rows(8192, 768, 768, 0, 5, 0));
+    for (int64_t n = 64; n <= 65536; n *= 2)
+        CHECK(bp_gram_keep_rows(n, 3072, 768, 0, 5, 0) <= bp_gram_keep_rows(n, 3072, 768, 1, 5, 0));
+    int64_t prev = 1;                        /* more rows: once Grams win they keep winning */
+    for (int64_t n = 16; n <= 1 << 20; n *= 2) {
+        int k = bp_gram_keep_rows(n, 512, 512, 1, 5, 0);
+        CHECK(k <= prev);
+        prev = k;
+    }
 }
 
 /* Kept rows over several activation widths share one W X^T through a
@@ -483,6 +506,7 @@ int main(void)
     test_case(7, 8, 18, 2, 20);          /* the same, grouped */
     test_case(8, 200, 16, 1, 400);       /* many outputs: the Gram is cheaper */
     test_modes();
+    test_keep_rows_choice();
     test_ycache();
     test_missing_data();
     test_fisher();

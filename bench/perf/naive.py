@@ -26,7 +26,7 @@ def q_weights(w, b):
     m[m == 0] = 1
     s = np.float32(2) * m / np.float32(2 ** b - 1)
     z = np.float32(2 ** (b - 1))
-    q = np.clip(np.rint(w * (np.float32(1) / s)) + z, 0, 2 ** b - 1) - z
+    q = np.clip(np.rint(w / s) + z, 0, 2 ** b - 1) - z
     return (s * q).astype(np.float64)
 
 
@@ -36,7 +36,7 @@ def q_acts(x, b):
     lo, hi = min(x.min(), np.float32(0)), max(x.max(), np.float32(0))
     s = (hi - lo) / np.float32(2 ** b - 1) if hi > lo else np.float32(1)
     z = np.float32(np.clip(np.rint(-lo / s), 0, 2 ** b - 1))
-    q = np.clip(np.rint(x * (np.float32(1) / s)) + z, 0, 2 ** b - 1) - z
+    q = np.clip(np.rint(x / s) + z, 0, 2 ** b - 1) - z
     return (s * q).astype(np.float64)
 
 
