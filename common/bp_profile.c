@@ -41,9 +41,9 @@ void bp_profile_report(FILE *f)
     for (int s = 0; s < BP_STAGE_COUNT; s++) {
         if (seconds_[s] <= 0.0 && flops_[s] <= 0.0)
             continue;
-        fprintf(f, "profile: %-22s %9.3f %5.1f%% %9.2f %8.2f\n", names[s], seconds_[s],
+        fprintf(f, "profile: %-22s %9.4f %5.1f%% %9.2f %8.2f\n", names[s], seconds_[s],
                 100.0 * seconds_[s] / total, flops_[s] * 1e-9,
                 seconds_[s] > 0.0 ? flops_[s] * 1e-9 / seconds_[s] : 0.0);
     }
-    fprintf(f, "profile: %-22s %9.3f\n", "total", total);
+    fprintf(f, "profile: %-22s %9.4f\n", "total", total);
 }

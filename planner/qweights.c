@@ -192,9 +192,10 @@ static int export_act_grid(qfile *f, const bp_layer *l, const bp_qspec *acts,
                                    (size_t)k * sizeof(float), err);
 }
 
-/* One layer at its chosen candidate into f. */
+/* One layer at its chosen candidate into f; *spent: the seconds it gave to
+ * the load and weights stages. */
 static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_t idx,
-                        const bp_plan_layer *pl, int dequantized, bp_error *err)
+                        const bp_plan_layer *pl, int dequantized, double *spent, bp_error *err)
 {
     bp_loaded_layer ll;
     const bp_layer *l = &ll.view;
@@ -202,8 +203,12 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
     if (wq < 0)
         return bp_fail(err, "layer '%s': quantizer '%s' is not one bitplan can apply",
                        pl->name, pl->quantizer);
+    double t = bp_now();
     if (bp_model_load_layer(m, idx, &ll, err) < 0)
         return -1;
+    double t_load = bp_now() - t;
+    bp_profile_add(BP_STAGE_LOAD, t_load);
+    *spent += t_load;
     bp_sens_spec spec;
     bp_sens_spec_from_config(cfg, &spec);
     spec.quantizer = (bp_wquantizer)wq;
@@ -230,8 +235,12 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
         rc = add_entry(f, pl->name, ".weight", BP_DT_F32, l->out, l->in, 2, What,
                        nel * sizeof(float), err);
     } else if (rc == 0) {
+        t = bp_now();
         rc = bp_quantize_candidate(l, &spec, pl->wbits, pl->abits, What, bhat, es, ez, g_idx,
                                    err);
+        double t_w = bp_now() - t;
+        bp_profile_add(BP_STAGE_WEIGHTS, t_w);
+        *spent += t_w;
         if (rc == 0)
             rc = to_codes(l, &g, What, es, ez, g_idx, codes, S, Z, err);
         if (rc == 0 && permuted_groups(l, &g, g_idx))
@@ -286,6 +295,7 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
                       cfg->exclude, cfg->n_exclude, err) < 0)
         return -1;
     int rc = 0;
+    double spent = 0.0;          /* given to the load and weights stages */
     for (size_t i = 0; rc == 0 && i < plan->n_layers; i++) {
         const bp_plan_layer *pl = &plan->layers[i];
         size_t idx = 0;
@@ -296,7 +306,7 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
         if (idx == m.n_layers)
             rc = bp_fail(err, "%s: plan layer '%s' is not in the model", cfg->weights, pl->name);
         else
-            rc = export_layer(&f, cfg, &m, idx, pl, dequantized, err);
+            rc = export_layer(&f, cfg, &m, idx, pl, dequantized, &spent, err);
     }
     if (rc == 0) {
         bp_st_meta *mm = grow(f.meta, &f.cap_meta, f.n_meta + 1, sizeof *mm);
@@ -313,7 +323,7 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
         bp_fail_prefix(err, "%s", path);
     qfile_free(&f);
     bp_model_close(&m);
-    bp_profile_add(BP_STAGE_WRITE, bp_now() - t0);
+    bp_profile_add(BP_STAGE_WRITE, bp_now() - t0 - spent);
     return rc;
 }
 
