@@ -404,8 +404,18 @@ static int k_erq(const cctx *c, const bp_ynode *v, const char *key, bp_config *c
 {
     return walk_map(c, v, key, erq_keys, cfg);
 }
-static const key_def gptq_keys[] = {
-    {"block_size", k_block_size}, {"damp", k_damp}, {"act_order", k_act_order}, {NULL, NULL}};
+static int k_gptq_precision(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"single", "double", NULL};
+    int i;
+    if (get_enum(c, v, key, names, &i) < 0)
+        return -1;
+    cfg->gptq.precision = i == 0 ? BP_GPTQ_SINGLE : BP_GPTQ_DOUBLE;
+    return 0;
+}
+static const key_def gptq_keys[] = {{"block_size", k_block_size}, {"damp", k_damp},
+                                    {"act_order", k_act_order}, {"precision", k_gptq_precision},
+                                    {NULL, NULL}};
 static int k_gptq(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, gptq_keys, cfg);

@@ -81,8 +81,8 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
     }
     for (size_t i = 0; i < cfg->n_quantizers; i++)
         hash_str(&h, bp_wquantizer_name(cfg->quantizers[i]));
-    snprintf(buf, sizeof buf, "gptq %lld %.17g %d squant %d", (long long)cfg->gptq.block_size,
-             cfg->gptq.damp, cfg->gptq.act_order, cfg->squant_mode);
+    snprintf(buf, sizeof buf, "gptq %lld %.17g %d %d squant %d", (long long)cfg->gptq.block_size,
+             cfg->gptq.damp, cfg->gptq.act_order, cfg->gptq.precision, cfg->squant_mode);
     hash_str(&h, buf);
     snprintf(buf, sizeof buf, "erq %.17g %.17g %d cross_fit %d", cfg->erq.lambda1,
              cfg->erq.lambda2, cfg->erq.max_flips, cfg->cross_fit);

@@ -17,6 +17,7 @@ void bp_gptq_opts_init(bp_gptq_opts *o)
     o->block_size = 128;
     o->damp = 0.01;
     o->act_order = 0;
+    o->precision = BP_GPTQ_SINGLE;
     o->tensor_grid = NULL;
 }
 
@@ -49,18 +50,21 @@ static int gptq_order(const double *H, int64_t d, int act_order, int64_t *perm, 
     return 0;
 }
 
-/* U = upper Cholesky factor of (H permuted)^-1, in place over Hp. */
+/* U = upper Cholesky factor of (H permuted)^-1, in place over Hp.  Row-major
+ * upper is column-major lower of the same symmetric buffer: LAPACK is called
+ * column-major so that nothing is transposed. */
 static int gptq_inverse_factor(double *Hp, int64_t d, bp_error *err)
 {
-    lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)d, Hp, (lapack_int)d);
+    lapack_int n = (lapack_int)d;
+    lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', n, Hp, n);
     bp_profile_flops(BP_STAGE_WEIGHTS, 4.0 / 3.0 * (double)d * (double)d * (double)d);
     if (info == 0)
-        info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)d, Hp, (lapack_int)d);
+        info = LAPACKE_dpotri(LAPACK_COL_MAJOR, 'L', n, Hp, n);
     if (info == 0) {
         for (int64_t i = 0; i < d; i++)        /* potri filled the upper triangle */
             for (int64_t j = 0; j < i; j++)
                 Hp[i * d + j] = Hp[j * d + i];
-        info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)d, Hp, (lapack_int)d);
+        info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', n, Hp, n);
     }
     if (info != 0)
         return bp_fail(err, "gptq: the damped Hessian is not positive definite (LAPACK info "
@@ -73,14 +77,28 @@ static int gptq_inverse_factor(double *Hp, int64_t d, bp_error *err)
 
 typedef struct gptq_state {
     int64_t rows, cols;
-    double *W;                 /* rows x cols working weights (permuted columns) */
-    double *U;                 /* cols x cols */
+    double *Wd;                /* rows x cols working weights (permuted columns), double */
+    float *Wf;                 /* or single precision */
+    const double *Ud;          /* cols x cols, the factor's U in the same precision */
+    const float *Uf;
     float *scale, *zero;       /* per row */
     float *tmp;                /* scratch, max(rows, cols) floats */
     bp_qspec spec;
     float *es, *ez;            /* per element grid (permuted columns), or NULL */
     const float *fixed;        /* per-tensor {scale, zero} given, or NULL */
+    float *Wb;                 /* single precision: the block's columns, bw x rows */
+    int64_t b1, b2;            /* the block held in Wb: columns [b1, b2) */
 } gptq_state;
+
+/* The working weight (r, c), wherever it lives now. */
+static float w_at(const gptq_state *s, int64_t r, int64_t c)
+{
+    if (!s->Wf)
+        return (float)s->Wd[r * s->cols + c];
+    if (c >= s->b1 && c < s->b2)
+        return s->Wb[(c - s->b1) * s->rows + r];
+    return s->Wf[r * s->cols + c];
+}
 
 /* Fit per-row (or per-tensor) parameters on columns [c0, c1) of W. */
 static int gptq_fit(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
@@ -95,8 +113,9 @@ static int gptq_fit(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
         float *all = bp_malloc((size_t)(s->rows * s->cols) * sizeof(float), err);
         if (!all)
             return -1;
-        for (int64_t i = 0; i < s->rows * s->cols; i++)
-            all[i] = (float)s->W[i];
+        for (int64_t r = 0; r < s->rows; r++)
+            for (int64_t c = 0; c < s->cols; c++)
+                all[r * s->cols + c] = w_at(s, r, c);
         float sc, z;
         bp_qparams_fit(all, (size_t)(s->rows * s->cols), q->bits, q->symmetric, q->range,
                        q->mse_norm, &sc, &z);
@@ -107,24 +126,28 @@ static int gptq_fit(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
     }
     for (int64_t r = 0; r < s->rows; r++) {
         for (int64_t c = c0; c < c1; c++)
-            s->tmp[c - c0] = (float)s->W[r * s->cols + c];
+            s->tmp[c - c0] = w_at(s, r, c);
         bp_qparams_fit(s->tmp, (size_t)(c1 - c0), q->bits, q->symmetric, q->range,
                        q->mse_norm, &s->scale[r], &s->zero[r]);
     }
     return 0;
 }
 
-/* One block [i1, i2): quantize its columns into Q, collect errors in E. */
-static void gptq_block(gptq_state *s, int64_t i1, int64_t i2, float *Q, double *E)
+/* One block [i1, i2) in double: quantize its columns into Q, spread each
+ * column's error over the block's later columns, collect the errors in E,
+ * then carry them to every later column with one GEMM. */
+static void gptq_block_d(gptq_state *s, int64_t i1, int64_t i2, float *Q, double *E)
 {
     int64_t d = s->cols, g = s->spec.granularity == BP_GRAN_GROUP ? s->spec.group_size : 0;
     int64_t bw = i2 - i1;
+    double *W = s->Wd;
+    const double *U = s->Ud;
     for (int64_t j = i1; j < i2; j++) {
         if (g > 0 && j % g == 0)
             gptq_fit(s, j, j + g < d ? j + g : d, NULL);     /* per row: no allocation */
-        double ujj = s->U[j * d + j];
+        double ujj = U[j * d + j];
         for (int64_t r = 0; r < s->rows; r++) {
-            float w = (float)s->W[r * d + j], q;
+            float w = (float)W[r * d + j], q;
             bp_fake_quant(&w, &q, 1, s->scale[r], s->zero[r], s->spec.bits);
             Q[r * d + j] = q;
             if (s->es)
@@ -132,71 +155,163 @@ static void gptq_block(gptq_state *s, int64_t i1, int64_t i2, float *Q, double *
             double e = ((double)w - q) / ujj;
             E[r * bw + (j - i1)] = e;
             for (int64_t k = j + 1; k < i2; k++)
-                s->W[r * d + k] -= e * s->U[j * d + k];
+                W[r * d + k] -= e * U[j * d + k];
         }
     }
     if (i2 < d)         /* W[:, i2:] -= E * U[i1:i2, i2:] */
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->rows, (int)(d - i2),
-                    (int)bw, -1.0, E, (int)bw, s->U + i1 * d + i2, (int)d, 1.0,
-                    s->W + i2, (int)d);
+                    (int)bw, -1.0, E, (int)bw, U + i1 * d + i2, (int)d, 1.0, W + i2, (int)d);
     bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)s->rows * (double)(d - i2) * (double)bw);
+}
+
+/* rne(x) for |x| <= 2^20 in the default rounding mode: adding 1.5 * 2^23
+ * leaves no fraction bits, so the sum rounds x half to even (and vectorises). */
+static inline float rne_small(float x)
+{
+    const float magic = 12582912.0f;
+    x = fminf(fmaxf(x, -1048576.0f), 1048576.0f);
+    return (x + magic) - magic;
+}
+
+/* y -= a x over n floats. */
+static inline void axpy_neg(float *restrict y, const float *restrict x, float a, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] -= a * x[i];
+}
+
+/*
+ * The same in single precision, as the authors' code runs it, with the
+ * block's columns transposed (Wb: bw x rows) so that every step is a vector
+ * over the rows: the column on its grid, its errors Et (bw x rows), and one
+ * axpy per later column of the block; then one SGEMM with Et^T carries the
+ * block to every later column.  Codes are those of bp_fake_quant.
+ */
+static void gptq_block_f(gptq_state *s, int64_t i1, int64_t i2, float *Q, float *Et)
+{
+    int64_t d = s->cols, rows = s->rows, bw = i2 - i1;
+    int64_t g = s->spec.granularity == BP_GRAN_GROUP ? s->spec.group_size : 0;
+    float *W = s->Wf, *Wb = s->Wb;
+    const float *U = s->Uf, *sc = s->scale, *zp = s->zero;
+    float qmax = (float)((1u << s->spec.bits) - 1u);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < bw; k++)
+            Wb[k * rows + r] = W[r * d + i1 + k];
+    s->b1 = i1, s->b2 = i2;
+    for (int64_t j = i1; j < i2; j++) {
+        if (g > 0 && j % g == 0)
+            gptq_fit(s, j, j + g < d ? j + g : d, NULL);     /* per row: no allocation */
+        float *w = Wb + (j - i1) * rows, *e = Et + (j - i1) * rows;
+        float inv = 1.0f / U[j * d + j];
+        for (int64_t r = 0; r < rows; r++) {
+            float c = fminf(fmaxf(rne_small(w[r] / sc[r]) + zp[r], 0.0f), qmax);
+            float q = sc[r] * (c - zp[r]);
+            e[r] = (w[r] - q) * inv;
+            w[r] = q;                         /* the column is done: keep its value */
+        }
+        for (int64_t r = 0; s->es && r < rows; r++)     /* the grid this column used */
+            s->es[r * d + j] = sc[r], s->ez[r * d + j] = zp[r];
+        for (int64_t k = j + 1; k < i2; k++)
+            axpy_neg(Wb + (k - i1) * rows, e, U[j * d + k], rows);
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < bw; k++)
+            Q[r * d + i1 + k] = Wb[k * rows + r];
+    s->b1 = s->b2 = 0;
+    if (i2 < d)         /* W[:, i2:] -= Et^T U[i1:i2, i2:] */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows, (int)(d - i2), (int)bw,
+                    -1.0f, Et, (int)rows, U + i1 * d + i2, (int)d, 1.0f, W + i2, (int)d);
+    bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)rows * (double)(d - i2) * (double)bw);
 }
 
 static int gptq_run(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *err)
 {
     int64_t d = s->cols, bs = o->block_size > 0 ? o->block_size : 128;
-    double *E = bp_malloc((size_t)(s->rows * (bs < d ? bs : d)) * sizeof(double), err);
-    if (!E)
-        return -1;
-    if (s->spec.granularity != BP_GRAN_GROUP && gptq_fit(s, 0, d, err) < 0) {
+    size_t ne = (size_t)(s->rows * (bs < d ? bs : d));
+    void *E = bp_malloc(ne * (s->Wf ? sizeof(float) : sizeof(double)), err);
+    if (s->Wf)
+        s->Wb = bp_malloc(ne * sizeof(float), err);
+    if (!E || (s->Wf && !s->Wb)) {
         free(E);
+        free(s->Wb);
         return -1;
     }
-    for (int64_t i1 = 0; i1 < d; i1 += bs)
-        gptq_block(s, i1, i1 + bs < d ? i1 + bs : d, Qp, E);
+    if (s->spec.granularity != BP_GRAN_GROUP && gptq_fit(s, 0, d, err) < 0) {
+        free(E);
+        free(s->Wb);
+        return -1;
+    }
+    for (int64_t i1 = 0; i1 < d; i1 += bs) {
+        int64_t i2 = i1 + bs < d ? i1 + bs : d;
+        if (s->Wf)
+            gptq_block_f(s, i1, i2, Qp, E);
+        else
+            gptq_block_d(s, i1, i2, Qp, E);
+    }
     free(E);
+    free(s->Wb);
+    s->Wb = NULL;
     return 0;
 }
 
-/* Hessian, dead columns, damping, ordering: fills s->W, s->U and perm. */
-static int gptq_prepare(gptq_state *s, const float *W, const float *X, int64_t n, int64_t ldx,
-                        int64_t xoff, const bp_gptq_opts *o, int64_t *perm, bp_error *err)
+void bp_gptq_factor_free(bp_gptq_factor *f)
 {
-    int64_t d = s->cols;
+    free(f->perm);
+    free(f->dead);
+    free(f->Ud);
+    free(f->Uf);
+    memset(f, 0, sizeof *f);
+}
+
+/* Hessian, dead columns, damping, ordering, U (see gptq.h). */
+int bp_gptq_factor_build(bp_gptq_factor *f, const float *X, int64_t n, int64_t ldx,
+                         int64_t xoff, int64_t d, const bp_gptq_opts *o, bp_error *err)
+{
+    memset(f, 0, sizeof *f);
+    if (n <= 0 || !X)
+        return bp_fail(err, "gptq needs calibration inputs");
+    f->d = d;
+    f->single = o->precision != BP_GPTQ_DOUBLE;
     double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
-    if (!H || bp_input_gram(X, n, ldx, xoff, d, 0, 2.0 / (double)n, H, err) < 0) {
-        free(H);
-        return -1;
-    }
+    f->Ud = bp_malloc((size_t)(d * d) * sizeof(double), err);
+    f->perm = bp_malloc((size_t)d * sizeof *f->perm, err);
+    f->dead = bp_calloc((size_t)d, 1, err);
+    if (!H || !f->Ud || !f->perm || !f->dead ||
+        (f->single ? bp_input_gram_single(X, n, ldx, xoff, d, 2.0 / (double)n, H, err)
+                   : bp_input_gram(X, n, ldx, xoff, d, 0, 2.0 / (double)n, H, err)) < 0)
+        goto fail;
     /* dead inputs (always zero): H_jj = 1 and the weight column dropped */
-    unsigned char *dead = bp_calloc((size_t)d, 1, err);
-    if (!dead) {
-        free(H);
-        return -1;
-    }
     double mean = 0.0;
     for (int64_t j = 0; j < d; j++) {
         if (H[j * d + j] == 0.0)
-            H[j * d + j] = 1.0, dead[j] = 1;
+            H[j * d + j] = 1.0, f->dead[j] = 1;
         mean += H[j * d + j];
     }
     mean /= (double)d;
     for (int64_t j = 0; j < d; j++)
         H[j * d + j] += o->damp * mean;
-    if (gptq_order(H, d, o->act_order, perm, err) < 0) {
-        free(H);
-        free(dead);
-        return -1;
-    }
+    if (gptq_order(H, d, o->act_order, f->perm, err) < 0)
+        goto fail;
     for (int64_t i = 0; i < d; i++)
         for (int64_t j = 0; j < d; j++)
-            s->U[i * d + j] = H[perm[i] * d + perm[j]];
-    for (int64_t r = 0; r < s->rows; r++)
-        for (int64_t j = 0; j < d; j++)
-            s->W[r * d + j] = dead[perm[j]] ? 0.0 : W[r * d + perm[j]];
-    free(dead);
+            f->Ud[i * d + j] = H[f->perm[i] * d + f->perm[j]];
     free(H);
-    return gptq_inverse_factor(s->U, d, err);
+    H = NULL;
+    if (gptq_inverse_factor(f->Ud, d, err) < 0)
+        goto fail;
+    if (f->single) {                 /* U in float; the factorisation stays in double */
+        if (!(f->Uf = bp_malloc((size_t)(d * d) * sizeof(float), err)))
+            goto fail;
+        for (int64_t i = 0; i < d * d; i++)
+            f->Uf[i] = (float)f->Ud[i];
+        free(f->Ud);
+        f->Ud = NULL;
+    }
+    return 0;
+fail:
+    free(H);
+    bp_gptq_factor_free(f);
+    return -1;
 }
 
 int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X, int64_t n,
@@ -216,25 +331,53 @@ int bp_gptq_quantize_grid(const float *W, int64_t rows, int64_t cols, const floa
         memcpy(out, W, (size_t)(rows * cols) * sizeof(float));
         return 0;
     }
-    if (n <= 0 || !X)
-        return bp_fail(err, "gptq needs calibration inputs");
+    bp_gptq_factor f;
+    if (bp_gptq_factor_build(&f, X, n, ldx, xoff, cols, o, err) < 0)
+        return -1;
+    int rc = bp_gptq_quantize_factored(&f, W, rows, spec, o, out, scale, zero, g_idx, err);
+    bp_gptq_factor_free(&f);
+    return rc;
+}
+
+int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t rows,
+                              const bp_qspec *spec, const bp_gptq_opts *o, float *out,
+                              float *scale, float *zero, int32_t *g_idx, bp_error *err)
+{
+    int64_t cols = f->d;
+    if (spec->bits >= BP_BITS_FLOAT) {
+        memcpy(out, W, (size_t)(rows * cols) * sizeof(float));
+        return 0;
+    }
     if (spec->granularity == BP_GRAN_GROUP && spec->group_size <= 0)
         return bp_fail(err, "gptq: group_size must be positive");
-    gptq_state s = {rows, cols, NULL, NULL, NULL, NULL, NULL, *spec, NULL, NULL, o->tensor_grid};
+    gptq_state s = {rows, cols, NULL, NULL, f->Ud, f->Uf, NULL, NULL, NULL, *spec, NULL, NULL,
+                    o->tensor_grid, NULL, 0, 0};
     if (scale && zero) {
         s.es = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
         s.ez = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
     }
-    int64_t *perm = bp_malloc((size_t)cols * sizeof *perm, err);
+    const int64_t *perm = f->perm;
     float *Qp = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
-    s.W = bp_malloc((size_t)(rows * cols) * sizeof(double), err);
-    s.U = bp_malloc((size_t)(cols * cols) * sizeof(double), err);
+    if (f->single)
+        s.Wf = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
+    else
+        s.Wd = bp_malloc((size_t)(rows * cols) * sizeof(double), err);
     s.scale = bp_malloc((size_t)rows * sizeof(float), err);
     s.zero = bp_malloc((size_t)rows * sizeof(float), err);
     s.tmp = bp_malloc((size_t)(rows > cols ? rows : cols) * sizeof(float), err);
     int rc = -1;
-    if (perm && Qp && s.W && s.U && s.scale && s.zero && s.tmp &&
-        gptq_prepare(&s, W, X, n, ldx, xoff, o, perm, err) == 0 && gptq_run(&s, o, Qp, err) == 0) {
+    if (Qp && (s.Wf || s.Wd) && s.scale && s.zero && s.tmp) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) {
+                float w = f->dead[perm[j]] ? 0.0f : W[r * cols + perm[j]];
+                if (s.Wf)
+                    s.Wf[r * cols + j] = w;
+                else
+                    s.Wd[r * cols + j] = w;
+            }
+        rc = gptq_run(&s, o, Qp, err);
+    }
+    if (rc == 0) {
         for (int64_t r = 0; r < rows; r++)
             for (int64_t j = 0; j < cols; j++) {
                 out[r * cols + perm[j]] = Qp[r * cols + j];
@@ -249,10 +392,9 @@ int bp_gptq_quantize_grid(const float *W, int64_t rows, int64_t cols, const floa
     }
     free(s.es);
     free(s.ez);
-    free(perm);
     free(Qp);
-    free(s.W);
-    free(s.U);
+    free(s.Wd);
+    free(s.Wf);
     free(s.scale);
     free(s.zero);
     free(s.tmp);

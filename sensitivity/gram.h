@@ -117,4 +117,10 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
 int bp_input_gram(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d, int ones,
                   double alpha, double *G, bp_error *err);
 
+/* The same without the ones column, each row chunk's product in single
+ * precision (ssyrk) and the chunks summed in double (GPTQ's Hessian in its
+ * default single precision, as the authors' code forms it in float32). */
+int bp_input_gram_single(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d,
+                         double alpha, double *G, bp_error *err);
+
 #endif

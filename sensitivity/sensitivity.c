@@ -55,32 +55,54 @@ static int uses_inputs(const bp_sens_spec *spec)
     return spec->quantizer == BP_WQ_GPTQ || spec->quantizer == BP_WQ_ERQ;
 }
 
-/* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups);
- * scale and zero (per element) may be NULL.  A per-tensor grid is fitted
- * once on the whole weight tensor and shared by the groups, so that the
- * layer has one grid as its granularity says. */
-static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, int bits, const float *X,
-                        float *What, float *scale, float *zero, int32_t *g_idx, bp_error *err)
+/* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups),
+ * for n_b weight widths bits[b] into What[b]; scale and zero (per element,
+ * one width only) may be NULL.  Each group's factor is built once for all
+ * widths.  A per-tensor grid is fitted once on the whole weight tensor and
+ * shared by the groups, so that the layer has one grid as its granularity
+ * says. */
+static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *bits, size_t n_b,
+                        const float *X, float *const *What, float *scale, float *zero,
+                        int32_t *g_idx, bp_error *err)
 {
-    bp_qspec q = spec->weights;
-    bp_gptq_opts o = spec->gptq;
-    float grid[2];
     int64_t og = l->out / l->groups;
-    q.bits = bits;
-    if (q.granularity == BP_GRAN_TENSOR && l->groups > 1 && bits < BP_BITS_FLOAT) {
-        bp_qparams_fit(l->W, (size_t)(l->out * l->in), bits, q.symmetric, q.range, q.mse_norm,
-                       &grid[0], &grid[1]);
-        o.tensor_grid = grid;
+    float *grids = bp_malloc(2 * n_b * sizeof(float), err);
+    if (!grids)
+        return -1;
+    for (size_t b = 0; b < n_b; b++)
+        if (spec->weights.granularity == BP_GRAN_TENSOR && l->groups > 1 &&
+            bits[b] < BP_BITS_FLOAT)
+            bp_qparams_fit(l->W, (size_t)(l->out * l->in), bits[b], spec->weights.symmetric,
+                           spec->weights.range, spec->weights.mse_norm, &grids[2 * b],
+                           &grids[2 * b + 1]);
+    int rc = 0, any = 0;
+    for (size_t b = 0; b < n_b; b++) {
+        any |= bits[b] < BP_BITS_FLOAT;
+        if (bits[b] >= BP_BITS_FLOAT)
+            memcpy(What[b], l->W, (size_t)(l->out * l->in) * sizeof(float));
     }
-    for (int j = 0; j < l->groups; j++) {
+    for (int j = 0; any && rc == 0 && j < l->groups; j++) {
         int64_t off = (int64_t)j * og * l->in;
-        if (bp_gptq_quantize_grid(l->W + off, og, l->in, X, l->n, l->in * l->groups,
-                                  (int64_t)j * l->in, &q, &o, What + off,
-                                  scale ? scale + off : NULL, zero ? zero + off : NULL,
-                                  g_idx ? g_idx + (int64_t)j * l->in : NULL, err) < 0)
-            return -1;
+        bp_gptq_factor f;
+        if (bp_gptq_factor_build(&f, X, l->n, l->in * l->groups, (int64_t)j * l->in, l->in,
+                                 &spec->gptq, err) < 0) {
+            rc = -1;
+            break;
+        }
+        for (size_t b = 0; rc == 0 && b < n_b; b++) {
+            bp_qspec q = spec->weights;
+            bp_gptq_opts o = spec->gptq;
+            q.bits = bits[b];
+            if (q.granularity == BP_GRAN_TENSOR && l->groups > 1)
+                o.tensor_grid = &grids[2 * b];
+            rc = bp_gptq_quantize_factored(&f, l->W + off, og, &q, &o, What[b] + off,
+                                           scale ? scale + off : NULL, zero ? zero + off : NULL,
+                                           g_idx ? g_idx + (int64_t)j * l->in : NULL, err);
+        }
+        bp_gptq_factor_free(&f);
     }
-    return 0;
+    free(grids);
+    return rc;
 }
 
 /* What[b] (and, for ERQ, its new bias bhat[b]) for every weight width;
@@ -88,11 +110,12 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, int bits, c
 static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
                        float *const *What, float *const *bhat, bp_error *err)
 {
+    if (spec->quantizer == BP_WQ_GPTQ)
+        return gptq_grouped(l, spec, spec->wbits, spec->n_wbits, Xin, What, NULL, NULL, NULL,
+                            err);
     for (size_t b = 0; b < spec->n_wbits; b++) {
         int rc, bits = spec->wbits[b];
-        if (spec->quantizer == BP_WQ_GPTQ) {
-            rc = gptq_grouped(l, spec, bits, Xin, What[b], NULL, NULL, NULL, err);
-        } else if (spec->quantizer == BP_WQ_ERQ) {
+        if (spec->quantizer == BP_WQ_ERQ) {
             bp_qspec q = bp_sens_weight_grid(spec, BP_WQ_ERQ);
             q.bits = bits;
             if (l->groups != 1)
@@ -610,7 +633,7 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
     q.bits = wbits;
     switch (spec->quantizer) {
     case BP_WQ_GPTQ:
-        rc = gptq_grouped(l, spec, wbits, xin, What, scale, zero, g_idx, err);
+        rc = gptq_grouped(l, spec, &wbits, 1, xin, &What, scale, zero, g_idx, err);
         g_idx = NULL;                /* filled in GPTQ's column order */
         break;
     case BP_WQ_ERQ:

@@ -99,6 +99,11 @@ static void test_gptq(void)
               "%s", err.msg);
     CHECK(c.n_quantizers == 1 && c.quantizers[0] == BP_WQ_GPTQ);
     CHECK(c.gptq.block_size == 32 && c.gptq.damp == 0.05 && c.gptq.act_order == 1);
+    CHECK(c.gptq.precision == BP_GPTQ_SINGLE);          /* the default */
+    bp_config_free(&c);
+    CHECK_MSG(parse(&c, "model: {weights: m}\nweights:\n  quantizer: gptq\n"
+                        "  gptq: {precision: double}\n", &err) == 0, "%s", err.msg);
+    CHECK(c.gptq.precision == BP_GPTQ_DOUBLE);
     bp_config_free(&c);
     CHECK_MSG(parse(&c, "model: {weights: m}\nweights:\n  quantizer: [rtn, squant, gptq]\n"
                         "  squant: {mode: ek}\n", &err) == 0, "%s", err.msg);

@@ -206,10 +206,14 @@ static void test_reference_and_blocks(void)
         bp_gptq_opts o;
         bp_gptq_opts_init(&o);
         reference(&x, bits, ref);
-        CHECK(bp_gptq_quantize(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, got, &err) == 0);
-        CHECK_MSG(frac_equal(ref, got, n) >= 0.999, "bits %d: %.4f of codes agree with the "
-                  "unblocked reference", bits, frac_equal(ref, got, n));
-        CHECK_REL(out_err(&x, got), out_err(&x, ref), 1e-3);
+        for (int p = 0; p < 2; p++) {          /* single (the default) and double */
+            o.precision = p ? BP_GPTQ_DOUBLE : BP_GPTQ_SINGLE;
+            CHECK(bp_gptq_quantize(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, got, &err) == 0);
+            CHECK_MSG(frac_equal(ref, got, n) >= 0.999, "bits %d precision %d: %.4f of codes "
+                      "agree with the unblocked reference", bits, p, frac_equal(ref, got, n));
+            CHECK_REL(out_err(&x, got), out_err(&x, ref), 1e-3);
+        }
+        /* in double the result does not depend on the block size */
         o.block_size = 1;
         CHECK(bp_gptq_quantize(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, b1, &err) == 0);
         static const int64_t sizes[] = {2, 5, 16, 47, 48, 1000};
@@ -236,6 +240,52 @@ static void test_reference_and_blocks(void)
     free(ref);
     free(got);
     free(b1);
+    free_data(&x);
+}
+
+/* The share of equal codes of two quantized matrices with their per-element
+ * grids (the grids themselves may differ in the last bit: a group's range is
+ * fitted on the updated weights). */
+static double codes_agree(const float *a, const float *sa, const float *za, const float *b,
+                          const float *sb, const float *zb, int64_t n)
+{
+    int64_t same = 0;
+    for (int64_t i = 0; i < n; i++)
+        same += nearbyintf(a[i] / sa[i]) + za[i] == nearbyintf(b[i] / sb[i]) + zb[i];
+    return (double)same / (double)n;
+}
+
+/* Single precision (the default, as the authors' code) against double on a
+ * wider layer, per channel and per group with act-order: the codes agree
+ * but for near-ties and the output error is the same to 0.5 %. */
+static void test_single_double(void)
+{
+    check_rng rng = {0x51f0d0b1eULL};
+    bp_error err;
+    data x = make_data(40, 320, 900, &rng);
+    int64_t n = x.o * x.d;
+    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
+    float *sa = malloc((size_t)n * sizeof(float)), *za = malloc((size_t)n * sizeof(float));
+    float *sb = malloc((size_t)n * sizeof(float)), *zb = malloc((size_t)n * sizeof(float));
+    for (int bits = 3; bits <= 4; bits++)
+        for (int grouped = 0; grouped < 2; grouped++) {
+            bp_qspec q = spec_of(bits, grouped ? BP_GRAN_GROUP : BP_GRAN_CHANNEL, 64);
+            bp_gptq_opts o;
+            bp_gptq_opts_init(&o);
+            o.act_order = grouped;
+            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, a, sa, za, NULL,
+                                        &err) == 0);
+            o.precision = BP_GPTQ_DOUBLE;
+            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, b, sb, zb, NULL,
+                                        &err) == 0);
+            double agree = codes_agree(a, sa, za, b, sb, zb, n);
+            printf("bits %d %s: single/double codes agree %.5f, error ratio %.6f\n", bits,
+                   grouped ? "per group, act-order" : "per channel", agree,
+                   out_err(&x, a) / out_err(&x, b));
+            CHECK_MSG(agree >= 0.99, "bits %d grouped %d: %.4f agree", bits, grouped, agree);
+            CHECK_REL(out_err(&x, a), out_err(&x, b), 5e-3);
+        }
+    free(a), free(b), free(sa), free(za), free(sb), free(zb);
     free_data(&x);
 }
 
@@ -284,7 +334,7 @@ static void test_grouped_tensor_grid(void)
     int wbits[] = {3}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, spec_of(0, BP_GRAN_TENSOR, 0),
                          spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
-                         {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
     spec.weights.symmetric = 0;
     float What[G * OG * IN], scale[G * OG * IN], zero[G * OG * IN];
     CHECK(bp_quantize_candidate(&l, &spec, 3, 16, What, NULL, scale, zero, NULL, &err) == 0);
@@ -317,7 +367,7 @@ static void test_cross_fit(void)
     int wbits[] = {3, 4}, abits[] = {16};
     bp_sens_spec spec = {wbits, 2, abits, 1, spec_of(0, BP_GRAN_CHANNEL, 0),
                          spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
-                         {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
     bp_table in_sample, crossed, autod;
     bp_table_init(&in_sample), bp_table_init(&crossed), bp_table_init(&autod);
     CHECK(bp_sensitivity_layer(&l, &spec, &in_sample, NULL) == 0);
@@ -364,6 +414,7 @@ int main(void)
     test_grouped_tensor_grid();
     test_beats_rtn();
     test_reference_and_blocks();
+    test_single_double();
     test_dead_and_slices();
     return check_done();
 }

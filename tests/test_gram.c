@@ -72,7 +72,7 @@ static void test_case(uint64_t seed, int64_t out, int64_t in, int groups, int64_
     int wbits[] = {3, 8}, abits[] = {4, 16};
     bp_sens_spec spec = {wbits, 2, abits, 2,
                          {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
     bp_layer l = {"layer", out, in, 1, 1, groups, W, NULL, n, X, NULL, 0};
     for (int metric = 0; metric < 2; metric++) {
         bp_table t;
@@ -114,7 +114,7 @@ static void test_fisher(void)
         X[i] = (float)check_normal(&r);
     int wbits[] = {3}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
     bp_layer l = {"fc", O, D, 1, 1, 1, W, NULL, N, X, g2, 0};
     bp_table t;
     bp_error err;
@@ -242,7 +242,7 @@ static void test_missing_data(void)
     float W[4] = {1, 2, 3, 4};
     int wbits[] = {4}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
     bp_layer l = {"fc.no_data", 2, 2, 1, 1, 1, W, NULL, 0, NULL, NULL, 0};
     bp_table t;
     bp_error err;
@@ -352,7 +352,7 @@ static void test_kfac(void)
         bp_sens_spec spec = {wbits, 2, abits, 2,
                              {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
                              {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                             BP_METRIC_KFAC, (bp_wquantizer)cases[c].quant, {128, 0.01, 0, NULL},
+                             BP_METRIC_KFAC, (bp_wquantizer)cases[c].quant, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL},
                              3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
         bp_layer l = {"k", out, in, 1, 1, (int)g, W, cases[c].quant == BP_WQ_ERQ ? bias : NULL,
                       n, X, NULL, &of};
@@ -483,7 +483,7 @@ static void test_monotone(void)
         W[i] = (float)check_normal(&r);
     int wbits[] = {2, 3, 4, 6, 8, 16}, abits[] = {16};
     bp_sens_spec spec = {wbits, 6, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
     bp_layer l = {"m", out, in, 1, 1, 1, W, NULL, n, X, NULL, 0};
     bp_table t;
     bp_table_init(&t);
