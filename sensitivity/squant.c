@@ -57,14 +57,55 @@ static void sq_flip(sq_row *w, int64_t j, int dir)
     w->e[j] += dir;
 }
 
-/* Eligible elements of [a, b) for dir, by |e| descending; returns count. */
-static int64_t sq_ranked(sq_row *w, int64_t a, int64_t b, int dir)
+static void sq_swap(sq_rank *a, sq_rank *b)
+{
+    sq_rank t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/*
+ * Put the first k of r[0..m) in sq_cmp's order (a total order: key, then
+ * index) into r[0..k), sorted: a quickselect, then a sort of those k only.
+ * Only a few elements of a row flip, so this avoids sorting the row.
+ */
+static void sq_top(sq_rank *r, int64_t m, int64_t k)
+{
+    if (k > m)
+        k = m;
+    int64_t lo = 0, hi = m - 1;
+    while (k > 0 && k < m && hi > lo) {     /* r[0..k) precede r[k..m) in the order */
+        int64_t mid = lo + (hi - lo) / 2;    /* median of three as the pivot, at hi */
+        if (sq_cmp(&r[mid], &r[lo]) < 0)
+            sq_swap(&r[mid], &r[lo]);
+        if (sq_cmp(&r[hi], &r[lo]) < 0)
+            sq_swap(&r[hi], &r[lo]);
+        if (sq_cmp(&r[mid], &r[hi]) < 0)
+            sq_swap(&r[mid], &r[hi]);
+        int64_t p = lo;
+        for (int64_t i = lo; i < hi; i++)
+            if (sq_cmp(&r[i], &r[hi]) < 0)
+                sq_swap(&r[i], &r[p++]);
+        sq_swap(&r[p], &r[hi]);             /* the pivot's final place */
+        if (p == k || p == k - 1)
+            break;
+        if (p < k)
+            lo = p + 1;
+        else
+            hi = p - 1;
+    }
+    qsort(r, (size_t)k, sizeof *r, sq_cmp);
+}
+
+/* Eligible elements of [a, b) for dir, the first `need` of them by |e|
+ * descending (ties: lower index first) at the front; returns the count. */
+static int64_t sq_ranked(sq_row *w, int64_t a, int64_t b, int dir, int64_t need)
 {
     int64_t m = 0;
     for (int64_t j = a; j < b; j++)
         if (sq_eligible(w, j, dir))
             w->rank[m++] = (sq_rank){fabs(w->e[j]), j};
-    qsort(w->rank, (size_t)m, sizeof *w->rank, sq_cmp);
+    sq_top(w->rank, m, need);
     return m;
 }
 
@@ -93,7 +134,7 @@ static sq_cand sq_kernel(sq_row *w, int64_t a, int64_t b)
         return c;
     int dir = s < 0.0 ? 1 : -1;
     double t = nearbyint(fabs(s));
-    int64_t m = sq_ranked(w, a, b, dir), done = 0;
+    int64_t m = sq_ranked(w, a, b, dir, (int64_t)t + 1), done = 0;
     for (; done < m && (double)done < t; done++)
         sq_flip(w, w->rank[done].index, dir);
     if (t >= fabs(s) && done > 0) {          /* overshoot: undo the last flip */
@@ -116,12 +157,12 @@ static void sq_row_stage(sq_row *w, const sq_cand *cands, int64_t n_cands)
     double t = nearbyint(fabs(s));
     int64_t m = 0;
     if (!cands) {
-        m = sq_ranked(w, 0, w->n, dir);
+        m = sq_ranked(w, 0, w->n, dir, (int64_t)t);
     } else {
         for (int64_t k = 0; k < n_cands; k++)
             if (cands[k].index >= 0 && cands[k].dir == dir)
                 w->rank[m++] = (sq_rank){cands[k].priority, cands[k].index};
-        qsort(w->rank, (size_t)m, sizeof *w->rank, sq_cmp);
+        sq_top(w->rank, m, (int64_t)t);
     }
     for (int64_t i = 0; i < m && (double)i < t; i++)
         sq_flip(w, w->rank[i].index, dir);
