@@ -6,7 +6,9 @@
 # blocks of 768/3072 linear layers (4 layers each, 1,024 calibration tokens)
 # make the large case.  Needs Debian's python3-numpy, python3-torch (ViT
 # calibration capture), python3-pulp and coinor-cbc.  Prints Markdown;
-# takes about 15 minutes on 2 cores with BLOCKS=24.
+# takes about 15 minutes on 2 cores with BLOCKS=24.  With GPTQ_DIR, SQUANT_DIR
+# and/or ERQ_DIR set to checkouts of the authors' repositories (see
+# bench/perf/peers.py) it also runs bitplan's quantizers against their code.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "${1:-$SRC/build}" && pwd)
@@ -113,6 +115,37 @@ echo "**Against NumPy** (same work, $BLOCKS blocks, both on $(nproc) BLAS thread
 echo "$BIG_T s, \`bench/perf/naive.py\` $NT s (max RSS $NRSS MB): ratio $(div "$NT" "$BIG_T");"
 echo "largest relative difference between the two tables $DIFF."
 echo
+
+# one 768/3072 block, 8,192 tokens, as a user would do it in PyTorch (float32)
+mkdir -p "$WORK/blk"
+$PY "$SRC/bench/perf/make_layers.py" "$WORK/blk" 1 8192
+cat >"$WORK/blk/bench.yaml" <<YAML
+model: {weights: model.safetensors, calibration: calib.safetensors}
+candidates: {wbits: [2, 3, 4, 6, 8], abits: [8, 16]}
+weights: {quantizer: rtn}
+metric: mse
+budget: {avg_bits: 4}
+output: {dir: out}
+YAML
+read -r BT _ < <(sens "$WORK/blk")
+read -r TT _ < <(run $PY "$SRC/bench/perf/torch_loop.py" "$WORK/blk/model.safetensors" \
+    "$WORK/blk/calib.safetensors" 2,3,4,6,8 8,16 "$WORK/blk/torch.csv")
+read -r BT2 _ < <(sens "$WORK/blk")
+BLK_GF=$(stage errors | awk '{print $2}')
+echo "**Against a PyTorch loop** (one block of qkv 2304×768, proj 768×768, fc1 3072×768, fc2"
+echo "768×3072, 8,192 tokens, RTN at {2,3,4,6,8} × {8,16} bits; whole processes; bitplan run"
+echo "before and after the peer): bitplan $BT / $BT2 s, \`bench/perf/torch_loop.py\` (float32,"
+echo "\`W Xᵀ\` once per layer, \`Ŵ X̄ᵀ − W Xᵀ\` per candidate) $TT s: ratio"
+BT_MEAN=$(awk -v a="$BT" -v b="$BT2" 'BEGIN {print (a + b) / 2}')
+echo "$(div "$TT" "$BT_MEAN"); bitplan's output errors ran at $BLK_GF GFLOP/s."
+echo
+if [ -n "${GPTQ_DIR:-}${SQUANT_DIR:-}${ERQ_DIR:-}" ]; then
+    echo "**Against the papers' own code** (\`bench/perf/peers.py\`):"
+    echo
+    $PY "$SRC/bench/perf/peers.py" "$BITPLAN" ${GPTQ_DIR:+--gptq "$GPTQ_DIR"} \
+        ${SQUANT_DIR:+--squant "$SQUANT_DIR"} ${ERQ_DIR:+--erq "$ERQ_DIR"} 2>/dev/null
+    echo
+fi
 
 echo "**Scaling** (RTN, $W × $A bits; base: 2 blocks, H = 768, 1,024 rows):"
 echo
