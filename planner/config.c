@@ -536,6 +536,15 @@ static int k_activations(const cctx *c, const bp_ynode *v, const char *key, bp_c
     return walk_map(c, v, key, act_keys, cfg);
 }
 
+static int k_precision(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"single", "double", NULL};
+    int i;
+    if (get_enum(c, v, key, names, &i) < 0)
+        return -1;
+    cfg->precision = i == 0 ? BP_PREC_SINGLE : BP_PREC_DOUBLE;
+    return 0;
+}
 static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *names[BP_METRIC_COUNT + 2];
@@ -874,7 +883,7 @@ static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config
 
 static const key_def top_keys[] = {
     {"model", k_model}, {"candidates", k_candidates}, {"weights", k_weights},
-    {"activations", k_activations}, {"metric", k_metric}, {"budget", k_budget},
+    {"activations", k_activations}, {"metric", k_metric}, {"precision", k_precision}, {"budget", k_budget},
     {"pins", k_pins}, {"ties", k_ties}, {"allowed", k_allow}, {"export", k_export}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
 
 /* ---- defaults and loading ---------------------------------------------- */
@@ -906,6 +915,7 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
     c->metric = BP_METRIC_RELATIVE;
+    c->precision = BP_PREC_SINGLE;
     c->metric_auto = 1;
     c->budget.max_error = -1.0;
     c->time_limit = 60.0;

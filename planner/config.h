@@ -77,6 +77,7 @@ typedef struct bp_config {
     int squant_mode;          /* weights.squant.mode */
     bp_erq_opts erq;          /* weights.erq */
     int cross_fit;            /* weights.cross_fit: BP_XFIT_* */
+    int precision;            /* precision: BP_PREC_SINGLE (default) or BP_PREC_DOUBLE */
     bp_qspec weights_q;       /* bits set per candidate */
     bp_qspec acts_q;
     int weights_range_set;    /* weights.range given (else ERQ uses its own grid) */

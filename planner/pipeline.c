@@ -34,6 +34,7 @@ void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s)
     s->squant_mode = cfg->squant_mode;
     s->erq = cfg->erq;
     s->cross_fit = cfg->cross_fit;
+    s->precision = cfg->precision;
     s->erq_grid = !cfg->weights_range_set;
     s->metric = cfg->metric;
 }
@@ -95,6 +96,7 @@ static void cache_key(const bp_config *cfg, const bp_model *m, const bp_sens_res
             hash_qspec(&h, &a);
         }
     hash_str(&h, cfg->weights_range_set ? "weights range given" : "weights range default");
+    hash_str(&h, cfg->precision == BP_PREC_SINGLE ? "errors single" : "errors double");
     bp_sha256_final(&h, d);
     bp_sha256_hex(d, hex);
 }

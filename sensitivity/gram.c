@@ -23,12 +23,18 @@ int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
 int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
                       int64_t f_rows)
 {
+    return bp_gram_keep_rows_prec(n, d, rows, quantized, n_cand, f_rows, 0);
+}
+
+int bp_gram_keep_rows_prec(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
+                           int64_t f_rows, int single)
+{
     double nn = (double)n, dd = (double)d, o = (double)rows, c = (double)n_cand;
-    double f2 = 2.0 * (double)f_rows * (double)f_rows;
+    double f2 = 2.0 * (double)f_rows * (double)f_rows, h = single ? 0.5 : 1.0;
     double cross = fmin(3.0 * nn * dd * dd + 4.0 * o * dd * dd, 4.0 * nn * dd * o);
-    double gram = nn * dd * dd + (quantized ? cross : 0.0)       /* Gb; c and e0 */
+    double gram = h * nn * dd * dd + (quantized ? cross : 0.0)   /* Gb; c and e0 */
                   + 2.0 * o * dd * dd                             /* the energy */
-                  + c * (2.0 * o * dd * dd + f2 * dd);            /* per candidate */
+                  + c * (h * 2.0 * o * dd * dd + f2 * dd);        /* per candidate */
     double kept = (c + 1.0) * 2.0 * nn * dd * o + c * f2 * nn;    /* W X^T once, What Xbar^T */
     return kept < gram;
 }
@@ -60,6 +66,58 @@ static void fill_chunk(double *B, double *D, const float *X, const float *Xq, in
 int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
                        int64_t col0, int64_t d, int keep_rows, bp_error *err)
 {
+    return bp_gram_build_prec(g, X, Xq, n, ld, col0, d, keep_rows, 0, err);
+}
+
+/* Gb = Gc + mu mu^T: the column means in double, the centred chunks'
+ * products in float (ssyrk), summed in double, kept in float. */
+static int build_single(bp_gram *g, bp_error *err)
+{
+    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    const float *src = g->Xq ? g->Xq : g->X;
+    double *acc = bp_calloc((size_t)(d * d), sizeof(double), err);
+    float *B = bp_malloc((size_t)(chunk * d) * sizeof(float), err);
+    float *C = bp_malloc((size_t)(d * d) * sizeof(float), err);
+    g->Gf = bp_malloc((size_t)(d * d) * sizeof(float), err);
+    g->mu = bp_calloc((size_t)d, sizeof(double), err);
+    g->gdiag = bp_malloc((size_t)d * sizeof(double), err);
+    int rc = -1;
+    if (!acc || !B || !C || !g->Gf || !g->mu || !g->gdiag)
+        goto out;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < d; j++)
+            g->mu[j] += src[i * g->ld + g->col0 + j];
+    for (int64_t j = 0; j < d; j++)
+        g->mu[j] /= (double)n;
+    double fd = (double)d;
+    for (int64_t r = 0; r < n; r += chunk) {
+        int64_t m = n - r < chunk ? n - r : chunk;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < d; j++)
+                B[i * d + j] = (float)((double)src[(r + i) * g->ld + g->col0 + j] - g->mu[j]);
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0f, B, (int)d,
+                    0.0f, C, (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, (double)m * fd * (fd + 1.0));
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = i; j < d; j++)
+                acc[i * d + j] += C[i * d + j];
+    }
+    for (int64_t i = 0; i < d; i++) {
+        for (int64_t j = i; j < d; j++)
+            g->Gf[i * d + j] = (float)(acc[i * d + j] / (double)n);
+        g->gdiag[i] = acc[i * d + i] / (double)n;
+    }
+    rc = 0;
+out:
+    free(acc);
+    free(B);
+    free(C);
+    return rc;
+}
+
+int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
+                       int64_t col0, int64_t d, int keep_rows, int single, bp_error *err)
+{
     memset(g, 0, sizeof *g);
     if (n <= 0)
         return bp_fail(err, "no calibration rows");
@@ -83,6 +141,15 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
             }
         return 0;
     }
+    g->X = X, g->Xq = Xq, g->ld = ld, g->col0 = col0, g->n = n;
+    if (single) {
+        g->single = 1;
+        if (build_single(g, err) < 0) {
+            bp_gram_free(g);
+            return -1;
+        }
+        return 0;
+    }
     g->G = bp_calloc((size_t)(d * d), sizeof(double), err);
     double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
     if (!g->G || !B) {
@@ -90,7 +157,6 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
         bp_gram_free(g);
         return -1;
     }
-    g->X = X, g->Xq = Xq, g->ld = ld, g->col0 = col0, g->n = n;
     double fd = (double)d;
     for (int64_t r = 0; r < n; r += chunk) {
         int64_t m = n - r < chunk ? n - r : chunk;
@@ -125,18 +191,46 @@ void bp_gram_free(bp_gram *g)
         free(g->Y);
     free(g->A);
     free(g->M);
+    free(g->Gf);
+    free(g->Vf);
+    free(g->Mf);
+    free(g->mu);
+    free(g->gdiag);
     memset(g, 0, sizeof *g);
 }
 
-/* M = V S with S the leading k x k block of G (ld = g->k); out[r] = v_r M_r. */
-static void quad_forms(const bp_gram *g, const double *V, int64_t rows, int64_t k, double *M,
-                       double *out)
+/* M = V Gb; out[r] = v_r M_r.  Single precision: M = V Gc in SSYMM plus
+ * (V mu) mu^T in double, the dots in double. */
+static int quad_forms(bp_gram *g, const double *V, int64_t rows, int64_t k, double *M,
+                      double *out, bp_error *err)
 {
+    if (g->single) {
+        size_t rk = (size_t)(rows * k);
+        if (!g->Vf)
+            g->Vf = bp_malloc(rk * sizeof(float), err);
+        if (!g->Mf)
+            g->Mf = bp_malloc(rk * sizeof(float), err);
+        if (!g->Vf || !g->Mf)
+            return -1;
+        for (size_t i = 0; i < rk; i++)
+            g->Vf[i] = (float)V[i];
+        cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, (int)rows, (int)k, 1.0f, g->Gf,
+                    (int)k, g->Vf, (int)k, 0.0f, g->Mf, (int)k);
+        bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)k * (double)(k + 1));
+        for (int64_t r = 0; r < rows; r++) {
+            double vm = cblas_ddot((int)k, V + r * k, 1, g->mu, 1);
+            for (int64_t j = 0; j < k; j++)
+                M[r * k + j] = (double)g->Mf[r * k + j] + vm * g->mu[j];
+            out[r] = cblas_ddot((int)k, V + r * k, 1, M + r * k, 1);
+        }
+        return 0;
+    }
     cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, (int)rows, (int)k, 1.0,
                 g->G, (int)g->k, V, (int)k, 0.0, M, (int)k);
     bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)k * (double)(k + 1));
     for (int64_t r = 0; r < rows; r++)
         out[r] = cblas_ddot((int)k, V + r * k, 1, M + r * k, 1);
+    return 0;
 }
 
 /* The remainder P D P instead of D, P = I - n n^T:
@@ -418,6 +512,83 @@ out:
     return rc;
 }
 
+/* Single precision gave way: Gb in double from the rows, as without it. */
+static int to_double(bp_gram *g, bp_error *err)
+{
+    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    g->G = bp_calloc((size_t)(d * d), sizeof(double), err);
+    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    if (!g->G || !B) {
+        free(B);
+        return -1;
+    }
+    for (int64_t r = 0; r < n; r += chunk) {
+        int64_t m = n - r < chunk ? n - r : chunk;
+        fill_chunk(B, NULL, g->X + r * g->ld, g->Xq ? g->Xq + r * g->ld : NULL, m, g->ld,
+                   g->col0, d);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0 / (double)n, B,
+                    (int)d, 1.0, g->G, (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, (double)m * (double)d * (double)(d + 1));
+    }
+    free(B);
+    g->single = 0, g->fell_back = 1;
+    return 0;
+}
+
+/* The single-precision check of gram.h: may the forms (form, rows) stand
+ * for the row errors e?  1 yes, 0 no, -1 out of memory. */
+static int single_ok(const bp_gram *g, const double *V, int64_t rows, const double *form,
+                     const double *e, bp_error *err)
+{
+    enum { NS = 4 };
+    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    int64_t pick[NS] = {0, rows / 3, 2 * rows / 3, rows - 1};
+    const float *src = g->Xq ? g->Xq : g->X;
+    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *Vs = bp_malloc((size_t)(d * NS) * sizeof(double), err);
+    double *P = bp_malloc((size_t)(chunk * NS) * sizeof(double), err);
+    double exact[NS] = {0.0};
+    int rc = -1;
+    if (!B || !Vs || !P)
+        goto out;
+    for (int s = 0; s < NS; s++)               /* Vs: d x NS, the sampled rows */
+        for (int64_t j = 0; j < d; j++)
+            Vs[j * NS + s] = V[pick[s] * d + j];
+    for (int64_t r = 0; r < n; r += chunk) {   /* ||V_s Xbar^T||^2 / n, in double */
+        int64_t m = n - r < chunk ? n - r : chunk;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < d; j++)
+                B[i * d + j] = src[(r + i) * g->ld + g->col0 + j];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, NS, (int)d, 1.0, B,
+                    (int)d, Vs, NS, 0.0, P, NS);
+        for (int64_t i = 0; i < m * NS; i++)
+            exact[i % NS] += P[i] * P[i];
+        bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)m * (double)d * NS);
+    }
+    double ueff = 6e-8 / (double)d;            /* float's unit roundoff over d terms */
+    for (int s = 0; s < NS; s++) {
+        double bound = 0.0;
+        for (int64_t j = 0; j < d; j++)
+            bound += fabs(V[pick[s] * d + j]) * sqrt(g->gdiag[j]);
+        bound *= bound;
+        if (bound > 0.0)
+            ueff = fmax(ueff, fabs(form[pick[s]] - exact[s] / (double)n) / bound);
+    }
+    rc = 1;
+    for (int64_t r = 0; rc == 1 && r < rows; r++) {
+        double bound = 0.0;
+        for (int64_t j = 0; j < d; j++)
+            bound += fabs(V[r * d + j]) * sqrt(g->gdiag[j]);
+        if (4.0 * ueff * bound * bound > 1e-6 * fabs(e[r]))
+            rc = 0;
+    }
+out:
+    free(B);
+    free(Vs);
+    free(P);
+    return rc;
+}
+
 int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64_t rows,
                             int64_t ldw, const bp_gram_fisher *f, double *row_err,
                             double *kfac, bp_error *err)
@@ -434,24 +605,36 @@ int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64
         for (int64_t j = 0; j < d; j++)
             v[j] = (double)wq[j] - (double)w[j];
     }
-    quad_forms(g, V, rows, d, M, row_err);       /* dW_r Gb dW_r^T, M = dW Gb */
-    if (!g->Xq)
-        return f ? fisher_trace(f, V, M, rows, d, row_err, kfac, err) : 0;
-    for (int64_t r = 0; r < rows; r++) {          /* + 2 dW_r c_r; M := dW Gb + 2 Q */
-        double *m = M + r * d;
-        const double *q = g->Q + r * d;
-        for (int64_t j = 0; j < d; j++)
-            m[j] += 2.0 * q[j];
-        row_err[r] += 2.0 * cblas_ddot((int)d, V + r * d, 1, q, 1);
+    double *form = bp_malloc((size_t)rows * sizeof(double), err);
+    if (!form)
+        return -1;
+    int rc;
+    for (;;) {                                  /* once, or twice after a failed check */
+        if ((rc = quad_forms(g, V, rows, d, M, form, err)) < 0)   /* dW_r Gb dW_r^T */
+            break;
+        for (int64_t r = 0; r < rows; r++)      /* + 2 dW_r c_r + e0_r */
+            row_err[r] = form[r] + (g->Xq ? 2.0 * cblas_ddot((int)d, V + r * d, 1,
+                                                             g->Q + r * d, 1) + g->e0[r]
+                                          : 0.0);
+        if (!g->single)
+            break;
+        if ((rc = single_ok(g, V, rows, form, row_err, err)) != 0 || (rc = to_double(g, err)) < 0)
+            break;
     }
-    int rc = 0;
-    if (f) {
-        rc = fisher_trace(f, V, M, rows, d, row_err, kfac, err);
-        *kfac += g->kfac0;
+    if (rc >= 0 && f) {                         /* K-FAC over E without W S W^T, then kfac0 */
+        for (int64_t r = 0; g->Xq && r < rows; r++) {
+            double *m = M + r * d;
+            const double *q = g->Q + r * d;
+            for (int64_t j = 0; j < d; j++)
+                m[j] += 2.0 * q[j];
+            form[r] = row_err[r] - g->e0[r];
+        }
+        rc = fisher_trace(f, V, M, rows, d, g->Xq ? form : row_err, kfac, err);
+        if (g->Xq)
+            *kfac += g->kfac0;
     }
-    for (int64_t r = 0; r < rows; r++)
-        row_err[r] += g->e0[r];
-    return rc;
+    free(form);
+    return rc < 0 ? -1 : 0;
 }
 
 int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
@@ -470,7 +653,8 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < d; j++)
             g->A[r * d + j] = W[r * ldw + j];
-    quad_forms(g, g->A, rows, d, g->M, row_energy);
+    if (quad_forms(g, g->A, rows, d, g->M, row_energy, err) < 0)
+        return -1;
     /* X = Xbar - dX: X^T X = Gb - H - H^T + S */
     for (int64_t r = 0; g->Xq && r < rows; r++)
         row_energy[r] += g->e0[r] - 2.0 * cblas_ddot((int)d, g->A + r * d, 1, g->Q + r * d, 1);

@@ -43,6 +43,13 @@ typedef struct bp_gram {
     int y_borrowed;           /* Y belongs to the attached cache */
     struct bp_ycache *yc;     /* or NULL */
     double *A, *M;            /* work buffers */
+    /* single precision (bp_gram_build_prec): Gb = Gc + mu mu^T with Gc the
+     * Gram of the centred Xbar from float32 chunk products summed in double,
+     * kept in float for SGEMM/SSYMM; the products checked (see below) */
+    int single;
+    float *Gf, *Vf, *Mf;      /* d x d; rows x d work buffers */
+    double *mu, *gdiag;       /* d: column means of Xbar; Gc's diagonal */
+    int fell_back;            /* the check failed once: now double (G) */
 } bp_gram;
 
 /* W X^T / sqrt(n) of one weight matrix, owned by the caller and reused by
@@ -70,11 +77,30 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
                        int64_t col0, int64_t d, int keep_rows, bp_error *err);
 void bp_gram_free(bp_gram *g);
 
+/*
+ * As bp_gram_build_mode; single (Grams only) forms Gb's products in single
+ * precision as above, with the final sums in double.  Each row_errors call
+ * then checks itself: a few rows' forms dW_r Gb dW_r^T are computed again
+ * exactly from the rows, their float error, scaled to every row by the
+ * row's bound (sum_j |dW_rj| sqrt(Gc_jj))^2 and taken 4 times, must stay
+ * under 1e-6 of the row's error (cross terms included, so cancellation
+ * counts); otherwise g
+ * switches to double (G built from the rows) and the call is redone.  The
+ * errors stay within 1e-6 relative of the double path (tests/test_gram.c:
+ * random, large means, outlier channels, near-cancellation).
+ */
+int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
+                       int64_t col0, int64_t d, int keep_rows, int single, bp_error *err);
+
 /* Keep rows rather than form Grams?  The cheaper in flops for n rows, d
  * inputs, `rows` outputs, quantized inputs or not, n_cand weight candidates
  * and a dense output factor (f_rows outputs, 0 without). */
 int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
                       int64_t f_rows);
+/* The same when the Grams' products run in single precision (counted at
+ * half the cost of double ones). */
+int bp_gram_keep_rows_prec(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
+                           int64_t f_rows, int single);
 
 /* row_err[r] = ||What_r Xbar^T - W_r X^T||^2 / n for rows x d matrices W,
  * What (row stride ldw). */

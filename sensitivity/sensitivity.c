@@ -201,8 +201,8 @@ static int fisher_d_init(fisher_d *f, const bp_layer *l, bp_error *err)
 /* Errors of every weight width at one activation width.  yc (one per
  * group, or NULL) carries W X^T from one activation width to the next. */
 static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *What,
-                           size_t n_w, bp_ycache *yc, const fisher_d *fd, errs *out,
-                           bp_error *err)
+                           size_t n_w, bp_ycache *yc, const fisher_d *fd, int single,
+                           errs *out, bp_error *err)
 {
     const float *g2 = l->grad2;
     int64_t og = l->out / l->groups, ld = l->in * l->groups;
@@ -213,10 +213,12 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
         out->mse[b] = out->fisher[b] = out->kfac[b] = 0.0;
     out->energy = 0.0;
     int dense = fd->g && !fd->g[0].rank;
-    int keep_rows = bp_gram_keep_rows(l->n, l->in, og, Xq != NULL, n_w, dense ? og : 0);
+    int keep_rows = bp_gram_keep_rows_prec(l->n, l->in, og, Xq != NULL, n_w, dense ? og : 0,
+                                           single);
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
-        if (bp_gram_build_mode(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows, err) < 0)
+        if (bp_gram_build_prec(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows,
+                               single && n_w > 0, err) < 0)
             goto fail;
         if (yc)
             bp_gram_attach_y(&g, &yc[j]);
@@ -380,16 +382,17 @@ static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *
                       float *const *What, work *w, bp_error *err)
 {
     size_t nw = spec->n_wbits;
+    int single = spec->precision == BP_PREC_SINGLE;
     if (!w->has_aug)
-        return errors_at_abits(l, xq, What, nw, w->yc, &w->fd, &w->e, err);
+        return errors_at_abits(l, xq, What, nw, w->yc, &w->fd, single, &w->e, err);
     augmented *g = &w->aug;
     aug_matrix(xq ? xq : l->X, NULL, l->n, l->in, 1.0f, g->Xq);
     for (size_t b = 0; b < nw; b++)
         aug_matrix(What[b], w->bhat[b], l->out, l->in, 0.0f, g->What[b]);
-    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->yc_aug, &w->fd, &w->e, err) < 0)
+    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->yc_aug, &w->fd, single, &w->e, err) < 0)
         return -1;
     errs energy_only = {NULL, NULL, NULL, 0.0};      /* the energy without the bias */
-    if (errors_at_abits(l, NULL, What, 0, w->yc, &w->fd, &energy_only, err) < 0)
+    if (errors_at_abits(l, NULL, What, 0, w->yc, &w->fd, single, &energy_only, err) < 0)
         return -1;
     w->e.energy = energy_only.energy;
     return 0;

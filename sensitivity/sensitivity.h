@@ -41,6 +41,8 @@ const char *bp_wquantizer_name(bp_wquantizer q);
 /* name -> quantizer; -1 when unknown */
 int bp_wquantizer_parse(const char *name);
 
+enum { BP_PREC_DOUBLE = 0, BP_PREC_SINGLE = 1 };
+
 typedef struct bp_sens_spec {
     const int *wbits;
     size_t n_wbits;
@@ -56,6 +58,8 @@ typedef struct bp_sens_spec {
     int cross_fit;            /* GPTQ and ERQ errors out of fold: BP_XFIT_* */
     int erq_grid;             /* ERQ fits its own weight grid (asymmetric,
                                * range BP_RANGE_ERQ_W) at the spec's granularity */
+    int precision;            /* output errors: BP_PREC_DOUBLE (0) or BP_PREC_SINGLE
+                               * (Grams' products in float32, checked; gram.h) */
 } bp_sens_spec;
 
 /*

@@ -334,7 +334,7 @@ static void test_grouped_tensor_grid(void)
     int wbits[] = {3}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, spec_of(0, BP_GRAN_TENSOR, 0),
                          spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
-                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     spec.weights.symmetric = 0;
     float What[G * OG * IN], scale[G * OG * IN], zero[G * OG * IN];
     CHECK(bp_quantize_candidate(&l, &spec, 3, 16, What, NULL, scale, zero, NULL, &err) == 0);
@@ -367,7 +367,7 @@ static void test_cross_fit(void)
     int wbits[] = {3, 4}, abits[] = {16};
     bp_sens_spec spec = {wbits, 2, abits, 1, spec_of(0, BP_GRAN_CHANNEL, 0),
                          spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
-                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_table in_sample, crossed, autod;
     bp_table_init(&in_sample), bp_table_init(&crossed), bp_table_init(&autod);
     CHECK(bp_sensitivity_layer(&l, &spec, &in_sample, NULL) == 0);

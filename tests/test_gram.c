@@ -72,7 +72,7 @@ static void test_case(uint64_t seed, int64_t out, int64_t in, int groups, int64_
     int wbits[] = {3, 8}, abits[] = {4, 16};
     bp_sens_spec spec = {wbits, 2, abits, 2,
                          {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_layer l = {"layer", out, in, 1, 1, groups, W, NULL, n, X, NULL, 0};
     for (int metric = 0; metric < 2; metric++) {
         bp_table t;
@@ -114,7 +114,7 @@ static void test_fisher(void)
         X[i] = (float)check_normal(&r);
     int wbits[] = {3}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_layer l = {"fc", O, D, 1, 1, 1, W, NULL, N, X, g2, 0};
     bp_table t;
     bp_error err;
@@ -195,6 +195,75 @@ static void test_keep_rows_choice(void)
     }
 }
 
+/*
+ * Single precision against double, every row within 1e-6 relative, on
+ * random inputs, large means (centring), outlier channels and a
+ * near-cancellation built to defeat float32 (two almost equal inputs whose
+ * weight errors are opposite, so the output error is tiny against its
+ * terms): there the check must give way to double.
+ */
+static void test_single(void)
+{
+    enum { O = 24, D = 96, N = 3000 };
+    const char *names[] = {"random", "large mean", "outlier channels", "near-cancellation"};
+    for (int c = 0; c < 4; c++) {
+        check_rng r = {9000 + c};
+        float *X = make_inputs(&r, N, D), *Xq = malloc((size_t)N * D * sizeof(float));
+        float W[O * D], Wq[O * D];
+        for (int i = 0; i < N * D; i++) {
+            if (c == 1)
+                X[i] += 40.0f;                          /* mean 40x the spread */
+            if (c == 2 && i % D < 3)
+                X[i] *= 150.0f;
+        }
+        if (c == 3)
+            for (int i = 0; i < N; i++)                 /* x_1 = x_0 + 1e-4 noise */
+                X[i * D + 1] = X[i * D] + (float)(1e-4 * check_normal(&r));
+        for (int i = 0; i < O * D; i++)
+            W[i] = (float)check_normal(&r);
+        bp_qspec wq = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+        bp_quantize_matrix(W, Wq, O, D, &wq, NULL);
+        if (c == 3)
+            for (int o = 0; o < O; o++) {               /* only the opposite errors remain */
+                for (int j = 0; j < D; j++)
+                    Wq[o * D + j] = W[o * D + j];
+                Wq[o * D] = W[o * D] + 0.25f, Wq[o * D + 1] = W[o * D + 1] - 0.25f;
+            }
+        bp_qspec aq = {8, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+        bp_quantize_matrix(X, Xq, N, D, &aq, NULL);
+        for (int q = 0; q < 2; q++) {
+            const float *xq = q ? Xq : NULL;
+            bp_gram gd, gs;
+            double ed[O], es[O], nd[O], ns[O];
+            CHECK(bp_gram_build_prec(&gd, X, xq, N, D, 0, D, 0, 0, NULL) == 0);
+            CHECK(bp_gram_build_prec(&gs, X, xq, N, D, 0, D, 0, 1, NULL) == 0);
+            CHECK(gs.single == 1 && gs.G == NULL);
+            CHECK(bp_gram_row_errors(&gd, W, Wq, O, D, ed, NULL) == 0);
+            CHECK(bp_gram_row_errors(&gs, W, Wq, O, D, es, NULL) == 0);
+            CHECK(bp_gram_row_energy(&gd, W, O, D, nd, NULL) == 0);
+            CHECK(bp_gram_row_energy(&gs, W, O, D, ns, NULL) == 0);
+            double worst = 0.0, want0 = direct_error(W, Wq, X, xq ? xq : X, 1, D, 1, N);
+            for (int o = 0; o < O; o++) {
+                worst = fmax(worst, fabs(es[o] - ed[o]) / ed[o]);
+                CHECK_REL(ns[o], nd[o], 1e-6);
+            }
+            if (c < 3)                               /* the double path is the exact one */
+                CHECK_REL(ed[0], want0, 1e-9);
+            printf("single vs double, %s%s: worst row %.1e%s\n", names[c],
+                   q ? ", 8-bit inputs" : "", worst, gs.fell_back ? " (fell back to double)" : "");
+            CHECK_MSG(worst <= 1e-6, "%s: %g", names[c], worst);
+            if (c <= 1)
+                CHECK(!gs.fell_back);                /* float32 suffices there */
+            if (c == 3)
+                CHECK(gs.fell_back);                 /* and not here */
+            bp_gram_free(&gd);
+            bp_gram_free(&gs);
+        }
+        free(X);
+        free(Xq);
+    }
+}
+
 /* Kept rows over several activation widths share one W X^T through a
  * bp_ycache: every width still gives the direct error, and the cache's Y is
  * the one each later Gram uses (formed once). */
@@ -242,7 +311,7 @@ static void test_missing_data(void)
     float W[4] = {1, 2, 3, 4};
     int wbits[] = {4}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_layer l = {"fc.no_data", 2, 2, 1, 1, 1, W, NULL, 0, NULL, NULL, 0};
     bp_table t;
     bp_error err;
@@ -353,7 +422,7 @@ static void test_kfac(void)
                              {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
                              {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
                              BP_METRIC_KFAC, (bp_wquantizer)cases[c].quant, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL},
-                             3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                             3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
         bp_layer l = {"k", out, in, 1, 1, (int)g, W, cases[c].quant == BP_WQ_ERQ ? bias : NULL,
                       n, X, NULL, &of};
         bp_table t;
@@ -483,7 +552,7 @@ static void test_monotone(void)
         W[i] = (float)check_normal(&r);
     int wbits[] = {2, 3, 4, 6, 8, 16}, abits[] = {16};
     bp_sens_spec spec = {wbits, 6, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_layer l = {"m", out, in, 1, 1, 1, W, NULL, n, X, NULL, 0};
     bp_table t;
     bp_table_init(&t);
@@ -507,6 +576,7 @@ int main(void)
     test_case(8, 200, 16, 1, 400);       /* many outputs: the Gram is cheaper */
     test_modes();
     test_keep_rows_choice();
+    test_single();
     test_ycache();
     test_missing_data();
     test_fisher();
