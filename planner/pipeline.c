@@ -438,17 +438,39 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
     bp_sens_spec spec;
     bp_sens_spec_from_config(cfg, &spec);
     const char *stop = getenv("BITPLAN_INTERRUPT_AFTER");   /* test hook: raise SIGINT */
-    for (size_t i = start; i < m->n_layers; i++) {
+    bp_sens_cache cache = {0};       /* Grams and factors of the last layer's inputs */
+    unsigned char seen[32] = {0};    /* their SHA-256, with their shape */
+    int64_t seen_n = -1, seen_w = -1;
+    int rc_all = 0;
+    for (size_t i = start; rc_all == 0 && i < m->n_layers; i++) {
         size_t before = t->n;
-        if (bp_interrupt_requested)
-            return bp_fail(err, "interrupted after %zu of %zu layers; they are kept in %s, "
-                           "run again to continue", i, m->n_layers, jr->path);
+        if (bp_interrupt_requested) {
+            rc_all = bp_fail(err, "interrupted after %zu of %zu layers; they are kept in %s, "
+                             "run again to continue", i, m->n_layers, jr->path);
+            break;
+        }
         bp_loaded_layer l;
         if (progress)
             progress(ctx, i, m->n_layers, m->layers[i].name);
         double t_load = bp_now();
-        if (bp_model_load_layer(m, i, &l, err) < 0)
-            return -1;
+        if (bp_model_load_layer(m, i, &l, err) < 0) {
+            rc_all = -1;
+            break;
+        }
+        /* layers reading the same inputs (q/k/v, gate/up) share their Grams */
+        int64_t w = l.view.in * l.view.groups;
+        unsigned char dig[32] = {0};
+        if (l.view.X && l.view.n > 0) {
+            bp_sha256 h;
+            bp_sha256_init(&h);
+            bp_sha256_update(&h, l.view.X, (size_t)(l.view.n * w) * sizeof(float));
+            bp_sha256_final(&h, dig);
+        }
+        if (!l.view.X || l.view.n != seen_n || w != seen_w || memcmp(dig, seen, 32) != 0) {
+            bp_sens_cache_reset(&cache);
+            memcpy(seen, dig, 32);
+            seen_n = l.view.X ? l.view.n : -1, seen_w = w;
+        }
         bp_profile_add(BP_STAGE_LOAD, bp_now() - t_load);
         int rc = 0;
         for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
@@ -456,14 +478,22 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
             spec.acts = bp_config_acts_for_quantizer(cfg, m->layers[i].name, spec.quantizer);
             if (spec.quantizer == BP_WQ_ERQ && l.view.groups > 1 && cfg->n_quantizers > 1)
                 continue;           /* ERQ has no grouped form; the others cover it */
-            rc = bp_sensitivity_layer(&l.view, &spec, t, err);
+            rc = bp_sensitivity_layer_cached(&l.view, &spec, t, &cache, err);
         }
         bp_loaded_layer_free(&l);
-        if (rc < 0 || journal_layer(jr, t, before, i, err) < 0)
-            return -1;
+        if (rc < 0 || journal_layer(jr, t, before, i, err) < 0) {
+            rc_all = -1;
+            break;
+        }
         if (stop && i + 1 == (size_t)atol(stop))
             raise(SIGINT);
     }
+    if (getenv("BITPLAN_PROFILE") && cache.hits)
+        fprintf(stderr, "profile: shared inputs: %zu Grams and GPTQ factors reused\n",
+                cache.hits);
+    bp_sens_cache_free(&cache);
+    if (rc_all < 0)
+        return -1;
     if (progress)
         progress(ctx, m->n_layers, m->n_layers, NULL);
     if (bp_interrupt_requested)

@@ -169,6 +169,41 @@ int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     return 0;
 }
 
+static void *dup_block(const void *p, size_t bytes, int *ok, bp_error *err)
+{
+    if (!p)
+        return NULL;
+    void *q = bp_malloc(bytes, err);
+    if (q)
+        memcpy(q, p, bytes);
+    else
+        *ok = 0;
+    return q;
+}
+
+int bp_gram_adopt(bp_gram *dst, const bp_gram *src, const float *X, const float *Xq,
+                  int64_t ld, int64_t col0, bp_error *err)
+{
+    memset(dst, 0, sizeof *dst);
+    if (src->Z)
+        return bp_fail(err, "internal: only a Gram-mode gram can be shared");
+    size_t dd = (size_t)(src->d * src->d);
+    int ok = 1;
+    dst->d = dst->k = src->d;
+    dst->n = src->n;
+    dst->X = X, dst->Xq = Xq, dst->ld = ld, dst->col0 = col0;
+    dst->single = src->single, dst->fell_back = src->fell_back;
+    dst->G = dup_block(src->G, dd * sizeof(double), &ok, err);
+    dst->Gf = dup_block(src->Gf, dd * sizeof(float), &ok, err);
+    dst->mu = dup_block(src->mu, (size_t)src->d * sizeof(double), &ok, err);
+    dst->gdiag = dup_block(src->gdiag, (size_t)src->d * sizeof(double), &ok, err);
+    if (!ok) {
+        bp_gram_free(dst);
+        return -1;
+    }
+    return 0;
+}
+
 void bp_ycache_free(bp_ycache *c)
 {
     free(c->Y);

@@ -92,6 +92,12 @@ void bp_gram_free(bp_gram *g);
 int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
                        int64_t col0, int64_t d, int keep_rows, int single, bp_error *err);
 
+/* dst: a Gram-mode g (not kept rows) of the same bytes as src's inputs, now
+ * read from X, Xq (columns col0.., stride ld): src's Grams copied, nothing
+ * else.  For inputs shared by several layers or measurements. */
+int bp_gram_adopt(bp_gram *dst, const bp_gram *src, const float *X, const float *Xq,
+                  int64_t ld, int64_t col0, bp_error *err);
+
 /* Keep rows rather than form Grams?  The cheaper in flops for n rows, d
  * inputs, `rows` outputs, quantized inputs or not, n_cand weight candidates
  * and a dense output factor (f_rows outputs, 0 without). */

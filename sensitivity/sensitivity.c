@@ -55,6 +55,81 @@ static int uses_inputs(const bp_sens_spec *spec)
     return spec->quantizer == BP_WQ_GPTQ || spec->quantizer == BP_WQ_ERQ;
 }
 
+/* ---- the cache of shared inputs (sensitivity.h) ---------------------------- */
+
+/* What an entry was made from: the inputs' activation settings (bits 16:
+ * float inputs), the columns and, for GPTQ, the options the factor depends
+ * on.  Built with memset so that it compares with memcmp. */
+typedef struct sens_key {
+    int kind;                 /* 0: a Gram, 1: a GPTQ factor */
+    bp_qspec acts;
+    int64_t n, col0, d;
+    int single;               /* Gram: precision; factor: GPTQ precision */
+    double damp;
+    int act_order;
+} sens_key;
+
+typedef struct bp_sens_entry {
+    sens_key key;
+    bp_gram gram;
+    bp_gptq_factor f;
+} bp_sens_entry;
+
+void bp_sens_cache_reset(bp_sens_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        bp_gram_free(&c->e[i].gram);
+        bp_gptq_factor_free(&c->e[i].f);
+    }
+    c->n = 0;
+}
+
+void bp_sens_cache_free(bp_sens_cache *c)
+{
+    bp_sens_cache_reset(c);
+    free(c->e);
+    memset(c, 0, sizeof *c);
+}
+
+static sens_key make_key(int kind, const bp_qspec *acts, int64_t n, int64_t col0, int64_t d,
+                         int single, const bp_gptq_opts *o)
+{
+    sens_key k;
+    memset(&k, 0, sizeof k);
+    k.kind = kind, k.n = n, k.col0 = col0, k.d = d, k.single = single;
+    if (acts)
+        k.acts = *acts;
+    else
+        k.acts.bits = BP_BITS_FLOAT;
+    if (o)
+        k.damp = o->damp, k.act_order = o->act_order;
+    return k;
+}
+
+static bp_sens_entry *cache_find(bp_sens_cache *c, const sens_key *k)
+{
+    for (size_t i = 0; c && i < c->n; i++)
+        if (memcmp(&c->e[i].key, k, sizeof *k) == 0)
+            return &c->e[i];
+    return NULL;
+}
+
+/* A new zeroed entry for k, or NULL (no memory: the cache simply misses). */
+static bp_sens_entry *cache_add(bp_sens_cache *c, const sens_key *k)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 8;
+        bp_sens_entry *e = realloc(c->e, cap * sizeof *e);
+        if (!e)
+            return NULL;
+        c->e = e, c->cap = cap;
+    }
+    bp_sens_entry *e = &c->e[c->n++];
+    memset(e, 0, sizeof *e);
+    e->key = *k;
+    return e;
+}
+
 /* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups),
  * for n_b weight widths bits[b] into What[b]; scale and zero (per element,
  * one width only) may be NULL.  Each group's factor is built once for all
@@ -63,7 +138,7 @@ static int uses_inputs(const bp_sens_spec *spec)
  * says. */
 static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *bits, size_t n_b,
                         const float *X, float *const *What, float *scale, float *zero,
-                        int32_t *g_idx, bp_error *err)
+                        int32_t *g_idx, bp_sens_cache *c, const bp_qspec *akey, bp_error *err)
 {
     int64_t og = l->out / l->groups;
     float *grids = bp_malloc(2 * n_b * sizeof(float), err);
@@ -84,11 +159,20 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
     for (int j = 0; any && rc == 0 && j < l->groups; j++) {
         int64_t off = (int64_t)j * og * l->in;
         bp_gptq_factor f;
-        if (bp_gptq_factor_build(&f, X, l->n, l->in * l->groups, (int64_t)j * l->in, l->in,
-                                 &spec->gptq, err) < 0) {
-            rc = -1;
-            break;
+        sens_key k = make_key(1, akey, l->n, (int64_t)j * l->in, l->in,
+                              spec->gptq.precision, &spec->gptq);
+        bp_sens_entry *e = c ? cache_find(c, &k) : NULL;
+        if (e) {
+            rc = bp_gptq_factor_copy(&f, &e->f, err);
+            c->hits++;
+        } else {
+            rc = bp_gptq_factor_build(&f, X, l->n, l->in * l->groups, (int64_t)j * l->in, l->in,
+                                      &spec->gptq, err);
+            if (rc == 0 && c && (e = cache_add(c, &k)) && bp_gptq_factor_copy(&e->f, &f, err) < 0)
+                c->n--;                         /* no memory to keep it: fine */
         }
+        if (rc < 0)
+            break;
         for (size_t b = 0; rc == 0 && b < n_b; b++) {
             bp_qspec q = spec->weights;
             bp_gptq_opts o = spec->gptq;
@@ -108,11 +192,12 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
 /* What[b] (and, for ERQ, its new bias bhat[b]) for every weight width;
  * Xin is what the layer sees (quantized or not). */
 static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
-                       float *const *What, float *const *bhat, bp_error *err)
+                       float *const *What, float *const *bhat, bp_sens_cache *c,
+                       const bp_qspec *akey, bp_error *err)
 {
     if (spec->quantizer == BP_WQ_GPTQ)
         return gptq_grouped(l, spec, spec->wbits, spec->n_wbits, Xin, What, NULL, NULL, NULL,
-                            err);
+                            c, akey, err);
     for (size_t b = 0; b < spec->n_wbits; b++) {
         int rc, bits = spec->wbits[b];
         if (spec->quantizer == BP_WQ_ERQ) {
@@ -202,7 +287,7 @@ static int fisher_d_init(fisher_d *f, const bp_layer *l, bp_error *err)
  * group, or NULL) carries W X^T from one activation width to the next. */
 static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *What,
                            size_t n_w, bp_ycache *yc, const fisher_d *fd, int single,
-                           errs *out, bp_error *err)
+                           bp_sens_cache *c, const bp_qspec *akey, errs *out, bp_error *err)
 {
     const float *g2 = l->grad2;
     int64_t og = l->out / l->groups, ld = l->in * l->groups;
@@ -217,9 +302,21 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
                                            single);
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
-        if (bp_gram_build_prec(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows,
-                               single && n_w > 0, err) < 0)
-            goto fail;
+        int sg = single && n_w > 0;
+        sens_key k = make_key(0, akey, l->n, (int64_t)j * l->in, l->in, sg, NULL);
+        bp_sens_entry *e = c && !keep_rows ? cache_find(c, &k) : NULL;
+        if (e) {
+            if (bp_gram_adopt(&g, &e->gram, l->X, Xq, ld, (int64_t)j * l->in, err) < 0)
+                goto fail;
+            c->hits++;
+        } else {
+            if (bp_gram_build_prec(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows, sg,
+                                   err) < 0)
+                goto fail;
+            if (c && !keep_rows && (e = cache_add(c, &k)) &&
+                bp_gram_adopt(&e->gram, &g, NULL, NULL, 0, 0, err) < 0)
+                c->n--;                         /* no memory to keep it: fine */
+        }
         if (yc)
             bp_gram_attach_y(&g, &yc[j]);
         const float *W = l->W + (int64_t)j * og * l->in;
@@ -379,20 +476,22 @@ static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_er
 
 /* Output errors at one activation width into w->e. */
 static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *xq,
-                      float *const *What, work *w, bp_error *err)
+                      float *const *What, work *w, bp_sens_cache *c, const bp_qspec *akey,
+                      bp_error *err)
 {
     size_t nw = spec->n_wbits;
     int single = spec->precision == BP_PREC_SINGLE;
     if (!w->has_aug)
-        return errors_at_abits(l, xq, What, nw, w->yc, &w->fd, single, &w->e, err);
+        return errors_at_abits(l, xq, What, nw, w->yc, &w->fd, single, c, akey, &w->e, err);
     augmented *g = &w->aug;
     aug_matrix(xq ? xq : l->X, NULL, l->n, l->in, 1.0f, g->Xq);
     for (size_t b = 0; b < nw; b++)
         aug_matrix(What[b], w->bhat[b], l->out, l->in, 0.0f, g->What[b]);
-    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->yc_aug, &w->fd, single, &w->e, err) < 0)
+    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->yc_aug, &w->fd, single, NULL, NULL,
+                        &w->e, err) < 0)
         return -1;
     errs energy_only = {NULL, NULL, NULL, 0.0};      /* the energy without the bias */
-    if (errors_at_abits(l, NULL, What, 0, w->yc, &w->fd, single, &energy_only, err) < 0)
+    if (errors_at_abits(l, NULL, What, 0, w->yc, &w->fd, single, c, NULL, &energy_only, err) < 0)
         return -1;
     w->e.energy = energy_only.energy;
     return 0;
@@ -445,12 +544,12 @@ static bp_layer rows_of(const bp_layer *l, int64_t r0, int64_t n)
  * The activation grid is fitted on all rows either way.
  */
 static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *What,
-                   double *values, bp_error *err)
+                   double *values, bp_sens_cache *c, bp_error *err)
 {
     size_t nw = spec->n_wbits, na = spec->n_abits;
     int per_abits = uses_inputs(spec);
     double t = bp_now();
-    if (!per_abits && weights_all(l, spec, NULL, What, NULL, err) < 0)
+    if (!per_abits && weights_all(l, spec, NULL, What, NULL, NULL, NULL, err) < 0)
         return -1;
     bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
     if (!l->X || l->n <= 0) {        /* data-free: the weight metric only */
@@ -461,6 +560,8 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     }
     double trace = hawq_trace(l);
     int folds = cross_fits(l, spec) ? 2 : 1;
+    if (folds == 2)
+        c = NULL;                    /* row subsets: their Grams are their own */
     int64_t half = l->n / 2, ld = l->in * l->groups;
     int64_t r0[2] = {0, half}, nr[2] = {folds == 2 ? half : l->n, l->n - half};
     bp_layer eval[2], fit[2];
@@ -477,9 +578,10 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     memset(values, 0, nw * na * BP_METRIC_COUNT * sizeof *values);
     for (size_t a = 0; rc == 0 && a < na; a++) {
         const float *xq = NULL;
+        bp_qspec q = spec->acts;
+        q.bits = spec->abits[a];
+        const bp_qspec *akey = spec->abits[a] < BP_BITS_FLOAT ? &q : NULL;
         if (spec->abits[a] < BP_BITS_FLOAT) {
-            bp_qspec q = spec->acts;
-            q.bits = spec->abits[a];
             t = bp_now();
             rc = bp_quantize_matrix(l->X, Xq, l->n, ld, &q, err);
             bp_profile_add(BP_STAGE_ACTS, bp_now() - t);
@@ -491,12 +593,12 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
             int64_t fit0 = folds == 2 ? r0[1 - f] : 0, ev0 = folds == 2 ? r0[f] : 0;
             t = bp_now();
             if (per_abits && (rc = weights_all(&fit[f], spec, xq ? xq + fit0 * ld : fit[f].X,
-                                               What, w[f].bhat, err)) < 0)
+                                               What, w[f].bhat, c, akey, err)) < 0)
                 break;
             bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
             t = bp_now();
-            if ((rc = errors_now(&eval[f], spec, xq ? xq + ev0 * ld : NULL, What, &w[f],
-                                 err)) < 0)
+            if ((rc = errors_now(&eval[f], spec, xq ? xq + ev0 * ld : NULL, What, &w[f], c,
+                                 akey, err)) < 0)
                 break;
             bp_profile_add(BP_STAGE_ERRORS, bp_now() - t);
             double share = (double)eval[f].n / (double)l->n, v[BP_METRIC_COUNT];
@@ -563,6 +665,12 @@ int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *e
 int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
                          bp_table *table, bp_error *err)
 {
+    return bp_sensitivity_layer_cached(l, spec, table, NULL, err);
+}
+
+int bp_sensitivity_layer_cached(const bp_layer *l, const bp_sens_spec *spec, bp_table *table,
+                                bp_sens_cache *c, bp_error *err)
+{
     if (bp_sens_check_layer(l, spec, err) < 0)
         return -1;
     size_t nw = spec->n_wbits, na = spec->n_abits;
@@ -575,7 +683,7 @@ int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
     for (size_t b = 0; b < nw; b++)
         if (!(What[b] = bp_malloc((size_t)params * sizeof(float), err)))
             goto out;
-    if (measure(l, spec, What, values, err) < 0)
+    if (measure(l, spec, What, values, c, err) < 0)
         goto out;
     rc = append_rows(l, spec, values, table, err);
 out:
@@ -636,7 +744,7 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
     q.bits = wbits;
     switch (spec->quantizer) {
     case BP_WQ_GPTQ:
-        rc = gptq_grouped(l, spec, &wbits, 1, xin, &What, scale, zero, g_idx, err);
+        rc = gptq_grouped(l, spec, &wbits, 1, xin, &What, scale, zero, g_idx, NULL, NULL, err);
         g_idx = NULL;                /* filled in GPTQ's column order */
         break;
     case BP_WQ_ERQ:

@@ -91,6 +91,29 @@ int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
                          bp_table *table, bp_error *err);
 
 /*
+ * What measurements of the same calibration inputs can share: each
+ * activation width's Grams (per conv group) and GPTQ factors.  The same
+ * layer under several quantizers, and layers that read the same tensor
+ * (q/k/v, gate/up), then form them once.  The caller says when the inputs
+ * change (bp_sens_cache_reset); zero-initialise, free with
+ * bp_sens_cache_free.  Cross-fitted measurements and ERQ's augmented inputs
+ * do not use it.  Memory: in^2 doubles per activation width and group, and
+ * a GPTQ factor (in^2 floats or doubles) per activation width and group.
+ */
+typedef struct bp_sens_cache {
+    struct bp_sens_entry *e;
+    size_t n, cap;
+    size_t hits;              /* Grams and factors reused, for tests and profiles */
+} bp_sens_cache;
+
+void bp_sens_cache_reset(bp_sens_cache *c);
+void bp_sens_cache_free(bp_sens_cache *c);
+
+/* bp_sensitivity_layer with a cache of the layer's inputs (c may be NULL). */
+int bp_sensitivity_layer_cached(const bp_layer *l, const bp_sens_spec *spec, bp_table *table,
+                                bp_sens_cache *c, bp_error *err);
+
+/*
  * Quantize one candidate again for export: What (out x in) on the grid
  * What = scale * (code - zero) with integer codes in [0, 2^b - 1] (scale
  * and zero per element, out x in each), and bhat (out, when the layer has

@@ -5,6 +5,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "sensitivity/gram.h"
@@ -262,6 +263,57 @@ static void test_single(void)
         free(X);
         free(Xq);
     }
+}
+
+/* Layers reading the same inputs (q, k, v) share Grams and GPTQ factors
+ * through a bp_sens_cache: the same table to the bit as measured alone,
+ * with the Grams formed once (every later measurement reuses them). */
+static void test_shared_inputs(void)
+{
+    check_rng r = {4711};
+    enum { O = 20, D = 24, N = 400 };
+    float *X = make_inputs(&r, N, D), W[3][O * D];
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < O * D; i++)
+            W[k][i] = (float)check_normal(&r);
+    int wbits[] = {3, 4}, abits[] = {6, 16};
+    bp_sens_spec spec = {wbits, 2, abits, 2,
+                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3,
+                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_SINGLE};
+    static const char *names[3] = {"q", "k", "v"};
+    bp_wquantizer quants[2] = {BP_WQ_RTN, BP_WQ_GPTQ};
+    bp_table alone, shared;
+    bp_table_init(&alone);
+    bp_table_init(&shared);
+    bp_sens_cache c = {0};
+    bp_error err = {""};
+    for (int k = 0; k < 3; k++)
+        for (int q = 0; q < 2; q++) {
+            bp_layer l = {names[k], O, D, 1, 1, 1, W[k], NULL, N, X, NULL, 0};
+            spec.quantizer = quants[q];
+            CHECK_MSG(bp_sensitivity_layer(&l, &spec, &alone, &err) == 0, "%s", err.msg);
+            CHECK_MSG(bp_sensitivity_layer_cached(&l, &spec, &shared, &c, &err) == 0, "%s",
+                      err.msg);
+        }
+    CHECK(alone.n == shared.n && alone.n == 3 * 2 * 4);
+    for (size_t i = 0; i < alone.n; i++)
+        CHECK(memcmp(alone.rows[i].value, shared.rows[i].value, sizeof alone.rows[i].value) == 0);
+    /* Grams: 2 widths (+1 energy-only at 16 bits is the same key) formed by q under rtn;
+     * GPTQ's factors: 2 widths formed by q; everything after that is reused */
+    printf("shared inputs: %zu reuses, %zu entries\n", c.hits, c.n);
+    CHECK(c.n >= 4 && c.hits >= 5 * c.n / 2);
+    bp_sens_cache_reset(&c);                 /* new inputs: nothing to reuse */
+    size_t before = c.hits;
+    bp_layer l = {"other", O, D, 1, 1, 1, W[0], NULL, N / 2, X, NULL, 0};
+    spec.quantizer = BP_WQ_RTN;
+    CHECK(bp_sensitivity_layer_cached(&l, &spec, &shared, &c, &err) == 0);
+    CHECK(c.hits == before);
+    bp_sens_cache_free(&c);
+    bp_table_free(&alone);
+    bp_table_free(&shared);
+    free(X);
 }
 
 /* Kept rows over several activation widths share one W X^T through a
@@ -577,6 +629,7 @@ int main(void)
     test_modes();
     test_keep_rows_choice();
     test_single();
+    test_shared_inputs();
     test_ycache();
     test_missing_data();
     test_fisher();
