@@ -13,7 +13,7 @@
 #include <strings.h>
 
 #include "../common/bp_file.h"
-#include "yamltree.h"
+#include "formats/yamltree.h"
 
 typedef struct cctx {
     const char *label;

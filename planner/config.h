@@ -14,7 +14,7 @@
 #include "../sensitivity/gptq.h"
 #include "../sensitivity/quant.h"
 #include "../sensitivity/sensitivity.h"
-#include "export.h"
+#include "formats/export.h"
 #include "ties.h"
 
 typedef struct bp_pin {

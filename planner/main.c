@@ -17,7 +17,7 @@
 #include "config.h"
 #include "model.h"
 #include "pipeline.h"
-#include "qweights.h"
+#include "formats/qweights.h"
 #include "sweep.h"
 
 static const char usage_text[] =

@@ -23,8 +23,8 @@
 
 #include "../common/bp_error.h"
 #include "../sensitivity/layer.h"
-#include "npy.h"
-#include "safetensors.h"
+#include "formats/npy.h"
+#include "formats/safetensors.h"
 
 /* A set of named tensors: a safetensors file or a directory of .npy files. */
 typedef struct bp_tensorset {

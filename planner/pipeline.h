@@ -16,8 +16,8 @@
 #include "../solvers/frontier.h"
 #include "../solvers/ip.h"
 #include "config.h"
-#include "latency.h"
-#include "plan.h"
+#include "formats/latency.h"
+#include "formats/plan.h"
 #include "ties.h"
 
 typedef void (*bp_progress_fn)(void *ctx, size_t done, size_t total, const char *layer);

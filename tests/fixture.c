@@ -15,7 +15,7 @@
 #include "common/bp_file.h"
 
 #include "check.h"
-#include "planner/safetensors.h"
+#include "planner/formats/safetensors.h"
 
 typedef struct buf {
     float *data;

@@ -11,9 +11,9 @@
 
 #include "check.h"
 #include "common/bp_file.h"
-#include "planner/export.h"
-#include "planner/plan.h"
-#include "planner/yamltree.h"
+#include "planner/formats/export.h"
+#include "planner/formats/plan.h"
+#include "planner/formats/yamltree.h"
 
 #define NL 7
 static const char *const names[NL] = {

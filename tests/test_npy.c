@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "planner/npy.h"
+#include "planner/formats/npy.h"
 
 /* magic, version, header (padded with spaces and '\n' to 64), data */
 static size_t make_npy(unsigned char *buf, int version, const char *dict, const void *data,

@@ -13,7 +13,7 @@
 
 #include "check.h"
 #include "common/bp_file.h"
-#include "planner/safetensors.h"
+#include "planner/formats/safetensors.h"
 
 static char tmpdir[512];
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "planner/safetensors.h"
+#include "planner/formats/safetensors.h"
 #include "sensitivity/squant.h"
 
 typedef struct errs {

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/bp_file.h"
+#include "../../common/bp_file.h"
 
 static const struct {
     const char *name;

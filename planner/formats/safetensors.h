@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../common/bp_error.h"
+#include "../../common/bp_error.h"
 
 #define BP_MAX_RANK 8
 

@@ -30,9 +30,9 @@
 
 #include <stdio.h>
 
-#include "../common/bp_error.h"
-#include "config.h"
-#include "pipeline.h"
+#include "../../common/bp_error.h"
+#include "../config.h"
+#include "../pipeline.h"
 #include "plan.h"
 
 /* Quantize every layer of the plan again with its chosen candidate and

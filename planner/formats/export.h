@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 
-#include "../common/bp_error.h"
+#include "../../common/bp_error.h"
 
 /* One layer of a plan as read back from plan.yaml / plan.json. */
 typedef struct bp_export_layer {

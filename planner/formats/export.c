@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/bp_file.h"
+#include "../../common/bp_file.h"
 #include "yamltree.h"
 
 /* ---- reading a plan back -------------------------------------------------- */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/bp_file.h"
+#include "../../common/bp_file.h"
 
 void bp_latency_free(bp_latency *lt)
 {

@@ -8,7 +8,7 @@
  */
 #include "npy.h"
 
-#include "../common/bp_file.h"
+#include "../../common/bp_file.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../common/bp_error.h"
+#include "../../common/bp_error.h"
 
 #define BP_PLAN_FORMAT_VERSION 1
 

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "../common/bp_error.h"
+#include "../../common/bp_error.h"
 
 typedef enum bp_ynode_type { BP_Y_SCALAR, BP_Y_SEQ, BP_Y_MAP } bp_ynode_type;
 

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../common/bp_file.h"
+#include "../../common/bp_file.h"
 
 /* JSON string escaping is also valid YAML double-quoted escaping. */
 static void put_str(FILE *fp, const char *s)

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../common/bp_error.h"
+#include "../../common/bp_error.h"
 #include "safetensors.h"
 
 typedef struct bp_npy {

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
-#include "pipeline.h"
+#include "../model.h"
+#include "../pipeline.h"
 
 /* Everything the output file holds, owned here until written. */
 typedef struct qfile {

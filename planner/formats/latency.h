@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "../common/bp_error.h"
+#include "../../common/bp_error.h"
 
 typedef struct bp_latency_row {
     char *layer;
