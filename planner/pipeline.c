@@ -293,21 +293,25 @@ volatile sig_atomic_t bp_interrupt_requested = 0;
 /*
  * Peak memory of measuring one layer (bytes), the README's formula: inputs
  * and their quantized copy (2 n in g floats), the weights and one copy per
- * weight width (out in (w + 2) floats), the Gram of [X, dX] and its
- * working copy (2 (2 in)^2 doubles), GPTQ's Hessian and factor or ERQ's
- * augmented Gram (2 (in + 1)^2 doubles), the 1024-row chunk buffer, and the
- * output Fisher with its product for kfac.
+ * weight width (out in (w + 2) floats), the float work rows (2 o in), the
+ * shared-input cache (a Gram per activation width, quantizer and group, a
+ * GPTQ factor per activation width and group: (a q g + a g) in^2 doubles at
+ * most), the cross-term Grams (2 in^2), GPTQ's Hessian and factor or ERQ's
+ * augmented Gram (2 (in + 1)^2), the 1024-row chunks (2048 in), the double
+ * work rows (4 o in), and the output Fisher with its product for kfac.
  */
-static double layer_bytes(const bp_layer_desc *d, size_t n_wbits)
+static double layer_bytes(const bp_layer_desc *d, const bp_config *cfg)
 {
     double in = (double)d->in, n = (double)d->n, g = d->groups, o = (double)d->out / g;
+    double a = (double)cfg->n_abits, q = (double)cfg->n_quantizers;
     double k = (double)d->fisher_rank, wide = fmax(2.0 * in, n);
     double fisher = d->fisher >= 0   ? g * o * o + o * wide       /* F and F V (or F D) */
                     : d->fisher_u >= 0 ? g * (k + 2.0) * o + 2.0 * k * wide
                                        : 0.0;
-    return 4.0 * (2.0 * n * in * g + (double)d->out * in * ((double)n_wbits + 2.0)) +
-           8.0 * (2.0 * 4.0 * in * in + 2.0 * (in + 1.0) * (in + 1.0) + 1024.0 * 2.0 * in +
-                  fisher);
+    return 4.0 * (2.0 * n * in * g + (double)d->out * in * ((double)cfg->n_wbits + 2.0) +
+                  2.0 * o * in) +
+           8.0 * ((a * q * g + a * g + 2.0) * in * in + 2.0 * (in + 1.0) * (in + 1.0) +
+                  2048.0 * in + 4.0 * o * in + fisher);
 }
 
 /* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
@@ -330,7 +334,7 @@ static int check_memory(const bp_config *cfg, const bp_model *m, bp_error *err)
     double avail = mem_available(), worst = 0.0;
     size_t at = 0;
     for (size_t i = 0; i < m->n_layers; i++) {
-        double b = layer_bytes(&m->layers[i], cfg->n_wbits);
+        double b = layer_bytes(&m->layers[i], cfg);
         if (b > worst)
             worst = b, at = i;
     }

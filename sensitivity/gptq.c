@@ -263,30 +263,6 @@ void bp_gptq_factor_free(bp_gptq_factor *f)
     memset(f, 0, sizeof *f);
 }
 
-int bp_gptq_factor_copy(bp_gptq_factor *dst, const bp_gptq_factor *src, bp_error *err)
-{
-    int64_t d = src->d;
-    memset(dst, 0, sizeof *dst);
-    dst->d = d, dst->single = src->single;
-    dst->perm = bp_malloc((size_t)d * sizeof *dst->perm, err);
-    dst->dead = bp_malloc((size_t)d, err);
-    if (src->Ud)
-        dst->Ud = bp_malloc((size_t)(d * d) * sizeof(double), err);
-    if (src->Uf)
-        dst->Uf = bp_malloc((size_t)(d * d) * sizeof(float), err);
-    if (!dst->perm || !dst->dead || (src->Ud && !dst->Ud) || (src->Uf && !dst->Uf)) {
-        bp_gptq_factor_free(dst);
-        return -1;
-    }
-    memcpy(dst->perm, src->perm, (size_t)d * sizeof *dst->perm);
-    memcpy(dst->dead, src->dead, (size_t)d);
-    if (src->Ud)
-        memcpy(dst->Ud, src->Ud, (size_t)(d * d) * sizeof(double));
-    if (src->Uf)
-        memcpy(dst->Uf, src->Uf, (size_t)(d * d) * sizeof(float));
-    return 0;
-}
-
 /* Hessian, dead columns, damping, ordering, U (see gptq.h). */
 int bp_gptq_factor_build(bp_gptq_factor *f, const float *X, int64_t n, int64_t ldx,
                          int64_t xoff, int64_t d, const bp_gptq_opts *o, bp_error *err)

@@ -76,8 +76,6 @@ typedef struct bp_gptq_factor {
 int bp_gptq_factor_build(bp_gptq_factor *f, const float *X, int64_t n, int64_t ldx,
                          int64_t xoff, int64_t d, const bp_gptq_opts *o, bp_error *err);
 void bp_gptq_factor_free(bp_gptq_factor *f);
-/* dst = a copy of src. */
-int bp_gptq_factor_copy(bp_gptq_factor *dst, const bp_gptq_factor *src, bp_error *err);
 
 /* bp_gptq_quantize_grid with a built factor (f->d columns); o gives the
  * block size and the tensor grid. */

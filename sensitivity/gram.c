@@ -169,39 +169,29 @@ int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     return 0;
 }
 
-static void *dup_block(const void *p, size_t bytes, int *ok, bp_error *err)
-{
-    if (!p)
-        return NULL;
-    void *q = bp_malloc(bytes, err);
-    if (q)
-        memcpy(q, p, bytes);
-    else
-        *ok = 0;
-    return q;
-}
-
-int bp_gram_adopt(bp_gram *dst, const bp_gram *src, const float *X, const float *Xq,
-                  int64_t ld, int64_t col0, bp_error *err)
+int bp_gram_borrow(bp_gram *dst, const bp_gram *src, const float *X, const float *Xq,
+                   int64_t ld, int64_t col0, bp_error *err)
 {
     memset(dst, 0, sizeof *dst);
-    if (src->Z)
+    if (src->Z || (!src->G && !src->Gf))
         return bp_fail(err, "internal: only a Gram-mode gram can be shared");
-    size_t dd = (size_t)(src->d * src->d);
-    int ok = 1;
     dst->d = dst->k = src->d;
     dst->n = src->n;
     dst->X = X, dst->Xq = Xq, dst->ld = ld, dst->col0 = col0;
     dst->single = src->single, dst->fell_back = src->fell_back;
-    dst->G = dup_block(src->G, dd * sizeof(double), &ok, err);
-    dst->Gf = dup_block(src->Gf, dd * sizeof(float), &ok, err);
-    dst->mu = dup_block(src->mu, (size_t)src->d * sizeof(double), &ok, err);
-    dst->gdiag = dup_block(src->gdiag, (size_t)src->d * sizeof(double), &ok, err);
-    if (!ok) {
-        bp_gram_free(dst);
-        return -1;
-    }
+    dst->G = src->G, dst->Gf = src->Gf, dst->mu = src->mu, dst->gdiag = src->gdiag;
+    dst->base_borrowed = 1, dst->G_lent = src->G;
     return 0;
+}
+
+void bp_gram_lend(bp_gram *owner, bp_gram *g)
+{
+    memset(owner, 0, sizeof *owner);
+    owner->d = owner->k = g->d;
+    owner->n = g->n;
+    owner->single = g->single, owner->fell_back = g->fell_back;
+    owner->G = g->G, owner->Gf = g->Gf, owner->mu = g->mu, owner->gdiag = g->gdiag;
+    g->base_borrowed = 1, g->G_lent = g->G;
 }
 
 void bp_ycache_free(bp_ycache *c)
@@ -217,7 +207,13 @@ void bp_gram_attach_y(bp_gram *g, bp_ycache *c)
 
 void bp_gram_free(bp_gram *g)
 {
-    free(g->G);
+    if (!g->base_borrowed || g->G != g->G_lent)      /* G made here (e.g. by to_double) */
+        free(g->G);
+    if (!g->base_borrowed) {
+        free(g->Gf);
+        free(g->mu);
+        free(g->gdiag);
+    }
     free(g->Q);
     free(g->e0);
     free(g->Z);
@@ -226,11 +222,8 @@ void bp_gram_free(bp_gram *g)
         free(g->Y);
     free(g->A);
     free(g->M);
-    free(g->Gf);
     free(g->Vf);
     free(g->Mf);
-    free(g->mu);
-    free(g->gdiag);
     memset(g, 0, sizeof *g);
 }
 

@@ -50,6 +50,8 @@ typedef struct bp_gram {
     float *Gf, *Vf, *Mf;      /* d x d; rows x d work buffers */
     double *mu, *gdiag;       /* d: column means of Xbar; Gc's diagonal */
     int fell_back;            /* the check failed once: now double (G) */
+    int base_borrowed;        /* G (as lent), Gf, mu, gdiag belong to another gram */
+    const double *G_lent;
 } bp_gram;
 
 /* W X^T / sqrt(n) of one weight matrix, owned by the caller and reused by
@@ -93,10 +95,14 @@ int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, i
                        int64_t col0, int64_t d, int keep_rows, int single, bp_error *err);
 
 /* dst: a Gram-mode g (not kept rows) of the same bytes as src's inputs, now
- * read from X, Xq (columns col0.., stride ld): src's Grams copied, nothing
- * else.  For inputs shared by several layers or measurements. */
-int bp_gram_adopt(bp_gram *dst, const bp_gram *src, const float *X, const float *Xq,
-                  int64_t ld, int64_t col0, bp_error *err);
+ * read from X, Xq (columns col0.., stride ld), lent src's Grams (not
+ * copied: src must outlive dst).  For inputs shared by several layers or
+ * measurements. */
+int bp_gram_borrow(bp_gram *dst, const bp_gram *src, const float *X, const float *Xq,
+                   int64_t ld, int64_t col0, bp_error *err);
+/* owner takes g's Grams (g keeps using them, borrowed; owner must outlive
+ * g's use of them and is freed with bp_gram_free). */
+void bp_gram_lend(bp_gram *owner, bp_gram *g);
 
 /* Keep rows rather than form Grams?  The cheaper in flops for n rows, d
  * inputs, `rows` outputs, quantized inputs or not, n_cand weight candidates

@@ -158,18 +158,22 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
     }
     for (int j = 0; any && rc == 0 && j < l->groups; j++) {
         int64_t off = (int64_t)j * og * l->in;
-        bp_gptq_factor f;
+        bp_gptq_factor own = {0};
+        const bp_gptq_factor *f = &own;
         sens_key k = make_key(1, akey, l->n, (int64_t)j * l->in, l->in,
                               spec->gptq.precision, &spec->gptq);
         bp_sens_entry *e = c ? cache_find(c, &k) : NULL;
         if (e) {
-            rc = bp_gptq_factor_copy(&f, &e->f, err);
+            f = &e->f;
             c->hits++;
         } else {
-            rc = bp_gptq_factor_build(&f, X, l->n, l->in * l->groups, (int64_t)j * l->in, l->in,
-                                      &spec->gptq, err);
-            if (rc == 0 && c && (e = cache_add(c, &k)) && bp_gptq_factor_copy(&e->f, &f, err) < 0)
-                c->n--;                         /* no memory to keep it: fine */
+            rc = bp_gptq_factor_build(&own, X, l->n, l->in * l->groups, (int64_t)j * l->in,
+                                      l->in, &spec->gptq, err);
+            if (rc == 0 && c && (e = cache_add(c, &k))) {
+                e->f = own;                     /* kept for the next of these inputs */
+                memset(&own, 0, sizeof own);
+                f = &e->f;
+            }
         }
         if (rc < 0)
             break;
@@ -179,11 +183,11 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
             q.bits = bits[b];
             if (q.granularity == BP_GRAN_TENSOR && l->groups > 1)
                 o.tensor_grid = &grids[2 * b];
-            rc = bp_gptq_quantize_factored(&f, l->W + off, og, &q, &o, What[b] + off,
+            rc = bp_gptq_quantize_factored(f, l->W + off, og, &q, &o, What[b] + off,
                                            scale ? scale + off : NULL, zero ? zero + off : NULL,
                                            g_idx ? g_idx + (int64_t)j * l->in : NULL, err);
         }
-        bp_gptq_factor_free(&f);
+        bp_gptq_factor_free(&own);
     }
     free(grids);
     return rc;
@@ -306,16 +310,15 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
         sens_key k = make_key(0, akey, l->n, (int64_t)j * l->in, l->in, sg, NULL);
         bp_sens_entry *e = c && !keep_rows ? cache_find(c, &k) : NULL;
         if (e) {
-            if (bp_gram_adopt(&g, &e->gram, l->X, Xq, ld, (int64_t)j * l->in, err) < 0)
+            if (bp_gram_borrow(&g, &e->gram, l->X, Xq, ld, (int64_t)j * l->in, err) < 0)
                 goto fail;
             c->hits++;
         } else {
             if (bp_gram_build_prec(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows, sg,
                                    err) < 0)
                 goto fail;
-            if (c && !keep_rows && (e = cache_add(c, &k)) &&
-                bp_gram_adopt(&e->gram, &g, NULL, NULL, 0, 0, err) < 0)
-                c->n--;                         /* no memory to keep it: fine */
+            if (c && !keep_rows && (e = cache_add(c, &k)))
+                bp_gram_lend(&e->gram, &g);     /* kept for the next of these inputs */
         }
         if (yc)
             bp_gram_attach_y(&g, &yc[j]);
