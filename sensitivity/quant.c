@@ -34,7 +34,8 @@ const char *bp_range_name(bp_range r)
 /*
  * torch.quantile (linear): rank = q (n - 1) in float32, below = (long) rank,
  * above = ceil(rank), then torch.lerp(v[below], v[above], rank - below):
- * w < 0.5 ? a + w (b - a) : b - (b - a) (1 - w).
+ * w < 0.5 ? a + w (b - a) : b - (b - a) (1 - w), each a fused multiply-add
+ * as PyTorch's CPU kernels (built with FMA contraction) and CUDA compute it.
  */
 float bp_quantile(const float *v, size_t n, double q)
 {
@@ -45,7 +46,7 @@ float bp_quantile(const float *v, size_t n, double q)
     if (above > n - 1)
         above = n - 1;
     float w = rank - (float)below, a = v[below], b = v[above];
-    return fabsf(w) < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
+    return fabsf(w) < 0.5f ? fmaf(w, b - a, a) : fmaf(-(b - a), 1.0f - w, b);
 }
 
 const char *bp_qkind_name(bp_qkind k)
