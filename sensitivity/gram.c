@@ -1,6 +1,7 @@
 /*
- * gram.c - Gram matrices of calibration inputs (dsyrk, in row chunks) and the
- * quadratic forms that turn them into exact per-row output errors (dsymm).
+ * gram.c - Gram matrices of calibration inputs (dsyrk or checked ssyrk, in
+ * row chunks), the cross terms, and the quadratic forms that turn them into
+ * exact per-row output errors (dsymm, or ssymm with double sums).
  */
 #include "gram.h"
 

@@ -11,7 +11,8 @@
  * d^2) or from the rows as (W dX^T) Xbar (4 n d rows), whichever is
  * cheaper; each weight candidate then costs one symmetric
  * product dW Gb: 2 rows d^2 flops (unquantized activations: Gb = X^T X and
- * no c, e0).  Everything is accumulated in double.  When there are fewer
+ * no c, e0).  Everything is accumulated in double, or (bp_gram_build_prec,
+ * single) Gb's products run in float32 under a check.  When there are fewer
  * calibration rows than that saves (bp_gram_keep_rows), the scaled rows are
  * kept instead, W X^T is formed once per layer (a bp_ycache carries it
  * across activation widths), and each candidate costs one dgemm What Xbar^T
