@@ -21,6 +21,14 @@ int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
     return bp_gram_build_mode(g, X, Xq, n, ld, col0, d, n < d, err);
 }
 
+int bp_gram_single_pays(int64_t n, int64_t d, int64_t rows, size_t n_cand)
+{
+    double nn = (double)n, dd = (double)d, c = (double)n_cand;
+    double saved = 0.5 * (nn * dd * dd + c * 2.0 * (double)rows * dd * dd);
+    double check = c * 9.0 * nn * dd;    /* 4 rows exactly, from the rows in double */
+    return saved > check;
+}
+
 int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
                       int64_t f_rows)
 {

@@ -110,6 +110,10 @@ void bp_gram_lend(bp_gram *owner, bp_gram *g);
  * and a dense output factor (f_rows outputs, 0 without). */
 int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
                       int64_t f_rows);
+/* Does single precision save more than its check costs (in flops) for n
+ * rows, d inputs, `rows` outputs and n_cand candidates?  Small layers are
+ * done in double. */
+int bp_gram_single_pays(int64_t n, int64_t d, int64_t rows, size_t n_cand);
 /* The same when the Grams' products run in single precision (counted at
  * half the cost of double ones). */
 int bp_gram_keep_rows_prec(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,

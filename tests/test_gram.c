@@ -316,6 +316,46 @@ static void test_shared_inputs(void)
     free(X);
 }
 
+/* The sensitivity table in single precision (where it pays: many rows and
+ * outputs) equals the double one within 1e-6, every metric; a small layer
+ * is measured in double (bp_gram_single_pays). */
+static void test_single_table(void)
+{
+    check_rng r = {31};
+    enum { O = 200, D = 96, N = 3000 };
+    float *X = make_inputs(&r, N, D), *W = malloc((size_t)O * D * sizeof *W);
+    for (int i = 0; i < O * D; i++)
+        W[i] = (float)check_normal(&r);
+    int wbits[] = {2, 4}, abits[] = {6, 16};
+    bp_sens_spec spec = {wbits, 2, abits, 2,
+                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3,
+                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+    CHECK(bp_gram_single_pays(N, D, O, 2) && !bp_gram_single_pays(400, 24, 20, 2));
+    bp_layer l = {"big", O, D, 1, 1, 1, W, NULL, N, X, NULL, 0};
+    bp_table td, ts;
+    bp_table_init(&td);
+    bp_table_init(&ts);
+    CHECK(bp_sensitivity_layer(&l, &spec, &td, NULL) == 0);
+    spec.precision = BP_PREC_SINGLE;
+    CHECK(bp_sensitivity_layer(&l, &spec, &ts, NULL) == 0);
+    CHECK(td.n == ts.n && td.n == 4);
+    double worst = 0.0;
+    for (size_t i = 0; i < td.n; i++)
+        for (int m = 0; m < BP_METRIC_COUNT; m++) {
+            double a = td.rows[i].value[m], b = ts.rows[i].value[m];
+            if (!isnan(a))
+                worst = fmax(worst, fabs(a - b) / fmax(fabs(a), 1e-300));
+        }
+    printf("single-precision table: worst metric %.1e of double\n", worst);
+    CHECK(worst <= 1e-6 && worst > 0.0);         /* > 0: the float path did run */
+    bp_table_free(&td);
+    bp_table_free(&ts);
+    free(W);
+    free(X);
+}
+
 /* Kept rows over several activation widths share one W X^T through a
  * bp_ycache: every width still gives the direct error, and the cache's Y is
  * the one each later Gram uses (formed once). */
@@ -630,6 +670,7 @@ int main(void)
     test_keep_rows_choice();
     test_single();
     test_shared_inputs();
+    test_single_table();
     test_ycache();
     test_missing_data();
     test_fisher();
