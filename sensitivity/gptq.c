@@ -263,22 +263,17 @@ void bp_gptq_factor_free(bp_gptq_factor *f)
     memset(f, 0, sizeof *f);
 }
 
-/* Hessian, dead columns, damping, ordering, U (see gptq.h). */
-int bp_gptq_factor_build(bp_gptq_factor *f, const float *X, int64_t n, int64_t ldx,
-                         int64_t xoff, int64_t d, const bp_gptq_opts *o, bp_error *err)
+/* Dead columns, damping, ordering, U from the Hessian H (d x d, consumed). */
+int bp_gptq_factor_from_hessian(bp_gptq_factor *f, double *H, int64_t d,
+                                const bp_gptq_opts *o, bp_error *err)
 {
     memset(f, 0, sizeof *f);
-    if (n <= 0 || !X)
-        return bp_fail(err, "gptq needs calibration inputs");
     f->d = d;
     f->single = o->precision != BP_GPTQ_DOUBLE;
-    double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
     f->Ud = bp_malloc((size_t)(d * d) * sizeof(double), err);
     f->perm = bp_malloc((size_t)d * sizeof *f->perm, err);
     f->dead = bp_calloc((size_t)d, 1, err);
-    if (!H || !f->Ud || !f->perm || !f->dead ||
-        (f->single ? bp_input_gram_single(X, n, ldx, xoff, d, 2.0 / (double)n, H, err)
-                   : bp_input_gram(X, n, ldx, xoff, d, 0, 2.0 / (double)n, H, err)) < 0)
+    if (!f->Ud || !f->perm || !f->dead)
         goto fail;
     /* dead inputs (always zero): H_jj = 1 and the weight column dropped */
     double mean = 0.0;
@@ -295,8 +290,6 @@ int bp_gptq_factor_build(bp_gptq_factor *f, const float *X, int64_t n, int64_t l
     for (int64_t i = 0; i < d; i++)
         for (int64_t j = 0; j < d; j++)
             f->Ud[i * d + j] = H[f->perm[i] * d + f->perm[j]];
-    free(H);
-    H = NULL;
     if (gptq_inverse_factor(f->Ud, d, err) < 0)
         goto fail;
     if (f->single) {                 /* U in float; the factorisation stays in double */
@@ -309,9 +302,34 @@ int bp_gptq_factor_build(bp_gptq_factor *f, const float *X, int64_t n, int64_t l
     }
     return 0;
 fail:
-    free(H);
     bp_gptq_factor_free(f);
     return -1;
+}
+
+/* H = 2 X^T X / n: in double (dsyrk), or in single precision as the error
+ * Gram of the same inputs is formed (bp_gram_build_prec), so that the two
+ * can be one. */
+int bp_gptq_factor_build(bp_gptq_factor *f, const float *X, int64_t n, int64_t ldx,
+                         int64_t xoff, int64_t d, const bp_gptq_opts *o, bp_error *err)
+{
+    memset(f, 0, sizeof *f);
+    if (n <= 0 || !X)
+        return bp_fail(err, "gptq needs calibration inputs");
+    double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
+    int rc = H ? 0 : -1;
+    if (rc == 0 && o->precision == BP_GPTQ_DOUBLE) {
+        rc = bp_input_gram(X, n, ldx, xoff, d, 0, 2.0 / (double)n, H, err);
+    } else if (rc == 0) {
+        bp_gram g;
+        rc = bp_gram_build_prec(&g, X, NULL, n, ldx, xoff, d, 0, 1, err);
+        if (rc == 0)
+            rc = bp_gram_hessian(&g, 2.0, H, err);
+        bp_gram_free(&g);
+    }
+    if (rc == 0)
+        rc = bp_gptq_factor_from_hessian(f, H, d, o, err);
+    free(H);
+    return rc;
 }
 
 int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X, int64_t n,

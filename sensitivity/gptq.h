@@ -72,7 +72,12 @@ typedef struct bp_gptq_factor {
     float *Uf;                /* d x d, single precision, or NULL */
 } bp_gptq_factor;
 
-/* The factor of columns [xoff, xoff + d) of the n x ldx inputs X. */
+/* The factor of a Hessian H (d x d, full; overwritten): GPTQ's H = 2 X^T X / n. */
+int bp_gptq_factor_from_hessian(bp_gptq_factor *f, double *H, int64_t d,
+                                const bp_gptq_opts *o, bp_error *err);
+/* The factor of columns [xoff, xoff + d) of the n x ldx inputs X (single
+ * precision: H from bp_gram_build_prec's single Gram, as the error stage
+ * forms it). */
 int bp_gptq_factor_build(bp_gptq_factor *f, const float *X, int64_t n, int64_t ldx,
                          int64_t xoff, int64_t d, const bp_gptq_opts *o, bp_error *err);
 void bp_gptq_factor_free(bp_gptq_factor *f);

@@ -178,6 +178,20 @@ int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     return 0;
 }
 
+int bp_gram_hessian(const bp_gram *g, double alpha, double *H, bp_error *err)
+{
+    int64_t d = g->d;
+    if (g->Z || (!g->G && !g->Gf))
+        return bp_fail(err, "internal: a Hessian needs a Gram-mode gram");
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = i; j < d; j++) {
+            double v = g->G ? g->G[i * d + j]
+                            : (double)g->Gf[i * d + j] + g->mu[i] * g->mu[j];
+            H[i * d + j] = H[j * d + i] = alpha * v;
+        }
+    return 0;
+}
+
 int bp_gram_borrow(bp_gram *dst, const bp_gram *src, const float *X, const float *Xq,
                    int64_t ld, int64_t col0, bp_error *err)
 {
@@ -695,39 +709,6 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
     /* X = Xbar - dX: X^T X = Gb - H - H^T + S */
     for (int64_t r = 0; g->Xq && r < rows; r++)
         row_energy[r] += g->e0[r] - 2.0 * cblas_ddot((int)d, g->A + r * d, 1, g->Q + r * d, 1);
-    return 0;
-}
-
-/* As bp_input_gram without the ones column, each chunk's product in single
- * precision (ssyrk) and the chunks summed in double. */
-int bp_input_gram_single(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d,
-                         double alpha, double *G, bp_error *err)
-{
-    enum { CHUNK = 1024 };
-    float *buf = bp_malloc((size_t)CHUNK * (size_t)d * sizeof(float), err);
-    float *Gc = bp_malloc((size_t)(d * d) * sizeof(float), err);
-    if (!buf || !Gc) {
-        free(buf);
-        free(Gc);
-        return -1;
-    }
-    memset(G, 0, (size_t)(d * d) * sizeof(double));
-    for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
-        int64_t m = n - r0 < CHUNK ? n - r0 : CHUNK;
-        for (int64_t i = 0; i < m; i++)
-            memcpy(buf + i * d, X + (r0 + i) * ldx + xoff, (size_t)d * sizeof(float));
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0f, buf, (int)d,
-                    0.0f, Gc, (int)d);
-        bp_profile_flops(BP_STAGE_WEIGHTS, (double)m * (double)d * (double)(d + 1));
-        for (int64_t i = 0; i < d; i++)
-            for (int64_t j = i; j < d; j++)
-                G[i * d + j] += alpha * (double)Gc[i * d + j];
-    }
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < i; j++)
-            G[i * d + j] = G[j * d + i];
-    free(buf);
-    free(Gc);
     return 0;
 }
 

@@ -95,6 +95,11 @@ void bp_gram_free(bp_gram *g);
 int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
                        int64_t col0, int64_t d, int keep_rows, int single, bp_error *err);
 
+/* H (d x d, full) = alpha * Gb of a Gram-mode g (single: Gc in float plus
+ * mu mu^T, in double).  GPTQ's Hessian in single precision is this with
+ * alpha = 2, so the Gram and the Hessian of the same inputs are one. */
+int bp_gram_hessian(const bp_gram *g, double alpha, double *H, bp_error *err);
+
 /* dst: a Gram-mode g (not kept rows) of the same bytes as src's inputs, now
  * read from X, Xq (columns col0.., stride ld), lent src's Grams (not
  * copied: src must outlive dst).  For inputs shared by several layers or
@@ -159,11 +164,5 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
  * GPTQ and ERQ are built with it. */
 int bp_input_gram(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d, int ones,
                   double alpha, double *G, bp_error *err);
-
-/* The same without the ones column, each row chunk's product in single
- * precision (ssyrk) and the chunks summed in double (GPTQ's Hessian in its
- * default single precision, as the authors' code forms it in float32). */
-int bp_input_gram_single(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t d,
-                         double alpha, double *G, bp_error *err);
 
 #endif

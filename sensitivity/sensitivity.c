@@ -130,6 +130,39 @@ static bp_sens_entry *cache_add(bp_sens_cache *c, const sens_key *k)
     return e;
 }
 
+/* GPTQ's factor of group j in single precision from the error stage's Gram
+ * of the same inputs (the cache's, or made here and left in the cache):
+ * H = 2 Gb, the same bits bp_gptq_factor_build forms alone. */
+static int gptq_factor_shared(const bp_layer *l, const bp_sens_spec *spec, const float *X, int j,
+                              bp_sens_cache *c, const bp_qspec *akey, bp_gptq_factor *f,
+                              bp_error *err)
+{
+    int64_t d = l->in, col0 = (int64_t)j * l->in;
+    sens_key gk = make_key(0, akey, l->n, col0, d, 1, NULL);
+    bp_sens_entry *ge = cache_find(c, &gk);
+    bp_gram own = {0};
+    const bp_gram *g = &own;
+    double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
+    int rc = H ? 0 : -1;
+    if (rc == 0 && ge) {
+        g = &ge->gram;
+        c->hits++;
+    } else if (rc == 0) {
+        rc = bp_gram_build_prec(&own, X, NULL, l->n, l->in * l->groups, col0, d, 0, 1, err);
+        if (rc == 0 && (ge = cache_add(c, &gk))) {
+            bp_gram_lend(&ge->gram, &own);     /* the error stage will find it */
+            g = &ge->gram;
+        }
+    }
+    if (rc == 0)
+        rc = bp_gram_hessian(g, 2.0, H, err);
+    if (rc == 0)
+        rc = bp_gptq_factor_from_hessian(f, H, d, &spec->gptq, err);
+    free(H);
+    bp_gram_free(&own);
+    return rc;
+}
+
 /* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups),
  * for n_b weight widths bits[b] into What[b]; scale and zero (per element,
  * one width only) may be NULL.  Each group's factor is built once for all
@@ -167,8 +200,10 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
             f = &e->f;
             c->hits++;
         } else {
-            rc = bp_gptq_factor_build(&own, X, l->n, l->in * l->groups, (int64_t)j * l->in,
-                                      l->in, &spec->gptq, err);
+            rc = c && spec->gptq.precision != BP_GPTQ_DOUBLE
+                     ? gptq_factor_shared(l, spec, X, j, c, akey, &own, err)
+                     : bp_gptq_factor_build(&own, X, l->n, l->in * l->groups,
+                                            (int64_t)j * l->in, l->in, &spec->gptq, err);
             if (rc == 0 && c && (e = cache_add(c, &k))) {
                 e->f = own;                     /* kept for the next of these inputs */
                 memset(&own, 0, sizeof own);
