@@ -243,6 +243,7 @@ def main():
     ap.add_argument("--abits", default="16,8,4", help="activation widths for ERQ")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
+    a.bitplan = os.path.abspath(a.bitplan)        # bitplan runs in a scratch directory
     torch.set_num_threads(os.cpu_count() or 1)
     shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
     print(f"Rows N = {a.rows}; torch {torch.__version__} on {torch.get_num_threads()} threads; "
