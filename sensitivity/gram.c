@@ -23,6 +23,8 @@ int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
 
 int bp_gram_single_pays(int64_t n, int64_t d, int64_t rows, size_t n_cand)
 {
+    if (d < BP_GRAM_SINGLE_MIN_IN)
+        return 0;
     double nn = (double)n, dd = (double)d, c = (double)n_cand;
     double saved = 0.5 * (nn * dd * dd + c * 2.0 * (double)rows * dd * dd);
     double check = c * 9.0 * nn * dd;    /* 4 rows exactly, from the rows in double */
