@@ -248,7 +248,10 @@ static void test_single(void)
                 worst = fmax(worst, fabs(es[o] - ed[o]) / ed[o]);
                 CHECK_REL(ns[o], nd[o], 1e-6);
             }
-            if (c < 3)                               /* the double path is the exact one */
+            /* the double path is the exact one, but for the near-cancellation: there
+             * the form (6e-10) is summed from terms of order 1, and even double Grams
+             * are 1e-7 off the directly summed error */
+            if (c < 3)
                 CHECK_REL(ed[0], want0, 1e-9);
             printf("single vs double, %s%s: worst row %.1e%s\n", names[c],
                    q ? ", 8-bit inputs" : "", worst, gs.fell_back ? " (fell back to double)" : "");
