@@ -14,7 +14,6 @@
 
 #define GRAM_CHUNK_ROWS 1024
 
-/* G = (1/n) sum over row chunks of Z^T Z */
 int bp_gram_build(bp_gram *g, const float *X, const float *Xq, int64_t n,
                   int64_t ld, int64_t col0, int64_t d, bp_error *err)
 {
@@ -32,13 +31,7 @@ int bp_gram_single_pays(int64_t n, int64_t d, int64_t rows, size_t n_cand)
 }
 
 int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
-                      int64_t f_rows)
-{
-    return bp_gram_keep_rows_prec(n, d, rows, quantized, n_cand, f_rows, 0);
-}
-
-int bp_gram_keep_rows_prec(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
-                           int64_t f_rows, int single)
+                      int64_t f_rows, int single)
 {
     double nn = (double)n, dd = (double)d, o = (double)rows, c = (double)n_cand;
     double f2 = 2.0 * (double)f_rows * (double)f_rows, h = single ? 0.5 : 1.0;
@@ -80,6 +73,28 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     return bp_gram_build_prec(g, X, Xq, n, ld, col0, d, keep_rows, 0, err);
 }
 
+/* Gb in double: dsyrk over 1024-row chunks of Xbar (g's inputs). */
+static int build_double(bp_gram *g, bp_error *err)
+{
+    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    g->G = bp_calloc((size_t)(d * d), sizeof(double), err);
+    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    if (!g->G || !B) {
+        free(B);
+        return -1;
+    }
+    for (int64_t r = 0; r < n; r += chunk) {
+        int64_t m = n - r < chunk ? n - r : chunk;
+        fill_chunk(B, NULL, g->X + r * g->ld, g->Xq ? g->Xq + r * g->ld : NULL, m, g->ld,
+                   g->col0, d);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0 / (double)n, B,
+                    (int)d, 1.0, g->G, (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, (double)m * (double)d * (double)(d + 1));
+    }
+    free(B);
+    return 0;
+}
+
 /* Gb = Gc + mu mu^T: the column means in double, the centred chunks'
  * products in float (ssyrk), summed in double, kept in float. */
 static int build_single(bp_gram *g, bp_error *err)
@@ -91,9 +106,9 @@ static int build_single(bp_gram *g, bp_error *err)
     float *C = bp_malloc((size_t)(d * d) * sizeof(float), err);
     g->Gf = bp_malloc((size_t)(d * d) * sizeof(float), err);
     g->mu = bp_calloc((size_t)d, sizeof(double), err);
-    g->gdiag = bp_malloc((size_t)d * sizeof(double), err);
+    g->gsd = bp_malloc((size_t)d * sizeof(double), err);
     int rc = -1;
-    if (!acc || !B || !C || !g->Gf || !g->mu || !g->gdiag)
+    if (!acc || !B || !C || !g->Gf || !g->mu || !g->gsd)
         goto out;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < d; j++)
@@ -116,7 +131,7 @@ static int build_single(bp_gram *g, bp_error *err)
     for (int64_t i = 0; i < d; i++) {
         for (int64_t j = i; j < d; j++)
             g->Gf[i * d + j] = (float)(acc[i * d + j] / (double)n);
-        g->gdiag[i] = acc[i * d + i] / (double)n;
+        g->gsd[i] = sqrt(acc[i * d + i] / (double)n);
     }
     rc = 0;
 out:
@@ -132,8 +147,7 @@ int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     memset(g, 0, sizeof *g);
     if (n <= 0)
         return bp_fail(err, "no calibration rows");
-    g->d = g->k = d;
-    int64_t chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    g->d = d;
     if (keep_rows) {                 /* keep the rows: cheaper than their Gram */
         double s = 1.0 / sqrt((double)n);
         g->n = n;
@@ -161,22 +175,10 @@ int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, i
         }
         return 0;
     }
-    g->G = bp_calloc((size_t)(d * d), sizeof(double), err);
-    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
-    if (!g->G || !B) {
-        free(B);
+    if (build_double(g, err) < 0) {
         bp_gram_free(g);
         return -1;
     }
-    double fd = (double)d;
-    for (int64_t r = 0; r < n; r += chunk) {
-        int64_t m = n - r < chunk ? n - r : chunk;
-        fill_chunk(B, NULL, X + r * ld, Xq ? Xq + r * ld : NULL, m, ld, col0, d);
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0 / (double)n, B,
-                    (int)d, 1.0, g->G, (int)d);
-        bp_profile_flops(BP_STAGE_ERRORS, (double)m * fd * (fd + 1.0));
-    }
-    free(B);
     return 0;
 }
 
@@ -200,11 +202,11 @@ int bp_gram_borrow(bp_gram *dst, const bp_gram *src, const float *X, const float
     memset(dst, 0, sizeof *dst);
     if (src->Z || (!src->G && !src->Gf))
         return bp_fail(err, "internal: only a Gram-mode gram can be shared");
-    dst->d = dst->k = src->d;
+    dst->d = src->d;
     dst->n = src->n;
     dst->X = X, dst->Xq = Xq, dst->ld = ld, dst->col0 = col0;
     dst->single = src->single, dst->fell_back = src->fell_back;
-    dst->G = src->G, dst->Gf = src->Gf, dst->mu = src->mu, dst->gdiag = src->gdiag;
+    dst->G = src->G, dst->Gf = src->Gf, dst->mu = src->mu, dst->gsd = src->gsd;
     dst->base_borrowed = 1, dst->G_lent = src->G;
     return 0;
 }
@@ -212,10 +214,10 @@ int bp_gram_borrow(bp_gram *dst, const bp_gram *src, const float *X, const float
 void bp_gram_lend(bp_gram *owner, bp_gram *g)
 {
     memset(owner, 0, sizeof *owner);
-    owner->d = owner->k = g->d;
+    owner->d = g->d;
     owner->n = g->n;
     owner->single = g->single, owner->fell_back = g->fell_back;
-    owner->G = g->G, owner->Gf = g->Gf, owner->mu = g->mu, owner->gdiag = g->gdiag;
+    owner->G = g->G, owner->Gf = g->Gf, owner->mu = g->mu, owner->gsd = g->gsd;
     g->base_borrowed = 1, g->G_lent = g->G;
 }
 
@@ -237,7 +239,7 @@ void bp_gram_free(bp_gram *g)
     if (!g->base_borrowed) {
         free(g->Gf);
         free(g->mu);
-        free(g->gdiag);
+        free(g->gsd);
     }
     free(g->Q);
     free(g->e0);
@@ -254,9 +256,10 @@ void bp_gram_free(bp_gram *g)
 
 /* M = V Gb; out[r] = v_r M_r.  Single precision: M = V Gc in SSYMM plus
  * (V mu) mu^T in double, the dots in double. */
-static int quad_forms(bp_gram *g, const double *V, int64_t rows, int64_t k, double *M,
-                      double *out, bp_error *err)
+static int quad_forms(bp_gram *g, const double *V, int64_t rows, double *M, double *out,
+                      bp_error *err)
 {
+    int64_t k = g->d;
     if (g->single) {
         size_t rk = (size_t)(rows * k);
         if (!g->Vf)
@@ -279,7 +282,7 @@ static int quad_forms(bp_gram *g, const double *V, int64_t rows, int64_t k, doub
         return 0;
     }
     cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, (int)rows, (int)k, 1.0,
-                g->G, (int)g->k, V, (int)k, 0.0, M, (int)k);
+                g->G, (int)k, V, (int)k, 0.0, M, (int)k);
     bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)k * (double)(k + 1));
     for (int64_t r = 0; r < rows; r++)
         out[r] = cblas_ddot((int)k, V + r * k, 1, M + r * k, 1);
@@ -568,24 +571,20 @@ out:
 /* Single precision gave way: Gb in double from the rows, as without it. */
 static int to_double(bp_gram *g, bp_error *err)
 {
-    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
-    g->G = bp_calloc((size_t)(d * d), sizeof(double), err);
-    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
-    if (!g->G || !B) {
-        free(B);
+    if (build_double(g, err) < 0)
         return -1;
-    }
-    for (int64_t r = 0; r < n; r += chunk) {
-        int64_t m = n - r < chunk ? n - r : chunk;
-        fill_chunk(B, NULL, g->X + r * g->ld, g->Xq ? g->Xq + r * g->ld : NULL, m, g->ld,
-                   g->col0, d);
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0 / (double)n, B,
-                    (int)d, 1.0, g->G, (int)d);
-        bp_profile_flops(BP_STAGE_ERRORS, (double)m * (double)d * (double)(d + 1));
-    }
-    free(B);
     g->single = 0, g->fell_back = 1;
     return 0;
+}
+
+/* A row's bound on its form's float error, up to the roundoff factor:
+ * (sum_j |v_j| sqrt(Gc_jj))^2. */
+static double row_bound(const bp_gram *g, const double *v)
+{
+    double b = 0.0;
+    for (int64_t j = 0; j < g->d; j++)
+        b += fabs(v[j]) * g->gsd[j];
+    return b * b;
 }
 
 /* The single-precision check of gram.h: may the forms (form, rows) stand
@@ -620,21 +619,14 @@ static int single_ok(const bp_gram *g, const double *V, int64_t rows, const doub
     }
     double ueff = 6e-8 / (double)d;            /* float's unit roundoff over d terms */
     for (int s = 0; s < NS; s++) {
-        double bound = 0.0;
-        for (int64_t j = 0; j < d; j++)
-            bound += fabs(V[pick[s] * d + j]) * sqrt(g->gdiag[j]);
-        bound *= bound;
+        double bound = row_bound(g, V + pick[s] * d);
         if (bound > 0.0)
             ueff = fmax(ueff, fabs(form[pick[s]] - exact[s] / (double)n) / bound);
     }
     rc = 1;
-    for (int64_t r = 0; rc == 1 && r < rows; r++) {
-        double bound = 0.0;
-        for (int64_t j = 0; j < d; j++)
-            bound += fabs(V[r * d + j]) * sqrt(g->gdiag[j]);
-        if (4.0 * ueff * bound * bound > 1e-6 * fabs(e[r]))
+    for (int64_t r = 0; rc == 1 && r < rows; r++)
+        if (4.0 * ueff * row_bound(g, V + r * d) > 1e-6 * fabs(e[r]))
             rc = 0;
-    }
 out:
     free(B);
     free(Vs);
@@ -663,7 +655,7 @@ int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64
         return -1;
     int rc;
     for (;;) {                                  /* once, or twice after a failed check */
-        if ((rc = quad_forms(g, V, rows, d, M, form, err)) < 0)   /* dW_r Gb dW_r^T */
+        if ((rc = quad_forms(g, V, rows, M, form, err)) < 0)   /* dW_r Gb dW_r^T */
             break;
         for (int64_t r = 0; r < rows; r++)      /* + 2 dW_r c_r + e0_r */
             row_err[r] = form[r] + (g->Xq ? 2.0 * cblas_ddot((int)d, V + r * d, 1,
@@ -706,7 +698,7 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < d; j++)
             g->A[r * d + j] = W[r * ldw + j];
-    if (quad_forms(g, g->A, rows, d, g->M, row_energy, err) < 0)
+    if (quad_forms(g, g->A, rows, g->M, row_energy, err) < 0)
         return -1;
     /* X = Xbar - dX: X^T X = Gb - H - H^T + S */
     for (int64_t r = 0; g->Xq && r < rows; r++)

@@ -27,7 +27,6 @@
 
 typedef struct bp_gram {
     int64_t d;                /* input columns covered */
-    int64_t k;                /* d: the width of G */
     double *G;                /* d x d, upper triangle valid, scaled by 1/n:
                                * Xbar^T Xbar (X^T X without quantized inputs) */
     const float *X, *Xq;      /* the inputs (quantized: Xq != NULL), borrowed */
@@ -49,9 +48,9 @@ typedef struct bp_gram {
      * kept in float for SGEMM/SSYMM; the products checked (see below) */
     int single;
     float *Gf, *Vf, *Mf;      /* d x d; rows x d work buffers */
-    double *mu, *gdiag;       /* d: column means of Xbar; Gc's diagonal */
+    double *mu, *gsd;         /* d: column means of Xbar; sqrt of Gc's diagonal */
     int fell_back;            /* the check failed once: now double (G) */
-    int base_borrowed;        /* G (as lent), Gf, mu, gdiag belong to another gram */
+    int base_borrowed;        /* G (as lent), Gf, mu, gsd belong to another gram */
     const double *G_lent;
 } bp_gram;
 
@@ -111,10 +110,11 @@ int bp_gram_borrow(bp_gram *dst, const bp_gram *src, const float *X, const float
 void bp_gram_lend(bp_gram *owner, bp_gram *g);
 
 /* Keep rows rather than form Grams?  The cheaper in flops for n rows, d
- * inputs, `rows` outputs, quantized inputs or not, n_cand weight candidates
- * and a dense output factor (f_rows outputs, 0 without). */
+ * inputs, `rows` outputs, quantized inputs or not, n_cand weight candidates,
+ * a dense output factor (f_rows outputs, 0 without) and the Grams' products
+ * in single precision or not (single ones counted at half the cost). */
 int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
-                      int64_t f_rows);
+                      int64_t f_rows, int single);
 /* Does single precision save more than its check costs (in flops) for n
  * rows, d inputs, `rows` outputs and n_cand candidates, on products large
  * enough for SGEMM to run faster than DGEMM (d >= BP_GRAM_SINGLE_MIN_IN)?
@@ -122,10 +122,6 @@ int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t 
  * path took 0.30 s against double's 0.24 s. */
 enum { BP_GRAM_SINGLE_MIN_IN = 512 };
 int bp_gram_single_pays(int64_t n, int64_t d, int64_t rows, size_t n_cand);
-/* The same when the Grams' products run in single precision (counted at
- * half the cost of double ones). */
-int bp_gram_keep_rows_prec(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
-                           int64_t f_rows, int single);
 
 /* row_err[r] = ||What_r Xbar^T - W_r X^T||^2 / n for rows x d matrices W,
  * What (row stride ldw). */

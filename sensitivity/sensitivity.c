@@ -338,8 +338,8 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
     out->energy = 0.0;
     int dense = fd->g && !fd->g[0].rank;
     single = single && bp_gram_single_pays(l->n, l->in, og, n_w);
-    int keep_rows = bp_gram_keep_rows_prec(l->n, l->in, og, Xq != NULL, n_w, dense ? og : 0,
-                                           single);
+    int keep_rows = bp_gram_keep_rows(l->n, l->in, og, Xq != NULL, n_w, dense ? og : 0,
+                                      single);
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
         int sg = single && n_w > 0;

@@ -183,14 +183,16 @@ static void test_modes(void)
  * quantized inputs make Grams dearer (their cross terms), never cheaper. */
 static void test_keep_rows_choice(void)
 {
-    CHECK(bp_gram_keep_rows(100, 768, 768, 1, 5, 0));
-    CHECK(!bp_gram_keep_rows(8192, 768, 2304, 1, 5, 0));
-    CHECK(!bp_gram_keep_rows(8192, 768, 768, 0, 5, 0));
+    CHECK(bp_gram_keep_rows(100, 768, 768, 1, 5, 0, 0));
+    CHECK(!bp_gram_keep_rows(8192, 768, 2304, 1, 5, 0, 0));
+    CHECK(!bp_gram_keep_rows(8192, 768, 768, 0, 5, 0, 0));
     for (int64_t n = 64; n <= 65536; n *= 2)
-        CHECK(bp_gram_keep_rows(n, 3072, 768, 0, 5, 0) <= bp_gram_keep_rows(n, 3072, 768, 1, 5, 0));
+        CHECK(bp_gram_keep_rows(n, 3072, 768, 0, 5, 0, 0) <= bp_gram_keep_rows(n, 3072, 768, 1, 5, 0, 0));
+    for (int64_t n = 64; n <= 65536; n *= 2)     /* cheaper single products favour the Grams */
+        CHECK(bp_gram_keep_rows(n, 3072, 768, 1, 5, 0, 1) <= bp_gram_keep_rows(n, 3072, 768, 1, 5, 0, 0));
     int64_t prev = 1;                        /* more rows: once Grams win they keep winning */
     for (int64_t n = 16; n <= 1 << 20; n *= 2) {
-        int k = bp_gram_keep_rows(n, 512, 512, 1, 5, 0);
+        int k = bp_gram_keep_rows(n, 512, 512, 1, 5, 0, 0);
         CHECK(k <= prev);
         prev = k;
     }
