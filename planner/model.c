@@ -471,7 +471,7 @@ int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out, bp_er
     }
     out->view = (bp_layer){d->name, d->out, d->in, d->kh, d->kw, d->groups,
                            out->W, out->bias, d->input >= 0 ? d->n : 0, out->X, out->grad2,
-                           d->fisher >= 0 || d->fisher_u >= 0 ? &out->ofactor : NULL};
+                           d->fisher >= 0 || d->fisher_u >= 0 ? &out->ofactor : NULL, NULL};
     return 0;
 }
 

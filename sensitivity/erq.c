@@ -105,26 +105,17 @@ static int erq_ridge(const double *G, int64_t da, const int64_t *idx, int64_t k,
     return rc;
 }
 
-/*
- * Aqer on Wc (o x da, bias in the last column when da > d):
- * M = W dX^T A = W (dX^T A), then Wc -= M (G + l1 I)^-1.
- */
-static int erq_aqer(double *Wc, int64_t o, int64_t d, int64_t da, const float *X,
-                    const float *Xq, int64_t n, const double *G, double lambda,
-                    bp_error *err)
+/* DA = dX^T A (d x da) over the rows: dX = Xq - X, A = [Xq | 1] (da > d) or Xq. */
+static int erq_delta_gram(const float *X, const float *Xq, int64_t n, int64_t d, int64_t da,
+                          double *DA, bp_error *err)
 {
     enum { CHUNK = 1024 };
     int64_t chunk = n < CHUNK ? n : CHUNK;
-    double *DA = bp_calloc((size_t)(d * da), sizeof(double), err);   /* dX^T A */
-    double *M = bp_malloc((size_t)(o * da) * sizeof(double), err);
-    double *Wd = bp_malloc((size_t)(o * d) * sizeof(double), err);
     double *dX = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
     double *Ab = bp_malloc((size_t)(chunk * da) * sizeof(double), err);
-    int64_t *all = bp_malloc((size_t)da * sizeof *all, err);
-    int rc = -1;
-    if (!DA || !M || !Wd || !dX || !Ab || !all)
-        goto out;
-    for (int64_t r0 = 0; r0 < n; r0 += chunk) {  /* DA += dX_chunk^T A_chunk */
+    int rc = dX && Ab ? 0 : -1;
+    memset(DA, 0, (size_t)(d * da) * sizeof(double));
+    for (int64_t r0 = 0; rc == 0 && r0 < n; r0 += chunk) {  /* DA += dX_chunk^T A_chunk */
         int64_t m = n - r0 < chunk ? n - r0 : chunk;
         for (int64_t i = 0; i < m; i++) {
             const float *xq = Xq + (r0 + i) * d, *x = X + (r0 + i) * d;
@@ -139,6 +130,24 @@ static int erq_aqer(double *Wc, int64_t o, int64_t d, int64_t da, const float *X
                     (int)d, Ab, (int)da, 1.0, DA, (int)da);
         bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)d * (double)da * (double)m);
     }
+    free(dX);
+    free(Ab);
+    return rc;
+}
+
+/*
+ * Aqer on Wc (o x da, bias in the last column when da > d):
+ * M = W dX^T A = W DA, then Wc -= M (G + l1 I)^-1.
+ */
+static int erq_aqer(double *Wc, int64_t o, int64_t d, int64_t da, const double *DA,
+                    const double *G, double lambda, bp_error *err)
+{
+    double *M = bp_malloc((size_t)(o * da) * sizeof(double), err);
+    double *Wd = bp_malloc((size_t)(o * d) * sizeof(double), err);
+    int64_t *all = bp_malloc((size_t)da * sizeof *all, err);
+    int rc = -1;
+    if (!M || !Wd || !all)
+        goto out;
     for (int64_t r = 0; r < o; r++)
         for (int64_t j = 0; j < d; j++)
             Wd[r * d + j] = Wc[r * da + j];
@@ -153,11 +162,8 @@ static int erq_aqer(double *Wc, int64_t o, int64_t d, int64_t da, const float *X
         Wc[i] -= M[i];
     rc = 0;
 out:
-    free(DA);
     free(M);
     free(Wd);
-    free(dX);
-    free(Ab);
     free(all);
     return rc;
 }
@@ -305,19 +311,41 @@ int bp_erq_quantize(const float *W, const float *bias, int64_t o, int64_t d, con
 {
     if (!X || !Xq || n <= 0)
         return bp_fail(err, "erq needs calibration inputs");
+    if (wspec->bits >= BP_BITS_FLOAT)
+        return bp_erq_quantize_sums(W, bias, o, d, NULL, NULL, n, wspec, opt, Wout, bout, scale,
+                                    zero, err);
+    int64_t da = d + (bias ? 1 : 0);
+    double *G = bp_malloc((size_t)(da * da) * sizeof(double), err);
+    double *DA = bp_malloc((size_t)(d * da) * sizeof(double), err);
+    int rc = -1;
+    if (G && DA && bp_input_gram(Xq, n, d, 0, d, da > d, 1.0, G, err) == 0 &&
+        erq_delta_gram(X, Xq, n, d, da, DA, err) == 0)
+        rc = bp_erq_quantize_sums(W, bias, o, d, G, DA, n, wspec, opt, Wout, bout, scale, zero,
+                                  err);
+    free(G);
+    free(DA);
+    return rc;
+}
+
+int bp_erq_quantize_sums(const float *W, const float *bias, int64_t o, int64_t d,
+                         const double *G, const double *DA, int64_t n, const bp_qspec *wspec,
+                         const bp_erq_opts *opt, float *Wout, float *bout, float *scale,
+                         float *zero, bp_error *err)
+{
     if (wspec->bits >= BP_BITS_FLOAT) {
         memcpy(Wout, W, (size_t)(o * d) * sizeof *Wout);
         if (bias && bout)
             memcpy(bout, bias, (size_t)o * sizeof *bout);
         return 0;
     }
+    if (!G || !DA || n <= 0)
+        return bp_fail(err, "erq needs calibration inputs");
     int64_t da = d + (bias ? 1 : 0);
-    double *G = bp_malloc((size_t)(da * da) * sizeof(double), err);
     double *Wc = bp_malloc((size_t)(o * da) * sizeof(double), err);
     float *es = bp_malloc((size_t)(o * d) * sizeof(float), err);
     float *ez = bp_malloc((size_t)(o * d) * sizeof(float), err);
     int rc = -1;
-    if (!G || !Wc || !es || !ez)
+    if (!Wc || !es || !ez)
         goto out;
     for (int64_t r = 0; r < o; r++) {
         for (int64_t j = 0; j < d; j++)
@@ -325,8 +353,7 @@ int bp_erq_quantize(const float *W, const float *bias, int64_t o, int64_t d, con
         if (bias)
             Wc[r * da + d] = bias[r];
     }
-    if (bp_input_gram(Xq, n, d, 0, d, da > d, 1.0, G, err) < 0 ||
-        erq_aqer(Wc, o, d, da, X, Xq, n, G, opt->lambda1, err) < 0 ||
+    if (erq_aqer(Wc, o, d, da, DA, G, opt->lambda1, err) < 0 ||
         erq_freeze(Wc, o, d, da, wspec, es, ez, err) < 0 ||
         erq_wqer(Wc, o, d, da, G, n, es, ez, wspec->bits, opt, err) < 0)
         goto out;
@@ -342,7 +369,6 @@ int bp_erq_quantize(const float *W, const float *bias, int64_t o, int64_t d, con
         memcpy(zero, ez, (size_t)(o * d) * sizeof *zero);
     rc = 0;
 out:
-    free(G);
     free(Wc);
     free(es);
     free(ez);

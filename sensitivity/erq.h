@@ -40,6 +40,15 @@ int bp_erq_quantize(const float *W, const float *bias, int64_t o, int64_t d, con
                     const float *Xq, int64_t n, const bp_qspec *wspec, const bp_erq_opts *opt,
                     float *Wout, float *bout, float *scale, float *zero, bp_error *err);
 
+/* The same from sums over the n rows (calibration statistics): G = A^T A
+ * (da x da, full) and DA = dX^T A (d x da), A = [Xq | 1] when there is a
+ * bias (da = d + 1), else Xq (da = d), dX = Xq - X.  G and DA may be NULL
+ * at 16 bits. */
+int bp_erq_quantize_sums(const float *W, const float *bias, int64_t o, int64_t d,
+                         const double *G, const double *DA, int64_t n, const bp_qspec *wspec,
+                         const bp_erq_opts *opt, float *Wout, float *bout, float *scale,
+                         float *zero, bp_error *err);
+
 /*
  * The rounding refinement on one row, exposed for tests: C (m x m, the
  * proxy matrix), delta (m, the rounding errors, updated), step (m, the grid

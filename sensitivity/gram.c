@@ -43,6 +43,12 @@ int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t 
     return kept < gram;
 }
 
+/* Are g's inputs quantized (cross terms c and e0 exist)? */
+static int quantized(const bp_gram *g)
+{
+    return g->st ? g->st->qtx != NULL : g->Xq != NULL;
+}
+
 /* m rows of columns [col0, col0 + d) in double: Xbar (Xq, or X without it)
  * into B and, with Xq and D, dX = Xq - X into D. */
 static void fill_chunk(double *B, double *D, const float *X, const float *Xq, int64_t m,
@@ -73,10 +79,18 @@ int bp_gram_build_mode(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     return bp_gram_build_prec(g, X, Xq, n, ld, col0, d, keep_rows, 0, err);
 }
 
-/* Gb in double: dsyrk over 1024-row chunks of Xbar (g's inputs). */
+/* Gb in double: dsyrk over 1024-row chunks of Xbar (g's inputs), or
+ * qtq / n from statistics. */
 static int build_double(bp_gram *g, bp_error *err)
 {
     int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    if (g->st) {
+        if (!(g->G = bp_malloc((size_t)(d * d) * sizeof(double), err)))
+            return -1;
+        for (int64_t i = 0; i < d * d; i++)
+            g->G[i] = g->st->qtq[i] / (double)n;
+        return 0;
+    }
     g->G = bp_calloc((size_t)(d * d), sizeof(double), err);
     double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
     if (!g->G || !B) {
@@ -182,6 +196,39 @@ int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, i
     return 0;
 }
 
+/* Single precision from statistics: Gc = qtq / n - mu mu^T in float. */
+static int build_single_stats(bp_gram *g, bp_error *err)
+{
+    int64_t d = g->d;
+    double n = (double)g->n;
+    g->Gf = bp_malloc((size_t)(d * d) * sizeof(float), err);
+    g->mu = bp_malloc((size_t)d * sizeof(double), err);
+    g->gsd = bp_malloc((size_t)d * sizeof(double), err);
+    if (!g->Gf || !g->mu || !g->gsd)
+        return -1;
+    for (int64_t j = 0; j < d; j++)
+        g->mu[j] = g->st->qsum[j] / n;
+    for (int64_t i = 0; i < d; i++) {
+        for (int64_t j = i; j < d; j++)
+            g->Gf[i * d + j] = (float)(g->st->qtq[i * d + j] / n - g->mu[i] * g->mu[j]);
+        g->gsd[i] = sqrt(fmax(g->st->qtq[i * d + i] / n - g->mu[i] * g->mu[i], 0.0));
+    }
+    return 0;
+}
+
+int bp_gram_build_stats(bp_gram *g, const bp_gram_stats *st, int single, bp_error *err)
+{
+    memset(g, 0, sizeof *g);
+    if (st->n <= 0)
+        return bp_fail(err, "no calibration rows");
+    g->d = st->d, g->n = st->n, g->st = st, g->single = single;
+    if ((single ? build_single_stats(g, err) : build_double(g, err)) < 0) {
+        bp_gram_free(g);
+        return -1;
+    }
+    return 0;
+}
+
 int bp_gram_hessian(const bp_gram *g, double alpha, double *H, bp_error *err)
 {
     int64_t d = g->d;
@@ -211,6 +258,15 @@ int bp_gram_borrow(bp_gram *dst, const bp_gram *src, const float *X, const float
     return 0;
 }
 
+int bp_gram_borrow_stats(bp_gram *dst, const bp_gram *src, const bp_gram_stats *st,
+                         bp_error *err)
+{
+    if (bp_gram_borrow(dst, src, NULL, NULL, 0, 0, err) < 0)
+        return -1;
+    dst->st = st;
+    return 0;
+}
+
 void bp_gram_lend(bp_gram *owner, bp_gram *g)
 {
     memset(owner, 0, sizeof *owner);
@@ -218,6 +274,7 @@ void bp_gram_lend(bp_gram *owner, bp_gram *g)
     owner->n = g->n;
     owner->single = g->single, owner->fell_back = g->fell_back;
     owner->G = g->G, owner->Gf = g->Gf, owner->mu = g->mu, owner->gsd = g->gsd;
+    owner->st = NULL;                /* the statistics belong to the layer, not the owner */
     g->base_borrowed = 1, g->G_lent = g->G;
 }
 
@@ -442,13 +499,20 @@ static int cross_by_grams(bp_gram *g, const double *Wd, int64_t rows, double *WS
     int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
     double *H = bp_calloc((size_t)(d * d), sizeof(double), err);
     double *S = bp_calloc((size_t)(d * d), sizeof(double), err);
-    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
-    double *D = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *B = g->st ? NULL : bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *D = g->st ? NULL : bp_malloc((size_t)(chunk * d) * sizeof(double), err);
     int rc = -1;
-    if (!H || !S || !B || !D)
+    if (!H || !S || (!g->st && (!B || !D)))
         goto out;
     double a = 1.0 / (double)n, fd = (double)d;
-    for (int64_t r = 0; r < n; r += chunk) {
+    for (int64_t i = 0; g->st && i < d; i++)     /* H = Xbar^T dX, S = dX^T dX from sums */
+        for (int64_t j = 0; j < d; j++) {
+            const bp_gram_stats *t = g->st;
+            double qq = t->qtq[i * d + j], h = qq - t->qtx[i * d + j];
+            H[i * d + j] = a * h;
+            S[i * d + j] = a * (h - t->qtx[j * d + i] + t->xtx[i * d + j]);
+        }
+    for (int64_t r = 0; !g->st && r < n; r += chunk) {
         int64_t m = n - r < chunk ? n - r : chunk;
         fill_chunk(B, D, g->X + r * g->ld, g->Xq + r * g->ld, m, g->ld, g->col0, d);
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)m, a, B,
@@ -529,10 +593,10 @@ static int gram_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
         g->M = bp_malloc(rd * sizeof(double), err);
     if (!g->A || !g->M)
         return -1;
-    if (!g->Xq || (g->w_of == W && (!f || g->f_of == f)))
+    if (!quantized(g) || (g->w_of == W && (!f || g->f_of == f)))
         return 0;
     double nn = (double)g->n, fd = (double)d, fr = (double)rows;
-    int by_rows = 4.0 * nn * fd * fr < 3.0 * nn * fd * fd + 4.0 * fr * fd * fd;
+    int by_rows = !g->st && 4.0 * nn * fd * fr < 3.0 * nn * fd * fd + 4.0 * fr * fd * fd;
     int fresh = g->w_of != W;
     if (fresh || by_rows) {
         free(g->Q);
@@ -596,17 +660,24 @@ static int single_ok(const bp_gram *g, const double *V, int64_t rows, const doub
     int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
     int64_t pick[NS] = {0, rows / 3, 2 * rows / 3, rows - 1};
     const float *src = g->Xq ? g->Xq : g->X;
-    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *B = bp_malloc((size_t)((g->st ? 1 : chunk) * d) * sizeof(double), err);
     double *Vs = bp_malloc((size_t)(d * NS) * sizeof(double), err);
     double *P = bp_malloc((size_t)(chunk * NS) * sizeof(double), err);
     double exact[NS] = {0.0};
     int rc = -1;
     if (!B || !Vs || !P)
         goto out;
+    for (int s = 0; g->st && s < NS; s++) {    /* v_s qtq v_s^T, in double */
+        const double *v = V + pick[s] * d;
+        cblas_dsymv(CblasRowMajor, CblasUpper, (int)d, 1.0, g->st->qtq, (int)d, v, 1, 0.0, B, 1);
+        exact[s] = cblas_ddot((int)d, v, 1, B, 1);
+        bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)d * (double)d);
+    }
+    n = g->st ? 0 : n;               /* statistics: no rows to read */
     for (int s = 0; s < NS; s++)               /* Vs: d x NS, the sampled rows */
         for (int64_t j = 0; j < d; j++)
             Vs[j * NS + s] = V[pick[s] * d + j];
-    for (int64_t r = 0; r < n; r += chunk) {   /* ||V_s Xbar^T||^2 / n, in double */
+    for (int64_t r = 0; r < n; r += chunk) {   /* ||V_s Xbar^T||^2, in double */
         int64_t m = n - r < chunk ? n - r : chunk;
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < d; j++)
@@ -621,7 +692,7 @@ static int single_ok(const bp_gram *g, const double *V, int64_t rows, const doub
     for (int s = 0; s < NS; s++) {
         double bound = row_bound(g, V + pick[s] * d);
         if (bound > 0.0)
-            ueff = fmax(ueff, fabs(form[pick[s]] - exact[s] / (double)n) / bound);
+            ueff = fmax(ueff, fabs(form[pick[s]] - exact[s] / (double)g->n) / bound);
     }
     rc = 1;
     for (int64_t r = 0; rc == 1 && r < rows; r++)
@@ -658,7 +729,7 @@ int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64
         if ((rc = quad_forms(g, V, rows, M, form, err)) < 0)   /* dW_r Gb dW_r^T */
             break;
         for (int64_t r = 0; r < rows; r++)      /* + 2 dW_r c_r + e0_r */
-            row_err[r] = form[r] + (g->Xq ? 2.0 * cblas_ddot((int)d, V + r * d, 1,
+            row_err[r] = form[r] + (quantized(g) ? 2.0 * cblas_ddot((int)d, V + r * d, 1,
                                                              g->Q + r * d, 1) + g->e0[r]
                                           : 0.0);
         if (!g->single)
@@ -667,15 +738,15 @@ int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64
             break;
     }
     if (rc >= 0 && f) {                         /* K-FAC over E without W S W^T, then kfac0 */
-        for (int64_t r = 0; g->Xq && r < rows; r++) {
+        for (int64_t r = 0; quantized(g) && r < rows; r++) {
             double *m = M + r * d;
             const double *q = g->Q + r * d;
             for (int64_t j = 0; j < d; j++)
                 m[j] += 2.0 * q[j];
             form[r] = row_err[r] - g->e0[r];
         }
-        rc = fisher_trace(f, V, M, rows, d, g->Xq ? form : row_err, kfac, err);
-        if (g->Xq)
+        rc = fisher_trace(f, V, M, rows, d, quantized(g) ? form : row_err, kfac, err);
+        if (quantized(g))
             *kfac += g->kfac0;
     }
     free(form);
@@ -701,7 +772,7 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
     if (quad_forms(g, g->A, rows, g->M, row_energy, err) < 0)
         return -1;
     /* X = Xbar - dX: X^T X = Gb - H - H^T + S */
-    for (int64_t r = 0; g->Xq && r < rows; r++)
+    for (int64_t r = 0; quantized(g) && r < rows; r++)
         row_energy[r] += g->e0[r] - 2.0 * cblas_ddot((int)d, g->A + r * d, 1, g->Q + r * d, 1);
     return 0;
 }

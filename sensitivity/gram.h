@@ -52,7 +52,17 @@ typedef struct bp_gram {
     int fell_back;            /* the check failed once: now double (G) */
     int base_borrowed;        /* G (as lent), Gf, mu, gsd belong to another gram */
     const double *G_lent;
+    const struct bp_gram_stats *st;  /* built from statistics (bp_gram_build_stats), or NULL */
 } bp_gram;
+
+/* Calibration statistics of one group's d input columns over n rows, sums
+ * (not means), each d x d full symmetric or d: qtq = Xbar^T Xbar, qtx =
+ * Xbar^T X (NULL when the inputs are not quantized: Xbar = X), xtx = X^T X
+ * and qsum = sum of Xbar's rows.  Borrowed by the grams built on them. */
+typedef struct bp_gram_stats {
+    int64_t n, d;
+    const double *qtq, *qtx, *xtx, *qsum;
+} bp_gram_stats;
 
 /* W X^T / sqrt(n) of one weight matrix, owned by the caller and reused by
  * every kept-rows Gram built from the same inputs X (the same rows, columns
@@ -94,6 +104,12 @@ void bp_gram_free(bp_gram *g);
 int bp_gram_build_prec(bp_gram *g, const float *X, const float *Xq, int64_t n, int64_t ld,
                        int64_t col0, int64_t d, int keep_rows, int single, bp_error *err);
 
+/* The same from statistics instead of rows (every product the rows would
+ * give: Gb = qtq / n, H = (qtq - qtx) / n, S = (qtq - qtx - qtx^T + xtx) / n);
+ * single as above, its check computing the sampled rows' forms from qtq in
+ * double.  st must outlive g's use. */
+int bp_gram_build_stats(bp_gram *g, const bp_gram_stats *st, int single, bp_error *err);
+
 /* H (d x d, full) = alpha * Gb of a Gram-mode g (single: Gc in float plus
  * mu mu^T, in double).  GPTQ's Hessian in single precision is this with
  * alpha = 2, so the Gram and the Hessian of the same inputs are one. */
@@ -105,6 +121,9 @@ int bp_gram_hessian(const bp_gram *g, double alpha, double *H, bp_error *err);
  * measurements. */
 int bp_gram_borrow(bp_gram *dst, const bp_gram *src, const float *X, const float *Xq,
                    int64_t ld, int64_t col0, bp_error *err);
+/* The same for statistics: dst reads st (equal to src's) from now on. */
+int bp_gram_borrow_stats(bp_gram *dst, const bp_gram *src, const bp_gram_stats *st,
+                         bp_error *err);
 /* owner takes g's Grams (g keeps using them, borrowed; owner must outlive
  * g's use of them and is freed with bp_gram_free). */
 void bp_gram_lend(bp_gram *owner, bp_gram *g);

@@ -33,6 +33,26 @@ typedef struct bp_ofactor {
     const float *n;           /* rank > 0: the null direction, or NULL */
 } bp_ofactor;
 
+/*
+ * Calibration statistics instead of rows (tools/capture.py --stats): sums
+ * over n rows, per conv group j of the in columns it reads, in double.
+ * xtx (groups x in x in) = X^T X, xsum (groups x in) = the column sums;
+ * per activation width of the measurement (grid[a] for spec->abits[a];
+ * unused at 16 bits), with Xbar the inputs on that width's grid: qtq =
+ * Xbar^T Xbar, qtx = Xbar^T X (groups x in x in), qsum (groups x in).
+ * Everything bitplan computes from rows is a function of these.
+ */
+typedef struct bp_stats_grid {
+    const double *qtq, *qtx, *qsum;
+} bp_stats_grid;
+
+typedef struct bp_stats {
+    int64_t n;
+    const double *xtx, *xsum;
+    const bp_stats_grid *grid;
+    const void *id;           /* equal for layers that read the same statistics */
+} bp_stats;
+
 typedef struct bp_layer {
     const char *name;
     int64_t out, in;          /* W is out x in */
@@ -45,6 +65,7 @@ typedef struct bp_layer {
     const float *grad2;       /* out: the diagonal of the output Fisher, per
                                * output channel (metric fisher), or NULL */
     const bp_ofactor *ofactor; /* the output Fisher (metric kfac), or NULL */
+    const bp_stats *stats;    /* instead of X (X NULL, n = stats->n), or NULL */
 } bp_layer;
 
 static inline int64_t bp_layer_params(const bp_layer *l) { return l->out * l->in; }

@@ -49,6 +49,23 @@ int bp_sens_needs_data(const bp_sens_spec *spec)
            spec->quantizer == BP_WQ_ERQ;
 }
 
+/* Does the layer have calibration data (rows or statistics)? */
+static int has_data(const bp_layer *l)
+{
+    return (l->X || l->stats) && l->n > 0;
+}
+
+/* Group j's statistics at one activation width (sg NULL: float inputs). */
+static bp_gram_stats group_stats(const bp_layer *l, const bp_stats_grid *sg, int j)
+{
+    int64_t d = l->in, dd = d * d;
+    const bp_stats *st = l->stats;
+    bp_gram_stats g = {l->n, d, sg ? sg->qtq + j * dd : st->xtx + j * dd,
+                       sg ? sg->qtx + j * dd : NULL, st->xtx + j * dd,
+                       sg ? sg->qsum + j * d : st->xsum + j * d};
+    return g;
+}
+
 /* Quantizers whose weights depend on the (quantized) inputs. */
 static int uses_inputs(const bp_sens_spec *spec)
 {
@@ -163,6 +180,50 @@ static int gptq_factor_shared(const bp_layer *l, const bp_sens_spec *spec, const
     return rc;
 }
 
+/* GPTQ's factor of group j from statistics: H = 2 qtq / n in double. */
+static int gptq_factor_stats(const bp_layer *l, const bp_sens_spec *spec, const bp_stats_grid *sg,
+                             int j, bp_gptq_factor *f, bp_error *err)
+{
+    bp_gram_stats st = group_stats(l, sg, j);
+    int64_t d = l->in;
+    double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
+    if (!H)
+        return -1;
+    for (int64_t i = 0; i < d * d; i++)
+        H[i] = 2.0 * st.qtq[i] / (double)l->n;
+    int rc = bp_gptq_factor_from_hessian(f, H, d, &spec->gptq, err);
+    free(H);
+    return rc;
+}
+
+/* ERQ's sums from statistics: G = A^T A (da x da), DA = dX^T A (d x da),
+ * A = [Xbar | 1] with a bias (da = d + 1). */
+static int erq_sums_stats(const bp_layer *l, const bp_stats_grid *sg, double **G, double **DA,
+                          bp_error *err)
+{
+    bp_gram_stats st = group_stats(l, sg, 0);
+    int64_t d = l->in, da = d + (l->bias ? 1 : 0);
+    *G = bp_malloc((size_t)(da * da) * sizeof(double), err);
+    *DA = bp_calloc((size_t)(d * da), sizeof(double), err);
+    if (!*G || !*DA)
+        return -1;
+    for (int64_t i = 0; i < d; i++) {
+        for (int64_t j = 0; j < d; j++) {
+            (*G)[i * da + j] = st.qtq[i * d + j];
+            if (st.qtx)      /* dX^T Xbar = Xbar^T Xbar - X^T Xbar */
+                (*DA)[i * da + j] = st.qtq[i * d + j] - st.qtx[j * d + i];
+        }
+        if (da > d) {
+            (*G)[i * da + d] = (*G)[d * da + i] = st.qsum[i];
+            if (st.qtx)
+                (*DA)[i * da + d] = st.qsum[i] - l->stats->xsum[i];
+        }
+    }
+    if (da > d)
+        (*G)[d * da + d] = (double)l->n;
+    return 0;
+}
+
 /* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups),
  * for n_b weight widths bits[b] into What[b]; scale and zero (per element,
  * one width only) may be NULL.  Each group's factor is built once for all
@@ -170,8 +231,9 @@ static int gptq_factor_shared(const bp_layer *l, const bp_sens_spec *spec, const
  * shared by the groups, so that the layer has one grid as its granularity
  * says. */
 static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *bits, size_t n_b,
-                        const float *X, float *const *What, float *scale, float *zero,
-                        int32_t *g_idx, bp_sens_cache *c, const bp_qspec *akey, bp_error *err)
+                        const float *X, const bp_stats_grid *sg, float *const *What, float *scale,
+                        float *zero, int32_t *g_idx, bp_sens_cache *c, const bp_qspec *akey,
+                        bp_error *err)
 {
     int64_t og = l->out / l->groups;
     float *grids = bp_malloc(2 * n_b * sizeof(float), err);
@@ -199,6 +261,13 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
         if (e) {
             f = &e->f;
             c->hits++;
+        } else if (l->stats) {      /* H = 2 Xbar^T Xbar / n from the sums */
+            rc = gptq_factor_stats(l, spec, sg, j, &own, err);
+            if (rc == 0 && c && (e = cache_add(c, &k))) {
+                e->f = own;
+                memset(&own, 0, sizeof own);
+                f = &e->f;
+            }
         } else {
             rc = c && spec->gptq.precision != BP_GPTQ_DOUBLE
                      ? gptq_factor_shared(l, spec, X, j, c, akey, &own, err)
@@ -228,15 +297,37 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
     return rc;
 }
 
+static int erq_squant_rtn(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
+                          const double *G, const double *DA, float *const *What,
+                          float *const *bhat, bp_error *err);
+
 /* What[b] (and, for ERQ, its new bias bhat[b]) for every weight width;
  * Xin is what the layer sees (quantized or not). */
 static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
-                       float *const *What, float *const *bhat, bp_sens_cache *c,
-                       const bp_qspec *akey, bp_error *err)
+                       const bp_stats_grid *sg, float *const *What, float *const *bhat,
+                       bp_sens_cache *c, const bp_qspec *akey, bp_error *err)
 {
     if (spec->quantizer == BP_WQ_GPTQ)
-        return gptq_grouped(l, spec, spec->wbits, spec->n_wbits, Xin, What, NULL, NULL, NULL,
-                            c, akey, err);
+        return gptq_grouped(l, spec, spec->wbits, spec->n_wbits, Xin, sg, What, NULL, NULL,
+                            NULL, c, akey, err);
+    double *G = NULL, *DA = NULL;
+    if (spec->quantizer == BP_WQ_ERQ && l->stats && l->groups == 1 &&
+        erq_sums_stats(l, sg, &G, &DA, err) < 0) {
+        free(G);
+        free(DA);
+        return -1;
+    }
+    int rc = erq_squant_rtn(l, spec, Xin, G, DA, What, bhat, err);
+    free(G);
+    free(DA);
+    return rc;
+}
+
+/* weights_all for the quantizers but GPTQ (ERQ from sums G, DA when given). */
+static int erq_squant_rtn(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
+                          const double *G, const double *DA, float *const *What,
+                          float *const *bhat, bp_error *err)
+{
     for (size_t b = 0; b < spec->n_wbits; b++) {
         int rc, bits = spec->wbits[b];
         if (spec->quantizer == BP_WQ_ERQ) {
@@ -245,8 +336,12 @@ static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float 
             if (l->groups != 1)
                 return bp_fail(err, "erq does not handle grouped convolutions (%d groups); "
                                "use rtn, gptq or squant for this layer", l->groups);
-            rc = bp_erq_quantize(l->W, l->bias, l->out, l->in, l->X, Xin, l->n, &q,
-                                 &spec->erq, What[b], bhat ? bhat[b] : NULL, NULL, NULL, err);
+            rc = l->stats ? bp_erq_quantize_sums(l->W, l->bias, l->out, l->in, G, DA, l->n, &q,
+                                                 &spec->erq, What[b], bhat ? bhat[b] : NULL,
+                                                 NULL, NULL, err)
+                          : bp_erq_quantize(l->W, l->bias, l->out, l->in, l->X, Xin, l->n, &q,
+                                            &spec->erq, What[b], bhat ? bhat[b] : NULL, NULL,
+                                            NULL, err);
         } else if (spec->quantizer == BP_WQ_SQUANT) {
             rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, bits,
                                     spec->squant_mode, What[b], NULL, err);
@@ -324,9 +419,10 @@ static int fisher_d_init(fisher_d *f, const bp_layer *l, bp_error *err)
 
 /* Errors of every weight width at one activation width.  yc (one per
  * group, or NULL) carries W X^T from one activation width to the next. */
-static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *What,
-                           size_t n_w, bp_ycache *yc, const fisher_d *fd, int single,
-                           bp_sens_cache *c, const bp_qspec *akey, errs *out, bp_error *err)
+static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_grid *sg,
+                           float *const *What, size_t n_w, bp_ycache *yc, const fisher_d *fd,
+                           int single, bp_sens_cache *c, const bp_qspec *akey, errs *out,
+                           bp_error *err)
 {
     const float *g2 = l->grad2;
     int64_t og = l->out / l->groups, ld = l->in * l->groups;
@@ -337,21 +433,27 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, float *const *Wha
         out->mse[b] = out->fisher[b] = out->kfac[b] = 0.0;
     out->energy = 0.0;
     int dense = fd->g && !fd->g[0].rank;
-    single = single && bp_gram_single_pays(l->n, l->in, og, n_w);
-    int keep_rows = bp_gram_keep_rows(l->n, l->in, og, Xq != NULL, n_w, dense ? og : 0,
-                                      single);
+    /* from statistics the check reads 4 rows' forms off qtq: single pays at any n */
+    single = single && (l->stats ? l->in >= BP_GRAM_SINGLE_MIN_IN
+                                 : bp_gram_single_pays(l->n, l->in, og, n_w));
+    int keep_rows = !l->stats && bp_gram_keep_rows(l->n, l->in, og, Xq != NULL, n_w,
+                                                   dense ? og : 0, single);
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
-        int sg = single && n_w > 0;
-        sens_key k = make_key(0, akey, l->n, (int64_t)j * l->in, l->in, sg, NULL);
+        int sp = single && n_w > 0;
+        bp_gram_stats st = l->stats ? group_stats(l, sg, j) : (bp_gram_stats){0};
+        sens_key k = make_key(0, akey, l->n, (int64_t)j * l->in, l->in, sp, NULL);
         bp_sens_entry *e = c && !keep_rows ? cache_find(c, &k) : NULL;
         if (e) {
-            if (bp_gram_borrow(&g, &e->gram, l->X, Xq, ld, (int64_t)j * l->in, err) < 0)
+            if ((l->stats ? bp_gram_borrow_stats(&g, &e->gram, &st, err)
+                          : bp_gram_borrow(&g, &e->gram, l->X, Xq, ld, (int64_t)j * l->in,
+                                           err)) < 0)
                 goto fail;
             c->hits++;
         } else {
-            if (bp_gram_build_prec(&g, l->X, Xq, l->n, ld, j * l->in, l->in, keep_rows, sg,
-                                   err) < 0)
+            if ((l->stats ? bp_gram_build_stats(&g, &st, sp, err)
+                          : bp_gram_build_prec(&g, l->X, Xq, l->n, ld, j * l->in, l->in,
+                                               keep_rows, sp, err)) < 0)
                 goto fail;
             if (c && !keep_rows && (e = cache_add(c, &k)))
                 bp_gram_lend(&e->gram, &g);     /* kept for the next of these inputs */
@@ -394,8 +496,11 @@ fail:
 static double hawq_trace(const bp_layer *l)
 {
     double s = 0.0;
-    int64_t nx = l->n * l->in * l->groups;
-    for (int64_t i = 0; i < nx; i++)
+    int64_t nx = l->n * l->in * l->groups, d = l->in;
+    for (int64_t j = 0; l->stats && j < l->groups; j++)   /* the traces of X^T X */
+        for (int64_t i = 0; i < d; i++)
+            s += l->stats->xtx[j * d * d + i * d + i];
+    for (int64_t i = 0; !l->stats && i < nx; i++)
         s += (double)l->X[i] * l->X[i];
     return 2.0 * s / ((double)l->n * (double)(l->in * l->groups));
 }
@@ -418,12 +523,16 @@ static double weight_mse(const float *W, const float *What, int64_t n)
 typedef struct augmented {
     bp_layer view;
     float *X, *Xq, *W, **What;
+    bp_stats st;              /* from statistics: the augmented sums */
+    bp_stats_grid gr;
+    double *sums;
 } augmented;
 
 static void aug_free(augmented *g, size_t nw)
 {
     free(g->X);
     free(g->Xq);
+    free(g->sums);
     free(g->W);
     for (size_t b = 0; g->What && b < nw; b++)
         free(g->What[b]);
@@ -442,22 +551,65 @@ static void aug_matrix(const float *A, const float *col, int64_t rows, int64_t c
 
 static int aug_init(augmented *g, const bp_layer *l, size_t nw, bp_error *err)
 {
-    int64_t d = l->in + 1;
+    int64_t d = l->in + 1, nx = l->stats ? 0 : l->n * d;
     memset(g, 0, sizeof *g);
-    g->X = bp_malloc((size_t)(l->n * d) * sizeof(float), err);
-    g->Xq = bp_malloc((size_t)(l->n * d) * sizeof(float), err);
+    if (l->stats)                    /* xtx, qtq, qtx (d^2 each), xsum, qsum (d each) */
+        g->sums = bp_malloc((size_t)(3 * d * d + 2 * d) * sizeof(double), err);
+    else {
+        g->X = bp_malloc((size_t)nx * sizeof(float), err);
+        g->Xq = bp_malloc((size_t)nx * sizeof(float), err);
+    }
     g->W = bp_malloc((size_t)(l->out * d) * sizeof(float), err);
     g->What = bp_calloc(nw, sizeof(float *), err);
-    if (!g->X || !g->Xq || !g->W || !g->What)
+    if ((l->stats ? !g->sums : !g->X || !g->Xq) || !g->W || !g->What)
         return -1;
     for (size_t b = 0; b < nw; b++)
         if (!(g->What[b] = bp_malloc((size_t)(l->out * d) * sizeof(float), err)))
             return -1;
-    aug_matrix(l->X, NULL, l->n, l->in, 1.0f, g->X);
+    if (!l->stats)
+        aug_matrix(l->X, NULL, l->n, l->in, 1.0f, g->X);
     aug_matrix(l->W, l->bias, l->out, l->in, 0.0f, g->W);
     g->view = *l;
     g->view.in = d, g->view.W = g->W, g->view.X = g->X, g->view.bias = NULL;
+    if (l->stats) {
+        g->st = *l->stats;
+        g->st.xtx = g->sums, g->st.xsum = g->sums + 3 * d * d;
+        g->gr = (bp_stats_grid){g->sums + d * d, g->sums + 2 * d * d, g->sums + 3 * d * d + d};
+        g->view.stats = &g->st;
+    }
     return 0;
+}
+
+/* [[S, u], [v^T, n]] ((d + 1) x (d + 1)) from S (d x d) and the sums u, v. */
+static void aug_sum(double *out, const double *S, const double *u, const double *v, int64_t d,
+                    double n)
+{
+    int64_t da = d + 1;
+    for (int64_t i = 0; i < d; i++) {
+        memcpy(out + i * da, S + i * d, (size_t)d * sizeof *out);
+        out[i * da + d] = u[i];
+        out[d * da + i] = v[i];
+    }
+    out[d * da + d] = n;
+}
+
+/* The statistics of [X | 1] and [Xbar | 1] at one activation width (sg
+ * NULL: float inputs): the grid to pass with g->view, or NULL. */
+static const bp_stats_grid *aug_stats(augmented *g, const bp_layer *l, const bp_stats_grid *sg)
+{
+    int64_t d = l->in, da = d + 1;
+    double n = (double)l->n, *xs = g->sums + 3 * da * da, *qs = xs + da;
+    const bp_stats *st = l->stats;
+    aug_sum(g->sums, st->xtx, st->xsum, st->xsum, d, n);   /* [X|1]^T [X|1] */
+    memcpy(xs, st->xsum, (size_t)d * sizeof *xs);
+    xs[d] = n;
+    if (!sg)
+        return NULL;
+    aug_sum(g->sums + da * da, sg->qtq, sg->qsum, sg->qsum, d, n);
+    aug_sum(g->sums + 2 * da * da, sg->qtx, sg->qsum, st->xsum, d, n);  /* [Xbar|1]^T [X|1] */
+    memcpy(qs, sg->qsum, (size_t)d * sizeof *qs);
+    qs[d] = n;
+    return &g->gr;
 }
 
 /* Working memory of one layer's measurement. */
@@ -513,24 +665,31 @@ static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_er
     return aug_init(&w->aug, l, nw, err);
 }
 
-/* Output errors at one activation width into w->e. */
+/* Output errors at one activation width (rows xq, or statistics sg; both
+ * NULL at 16 bits) into w->e. */
 static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *xq,
-                      float *const *What, work *w, bp_sens_cache *c, const bp_qspec *akey,
-                      bp_error *err)
+                      const bp_stats_grid *sg, float *const *What, work *w, bp_sens_cache *c,
+                      const bp_qspec *akey, bp_error *err)
 {
     size_t nw = spec->n_wbits;
     int single = spec->precision == BP_PREC_SINGLE;
     if (!w->has_aug)
-        return errors_at_abits(l, xq, What, nw, w->yc, &w->fd, single, c, akey, &w->e, err);
+        return errors_at_abits(l, xq, sg, What, nw, w->yc, &w->fd, single, c, akey, &w->e,
+                               err);
     augmented *g = &w->aug;
-    aug_matrix(xq ? xq : l->X, NULL, l->n, l->in, 1.0f, g->Xq);
+    const bp_stats_grid *ag = NULL;
+    if (l->stats)
+        ag = aug_stats(g, l, sg);
+    else
+        aug_matrix(xq ? xq : l->X, NULL, l->n, l->in, 1.0f, g->Xq);
     for (size_t b = 0; b < nw; b++)
         aug_matrix(What[b], w->bhat[b], l->out, l->in, 0.0f, g->What[b]);
-    if (errors_at_abits(&g->view, g->Xq, g->What, nw, w->yc_aug, &w->fd, single, NULL, NULL,
+    if (errors_at_abits(&g->view, g->Xq, ag, g->What, nw, w->yc_aug, &w->fd, single, NULL, NULL,
                         &w->e, err) < 0)
         return -1;
     errs energy_only = {NULL, NULL, NULL, 0.0};      /* the energy without the bias */
-    if (errors_at_abits(l, NULL, What, 0, w->yc, &w->fd, single, c, NULL, &energy_only, err) < 0)
+    if (errors_at_abits(l, NULL, NULL, What, 0, w->yc, &w->fd, single, c, NULL, &energy_only,
+                        err) < 0)
         return -1;
     w->e.energy = energy_only.energy;
     return 0;
@@ -559,8 +718,8 @@ static void candidate_values(const bp_layer *l, const work *w, size_t b, double 
  * inputs, with enough rows for two folds. */
 static int cross_fits(const bp_layer *l, const bp_sens_spec *spec)
 {
-    if (!uses_inputs(spec) || spec->cross_fit == BP_XFIT_OFF || l->n < 4)
-        return 0;
+    if (!uses_inputs(spec) || spec->cross_fit == BP_XFIT_OFF || l->n < 4 || l->stats)
+        return 0;                    /* statistics have no rows to split */
     return spec->cross_fit == BP_XFIT_ON || l->n < BP_XFIT_ROWS_PER_INPUT * l->in;
 }
 
@@ -588,10 +747,10 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     size_t nw = spec->n_wbits, na = spec->n_abits;
     int per_abits = uses_inputs(spec);
     double t = bp_now();
-    if (!per_abits && weights_all(l, spec, NULL, What, NULL, NULL, NULL, err) < 0)
+    if (!per_abits && weights_all(l, spec, NULL, NULL, What, NULL, NULL, NULL, err) < 0)
         return -1;
     bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
-    if (!l->X || l->n <= 0) {        /* data-free: the weight metric only */
+    if (!has_data(l)) {              /* data-free: the weight metric only */
         for (size_t b = 0; b < nw; b++)
             for (size_t a = 0; a < na; a++)
                 candidate_values(l, NULL, b, 0.0, What[b], values + (b * na + a) * BP_METRIC_COUNT);
@@ -610,17 +769,20 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     }
     work w[2];
     memset(w, 0, sizeof w);
-    float *Xq = bp_malloc((size_t)(l->n * ld) * sizeof(float), err);
-    int rc = Xq ? 0 : -1;
+    float *Xq = l->stats ? NULL : bp_malloc((size_t)(l->n * ld) * sizeof(float), err);
+    int rc = Xq || l->stats ? 0 : -1;
     for (int f = 0; rc == 0 && f < folds; f++)
         rc = work_init(&w[f], &eval[f], spec, err);
     memset(values, 0, nw * na * BP_METRIC_COUNT * sizeof *values);
     for (size_t a = 0; rc == 0 && a < na; a++) {
         const float *xq = NULL;
+        const bp_stats_grid *sg = NULL;
         bp_qspec q = spec->acts;
         q.bits = spec->abits[a];
         const bp_qspec *akey = spec->abits[a] < BP_BITS_FLOAT ? &q : NULL;
-        if (spec->abits[a] < BP_BITS_FLOAT) {
+        if (spec->abits[a] < BP_BITS_FLOAT && l->stats) {
+            sg = &l->stats->grid[a];
+        } else if (spec->abits[a] < BP_BITS_FLOAT) {
             t = bp_now();
             rc = bp_quantize_matrix(l->X, Xq, l->n, ld, &q, err);
             bp_profile_add(BP_STAGE_ACTS, bp_now() - t);
@@ -632,12 +794,12 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
             int64_t fit0 = folds == 2 ? r0[1 - f] : 0, ev0 = folds == 2 ? r0[f] : 0;
             t = bp_now();
             if (per_abits && (rc = weights_all(&fit[f], spec, xq ? xq + fit0 * ld : fit[f].X,
-                                               What, w[f].bhat, c, akey, err)) < 0)
+                                               sg, What, w[f].bhat, c, akey, err)) < 0)
                 break;
             bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
             t = bp_now();
-            if ((rc = errors_now(&eval[f], spec, xq ? xq + ev0 * ld : NULL, What, &w[f], c,
-                                 akey, err)) < 0)
+            if ((rc = errors_now(&eval[f], spec, xq ? xq + ev0 * ld : NULL, sg, What, &w[f],
+                                 c, akey, err)) < 0)
                 break;
             bp_profile_add(BP_STAGE_ERRORS, bp_now() - t);
             double share = (double)eval[f].n / (double)l->n, v[BP_METRIC_COUNT];
@@ -684,7 +846,15 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
 
 int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *err)
 {
-    if (bp_sens_needs_data(spec) && (!l->X || l->n <= 0))
+    if (uses_inputs(spec) && spec->cross_fit == BP_XFIT_ON && l->stats)
+        return bp_fail(err, "layer '%s': weights.cross_fit: on needs calibration rows to split "
+                       "in two; statistics cannot be split (use cross_fit: auto or off, or "
+                       "capture rows)", l->name);
+    for (size_t a = 0; l->stats && a < spec->n_abits; a++)
+        if (spec->abits[a] < BP_BITS_FLOAT && (!l->stats->grid || !l->stats->grid[a].qtq))
+            return bp_fail(err, "layer '%s': no statistics for %d-bit activations",
+                           l->name, spec->abits[a]);
+    if (bp_sens_needs_data(spec) && !has_data(l))
         return bp_fail(err, "layer '%s' has no calibration inputs, but %s '%s' needs them "
                        "(use metric: weight and quantizer: rtn for data-free layers)",
                        l->name, spec->metric != BP_METRIC_WEIGHT ? "metric" : "quantizer",
@@ -764,11 +934,18 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
     int rc = 0;
     if (bhat && l->bias)
         memcpy(bhat, l->bias, (size_t)l->out * sizeof *bhat);
+    const bp_stats_grid *sg = NULL;
     if (uses_inputs(spec)) {
-        if (!l->X || l->n <= 0)
+        if (!has_data(l))
             return bp_fail(err, "layer '%s': %s needs calibration inputs", l->name,
                            bp_wquantizer_name(spec->quantizer));
-        if (abits < BP_BITS_FLOAT) {
+        for (size_t a = 0; l->stats && abits < BP_BITS_FLOAT && a < spec->n_abits; a++)
+            if (spec->abits[a] == abits && l->stats->grid && l->stats->grid[a].qtq)
+                sg = &l->stats->grid[a];
+        if (l->stats && abits < BP_BITS_FLOAT && !sg)
+            return bp_fail(err, "layer '%s': no statistics for %d-bit activations", l->name,
+                           abits);
+        if (abits < BP_BITS_FLOAT && !l->stats) {
             bp_qspec a = spec->acts;
             a.bits = abits;
             if (!(Xq = bp_malloc((size_t)nx * sizeof *Xq, err)) ||
@@ -783,13 +960,23 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
     q.bits = wbits;
     switch (spec->quantizer) {
     case BP_WQ_GPTQ:
-        rc = gptq_grouped(l, spec, &wbits, 1, xin, &What, scale, zero, g_idx, NULL, NULL, err);
+        rc = gptq_grouped(l, spec, &wbits, 1, xin, sg, &What, scale, zero, g_idx, NULL, NULL,
+                          err);
         g_idx = NULL;                /* filled in GPTQ's column order */
         break;
     case BP_WQ_ERQ:
         if (l->groups != 1)
             rc = bp_fail(err, "layer '%s': erq does not handle grouped convolutions", l->name);
-        else
+        else if (l->stats) {
+            double *G = NULL, *DA = NULL;
+            rc = erq_sums_stats(l, sg, &G, &DA, err);
+            if (rc == 0)
+                rc = bp_erq_quantize_sums(l->W, l->bias, l->out, l->in, G, DA, l->n, &q,
+                                          &spec->erq, What, l->bias ? bhat : NULL, scale, zero,
+                                          err);
+            free(G);
+            free(DA);
+        } else
             rc = bp_erq_quantize(l->W, l->bias, l->out, l->in, l->X, xin, l->n, &q, &spec->erq,
                                  What, l->bias ? bhat : NULL, scale, zero, err);
         break;

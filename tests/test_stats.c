@@ -1,0 +1,265 @@
+/*
+ * test_stats.c - sensitivity from calibration statistics (sums of X^T X,
+ * Xbar^T Xbar, Xbar^T X and column sums, layer.h) equals sensitivity from
+ * the rows they summarise: every metric of every candidate within 1e-9
+ * relative, for RTN, SQuant, GPTQ and ERQ (with a bias: its augmented
+ * inputs), float and quantized activations (a per-tensor and a
+ * power-of-two-factor grid), a grouped conv and a K-FAC output factor; in
+ * single precision within the 1e-6 gram.h promises.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "sensitivity/sensitivity.h"
+
+/* Correlated inputs with a non-zero mean and one outlier column. */
+static float *make_inputs(check_rng *r, int64_t n, int64_t d)
+{
+    float *X = malloc((size_t)(n * d) * sizeof *X);
+    for (int64_t i = 0; i < n; i++) {
+        double z = check_normal(r);
+        for (int64_t j = 0; j < d; j++)
+            X[i * d + j] = (float)(0.4 + 0.6 * z + check_normal(r) * (j == 3 ? 8.0 : 1.0));
+    }
+    return X;
+}
+
+/* Sums over the rows, per group of `in` of the in * groups columns. */
+static void group_sums(const float *A, const float *B, int64_t n, int64_t in, int groups,
+                       double *AtB, double *asum)
+{
+    int64_t ld = in * groups;
+    double *a = malloc((size_t)(n * in) * sizeof *a), *b = malloc((size_t)(n * in) * sizeof *b);
+    for (int j = 0; j < groups; j++) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < in; k++) {
+                a[i * in + k] = A[i * ld + j * in + k];
+                b[i * in + k] = B[i * ld + j * in + k];
+            }
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)in, (int)n, 1.0, a,
+                    (int)in, b, (int)in, 0.0, AtB + (int64_t)j * in * in, (int)in);
+        for (int64_t k = 0; asum && k < in; k++) {
+            double s = 0.0;
+            for (int64_t i = 0; i < n; i++)
+                s += a[i * in + k];
+            asum[(int64_t)j * in + k] = s;
+        }
+    }
+    free(a);
+    free(b);
+}
+
+/* The statistics of X (n x in*groups) at every activation width of spec. */
+typedef struct stats_fixture {
+    bp_stats st;
+    bp_stats_grid grid[4];
+    double *buf[16];
+    float *xq;
+} stats_fixture;
+
+static void make_stats(stats_fixture *f, const float *X, int64_t n, int64_t in, int groups,
+                       const bp_sens_spec *spec)
+{
+    int64_t dd = (int64_t)groups * in * in, ds = (int64_t)groups * in;
+    int nb = 0;
+    memset(f, 0, sizeof *f);
+    f->xq = malloc((size_t)(n * in * groups) * sizeof *f->xq);
+    double *xtx = f->buf[nb++] = malloc((size_t)dd * sizeof(double));
+    double *xsum = f->buf[nb++] = malloc((size_t)ds * sizeof(double));
+    group_sums(X, X, n, in, groups, xtx, xsum);
+    f->st = (bp_stats){n, xtx, xsum, f->grid, f};
+    for (size_t a = 0; a < spec->n_abits; a++) {
+        if (spec->abits[a] >= BP_BITS_FLOAT)
+            continue;
+        bp_qspec q = spec->acts;
+        bp_error err;
+        q.bits = spec->abits[a];
+        CHECK(bp_quantize_matrix(X, f->xq, n, in * groups, &q, &err) == 0);
+        double *qtq = f->buf[nb++] = malloc((size_t)dd * sizeof(double));
+        double *qtx = f->buf[nb++] = malloc((size_t)dd * sizeof(double));
+        double *qsum = f->buf[nb++] = malloc((size_t)ds * sizeof(double));
+        group_sums(f->xq, f->xq, n, in, groups, qtq, qsum);
+        group_sums(f->xq, X, n, in, groups, qtx, NULL);
+        f->grid[a] = (bp_stats_grid){qtq, qtx, qsum};
+    }
+}
+
+static void free_stats(stats_fixture *f)
+{
+    for (int i = 0; i < 16; i++)
+        free(f->buf[i]);
+    free(f->xq);
+}
+
+/* Largest relative difference between two tables' values (NaN where both). */
+static double table_diff(const bp_table *a, const bp_table *b)
+{
+    double worst = 0.0;
+    CHECK(a->n == b->n);
+    for (size_t i = 0; i < a->n && i < b->n; i++)
+        for (int m = 0; m < BP_METRIC_COUNT; m++) {
+            double x = a->rows[i].value[m], y = b->rows[i].value[m];
+            if (isnan(x) || isnan(y)) {
+                CHECK(isnan(x) && isnan(y));
+                continue;
+            }
+            double s = fmax(fabs(x), fabs(y));
+            if (s > 0.0)
+                worst = fmax(worst, fabs(x - y) / s);
+        }
+    return worst;
+}
+
+static void compare(const char *what, const bp_layer *rows, const bp_layer *stats,
+                    bp_sens_spec *spec, double tol)
+{
+    static const bp_wquantizer qs[] = {BP_WQ_RTN, BP_WQ_SQUANT, BP_WQ_GPTQ, BP_WQ_ERQ};
+    for (size_t k = 0; k < sizeof qs / sizeof *qs; k++) {
+        if (qs[k] == BP_WQ_ERQ && rows->groups > 1)
+            continue;
+        bp_table tr, ts;
+        bp_error err = {""};
+        bp_table_init(&tr);
+        bp_table_init(&ts);
+        spec->quantizer = qs[k];
+        CHECK_MSG(bp_sensitivity_layer(rows, spec, &tr, &err) == 0, "%s", err.msg);
+        CHECK_MSG(bp_sensitivity_layer(stats, spec, &ts, &err) == 0, "%s", err.msg);
+        double d = table_diff(&tr, &ts);
+        printf("%-28s %-6s rows vs statistics: %zu rows, max relative difference %.2e\n", what,
+               bp_wquantizer_name(qs[k]), ts.n, d);
+        CHECK_MSG(d <= tol, "%s %s: %.3e > %.0e", what, bp_wquantizer_name(qs[k]), d, tol);
+        bp_table_free(&tr);
+        bp_table_free(&ts);
+    }
+}
+
+static void test_linear(bp_qkind kind, int precision, double tol)
+{
+    check_rng r = {97 + kind};
+    enum { O = 24, D = 40, N = 3000 };
+    float *X = make_inputs(&r, N, D), *W = malloc(O * D * sizeof *W), bias[O];
+    for (int i = 0; i < O * D; i++)
+        W[i] = (float)(check_normal(&r) * 0.2);
+    for (int i = 0; i < O; i++)
+        bias[i] = (float)check_normal(&r);
+    float F[O * O];                               /* a dense output factor: K-FAC */
+    for (int i = 0; i < O; i++)
+        for (int j = 0; j < O; j++)
+            F[i * O + j] = (float)(i == j ? 2.0 + i * 0.1 : 0.3 / (1 + abs(i - j)));
+    bp_ofactor of = {1, O, 0, F, NULL, NULL, NULL, NULL};
+    float g2[O];
+    for (int i = 0; i < O; i++)
+        g2[i] = F[i * O + i];
+    int wbits[] = {3, 4, 8}, abits[] = {4, 8, 16};
+    bp_sens_spec spec = {wbits, 3, abits, 3,
+                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MSE, 2.0, kind},
+                         BP_METRIC_KFAC, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3,
+                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, precision};
+    stats_fixture f;
+    make_stats(&f, X, N, D, 1, &spec);
+    bp_layer rows = {"fc", O, D, 1, 1, 1, W, bias, N, X, g2, &of, NULL};
+    bp_layer st = {"fc", O, D, 1, 1, 1, W, bias, N, NULL, g2, &of, &f.st};
+    compare(kind == BP_AQ_PTF ? "linear, ptf grid" : "linear, uniform grid", &rows, &st, &spec,
+            tol);
+    /* the weights exported for a candidate are the same too */
+    float *a = malloc(O * D * sizeof *a), *b = malloc(O * D * sizeof *b), ba[O], bb[O];
+    float *s1 = malloc(O * D * sizeof *s1), *z1 = malloc(O * D * sizeof *z1);
+    bp_error err = {""};
+    spec.quantizer = BP_WQ_ERQ;
+    CHECK_MSG(bp_quantize_candidate(&rows, &spec, 4, 8, a, ba, s1, z1, NULL, &err) == 0, "%s",
+              err.msg);
+    CHECK_MSG(bp_quantize_candidate(&st, &spec, 4, 8, b, bb, s1, z1, NULL, &err) == 0, "%s",
+              err.msg);
+    int same = 0;
+    for (int i = 0; i < O * D; i++)
+        same += a[i] == b[i];
+    printf("erq 4/8 weights from rows and statistics: %d of %d identical\n", same, O * D);
+    CHECK(same >= O * D - 2);
+    /* cross-fitting cannot split statistics: a clear error, not a silent change */
+    spec.quantizer = BP_WQ_GPTQ;
+    spec.cross_fit = BP_XFIT_ON;
+    bp_table t;
+    bp_table_init(&t);
+    CHECK(bp_sensitivity_layer(&st, &spec, &t, &err) < 0 && strstr(err.msg, "cross_fit"));
+    bp_table_free(&t);
+    free(a);
+    free(b);
+    free(s1);
+    free(z1);
+    free_stats(&f);
+    free(X);
+    free(W);
+}
+
+static void test_grouped_conv(void)
+{
+    check_rng r = {5};
+    enum { G = 2, OG = 6, IN = 18, N = 900 };
+    float *X = make_inputs(&r, N, G * IN), *W = malloc(G * OG * IN * sizeof *W);
+    for (int i = 0; i < G * OG * IN; i++)
+        W[i] = (float)check_normal(&r);
+    int wbits[] = {2, 4}, abits[] = {16, 6};
+    bp_sens_spec spec = {wbits, 2, abits, 2,
+                         {0, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MSE, 2.0, BP_AQ_UNIFORM},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3,
+                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+    stats_fixture f;
+    make_stats(&f, X, N, IN, G, &spec);
+    bp_layer rows = {"conv", G * OG, IN, 3, 3, G, W, NULL, N, X, NULL, NULL, NULL};
+    bp_layer st = {"conv", G * OG, IN, 3, 3, G, W, NULL, N, NULL, NULL, NULL, &f.st};
+    compare("grouped conv (2 groups)", &rows, &st, &spec, 1e-9);
+    free_stats(&f);
+    free(X);
+    free(W);
+}
+
+/* Wide enough for single precision (in >= 512): the check reads qtq. */
+static void test_single_wide(void)
+{
+    check_rng r = {11};
+    enum { O = 16, D = 520, N = 1200 };
+    float *X = make_inputs(&r, N, D), *W = malloc(O * D * sizeof *W);
+    for (int i = 0; i < O * D; i++)
+        W[i] = (float)check_normal(&r);
+    int wbits[] = {3, 6}, abits[] = {8, 16};
+    bp_sens_spec spec = {wbits, 2, abits, 2,
+                         {0, BP_GRAN_GROUP, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3,
+                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+    stats_fixture f;
+    make_stats(&f, X, N, D, 1, &spec);
+    bp_layer rows = {"wide", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL};
+    bp_layer st = {"wide", O, D, 1, 1, 1, W, NULL, N, NULL, NULL, NULL, &f.st};
+    compare("in 520, double", &rows, &st, &spec, 1e-9);
+    bp_table td, ts;
+    bp_error err = {""};
+    bp_table_init(&td);
+    bp_table_init(&ts);
+    spec.quantizer = BP_WQ_RTN;
+    CHECK(bp_sensitivity_layer(&rows, &spec, &td, &err) == 0);
+    spec.precision = BP_PREC_SINGLE;
+    CHECK(bp_sensitivity_layer(&st, &spec, &ts, &err) == 0);
+    double d = table_diff(&td, &ts);
+    printf("in 520, statistics in single precision vs rows in double: %.2e\n", d);
+    CHECK(d <= 1e-6);
+    bp_table_free(&td);
+    bp_table_free(&ts);
+    free_stats(&f);
+    free(X);
+    free(W);
+}
+
+int main(void)
+{
+    test_linear(BP_AQ_UNIFORM, BP_PREC_DOUBLE, 1e-9);
+    test_linear(BP_AQ_PTF, BP_PREC_DOUBLE, 1e-9);
+    test_grouped_conv();
+    test_single_wide();
+    return check_done();
+}
