@@ -46,6 +46,9 @@ static const char usage_text[] =
     "                        that uniform plan\n"
     "  export PLAN --format F [-o FILE] [--llama-names]\n"
     "                        the plan for llamacpp, gptqmodel, llmcompressor, autoround, hawq\n"
+    "  grids CONFIG --calibration ROWS [-o FILE]\n"
+    "                        the static activation grid every layer's activation candidate\n"
+    "                        fits on the rows of ROWS (JSON), for tools/capture.py --stats\n"
     "  inspect FILE          list the tensors and the layers found in a model file\n"
     "  help                  this text\n"
     "\n"
@@ -64,6 +67,7 @@ static const char usage_text[] =
     "  --metric M            the metric to plan with (overrides the config's metric)\n"
     "  --errors FILE         plan with the errors of FILE (e.g. measured deltas), keeping\n"
     "                        the config's candidates, pins and ties\n"
+    "  --calibration FILE    grids: the calibration rows to fit the grids on\n"
     "  --choices PLAN        run/solve: take these layers' candidates from PLAN (YAML or\n"
     "                        JSON, e.g. a refined plan) instead of choosing them\n"
     "  -q, --quiet           no progress and no summary (errors still go to stderr)\n"
@@ -97,6 +101,7 @@ typedef struct cli {
     const char *choices;      /* run/solve --choices PLAN */
     const char *metric;       /* --metric NAME */
     const char *errors;       /* --errors FILE: the errors to plan with */
+    const char *calibration;  /* grids --calibration FILE */
     bp_export_plan chosen;    /* its layers */
     bp_choice *fixed;         /* given candidates for the solve request */
     size_t n_fixed;
@@ -188,7 +193,8 @@ static int parse_number(const char *opt, const char *s, double lo, double *out)
 static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
-           O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC, O_ERRORS };
+           O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC, O_ERRORS,
+           O_CALIB };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -201,6 +207,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"quantizer", required_argument, 0, O_QQ}, {"plan", required_argument, 0, O_QPLAN},
         {"choices", required_argument, 0, O_CHOICES}, {"metric", required_argument, 0, O_METRIC},
         {"errors", required_argument, 0, O_ERRORS},
+        {"calibration", required_argument, 0, O_CALIB},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -222,6 +229,7 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_QPLAN: c->q_plan = optarg; break;
         case O_CHOICES: c->choices = optarg; break;
         case O_ERRORS: c->errors = optarg; break;
+        case O_CALIB: c->calibration = optarg; break;
         case O_METRIC:
             if (bp_metric_parse(optarg) < 0 && strcmp(optarg, "auto") != 0)
                 return usage_error("--metric: expected auto, mse, relative, weight, hawq, fisher "
@@ -934,8 +942,116 @@ static int cmd_quantize(cli *c)
     return rc < 0 ? 1 : 0;
 }
 
+/* One layer's grids as JSON: every quantizer's activation setting at every
+ * width below 16 bits, fitted on the layer's rows; the same grid once. */
+static int layer_grids(const bp_config *cfg, const bp_model *m, size_t i, FILE *fp, int first,
+                       bp_error *err)
+{
+    bp_loaded_layer l;
+    if (bp_model_load_layer(m, i, &l, err) < 0)
+        return -1;
+    const bp_layer *v = &l.view;
+    int64_t w = v->in * v->groups;
+    float *sc = bp_malloc((size_t)(2 * w * (int64_t)(cfg->n_abits * cfg->n_quantizers + 1)) *
+                          sizeof *sc, err);
+    int64_t *cnt = bp_calloc(cfg->n_abits * cfg->n_quantizers + 1, sizeof *cnt, err);
+    int *kb = bp_calloc(2 * (cfg->n_abits * cfg->n_quantizers + 1), sizeof *kb, err);
+    int rc = sc && cnt && kb ? 0 : -1, ng = 0;
+    if (rc == 0 && !v->X)
+        rc = bp_fail(err, "%s: layer '%s' has no calibration rows ('%s.input') to fit "
+                     "activation grids on", m->calib.path, v->name, v->name);
+    fprintf(fp, "%s\n  {\"layer\": ", first ? "" : ",");
+    bp_json_string(fp, v->name);
+    fputs(", \"grids\": [", fp);
+    for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++)
+        for (size_t a = 0; rc == 0 && a < cfg->n_abits; a++) {
+            bp_qspec s = bp_config_acts_for_quantizer(cfg, v->name, cfg->quantizers[q]);
+            s.bits = cfg->abits[a];
+            if (s.bits >= BP_BITS_FLOAT)
+                continue;
+            if (s.kind == BP_AQ_UNIFORM && s.granularity != BP_GRAN_TENSOR) {
+                rc = bp_fail(err, "layer '%s': %s activation grids are fitted per row as the "
+                             "data comes and cannot be expressed as statistics; use "
+                             "per_tensor, ptf or log2 activations, or capture rows", v->name,
+                             bp_granularity_name(s.granularity));
+                break;
+            }
+            float *g = sc + 2 * w * ng;
+            int64_t c = bp_act_grid(v->X, v->n, w, &s, g, g + w);
+            int dup = 0;
+            for (int j = 0; j < ng && !dup; j++)
+                dup = kb[2 * j] == (int)s.kind && kb[2 * j + 1] == s.bits && cnt[j] == c &&
+                      memcmp(sc + 2 * w * j, g, (size_t)c * sizeof *g) == 0 &&
+                      memcmp(sc + 2 * w * j + w, g + w, (size_t)c * sizeof *g) == 0;
+            if (dup)
+                continue;
+            kb[2 * ng] = (int)s.kind, kb[2 * ng + 1] = s.bits, cnt[ng] = c;
+            fprintf(fp, "%s\n    {\"kind\": \"%s\", \"bits\": %d, \"scale\": [", ng ? "," : "",
+                    bp_qkind_name(s.kind), s.bits);
+            for (int64_t j = 0; j < c; j++)
+                fprintf(fp, "%s%.9g", j ? ", " : "", (double)g[j]);
+            fputs("], \"zero\": [", fp);
+            for (int64_t j = 0; j < c; j++)
+                fprintf(fp, "%s%.9g", j ? ", " : "", (double)g[w + j]);
+            fputs("]}", fp);
+            ng++;
+        }
+    fputs("]}", fp);
+    free(sc);
+    free(cnt);
+    free(kb);
+    bp_loaded_layer_free(&l);
+    return rc;
+}
+
+/* grids CONFIG --calibration ROWS [-o FILE] */
+static int cmd_grids(cli *c)
+{
+    bp_config cfg;
+    bp_model m;
+    bp_error err;
+    if (!c->arg)
+        return usage_error("missing CONFIG argument");
+    if (!c->calibration)
+        return usage_error("grids needs --calibration FILE (calibration rows to fit on)");
+    if (load_config(c, &cfg, &err) < 0)
+        return die(&err);
+    if (bp_model_open(&m, cfg.weights, c->calibration, cfg.include, cfg.n_include, cfg.exclude,
+                      cfg.n_exclude, &err) < 0) {
+        bp_config_free(&cfg);
+        return die(&err);
+    }
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *mem = open_memstream(&buf, &n);
+    int rc = mem ? 0 : bp_fail(&err, "out of memory");
+    if (rc == 0)
+        fputs("{\"format\": \"bitplan-grids-v1\", \"layers\": [", mem);
+    for (size_t i = 0; rc == 0 && i < m.n_layers; i++)
+        rc = layer_grids(&cfg, &m, i, mem, i == 0, &err);
+    if (mem) {
+        fputs("\n]}\n", mem);
+        fclose(mem);
+    }
+    if (rc == 0 && (!c->output || !strcmp(c->output, "-"))) {
+        fwrite(buf, 1, n, stdout);
+    } else if (rc == 0) {
+        bp_atomic a;
+        if ((rc = bp_atomic_open(&a, c->output, &err)) == 0) {
+            fwrite(buf, 1, n, a.fp);
+            rc = bp_atomic_commit(&a, &err);
+        }
+    }
+    free(buf);
+    bp_model_close(&m);
+    bp_config_free(&cfg);
+    return rc < 0 ? die(&err) : 0;
+}
+
 static int dispatch(cli *c)
 {
+    if (!strcmp(c->command, "grids"))
+        return cmd_grids(c);
     if (!strcmp(c->command, "run"))
         return cmd_config_pipeline(c, 1);
     if (!strcmp(c->command, "sensitivity"))

@@ -291,6 +291,137 @@ static int describe_fisher(const bp_model *m, bp_layer_desc *d, bp_error *err)
     return 0;
 }
 
+static int is_f64(const bp_model *m, long idx, int rank, const int64_t *dims)
+{
+    bp_tensor_ref t = bp_tensorset_get(&m->calib, (size_t)idx);
+    int skip = t.rank == rank - 1 && dims[0] == 1;
+    if (t.dtype != BP_DT_F64 || (t.rank != rank && !skip))
+        return 0;
+    for (int i = 0; i < t.rank; i++)
+        if (t.shape[i] != dims[i + skip])
+            return 0;
+    return 1;
+}
+
+static const char *const kind_names[] = {"uniform", "log2", "ptf"};
+
+/* Grid k of set S: its metadata "<kind> <bits>" and its five tensors. */
+static int describe_grid(const bp_model *m, bp_layer_desc *d, size_t k, bp_grid_desc *gd,
+                         bp_error *err)
+{
+    const char *cf = m->calib.path, *S = d->stats;
+    char key[1200], kind[16];
+    int64_t g = d->groups, in = d->in, dd[3] = {g, in, in}, ds[2] = {g, in};
+    snprintf(key, sizeof key, "%s.grid%zu", S, k);
+    const char *meta = bp_tensorset_meta(&m->calib, key);
+    int bits, used = 0;
+    if (!meta || sscanf(meta, "%15s %d%n", kind, &bits, &used) != 2 || meta[used] ||
+        bits < 2 || bits > 15)
+        return bp_fail(err, "%s: metadata '%s' = '%s': expected '<uniform|ptf|log2> <bits>' "
+                       "with bits 2..15", cf, key, meta ? meta : "(missing)");
+    gd->kind = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(kind, kind_names[i]) == 0)
+            gd->kind = i;
+    if (gd->kind < 0)
+        return bp_fail(err, "%s: metadata '%s': unknown grid kind '%s' (expected uniform, ptf "
+                       "or log2)", cf, key, kind);
+    gd->bits = bits;
+    gd->m = gd->kind == BP_AQ_PTF ? g * in : 1;
+    char sub[1300];
+    long *idx[5] = {&gd->scale, &gd->zero, &gd->qtq, &gd->qtx, &gd->qsum};
+    static const char *const part[5] = {"scale", "zero", "qtq", "qtx", "qsum"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(sub, sizeof sub, "%s.%s", key, part[i]);
+        *idx[i] = bp_tensorset_find(&m->calib, sub);
+        int ok = *idx[i] >= 0;
+        if (ok && i < 2) {
+            bp_tensor_ref t = bp_tensorset_get(&m->calib, (size_t)*idx[i]);
+            ok = t.dtype == BP_DT_F32 && t.rank == 1 && t.shape[0] == gd->m;
+        } else if (ok) {
+            ok = i < 4 ? is_f64(m, *idx[i], 3, dd) : is_f64(m, *idx[i], 2, ds);
+        }
+        if (!ok)
+            return bp_fail(err, "%s: layer '%s': expected tensor '%s' (%s) for the "
+                           "statistics' grid %zu", cf, d->name, sub,
+                           i < 2 ? (gd->m == 1 ? "F32 [1]" : "F32 [in * groups]")
+                           : i < 4 ? "F64 [in, in], [groups, in, in] for grouped convs"
+                                   : "F64 [in], [groups, in] for grouped convs", k);
+    }
+    return 0;
+}
+
+/* The statistics set the layer reads (model.h), shapes checked. */
+static int describe_stats(const bp_model *m, bp_layer_desc *d, bp_error *err)
+{
+    char key[1100];
+    const char *cf = m->calib.path;
+    d->st_count = d->st_xtx = d->st_xsum = d->st_range = -1;
+    if (!m->has_calib)
+        return 0;
+    snprintf(key, sizeof key, "%s.stats", d->name);
+    const char *set = bp_tensorset_meta(&m->calib, key);
+    long xtx = find_suffix(m, set ? set : d->name, "xtx");
+    if (!set && xtx < 0)
+        return 0;
+    if (d->input >= 0)
+        return bp_fail(err, "%s: layer '%s' has both rows ('%s.input') and statistics; keep "
+                       "one", cf, d->name, d->name);
+    if (m->calib.is_dir)
+        return bp_fail(err, "%s: statistics must be in a safetensors file (they need its "
+                       "metadata)", cf);
+    if (!(d->stats = bp_strdup(set ? set : d->name, err)))
+        return -1;
+    const char *S = d->stats;
+    d->st_xtx = xtx;
+    d->st_count = find_suffix(m, S, "count");
+    d->st_xsum = find_suffix(m, S, "xsum");
+    d->st_range = find_suffix(m, S, "range");
+    if (xtx < 0 || d->st_count < 0 || d->st_xsum < 0 || d->st_range < 0)
+        return bp_fail(err, "%s: layer '%s' reads statistics '%s' but '%s.%s' is missing "
+                       "(expected %s.count, .xtx, .xsum and .range)", cf, d->name, S, S,
+                       xtx < 0 ? "xtx" : d->st_count < 0 ? "count" : d->st_xsum < 0 ? "xsum"
+                                                                     : "range", S);
+    bp_tensor_ref x = bp_tensorset_get(&m->calib, (size_t)xtx);
+    int meta_g = bp_tensorset_meta(&m->weights, (snprintf(key, sizeof key, "%s.groups",
+                                                          d->name), key)) != NULL;
+    if (!meta_g && d->is_conv && x.rank == 3 && x.shape[0] > 0 && d->out % x.shape[0] == 0)
+        d->groups = (int)x.shape[0];
+    int64_t g = d->groups, in = d->in, dd[3] = {g, in, in}, ds[2] = {g, in}, one[1] = {1};
+    if (!is_f64(m, xtx, 3, dd) || !is_f64(m, d->st_xsum, 2, ds))
+        return bp_fail(err, "%s: layer '%s' (in = %lld, groups = %lld): expected '%s.xtx' F64 "
+                       "[%lld, %lld]%s and '%s.xsum' F64 [%lld]", cf, d->name, (long long)in,
+                       (long long)g, S, (long long)in, (long long)in,
+                       g > 1 ? " per group ([groups, in, in])" : "", S, (long long)in);
+    bp_tensor_ref c = bp_tensorset_get(&m->calib, (size_t)d->st_count);
+    double n = -1.0;
+    if (is_f64(m, d->st_count, 1, one))
+        memcpy(&n, m->calib.st.map + m->calib.st.data_start + m->calib.st.tensors[d->st_count].begin,
+               sizeof n);
+    if (!(n >= 1.0 && n <= 9.0e15 && n == floor(n)))
+        return bp_fail(err, "%s: tensor '%s': expected F64 [1] holding the number of rows "
+                       "summed (a positive integer)", cf, c.name);
+    d->n = (int64_t)n;
+    bp_tensor_ref r = bp_tensorset_get(&m->calib, (size_t)d->st_range);
+    if (r.rank != 2 || !is_float(r.dtype) || r.shape[1] != in * g || r.shape[0] < 1)
+        return bp_fail(err, "%s: tensor '%s': expected a float matrix [rows, %lld] (the rows "
+                       "activation grids are fitted on)", cf, r.name, (long long)(in * g));
+    d->st_range_rows = r.shape[0];
+    for (size_t k = 0;; k++) {                   /* grid0, grid1, ... */
+        snprintf(key, sizeof key, "%s.grid%zu", S, k);
+        if (!bp_tensorset_meta(&m->calib, key))
+            break;
+        bp_grid_desc *gd = realloc(d->grids, (k + 1) * sizeof *gd);
+        if (!gd)
+            return bp_fail(err, "out of memory");
+        d->grids = gd;
+        d->n_grids = k + 1;
+        if (describe_grid(m, d, k, &gd[k], err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int add_layer(bp_model *m, const char *name, long widx, bp_error *err)
 {
     bp_layer_desc *d = &m->layers[m->n_layers];
@@ -319,7 +450,7 @@ static int add_layer(bp_model *m, const char *name, long widx, bp_error *err)
         d->n_grad2 = n;
     }
     if (describe_weights(m, d, err) < 0 || describe_groups(m, d, err) < 0 ||
-        describe_fisher(m, d, err) < 0)
+        describe_stats(m, d, err) < 0 || describe_fisher(m, d, err) < 0)
         return -1;
     return 0;
 }
@@ -378,8 +509,11 @@ int bp_model_open(bp_model *m, const char *weights, const char *calib,
 
 void bp_model_close(bp_model *m)
 {
-    for (size_t i = 0; m->layers && i < m->n_layers; i++)
+    for (size_t i = 0; m->layers && i < m->n_layers; i++) {
         free(m->layers[i].name);
+        free(m->layers[i].stats);
+        free(m->layers[i].grids);
+    }
     free(m->layers);
     bp_tensorset_close(&m->weights);
     if (m->has_calib)
@@ -447,7 +581,118 @@ static int load_fisher(const bp_model *m, const bp_layer_desc *d, bp_loaded_laye
     return 0;
 }
 
+static double *read_f64(const bp_model *m, long idx, int64_t count, bp_error *err)
+{
+    double *buf = bp_malloc((size_t)count * sizeof(double), err);
+    if (buf && bp_st_read_f64(&m->calib.st, &m->calib.st.tensors[idx], buf, err) < 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* The statistics set's sums and the wanted grids. */
+static int load_stats(const bp_model *m, const bp_layer_desc *d, const unsigned char *want,
+                      bp_loaded_layer *out, bp_error *err)
+{
+    int64_t g = d->groups, dd = g * d->in * d->in, ds = g * d->in;
+    if (!(out->xtx = read_f64(m, d->st_xtx, dd, err)) ||
+        !(out->xsum = read_f64(m, d->st_xsum, ds, err)) ||
+        !(out->grid = bp_calloc(d->n_grids ? d->n_grids : 1, sizeof *out->grid, err)))
+        return -1;
+    out->grid_n = d->n_grids;
+    for (size_t k = 0; want && k < d->n_grids; k++) {
+        if (!want[k])
+            continue;
+        const bp_grid_desc *gd = &d->grids[k];
+        double *q = read_f64(m, gd->qtq, dd, err), *x = q ? read_f64(m, gd->qtx, dd, err) : NULL;
+        double *s = x ? read_f64(m, gd->qsum, ds, err) : NULL;
+        out->grid[k] = (bp_stats_grid){q, x, s};
+        if (!s)
+            return -1;
+    }
+    out->stats = (bp_stats){d->n, out->xtx, out->xsum, NULL, d->stats};
+    return 0;
+}
+
 int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out, bp_error *err)
+{
+    return bp_model_load_layer_grids(m, i, NULL, out, err);
+}
+
+int bp_model_match_grid(const bp_model *m, size_t i, const bp_qspec *acts, int bits,
+                        size_t *k, bp_error *err)
+{
+    const bp_layer_desc *d = &m->layers[i];
+    int64_t r = d->st_range_rows, w = d->in * d->groups;
+    bp_qspec q = *acts;
+    q.bits = bits;
+    if (q.kind == BP_AQ_UNIFORM && q.granularity != BP_GRAN_TENSOR)
+        return bp_fail(err, "layer '%s': %s activation grids are fitted per row as the data "
+                       "comes and cannot be expressed as statistics (%s); use per_tensor, ptf "
+                       "or log2 activations, or capture rows", d->name,
+                       bp_granularity_name(q.granularity), m->calib.path);
+    float *x = read_tensor(&m->calib, d->st_range, r * w, err);
+    float *sc = x ? bp_malloc((size_t)(2 * w) * sizeof *sc, err) : NULL;
+    if (!sc) {
+        free(x);
+        return -1;
+    }
+    int64_t mm = bp_act_grid(x, r, w, &q, sc, sc + w);
+    int rc = -1;
+    for (size_t j = 0; rc < 0 && j < d->n_grids; j++) {
+        const bp_grid_desc *gd = &d->grids[j];
+        if (gd->kind != (int)q.kind || gd->bits != bits || gd->m != mm)
+            continue;
+        const bp_st_tensor *ts = &m->calib.st.tensors[gd->scale], *tz = &m->calib.st.tensors[gd->zero];
+        const unsigned char *base = m->calib.st.map + m->calib.st.data_start;
+        if (memcmp(base + ts->begin, sc, (size_t)mm * 4) == 0 &&
+            memcmp(base + tz->begin, sc + w, (size_t)mm * 4) == 0)
+            *k = j, rc = 0;
+    }
+    if (rc < 0)
+        bp_fail(err, "%s: layer '%s': the statistics '%s' hold no %d-bit %s activation grid "
+                "equal to the one the config fits on '%s.range' (%s, range %s%s): they were "
+                "captured for other activation settings; capture again with this config "
+                "(tools/capture.py --stats --config ...)", m->calib.path, d->name, d->stats,
+                bits, bp_qkind_name(q.kind), d->stats, q.symmetric ? "symmetric" : "asymmetric",
+                bp_range_name(q.range), d->n_grids ? "" : "; the set has no grids at all");
+    free(x);
+    free(sc);
+    return rc;
+}
+
+int bp_model_load_layer_acts(const bp_model *m, size_t i, const bp_qspec *acts, size_t n_specs,
+                             const int *abits, size_t n_abits, bp_loaded_layer *out,
+                             bp_stats_grid *sg, bp_error *err)
+{
+    const bp_layer_desc *d = &m->layers[i];
+    if (!d->stats)
+        return bp_model_load_layer(m, i, out, err);
+    size_t nk = n_specs * n_abits, *k = bp_malloc((nk ? nk : 1) * sizeof *k, err);
+    unsigned char *want = bp_calloc(d->n_grids ? d->n_grids : 1, 1, err);
+    int rc = k && want ? 0 : -1;
+    for (size_t s = 0; rc == 0 && s < n_specs; s++)
+        for (size_t a = 0; rc == 0 && a < n_abits; a++) {
+            k[s * n_abits + a] = (size_t)-1;
+            if (abits[a] < BP_BITS_FLOAT &&
+                (rc = bp_model_match_grid(m, i, &acts[s], abits[a], &k[s * n_abits + a],
+                                          err)) == 0)
+                want[k[s * n_abits + a]] = 1;
+        }
+    if (rc == 0)
+        rc = bp_model_load_layer_grids(m, i, want, out, err);
+    for (size_t j = 0; rc == 0 && j < nk; j++)
+        sg[j] = k[j] == (size_t)-1 ? (bp_stats_grid){NULL, NULL, NULL} : out->grid[k[j]];
+    if (rc == 0)
+        out->stats.grid = sg;
+    free(k);
+    free(want);
+    return rc;
+}
+
+int bp_model_load_layer_grids(const bp_model *m, size_t i, const unsigned char *want,
+                              bp_loaded_layer *out, bp_error *err)
 {
     const bp_layer_desc *d = &m->layers[i];
     memset(out, 0, sizeof *out);
@@ -465,13 +710,15 @@ int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out, bp_er
     if (out->W && d->grad2 >= 0)
         out->grad2 = read_tensor(&m->calib, d->grad2, d->out, err);
     if (!out->W || (d->bias >= 0 && !out->bias) || (d->input >= 0 && !out->X) ||
-        (d->grad2 >= 0 && !out->grad2) || load_fisher(m, d, out, err) < 0) {
+        (d->grad2 >= 0 && !out->grad2) || load_fisher(m, d, out, err) < 0 ||
+        (d->stats && load_stats(m, d, want, out, err) < 0)) {
         bp_loaded_layer_free(out);
         return -1;
     }
     out->view = (bp_layer){d->name, d->out, d->in, d->kh, d->kw, d->groups,
-                           out->W, out->bias, d->input >= 0 ? d->n : 0, out->X, out->grad2,
-                           d->fisher >= 0 || d->fisher_u >= 0 ? &out->ofactor : NULL, NULL};
+                           out->W, out->bias, d->input >= 0 || d->stats ? d->n : 0, out->X,
+                           out->grad2, d->fisher >= 0 || d->fisher_u >= 0 ? &out->ofactor : NULL,
+                           d->stats ? &out->stats : NULL};
     return 0;
 }
 
@@ -486,5 +733,13 @@ void bp_loaded_layer_free(bp_loaded_layer *l)
     free(l->S);
     free(l->D);
     free(l->N);
+    free(l->xtx);
+    free(l->xsum);
+    for (size_t k = 0; l->grid && l->grid_n && k < l->grid_n; k++) {
+        free((void *)l->grid[k].qtq);
+        free((void *)l->grid[k].qtx);
+        free((void *)l->grid[k].qsum);
+    }
+    free(l->grid);
     memset(l, 0, sizeof *l);
 }

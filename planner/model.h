@@ -14,6 +14,15 @@
  * [groups, k, og], NAME.fisher_s [k] / [groups, k], NAME.fisher_d [out] /
  * [groups, og], optionally NAME.fisher_n [out] / [groups, og], a unit
  * direction F annihilates); shapes are checked when the model is opened.
+ *
+ * Instead of rows, a layer may read calibration statistics (layer.h; the
+ * README's "Statistics file"): metadata NAME.stats = S names the set (S =
+ * NAME without it), with S.count F64 [1] (rows summed), S.xtx F64 [in, in]
+ * ([groups, in, in] for grouped convs), S.xsum F64 [in] ([groups, in]),
+ * S.range float [r, in * groups] (the rows activation grids are fitted on),
+ * and per activation grid k: metadata S.grid<k> = "<uniform|ptf|log2> <bits>",
+ * S.grid<k>.scale / .zero F32 [m] (the grid, as bp_act_grid gives it),
+ * S.grid<k>.qtq and .qtx F64 shaped as xtx, S.grid<k>.qsum as xsum.
  */
 #ifndef BP_MODEL_H
 #define BP_MODEL_H
@@ -23,6 +32,7 @@
 
 #include "../common/bp_error.h"
 #include "../sensitivity/layer.h"
+#include "../sensitivity/quant.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
 
@@ -52,6 +62,13 @@ long bp_tensorset_find(const bp_tensorset *ts, const char *name);
 const char *bp_tensorset_meta(const bp_tensorset *ts, const char *key);
 int bp_tensorset_read_f32(const bp_tensorset *ts, size_t i, float *out, bp_error *err);
 
+/* One activation grid's statistics in a statistics set. */
+typedef struct bp_grid_desc {
+    int kind, bits;           /* bp_qkind, 2..15 */
+    int64_t m;                /* scale / zero entries */
+    long scale, zero, qtq, qtx, qsum;
+} bp_grid_desc;
+
 typedef struct bp_layer_desc {
     char *name;
     int64_t out, in;
@@ -65,6 +82,11 @@ typedef struct bp_layer_desc {
     long fisher_n;            /* the low-rank form's null direction, or -1 */
     int64_t fisher_rank;      /* rows of fisher_u per group (0: dense) */
     int64_t n;                /* calibration rows */
+    char *stats;              /* the statistics set the layer reads, or NULL */
+    long st_count, st_xtx, st_xsum, st_range;
+    int64_t st_range_rows;
+    bp_grid_desc *grids;      /* the set's activation grids */
+    size_t n_grids;
 } bp_layer_desc;
 
 typedef struct bp_model {
@@ -81,16 +103,44 @@ int bp_model_open(bp_model *m, const char *weights, const char *calib,
                   char *const *exclude, size_t n_exclude, bp_error *err);
 void bp_model_close(bp_model *m);
 
-/* A layer's tensors converted to float32. */
+/* A layer's tensors converted to float32 (statistics to double). */
 typedef struct bp_loaded_layer {
     bp_layer view;
     float *W, *bias, *X, *grad2;
     bp_ofactor ofactor;       /* view.ofactor points here when present */
     float *F, *U, *S, *D, *N;
+    bp_stats stats;           /* view.stats points here for a statistics layer */
+    double *xtx, *xsum;
+    bp_stats_grid *grid;      /* per grid of the set (loaded ones have qtq) */
+    size_t grid_n;
 } bp_loaded_layer;
 
+/* Load layer i; for a statistics layer, the grids with want[k] set (want
+ * may be NULL: none; view.stats->grid is then for the caller to point at
+ * the loaded grids, one per activation width). */
 int bp_model_load_layer(const bp_model *m, size_t i, bp_loaded_layer *out,
                         bp_error *err);
+int bp_model_load_layer_grids(const bp_model *m, size_t i, const unsigned char *want,
+                              bp_loaded_layer *out, bp_error *err);
+
+/*
+ * Which grid of layer i's statistics is the one acts (at `bits`, < 16)
+ * fits on the set's range rows?  *k receives its index.  A per-token grid,
+ * or no grid of the set equal to it, is an error naming the layer and the
+ * file (the statistics were captured for other activation settings).
+ */
+int bp_model_match_grid(const bp_model *m, size_t i, const bp_qspec *acts, int bits,
+                        size_t *k, bp_error *err);
+
+/* Load layer i for measurements under n_specs activation settings acts[s]
+ * at the widths abits[0..n_abits): for a statistics layer, each setting's
+ * grids are matched (bp_model_match_grid) and loaded, and sg[s * n_abits +
+ * a] points at them (view.stats->grid is sg, the first setting's; point it
+ * at sg + s * n_abits for setting s).  Rows layers load as
+ * bp_model_load_layer. */
+int bp_model_load_layer_acts(const bp_model *m, size_t i, const bp_qspec *acts, size_t n_specs,
+                             const int *abits, size_t n_abits, bp_loaded_layer *out,
+                             bp_stats_grid *sg, bp_error *err);
 void bp_loaded_layer_free(bp_loaded_layer *l);
 
 #endif

@@ -260,6 +260,37 @@ static int no_data_error(const bp_config *cfg, const bp_layer_desc *d, int q, bp
                    d->name, cfg->calibration ? cfg->calibration : "model.calibration (unset)");
 }
 
+/* A statistics layer: what statistics cannot do (cross-fitting), and every
+ * activation candidate's grid among the set's (the fit on the range rows
+ * is skipped when the previous layer read the same set the same way). */
+static int check_stats(const bp_config *cfg, const bp_model *m, size_t i, bp_error *err)
+{
+    const bp_layer_desc *d = &m->layers[i];
+    for (size_t q = 0; q < cfg->n_quantizers; q++)
+        if (cfg->cross_fit == BP_XFIT_ON &&
+            (cfg->quantizers[q] == BP_WQ_GPTQ || cfg->quantizers[q] == BP_WQ_ERQ))
+            return bp_fail(err, "layer '%s': weights.cross_fit: on needs calibration rows to "
+                           "split in two; statistics (%s) cannot be split (use cross_fit: auto "
+                           "or false, or capture rows)", d->name, cfg->calibration);
+    for (size_t q = 0; q < cfg->n_quantizers; q++) {
+        bp_qspec a = bp_config_acts_for_quantizer(cfg, d->name, cfg->quantizers[q]);
+        int same = 0;
+        for (size_t p = 0; i > 0 && p < cfg->n_quantizers && !same; p++) {
+            bp_qspec b = bp_config_acts_for_quantizer(cfg, m->layers[i - 1].name,
+                                                      cfg->quantizers[p]);
+            same = m->layers[i - 1].stats && strcmp(m->layers[i - 1].stats, d->stats) == 0 &&
+                   memcmp(&a, &b, sizeof a) == 0;
+        }
+        for (size_t w = 0; !same && w < cfg->n_abits; w++) {
+            size_t k;
+            if (cfg->abits[w] < BP_BITS_FLOAT &&
+                bp_model_match_grid(m, i, &a, cfg->abits[w], &k, err) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 /* Before any work: every layer has what the quantizers and the metric need
  * (calibration inputs, grad2 for fisher, the output Fisher for kfac). */
 static int check_layers(const bp_config *cfg, const bp_model *m, bp_error *err)
@@ -270,8 +301,10 @@ static int check_layers(const bp_config *cfg, const bp_model *m, bp_error *err)
     const char *cf = cfg->calibration ? cfg->calibration : "model.calibration (unset)";
     for (size_t i = 0; i < m->n_layers; i++) {
         const bp_layer_desc *d = &m->layers[i];
-        if (q_data >= 0 && d->input < 0)
+        if (q_data >= 0 && d->input < 0 && !d->stats)
             return no_data_error(cfg, d, q_data, err);
+        if (d->stats && check_stats(cfg, m, i, err) < 0)
+            return -1;
         if (cfg->metric == BP_METRIC_FISHER && d->grad2 < 0)
             return bp_fail(err, "layer '%s': metric 'fisher' needs '%s.grad2' (the diagonal of "
                            "the output Fisher, from tools/capture.py --fisher), but %s has "
@@ -290,6 +323,10 @@ static int check_layers(const bp_config *cfg, const bp_model *m, bp_error *err)
 
 volatile sig_atomic_t bp_interrupt_requested = 0;
 
+static double layer_bytes_common(const bp_layer_desc *d, const bp_config *cfg, double in,
+                                 double n, double g, double o, double a, double q, double k,
+                                 double wide, double chunks);
+
 /*
  * Peak memory of measuring one layer (bytes), the README's formula: inputs
  * and their quantized copy (2 n in g floats), the weights and one copy per
@@ -299,19 +336,39 @@ volatile sig_atomic_t bp_interrupt_requested = 0;
  * most), the cross-term Grams (2 in^2), GPTQ's Hessian and factor or ERQ's
  * augmented Gram (2 (in + 1)^2), the 1024-row chunks (2048 in), the double
  * work rows (4 o in), and the output Fisher with its product for kfac.
+ * From statistics there are no rows: instead the sums (X^T X and, per
+ * activation grid loaded, Xbar^T Xbar and Xbar^T X: (1 + 2 k) g in^2
+ * doubles, k at most the quantized widths times the quantizers) and the
+ * range rows (r in g floats).
  */
 static double layer_bytes(const bp_layer_desc *d, const bp_config *cfg)
 {
     double in = (double)d->in, n = (double)d->n, g = d->groups, o = (double)d->out / g;
     double a = (double)cfg->n_abits, q = (double)cfg->n_quantizers;
-    double k = (double)d->fisher_rank, wide = fmax(2.0 * in, n);
+    double k = (double)d->fisher_rank, wide = fmax(2.0 * in, d->stats ? 0.0 : n);
+    if (d->stats) {
+        double qa = 0.0;
+        for (size_t i = 0; i < cfg->n_abits; i++)
+            qa += cfg->abits[i] < BP_BITS_FLOAT;
+        double grids = fmin((double)d->n_grids, qa * q);
+        n = 0.0;                     /* no rows, and no 1024-row chunks below */
+        return layer_bytes_common(d, cfg, in, n, g, o, a, q, k, wide, 0.0) +
+               8.0 * (1.0 + 2.0 * grids) * g * in * in + 4.0 * (double)d->st_range_rows * in * g;
+    }
+    return layer_bytes_common(d, cfg, in, n, g, o, a, q, k, wide, 2048.0 * in);
+}
+
+static double layer_bytes_common(const bp_layer_desc *d, const bp_config *cfg, double in,
+                                 double n, double g, double o, double a, double q, double k,
+                                 double wide, double chunks)
+{
     double fisher = d->fisher >= 0   ? g * o * o + o * wide       /* F and F V (or F D) */
                     : d->fisher_u >= 0 ? g * (k + 2.0) * o + 2.0 * k * wide
                                        : 0.0;
     return 4.0 * (2.0 * n * in * g + (double)d->out * in * ((double)cfg->n_wbits + 2.0) +
                   2.0 * o * in) +
            8.0 * ((a * q * g + a * g + 2.0) * in * in + 2.0 * (in + 1.0) * (in + 1.0) +
-                  2048.0 * in + 4.0 * o * in + fisher);
+                  chunks + 4.0 * o * in + fisher);
 }
 
 /* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
@@ -343,10 +400,13 @@ static int check_memory(const bp_config *cfg, const bp_model *m, bp_error *err)
     if (avail > 0 && worst > avail)
         return bp_fail(err, "layer '%s' needs about %.2f GiB to measure (n = %lld rows, in = "
                        "%lld, out = %lld, %zu weight widths) but only %.2f GiB are available; "
-                       "subsample its calibration rows or exclude it", m->layers[at].name,
+                       "%s", m->layers[at].name,
                        worst / 1073741824.0, (long long)m->layers[at].n,
                        (long long)m->layers[at].in, (long long)m->layers[at].out, cfg->n_wbits,
-                       avail / 1073741824.0);
+                       avail / 1073741824.0,
+                       m->layers[at].stats ? "exclude it, or measure fewer weight or activation "
+                                             "widths at a time"
+                                           : "subsample its calibration rows or exclude it");
     return 0;
 }
 
@@ -460,7 +520,12 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
     bp_sens_cache cache = {0};       /* Grams and factors of the last layer's inputs */
     uint64_t seen_fp = 0;            /* their fingerprint, with their shape */
     int64_t seen_n = -1, seen_w = -1;
+    const char *seen_set = NULL;     /* statistics: the set the last layer read */
     int rc_all = 0;
+    bp_qspec acts[BP_WQ_COUNT];
+    bp_stats_grid *sg = bp_malloc(BP_WQ_COUNT * (cfg->n_abits + 1) * sizeof *sg, err);
+    if (!sg)
+        return -1;
     for (size_t i = start; rc_all == 0 && i < m->n_layers; i++) {
         size_t before = t->n;
         if (bp_interrupt_requested) {
@@ -472,7 +537,10 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
         if (progress)
             progress(ctx, i, m->n_layers, m->layers[i].name);
         double t_load = bp_now();
-        if (bp_model_load_layer(m, i, &l, err) < 0) {
+        for (size_t q = 0; q < cfg->n_quantizers; q++)
+            acts[q] = bp_config_acts_for_quantizer(cfg, m->layers[i].name, cfg->quantizers[q]);
+        if (bp_model_load_layer_acts(m, i, acts, cfg->n_quantizers, cfg->abits, cfg->n_abits,
+                                     &l, sg, err) < 0) {
             rc_all = -1;
             break;
         }
@@ -491,6 +559,9 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
                                          (size_t)(l.view.n * w) * sizeof(float)) == 0;
             bp_loaded_layer_free(&prev);
         }
+        if (l.view.stats)           /* the same statistics set: the same inputs */
+            same = seen_set && strcmp(seen_set, m->layers[i].stats) == 0;
+        seen_set = m->layers[i].stats;
         if (!same)
             bp_sens_cache_reset(&cache);
         seen_fp = fp, seen_n = l.view.X ? l.view.n : -1, seen_w = w;
@@ -498,7 +569,9 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
         int rc = 0;
         for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
             spec.quantizer = cfg->quantizers[q];
-            spec.acts = bp_config_acts_for_quantizer(cfg, m->layers[i].name, spec.quantizer);
+            spec.acts = acts[q];
+            if (l.view.stats)
+                l.stats.grid = sg + q * cfg->n_abits;
             if (spec.quantizer == BP_WQ_ERQ && l.view.groups > 1 && cfg->n_quantizers > 1)
                 continue;           /* ERQ has no grouped form; the others cover it */
             rc = bp_sensitivity_layer_cached(&l.view, &spec, t, &cache, err);
@@ -515,6 +588,7 @@ static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn p
         fprintf(stderr, "profile: shared inputs: %zu Grams and GPTQ factors reused\n",
                 cache.hits);
     bp_sens_cache_free(&cache);
+    free(sg);
     if (rc_all < 0)
         return -1;
     if (progress)

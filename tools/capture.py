@@ -4,6 +4,8 @@
         [--rows 2048] [--seed 0] [--batches 0] [--half]
         [--fisher [K]] [--fisher-full 4096] [--grad2] [--draws 8]
         [--labels] [--estimator sampled|rademacher] [--class-dim -1] [-q]
+        [--stats [--config CONFIG] [--bitplan BIN] [--range-rows 2048]
+         [--range-batches 0]] [--include GLOB ...]
 
 MODULE:FUNCTION names a function (importable from the current directory or
 PYTHONPATH) returning (model, loader) or (model, loader, loss_fn):
@@ -44,9 +46,21 @@ Fisher; no labels needed), --draws per input; `rademacher` draws the
 output-gradient with the same covariance diag(p) - p p^T from random signs
 instead of labels (lower variance for confident models); --labels uses the
 batch's own labels through loss_fn (the empirical Fisher).
+With --stats, DIR/stats.safetensors instead of DIR/calib.safetensors: the
+sums bitplan needs (X^T X, column sums and, per activation grid of CONFIG,
+Xbar^T Xbar and Xbar^T X), in float64 over every token of every batch, one
+set per distinct input tensor (tools/capture_stats.py has the layout); the
+activation grids are fitted by BIN (default: bitplan on PATH) on up to
+--range-rows rows per input from the first --range-batches batches (0:
+all).  CONFIG is the config that will plan with the file (its
+model.weights is DIR/weights.safetensors); without it only float
+activations (16 bits) can be measured.  The Fisher options add the output
+Fisher to the same file.  --include keeps only the layers matching a glob
+(capture a large model in several runs).
 Only Debian's python3-torch and python3-numpy are needed.
 """
 import argparse
+import fnmatch
 import importlib
 import os
 import sys
@@ -348,6 +362,42 @@ def model_weights(model, source):
     return weights, meta
 
 
+def main_stats(args, model, loader, loss_fn, keep):
+    """capture --stats: weights, then statistics (and the output Fisher)."""
+    from capture_stats import capture_stats
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+              and (keep is None or n in keep)}
+    if not layers:
+        raise SystemExit("capture: the model has no nn.Linear or nn.Conv2d layers")
+    os.makedirs(args.out, exist_ok=True)
+    weights, meta = model_weights(model, args.spec)
+    if keep is not None:
+        weights = {k: v for k, v in weights.items() if k.rsplit(".", 1)[0] in keep}
+    wpath = os.path.join(args.out, "weights.safetensors")
+    save_file(wpath, weights, meta)
+    tensors, smeta = capture_stats(model, loader, layers, layer_rows, args.out, wpath,
+                                   config=args.config, bitplan=args.bitplan,
+                                   range_rows=args.range_rows, range_batches=args.range_batches,
+                                   batches=args.batches, seed=args.seed, quiet=args.quiet)
+    rse = {}
+    if args.fisher is not None or args.grad2:
+        calib, cmeta, rse, _ = capture(
+            model, loader, loss_fn, rows=1, seed=args.seed, batches=args.batches,
+            fisher=args.fisher, fisher_full=args.fisher_full, grad2=args.grad2,
+            draws=args.draws, labels=args.labels, estimator=args.estimator,
+            class_dim=args.class_dim, quiet=args.quiet)
+        for k, v in calib.items():
+            if not k.endswith(".input") and (keep is None or k.rsplit(".", 1)[0] in keep):
+                tensors[k] = v
+        smeta.update({k: v for k, v in cmeta.items() if "fisher" in k})
+    save_file(os.path.join(args.out, "stats.safetensors"), tensors, smeta)
+    if not args.quiet:
+        sets = sum(k.endswith(".xtx") for k in tensors)
+        n = max((int(v[0]) for k, v in tensors.items() if k.endswith(".count")), default=0)
+        print(f"capture: {len(layers)} layers, {sets} input statistics over {n} rows -> "
+              f"{args.out}/weights.safetensors, stats.safetensors")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("spec")
@@ -366,13 +416,38 @@ def main():
                     help="use the batch's labels through loss_fn (empirical Fisher)")
     ap.add_argument("--estimator", choices=("sampled", "rademacher"), default="sampled")
     ap.add_argument("--class-dim", type=int, default=-1)
+    ap.add_argument("--stats", action="store_true",
+                    help="write statistics (stats.safetensors) instead of rows")
+    ap.add_argument("--config", help="--stats: the bitplan config to fit activation grids for")
+    ap.add_argument("--bitplan", default="bitplan", help="--stats: the bitplan binary")
+    ap.add_argument("--range-rows", type=int, default=2048,
+                    help="--stats: rows per input the activation grids are fitted on")
+    ap.add_argument("--range-batches", type=int, default=0,
+                    help="--stats: batches the range rows come from (0: all)")
+    ap.add_argument("--include", action="append", metavar="GLOB",
+                    help="only the layers matching (repeatable)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args()
+    if args.range_rows < 1:
+        raise SystemExit(f"capture: --range-rows: expected at least 1, got {args.range_rows}")
+    if args.config and not args.stats:
+        raise SystemExit("capture: --config is for --stats")
+    if args.config and not os.path.isfile(args.config):
+        raise SystemExit(f"capture: --config {args.config}: no such file")
     if args.fisher is not None and args.fisher < 1:
         raise SystemExit(f"capture: --fisher K: expected a rank >= 1, got {args.fisher}")
     if args.draws < 1:
         raise SystemExit(f"capture: --draws: expected at least 1, got {args.draws}")
     model, loader, loss_fn = load_spec(args.spec)
+    if args.include:
+        keep = {n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and
+                any(fnmatch.fnmatchcase(n, g) for g in args.include)}
+        if not keep:
+            raise SystemExit(f"capture: --include {' '.join(args.include)} matches no layer")
+    else:
+        keep = None
+    if args.stats:
+        return main_stats(args, model, loader, loss_fn, keep)
     calib, cmeta, rse, samples = capture(
         model, loader, loss_fn, rows=args.rows, seed=args.seed, batches=args.batches,
         half=args.half, fisher=args.fisher, fisher_full=args.fisher_full, grad2=args.grad2,

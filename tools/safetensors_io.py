@@ -21,20 +21,18 @@ _NUMPY = {v: k for k, v in _DTYPES.items()}
 
 
 def save_file(path, tensors, metadata=None):
-    """Write tensors (an ordered dict name -> ndarray) atomically."""
+    """Write tensors (an ordered dict name -> ndarray) atomically, streaming
+    each array to the file (no second copy of the data in memory)."""
     header = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    blobs, offset = [], 0
+    offset = 0
     for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
         if array.dtype not in _DTYPES:
             raise ValueError(f"{name}: dtype {array.dtype} is not supported")
-        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         header[name] = {"dtype": _DTYPES[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     directory = os.path.dirname(os.path.abspath(path))
@@ -43,8 +41,10 @@ def save_file(path, tensors, metadata=None):
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(text)))
             f.write(text)
-            for blob in blobs:
-                f.write(blob)
+            for array in tensors.values():
+                a = np.ascontiguousarray(array)
+                a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+                f.write(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)

@@ -190,17 +190,6 @@ const char *bp_ggml_type(int bits)
 
 /* ---- writers -------------------------------------------------------------- */
 
-static void json_str(FILE *fp, const char *s)
-{
-    fputc('"', fp);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fputc('\\', fp);
-        fputc(*s, fp);
-    }
-    fputc('"', fp);
-}
-
 /* "^escaped$" */
 static void anchored(const char *name, char *out, size_t cap)
 {
@@ -255,7 +244,7 @@ static void write_gptqmodel(FILE *fp, const bp_export_plan *p)
         anchored(l->name, pat, sizeof pat);
         snprintf(key, sizeof key, "%s:%s", l->wbits >= 16 ? "-" : "+", pat);
         fprintf(fp, "%s\n    ", i ? "," : "");
-        json_str(fp, key);
+        bp_json_string(fp, key);
         if (l->wbits >= 16)
             fprintf(fp, ": {}");
         else
@@ -271,7 +260,7 @@ static void write_autoround(FILE *fp, const bp_export_plan *p)
     for (size_t i = 0; i < p->n; i++) {
         const bp_export_layer *l = &p->layers[i];
         fprintf(fp, "%s\n  ", i ? "," : "");
-        json_str(fp, l->name);
+        bp_json_string(fp, l->name);
         fprintf(fp, ": {\"bits\": %d, \"group_size\": %ld, \"sym\": %s, \"act_bits\": %d}",
                 l->wbits, group_of(l), l->symmetric ? "true" : "false", l->abits);
     }
@@ -283,13 +272,13 @@ static void write_hawq(FILE *fp, const bp_export_plan *p)
     fprintf(fp, "{\n  \"bit_config\": {");
     for (size_t i = 0; i < p->n; i++) {
         fprintf(fp, "%s\n    ", i ? "," : "");
-        json_str(fp, p->layers[i].name);
+        bp_json_string(fp, p->layers[i].name);
         fprintf(fp, ": %d", p->layers[i].wbits);
     }
     fprintf(fp, "\n  },\n  \"calibtip\": {");
     for (size_t i = 0; i < p->n; i++) {
         fprintf(fp, "%s\n    ", i ? "," : "");
-        json_str(fp, p->layers[i].name);
+        bp_json_string(fp, p->layers[i].name);
         fprintf(fp, ": [%d, %d]", p->layers[i].wbits, p->layers[i].abits);
     }
     fprintf(fp, "\n  }\n}\n");

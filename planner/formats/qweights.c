@@ -203,16 +203,18 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
     if (wq < 0)
         return bp_fail(err, "layer '%s': quantizer '%s' is not one bitplan can apply",
                        pl->name, pl->quantizer);
-    double t = bp_now();
-    if (bp_model_load_layer(m, idx, &ll, err) < 0)
-        return -1;
-    double t_load = bp_now() - t;
-    bp_profile_add(BP_STAGE_LOAD, t_load);
-    *spent += t_load;
     bp_sens_spec spec;
     bp_sens_spec_from_config(cfg, &spec);
     spec.quantizer = (bp_wquantizer)wq;
     spec.acts = bp_config_acts_for_quantizer(cfg, pl->name, spec.quantizer);
+    spec.abits = &pl->abits, spec.n_abits = 1;    /* statistics: this width's grid only */
+    bp_stats_grid sg[1];
+    double t = bp_now();
+    if (bp_model_load_layer_acts(m, idx, &spec.acts, 1, &pl->abits, 1, &ll, sg, err) < 0)
+        return -1;
+    double t_load = bp_now() - t;
+    bp_profile_add(BP_STAGE_LOAD, t_load);
+    *spent += t_load;
     bp_qspec g = bp_sens_weight_grid(&spec, spec.quantizer);
     g.bits = pl->wbits;
     size_t nel = (size_t)(l->out * l->in), G = (size_t)n_groups(&g, l->in);

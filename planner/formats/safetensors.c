@@ -668,22 +668,29 @@ int bp_st_read_f32(const bp_safetensors *st, const bp_st_tensor *t, float *out,
                      st->path ? st->path : "safetensors", t->name, err);
 }
 
-/* ---- writing ------------------------------------------------------------- */
-
-static void st_json_string(FILE *fp, const char *s)
+int bp_st_read_f64(const bp_safetensors *st, const bp_st_tensor *t, double *out,
+                   bp_error *err)
 {
-    fputc('"', fp);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(fp, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(fp, "\\u%04x", c);
-        else
-            fputc(c, fp);
+    const unsigned char *src = st->map + st->data_start + t->begin;
+    const char *label = st->path ? st->path : "safetensors";
+    int64_t n = bp_st_numel(t);
+    if (t->dtype != BP_DT_F64) {
+        float *f = bp_malloc((size_t)(n ? n : 1) * sizeof *f, err);
+        int rc = f ? bp_st_read_f32(st, t, f, err) : -1;
+        for (int64_t i = 0; rc == 0 && i < n; i++)
+            out[i] = f[i];
+        free(f);
+        return rc;
     }
-    fputc('"', fp);
+    memcpy(out, src, (size_t)n * sizeof *out);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(out[i]))
+            return bp_fail(err, "%s: tensor '%s': element %lld is %s (expected finite values)",
+                           label, t->name, (long long)i, isnan(out[i]) ? "NaN" : "infinite");
+    return 0;
 }
+
+/* ---- writing ------------------------------------------------------------- */
 
 /* The header JSON (unpadded) into a memory stream. */
 static char *st_header_json(const bp_st_entry *e, size_t n, const bp_st_meta *meta,
@@ -700,16 +707,16 @@ static char *st_header_json(const bp_st_entry *e, size_t n, const bp_st_meta *me
         for (size_t i = 0; i < n_meta; i++) {
             if (i)
                 fputc(',', fp);
-            st_json_string(fp, meta[i].key);
+            bp_json_string(fp, meta[i].key);
             fputc(':', fp);
-            st_json_string(fp, meta[i].value);
+            bp_json_string(fp, meta[i].value);
         }
         fputc('}', fp);
     }
     for (size_t i = 0; i < n; i++) {
         if (i || n_meta)
             fputc(',', fp);
-        st_json_string(fp, e[i].name);
+        bp_json_string(fp, e[i].name);
         fprintf(fp, ":{\"dtype\":\"%s\",\"shape\":[", bp_dtype_name(e[i].dtype));
         for (int d = 0; d < e[i].rank; d++)
             fprintf(fp, "%s%lld", d ? "," : "", (long long)e[i].shape[d]);

@@ -75,6 +75,9 @@ int64_t bp_st_numel(const bp_st_tensor *t);
  * Other dtypes, and NaN or Inf values, are errors naming the tensor. */
 int bp_st_read_f32(const bp_safetensors *st, const bp_st_tensor *t,
                    float *out, bp_error *err);
+/* The same into doubles, from F64 (exactly) or any of the float types. */
+int bp_st_read_f64(const bp_safetensors *st, const bp_st_tensor *t,
+                   double *out, bp_error *err);
 
 /* Convert n little-endian F32/F16/BF16 values at src to float32; other
  * dtypes and NaN/Inf are errors naming label and the tensor. */

@@ -1,0 +1,87 @@
+#!/bin/bash
+# Calibration statistics (tools/capture.py --stats) on the tiny PyTorch model:
+# on the same tokens the sensitivity table from statistics equals the one
+# from rows (every metric, rtn / gptq / erq, float and 4- and 8-bit
+# activations, per-tensor and power-of-two-factor grids) within 1e-9
+# relative; plans and quantized weights come from statistics; what statistics
+# cannot express is a clear error before any work.
+source "$SRC/tests/lib.sh"
+
+needs_torch "statistics test"
+export PYTHONPATH="$SRC/tests:$SRC/tools"
+mkdir -p rows st
+cat >rows.yaml <<'YAML'
+model: {weights: rows/weights.safetensors, calibration: rows/calib.safetensors}
+candidates: {wbits: [3, 4, 8], abits: [4, 8, 16]}
+weights: {quantizer: [rtn, gptq, erq], gptq: {precision: double}, cross_fit: false}
+activations:
+  range: mse
+  per_layer: [{pattern: "head", quantizer: ptf}]
+precision: double
+metric: relative
+budget: {avg_bits: 5}
+output: {dir: out_rows, weights: q.safetensors}
+YAML
+sed -e 's#rows/weights#st/weights#; s#rows/calib.safetensors#st/stats.safetensors#' \
+    -e 's#out_rows#out_st#' rows.yaml >st.yaml
+# every token kept as rows (4 batches x 16 images; at most 1,024 patches per layer)
+check "rows capture" $PY "$SRC/tools/capture.py" capture_fixture:build --out rows --rows 100000 --grad2 -q
+check "stats capture" $PY "$SRC/tools/capture.py" capture_fixture:build --out st --stats \
+    --config st.yaml --bitplan "$BITPLAN" --range-rows 100000 --grad2 -q
+check "sensitivity from rows" "$BITPLAN" sensitivity rows.yaml -q
+check "sensitivity from statistics" "$BITPLAN" sensitivity st.yaml -q
+$PY - <<'PYEOF' && ok || bad "statistics table equals the rows table within 1e-9"
+import csv, math
+def rows(p):
+    with open(p) as f:
+        return list(csv.DictReader(f))
+a, b = rows("out_rows/sensitivity.csv"), rows("out_st/sensitivity.csv")
+assert len(a) == len(b) and len(a) > 0, (len(a), len(b))
+worst, n = 0.0, 0
+for x, y in zip(a, b):
+    assert (x["layer"], x["wbits"], x["abits"], x["quantizer"]) == \
+           (y["layer"], y["wbits"], y["abits"], y["quantizer"])
+    for k in x:
+        if k in ("layer", "wbits", "abits", "quantizer") or x[k] in ("", "nan"):
+            assert y[k] == x[k], (k, x[k], y[k])
+            continue
+        u, v = float(x[k]), float(y[k])
+        if max(abs(u), abs(v)) > 0:
+            worst = max(worst, abs(u - v) / max(abs(u), abs(v)))
+        n += 1
+print(f"statistics vs rows: {len(a)} candidates, {n} values, max relative difference {worst:.2e}")
+assert worst <= 1e-9, worst
+PYEOF
+check "plan and weights from statistics" "$BITPLAN" run st.yaml -q
+check "quantized weights written" test -s out_st/q.safetensors
+# q/k/v-style sharing: the fixture's layers read different tensors, so one set each
+$PY - <<'PYEOF' && ok || bad "statistics file layout"
+from safetensors_io import load_file
+t, m = load_file("st/stats.safetensors")
+assert m["format"] == "bitplan-stats"
+for n in ("conv", "dw", "head"):
+    assert m[n + ".stats"] == n
+    assert t[n + ".count"].dtype.name == "float64" and t[n + ".xtx"].dtype.name == "float64"
+assert t["dw.xtx"].shape == (8, 9, 9), t["dw.xtx"].shape        # per group of a grouped conv
+assert t["head.xtx"].shape == (128, 128)
+assert m["head.grid0"].startswith("ptf ") and t["head.grid0.scale"].shape == (128,)
+assert "head.grad2" in t
+PYEOF
+
+# what statistics cannot express, or do not hold, fails before any work
+sed -e 's#range: mse#range: mse\n  granularity: per_token#' -e 's#out_st#out_tok#' \
+    -e '/per_layer/d' st.yaml >tok.yaml
+expect_fail 1 "cannot be expressed as statistics" "$BITPLAN" sensitivity tok.yaml -q
+sed -e 's#range: mse#range: minmax#' -e 's#out_st#out_mm#' st.yaml >mm.yaml
+expect_fail 1 "captured for other activation settings" "$BITPLAN" sensitivity mm.yaml -q
+sed -e 's#cross_fit: false#cross_fit: true#' -e 's#out_st#out_xf#' st.yaml >xf.yaml
+expect_fail 1 "cross_fit: on needs calibration rows" "$BITPLAN" sensitivity xf.yaml -q
+check "no table from a failed run" test ! -e out_tok/sensitivity.csv -a ! -e out_mm/sensitivity.csv
+# without --config: float activations only
+check "stats capture without a config" $PY "$SRC/tools/capture.py" capture_fixture:build \
+    --out st16 --stats -q
+sed -e 's#st/#st16/#g; s#abits: \[4, 8, 16\]#abits: [16]#; s#out_st#out_16#' st.yaml >s16.yaml
+check "float-activation plan from grid-less statistics" "$BITPLAN" run s16.yaml -q
+sed -e 's#st/#st16/#g; s#out_st#out_16b#' st.yaml >s16b.yaml
+expect_fail 1 "the set has no grids at all" "$BITPLAN" sensitivity s16b.yaml -q
+finish

@@ -1,0 +1,237 @@
+"""Calibration statistics instead of rows (tools/capture.py --stats).
+
+Everything bitplan computes from a layer's calibration rows X (n x in) is a
+function of a few sums over the rows, accumulated here in float64 over any
+number of tokens:
+  S.count [1]                  n, the rows summed
+  S.xtx   [in, in]             X^T X           ([groups, in, in] for grouped convs)
+  S.xsum  [in]                 the column sums ([groups, in])
+  S.range [r, in * groups]     a subset of the rows (F32), which activation grids
+                               are fitted on
+and for every static activation grid k some layer reading S asks for:
+  S.grid<k>.scale / .zero [m]  the grid (F32; m = 1, or in * groups for ptf)
+  S.grid<k>.qtq / .qtx         Xbar^T Xbar and Xbar^T X, Xbar = the rows on that grid
+  S.grid<k>.qsum               Xbar's column sums
+  metadata S.grid<k> = "<uniform|ptf|log2> <bits>"
+S is the first layer reading the tensor; layers that read the same tensor
+(q/k/v, gate/up) share one set, named by metadata NAME.stats = S.
+
+Two passes over the loader: the first keeps up to `range_rows` rows per
+shared input (from the first `range_batches` batches, 0: all); bitplan then
+fits the config's activation grids on them (`bitplan grids`), exactly as it
+would on rows; the second pass accumulates the sums under those grids.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from progress import Progress
+from safetensors_io import save_file
+
+
+def conv_key(mod):
+    if isinstance(mod, nn.Conv2d):
+        return ("conv", mod.kernel_size, mod.stride, mod.padding, mod.dilation)
+    return ("linear",)
+
+
+class Sharing:
+    """Which layers read the same tensor: found on the first batch (object
+    identity of the forward input and the same unfolding), checked on every
+    later batch."""
+
+    def __init__(self):
+        self.group = {}          # layer -> set name (its first reader)
+        self.batch = []          # this batch: (tensor, key, set name)
+        self.first = True
+
+    def see(self, name, mod, x):
+        key = conv_key(mod)
+        found = next((s for t, k, s in self.batch if t is x and k == key), None)
+        if self.first:
+            self.group[name] = found or name
+        elif self.group.get(name) != (found or name):
+            raise SystemExit(f"capture: layer '{name}' shares its input differently from the "
+                             "first batch; --stats needs the same sharing in every batch")
+        if found is None:
+            self.batch.append((x, key, name))
+        return found is None     # the set's first reader: accumulate
+
+    def end_batch(self):
+        self.batch = []
+        self.first = False
+
+
+def group_blocks(rows, groups):
+    """rows (n x in*g) -> [g, n, in] float64."""
+    n, w = rows.shape
+    return rows.double().reshape(n, groups, w // groups).permute(1, 0, 2)
+
+
+def apply_grid(x, g):
+    """x on grid g exactly as bitplan quantizes it (sensitivity/quant.c)."""
+    bits = int(g["bits"])
+    maxq = float((1 << bits) - 1)
+    s = torch.tensor(np.asarray(g["scale"], dtype=np.float32))
+    z = torch.tensor(np.asarray(g["zero"], dtype=np.float32))
+    if g["kind"] == "log2":
+        m = float(s[0])
+        if m <= 0.0:
+            return torch.zeros_like(x)
+        q = torch.where(x > 0, torch.round(-torch.log2(x.double() / m)),
+                        torch.tensor(maxq, dtype=torch.float64))
+        q = q.clamp(0.0, maxq)
+        return (m * torch.exp2(-q)).float()
+    q = torch.round(x / s) + z
+    q = torch.where(q > 0, q, torch.zeros((), dtype=q.dtype))
+    q = torch.where(q < maxq, q, torch.full((), maxq, dtype=q.dtype))
+    return s * (q - z)
+
+
+class SetStats:
+    def __init__(self, width, groups, grids):
+        d = width // groups
+        self.groups, self.n = groups, 0
+        self.xtx = np.zeros((groups, d, d))
+        self.xsum = np.zeros((groups, d))
+        self.grids = grids
+        self.q = [(np.zeros((groups, d, d)), np.zeros((groups, d, d)), np.zeros((groups, d)))
+                  for _ in grids]
+
+    def add(self, rows):
+        xb = group_blocks(rows, self.groups)
+        self.n += rows.shape[0]
+        self.xtx += torch.bmm(xb.transpose(1, 2), xb).numpy()
+        self.xsum += xb.sum(1).numpy()
+        for (qtq, qtx, qsum), g in zip(self.q, self.grids):
+            qb = group_blocks(apply_grid(rows, g), self.groups)
+            qt = qb.transpose(1, 2)
+            qtq += torch.bmm(qt, qb).numpy()
+            qtx += torch.bmm(qt, xb).numpy()
+            qsum += qb.sum(1).numpy()
+
+    def tensors(self, S, squeeze):
+        f = (lambda a: a[0]) if squeeze else (lambda a: a)
+        t = {S + ".count": np.array([float(self.n)]), S + ".xtx": f(self.xtx),
+             S + ".xsum": f(self.xsum)}
+        meta = {}
+        for k, (g, (qtq, qtx, qsum)) in enumerate(zip(self.grids, self.q)):
+            p = f"{S}.grid{k}"
+            meta[p] = f"{g['kind']} {g['bits']}"
+            t[p + ".scale"] = np.asarray(g["scale"], dtype=np.float32)
+            t[p + ".zero"] = np.asarray(g["zero"], dtype=np.float32)
+            t[p + ".qtq"], t[p + ".qtx"], t[p + ".qsum"] = f(qtq), f(qtx), f(qsum)
+        return t, meta
+
+
+def run_pass(model, loader, layers, batches, on_rows, sharing, label, quiet):
+    hooks = []
+    for name, mod in layers.items():
+        def fwd(m, inp, out, name=name):
+            x = inp[0].detach()
+            if sharing.see(name, m, x):
+                on_rows(name, m, x)
+        hooks.append(mod.register_forward_hook(fwd))
+    try:
+        total = len(loader) if not batches else min(batches, len(loader))
+    except TypeError:
+        total = batches or 0
+    prog = Progress(label, total or 1, quiet, "batches")
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if batches and i >= batches:
+                    break
+                prog(i)
+                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                sharing.end_batch()
+    finally:
+        prog.close()
+        for h in hooks:
+            h.remove()
+
+
+def fit_grids(bitplan, config, weights_path, range_tensors, out_dir):
+    """bitplan grids CONFIG on the range rows: {layer: [grid, ...]}."""
+    fd, rpath = tempfile.mkstemp(dir=out_dir, prefix=".range.", suffix=".safetensors")
+    os.close(fd)
+    gpath = rpath + ".json"
+    try:
+        save_file(rpath, range_tensors, {"format": "pt"})
+        cmd = [bitplan, "grids", config, "--calibration", rpath, "-o", gpath, "-q"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"capture: {' '.join(cmd)} failed:\n{r.stderr.strip()}")
+        with open(gpath) as f:
+            got = json.load(f)
+    finally:
+        for p in (rpath, gpath):
+            if os.path.exists(p):
+                os.unlink(p)
+    return {e["layer"]: e["grids"] for e in got["layers"]}
+
+
+def capture_stats(model, loader, layers, layer_rows, out_dir, weights_path, config=None,
+                  bitplan="bitplan", range_rows=2048, range_batches=0, batches=0, seed=0,
+                  quiet=True):
+    """The statistics file's (tensors, metadata); out_dir holds the
+    temporaries of the grid fit, weights_path the captured weights the
+    config names."""
+    rng = np.random.RandomState(seed)
+    kept, sharing = {}, Sharing()
+
+    def keep(name, mod, x):
+        r = layer_rows(mod, x).float().numpy()
+        a = np.concatenate([kept[name], r]) if name in kept else r
+        if len(a) > 4 * range_rows:
+            a = a[np.sort(rng.permutation(len(a))[:4 * range_rows])]
+        kept[name] = a
+
+    run_pass(model, loader, layers, range_batches or batches, keep, sharing,
+             "capture --stats: ranges", quiet)
+    group = dict(sharing.group)
+    for S in kept:
+        if len(kept[S]) > range_rows:
+            kept[S] = kept[S][np.sort(rng.permutation(len(kept[S]))[:range_rows])]
+    grids = {}
+    if config:
+        rows_of = {n: kept[group[n]] for n in layers if group[n] in kept}
+        got = fit_grids(bitplan, config, weights_path,
+                        {n + ".input": rows_of[n] for n in rows_of}, out_dir)
+        for n, gl in got.items():           # each set: the distinct grids of its readers
+            S = group.get(n, n)
+            have = grids.setdefault(S, [])
+            for g in gl:
+                if not any(h["kind"] == g["kind"] and h["bits"] == g["bits"] and
+                           h["scale"] == g["scale"] and h["zero"] == g["zero"] for h in have):
+                    have.append(g)
+    stats = {}
+
+    def accumulate(name, mod, x):
+        r = layer_rows(mod, x).float()
+        if name not in stats:
+            groups = mod.groups if isinstance(mod, nn.Conv2d) else 1
+            stats[name] = SetStats(r.shape[1], groups, grids.get(name, []))
+        stats[name].add(r)
+
+    sharing2 = Sharing()
+    run_pass(model, loader, layers, batches, accumulate, sharing2, "capture --stats: sums", quiet)
+    if sharing2.group != group:
+        raise SystemExit("capture: the layers shared their inputs differently in the two passes")
+    tensors, meta = {}, {"format": "bitplan-stats", "rows_summed": "per set: S.count"}
+    for S, st in stats.items():
+        t, m = st.tensors(S, squeeze=st.groups == 1)
+        tensors.update(t)
+        tensors[S + ".range"] = kept[S].astype(np.float32)
+        meta.update(m)
+    for n in layers:
+        if group.get(n) in stats:
+            meta[n + ".stats"] = group[n]
+    return tensors, meta
