@@ -21,6 +21,7 @@ shared input (from the first `range_batches` batches, 0: all); bitplan then
 fits the config's activation grids on them (`bitplan grids`), exactly as it
 would on rows; the second pass accumulates the sums under those grids.
 """
+import ctypes
 import json
 import os
 import subprocess
@@ -68,10 +69,60 @@ class Sharing:
         self.first = False
 
 
-def group_blocks(rows, groups):
-    """rows (n x in*g) -> [g, n, in] float64."""
-    n, w = rows.shape
-    return rows.double().reshape(n, groups, w // groups).permute(1, 0, 2)
+def _cblas():
+    """OpenBLAS's CBLAS (dsyrk forms a symmetric product in half the flops of
+    a matrix product), or None: then NumPy's matrix products."""
+    for name in ("libopenblas.so.0", "libblas.so.3"):
+        try:
+            lib = ctypes.CDLL(name)
+            lib.cblas_dsyrk, lib.cblas_dgemm
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+_BLAS = _cblas()
+_ROW, _UPPER, _NOTRANS, _TRANS = 101, 121, 111, 112
+
+
+def _ptr(a):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def add_ata(C, A):
+    """C += A^T A, float64 (C's upper triangle only with CBLAS: symmetrize at the end)."""
+    n, d = A.shape
+    if _BLAS is None:
+        C += A.T @ A
+        return
+    _BLAS.cblas_dsyrk(_ROW, _UPPER, _TRANS, d, n, ctypes.c_double(1.0), _ptr(A), d,
+                      ctypes.c_double(1.0), _ptr(C), d)
+
+
+def add_atb(C, A, B):
+    """C += A^T B, float64."""
+    n, d = A.shape
+    if _BLAS is None:
+        C += A.T @ B
+        return
+    _BLAS.cblas_dgemm(_ROW, _TRANS, _NOTRANS, d, B.shape[1], n, ctypes.c_double(1.0), _ptr(A),
+                      d, _ptr(B), B.shape[1], ctypes.c_double(1.0), _ptr(C), B.shape[1])
+
+
+def symmetrize(C):
+    """Lower triangle from the upper one (after add_ata with CBLAS)."""
+    if _BLAS is not None:
+        iu = np.tril_indices(C.shape[0], -1)
+        C[iu] = C.T[iu]
+
+
+def blocks(rows, groups):
+    """rows (n x in*g, torch float32) -> g contiguous float64 [n, in] blocks."""
+    a = rows.numpy()
+    d = a.shape[1] // groups
+    return [np.ascontiguousarray(a[:, j * d:(j + 1) * d], dtype=np.float64)
+            for j in range(groups)]
 
 
 def apply_grid(x, g):
@@ -105,16 +156,22 @@ class SetStats:
                   for _ in grids]
 
     def add(self, rows):
-        xb = group_blocks(rows, self.groups)
+        xb = blocks(rows, self.groups)
         self.n += rows.shape[0]
-        self.xtx += torch.bmm(xb.transpose(1, 2), xb).numpy()
-        self.xsum += xb.sum(1).numpy()
+        for j, x in enumerate(xb):
+            add_ata(self.xtx[j], x)
+            self.xsum[j] += x.sum(0)
         for (qtq, qtx, qsum), g in zip(self.q, self.grids):
-            qb = group_blocks(apply_grid(rows, g), self.groups)
-            qt = qb.transpose(1, 2)
-            qtq += torch.bmm(qt, qb).numpy()
-            qtx += torch.bmm(qt, xb).numpy()
-            qsum += qb.sum(1).numpy()
+            for j, q in enumerate(blocks(apply_grid(rows, g), self.groups)):
+                add_ata(qtq[j], q)
+                add_atb(qtx[j], q, xb[j])
+                qsum[j] += q.sum(0)
+
+    def finish(self):
+        for j in range(self.groups):
+            symmetrize(self.xtx[j])
+            for qtq, _, _ in self.q:
+                symmetrize(qtq[j])
 
     def tensors(self, S, squeeze):
         f = (lambda a: a[0]) if squeeze else (lambda a: a)
@@ -227,6 +284,7 @@ def capture_stats(model, loader, layers, layer_rows, out_dir, weights_path, conf
         raise SystemExit("capture: the layers shared their inputs differently in the two passes")
     tensors, meta = {}, {"format": "bitplan-stats", "rows_summed": "per set: S.count"}
     for S, st in stats.items():
+        st.finish()
         t, m = st.tensors(S, squeeze=st.groups == 1)
         tensors.update(t)
         tensors[S + ".range"] = kept[S].astype(np.float32)
