@@ -28,3 +28,22 @@ def build():
 def top1_errors(outputs, batch):
     """A user metric for tools/evaluate_plan.py --metric: (wrong, count)."""
     return (outputs.argmax(1) != batch[1]).sum().item(), len(batch[1])
+
+
+class Shared(nn.Module):
+    """q/k/v-style sharing: two layers read the same tensor, a third its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(12, 6)
+        self.k = nn.Linear(12, 6)
+        self.o = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.o(torch.tanh(self.q(x) * self.k(x)))
+
+
+def build_shared():
+    torch.manual_seed(2)
+    g = torch.Generator().manual_seed(3)
+    return Shared(), [torch.randn(5, 7, 12, generator=g) for _ in range(3)]

@@ -54,7 +54,7 @@ assert worst <= 1e-9, worst
 PYEOF
 check "plan and weights from statistics" "$BITPLAN" run st.yaml -q
 check "quantized weights written" test -s out_st/q.safetensors
-# q/k/v-style sharing: the fixture's layers read different tensors, so one set each
+# the fixture's layers read different tensors: one set each
 $PY - <<'PYEOF' && ok || bad "statistics file layout"
 from safetensors_io import load_file
 t, m = load_file("st/stats.safetensors")
@@ -66,6 +66,32 @@ assert t["dw.xtx"].shape == (8, 9, 9), t["dw.xtx"].shape        # per group of a
 assert t["head.xtx"].shape == (128, 128)
 assert m["head.grid0"].startswith("ptf ") and t["head.grid0.scale"].shape == (128,)
 assert "head.grad2" in t
+PYEOF
+
+# layers reading the same tensor (q/k/v, gate/up) share one set, and their
+# tables still equal the rows tables
+for k in rows st; do
+    sed -e "s#rows/#sh$k/#g; s#st/#sh$k/#g; s#out_$k#out_sh$k#; /per_layer/d" $k.yaml >sh$k.yaml
+done
+check "shared rows capture" $PY "$SRC/tools/capture.py" capture_fixture:build_shared --out shrows --rows 100000 -q
+check "shared stats capture" $PY "$SRC/tools/capture.py" capture_fixture:build_shared --out shst --stats \
+    --config shst.yaml --bitplan "$BITPLAN" --range-rows 100000 -q
+check "shared sensitivity from rows" "$BITPLAN" sensitivity shrows.yaml -q
+check "shared sensitivity from statistics" "$BITPLAN" sensitivity shst.yaml -q
+$PY - <<'PYEOF' && ok || bad "shared statistics: one set for q and k, same table as rows"
+import csv
+from safetensors_io import load_file
+t, m = load_file("shst/stats.safetensors")
+assert m["q.stats"] == "q" and m["k.stats"] == "q" and m["o.stats"] == "o", m
+assert "k.xtx" not in t and t["q.count"][0] == 3 * 5 * 7
+a = list(csv.reader(open("out_shrows/sensitivity.csv")))
+b = list(csv.reader(open("out_shst/sensitivity.csv")))
+assert len(a) == len(b) > 1
+for x, y in zip(a[1:], b[1:]):
+    assert x[:4] == y[:4]
+    for u, v in zip(x[4:], y[4:]):
+        if u not in ("", "nan"):
+            assert abs(float(u) - float(v)) <= 1e-9 * max(abs(float(u)), abs(float(v)), 1e-300)
 PYEOF
 
 # what statistics cannot express, or do not hold, fails before any work

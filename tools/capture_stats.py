@@ -191,9 +191,8 @@ def run_pass(model, loader, layers, batches, on_rows, sharing, label, quiet):
     hooks = []
     for name, mod in layers.items():
         def fwd(m, inp, out, name=name):
-            x = inp[0].detach()
-            if sharing.see(name, m, x):
-                on_rows(name, m, x)
+            if sharing.see(name, m, inp[0]):     # the tensor object itself: shared or not
+                on_rows(name, m, inp[0].detach())
         hooks.append(mod.register_forward_hook(fwd))
     try:
         total = len(loader) if not batches else min(batches, len(loader))
