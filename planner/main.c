@@ -18,6 +18,7 @@
 #include "model.h"
 #include "pipeline.h"
 #include "formats/qweights.h"
+#include "distrib.h"
 #include "sweep.h"
 
 static const char usage_text[] =
@@ -1048,6 +1049,25 @@ static int cmd_grids(cli *c)
     return rc < 0 ? die(&err) : 0;
 }
 
+/* Ranks above 0 of mpirun: the same command line, only the measurement. */
+static int worker_main(cli *c)
+{
+    bp_config cfg;
+    bp_error err;
+    int has_config = c->arg && !c->table &&
+                     (!strcmp(c->command, "run") || !strcmp(c->command, "sensitivity") ||
+                      !strcmp(c->command, "solve") || !strcmp(c->command, "sweep") ||
+                      !strcmp(c->command, "candidates") || !strcmp(c->command, "quantize"));
+    int loaded = has_config && load_config(c, &cfg, &err) == 0;
+    if (!has_config)
+        bp_fail(&err, "command '%s' has no sensitivity stage", c->command);
+    bp_sens_worker(loaded ? &cfg : NULL, &err);
+    if (loaded)
+        bp_config_free(&cfg);
+    bp_dist_finalize();
+    return 0;
+}
+
 static int dispatch(cli *c)
 {
     if (!strcmp(c->command, "grids"))
@@ -1083,16 +1103,35 @@ int main(int argc, char **argv)
     if (!strcmp(c.command, "help") || !strcmp(c.command, "--help") || !strcmp(c.command, "-h"))
         return fputs(usage_text, stdout), 0;
     if (!strcmp(c.command, "--version") || !strcmp(c.command, "version"))
+#ifdef BITPLAN_MPI
+        return printf("bitplan %s (mpi)\n", BP_VERSION), 0;
+#else
         return printf("bitplan %s\n", BP_VERSION), 0;
+#endif
     /* Layers are measured one after another with the same large buffers: keep
      * freed memory in the heap instead of returning it to the kernel, so the
      * next layer reuses it without page faults. */
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    if (bp_dist_init(&argc, &argv) < 0)
+        return fputs("bitplan: error: MPI_Init failed\n", stderr), 1;
     int rc = parse_args(&c, argc - 1, argv + 1);
-    if (rc)
+    if (rc) {
+        bp_dist_abort(rc);
         return rc;
+    }
+    if (bp_dist_rank() > 0)          /* a worker: measure what rank 0 deals */
+        return worker_main(&c);
     rc = dispatch(&c);
+    if (bp_dist_size() > 1) {        /* failed: end every rank; done: release them */
+        fflush(stdout);
+        fflush(stderr);
+        if (rc)
+            bp_dist_abort(rc);
+        for (int r = 1; r < bp_dist_size(); r++)
+            bp_dist_send(r, BP_MSG_STOP, "", 0, 1);
+    }
+    bp_dist_finalize();
     const char *prof = getenv("BITPLAN_PROFILE");
     if (prof && *prof && strcmp(prof, "0") != 0)
         bp_profile_report(stderr);

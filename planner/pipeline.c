@@ -9,10 +9,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/bp_file.h"
 #include "../sensitivity/sensitivity.h"
+#include "distrib.h"
 #include "filehash.h"
 #include "model.h"
 #include "sha256.h"
@@ -420,26 +422,38 @@ typedef struct journal {
     char *path;
 } journal;
 
-/* Layers already measured under this key (their rows into t); 0 if none. */
-static size_t journal_resume(const char *path, const char *key, bp_table *t)
+/* Layers already measured under this key: their rows into t, done[i] set
+ * for each (in any order: a distributed run completes layers out of
+ * order); returns how many.  Rows after the last marker are incomplete. */
+static size_t journal_resume(const char *path, const char *key, const bp_model *m,
+                             unsigned char *done, bp_table *t, long *keep)
 {
     char *text = NULL, want[80];
-    size_t n, done = 0;
+    size_t n, count = 0;
     bp_error err;
+    *keep = 0;
     if (bp_read_file(path, &text, &n, &err) < 0)
         return 0;
     snprintf(want, sizeof want, "key %s\n", key);
     char *csv = strncmp(text, want, strlen(want)) == 0 ? text + strlen(want) : NULL;
     char *last = NULL;
-    for (char *p = csv ? strstr(csv, "\n#done ") : NULL; p; p = strstr(p + 1, "\n#done ")) {
+    for (char *p = csv ? strstr(csv, "\n#done ") : NULL; p; p = strstr(p + 1, "\n#done "))
         last = p;
-        done = (size_t)strtoul(p + 7, NULL, 10) + 1;
-    }
     if (last) {
-        *last = '\0';                   /* rows of the complete layers only */
+        char *eol = strchr(last + 1, '\n');
+        *keep = eol ? (long)(eol + 1 - text) : (long)n;   /* the journal to append to */
+        unsigned long li = strtoul(last + 7, NULL, 10);
+        if (li < m->n_layers && !done[li])
+            done[li] = 1, count++;
+        last[1] = '\0';                 /* rows of the complete layers only */
         char *q = csv;
-        for (char *r = csv; *r; r++)     /* drop the marker lines */
+        for (char *r = csv; *r; r++)     /* drop the marker lines, noting their layers */
             if (r[0] == '#' && (r == csv || r[-1] == '\n')) {
+                if (strncmp(r, "#done ", 6) == 0) {
+                    unsigned long i = strtoul(r + 6, NULL, 10);
+                    if (i < m->n_layers && !done[i])
+                        done[i] = 1, count++;
+                }
                 while (*r && *r != '\n')
                     r++;
                 if (!*r)
@@ -451,21 +465,28 @@ static size_t journal_resume(const char *path, const char *key, bp_table *t)
         if (bp_table_parse_csv(t, csv, strlen(csv), path, &err) < 0) {
             bp_table_free(t);
             bp_table_init(t);
-            done = 0;
+            memset(done, 0, m->n_layers);
+            count = 0;
+            *keep = 0;
         }
     }
     free(text);
-    return done;
+    return count;
 }
 
-static int journal_open(journal *j, const char *csv_path, const char *key, size_t resumed,
+/* Open the journal: new, or (keep > 0) truncated after the last complete
+ * layer, so that rows of a layer cut short are not taken for the next. */
+static int journal_open(journal *j, const char *csv_path, const char *key, long keep,
                         bp_error *err)
 {
+    int resumed = keep > 0;
     size_t n = strlen(csv_path) + 9;
     j->path = bp_malloc(n, err);
     if (!j->path)
         return -1;
     snprintf(j->path, n, "%s.partial", csv_path);
+    if (resumed && truncate(j->path, (off_t)keep) != 0)
+        return bp_fail(err, "%s: cannot write: %s", j->path, strerror(errno));
     j->fp = fopen(j->path, resumed ? "a" : "w");
     if (!j->fp)
         return bp_fail(err, "%s: cannot write: %s", j->path, strerror(errno));
@@ -494,6 +515,18 @@ static void journal_close(journal *j, int finished)
     memset(j, 0, sizeof *j);
 }
 
+static const char **sort_names;
+static int cmp_name_idx(const void *a, const void *b)
+{
+    return strcmp(sort_names[*(const size_t *)a], sort_names[*(const size_t *)b]);
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* A fast 64-bit fingerprint of n floats (a multiply-xorshift over their
  * bits): equal inputs give equal fingerprints; equal fingerprints are then
  * confirmed byte by byte. */
@@ -509,93 +542,423 @@ static uint64_t fingerprint(const float *x, size_t n)
     return h;
 }
 
-/* Every layer, every quantizer of the config (rows quantizer-major within
- * a layer), from layer `start` on (earlier ones are in t already). */
-static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
-                       void *ctx, bp_table *t, size_t start, journal *jr, bp_error *err)
-{
+/* What measuring consecutive layers carries from one to the next: the
+ * Grams and GPTQ factors of the last layer's inputs, and how to tell that
+ * the next layer reads the same inputs. */
+typedef struct measurer {
+    const bp_config *cfg;
+    const bp_model *m;
     bp_sens_spec spec;
-    bp_sens_spec_from_config(cfg, &spec);
-    const char *stop = getenv("BITPLAN_INTERRUPT_AFTER");   /* test hook: raise SIGINT */
-    bp_sens_cache cache = {0};       /* Grams and factors of the last layer's inputs */
-    uint64_t seen_fp = 0;            /* their fingerprint, with their shape */
-    int64_t seen_n = -1, seen_w = -1;
-    const char *seen_set = NULL;     /* statistics: the set the last layer read */
-    int rc_all = 0;
+    bp_sens_cache cache;
+    size_t seen_i;                   /* the layer measured last, or (size_t)-1 */
+    uint64_t seen_fp;                /* its inputs' fingerprint, with their shape */
+    int64_t seen_n, seen_w;
+    bp_stats_grid *sg;
+} measurer;
+
+static int measurer_init(measurer *ms, const bp_config *cfg, const bp_model *m, bp_error *err)
+{
+    memset(ms, 0, sizeof *ms);
+    ms->cfg = cfg, ms->m = m, ms->seen_i = (size_t)-1, ms->seen_n = ms->seen_w = -1;
+    bp_sens_spec_from_config(cfg, &ms->spec);
+    ms->sg = bp_malloc(BP_WQ_COUNT * (cfg->n_abits + 1) * sizeof *ms->sg, err);
+    return ms->sg ? 0 : -1;
+}
+
+static void measurer_free(measurer *ms)
+{
+    if (getenv("BITPLAN_PROFILE") && ms->cache.hits)
+        fprintf(stderr, "profile: shared inputs: %zu Grams and GPTQ factors reused\n",
+                ms->cache.hits);
+    bp_sens_cache_free(&ms->cache);
+    free(ms->sg);
+    memset(ms, 0, sizeof *ms);
+}
+
+/* Layer i under every quantizer of the config (rows quantizer-major) into t. */
+static int measure_layer(measurer *ms, size_t i, bp_table *t, bp_error *err)
+{
+    const bp_config *cfg = ms->cfg;
+    const bp_model *m = ms->m;
     bp_qspec acts[BP_WQ_COUNT];
-    bp_stats_grid *sg = bp_malloc(BP_WQ_COUNT * (cfg->n_abits + 1) * sizeof *sg, err);
-    if (!sg)
+    bp_loaded_layer l;
+    const char *hook = getenv("BITPLAN_TEST_FAIL_LAYER");     /* test hooks: a layer that */
+    if (hook && strcmp(hook, m->layers[i].name) == 0)        /* fails, or kills its process */
+        return bp_fail(err, "layer '%s': failing as BITPLAN_TEST_FAIL_LAYER asks", hook);
+    hook = getenv("BITPLAN_TEST_KILL_LAYER");
+    if (hook && strcmp(hook, m->layers[i].name) == 0)
+        raise(SIGKILL);
+    double t_load = bp_now();
+    for (size_t q = 0; q < cfg->n_quantizers; q++)
+        acts[q] = bp_config_acts_for_quantizer(cfg, m->layers[i].name, cfg->quantizers[q]);
+    if (bp_model_load_layer_acts(m, i, acts, cfg->n_quantizers, cfg->abits, cfg->n_abits, &l,
+                                 ms->sg, err) < 0)
         return -1;
-    for (size_t i = start; rc_all == 0 && i < m->n_layers; i++) {
+    /* layers reading the same inputs (q/k/v, gate/up) share their Grams */
+    int64_t w = l.view.in * l.view.groups;
+    uint64_t fp = l.view.X && l.view.n > 0 ? fingerprint(l.view.X, (size_t)(l.view.n * w)) : 0;
+    int same = l.view.X && l.view.n == ms->seen_n && w == ms->seen_w && fp == ms->seen_fp;
+    if (same) {                      /* a likely match: the bytes decide */
+        bp_loaded_layer prev;
+        if (bp_model_load_layer(m, ms->seen_i, &prev, err) < 0) {
+            bp_loaded_layer_free(&l);
+            return -1;
+        }
+        same = prev.view.X && memcmp(prev.view.X, l.view.X,
+                                     (size_t)(l.view.n * w) * sizeof(float)) == 0;
+        bp_loaded_layer_free(&prev);
+    }
+    if (l.view.stats)                /* the same statistics set: the same inputs */
+        same = ms->seen_i != (size_t)-1 && m->layers[ms->seen_i].stats &&
+               strcmp(m->layers[ms->seen_i].stats, m->layers[i].stats) == 0;
+    if (!same)
+        bp_sens_cache_reset(&ms->cache);
+    ms->seen_i = i, ms->seen_fp = fp, ms->seen_n = l.view.X ? l.view.n : -1, ms->seen_w = w;
+    bp_profile_add(BP_STAGE_LOAD, bp_now() - t_load);
+    int rc = 0;
+    for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
+        ms->spec.quantizer = cfg->quantizers[q];
+        ms->spec.acts = acts[q];
+        if (l.view.stats)
+            l.stats.grid = ms->sg + q * cfg->n_abits;
+        if (ms->spec.quantizer == BP_WQ_ERQ && l.view.groups > 1 && cfg->n_quantizers > 1)
+            continue;                /* ERQ has no grouped form; the others cover it */
+        rc = bp_sensitivity_layer_cached(&l.view, &ms->spec, t, &ms->cache, err);
+    }
+    bp_loaded_layer_free(&l);
+    return rc;
+}
+
+/* Every layer not done, in order, journaled one by one. */
+static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
+                       void *ctx, bp_table *t, const unsigned char *done, size_t n_done,
+                       journal *jr, bp_error *err)
+{
+    const char *stop = getenv("BITPLAN_INTERRUPT_AFTER");   /* test hook: raise SIGINT */
+    measurer ms;
+    if (measurer_init(&ms, cfg, m, err) < 0)
+        return -1;
+    int rc = 0;
+    size_t finished = n_done;
+    for (size_t i = 0; rc == 0 && i < m->n_layers; i++) {
+        if (done[i])
+            continue;
         size_t before = t->n;
         if (bp_interrupt_requested) {
-            rc_all = bp_fail(err, "interrupted after %zu of %zu layers; they are kept in %s, "
-                             "run again to continue", i, m->n_layers, jr->path);
+            rc = bp_fail(err, "interrupted after %zu of %zu layers; they are kept in %s, run "
+                         "again to continue", finished, m->n_layers, jr->path);
             break;
         }
-        bp_loaded_layer l;
         if (progress)
-            progress(ctx, i, m->n_layers, m->layers[i].name);
-        double t_load = bp_now();
-        for (size_t q = 0; q < cfg->n_quantizers; q++)
-            acts[q] = bp_config_acts_for_quantizer(cfg, m->layers[i].name, cfg->quantizers[q]);
-        if (bp_model_load_layer_acts(m, i, acts, cfg->n_quantizers, cfg->abits, cfg->n_abits,
-                                     &l, sg, err) < 0) {
-            rc_all = -1;
-            break;
-        }
-        /* layers reading the same inputs (q/k/v, gate/up) share their Grams */
-        int64_t w = l.view.in * l.view.groups;
-        uint64_t fp = l.view.X && l.view.n > 0 ? fingerprint(l.view.X, (size_t)(l.view.n * w)) : 0;
-        int same = l.view.X && l.view.n == seen_n && w == seen_w && fp == seen_fp;
-        if (same) {                  /* a likely match: the bytes decide */
-            bp_loaded_layer prev;
-            if (bp_model_load_layer(m, i - 1, &prev, err) < 0) {
-                bp_loaded_layer_free(&l);
-                rc_all = -1;
-                break;
-            }
-            same = prev.view.X && memcmp(prev.view.X, l.view.X,
-                                         (size_t)(l.view.n * w) * sizeof(float)) == 0;
-            bp_loaded_layer_free(&prev);
-        }
-        if (l.view.stats)           /* the same statistics set: the same inputs */
-            same = seen_set && strcmp(seen_set, m->layers[i].stats) == 0;
-        seen_set = m->layers[i].stats;
-        if (!same)
-            bp_sens_cache_reset(&cache);
-        seen_fp = fp, seen_n = l.view.X ? l.view.n : -1, seen_w = w;
-        bp_profile_add(BP_STAGE_LOAD, bp_now() - t_load);
-        int rc = 0;
-        for (size_t q = 0; rc == 0 && q < cfg->n_quantizers; q++) {
-            spec.quantizer = cfg->quantizers[q];
-            spec.acts = acts[q];
-            if (l.view.stats)
-                l.stats.grid = sg + q * cfg->n_abits;
-            if (spec.quantizer == BP_WQ_ERQ && l.view.groups > 1 && cfg->n_quantizers > 1)
-                continue;           /* ERQ has no grouped form; the others cover it */
-            rc = bp_sensitivity_layer_cached(&l.view, &spec, t, &cache, err);
-        }
-        bp_loaded_layer_free(&l);
-        if (rc < 0 || journal_layer(jr, t, before, i, err) < 0) {
-            rc_all = -1;
-            break;
-        }
-        if (stop && i + 1 == (size_t)atol(stop))
+            progress(ctx, finished, m->n_layers, m->layers[i].name);
+        if (measure_layer(&ms, i, t, err) < 0 || journal_layer(jr, t, before, i, err) < 0)
+            rc = -1;
+        finished++;
+        if (rc == 0 && stop && i + 1 == (size_t)atol(stop))
             raise(SIGINT);
     }
-    if (getenv("BITPLAN_PROFILE") && cache.hits)
-        fprintf(stderr, "profile: shared inputs: %zu Grams and GPTQ factors reused\n",
-                cache.hits);
-    bp_sens_cache_free(&cache);
-    free(sg);
-    if (rc_all < 0)
+    measurer_free(&ms);
+    if (rc < 0)
         return -1;
     if (progress)
         progress(ctx, m->n_layers, m->n_layers, NULL);
     if (bp_interrupt_requested)
         return bp_fail(err, "interrupted after the last layer; run again to finish");
     return 0;
+}
+
+/* ---- distributed (distrib.h) -------------------------------------------- */
+
+/*
+ * The cost model the layers are dealt by: estimated flops of measuring
+ * layer d (README, "Running across machines"): per activation width the
+ * Gram (n in^2 per group, from rows) and, quantized, the cross terms; per
+ * candidate the quadratic form 2 o in^2; GPTQ's factor (in^3 / 3) per
+ * width and its updates 2 o in^2 per candidate; ERQ's solves (in^3) and
+ * products per candidate.
+ */
+static double layer_flops(const bp_layer_desc *d, const bp_config *cfg)
+{
+    double in = (double)d->in, g = d->groups, o = (double)d->out / g;
+    double n = d->stats ? 0.0 : (double)d->n, w = (double)cfg->n_wbits;
+    double a = (double)cfg->n_abits, qa = 0.0, f = 0.0;
+    for (size_t i = 0; i < cfg->n_abits; i++)
+        qa += cfg->abits[i] < BP_BITS_FLOAT;
+    double cross = d->stats ? 4.0 * o * in * in : fmin(3.0 * n * in * in + 4.0 * o * in * in,
+                                                       4.0 * n * in * o);
+    f += a * n * in * in + qa * cross;
+    for (size_t q = 0; q < cfg->n_quantizers; q++) {
+        f += w * a * 2.0 * o * in * in;
+        if (cfg->quantizers[q] == BP_WQ_GPTQ)
+            f += a * (in * in * in / 3.0 + w * 2.0 * o * in * in);
+        else if (cfg->quantizers[q] == BP_WQ_ERQ)
+            f += a * w * (in * in * in + 4.0 * o * in * in);
+    }
+    return g * f + 1.0;
+}
+
+/* Do layers i - 1 and i read the same inputs (the same statistics set, or
+ * equal bytes of the same shape in a safetensors file)? */
+static int same_inputs(const bp_model *m, size_t i)
+{
+    const bp_layer_desc *a = &m->layers[i - 1], *b = &m->layers[i];
+    if (a->stats || b->stats)
+        return a->stats && b->stats && strcmp(a->stats, b->stats) == 0;
+    if (a->input < 0 || b->input < 0 || m->calib.is_dir)
+        return 0;
+    const bp_st_tensor *x = &m->calib.st.tensors[a->input], *y = &m->calib.st.tensors[b->input];
+    const unsigned char *base = m->calib.st.map + m->calib.st.data_start;
+    return x->dtype == y->dtype && x->end - x->begin == y->end - y->begin &&
+           memcmp(x->shape, y->shape, sizeof x->shape) == 0 &&
+           memcmp(base + x->begin, base + y->begin, x->end - x->begin) == 0;
+}
+
+typedef struct unit {
+    size_t first, count;             /* consecutive layers reading the same inputs */
+    double cost;
+} unit;
+
+static int cmp_unit_cost(const void *a, const void *b)
+{
+    const unit *x = a, *y = b;
+    return x->cost > y->cost ? -1 : x->cost < y->cost ? 1 : (x->first > y->first) - (x->first < y->first);
+}
+
+/* owner[i] = the rank that measures layer i (layers not done): runs of
+ * layers with the same inputs stay together, dealt longest first to the
+ * least loaded rank. */
+static int deal_layers(const bp_config *cfg, const bp_model *m, const unsigned char *done,
+                       int ranks, int *owner, bp_error *err)
+{
+    unit *u = bp_malloc((m->n_layers + 1) * sizeof *u, err);
+    double *load = bp_calloc((size_t)ranks, sizeof *load, err);
+    if (!u || !load) {
+        free(u);
+        free(load);
+        return -1;
+    }
+    size_t nu = 0;
+    for (size_t i = 0; i < m->n_layers; i++) {
+        owner[i] = -1;
+        if (done[i])
+            continue;
+        double c = layer_flops(&m->layers[i], cfg);
+        if (nu && u[nu - 1].first + u[nu - 1].count == i && same_inputs(m, i))
+            u[nu - 1].count++, u[nu - 1].cost += c;
+        else
+            u[nu++] = (unit){i, 1, c};
+    }
+    qsort(u, nu, sizeof *u, cmp_unit_cost);
+    for (size_t k = 0; k < nu; k++) {
+        int best = 0;
+        for (int r = 1; r < ranks; r++)
+            if (load[r] < load[best])
+                best = r;
+        load[best] += u[k].cost;
+        for (size_t j = 0; j < u[k].count; j++)
+            owner[u[k].first + j] = best;
+    }
+    free(u);
+    free(load);
+    return 0;
+}
+
+/* A worker's message on rank 0: a layer's rows into t and the journal. */
+static int take_message(const bp_model *m, int from, int kind, const char *buf, size_t n,
+                        bp_table *t, journal *jr, bp_error *err)
+{
+    if (kind == BP_MSG_ERROR)
+        return bp_fail(err, "rank %d: %s", from, buf);
+    int64_t idx;
+    if (kind != BP_MSG_LAYER || n < sizeof idx)
+        return bp_fail(err, "rank %d: unexpected message %d", from, kind);
+    memcpy(&idx, buf, sizeof idx);
+    if (idx < 0 || (size_t)idx >= m->n_layers)
+        return bp_fail(err, "rank %d: layer index %lld out of range", from, (long long)idx);
+    bp_table got;
+    size_t before = t->n;
+    if (bp_table_parse_csv(&got, buf + sizeof idx, n - sizeof idx, "rank message", err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t r = 0; rc == 0 && r < got.n; r++)
+        rc = bp_table_add(t, &got.rows[r], err);
+    bp_table_free(&got);
+    return rc < 0 ? -1 : journal_layer(jr, t, before, (size_t)idx, err);
+}
+
+/* Rank 0 of several: deal the layers not done, measure its own, gather the
+ * others' as they come (each journaled on arrival). */
+static int measure_distributed(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
+                               void *ctx, bp_table *t, const unsigned char *done,
+                               size_t n_done, journal *jr, bp_error *err)
+{
+    int ranks = bp_dist_size();
+    int *owner = bp_malloc((m->n_layers + 1) * sizeof *owner, err);
+    int64_t *list = bp_malloc((m->n_layers + 1) * sizeof *list, err);
+    measurer ms;
+    int rc = owner && list && deal_layers(cfg, m, done, ranks, owner, err) == 0 &&
+             measurer_init(&ms, cfg, m, err) == 0 ? 0 : -1;
+    size_t remote = 0, finished = n_done;
+    for (int r = 1; rc == 0 && r < ranks; r++) {
+        size_t k = 0;
+        for (size_t i = 0; i < m->n_layers; i++)
+            if (owner[i] == r)
+                list[k++] = (int64_t)i;
+        remote += k;
+        if (bp_dist_send(r, BP_MSG_PLAN, list, k * sizeof *list, 1) < 0)
+            rc = bp_fail(err, "cannot send rank %d its layers", r);
+    }
+    for (size_t i = 0; rc == 0 && (i < m->n_layers || remote); ) {
+        int from, kind;
+        char *buf = NULL;
+        size_t n;
+        int own = i < m->n_layers;
+        if (own && owner[i] != 0) {
+            i++;
+            continue;
+        }
+        int got = bp_dist_recv(0, 0, &from, &kind, &buf, &n);   /* what has arrived */
+        if (got < 0)
+            rc = bp_fail(err, "out of memory receiving a rank's rows");
+        else if (got) {
+            rc = take_message(m, from, kind, buf, n, t, jr, err);
+            remote--, finished++;
+            if (rc == 0 && progress)
+                progress(ctx, finished, m->n_layers, m->layers[0].name);
+        } else if (bp_interrupt_requested) {
+            rc = bp_fail(err, "interrupted after %zu of %zu layers; they are kept in %s, run "
+                         "again to continue", finished, m->n_layers, jr->path);
+        } else if (own) {
+            size_t before = t->n;
+            if (progress)
+                progress(ctx, finished, m->n_layers, m->layers[i].name);
+            rc = measure_layer(&ms, i, t, err) < 0 || journal_layer(jr, t, before, i, err) < 0
+                     ? -1 : 0;
+            i++, finished++;
+        } else {
+            struct timespec ts = {0, 5000000};   /* waiting for the others */
+            nanosleep(&ts, NULL);
+        }
+        free(buf);
+    }
+    if (owner && list && ms.sg)
+        measurer_free(&ms);
+    free(owner);
+    free(list);
+    if (rc == 0 && progress)
+        progress(ctx, m->n_layers, m->n_layers, NULL);
+    return rc;
+}
+
+int bp_sens_worker(const bp_config *cfg, const bp_error *cfg_err)
+{
+    bp_model m;
+    int opened = 0;
+    for (;;) {
+        int from, kind;
+        char *buf = NULL;
+        size_t n;
+        bp_error err;
+        if (bp_dist_recv(1, 1, &from, &kind, &buf, &n) <= 0 || kind != BP_MSG_PLAN) {
+            free(buf);
+            break;                   /* STOP (or nothing more can come) */
+        }
+        int rc = 0;
+        if (!cfg) {
+            err = *cfg_err;
+            rc = -1;
+        } else if (!opened) {
+            rc = bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
+                               cfg->exclude, cfg->n_exclude, &err);
+            opened = rc == 0;
+        }
+        measurer ms;
+        if (rc == 0)
+            rc = measurer_init(&ms, cfg, &m, &err);
+        const int64_t *list = (const int64_t *)buf;
+        for (size_t k = 0; rc == 0 && k < n / sizeof *list; k++) {
+            bp_table t;
+            bp_table_init(&t);
+            char *text = NULL;
+            size_t len = 0;
+            FILE *mem = NULL;
+            if (list[k] < 0 || (size_t)list[k] >= m.n_layers)
+                rc = bp_fail(&err, "layer index %lld out of range", (long long)list[k]);
+            else if ((rc = measure_layer(&ms, (size_t)list[k], &t, &err)) == 0 &&
+                     !(mem = open_memstream(&text, &len)))
+                rc = bp_fail(&err, "out of memory");
+            if (rc == 0) {
+                fwrite(&list[k], sizeof *list, 1, mem);
+                fputs(BP_TABLE_HEADER "\n", mem);
+                bp_table_write_rows(&t, 0, t.n, mem);
+                fclose(mem);
+                mem = NULL;
+                if (bp_dist_send(0, BP_MSG_LAYER, text, len, 1) < 0)
+                    rc = bp_fail(&err, "cannot send layer %lld's rows", (long long)list[k]);
+            }
+            if (mem)
+                fclose(mem);
+            free(text);
+            bp_table_free(&t);
+        }
+        if (cfg && ms.sg)
+            measurer_free(&ms);
+        if (rc < 0)                  /* rank 0 reports it and ends the job */
+            bp_dist_send(0, BP_MSG_ERROR, err.msg, strlen(err.msg) + 1, 0);
+        bp_dist_flush();
+        free(buf);
+    }
+    if (opened)
+        bp_model_close(&m);
+    return 0;
+}
+
+/* Rows in layer order (a stable sort: within a layer, as measured). */
+static int sort_by_layer(const bp_model *m, bp_table *t, bp_error *err)
+{
+    size_t n = t->n, nl = m->n_layers;
+    const char **names = bp_malloc((nl + 1) * sizeof *names, err);
+    size_t *key = bp_malloc((n + 1) * sizeof *key, err), *order = NULL;
+    bp_table_row *rows = NULL;
+    int rc = -1;
+    if (!names || !key)
+        goto out;
+    for (size_t i = 0; i < nl; i++)
+        names[i] = m->layers[i].name;
+    sort_names = names;
+    size_t *by_name = bp_malloc((nl + 1) * sizeof *by_name, err);
+    if (!by_name)
+        goto out;
+    for (size_t i = 0; i < nl; i++)
+        by_name[i] = i;
+    qsort(by_name, nl, sizeof *by_name, cmp_name_idx);
+    for (size_t r = 0; r < n; r++) {
+        size_t lo = 0, hi = nl;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (strcmp(names[by_name[mid]], t->rows[r].layer) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        key[r] = lo < nl && strcmp(names[by_name[lo]], t->rows[r].layer) == 0 ? by_name[lo] : nl;
+        key[r] = key[r] * (n + 1) + r;        /* layer, then position */
+    }
+    free(by_name);
+    if (!(order = bp_malloc((n + 1) * sizeof *order, err)) ||
+        !(rows = bp_malloc((n + 1) * sizeof *rows, err)))
+        goto out;
+    qsort(key, n, sizeof *key, cmp_size);
+    for (size_t r = 0; r < n; r++)
+        rows[r] = t->rows[key[r] % (n + 1)];
+    memcpy(t->rows, rows, n * sizeof *rows);
+    rc = 0;
+out:
+    free(names);
+    free(key);
+    free(order);
+    free(rows);
+    return rc;
 }
 
 /* metric: auto -> the most informed metric every layer's data allows. */
@@ -657,12 +1020,22 @@ int bp_run_sensitivity(bp_config *cfg, int force, bp_progress_fn progress,
         snprintf(partial, sizeof partial, "%s.partial", csv);
         if (check_memory(cfg, &m, err) < 0)
             goto out;
-        size_t start = force ? 0 : journal_resume(partial, key, &res->table);
-        res->resumed_layers = start;
-        int ok = journal_open(&jr, csv, key, start, err) == 0 &&
-                 measure_all(cfg, &m, progress, progress_ctx, &res->table, start, &jr, err) == 0 &&
+        unsigned char *done = bp_calloc(m.n_layers + 1, 1, err);
+        if (!done)
+            goto out;
+        long keep = 0;
+        size_t n_done = force ? 0 : journal_resume(partial, key, &m, done, &res->table, &keep);
+        res->resumed_layers = n_done;
+        int ok = journal_open(&jr, csv, key, n_done ? keep : 0, err) == 0 &&
+                 (bp_dist_size() > 1
+                      ? measure_distributed(cfg, &m, progress, progress_ctx, &res->table, done,
+                                            n_done, &jr, err)
+                      : measure_all(cfg, &m, progress, progress_ctx, &res->table, done, n_done,
+                                    &jr, err)) == 0 &&
+                 sort_by_layer(&m, &res->table, err) == 0 &&
                  bp_table_select(&res->table, cfg->metric, err) == 0 &&   /* resumed rows too */
                  store_timed(&res->table, csv, key, err) == 0;
+        free(done);
         journal_close(&jr, ok);
         if (!ok)
             goto out;

@@ -50,6 +50,12 @@ int bp_run_sensitivity(bp_config *cfg, int force, bp_progress_fn progress,
                        void *progress_ctx, bp_sens_result *res, bp_error *err);
 void bp_sens_result_free(bp_sens_result *res);
 
+/* A worker rank of a distributed run (distrib.h): measure the layers rank
+ * 0 deals, send their rows, until it stops the worker.  cfg NULL: the
+ * config did not load (cfg_err says why; reported when work arrives).
+ * Returns 0; failures go to rank 0, which ends the job. */
+int bp_sens_worker(const bp_config *cfg, const bp_error *cfg_err);
+
 /* Write a table as CSV, atomically. */
 int bp_write_table(const bp_table *t, const char *path, bp_error *err);
 

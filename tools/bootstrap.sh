@@ -5,12 +5,15 @@
 #   tools/bootstrap.sh python   also Debian's python3-torch and python3-numpy, for
 #                               the PyTorch-side tools (capture, refine, evaluate)
 #                               and their tests (which skip themselves without)
+#   tools/bootstrap.sh mpi      also Open MPI (libopenmpi-dev, openmpi-bin), for the
+#                               distributed build (-DBITPLAN_MPI=ON)
 set -e
 pkgs="build-essential cmake pkg-config libglpk-dev libopenblas-dev liblapacke-dev libyaml-dev"
 case "${1:-}" in
     "") ;;
     python) pkgs="$pkgs python3-torch python3-numpy" ;;
-    *) echo "usage: tools/bootstrap.sh [python]" >&2; exit 2 ;;
+    mpi) pkgs="$pkgs libopenmpi-dev openmpi-bin" ;;
+    *) echo "usage: tools/bootstrap.sh [python|mpi]" >&2; exit 2 ;;
 esac
 missing=""
 for p in $pkgs; do

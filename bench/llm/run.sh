@@ -5,7 +5,9 @@
 # tokens, then sensitivity (rtn and gptq, wbits 2 3 4 6 8 x abits 8 16, per
 # group of 128), a plan at 4.5 bits and the llama.cpp export with GGUF names.
 # Prints each stage's time and peak memory, and the projections to 262,144
-# tokens and 32 blocks (bench/llm/report.py).
+# tokens and 32 blocks (bench/llm/report.py).  LLAMA_MEASURE (glob patterns,
+# default "lm_head model.layers.0.*") chooses the layers measured and planned:
+# every block has the same shapes, so one block gives the time per block.
 #
 #   bench/llm/run.sh [BUILD_DIR] [OUT_DIR]       (environment: LLAMA_* as in llama.py)
 set -euo pipefail
@@ -18,8 +20,10 @@ out=$(cd "$out" && pwd)
 py=/usr/bin/python3
 export PYTHONPATH="$src/bench/llm:$src/tools"
 export LLAMA_SEQS=${LLAMA_SEQS:-2} LLAMA_SEQ=${LLAMA_SEQ:-2048} LLAMA_BLOCKS=${LLAMA_BLOCKS:-2}
-cat >"$out/llama.yaml" <<'YAML'
-model: {weights: weights.safetensors, calibration: stats.safetensors}
+measure=${LLAMA_MEASURE:-lm_head model.layers.0.*}
+include=$(printf "'%s', " $measure)
+cat >"$out/llama.yaml" <<YAML
+model: {weights: weights.safetensors, calibration: stats.safetensors, include: [${include%, }]}
 candidates: {wbits: [2, 3, 4, 6, 8], abits: [8, 16]}
 weights: {quantizer: [rtn, gptq], granularity: per_group, group_size: 128}
 metric: relative
