@@ -21,7 +21,7 @@ py=/usr/bin/python3
 export PYTHONPATH="$src/bench/llm:$src/tools"
 export LLAMA_SEQS=${LLAMA_SEQS:-2} LLAMA_SEQ=${LLAMA_SEQ:-2048} LLAMA_BLOCKS=${LLAMA_BLOCKS:-2}
 measure=${LLAMA_MEASURE:-lm_head model.layers.0.*}
-include=$(printf "'%s', " $measure)
+include=$(set -f; printf "'%s', " $measure)
 cat >"$out/llama.yaml" <<YAML
 model: {weights: weights.safetensors, calibration: stats.safetensors, include: [${include%, }]}
 candidates: {wbits: [2, 3, 4, 6, 8], abits: [8, 16]}
