@@ -35,6 +35,20 @@ check "run on three ranks" mpi -np 3 "$BITPLAN" run three.yaml -q
 check "three ranks: the same bytes" cmp out1/sensitivity.csv out3/sensitivity.csv
 check "the plan written once" test -s out3/plan.yaml
 
+# the demo (every quantizer) and a sweep over it
+for k in 1 2; do
+    sed -e "s#demo/#$SRC/configs/demo/#g" -e "s#dir: .*#dir: demo$k#" \
+        -e 's/quantizer: rtn/quantizer: [rtn, gptq, squant, erq]/' "$SRC/configs/demo.yaml" >demo$k.yaml
+done
+check "demo, one process" "$BITPLAN" sensitivity demo1.yaml -q
+check "demo, two ranks" mpi -np 2 "$BITPLAN" sensitivity demo2.yaml -q
+check "demo: the same bytes" cmp demo1/sensitivity.csv demo2/sensitivity.csv
+rm -f demo2/sensitivity.csv*
+check "sweep on two ranks" mpi -np 2 "$BITPLAN" sweep demo2.yaml --avg-bits 3:6:1 -o sw2 -q
+check "sweep, one process" "$BITPLAN" sweep demo1.yaml --avg-bits 3:6:1 -o sw1 -q
+check "sweep: the same frontier" cmp sw1/frontier.csv sw2/frontier.csv
+check "sweep: the same table" cmp demo1/sensitivity.csv demo2/sensitivity.csv
+
 # a rank that fails: its message, exit 1, no table; the journal resumes
 sed 's#out1#outf#' one.yaml >f.yaml
 BITPLAN_TEST_FAIL_LAYER=fc mpi -np 2 "$BITPLAN" sensitivity f.yaml -q >fail.out 2>&1

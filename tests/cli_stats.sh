@@ -102,6 +102,8 @@ sed -e 's#range: mse#range: minmax#' -e 's#out_st#out_mm#' st.yaml >mm.yaml
 expect_fail 1 "captured for other activation settings" "$BITPLAN" sensitivity mm.yaml -q
 sed -e 's#cross_fit: false#cross_fit: true#' -e 's#out_st#out_xf#' st.yaml >xf.yaml
 expect_fail 1 "cross_fit: on needs calibration rows" "$BITPLAN" sensitivity xf.yaml -q
+BITPLAN_MEMORY_LIMIT=100000 expect_fail 1 "exclude it, or measure fewer weight or activation widths" \
+    "$BITPLAN" sensitivity st.yaml --force -q
 check "no table from a failed run" test ! -e out_tok/sensitivity.csv -a ! -e out_mm/sensitivity.csv
 # without --config: float activations only
 check "stats capture without a config" $PY "$SRC/tools/capture.py" capture_fixture:build \
