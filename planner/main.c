@@ -830,6 +830,18 @@ static int cmd_export(cli *c)
     return 0;
 }
 
+/* n bytes of buf to stdout (path NULL or "-") or atomically to path. */
+static int write_output(const char *path, const char *buf, size_t n, bp_error *err)
+{
+    if (!path || !strcmp(path, "-"))
+        return fwrite(buf, 1, n, stdout) == n ? 0 : bp_fail(err, "cannot write to stdout");
+    bp_atomic a;
+    if (bp_atomic_open(&a, path, err) < 0)
+        return -1;
+    fwrite(buf, 1, n, a.fp);
+    return bp_atomic_commit(&a, err);
+}
+
 /* candidates CONFIG [-o FILE]: the solver's program as CSV. */
 static int cmd_candidates(cli *c)
 {
@@ -851,15 +863,8 @@ static int cmd_candidates(cli *c)
         rc = mem ? bp_write_program(&sens.table, &req, mem, &err) : bp_fail(&err, "out of memory");
         if (mem)
             fclose(mem);
-        if (rc == 0 && (!c->output || !strcmp(c->output, "-"))) {
-            fwrite(buf, 1, n, stdout);
-        } else if (rc == 0) {
-            bp_atomic a;
-            if ((rc = bp_atomic_open(&a, c->output, &err)) == 0) {
-                fwrite(buf, 1, n, a.fp);
-                rc = bp_atomic_commit(&a, &err);
-            }
-        }
+        if (rc == 0)
+            rc = write_output(c->output, buf, n, &err);
         free(buf);
         bp_sens_result_free(&sens);
     }
@@ -1034,15 +1039,8 @@ static int cmd_grids(cli *c)
         fputs("\n]}\n", mem);
         fclose(mem);
     }
-    if (rc == 0 && (!c->output || !strcmp(c->output, "-"))) {
-        fwrite(buf, 1, n, stdout);
-    } else if (rc == 0) {
-        bp_atomic a;
-        if ((rc = bp_atomic_open(&a, c->output, &err)) == 0) {
-            fwrite(buf, 1, n, a.fp);
-            rc = bp_atomic_commit(&a, &err);
-        }
-    }
+    if (rc == 0)
+        rc = write_output(c->output, buf, n, &err);
     free(buf);
     bp_model_close(&m);
     bp_config_free(&cfg);

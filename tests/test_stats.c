@@ -113,6 +113,25 @@ static double table_diff(const bp_table *a, const bp_table *b)
     return worst;
 }
 
+/* n weights ~ N(0, scale^2). */
+static float *random_weights(check_rng *r, int64_t n, double scale)
+{
+    float *W = malloc((size_t)n * sizeof *W);
+    for (int64_t i = 0; i < n; i++)
+        W[i] = (float)(check_normal(r) * scale);
+    return W;
+}
+
+/* A spec over the given widths (quantizer set per comparison). */
+static bp_sens_spec spec_of(int *wbits, size_t nw, int *abits, size_t na, bp_qspec w,
+                            bp_qspec a, bp_metric metric, int precision)
+{
+    bp_sens_spec s = {wbits, nw, abits, na, w, a, metric, BP_WQ_RTN,
+                      {128, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3, {2000.0, 2000.0, 100},
+                      BP_XFIT_OFF, 0, precision};
+    return s;
+}
+
 static void compare(const char *what, const bp_layer *rows, const bp_layer *stats,
                     bp_sens_spec *spec, double tol)
 {
@@ -140,9 +159,7 @@ static void test_linear(bp_qkind kind, int precision, double tol)
 {
     check_rng r = {97 + kind};
     enum { O = 24, D = 40, N = 3000 };
-    float *X = make_inputs(&r, N, D), *W = malloc(O * D * sizeof *W), bias[O];
-    for (int i = 0; i < O * D; i++)
-        W[i] = (float)(check_normal(&r) * 0.2);
+    float *X = make_inputs(&r, N, D), *W = random_weights(&r, O * D, 0.2), bias[O];
     for (int i = 0; i < O; i++)
         bias[i] = (float)check_normal(&r);
     float F[O * O];                               /* a dense output factor: K-FAC */
@@ -154,11 +171,11 @@ static void test_linear(bp_qkind kind, int precision, double tol)
     for (int i = 0; i < O; i++)
         g2[i] = F[i * O + i];
     int wbits[] = {3, 4, 8}, abits[] = {4, 8, 16};
-    bp_sens_spec spec = {wbits, 3, abits, 3,
-                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MSE, 2.0, kind},
-                         BP_METRIC_KFAC, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3,
-                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, precision};
+    bp_sens_spec spec = spec_of(wbits, 3, abits, 3,
+                                (bp_qspec){0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0,
+                                           BP_AQ_UNIFORM},
+                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MSE, 2.0, kind},
+                                BP_METRIC_KFAC, precision);
     stats_fixture f;
     make_stats(&f, X, N, D, 1, &spec);
     bp_layer rows = {"fc", O, D, 1, 1, 1, W, bias, N, X, g2, &of, NULL};
@@ -199,15 +216,14 @@ static void test_grouped_conv(void)
 {
     check_rng r = {5};
     enum { G = 2, OG = 6, IN = 18, N = 900 };
-    float *X = make_inputs(&r, N, G * IN), *W = malloc(G * OG * IN * sizeof *W);
-    for (int i = 0; i < G * OG * IN; i++)
-        W[i] = (float)check_normal(&r);
+    float *X = make_inputs(&r, N, G * IN), *W = random_weights(&r, G * OG * IN, 1.0);
     int wbits[] = {2, 4}, abits[] = {16, 6};
-    bp_sens_spec spec = {wbits, 2, abits, 2,
-                         {0, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MSE, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3,
-                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+    bp_sens_spec spec = spec_of(wbits, 2, abits, 2,
+                                (bp_qspec){0, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MSE, 2.0,
+                                           BP_AQ_UNIFORM},
+                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0,
+                                           BP_AQ_UNIFORM},
+                                BP_METRIC_MSE, BP_PREC_DOUBLE);
     stats_fixture f;
     make_stats(&f, X, N, IN, G, &spec);
     bp_layer rows = {"conv", G * OG, IN, 3, 3, G, W, NULL, N, X, NULL, NULL, NULL};
@@ -223,15 +239,14 @@ static void test_single_wide(void)
 {
     check_rng r = {11};
     enum { O = 16, D = 520, N = 1200 };
-    float *X = make_inputs(&r, N, D), *W = malloc(O * D * sizeof *W);
-    for (int i = 0; i < O * D; i++)
-        W[i] = (float)check_normal(&r);
+    float *X = make_inputs(&r, N, D), *W = random_weights(&r, O * D, 1.0);
     int wbits[] = {3, 6}, abits[] = {8, 16};
-    bp_sens_spec spec = {wbits, 2, abits, 2,
-                         {0, BP_GRAN_GROUP, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3,
-                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+    bp_sens_spec spec = spec_of(wbits, 2, abits, 2,
+                                (bp_qspec){0, BP_GRAN_GROUP, 128, 1, BP_RANGE_MINMAX, 2.0,
+                                           BP_AQ_UNIFORM},
+                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0,
+                                           BP_AQ_UNIFORM},
+                                BP_METRIC_MSE, BP_PREC_DOUBLE);
     stats_fixture f;
     make_stats(&f, X, N, D, 1, &spec);
     bp_layer rows = {"wide", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL};
