@@ -45,8 +45,10 @@ static const char usage_text[] =
     "                        every layer quantized at one candidate (a uniform plan's\n"
     "                        weights, same layout as output.weights); --plan also writes\n"
     "                        that uniform plan\n"
-    "  export PLAN --format F [-o FILE] [--llama-names]\n"
-    "                        the plan for llamacpp, gptqmodel, llmcompressor, autoround, hawq\n"
+    "  export PLAN --format F [-o FILE] [--llama-names] [--config CONFIG]\n"
+    "                        the plan for llamacpp, gptqmodel, llmcompressor, autoround, hawq;\n"
+    "                        --config applies its export settings (rename, ggml_types,\n"
+    "                        llama_names) and writes into its output.dir\n"
     "  grids CONFIG --calibration ROWS [-o FILE]\n"
     "                        the static activation grid every layer's activation candidate\n"
     "                        fits on the rows of ROWS (JSON), for tools/capture.py --stats\n"
@@ -103,6 +105,7 @@ typedef struct cli {
     const char *metric;       /* --metric NAME */
     const char *errors;       /* --errors FILE: the errors to plan with */
     const char *calibration;  /* grids --calibration FILE */
+    const char *config;       /* export --config FILE */
     bp_export_plan chosen;    /* its layers */
     bp_choice *fixed;         /* given candidates for the solve request */
     size_t n_fixed;
@@ -195,7 +198,7 @@ static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
            O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC, O_ERRORS,
-           O_CALIB };
+           O_CALIB, O_CONFIG };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -209,6 +212,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"choices", required_argument, 0, O_CHOICES}, {"metric", required_argument, 0, O_METRIC},
         {"errors", required_argument, 0, O_ERRORS},
         {"calibration", required_argument, 0, O_CALIB},
+        {"config", required_argument, 0, O_CONFIG},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -231,6 +235,7 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_CHOICES: c->choices = optarg; break;
         case O_ERRORS: c->errors = optarg; break;
         case O_CALIB: c->calibration = optarg; break;
+        case O_CONFIG: c->config = optarg; break;
         case O_METRIC:
             if (bp_metric_parse(optarg) < 0 && strcmp(optarg, "auto") != 0)
                 return usage_error("--metric: expected auto, mse, relative, weight, hawq, fisher "
@@ -822,12 +827,23 @@ static int cmd_export(cli *c)
                  "gptqmodel, llmcompressor, autoround or hawq)", c->format);
         return usage_error(msg);
     }
-    const char *out = c->output ? c->output : bp_export_files[f];
-    if (export_plan(c->arg, c->format, out, NULL, c->llama_names, &err) < 0)
+    bp_config cfg;
+    if (c->config && bp_config_load(&cfg, c->config, &err) < 0)
         return die(&err);
-    if (!c->quiet)
+    char *def = c->config && !c->output ? bp_path_join(cfg.out_dir, bp_export_files[f], &err)
+                                        : NULL;
+    const char *out = c->output ? c->output : def ? def : bp_export_files[f];
+    int rc = c->config && !c->output && !def ? -1
+             : c->config && bp_mkdirs(cfg.out_dir, &err) < 0
+                 ? -1
+                 : export_plan(c->arg, c->format, out, c->config ? &cfg : NULL,
+                               c->llama_names || (c->config && cfg.llama_names), &err);
+    if (rc == 0 && !c->quiet)
         printf("%s: %s\n", c->format, out);
-    return 0;
+    free(def);
+    if (c->config)
+        bp_config_free(&cfg);
+    return rc < 0 ? die(&err) : 0;
 }
 
 /* n bytes of buf to stdout (path NULL or "-") or atomically to path. */

@@ -28,6 +28,13 @@ check "export command" grep -q '"dynamic"' g.json
 check "export names the file" grep -q "gptqmodel: g.json" exp.txt
 "$BITPLAN" export out/plan.yaml --format hawq -o h.json -q
 check "hawq from the CLI" grep -q '"bit_config"' h.json
+# --config: the config's export settings (here its rename rule) and its output.dir
+rm -f out/tensor-types.txt
+check "export with the config" "$BITPLAN" export out/plan.yaml --format llamacpp --config cfg.yaml -q
+check "into output.dir, renamed" grep -qF 'blk\.0\.ffn_down\.weight$=' out/tensor-types.txt
+"$BITPLAN" export out/plan.yaml --format llamacpp -o plain.txt -q
+check "without the config: names as planned" grep -q '^\^fc\$=' plain.txt
+expect_fail 1 "nope.yaml" "$BITPLAN" export out/plan.yaml --format llamacpp --config nope.yaml
 expect_fail 2 "unknown format 'gguf'" "$BITPLAN" export out/plan.yaml --format gguf
 expect_fail 2 "export needs --format" "$BITPLAN" export out/plan.yaml
 expect_fail 1 "cfg.yaml" "$BITPLAN" export cfg.yaml --format hawq
