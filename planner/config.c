@@ -703,6 +703,10 @@ static int k_llama_names(const cctx *c, const bp_ynode *v, const char *key, bp_c
 {
     return get_bool(c, v, key, &cfg->llama_names);
 }
+static int k_compress(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return get_bool(c, v, key, &cfg->llama_compress);
+}
 /* export.ggml_types: {"4": q4_0, "4/32": q4_0, ...}: bits, or bits/group. */
 static int k_ggml_types(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
@@ -729,7 +733,7 @@ static int k_ggml_types(const cctx *c, const bp_ynode *v, const char *key, bp_co
 }
 static const key_def export_keys[] = {
     {"llama_names", k_llama_names}, {"rename", k_rename}, {"ggml_types", k_ggml_types},
-    {NULL, NULL}};
+    {"compress_blocks", k_compress}, {NULL, NULL}};
 static int k_export(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, export_keys, cfg);

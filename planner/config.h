@@ -97,6 +97,7 @@ typedef struct bp_config {
     char *latency_table;      /* budget.latency_table, resolved; NULL when none */
     unsigned exports;         /* output.formats beyond yaml/json: bit i = export i */
     int llama_names;          /* export.llama_names */
+    int llama_compress;       /* export.compress_blocks: llama.cpp patterns per kind */
     bp_name_rule *rename;     /* export.rename */
     size_t n_rename;
     bp_ggml_rule *ggml;       /* export.ggml_types */

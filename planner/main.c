@@ -45,7 +45,8 @@ static const char usage_text[] =
     "                        every layer quantized at one candidate (a uniform plan's\n"
     "                        weights, same layout as output.weights); --plan also writes\n"
     "                        that uniform plan\n"
-    "  export PLAN --format F [-o FILE] [--llama-names] [--config CONFIG]\n"
+    "  export PLAN --format F [-o FILE] [--llama-names] [--compress-blocks]\n"
+    "                        [--config CONFIG]\n"
     "                        the plan for llamacpp, gptqmodel, llmcompressor, autoround, hawq;\n"
     "                        --config applies its export settings (rename, ggml_types,\n"
     "                        llama_names) and writes into its output.dir\n"
@@ -98,6 +99,7 @@ typedef struct cli {
     int has_latency;
     const char *format;       /* export --format */
     int llama_names;          /* export --llama-names */
+    int compress;             /* export --compress-blocks */
     int q_wbits, q_abits;     /* quantize --wbits / --abits (0: not given) */
     const char *q_quantizer;  /* quantize --quantizer */
     const char *q_plan;       /* quantize --plan FILE */
@@ -198,7 +200,7 @@ static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
            O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC, O_ERRORS,
-           O_CALIB, O_CONFIG };
+           O_CALIB, O_CONFIG, O_COMPRESS };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -213,6 +215,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"errors", required_argument, 0, O_ERRORS},
         {"calibration", required_argument, 0, O_CALIB},
         {"config", required_argument, 0, O_CONFIG},
+        {"compress-blocks", no_argument, 0, O_COMPRESS},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -236,6 +239,7 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_ERRORS: c->errors = optarg; break;
         case O_CALIB: c->calibration = optarg; break;
         case O_CONFIG: c->config = optarg; break;
+        case O_COMPRESS: c->compress = 1; break;
         case O_METRIC:
             if (bp_metric_parse(optarg) < 0 && strcmp(optarg, "auto") != 0)
                 return usage_error("--metric: expected auto, mse, relative, weight, hawq, fisher "
@@ -329,14 +333,15 @@ static int write_plan_to(const bp_plan *p, const char *path, bp_error *err)
 
 /* Read a plan back, rename its layers, write one format. */
 static int export_plan(const char *plan_path, const char *fmt, const char *out,
-                       const bp_config *cfg, int llama, bp_error *err)
+                       const bp_config *cfg, int llama, int compress, bp_error *err)
 {
     bp_export_plan p;
     if (bp_export_read_plan(plan_path, &p, err) < 0)
         return -1;
     int rc = bp_export_rename(&p, cfg ? cfg->rename : NULL, cfg ? cfg->n_rename : 0, llama, err);
     if (rc == 0)
-        rc = bp_export_write(&p, fmt, out, cfg ? cfg->ggml : NULL, cfg ? cfg->n_ggml : 0, err);
+        rc = bp_export_write_opts(&p, fmt, out, cfg ? cfg->ggml : NULL, cfg ? cfg->n_ggml : 0,
+                                  compress || (cfg && cfg->llama_compress), err);
     bp_export_plan_free(&p);
     return rc;
 }
@@ -348,7 +353,8 @@ static int export_configured(const bp_config *cfg, const char *plan_path, bp_err
         if (!(cfg->exports & (1u << f)))
             continue;
         char *out = bp_path_join(cfg->out_dir, bp_export_files[f], err);
-        int rc = out ? export_plan(plan_path, bp_export_names[f], out, cfg, cfg->llama_names, err)
+        int rc = out ? export_plan(plan_path, bp_export_names[f], out, cfg, cfg->llama_names, 0,
+                                 err)
                      : -1;
         free(out);
         if (rc < 0)
@@ -837,7 +843,8 @@ static int cmd_export(cli *c)
              : c->config && bp_mkdirs(cfg.out_dir, &err) < 0
                  ? -1
                  : export_plan(c->arg, c->format, out, c->config ? &cfg : NULL,
-                               c->llama_names || (c->config && cfg.llama_names), &err);
+                               c->llama_names || (c->config && cfg.llama_names), c->compress,
+                               &err);
     if (rc == 0 && !c->quiet)
         printf("%s: %s\n", c->format, out);
     free(def);

@@ -310,6 +310,56 @@ static void test_rename(void)
     bp_export_plan_free(&p);
 }
 
+/* compress_blocks: GGUF block names of one kind and type share a pattern
+ * over their block numbers; every tensor is matched by exactly one token
+ * (llama-quantize's regex search), with its own type, and by fewer tokens. */
+static void test_llamacpp_compress(void)
+{
+    enum { NB = 12, KINDS = 3 };
+    static const char *const kind[KINDS] = {"attn_q.weight", "ffn_down.weight", "attn_k.weight"};
+    bp_export_layer l[NB * KINDS + 2];
+    char names_buf[NB * KINDS + 2][64];
+    size_t n = 0;
+    for (int b = 0; b < NB; b++)
+        for (int k = 0; k < KINDS; k++) {
+            snprintf(names_buf[n], sizeof names_buf[n], "blk.%d.%s", b, kind[k]);
+            l[n] = (bp_export_layer){names_buf[n], (b * 7 + k) % 3 == 0 ? 6 : (b % 2 ? 4 : 3), 16,
+                                     "rtn", "per_channel", 0, 1};
+            n++;
+        }
+    l[n++] = (bp_export_layer){"output.weight", 8, 16, "rtn", "per_channel", 0, 1};
+    l[n++] = (bp_export_layer){"blk.x.odd", 4, 16, "rtn", "per_channel", 0, 1};
+    bp_export_plan p = {l, n};
+    char out[700], *text;
+    size_t len;
+    bp_error err;
+    snprintf(out, sizeof out, "%s/compressed.txt", tmp);
+    CHECK_MSG(bp_export_write_opts(&p, "llamacpp", out, NULL, 0, 1, &err) == 0, "%s", err.msg);
+    CHECK(bp_read_file(out, &text, &len, &err) == 0);
+    char *tok[NB * KINDS + 2];
+    size_t nt = 0;
+    for (char *t = strtok(text, "\n"); t && nt < n; t = strtok(NULL, "\n"))
+        tok[nt++] = t;
+    printf("compress_blocks: %zu tensors in %zu tokens\n", n, nt);
+    CHECK(nt < n / 2);
+    int all = 1;
+    for (size_t i = 0; i < n; i++) {
+        int hits = 0, right = 0;
+        for (size_t t = 0; t < nt; t++) {
+            char pat[512];
+            const char *eq = strrchr(tok[t], '=');
+            snprintf(pat, sizeof pat, "%.*s", (int)(eq - tok[t]), tok[t]);
+            if (matches(pat, l[i].name) == 1) {
+                hits++;
+                right = strcmp(eq + 1, bp_ggml_type(l[i].wbits)) == 0;
+            }
+        }
+        all &= hits == 1 && right;
+    }
+    CHECK(all);
+    free(text);
+}
+
 int main(void)
 {
     const char *base = getenv("BP_TEST_TMP");
@@ -330,6 +380,7 @@ int main(void)
     test_llmcompressor(&p);
     test_json_maps(&p);
     test_rename();
+    test_llamacpp_compress();
     bp_export_plan_free(&p);
     return check_done();
 }

@@ -216,22 +216,87 @@ static const char *ggml_for(const bp_export_layer *l, const bp_ggml_rule *types,
     return bp_ggml_type(l->wbits);
 }
 
+/* "blk.N.rest": N's digits and the rest, or 0. */
+static int block_name(const char *name, const char **num, size_t *len, const char **rest)
+{
+    if (strncmp(name, "blk.", 4) != 0)
+        return 0;
+    const char *d = name + 4, *e = d;
+    while (*e >= '0' && *e <= '9')
+        e++;
+    if (e == d || *e != '.')
+        return 0;
+    *num = d, *len = (size_t)(e - d), *rest = e + 1;
+    return 1;
+}
+
+/* One token: "pattern=type" or "--tensor-type pattern=type". */
+static void llama_token(FILE *fp, int args, int *first, const char *pat, const char *type)
+{
+    fprintf(fp, args ? "%s--tensor-type %s=%s" : "%s%s=%s", *first ? "" : (args ? " " : "\n"),
+            pat, type);
+    *first = 0;
+}
+
+/* compress: layers "blk.N.rest" of the same rest and type share one token
+ * ^blk\.(N1|N2|...)\.rest$ (the same tensors match; fewer tokens). */
 static int write_llamacpp(FILE *fp, const bp_export_plan *p, int args, const bp_ggml_rule *types,
-                          size_t n_types, bp_error *err)
+                          size_t n_types, int compress, bp_error *err)
 {
     char pat[2200];
-    for (size_t i = 0; i < p->n; i++) {
-        const char *t = ggml_for(&p->layers[i], types, n_types);
-        if (!t)
-            return bp_fail(err, "layer '%s': %d-bit weights have no llama.cpp type (use 2, 3, "
-                           "4, 5, 6, 8 or 16, or map it in export.ggml_types)",
-                           p->layers[i].name, p->layers[i].wbits);
-        anchored(p->layers[i].name, pat, sizeof pat);
-        fprintf(fp, args ? "%s--tensor-type %s=%s" : "%s%s=%s", i ? (args ? " " : "\n") : "",
-                pat, t);
+    const char **type = malloc((p->n + 1) * sizeof *type);
+    unsigned char *used = calloc(p->n + 1, 1);
+    if (!type || !used) {
+        free(type);
+        free(used);
+        return bp_fail(err, "out of memory");
     }
-    fputc('\n', fp);
-    return 0;
+    int rc = 0, first = 1;
+    for (size_t i = 0; rc == 0 && i < p->n; i++)
+        if (!(type[i] = ggml_for(&p->layers[i], types, n_types)))
+            rc = bp_fail(err, "layer '%s': %d-bit weights have no llama.cpp type (use 2, 3, "
+                         "4, 5, 6, 8 or 16, or map it in export.ggml_types)", p->layers[i].name,
+                         p->layers[i].wbits);
+    for (size_t i = 0; rc == 0 && i < p->n; i++) {
+        const char *num, *rest, *num2, *rest2;
+        size_t len, len2, members = 0;
+        if (used[i])
+            continue;
+        if (compress && block_name(p->layers[i].name, &num, &len, &rest))
+            for (size_t j = i + 1; j < p->n; j++)
+                members += !used[j] && strcmp(type[j], type[i]) == 0 &&
+                           block_name(p->layers[j].name, &num2, &len2, &rest2) &&
+                           strcmp(rest, rest2) == 0;
+        if (!members) {
+            anchored(p->layers[i].name, pat, sizeof pat);
+            llama_token(fp, args, &first, pat, type[i]);
+            continue;
+        }
+        char *buf = NULL, esc[2100];
+        size_t n = 0;
+        FILE *mem = open_memstream(&buf, &n);
+        if (!mem) {
+            rc = bp_fail(err, "out of memory");
+            break;
+        }
+        fprintf(mem, "^blk\\.(%.*s", (int)len, num);
+        for (size_t j = i + 1; j < p->n; j++)
+            if (!used[j] && strcmp(type[j], type[i]) == 0 &&
+                block_name(p->layers[j].name, &num2, &len2, &rest2) && strcmp(rest, rest2) == 0) {
+                fprintf(mem, "|%.*s", (int)len2, num2);
+                used[j] = 1;
+            }
+        bp_regex_escape(rest, esc, sizeof esc);
+        fprintf(mem, ")\\.%s$", esc);
+        fclose(mem);
+        llama_token(fp, args, &first, buf, type[i]);
+        free(buf);
+    }
+    if (rc == 0)
+        fputc('\n', fp);
+    free(type);
+    free(used);
+    return rc;
 }
 
 static void write_gptqmodel(FILE *fp, const bp_export_plan *p)
@@ -352,6 +417,12 @@ int bp_export_format(const char *name)
 int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
                     const bp_ggml_rule *types, size_t n_types, bp_error *err)
 {
+    return bp_export_write_opts(p, fmt, path, types, n_types, 0, err);
+}
+
+int bp_export_write_opts(const bp_export_plan *p, const char *fmt, const char *path,
+                         const bp_ggml_rule *types, size_t n_types, int compress, bp_error *err)
+{
     int f = bp_export_format(fmt);
     if (f < 0)
         return bp_fail(err, "unknown export format '%s' (expected one of: llamacpp, gptqmodel, "
@@ -361,7 +432,7 @@ int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
         return -1;
     int rc = 0;
     switch (f) {
-    case 0: rc = write_llamacpp(a.fp, p, 0, types, n_types, err); break;
+    case 0: rc = write_llamacpp(a.fp, p, 0, types, n_types, compress, err); break;
     case 1: write_gptqmodel(a.fp, p); break;
     case 2: write_llmcompressor(a.fp, p); break;
     case 3: write_autoround(a.fp, p); break;
@@ -379,7 +450,7 @@ int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
     snprintf(args, sizeof args, "%s.args", path);
     if (bp_atomic_open(&a, args, err) < 0)
         return -1;
-    if (write_llamacpp(a.fp, p, 1, types, n_types, err) < 0) {
+    if (write_llamacpp(a.fp, p, 1, types, n_types, compress, err) < 0) {
         bp_atomic_abort(&a);
         return -1;
     }

@@ -75,5 +75,9 @@ int bp_export_format(const char *name);
 /* Write format `fmt` to path (atomically). */
 int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
                     const bp_ggml_rule *types, size_t n_types, bp_error *err);
+/* The same; compress (llamacpp): layers blk.N.REST of one REST and type in
+ * one pattern ^blk\.(N1|N2|...)\.REST$ (the same tensors match). */
+int bp_export_write_opts(const bp_export_plan *p, const char *fmt, const char *path,
+                         const bp_ggml_rule *types, size_t n_types, int compress, bp_error *err);
 
 #endif
