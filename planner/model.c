@@ -611,6 +611,19 @@ static int load_stats(const bp_model *m, const bp_layer_desc *d, const unsigned 
         if (!s)
             return -1;
     }
+    /* sums of squares: a negative diagonal is a corrupt file, not data */
+    for (int64_t j = 0; j < g; j++)
+        for (int64_t i = 0; i < d->in; i++) {
+            int64_t at = j * d->in * d->in + i * d->in + i;
+            const char *bad = out->xtx[at] < 0.0 ? "xtx" : NULL;
+            for (size_t k = 0; !bad && want && k < d->n_grids; k++)
+                if (out->grid[k].qtq && out->grid[k].qtq[at] < 0.0)
+                    bad = "grid's qtq";
+            if (bad)
+                return bp_fail(err, "%s: statistics '%s': %s diagonal element %lld is negative "
+                               "(a sum of squares; the file is corrupt)", m->calib.path,
+                               d->stats, bad, (long long)(j * d->in + i));
+        }
     out->stats = (bp_stats){d->n, out->xtx, out->xsum, NULL, d->stats};
     return 0;
 }

@@ -105,6 +105,32 @@ expect_fail 1 "cross_fit: on needs calibration rows" "$BITPLAN" sensitivity xf.y
 BITPLAN_MEMORY_LIMIT=100000 expect_fail 1 "exclude it, or measure fewer weight or activation widths" \
     "$BITPLAN" sensitivity st.yaml --force -q
 check "no table from a failed run" test ! -e out_tok/sensitivity.csv -a ! -e out_mm/sensitivity.csv
+# corrupt statistics: each a clear error naming the file and tensor, before any work
+$PY - <<'PYEOF'
+import numpy as np
+from safetensors_io import load_file, save_file
+t, m = load_file("st/stats.safetensors")
+def bad(name, change):
+    u = {k: np.array(v) for k, v in t.items()}
+    mm = dict(m)
+    change(u, mm)
+    save_file(f"bad_{name}.safetensors", u, mm)
+bad("nan", lambda u, m: u["conv.xtx"].__setitem__((0, 1), np.nan))
+bad("neg", lambda u, m: u["conv.xtx"].__setitem__((2, 2), -1.0))
+bad("shape", lambda u, m: u.__setitem__("conv.xsum", u["conv.xsum"][:-1]))
+bad("count", lambda u, m: u.__setitem__("conv.count", np.array([2.5])))
+bad("f32", lambda u, m: u.__setitem__("conv.xtx", u["conv.xtx"].astype(np.float32)))
+bad("grid", lambda u, m: m.__setitem__("conv.grid0", "uniform 99"))
+bad("missing", lambda u, m: u.pop("conv.range"))
+PYEOF
+for k in nan:"is NaN" neg:"is negative" shape:"conv.xsum" count:"positive integer" \
+         f32:"expected 'conv.xtx' F64" grid:"with bits 2..15" missing:"'conv.range' is missing"; do
+    f=${k%%:*}; needle=${k#*:}
+    sed -e "s#st/stats.safetensors#bad_$f.safetensors#" -e "s#out_st#out_bad$f#" st.yaml >bad$f.yaml
+    expect_fail 1 "$needle" "$BITPLAN" sensitivity bad$f.yaml -q
+    check "no table from corrupt statistics ($f)" test ! -e out_bad$f/sensitivity.csv
+done
+
 # without --config: float activations only
 check "stats capture without a config" $PY "$SRC/tools/capture.py" capture_fixture:build \
     --out st16 --stats -q
