@@ -1,8 +1,9 @@
 #!/bin/bash
-# Distributed sensitivity on this machine: the 96-layer synthetic transformer
-# (bench/perf/make_layers.py: 24 blocks of qkv, proj, fc1, fc2 at hidden 768,
-# 2,048 rows) measured with rtn and gptq by one process (OPENBLAS_NUM_THREADS
-# 1 and 2) and by mpirun -np 2 with one BLAS thread per rank; prints the wall
+# Distributed sensitivity on this machine: a synthetic transformer
+# (bench/perf/make_layers.py: BLOCKS (default 24: 96 layers) blocks of qkv,
+# proj, fc1, fc2 at hidden 768, 2,048 rows) measured with rtn and gptq (wbits
+# 2 4 8, abits 8 16) by one process (OPENBLAS_NUM_THREADS 1 and 2) and by
+# mpirun -np 2 with one BLAS thread per rank; prints the wall
 # times, the speed-up and whether the tables are byte-identical; then the
 # cost model's projection to 8-64 ranks (bench/mpi/project.py).
 #
@@ -14,11 +15,13 @@ build=$(cd "${1:-$src/build-mpi}" && pwd)
 out=${2:-/tmp/bitplan-mpi-bench}
 "$build/bitplan" --version | grep -q '(mpi)' || { echo "$build/bitplan is not an MPI build" >&2; exit 1; }
 mkdir -p "$out" && cd "$out"
-[ -f layers/calib.safetensors ] || /usr/bin/python3 "$src/bench/perf/make_layers.py" layers 24 2048
+blocks=${BLOCKS:-24}
+[ -f layers$blocks/calib.safetensors ] ||
+    /usr/bin/python3 "$src/bench/perf/make_layers.py" layers$blocks "$blocks" 2048
 for t in 1t 2t mpi2; do
     cat >$t.yaml <<YAML
-model: {weights: layers/model.safetensors, calibration: layers/calib.safetensors}
-candidates: {wbits: [2, 3, 4, 6, 8], abits: [8, 16]}
+model: {weights: layers$blocks/model.safetensors, calibration: layers$blocks/calib.safetensors}
+candidates: {wbits: [2, 4, 8], abits: [8, 16]}
 weights: {quantizer: [rtn, gptq]}
 budget: {avg_bits: 4}
 output: {dir: out_$t}
