@@ -795,7 +795,7 @@ static int measure_distributed(const bp_config *cfg, const bp_model *m, bp_progr
     int ranks = bp_dist_size();
     int *owner = bp_malloc((m->n_layers + 1) * sizeof *owner, err);
     int64_t *list = bp_malloc((m->n_layers + 1) * sizeof *list, err);
-    measurer ms;
+    measurer ms = {0};
     int rc = owner && list && deal_layers(cfg, m, done, ranks, owner, err) == 0 &&
              measurer_init(&ms, cfg, m, err) == 0 ? 0 : -1;
     size_t remote = 0, finished = n_done;
@@ -824,7 +824,7 @@ static int measure_distributed(const bp_config *cfg, const bp_model *m, bp_progr
             rc = take_message(m, from, kind, buf, n, t, jr, err);
             remote--, finished++;
             if (rc == 0 && progress)
-                progress(ctx, finished, m->n_layers, m->layers[0].name);
+                progress(ctx, finished, m->n_layers, t->n ? t->rows[t->n - 1].layer : NULL);
         } else if (bp_interrupt_requested) {
             rc = bp_fail(err, "interrupted after %zu of %zu layers; they are kept in %s, run "
                          "again to continue", finished, m->n_layers, jr->path);
@@ -841,7 +841,7 @@ static int measure_distributed(const bp_config *cfg, const bp_model *m, bp_progr
         }
         free(buf);
     }
-    if (owner && list && ms.sg)
+    if (ms.sg)
         measurer_free(&ms);
     free(owner);
     free(list);
@@ -872,7 +872,7 @@ int bp_sens_worker(const bp_config *cfg, const bp_error *cfg_err)
                                cfg->exclude, cfg->n_exclude, &err);
             opened = rc == 0;
         }
-        measurer ms;
+        measurer ms = {0};
         if (rc == 0)
             rc = measurer_init(&ms, cfg, &m, &err);
         const int64_t *list = (const int64_t *)buf;
@@ -901,7 +901,7 @@ int bp_sens_worker(const bp_config *cfg, const bp_error *cfg_err)
             free(text);
             bp_table_free(&t);
         }
-        if (cfg && ms.sg)
+        if (ms.sg)
             measurer_free(&ms);
         if (rc < 0)                  /* rank 0 reports it and ends the job */
             bp_dist_send(0, BP_MSG_ERROR, err.msg, strlen(err.msg) + 1, 0);
@@ -918,7 +918,7 @@ static int sort_by_layer(const bp_model *m, bp_table *t, bp_error *err)
 {
     size_t n = t->n, nl = m->n_layers;
     const char **names = bp_malloc((nl + 1) * sizeof *names, err);
-    size_t *key = bp_malloc((n + 1) * sizeof *key, err), *order = NULL;
+    size_t *key = bp_malloc((n + 1) * sizeof *key, err);
     bp_table_row *rows = NULL;
     int rc = -1;
     if (!names || !key)
@@ -945,8 +945,7 @@ static int sort_by_layer(const bp_model *m, bp_table *t, bp_error *err)
         key[r] = key[r] * (n + 1) + r;        /* layer, then position */
     }
     free(by_name);
-    if (!(order = bp_malloc((n + 1) * sizeof *order, err)) ||
-        !(rows = bp_malloc((n + 1) * sizeof *rows, err)))
+    if (!(rows = bp_malloc((n + 1) * sizeof *rows, err)))
         goto out;
     qsort(key, n, sizeof *key, cmp_size);
     for (size_t r = 0; r < n; r++)
@@ -956,7 +955,6 @@ static int sort_by_layer(const bp_model *m, bp_table *t, bp_error *err)
 out:
     free(names);
     free(key);
-    free(order);
     free(rows);
     return rc;
 }
