@@ -855,6 +855,11 @@ static int k_formats(const cctx *c, const bp_ynode *v, const char *key, bp_confi
     cfg->exports = 0;
     for (size_t i = 0; i < v->n; i++) {
         int f;
+        if (v->items[i]->type == BP_Y_SCALAR && !strcmp(v->items[i]->str, "hawq")) {
+            bp_error why;
+            bp_export_unknown("hawq", &why);
+            return at(c, v->items[i], key, why.msg, NULL);
+        }
         if (get_enum(c, v->items[i], key, names, &f) < 0)
             return -1;
         if (f < 2)

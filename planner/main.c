@@ -47,7 +47,7 @@ static const char usage_text[] =
     "                        that uniform plan\n"
     "  export PLAN --format F [-o FILE] [--llama-names] [--compress-blocks]\n"
     "                        [--config CONFIG]\n"
-    "                        the plan for llamacpp, gptqmodel, llmcompressor, autoround, hawq;\n"
+    "                        the plan for llamacpp, gptqmodel, llmcompressor or autoround;\n"
     "                        --config applies its export settings (rename, ggml_types,\n"
     "                        llama_names) and writes into its output.dir\n"
     "  grids CONFIG --calibration ROWS [-o FILE]\n"
@@ -331,30 +331,33 @@ static int write_plan_to(const bp_plan *p, const char *path, bp_error *err)
 
 /* ---- exports ------------------------------------------------------------- */
 
-/* Read a plan back, rename its layers, write one format. */
+/* Read a plan back, rename its layers, write one format; warnings (and,
+ * unless quiet, notes on running the consumer) on stderr. */
 static int export_plan(const char *plan_path, const char *fmt, const char *out,
-                       const bp_config *cfg, int llama, int compress, bp_error *err)
+                       const bp_config *cfg, int llama, int compress, int quiet, bp_error *err)
 {
     bp_export_plan p;
     if (bp_export_read_plan(plan_path, &p, err) < 0)
         return -1;
     int rc = bp_export_rename(&p, cfg ? cfg->rename : NULL, cfg ? cfg->n_rename : 0, llama, err);
+    bp_export_opts o = {cfg ? cfg->ggml : NULL, cfg ? cfg->n_ggml : 0,
+                        compress || (cfg && cfg->llama_compress), stderr, !quiet};
     if (rc == 0)
-        rc = bp_export_write_opts(&p, fmt, out, cfg ? cfg->ggml : NULL, cfg ? cfg->n_ggml : 0,
-                                  compress || (cfg && cfg->llama_compress), err);
+        rc = bp_export_write_opts(&p, fmt, out, &o, err);
     bp_export_plan_free(&p);
     return rc;
 }
 
 /* output.formats beyond yaml/json, next to the plan. */
-static int export_configured(const bp_config *cfg, const char *plan_path, bp_error *err)
+static int export_configured(const bp_config *cfg, const char *plan_path, int quiet,
+                             bp_error *err)
 {
     for (int f = 0; f < BP_EXPORT_COUNT; f++) {
         if (!(cfg->exports & (1u << f)))
             continue;
         char *out = bp_path_join(cfg->out_dir, bp_export_files[f], err);
         int rc = out ? export_plan(plan_path, bp_export_names[f], out, cfg, cfg->llama_names, 0,
-                                 err)
+                                   quiet, err)
                      : -1;
         free(out);
         if (rc < 0)
@@ -511,7 +514,7 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
         if (rc == 0 && cfg->write_yaml)
             rc = bp_plan_write_yaml(&plan, yaml_path, &err);
         if (rc == 0 && cfg->exports)
-            rc = export_configured(cfg, cfg->write_yaml ? yaml_path : json_path, &err);
+            rc = export_configured(cfg, cfg->write_yaml ? yaml_path : json_path, c->quiet, &err);
         shown = cfg->write_yaml ? yaml_path : json_path;
     }
     char *qpath = NULL;
@@ -825,12 +828,12 @@ static int cmd_export(cli *c)
     if (!c->arg)
         return usage_error("export needs a PLAN file (plan.yaml or plan.json)");
     if (!c->format)
-        return usage_error("export needs --format llamacpp|gptqmodel|llmcompressor|autoround|hawq");
+        return usage_error("export needs --format llamacpp|gptqmodel|llmcompressor|autoround");
     int f = bp_export_format(c->format);
     if (f < 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "--format: unknown format '%.100s' (expected llamacpp, "
-                 "gptqmodel, llmcompressor, autoround or hawq)", c->format);
+        bp_export_unknown(c->format, &err);
+        char msg[sizeof err.msg + 16];
+        snprintf(msg, sizeof msg, "--format: %s", err.msg);
         return usage_error(msg);
     }
     bp_config cfg;
@@ -844,7 +847,7 @@ static int cmd_export(cli *c)
                  ? -1
                  : export_plan(c->arg, c->format, out, c->config ? &cfg : NULL,
                                c->llama_names || (c->config && cfg.llama_names), c->compress,
-                               &err);
+                               c->quiet, &err);
     if (rc == 0 && !c->quiet)
         printf("%s: %s\n", c->format, out);
     free(def);
@@ -952,8 +955,10 @@ static int cmd_quantize(cli *c)
     if (rc == 0 && !(plan.layers = bp_calloc(m.n_layers, sizeof *plan.layers, &err)))
         rc = -1;
     for (size_t i = 0; rc == 0 && i < m.n_layers; i++)
-        plan.layers[i] = (bp_plan_layer){m.layers[i].name, c->q_wbits, abits, q, NULL, 0, -1,
-                                         0.0, m.layers[i].out * m.layers[i].in, 0};
+        plan.layers[i] = (bp_plan_layer){.name = m.layers[i].name, .wbits = c->q_wbits,
+                                         .abits = abits, .quantizer = q, .symmetric = -1,
+                                         .act_symmetric = -1,
+                                         .params = m.layers[i].out * m.layers[i].in};
     plan.n_layers = rc == 0 ? m.n_layers : 0;
     c->stage = "quantize";
     if (rc == 0)

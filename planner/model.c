@@ -139,6 +139,29 @@ int bp_tensorset_read_f32(const bp_tensorset *ts, size_t i, float *out, bp_error
     return bp_st_read_f32(&ts->st, &ts->st.tensors[i], out, err);
 }
 
+/* The raw bytes of tensor i (mapped), their count. */
+static const unsigned char *raw_bytes(const bp_tensorset *ts, size_t i, size_t *n)
+{
+    if (ts->is_dir) {
+        *n = ts->npy[i].size - ts->npy[i].data_start;
+        return ts->npy[i].map + ts->npy[i].data_start;
+    }
+    const bp_st_tensor *t = &ts->st.tensors[i];
+    *n = (size_t)(t->end - t->begin);
+    return ts->st.map + ts->st.data_start + t->begin;
+}
+
+int bp_tensorset_same_data(const bp_tensorset *ts, size_t i, size_t j)
+{
+    bp_tensor_ref a = bp_tensorset_get(ts, i), b = bp_tensorset_get(ts, j);
+    if (a.dtype != b.dtype || a.rank != b.rank ||
+        memcmp(a.shape, b.shape, (size_t)a.rank * sizeof *a.shape) != 0)
+        return 0;
+    size_t na, nb;
+    const unsigned char *pa = raw_bytes(ts, i, &na), *pb = raw_bytes(ts, j, &nb);
+    return na == nb && memcmp(pa, pb, na) == 0;
+}
+
 /* ---- layers ------------------------------------------------------------- */
 
 static int matches_any(char *const *patterns, size_t n, const char *name)

@@ -61,6 +61,8 @@ bp_tensor_ref bp_tensorset_get(const bp_tensorset *ts, size_t i);
 long bp_tensorset_find(const bp_tensorset *ts, const char *name);
 const char *bp_tensorset_meta(const bp_tensorset *ts, const char *key);
 int bp_tensorset_read_f32(const bp_tensorset *ts, size_t i, float *out, bp_error *err);
+/* 1 when tensors i and j have the same dtype, shape and bytes (tied weights). */
+int bp_tensorset_same_data(const bp_tensorset *ts, size_t i, size_t j);
 
 /* One activation grid's statistics in a statistics set. */
 typedef struct bp_grid_desc {

@@ -1509,6 +1509,45 @@ void bp_solve_result_free(bp_solve_result *res)
 
 /* ---- plan --------------------------------------------------------------- */
 
+/* Does a layer name read as an embedding table? */
+static int embedding_name(const char *name)
+{
+    return strstr(name, "embed") || strstr(name, "wte") || strstr(name, "tok_emb");
+}
+
+/* Each layer's inputs per output row, and an embedding whose weights a layer
+ * shares byte for byte (tied embeddings: consumers keep one tensor).  Best
+ * effort: a weights file that no longer opens leaves them unknown. */
+static void plan_shapes(const char *weights, bp_plan *plan)
+{
+    bp_tensorset ts;
+    bp_error quiet;
+    if (bp_tensorset_open(&ts, weights, &quiet) < 0)
+        return;
+    char name[1100];
+    long *idx = calloc(plan->n_layers + 1, sizeof *idx);
+    for (size_t l = 0; idx && l < plan->n_layers; l++) {
+        bp_plan_layer *pl = &plan->layers[l];
+        snprintf(name, sizeof name, "%s.weight", pl->name);
+        long t = idx[l] = bp_tensorset_find(&ts, name);
+        if (t < 0)
+            continue;
+        bp_tensor_ref r = bp_tensorset_get(&ts, (size_t)t);
+        int64_t n = 1;
+        for (int d = 1; d < r.rank; d++)
+            n *= r.shape[d];
+        pl->in_features = r.rank >= 2 ? n : 0;
+    }
+    for (size_t l = 0; idx && l < plan->n_layers; l++)
+        for (size_t e = 0; idx[l] >= 0 && e < plan->n_layers && !plan->layers[l].tied_with; e++)
+            if (e != l && idx[e] >= 0 && embedding_name(plan->layers[e].name) &&
+                !embedding_name(plan->layers[l].name) &&
+                bp_tensorset_same_data(&ts, (size_t)idx[l], (size_t)idx[e]))
+                plan->layers[l].tied_with = plan->layers[e].name;
+    free(idx);
+    bp_tensorset_close(&ts);
+}
+
 int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *cfg,
                  const bp_sens_result *sens, const bp_solve_request *req, bp_plan *plan,
                  bp_error *err)
@@ -1524,8 +1563,10 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
     for (size_t l = 0; l < r->n_layers; l++) {
         const bp_table_row *row = &t->rows[r->chosen[l]];
         bp_plan_layer *pl = &plan->layers[l];
-        *pl = (bp_plan_layer){row->layer, row->wbits, row->abits, row->quantizer, NULL, 0,
-                              -1, row->error, row->params, row->weight_bits};
+        *pl = (bp_plan_layer){.name = row->layer, .wbits = row->wbits, .abits = row->abits,
+                              .quantizer = row->quantizer, .symmetric = -1,
+                              .act_symmetric = -1, .error = row->error, .params = row->params,
+                              .weight_bits = row->weight_bits};
         int wq = bp_wquantizer_parse(row->quantizer);
         if (cfg && row->wbits < BP_BITS_FLOAT && wq >= 0) {
             bp_qspec g = bp_sens_weight_grid(&spec, (bp_wquantizer)wq);
@@ -1535,7 +1576,15 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
         } else if (cfg) {
             pl->granularity = "none";
         }
+        if (cfg && row->abits < BP_BITS_FLOAT && wq >= 0) {
+            bp_qspec a = bp_config_acts_for_quantizer(cfg, row->layer, (bp_wquantizer)wq);
+            pl->act_kind = bp_qkind_name(a.kind);
+            pl->act_granularity = bp_granularity_name(a.granularity);
+            pl->act_symmetric = a.symmetric;
+        }
     }
+    if (cfg && cfg->weights)
+        plan_shapes(cfg->weights, plan);
     if (cfg) {
         plan->model_path = cfg->weights_as_written;
         plan->calib_path = cfg->calibration_as_written;

@@ -257,7 +257,9 @@ static double codes_agree(const float *a, const float *sa, const float *za, cons
 
 /* Single precision (the default, as the authors' code) against double on a
  * wider layer, per channel and per group with act-order: the codes agree
- * but for near-ties and the output error is the same to 0.5 %. */
+ * but for near-ties and single precision costs at most 0.5 % of output error
+ * (a near-tie decided the other way can send the error-feedback down a
+ * different, sometimes better, path: how far depends on the BLAS kernels). */
 static void test_single_double(void)
 {
     check_rng rng = {0x51f0d0b1eULL};
@@ -283,7 +285,8 @@ static void test_single_double(void)
                    grouped ? "per group, act-order" : "per channel", agree,
                    out_err(&x, a) / out_err(&x, b));
             CHECK_MSG(agree >= 0.99, "bits %d grouped %d: %.4f agree", bits, grouped, agree);
-            CHECK_REL(out_err(&x, a), out_err(&x, b), 5e-3);
+            CHECK_MSG(out_err(&x, a) <= out_err(&x, b) * (1 + 5e-3), "bits %d grouped %d: "
+                      "single %.6g vs double %.6g", bits, grouped, out_err(&x, a), out_err(&x, b));
         }
     free(a), free(b), free(sa), free(za), free(sb), free(zb);
     free_data(&x);

@@ -1,23 +1,27 @@
 /*
- * export.h - a plan in the formats other quantizers read.
+ * export.h - a plan in the formats other quantizers read, each checked
+ * against its consumer's own matching and field rules (README "Exports"):
  *
  *   llamacpp      llama-quantize --tensor-type-file: whitespace-separated
- *                 "pattern=type" tokens (anchored, escaped regexes over GGUF
- *                 tensor names), plus FILE.args with the same as --tensor-type
- *                 arguments
- *   gptqmodel     {"dynamic": {"+:^name$": {bits, group_size, sym}, "-:^name$": {}}}
+ *                 "pattern=type" tokens (llama-quantize lowercases the
+ *                 pattern, splits at the first '=' and std::regex_search-es
+ *                 GGUF tensor names), plus FILE.args with --tensor-type
+ *   gptqmodel     a complete quantize_config.json with a "dynamic" entry per
+ *                 layer ("+:^name$" / "-:^name$", GPTQModel's dynamic_get)
  *   llmcompressor a recipe YAML: one config_groups entry per distinct
- *                 (bits, group size, symmetric, activation bits), targets "re:^name$"
- *   autoround     {"name": {bits, group_size, sym, act_bits}}
- *   hawq          {"bit_config": {"name": bits}, "calibtip": {"name": [wbits, abits]}}
+ *                 weight and activation setting, targets "re:^name$"
+ *                 (compressed-tensors' match: re.match)
+ *   autoround     {"name": {bits, group_size, sym, data_type, act_*}}
+ *                 (AutoRound's layer_config: exact names)
  *
- * Layer names may be mapped first (llama-style PyTorch names to GGUF, or
- * user rules): see bp_name_map.
+ * Whatever a consumer cannot express is a warning naming the layers and the
+ * setting; what it would reject is an error before anything is written.
  */
 #ifndef BP_EXPORT_H
 #define BP_EXPORT_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "../../common/bp_error.h"
 
@@ -29,6 +33,12 @@ typedef struct bp_export_layer {
     char *granularity;        /* per_channel | per_group | per_tensor | none */
     long group_size;          /* 0 unless per_group */
     int symmetric;            /* 1 / 0 */
+    char *act_kind;           /* uniform | log2 | ptf, or NULL (float or unknown) */
+    char *act_granularity;    /* per_tensor | per_token, or NULL */
+    int act_symmetric;        /* 1 / 0, -1 unknown */
+    long in_features;         /* inputs per output row; 0 unknown */
+    char *tied_with;          /* an embedding with the same weights, or NULL */
+    int merged;               /* internal: renamed onto an earlier layer's name */
 } bp_export_layer;
 
 typedef struct bp_export_plan {
@@ -45,8 +55,12 @@ typedef struct bp_name_rule {
 } bp_name_rule;
 
 /* Map names in place: the first matching user rule, else (when llama is
- * set) the built-in llama-style PyTorch -> GGUF rules; unmatched names
- * stay.  Errors on a bad regex. */
+ * set) the built-in PyTorch -> GGUF rules (Llama, Mistral, Qwen2/3, Phi-3
+ * fused qkv / gate_up, Mixtral and Qwen MoE experts, which GGUF stores as
+ * one tensor per block); unmatched names stay.  Errors: a bad regex, an
+ * empty result, two layers mapped onto one name by a user rule, or experts
+ * that share one GGUF tensor with different settings.  Experts with equal
+ * settings become one entry. */
 int bp_export_rename(bp_export_plan *p, const bp_name_rule *rules, size_t n_rules, int llama,
                      bp_error *err);
 
@@ -67,17 +81,28 @@ typedef struct bp_ggml_rule {
 } bp_ggml_rule;
 
 /* The formats, their default file names, and name -> index (-1 unknown). */
-#define BP_EXPORT_COUNT 5
+#define BP_EXPORT_COUNT 4
 extern const char *const bp_export_names[BP_EXPORT_COUNT];
 extern const char *const bp_export_files[BP_EXPORT_COUNT];
 int bp_export_format(const char *name);
 
-/* Write format `fmt` to path (atomically). */
+/* "unknown export format ..." with the accepted names (and why hawq went). */
+int bp_export_unknown(const char *fmt, bp_error *err);
+
+typedef struct bp_export_opts {
+    const bp_ggml_rule *types;  /* llamacpp: the user's type map */
+    size_t n_types;
+    int compress;             /* llamacpp: layers blk.N.REST of one REST and type in
+                               * one pattern ^blk\.(N1|N2|...)\.REST$ */
+    FILE *warn;               /* warnings go here; NULL: none */
+    int notes;                /* also notes (how to run the consumer) */
+} bp_export_opts;
+
+/* Write format `fmt` to path (atomically; llamacpp also path.args). */
+int bp_export_write_opts(const bp_export_plan *p, const char *fmt, const char *path,
+                         const bp_export_opts *o, bp_error *err);
+/* The same without compression or warnings. */
 int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
                     const bp_ggml_rule *types, size_t n_types, bp_error *err);
-/* The same; compress (llamacpp): layers blk.N.REST of one REST and type in
- * one pattern ^blk\.(N1|N2|...)\.REST$ (the same tensors match). */
-int bp_export_write_opts(const bp_export_plan *p, const char *fmt, const char *path,
-                         const bp_ggml_rule *types, size_t n_types, int compress, bp_error *err);
 
 #endif

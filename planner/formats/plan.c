@@ -178,6 +178,15 @@ static void write_layer(emitter *first, emitter *rest, const bp_plan_layer *l)
     kv_str(rest, "granularity", l->granularity);
     kv_int(rest, "group_size", (long long)l->group_size);
     kv_bool(rest, "symmetric", l->symmetric);
+    kv_str(rest, "act_kind", l->act_kind);
+    kv_str(rest, "act_granularity", l->act_granularity);
+    kv_bool(rest, "act_symmetric", l->act_kind ? l->act_symmetric : -1);
+    if (l->in_features > 0)
+        kv_int(rest, "in_features", (long long)l->in_features);
+    else
+        kv_str(rest, "in_features", NULL);
+    if (l->tied_with)
+        kv_str(rest, "tied_with", l->tied_with);
     kv_num(rest, "error", l->error);
     kv_int(rest, "params", (long long)l->params);
     kv_int(rest, "weight_bits", (long long)l->weight_bits);

@@ -21,6 +21,12 @@ typedef struct bp_plan_layer {
     const char *granularity;  /* NULL when unknown (plans from a bare table) */
     int64_t group_size;       /* 0 when not per-group */
     int symmetric;            /* -1 when unknown */
+    const char *act_kind;     /* uniform | log2 | ptf; NULL when activations
+                               * stay float (abits 16) or are unknown */
+    const char *act_granularity; /* per_tensor | per_token; NULL likewise */
+    int act_symmetric;        /* -1 when NULL above */
+    int64_t in_features;      /* inputs per output row (llama.cpp's ne[0]); 0 unknown */
+    const char *tied_with;    /* a layer with byte-identical weights, or NULL */
     double error;
     int64_t params;
     int64_t weight_bits;
