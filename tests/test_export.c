@@ -593,8 +593,10 @@ static void plan_of(bp_export_plan *p, const char *const *names, const int *bits
     p->layers = calloc(n, sizeof *p->layers);
     p->n = n;
     for (size_t i = 0; i < n; i++)
-        p->layers[i] = (bp_export_layer){strdup(names[i]), bits[i], 16, strdup("rtn"),
-                                         strdup("per_channel"), 0, 1, NULL, NULL, -1, 0, NULL, 0};
+        p->layers[i] = (bp_export_layer){.name = strdup(names[i]), .wbits = bits[i], .abits = 16,
+                                         .quantizer = strdup("rtn"),
+                                         .granularity = strdup("per_channel"), .symmetric = 1,
+                                         .act_symmetric = -1};
 }
 
 static void test_rename(void)

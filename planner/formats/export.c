@@ -100,7 +100,10 @@ static int read_layer(const char *path, const bp_ynode *m, size_t i, bp_export_l
         asym = v->str;
     if ((v = map_get(m, "in_features")) && v->type == BP_Y_SCALAR && strcmp(v->str, "null"))
         inf = v->str;
+    long params = (v = map_get(m, "params")) && v->type == BP_Y_SCALAR ? atol(v->str) : 0;
     l->wbits = atoi(w), l->abits = atoi(a), l->group_size = atol(gs), l->in_features = atol(inf);
+    l->out_features = l->in_features > 0 && params % l->in_features == 0 ? params / l->in_features
+                                                                         : 0;
     l->symmetric = strcmp(sym, "false") != 0;
     l->act_symmetric = !strcmp(asym, "true") ? 1 : !strcmp(asym, "false") ? 0 : -1;
     if (l->wbits < 1 || l->wbits > 16 || l->abits < 1 || l->abits > 16)
@@ -827,6 +830,16 @@ static void write_autoround(FILE *fp, const bp_export_plan *p, const bp_export_o
     WARN_IF(o, "autoround", p, flag, act_not_uniform(L),
             "AutoRound has no log2 or power-of-two-factor activation grid; written as a "
             "uniform integer grid of the same width");
+    WARN_IF(o, "autoround", p, flag, L->wbits < 16 && embedding(L),
+            "AutoRound never quantizes embeddings (but for GGUF output); it ignores this entry");
+    WARN_IF(o, "autoround", p, flag,
+            L->wbits < 16 && !embedding(L) && L->in_features > 0 &&
+                (L->in_features % 32 || L->out_features % 32),
+            "AutoRound keeps layers whose weight shape is not a multiple of 32 in 16 bits "
+            "(resolver.py, apply_layer_config_special_cases)");
+    warn_tied(o, "autoround", p, flag,
+              "the weights are the embedding's (tied embeddings): AutoRound does not quantize "
+              "a tied head and keeps it in 16 bits");
     WARN_IF(o, "autoround", p, flag, L->abits < 16 && L->act_symmetric < 0,
             "the plan does not say how activations are quantized (a plan from a bare table); "
             "written as asymmetric per-tensor");

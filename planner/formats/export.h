@@ -37,6 +37,7 @@ typedef struct bp_export_layer {
     char *act_granularity;    /* per_tensor | per_token, or NULL */
     int act_symmetric;        /* 1 / 0, -1 unknown */
     long in_features;         /* inputs per output row; 0 unknown */
+    long out_features;        /* rows (params / in_features); 0 unknown */
     char *tied_with;          /* an embedding with the same weights, or NULL */
     int merged;               /* internal: renamed onto an earlier layer's name */
 } bp_export_layer;
