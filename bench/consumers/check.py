@@ -456,11 +456,11 @@ def main():
             continue
         for plan, label in zip(args.plans, ("A", "B")):
             t = fn(args, work, Path(plan), label)
-            rows.append(t.row() + ("" if not t.notes else " " + "; ".join(t.notes) + " |"))
+            rows.append(t.row() + " " + ("; ".join(t.notes) or "") + " |")
             silent += len(t.silent)
     print("| consumer (its own code) | plan | tensors | as planned | other, warned by bitplan "
-          "| silent mismatches |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "| silent mismatches | notes |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(r)
     sys.exit(1 if silent else 0)
