@@ -298,6 +298,8 @@ static void test_llamacpp(void)
     CHECK_STR_CONTAINS(warn, "rows (384 inputs in the first) are not a multiple of");
     CHECK_STR_CONTAINS(warn, "(blk.1.ffn_down.weight): rows (384 inputs");     /* blk.0: f16 */
     CHECK_STR_CONTAINS(warn, "quantized base type");
+    CHECK_STR_CONTAINS(warn, "(blk.0.attn_q.weight, blk.1.ffn_gate.weight): q2_K needs an "
+                             "importance matrix under base type Q2_K_S");
     CHECK(strstr(warn, "not a GGUF tensor name") == NULL);
     free(warn);
     /* compressed: the same type for every tensor, fewer tokens */

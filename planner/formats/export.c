@@ -520,6 +520,9 @@ static void llama_warnings(const bp_export_plan *p, const char **type, const bp_
         warn_layers(o, F, p, flag, msg);
     }
     free(told);
+    WARN_IF(o, F, p, flag, !strcasecmp(type[i_], "q2_K"),
+            "q2_K needs an importance matrix under base type Q2_K_S (tensor_requires_imatrix); "
+            "use another base type or --imatrix FILE");
     note(o, F, "llama-quantize applies these types only under a quantized base type, e.g. "
          "llama-quantize --tensor-type-file tensor-types.txt model-f32.gguf out.gguf Q8_0 "
          "(with F16, BF16 or F32 as the type it ignores them; --token-embedding-type and "
