@@ -1,28 +1,100 @@
 /*
  * bp_file.c - atomic writes (temp + fsync + rename), mkdir -p, path joins.
  */
+#define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #include "bp_file.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+static int staging;
+
+#define SETS ".bitplan-sets"
+
+/* A link of an output set (NAME -> .bitplan-sets/current/NAME)? */
+static int managed_link(const char *path)
+{
+    char have[512];
+    ssize_t n = readlink(path, have, sizeof have - 1);
+    if (n <= 0)
+        return 0;
+    have[n] = '\0';
+    return strncmp(have, SETS "/current/", strlen(SETS "/current/")) == 0;
+}
+
+/* Open a destination that is not a file to replace: "-", a device, a FIFO
+ * (1), a regular file or nothing yet (0, *target set when path is a link). */
+static int special_output(bp_atomic *a, const char *path, char **target, bp_error *err)
+{
+    struct stat st;
+    *target = NULL;
+    if (strcmp(path, "-") == 0) {
+        a->fp = stdout, a->direct = 1;
+        return 1;
+    }
+    if (lstat(path, &st) != 0)
+        return 0;                    /* a new file */
+    if (S_ISLNK(st.st_mode) && staging && managed_link(path))
+        return 0;                    /* a new set replaces it: written beside the link */
+    if (S_ISLNK(st.st_mode)) {
+        if (!(*target = realpath(path, NULL)))
+            return bp_fail(err, "%s: a symbolic link whose target cannot be followed: %s", path,
+                           strerror(errno));
+        if (stat(*target, &st) != 0)
+            return bp_fail(err, "%s: cannot stat the link's target: %s", path, strerror(errno));
+    }
+    const char *dest = *target ? *target : path;
+    if (S_ISDIR(st.st_mode))
+        return bp_fail(err, "%s: is a directory (expected a file name)", path);
+    if (S_ISBLK(st.st_mode) || S_ISSOCK(st.st_mode))
+        return bp_fail(err, "%s: is a %s; bitplan writes files, character devices, FIFOs or "
+                       "'-' (stdout)", path, S_ISBLK(st.st_mode) ? "block device" : "socket");
+    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) {
+        int fd = open(dest, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || !(a->fp = fdopen(fd, "wb"))) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            return bp_fail(err, "%s: cannot open for writing: %s", path, strerror(e));
+        }
+        a->direct = 1;
+        return 1;
+    }
+    return 0;
+}
 
 int bp_atomic_open(bp_atomic *a, const char *path, bp_error *err)
 {
     memset(a, 0, sizeof *a);
-    size_t n = strlen(path);
-    a->path = bp_strdup(path, err);
+    char *target;
+    int sp = special_output(a, path, &target, err);
+    if (sp != 0) {
+        free(target);
+        if (sp < 0 || !(a->path = bp_strdup(path, err))) {
+            bp_atomic_abort(a);
+            return -1;
+        }
+        return 0;
+    }
+    const char *dest = target ? target : path;
+    size_t n = strlen(dest);
+    a->path = bp_strdup(dest, err);
     a->tmp = bp_malloc(n + 16, err);
+    free(target);
     if (!a->path || !a->tmp) {
         bp_atomic_abort(a);
         return -1;
     }
-    snprintf(a->tmp, n + 16, "%s.tmp.XXXXXX", path);
+    snprintf(a->tmp, n + 16, "%s.tmp.XXXXXX", a->path);
     int fd = mkstemp(a->tmp);
     if (fd < 0) {
         int e = errno;
@@ -42,20 +114,290 @@ int bp_atomic_open(bp_atomic *a, const char *path, bp_error *err)
     return 0;
 }
 
+/* ---- staged output sets --------------------------------------------------- */
+
+typedef struct staged {
+    char *tmp, *path;                /* absolute */
+} staged;
+static staged *stage_list;
+static size_t stage_n, stage_cap;
+
+void bp_stage_begin(void)
+{
+    staging = 1;
+}
+
+/* dir of p made absolute, plus its last component. */
+static char *absolute(const char *p)
+{
+    const char *slash = strrchr(p, '/');
+    char *dir = slash ? strndup(p, (size_t)(slash - p) + (slash == p)) : strdup(".");
+    char *real = dir ? realpath(dir, NULL) : NULL;
+    free(dir);
+    if (!real)
+        return strdup(p);
+    size_t n = strlen(real) + strlen(p) + 2;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "%s/%s", strcmp(real, "/") ? real : "", slash ? slash + 1 : p);
+    free(real);
+    return out;
+}
+
+static int stage_add(const char *tmp, const char *path, bp_error *err)
+{
+    if (stage_n == stage_cap) {
+        size_t cap = stage_cap ? 2 * stage_cap : 8;
+        staged *l = realloc(stage_list, cap * sizeof *l);
+        if (!l)
+            return bp_fail(err, "out of memory");
+        stage_list = l, stage_cap = cap;
+    }
+    char *t = absolute(tmp), *p = absolute(path);
+    if (!t || !p) {
+        free(t), free(p);
+        return bp_fail(err, "out of memory");
+    }
+    for (size_t i = 0; i < stage_n; i++)       /* written twice: the last one wins */
+        if (strcmp(stage_list[i].path, p) == 0) {
+            unlink(stage_list[i].tmp);
+            free(stage_list[i].tmp), free(stage_list[i].path);
+            stage_list[i] = stage_list[--stage_n];
+            break;
+        }
+    stage_list[stage_n++] = (staged){t, p};
+    return 0;
+}
+
+static void stage_clear(int remove_temps)
+{
+    for (size_t i = 0; i < stage_n; i++) {
+        if (remove_temps)
+            unlink(stage_list[i].tmp);
+        free(stage_list[i].tmp), free(stage_list[i].path);
+    }
+    free(stage_list);
+    stage_list = NULL, stage_n = stage_cap = 0, staging = 0;
+}
+
+void bp_stage_abort(void)
+{
+    stage_clear(1);
+}
+
+const char *bp_stage_lookup(const char *path)
+{
+    char *p = staging ? absolute(path) : NULL;
+    const char *found = path;
+    for (size_t i = 0; p && i < stage_n; i++)
+        if (strcmp(stage_list[i].path, p) == 0)
+            found = stage_list[i].tmp;
+    free(p);
+    return found;
+}
+
+static void fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* ---- output sets: .bitplan-sets/<id>/ and one "current" link ------------ */
+
+/* Remove a set directory (files only) or anything else in sets/ but current. */
+static void remove_set(const char *sets, const char *name)
+{
+    char path[4096], file[4096 + 256];
+    snprintf(path, sizeof path, "%s/%s", sets, name);
+    DIR *d = opendir(path);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+            unlink(file);
+        }
+    if (d)
+        closedir(d);
+    if (rmdir(path) != 0)
+        unlink(path);
+}
+
+/* Every set but the current one (a killed run's, the previous run's). */
+static void prune_sets(const char *dir)
+{
+    char sets[4096], cur[256] = "";
+    snprintf(sets, sizeof sets, "%s/" SETS, dir);
+    char link[4096 + 16];
+    snprintf(link, sizeof link, "%s/current", sets);
+    ssize_t n = readlink(link, cur, sizeof cur - 1);
+    cur[n > 0 ? n : 0] = '\0';
+    DIR *d = opendir(sets);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "current") &&
+            strcmp(e->d_name, cur))
+            remove_set(sets, e->d_name);
+    if (d)
+        closedir(d);
+}
+
+/* Point dir/name at .bitplan-sets/current/name (one rename), unless it does. */
+static int link_top(const char *dir, const char *name, const char *id, bp_error *err)
+{
+    char top[4096], want[512], have[512], tmp[4096 + 160];
+    snprintf(top, sizeof top, "%s/%s", dir, name);
+    snprintf(want, sizeof want, SETS "/current/%s", name);
+    ssize_t n = readlink(top, have, sizeof have - 1);
+    if (n >= 0 && (size_t)n == strlen(want) && memcmp(have, want, (size_t)n) == 0)
+        return 0;
+    snprintf(tmp, sizeof tmp, "%s.link.%s", top, id);
+    unlink(tmp);
+    if (symlink(want, tmp) != 0 || rename(tmp, top) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return bp_fail(err, "%s: cannot link the output into place: %s", top, strerror(e));
+    }
+    return 0;
+}
+
+int bp_stage_commit(const char *dir, bp_error *err)
+{
+    staging = 0;
+    if (stage_n == 0) {
+        stage_clear(0);
+        return 0;
+    }
+    char *real = realpath(dir, NULL);
+    char sets[4096] = "", id[64], setdir[4096 + 64] = "", dest[8192], tmp[4096 + 80];
+    int rc = real ? 0 : bp_fail(err, "%s: cannot resolve the output directory: %s", dir,
+                                strerror(errno));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(id, sizeof id, "%lld.%09ld.%ld", (long long)ts.tv_sec, ts.tv_nsec, (long)getpid());
+    if (rc == 0) {
+        snprintf(sets, sizeof sets, "%s/" SETS, real);
+        snprintf(setdir, sizeof setdir, "%s/%s", sets, id);
+        if ((mkdir(sets, 0755) != 0 && errno != EEXIST) || mkdir(setdir, 0755) != 0) {
+            setdir[0] = '\0';
+            rc = bp_fail(err, "%s: cannot create %s: %s", dir, SETS, strerror(errno));
+        }
+    }
+    /* 1. the set's files into a directory no reader looks at yet */
+    size_t rl = real ? strlen(real) : 0;
+    for (size_t i = 0; rc == 0 && i < stage_n; i++) {
+        const char *p = stage_list[i].path;
+        int member = !strncmp(p, real, rl) && p[rl] == '/' && !strchr(p + rl + 1, '/');
+        snprintf(dest, sizeof dest, "%s/%s", setdir, p + rl + 1);
+        if (rename(stage_list[i].tmp, member ? dest : p) != 0)
+            rc = bp_fail(err, "%s: cannot move output into place: %s", p, strerror(errno));
+    }
+    if (rc == 0)
+        fsync_dir(setdir);
+    /* 2. the switch: one rename makes the whole set current */
+    if (rc == 0) {
+        snprintf(tmp, sizeof tmp, "%s/current.%s", sets, id);
+        if (symlink(id, tmp) != 0 || rename(tmp, strcat(strcpy(dest, sets), "/current")) != 0) {
+            rc = bp_fail(err, "%s: cannot switch to the new outputs: %s", dir, strerror(errno));
+            unlink(tmp);
+        } else {
+            fsync_dir(sets);
+        }
+    }
+    /* 3. names in dir point into the current set (made once; a file of an
+     * older layout is replaced); links to outputs this set lacks go */
+    for (size_t i = 0; rc == 0 && i < stage_n; i++) {
+        const char *p = stage_list[i].path;
+        if (!strncmp(p, real, rl) && p[rl] == '/' && !strchr(p + rl + 1, '/'))
+            rc = link_top(real, p + rl + 1, id, err);
+    }
+    DIR *d = rc == 0 ? opendir(real) : NULL;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char have[512], target[8192];
+        snprintf(dest, sizeof dest, "%s/%s", real, e->d_name);
+        ssize_t n = readlink(dest, have, sizeof have - 1);
+        if (n <= 0)
+            continue;
+        have[n] = '\0';
+        snprintf(target, sizeof target, "%s/%s", real, have);
+        if (!strncmp(have, SETS "/current/", strlen(SETS "/current/")) && access(target, F_OK))
+            unlink(dest);
+    }
+    if (d)
+        closedir(d);
+    if (rc == 0) {
+        fsync_dir(real);
+        prune_sets(real);
+    } else if (real && setdir[0]) {
+        remove_set(sets, id);
+    }
+    free(real);
+    stage_clear(rc != 0);
+    return rc;
+}
+
+/* Temporaries (NAME.tmp.XXXXXX, NAME.link.ID) of the named outputs in dir. */
+static void remove_stale(const char *dir, const char *const *names)
+{
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        for (size_t k = 0; names && names[k]; k++) {
+            size_t ln = strlen(names[k]);
+            if (strncmp(e->d_name, names[k], ln) != 0)
+                continue;
+            const char *rest = e->d_name + ln;
+            if ((!strncmp(rest, ".tmp.", 5) && strlen(rest) == 11) || !strncmp(rest, ".link.", 6)) {
+                char *stale = bp_path_join(dir, e->d_name, NULL);
+                if (stale)
+                    unlink(stale);
+                free(stale);
+            }
+        }
+    if (d)
+        closedir(d);
+}
+
+int bp_dir_lock(const char *dir, const char *const *names, int *fd, bp_error *err)
+{
+    /* the directory itself is locked: no lock file to leave behind */
+    *fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0)
+        return bp_fail(err, "%s: cannot open the output directory: %s", dir, strerror(errno));
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        close(*fd);
+        *fd = -1;
+        return bp_fail(err, "%s: another bitplan run is writing into this directory; wait "
+                       "for it to finish or use another output.dir", dir);
+    }
+    prune_sets(dir);
+    char cur[4096 + 32];
+    snprintf(cur, sizeof cur, "%s/" SETS "/current", dir);
+    remove_stale(dir, names);
+    remove_stale(cur, names);
+    return 0;
+}
+
 int bp_atomic_commit(bp_atomic *a, bp_error *err)
 {
     int rc = 0;
     int bad = ferror(a->fp);
     if (fflush(a->fp) != 0)
         bad = 1;
-    if (!bad && fsync(fileno(a->fp)) != 0)
+    if (!bad && !a->direct && fsync(fileno(a->fp)) != 0)
         bad = 1;
     int e = errno;
-    if (fclose(a->fp) != 0)
-        bad = 1;
+    if (a->fp != stdout && fclose(a->fp) != 0)
+        bad = 1, e = e ? e : errno;
     a->fp = NULL;
     if (bad) {
         rc = bp_fail(err, "%s: write failed: %s", a->path, strerror(e ? e : EIO));
+    } else if (a->direct) {
+        /* written in place */
+    } else if (staging) {
+        if ((rc = stage_add(a->tmp, a->path, err)) == 0) {
+            free(a->tmp);
+            a->tmp = NULL;
+        }
     } else if (rename(a->tmp, a->path) != 0) {
         rc = bp_fail(err, "%s: cannot move output into place: %s", a->path,
                      strerror(errno));
@@ -69,7 +411,7 @@ int bp_atomic_commit(bp_atomic *a, bp_error *err)
 
 void bp_atomic_abort(bp_atomic *a)
 {
-    if (a->fp)
+    if (a->fp && a->fp != stdout)
         fclose(a->fp);
     if (a->tmp)
         unlink(a->tmp);
@@ -132,45 +474,57 @@ char *bp_path_dir(const char *path, bp_error *err)
     return p;
 }
 
-int bp_read_file(const char *path, char **data, size_t *size, bp_error *err)
+int bp_read_file_max(const char *path, size_t max, const char *what, char **data, size_t *size,
+                     bp_error *err)
 {
     *data = NULL;
     *size = 0;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);    /* a FIFO never blocks */
+    if (fd < 0)
         return bp_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int dir = S_ISDIR(st.st_mode);
+        close(fd);
+        return dir ? bp_fail(err, "%s: is a directory (expected %s)", path, what)
+                   : bp_fail(err, "%s: not a regular file (a FIFO, device or socket cannot be "
+                             "read as %s)", path, what);
+    }
+    if ((unsigned long long)st.st_size > max) {
+        close(fd);
+        return bp_fail(err, "%s: %lld bytes is more than %s may have (%zu)", path,
+                       (long long)st.st_size, what, max);
+    }
+    size_t cap = (size_t)st.st_size + 1, n = 0;
     char *buf = bp_malloc(cap, err);
     if (!buf) {
-        fclose(fp);
+        close(fd);
         return -1;
     }
     for (;;) {
-        if (n + 1 >= cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                fclose(fp);
-                return bp_fail(err, "%s: out of memory reading file", path);
-            }
-            buf = nb;
-            cap *= 2;
+        ssize_t got = read(fd, buf + n, cap - 1 - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return bp_fail(err, "%s: read error: %s", path, strerror(e));
         }
-        size_t got = fread(buf + n, 1, cap - n - 1, fp);
-        n += got;
-        if (got == 0)
+        n += (size_t)got;
+        if (got == 0 || n == cap - 1)
             break;
     }
-    int bad = ferror(fp);
-    fclose(fp);
-    if (bad) {
-        free(buf);
-        return bp_fail(err, "%s: read error", path);
-    }
-    buf[n] = '\0';
+    close(fd);
+    buf[n] = '\0';                   /* a file that grew meanwhile: its first st_size bytes */
     *data = buf;
     *size = n;
     return 0;
+}
+
+int bp_read_file(const char *path, char **data, size_t *size, bp_error *err)
+{
+    return bp_read_file_max(path, BP_READ_MAX, "an input file", data, size, err);
 }
 
 int bp_map_file(const char *path, size_t min_size, const char *what,
@@ -178,13 +532,17 @@ int bp_map_file(const char *path, size_t min_size, const char *what,
 {
     *map = NULL;
     *size = 0;
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);    /* a FIFO never blocks */
     if (fd < 0)
         return bp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        int dir = S_ISDIR(sb.st_mode);
         close(fd);
-        return bp_fail(err, "%s: not a regular file", path);
+        if (dir)
+            return bp_fail(err, "%s: is a directory (expected %s)", path, what);
+        return bp_fail(err, "%s: not a regular file (a FIFO, device or socket cannot be read "
+                       "as %s)", path, what);
     }
     if ((size_t)sb.st_size < min_size || sb.st_size == 0) {
         close(fd);

@@ -5,6 +5,16 @@
  * temporary file in the destination directory, flushed and fsync'ed, then
  * renamed over the destination.  A failed or interrupted run never leaves a
  * half-written file, and the previous version stays intact until the rename.
+ * Destinations that are not files are written straight through: "-" is
+ * stdout, character devices and FIFOs are opened and written (never
+ * replaced); a symbolic link is followed (its target is replaced, the link
+ * stays); a directory or block device is an error.
+ *
+ * A set of outputs (a plan, its JSON, exports, quantized weights) lands
+ * together: between bp_stage_begin and bp_stage_commit, commits only flush
+ * their temporaries; bp_stage_commit records the renames in DIR/.bitplan-
+ * commit, performs them and removes the record, so a kill between two
+ * renames is completed by the next bp_dir_lock of that directory.
  */
 #ifndef BP_FILE_H
 #define BP_FILE_H
@@ -15,8 +25,9 @@
 
 typedef struct bp_atomic {
     FILE *fp;
-    char *path;       /* final destination */
-    char *tmp;        /* temporary file beside it */
+    char *path;       /* final destination (a symlink's target) */
+    char *tmp;        /* temporary file beside it; NULL when written straight */
+    int direct;       /* 1: stdout, a device or a FIFO, written in place */
 } bp_atomic;
 
 /* Open a temporary file beside path for writing. */
@@ -27,6 +38,23 @@ int bp_atomic_commit(bp_atomic *a, bp_error *err);
 /* Remove the temporary file without touching the destination. */
 void bp_atomic_abort(bp_atomic *a);
 
+/* Defer the renames of every bp_atomic_commit until bp_stage_commit. */
+void bp_stage_begin(void);
+/* Rename every staged temporary into place (recorded in dir/.bitplan-commit
+ * first); ends staging. */
+int bp_stage_commit(const char *dir, bp_error *err);
+/* Remove every staged temporary; ends staging. */
+void bp_stage_abort(void);
+/* The temporary holding path's staged contents, or path itself. */
+const char *bp_stage_lookup(const char *path);
+
+/* Take the run lock of an output directory (flock on the directory, released
+ * when the process ends, however it ends); a second holder fails with a
+ * message naming the directory.  Then finish a commit a
+ * killed run left half done and remove temporaries of the outputs named in
+ * `names` (NULL-terminated file names inside dir) that killed runs left. */
+int bp_dir_lock(const char *dir, const char *const *names, int *fd, bp_error *err);
+
 /* Create a directory and its parents (like mkdir -p). */
 int bp_mkdirs(const char *path, bp_error *err);
 
@@ -36,8 +64,14 @@ char *bp_path_join(const char *dir, const char *name, bp_error *err);
 /* Directory part of a path ("." when there is none); malloc'ed. */
 char *bp_path_dir(const char *path, bp_error *err);
 
-/* Read a whole file into a NUL-terminated malloc'ed buffer. */
+/* Read a whole regular file (at most BP_READ_MAX bytes) into a NUL-terminated
+ * malloc'ed buffer.  Directories, FIFOs, devices and larger files are errors
+ * naming the file (never a blocking or unbounded read). */
+#define BP_READ_MAX ((size_t)1 << 31)
 int bp_read_file(const char *path, char **data, size_t *size, bp_error *err);
+/* The same with a limit and what the file is, for the message. */
+int bp_read_file_max(const char *path, size_t max, const char *what, char **data, size_t *size,
+                     bp_error *err);
 
 /* Map a whole regular file read-only; files under min_size bytes are an
  * error saying "too short for <what>".  Unmap with bp_unmap_file. */

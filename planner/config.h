@@ -113,6 +113,18 @@ typedef struct bp_config {
 } bp_config;
 
 int bp_config_load(bp_config *c, const char *path, bp_error *err);
+/* The largest config file read (a config is small; anything bigger is not one). */
+#define BP_CONFIG_MAX ((size_t)16 << 20)
+
+/* The file names a run writes inside output.dir (plan, its JSON, the table
+ * and its cache companions, exports, weights, sweep outputs), NULL-terminated
+ * in names (at least BP_OUTPUT_NAMES_MAX slots); malloc'ed strings the
+ * caller frees with bp_config_output_names_free. */
+#define BP_OUTPUT_NAMES_MAX 24
+size_t bp_config_output_names(const bp_config *c, char **names);
+void bp_config_output_names_free(char **names);
+/* plan.yaml -> plan.json (the JSON plan beside the YAML one); malloc'ed. */
+char *bp_config_json_name(const char *plan_name);
 /* Parse from memory; `dir` resolves relative paths. */
 int bp_config_parse(bp_config *c, const char *text, size_t size, const char *label,
                     const char *dir, bp_error *err);

@@ -160,6 +160,25 @@ static void on_signal(int sig)
 
 static int apply_errors(const cli *c, bp_table *t, bp_error *err);
 
+/* The run lock of output.dir, held until the process ends (one run writes
+ * into a directory at a time); taking it completes a commit a killed run left
+ * half done and removes the temporaries killed runs left. */
+static int lock_outputs(const bp_config *cfg, bp_error *err)
+{
+    static int held = -1;
+    if (held >= 0)
+        return 0;
+    if (bp_mkdirs(cfg->out_dir, err) < 0)
+        return -1;
+    char *names[BP_OUTPUT_NAMES_MAX + 2];
+    size_t n = bp_config_output_names(cfg, names);
+    names[n] = (char *)".bitplan-hashes", names[n + 1] = NULL;    /* the hash memo */
+    int rc = bp_dir_lock(cfg->out_dir, (const char *const *)names, &held, err);
+    names[n] = NULL;
+    bp_config_output_names_free(names);
+    return rc;
+}
+
 /* SIGINT/SIGTERM finish the layer in progress during the sensitivity stage
  * (its journal then resumes the next run); elsewhere they act as usual. */
 static int sensitivity_with_journal(bp_config *cfg, cli *c, bp_sens_result *sens,
@@ -171,6 +190,8 @@ static int sensitivity_with_journal(bp_config *cfg, cli *c, bp_sens_result *sens
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    if (lock_outputs(cfg, err) < 0)
+        return -1;
     int rc = bp_run_sensitivity(cfg, c->force, progress, c, sens, err);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
@@ -309,24 +330,8 @@ static int ends_with(const char *s, const char *suffix)
 
 static int write_plan_to(const bp_plan *p, const char *path, bp_error *err)
 {
-    if (strcmp(path, "-") == 0) {
-        char tmp[] = "/tmp/bitplan-plan-XXXXXX";
-        int fd = mkstemp(tmp);
-        if (fd < 0)
-            return bp_fail(err, "cannot create a temporary file");
-        close(fd);
-        int rc = bp_plan_write_yaml(p, tmp, err);
-        char *text;
-        size_t n;
-        if (rc == 0 && (rc = bp_read_file(tmp, &text, &n, err)) == 0) {
-            fwrite(text, 1, n, stdout);
-            free(text);
-        }
-        remove(tmp);
-        return rc;
-    }
     return ends_with(path, ".json") ? bp_plan_write_json(p, path, err)
-                                    : bp_plan_write_yaml(p, path, err);
+                                    : bp_plan_write_yaml(p, path, err);  /* "-": stdout */
 }
 
 /* ---- exports ------------------------------------------------------------- */
@@ -493,38 +498,49 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
     if (rc == 0 && c->errors)
         plan.table_path = c->errors, plan.metric = NULL;
     const char *shown = NULL;
+    /* the plan, its JSON, the exports and the quantized weights land together:
+     * each is written to a temporary, and only when all are complete are they
+     * renamed into place (recorded first, so a kill between renames is finished
+     * by the next run) */
+    char *commit_dir = cfg ? bp_strdup(cfg->out_dir, &err)
+                           : bp_path_dir(c->output ? c->output : "plan.yaml", &err);
+    if (!commit_dir)
+        rc = -1;
+    bp_stage_begin();
     if (rc == 0 && c->output) {
         rc = write_plan_to(&plan, c->output, &err);
         shown = c->output;
     } else if (rc == 0) {
         if (!(yaml_path = bp_path_join(cfg->out_dir, cfg->plan_name, &err)))
             rc = -1;
+        char *json_name = bp_config_json_name(cfg->plan_name);
         if (rc == 0 && cfg->write_json) {
-            size_t n = strlen(yaml_path);
-            json_path = bp_malloc(n + 6, &err);
-            if (!json_path) {
-                rc = -1;
-            } else {
-                snprintf(json_path, n + 6, "%.*s.json",
-                         (int)(ends_with(yaml_path, ".yaml") ? n - 5
-                               : ends_with(yaml_path, ".yml") ? n - 4 : n), yaml_path);
-                rc = bp_plan_write_json(&plan, json_path, &err);
-            }
+            json_path = json_name ? bp_path_join(cfg->out_dir, json_name, &err) : NULL;
+            rc = json_path ? bp_plan_write_json(&plan, json_path, &err) : -1;
         }
+        free(json_name);
         if (rc == 0 && cfg->write_yaml)
             rc = bp_plan_write_yaml(&plan, yaml_path, &err);
         if (rc == 0 && cfg->exports)
-            rc = export_configured(cfg, cfg->write_yaml ? yaml_path : json_path, c->quiet, &err);
+            rc = export_configured(cfg, bp_stage_lookup(cfg->write_yaml ? yaml_path : json_path),
+                                   c->quiet, &err);
         shown = cfg->write_yaml ? yaml_path : json_path;
     }
     char *qpath = NULL;
     c->stage = "quantized weights";
-    if (rc == 0 && cfg && cfg->weights_out && !c->table) {
+    /* -o: the plan alone (weights or exports in output.dir would describe a plan
+     * that is not the one there) */
+    if (rc == 0 && cfg && cfg->weights_out && !c->table && !c->output) {
         if (bp_mkdirs(cfg->out_dir, &err) < 0 ||
             !(qpath = bp_path_join(cfg->out_dir, cfg->weights_out, &err)) ||
             bp_write_quantized(cfg, &plan, qpath, cfg->dequantized, progress, c, &err) < 0)
             rc = -1;
     }
+    if (rc == 0)
+        rc = bp_stage_commit(commit_dir, &err);
+    else
+        bp_stage_abort();
+    free(commit_dir);
     if (rc == 0 && !c->quiet && !(c->output && strcmp(c->output, "-") == 0)) {
         print_summary(&plan, sens, shown, bp_now() - t0);
         if (qpath)
@@ -843,12 +859,12 @@ static int cmd_export(cli *c)
                                         : NULL;
     const char *out = c->output ? c->output : def ? def : bp_export_files[f];
     int rc = c->config && !c->output && !def ? -1
-             : c->config && bp_mkdirs(cfg.out_dir, &err) < 0
+             : c->config && lock_outputs(&cfg, &err) < 0
                  ? -1
                  : export_plan(c->arg, c->format, out, c->config ? &cfg : NULL,
                                c->llama_names || (c->config && cfg.llama_names), c->compress,
                                c->quiet, &err);
-    if (rc == 0 && !c->quiet)
+    if (rc == 0 && !c->quiet && strcmp(out, "-") != 0)
         printf("%s: %s\n", c->format, out);
     free(def);
     if (c->config)

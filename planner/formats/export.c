@@ -904,12 +904,33 @@ static int write_one(const bp_export_plan *p, int f, const char *path, const cha
     return bp_atomic_commit(&a, err);
 }
 
+static int write_opts(const bp_export_plan *p, int f, const char *path, const bp_export_opts *o,
+                      bp_error *err);
+
+/* Warnings are collected while writing and printed only once the export is
+ * in place (a failed export says only why it failed). */
 int bp_export_write_opts(const bp_export_plan *p, const char *fmt, const char *path,
                          const bp_export_opts *o, bp_error *err)
 {
     int f = bp_export_format(fmt);
     if (f < 0)
         return bp_export_unknown(fmt, err);
+    char *text = NULL;
+    size_t len = 0;
+    bp_export_opts quiet = *o;
+    quiet.warn = o->warn ? open_memstream(&text, &len) : NULL;
+    int rc = write_opts(p, f, path, &quiet, err);
+    if (quiet.warn)
+        fclose(quiet.warn);
+    if (rc == 0 && o->warn && text)
+        fputs(text, o->warn);
+    free(text);
+    return rc;
+}
+
+static int write_opts(const bp_export_plan *p, int f, const char *path, const bp_export_opts *o,
+                      bp_error *err)
+{
     const char **type = calloc(p->n + 1, sizeof *type);
     unsigned char *flag = calloc(p->n + 1, 1);
     int rc = type && flag ? 0 : bp_fail(err, "out of memory");
@@ -922,13 +943,13 @@ int bp_export_write_opts(const bp_export_plan *p, const char *fmt, const char *p
         rc = gptq_check(p, err);
     if (rc == 0)
         rc = write_one(p, f, path, type, o, 0, flag, err);
-    if (rc == 0 && f == 0) {
+    if (rc == 0 && f == 0 && strcmp(path, "-") != 0) {
         char args[4096];             /* llama.cpp: the same as --tensor-type arguments */
         snprintf(args, sizeof args, "%s.args", path);
         rc = write_one(p, f, args, type, o, 1, flag, err);
-        if (rc == 0)
-            llama_warnings(p, type, o, flag);
     }
+    if (rc == 0 && f == 0)
+        llama_warnings(p, type, o, flag);
     free(type);
     free(flag);
     return rc;
