@@ -502,11 +502,11 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
      * each is written to a temporary, and only when all are complete are they
      * renamed into place (recorded first, so a kill between renames is finished
      * by the next run) */
-    char *commit_dir = cfg ? bp_strdup(cfg->out_dir, &err)
-                           : bp_path_dir(c->output ? c->output : "plan.yaml", &err);
-    if (!commit_dir)
+    char *commit_dir = c->output ? NULL : bp_strdup(cfg->out_dir, &err);
+    if (!c->output && !commit_dir)
         rc = -1;
-    bp_stage_begin();
+    if (!c->output)          /* -o: the plan alone, written atomically by itself */
+        bp_stage_begin();
     if (rc == 0 && c->output) {
         rc = write_plan_to(&plan, c->output, &err);
         shown = c->output;
@@ -536,9 +536,9 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
             bp_write_quantized(cfg, &plan, qpath, cfg->dequantized, progress, c, &err) < 0)
             rc = -1;
     }
-    if (rc == 0)
+    if (rc == 0 && commit_dir)
         rc = bp_stage_commit(commit_dir, &err);
-    else
+    else if (commit_dir)
         bp_stage_abort();
     free(commit_dir);
     if (rc == 0 && !c->quiet && !(c->output && strcmp(c->output, "-") == 0)) {
@@ -699,6 +699,9 @@ static void sweep_summary(const bp_sweep *sw, const char *csv, const char *svg, 
     printf("frontier: %s\nplot: %s\ntime: %.2f s\n", csv, svg, secs);
 }
 
+/* pareto.csv: at most this many (point, layer) cells (about 60 MB) */
+#define PARETO_CELLS 20000000u
+
 static int cmd_sweep(cli *c)
 {
     bp_config cfg;
@@ -753,8 +756,14 @@ static int cmd_sweep(cli *c)
         bp_frontier f;
         bp_error ferr;
         request_from(c, cp, &req);
-        if (bp_table_frontier(t, &req, 200000, &f, &ferr) < 0) {
-            pareto_note = "skipped (over 200000 points)";
+        /* points x layers bounded: memory and pareto.csv stay near 20 M cells */
+        size_t nl = bp_table_layer_count(t), cap = PARETO_CELLS / (nl ? nl : 1);
+        cap = cap > 200000 ? 200000 : cap < 16 ? 16 : cap;
+        static char note[160];
+        if (bp_table_frontier(t, &req, cap, &f, &ferr) < 0) {
+            snprintf(note, sizeof note, "skipped (more than %zu points for %zu layers; "
+                     "frontier.csv has the plans)", cap, nl);
+            pareto_note = note;
         } else {
             rc = bp_sweep_write_pareto(t, &f, pareto, &err);
             bp_frontier_free(&f);

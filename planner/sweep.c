@@ -143,49 +143,93 @@ int bp_sweep_add_plan(bp_sweep *s, const bp_table *t, double budget, const bp_so
     return fill_point(pt, t, r->chosen, r->n_layers, err);
 }
 
-/* Layers in first-appearance order: first row index of each. */
-static size_t table_layers(const bp_table *t, size_t *first)
+/* The table's rows grouped by layer, the layers in first-appearance order:
+ * layer l's rows are row[start[l] .. start[l + 1]) (ascending row index).
+ * Sorting keeps this O(n log n) for 100,000-layer tables. */
+typedef struct layer_rows {
+    size_t *row, *start, n;
+} layer_rows;
+
+static const bp_table *sort_table;
+static int by_layer_then_row(const void *x, const void *y)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < t->n; i++) {
-        size_t l = 0;
-        while (l < n && strcmp(t->rows[first[l]].layer, t->rows[i].layer) != 0)
-            l++;
-        if (l == n)
-            first[n++] = i;
-    }
-    return n;
+    size_t a = *(const size_t *)x, b = *(const size_t *)y;
+    int c = strcmp(sort_table->rows[a].layer, sort_table->rows[b].layer);
+    return c ? c : (a > b) - (a < b);
+}
+static int by_first_row(const void *x, const void *y)
+{
+    const size_t *a = x, *b = y;     /* (first row, group start, group end) triples */
+    return (a[0] > b[0]) - (a[0] < b[0]);
 }
 
-/* The best row of layer (named like row `first`) at wbits w and the widest
- * activation width present; SIZE_MAX when the layer has no such row. */
-static size_t best_row(const bp_table *t, size_t first, int w)
+static int group_layers(const bp_table *t, layer_rows *g, bp_error *err)
 {
-    const char *name = t->rows[first].layer;
+    size_t n = t->n ? t->n : 1;
+    size_t *idx = bp_malloc(n * sizeof *idx, err), *tri = bp_malloc(3 * n * sizeof *tri, err);
+    g->row = bp_malloc(n * sizeof *g->row, err);
+    g->start = bp_malloc((n + 1) * sizeof *g->start, err);
+    g->n = 0;
+    if (!idx || !tri || !g->row || !g->start) {
+        free(idx), free(tri), free(g->row), free(g->start);
+        return -1;
+    }
+    for (size_t i = 0; i < t->n; i++)
+        idx[i] = i;
+    sort_table = t;
+    qsort(idx, t->n, sizeof *idx, by_layer_then_row);
+    for (size_t i = 0; i < t->n; i++)
+        if (i == 0 || strcmp(t->rows[idx[i - 1]].layer, t->rows[idx[i]].layer) != 0) {
+            tri[3 * g->n] = idx[i], tri[3 * g->n + 1] = i;
+            if (g->n)
+                tri[3 * g->n - 1] = i;
+            g->n++;
+        }
+    if (g->n)
+        tri[3 * g->n - 1] = t->n;
+    qsort(tri, g->n, 3 * sizeof *tri, by_first_row);
+    size_t k = 0;
+    for (size_t l = 0; l < g->n; l++) {
+        g->start[l] = k;
+        for (size_t i = tri[3 * l + 1]; i < tri[3 * l + 2]; i++)
+            g->row[k++] = idx[i];
+    }
+    g->start[g->n] = k;
+    free(idx), free(tri);
+    return 0;
+}
+
+/* The best row of layer l at wbits w and the widest activation width
+ * present; SIZE_MAX when the layer has no such row. */
+static size_t best_row(const bp_table *t, const layer_rows *g, size_t l, int w)
+{
     int amax = 0;
     size_t best = (size_t)-1;
-    for (size_t i = 0; i < t->n; i++)
-        if (strcmp(t->rows[i].layer, name) == 0 && t->rows[i].wbits == w &&
-            t->rows[i].abits > amax)
-            amax = t->rows[i].abits;
-    for (size_t i = 0; i < t->n; i++) {
+    for (size_t k = g->start[l]; k < g->start[l + 1]; k++) {
+        const bp_table_row *r = &t->rows[g->row[k]];
+        if (r->wbits == w && r->abits > amax)
+            amax = r->abits;
+    }
+    for (size_t k = g->start[l]; k < g->start[l + 1]; k++) {
+        size_t i = g->row[k];
         const bp_table_row *r = &t->rows[i];
-        if (strcmp(r->layer, name) == 0 && r->wbits == w && r->abits == amax &&
+        if (r->wbits == w && r->abits == amax &&
             (best == (size_t)-1 || r->error < t->rows[best].error))
             best = i;
     }
     return best;
 }
 
-static int add_baseline(bp_sweep *s, const bp_table *t, const size_t *first, size_t nl, int w,
-                        int edge, bp_error *err)
+static int add_baseline(bp_sweep *s, const bp_table *t, const layer_rows *g, int w, int edge,
+                        bp_error *err)
 {
-    size_t *rows = bp_malloc(nl * sizeof *rows, err);
+    size_t nl = g->n;
+    size_t *rows = bp_malloc((nl ? nl : 1) * sizeof *rows, err);
     if (!rows)
         return -1;
     for (size_t l = 0; l < nl; l++) {
         int wl = edge >= 0 && (l == 0 || l + 1 == nl) ? edge : w;
-        if ((rows[l] = best_row(t, first[l], wl)) == (size_t)-1) {
+        if ((rows[l] = best_row(t, g, l, wl)) == (size_t)-1) {
             free(rows);
             return 0;                /* some layer lacks this width: no baseline */
         }
@@ -202,12 +246,22 @@ static int add_baseline(bp_sweep *s, const bp_table *t, const size_t *first, siz
     return rc;
 }
 
+size_t bp_table_layer_count(const bp_table *t)
+{
+    layer_rows g;
+    bp_error ignored;
+    if (group_layers(t, &g, &ignored) < 0)
+        return t->n;
+    free(g.row), free(g.start);
+    return g.n;
+}
+
 int bp_sweep_add_baselines(bp_sweep *s, const bp_table *t, bp_error *err)
 {
-    size_t *first = bp_malloc((t->n ? t->n : 1) * sizeof *first, err);
-    if (!first)
+    layer_rows g;
+    if (group_layers(t, &g, err) < 0)
         return -1;
-    size_t nl = table_layers(t, first);
+    size_t nl = g.n;
     int widths[32], nw = 0, edge = 0;
     for (size_t i = 0; i < t->n; i++) {
         int w = t->rows[i].wbits, seen = 0;
@@ -225,11 +279,11 @@ int bp_sweep_add_baselines(bp_sweep *s, const bp_table *t, bp_error *err)
         }
     int rc = 0;
     for (int k = 0; rc == 0 && k < nw; k++)
-        rc = add_baseline(s, t, first, nl, widths[k], -1, err);
+        rc = add_baseline(s, t, &g, widths[k], -1, err);
     for (int k = 0; rc == 0 && k < nw && nl > 2; k++)
         if (widths[k] < edge)
-            rc = add_baseline(s, t, first, nl, widths[k], edge, err);
-    free(first);
+            rc = add_baseline(s, t, &g, widths[k], edge, err);
+    free(g.row), free(g.start);
     return rc;
 }
 

@@ -43,6 +43,8 @@ int bp_sweep_add_plan(bp_sweep *s, const bp_table *t, double budget, const bp_so
 
 /* Append the uniform and first/last-8 baselines for every weight width of
  * the table (activations at the widest candidate, best quantizer). */
+/* Distinct layers of a table (O(n log n)). */
+size_t bp_table_layer_count(const bp_table *t);
 int bp_sweep_add_baselines(bp_sweep *s, const bp_table *t, bp_error *err);
 
 int bp_sweep_write_csv(const bp_sweep *s, const char *path, bp_error *err);

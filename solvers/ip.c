@@ -1090,8 +1090,13 @@ static size_t ip_layer_hull(const ip_ctx *x, int q, size_t l, size_t *hull)
  * The classic multiple-choice knapsack greedy: every layer at its cheapest
  * hull point, then hull steps in order of primary saved per unit of budget
  * while they fit.  Returns 1 with a plan meeting the one budget row.
+ *
+ * *bound: the LP relaxation's optimum (a lower bound on the primary total of
+ * every plan within the budget): the steps in that order up to the first
+ * that does not fit, plus the fraction of it that does (Dantzig's bound for
+ * the multiple-choice knapsack; ties dropped, which only relaxes further).
  */
-static int ip_greedy(const ip_ctx *x, size_t *choice)
+static int ip_greedy(const ip_ctx *x, size_t *choice, double *bound)
 {
     const bp_problem *p = x->p;
     const ip_row *row = &x->budgets[0];
@@ -1115,12 +1120,24 @@ static int ip_greedy(const ip_ctx *x, size_t *choice)
                                          l, hull[i], hull[i + 1]};
     }
     qsort(steps, n_steps, sizeof *steps, ip_step_cmp);
+    double lp = 0.0, lp_used = used;
+    int broken = 0;
+    for (size_t l = 0; l < p->n_layers; l++)
+        lp += vp[choice[l]];
     for (size_t i = 0; i < n_steps; i++) {
         const ip_step *s = &steps[i];
         double add = vq[s->to] - vq[s->from];
+        if (!broken) {                 /* the LP takes steps whole until one does not fit */
+            double room = row->limit - lp_used;
+            double f = add <= room ? 1.0 : room > 0.0 ? room / add : 0.0;
+            lp -= f * (vp[s->from] - vp[s->to]);
+            lp_used += f * add;
+            broken = f < 1.0;
+        }
         if (choice[s->layer] == s->from && used + add <= row->limit)
             choice[s->layer] = s->to, used += add;
     }
+    *bound = lp;
     ok = ip_rows_hold(x, x->budgets, x->n_budgets, choice, NULL);
 done:
     free(hull);
@@ -1183,9 +1200,10 @@ static void ip_sol_reset(bp_solution *sol)
 
 /* Stage 1 (+ stage 2 and polish when it finds a plan). */
 /* A greedy plan for the single-budget case (the usual one); 1 when found. */
-static int ip_incumbent(ip_ctx *x, size_t *greedy)
+static int ip_incumbent(ip_ctx *x, size_t *greedy, double *bound)
 {
-    if (x->n_budgets != 1 || x->budgets[0].res == x->primary || !ip_greedy(x, greedy))
+    *bound = NAN;
+    if (x->n_budgets != 1 || x->budgets[0].res == x->primary || !ip_greedy(x, greedy, bound))
         return 0;
     ip_polish(x, greedy);
     ip_set_cut(x, greedy);
@@ -1217,7 +1235,22 @@ static int ip_solve_stages(ip_ctx *x, bp_solution *sol, bp_error *err)
     size_t *greedy = bp_calloc(x->p->n_layers, sizeof *greedy, err);
     if (!greedy)
         return -1;
-    int have_greedy = ip_incumbent(x, greedy);
+    double lp_bound;
+    int have_greedy = ip_incumbent(x, greedy, &lp_bound);
+    if (have_greedy && x->o->mip_gap > 0.0) {  /* within the gap asked for already */
+        double g = ip_total(x->p, x->primary, greedy);
+        double gap = fmax(0.0, g - lp_bound) / fmax(fabs(g), DBL_MIN);
+        if (gap <= x->o->mip_gap) {
+            memcpy(sol->choice, greedy, x->p->n_layers * sizeof *greedy);
+            free(greedy);
+            ip_tie_break(x, sol->choice);
+            ip_polish(x, sol->choice);
+            sol->status = gap == 0.0 ? BP_SOLVE_OPTIMAL : BP_SOLVE_FEASIBLE;
+            sol->gap = gap;
+            sol->method = "greedy";
+            return 0;
+        }
+    }
     if (ip_solve_rows(x, x->budgets, x->n_budgets, x->primary,
                       have_greedy ? greedy : NULL, &r1, err) < 0) {
         free(greedy);
@@ -1240,6 +1273,9 @@ static int ip_solve_stages(ip_ctx *x, bp_solution *sol, bp_error *err)
     ip_tie_break(x, sol->choice);
     ip_polish(x, sol->choice);
     double v = ip_total(x->p, x->primary, sol->choice);
+    if (r1.status != BP_SOLVE_OPTIMAL && !(r1.gap_abs >= 0.0) && have_greedy &&
+        isfinite(lp_bound))
+        r1.gap_abs = fmax(0.0, v - lp_bound);     /* GLPK gave no bound: the LP's */
     sol->gap = r1.status == BP_SOLVE_OPTIMAL ? 0.0 : r1.gap_abs / fmax(fabs(v), DBL_MIN);
     return 0;
 }

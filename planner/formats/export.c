@@ -233,6 +233,14 @@ static int same_settings(const bp_export_layer *a, const bp_export_layer *b)
            a->symmetric == b->symmetric && !strcmp(a->granularity, b->granularity);
 }
 
+static const bp_export_plan *sort_plan;
+static int by_name(const void *x, const void *y)
+{
+    size_t a = *(const size_t *)x, b = *(const size_t *)y;
+    int c = strcmp(sort_plan->layers[a].name, sort_plan->layers[b].name);
+    return c ? c : (a > b) - (a < b);
+}
+
 int bp_export_rename(bp_export_plan *p, const bp_name_rule *rules, size_t n_rules, int llama,
                      bp_error *err)
 {
@@ -261,24 +269,38 @@ int bp_export_rename(bp_export_plan *p, const bp_name_rule *rules, size_t n_rule
         }
     }
     /* names that now coincide: one tensor (experts) when the map made them and
-     * the settings agree; a user rule that merges layers is a mistake */
-    for (size_t i = 0; rc == 0 && i < p->n; i++)
-        for (size_t j = 0; rc == 0 && j < i && !p->layers[i].merged; j++) {
-            const bp_export_layer *a = &p->layers[j], *b = &p->layers[i];
-            if (a->merged || strcmp(a->name, b->name) != 0)
-                continue;
-            const char *an = old[j] ? old[j] : a->name, *bn = old[i] ? old[i] : b->name;
-            if (by_user[i] || by_user[j] || !old[i] || !old[j])
-                rc = bp_fail(err, "export.rename maps layers '%.200s' and '%.200s' both to "
-                             "'%.200s' (each layer needs its own name)", an, bn, b->name);
-            else if (!same_settings(a, b))
-                rc = bp_fail(err, "layers '%.200s' (%d-bit) and '%.200s' (%d-bit) are one "
-                             "tensor '%.200s' in GGUF and need the same settings: tie them "
-                             "(ties: in the config) or plan them together", an, a->wbits, bn,
-                             b->wbits, b->name);
-            else
-                p->layers[i].merged = 1;
+     * the settings agree; a user rule that merges layers is a mistake.  Sorted
+     * by name (stable by index), each run of equal names is one tensor. */
+    size_t *order = rc == 0 ? malloc((p->n + 1) * sizeof *order) : NULL;
+    if (rc == 0 && !order)
+        rc = bp_fail(err, "out of memory");
+    for (size_t i = 0; order && i < p->n; i++)
+        order[i] = i;
+    if (order) {
+        sort_plan = p;
+        qsort(order, p->n, sizeof *order, by_name);
+    }
+    size_t first = order ? order[0] : 0;  /* the run's first layer (lowest index) */
+    for (size_t k = 1; rc == 0 && k < p->n; k++) {
+        size_t i = order[k];
+        const bp_export_layer *a = &p->layers[first], *b = &p->layers[i];
+        if (strcmp(a->name, b->name) != 0) {
+            first = i;
+            continue;
         }
+        const char *an = old[first] ? old[first] : a->name, *bn = old[i] ? old[i] : b->name;
+        if (by_user[i] || by_user[first] || !old[i] || !old[first])
+            rc = bp_fail(err, "export.rename maps layers '%.200s' and '%.200s' both to "
+                         "'%.200s' (each layer needs its own name)", an, bn, b->name);
+        else if (!same_settings(a, b))
+            rc = bp_fail(err, "layers '%.200s' (%d-bit) and '%.200s' (%d-bit) are one "
+                         "tensor '%.200s' in GGUF and need the same settings: tie them "
+                         "(ties: in the config) or plan them together", an, a->wbits, bn,
+                         b->wbits, b->name);
+        else
+            p->layers[i].merged = 1;
+    }
+    free(order);
     for (size_t i = 0; old && i < p->n; i++)
         free(old[i]);
     free(old);
@@ -644,23 +666,37 @@ static void write_gptqmodel(FILE *fp, const bp_export_plan *p, const bp_export_o
                             unsigned char *flag)
 {
     const char *F = "gptqmodel";
-    /* the top-level settings: the most common (bits, group, sym) */
+    /* the top-level settings: the most common (bits, group, sym); ties go to
+     * the setting met first */
     size_t best = p->n, best_count = 0;
     int planar = 0, head = 0;
+    struct setting { int bits, sym; long group; size_t count, first; } *seen = NULL;
+    size_t n_seen = 0, cap = 0;
     for (size_t i = 0; i < p->n; i++) {
         const bp_export_layer *l = &p->layers[i];
         if (!gptq_layer(l))
             continue;
         planar |= l->wbits >= 5 && l->wbits <= 7;
         head |= !strcmp(l->name, "lm_head") || !strcmp(l->name, "output.weight");
-        size_t c = 0;
-        for (size_t j = 0; j < p->n; j++)
-            c += gptq_layer(&p->layers[j]) && p->layers[j].wbits == l->wbits &&
-                 group_of(&p->layers[j]) == group_of(l) &&
-                 p->layers[j].symmetric == l->symmetric;
-        if (c > best_count)
-            best = i, best_count = c;
+        size_t k = 0;
+        while (k < n_seen && !(seen[k].bits == l->wbits && seen[k].group == group_of(l) &&
+                               seen[k].sym == l->symmetric))
+            k++;
+        if (k == n_seen) {
+            if (n_seen == cap) {
+                struct setting *g = realloc(seen, (cap ? 2 * cap : 8) * sizeof *seen);
+                if (!g)
+                    break;
+                seen = g, cap = cap ? 2 * cap : 8;
+            }
+            seen[n_seen++] = (struct setting){l->wbits, l->symmetric, group_of(l), 0, i};
+        }
+        seen[k].count++;
     }
+    for (size_t k = 0; k < n_seen; k++)
+        if (seen[k].count > best_count)
+            best = seen[k].first, best_count = seen[k].count;
+    free(seen);
     const bp_export_layer *b = best < p->n ? &p->layers[best] : NULL;
     const char *format = planar ? "gptq_p" : "gptq";
     fprintf(fp, "{\n  \"bits\": %d,\n  \"group_size\": %ld,\n  \"desc_act\": false,\n"

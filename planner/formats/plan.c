@@ -148,7 +148,9 @@ static void write_solver(emitter *e, const bp_plan *p)
     kv_str(e, "status", p->status);
     kv_num(e, "objective", p->objective);
     kv_num(e, "gap", p->gap);
-    kv_num(e, "seconds", p->seconds);
+    key_val(e, "seconds");            /* tenths of a second, printed as such */
+    fprintf(e->fp, "%.1f", isfinite(p->seconds) ? p->seconds : 0.0);
+    end_line(e);
     close_obj(e);
 }
 

@@ -8,14 +8,17 @@
 #include <yaml.h>
 
 #define YAML_MAX_DEPTH 64
-#define YAML_MAX_NODES 100000
+/* Nodes a document may have: 100,000, or one per 4 bytes of a larger file
+ * (aliases are refused, so a document's nodes are bounded by its size; a
+ * plan takes about 30 bytes per node, a 100,000-layer plan 1.3 M nodes). */
+#define YAML_MIN_NODES 100000
 
 typedef struct builder {
     const char *label;
     bp_error *err;
     bp_ynode *stack[YAML_MAX_DEPTH];
     int depth;
-    size_t nodes;
+    size_t nodes, max_nodes;
     bp_ynode *root;
 } builder;
 
@@ -50,13 +53,15 @@ static int attach(builder *b, bp_ynode *node)
     }
     bp_ynode *parent = b->stack[b->depth - 1];
     size_t count = parent->stored;
-    bp_ynode **items = realloc(parent->items, (count + 1) * sizeof *items);
-    if (!items) {
-        bp_ynode_free(node);
-        return bp_fail(b->err, "%s: out of memory", b->label);
+    if (count == 0 || (count >= 4 && (count & (count - 1)) == 0)) {   /* capacity doubles */
+        bp_ynode **items = realloc(parent->items, (count ? 2 * count : 4) * sizeof *items);
+        if (!items) {
+            bp_ynode_free(node);
+            return bp_fail(b->err, "%s: out of memory", b->label);
+        }
+        parent->items = items;
     }
-    parent->items = items;
-    items[count] = node;
+    parent->items[count] = node;
     parent->stored++;
     if (parent->type == BP_Y_MAP) {
         if (count % 2 == 0 && node->type != BP_Y_SCALAR)
@@ -73,8 +78,8 @@ static int attach(builder *b, bp_ynode *node)
 
 static bp_ynode *new_node(builder *b, bp_ynode_type type, const yaml_event_t *ev)
 {
-    if (++b->nodes > YAML_MAX_NODES) {
-        bp_fail(b->err, "%s: more than %d YAML nodes", b->label, YAML_MAX_NODES);
+    if (++b->nodes > b->max_nodes) {
+        bp_fail(b->err, "%s: more than %zu YAML nodes", b->label, b->max_nodes);
         return NULL;
     }
     bp_ynode *n = calloc(1, sizeof *n);
@@ -133,6 +138,7 @@ int bp_yaml_parse(const char *text, size_t size, const char *label,
     memset(&b, 0, sizeof b);
     b.label = label;
     b.err = err;
+    b.max_nodes = size / 4 > YAML_MIN_NODES ? size / 4 : YAML_MIN_NODES;
     *root = NULL;
     if (!yaml_parser_initialize(&parser))
         return bp_fail(err, "%s: cannot initialise the YAML parser", label);
