@@ -565,6 +565,21 @@ void bp_unmap_file(const unsigned char *map, size_t size)
         munmap((void *)map, size);
 }
 
+int bp_printable_utf8(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s) {
+        int n = *s < 0x80 ? 1 : (*s >> 5) == 6 ? 2 : (*s >> 4) == 14 ? 3 : (*s >> 3) == 30 ? 4 : 0;
+        if (n == 0 || (n == 1 && (*s < 0x20 || *s == 0x7f)))
+            return 0;
+        for (int k = 1; k < n; k++)
+            if ((s[k] >> 6) != 2)
+                return 0;
+        s += n;
+    }
+    return 1;
+}
+
 void bp_json_string(FILE *fp, const char *s)
 {
     fputc('"', fp);

@@ -79,6 +79,10 @@ int bp_map_file(const char *path, size_t min_size, const char *what,
                 const unsigned char **map, size_t *size, bp_error *err);
 void bp_unmap_file(const unsigned char *map, size_t size);
 
+/* 1 when s is valid UTF-8 without control characters (names other tools
+ * match, print and store). */
+int bp_printable_utf8(const char *s);
+
 /* s as a JSON string literal (quotes, backslashes and control characters
  * escaped). */
 void bp_json_string(FILE *fp, const char *s);

@@ -490,6 +490,8 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
     if (bp_solve_table(t, &req, &r, &err) < 0) {
         if (c->choices)
             bp_fail_prefix(&err, "%s", c->choices);
+        else if (c->table && strncmp(err.msg, c->table, strlen(c->table)) != 0)
+            bp_fail_prefix(&err, "%s", c->table);
         return die(&err);
     }
     int rc = bp_make_plan(t, &r, cfg, sens, &req, &plan, &err);

@@ -174,7 +174,7 @@ static int matches_any(char *const *patterns, size_t n, const char *name)
 
 static int is_float(bp_dtype dt)
 {
-    return dt == BP_DT_F32 || dt == BP_DT_F16 || dt == BP_DT_BF16;
+    return dt == BP_DT_F32 || dt == BP_DT_F16 || dt == BP_DT_BF16 || dt == BP_DT_F64;
 }
 
 static int64_t numel(const bp_tensor_ref *t)
@@ -192,7 +192,7 @@ static int describe_weights(const bp_model *m, bp_layer_desc *d, bp_error *err)
     bp_tensor_ref w = bp_tensorset_get(&m->weights, (size_t)d->weight);
     if (!is_float(w.dtype))
         return bp_fail(err, "%s: tensor '%s': dtype %s is not a float weight (expected F32, "
-                       "F16 or BF16; exclude the layer to skip it)", wf, w.name,
+                       "F16, BF16 or F64; exclude the layer to skip it)", wf, w.name,
                        bp_dtype_name(w.dtype));
     d->out = w.shape[0];
     d->is_conv = w.rank == 4;
@@ -229,8 +229,9 @@ static int describe_groups(const bp_model *m, bp_layer_desc *d, bp_error *err)
         bp_tensor_ref x = bp_tensorset_get(&m->calib, (size_t)d->input);
         const char *cf = m->calib.path;
         if (x.rank != 2 || !is_float(x.dtype))
-            return bp_fail(err, "%s: tensor '%s': expected a float matrix n x %lld",
-                           cf, x.name, (long long)d->in);
+            return bp_fail(err, "%s: tensor '%s': expected a float (F32, F16, BF16 or F64) "
+                           "matrix n x %lld, got %s of rank %d", cf, x.name, (long long)d->in,
+                           bp_dtype_name(x.dtype), x.rank);
         if (x.shape[0] < 1)
             return bp_fail(err, "%s: tensor '%s' has 0 rows (expected at least one "
                            "calibration sample)", cf, x.name);
@@ -492,6 +493,17 @@ static int find_layers(bp_model *m, char *const *inc, size_t n_inc, char *const 
             continue;
         if (t.rank != 2 && t.rank != 4)
             continue;
+        if (!bp_printable_utf8(t.name)) {
+            char shown[160];           /* the name with its bad bytes as \xHH */
+            size_t k = 0;
+            for (const unsigned char *c = (const unsigned char *)t.name; *c && k + 5 < sizeof shown; c++)
+                k += (size_t)(*c < 0x20 || *c >= 0x7f
+                                  ? snprintf(shown + k, sizeof shown - k, "\\x%02x", *c)
+                                  : snprintf(shown + k, sizeof shown - k, "%c", *c));
+            return bp_fail(err, "%s: tensor '%s': the name has a control character or is not "
+                           "UTF-8; plans and exports could not name it (rename the tensor)",
+                           m->weights.path, shown);
+        }
         char *name = strndup(t.name, len - 7);
         if (!name)
             return bp_fail(err, "out of memory");
@@ -727,6 +739,29 @@ int bp_model_load_layer_acts(const bp_model *m, size_t i, const bp_qspec *acts, 
     return rc;
 }
 
+/* Magnitudes bitplan's arithmetic keeps exact: weights within 2^-60 .. 2^60
+ * (float32 grid steps stay normal at 15 bits, squared errors stay far from
+ * overflow), inputs below 2^40 (their float32 Gram over 2^20 rows stays
+ * finite).  The quantizers are scale-invariant: a layer outside is rescaled
+ * by its owner, not silently mis-measured. */
+#define W_MAX 1.152921504606846976e18   /* 2^60 */
+#define W_MIN 8.673617379884035e-19     /* 2^-60 */
+#define X_MAX 1.099511627776e12         /* 2^40 */
+
+static int check_range(const char *path, const char *layer, const char *what, const float *v,
+                       int64_t n, double lo, double hi, bp_error *err)
+{
+    double m = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        m = fmax(m, fabs((double)v[i]));
+    if (m > hi || (m > 0.0 && m < lo))
+        return bp_fail(err, "%s: layer '%s': its %s reach |%g|, outside what bitplan's float32 "
+                       "grids and error sums keep exact (%s %g); rescale the layer (its "
+                       "quantization is scale-invariant)", path, layer, what, m,
+                       m > hi ? "at most" : "at least", m > hi ? hi : lo);
+    return 0;
+}
+
 int bp_model_load_layer_grids(const bp_model *m, size_t i, const unsigned char *want,
                               bp_loaded_layer *out, bp_error *err)
 {
@@ -746,7 +781,12 @@ int bp_model_load_layer_grids(const bp_model *m, size_t i, const unsigned char *
     if (out->W && d->grad2 >= 0)
         out->grad2 = read_tensor(&m->calib, d->grad2, d->out, err);
     if (!out->W || (d->bias >= 0 && !out->bias) || (d->input >= 0 && !out->X) ||
-        (d->grad2 >= 0 && !out->grad2) || load_fisher(m, d, out, err) < 0 ||
+        (d->grad2 >= 0 && !out->grad2) ||
+        check_range(m->weights.path, d->name, "weights", out->W, d->out * d->in, W_MIN, W_MAX,
+                    err) < 0 ||
+        (out->X && check_range(m->calib.path, d->name, "inputs", out->X,
+                               d->n * d->in * d->groups, 0.0, X_MAX, err) < 0) ||
+        load_fisher(m, d, out, err) < 0 ||
         (d->stats && load_stats(m, d, want, out, err) < 0)) {
         bp_loaded_layer_free(out);
         return -1;

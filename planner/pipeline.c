@@ -1344,6 +1344,19 @@ static int solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_
     const char *keys[5];
     size_t nb = 0;
     memset(res, 0, sizeof *res);
+    /* every plan's total error must be a finite double (a sum beyond the largest
+     * double would reach the plan as null); the sum of all rows bounds them */
+    double all = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        all += fabs(t->rows[i].error);
+        if (fabs(t->rows[i].error) > fabs(t->rows[worst].error))
+            worst = i;
+    }
+    if (!isfinite(all))
+        return bp_fail(err, "the errors sum beyond the largest double (layer '%s' has %g); "
+                       "rescale them (plans depend only on their ratios)", t->rows[worst].layer,
+                       t->rows[worst].error);
     if (build_ip(t, req, &b, err) < 0) {
         ip_build_free(&b);
         return -1;

@@ -66,7 +66,7 @@ static void test_bad(void)
         const char *clue;
     } cases[] = {
         {"{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", 8, "big-endian"},
-        {"{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 16, "not supported"},
+        {"{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }", 8, "not supported"},
         {"{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", 8, "Fortran order"},
         {"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", 8, "needs 12"},
         {"{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", 8, "needs 4"},

@@ -62,19 +62,11 @@ static int opt_str(const bp_ynode *m, const char *key, char **out, bp_error *err
 /* Names reach other tools' regexes, JSON and YAML: printable UTF-8 only. */
 static int check_name(const char *path, size_t i, const char *name, bp_error *err)
 {
-    const unsigned char *s = (const unsigned char *)name;
-    if (!*s)
+    if (!*name)
         return bp_fail(err, "%s: layers[%zu]: empty layer name", path, i);
-    while (*s) {
-        int n = *s < 0x80 ? 1 : (*s >> 5) == 6 ? 2 : (*s >> 4) == 14 ? 3 : (*s >> 3) == 30 ? 4 : 0;
-        int ok = n > 0 && (n > 1 || (*s >= 0x20 && *s != 0x7f));
-        for (int k = 1; ok && k < n; k++)
-            ok = (s[k] >> 6) == 2;
-        if (!ok)
-            return bp_fail(err, "%s: layers[%zu]: layer name '%.200s' has a control character or "
-                           "is not UTF-8 (other tools cannot match it)", path, i, name);
-        s += n;
-    }
+    if (!bp_printable_utf8(name))
+        return bp_fail(err, "%s: layers[%zu]: layer name '%.200s' has a control character or "
+                       "is not UTF-8 (other tools cannot match it)", path, i, name);
     return 0;
 }
 

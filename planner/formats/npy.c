@@ -70,12 +70,14 @@ static int npy_descr(npy_parser *ps, bp_npy *npy)
         npy->dtype = BP_DT_F32;
     else if (strcmp(d, "<f2") == 0)
         npy->dtype = BP_DT_F16;
-    else if (strcmp(d, ">f4") == 0 || strcmp(d, ">f2") == 0)
-        return bp_fail(ps->err, "%s: dtype '%s' is big-endian (expected little-endian '<f4' "
-                       "or '<f2')", ps->label, d);
+    else if (strcmp(d, "<f8") == 0)
+        npy->dtype = BP_DT_F64;
+    else if (strcmp(d, ">f4") == 0 || strcmp(d, ">f2") == 0 || strcmp(d, ">f8") == 0)
+        return bp_fail(ps->err, "%s: dtype '%s' is big-endian (expected little-endian '<f4', "
+                       "'<f2' or '<f8')", ps->label, d);
     else
-        return bp_fail(ps->err, "%s: dtype '%s' is not supported (expected '<f4' or '<f2')",
-                       ps->label, d);
+        return bp_fail(ps->err, "%s: dtype '%s' is not supported (expected '<f4', '<f2' or "
+                       "'<f8')", ps->label, d);
     return 0;
 }
 

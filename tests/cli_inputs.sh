@@ -1,0 +1,64 @@
+#!/bin/bash
+# Inputs at the edges: extreme finite values, F64 tensors, names no tool can
+# match, errors that overflow a double, a quoted number, a CSV with a
+# byte-order mark, long paths.  Each is a correct result or one clear message
+# naming the file and layer, with nothing written.
+source "$SRC/tests/lib.sh"
+
+# st FILE NAME DTYPE SHAPE VALUE_BYTES... : a one-tensor safetensors file; each
+# value given as printf escapes of its little-endian bytes, repeated to fill
+st() {
+    local file=$1 name=$2 dtype=$3 shape=$4 bytes=$5 count=$6
+    local size=$(( ${#bytes} / 4 * count ))
+    local header="{\"$name\":{\"dtype\":\"$dtype\",\"shape\":[$shape],\"data_offsets\":[0,$size]}}"
+    while [ $(( ${#header} % 8 )) != 0 ]; do header="$header "; done
+    local n=${#header}
+    {
+        printf "\\x$(printf %02x $((n & 255)))\\x$(printf %02x $((n >> 8 & 255)))\\x00\\x00\\x00\\x00\\x00\\x00"
+        printf '%s' "$header"
+        for _ in $(seq "$count"); do printf "$bytes"; done
+    } >"$file"
+}
+cfg() { # cfg WEIGHTS > config, metric weight (no calibration needed)
+    printf 'model: {weights: %s}\ncandidates: {wbits: [2, 4, 8], abits: [16]}\nmetric: weight\nbudget: {avg_bits: 5}\noutput: {dir: out_%s}\n' "$1" "${1%.safetensors}"
+}
+
+# alternating +-v so the grid has a range: v and -v as F32 bytes
+st huge.safetensors fc.weight F32 4,8 '\x9e\xc9\x7f\x7f\x9e\xc9\x7f\xff' 16     # +-3.4e38
+cfg huge.safetensors >huge.yaml
+expect_fail 1 "huge.safetensors: layer 'fc': its weights reach |3.4e+38|" "$BITPLAN" run huge.yaml -q
+check "huge: no table" test ! -e out_huge/sensitivity.csv
+st tiny.safetensors fc.weight F32 4,8 '\xee\xe3\x6c\x00\xee\xe3\x6c\x80' 16     # +-1e-38 (subnormal)
+cfg tiny.safetensors >tiny.yaml
+expect_fail 1 "layer 'fc': its weights reach |1e-38|" "$BITPLAN" run tiny.yaml -q
+st zero.safetensors fc.weight F32 4,8 '\x00\x00\x00\x00' 32                    # a dead layer is fine
+cfg zero.safetensors >zero.yaml
+check "all-zero weights plan" "$BITPLAN" run zero.yaml -q
+# F64 (NumPy's default) is read as float32: the same plan as the F32 file
+st f64.safetensors fc.weight F64 4,8 '\x00\x00\x00\x00\x00\x00\xf0\x3f\x00\x00\x00\x00\x00\x00\xe0\xbf' 16
+st f32.safetensors fc.weight F32 4,8 '\x00\x00\x80\x3f\x00\x00\x00\xbf' 16
+cfg f64.safetensors >f64.yaml && cfg f32.safetensors >f32.yaml
+check "F64 weights accepted" "$BITPLAN" run f64.yaml -q
+"$BITPLAN" run f32.yaml -q
+check "F64 and F32 give the same table" cmp -s out_f64/sensitivity.csv out_f32/sensitivity.csv
+st big64.safetensors fc.weight F64 1,2 '\x00\x00\x00\x00\x00\x00\x00\x48\x00\x00\x00\x00\x00\x00\xf0\x3f' 1
+cfg big64.safetensors >big64.yaml
+expect_fail 1 "tensor 'fc.weight': element 0 is 6.80565e+38" "$BITPLAN" run big64.yaml -q
+check "beyond float32: named" grep -q "beyond float32's range" err.txt
+
+# names other tools cannot match: refused at load with the tensor named
+st ctl.safetensors 'fc\u0007x.weight' F32 2,2 '\x00\x00\x80\x3f' 4
+cfg ctl.safetensors >ctl.yaml
+expect_fail 1 "tensor 'fc\\x07x.weight': the name has a control character or is not UTF-8" \
+    "$BITPLAN" run ctl.yaml -q
+st latin.safetensors "$(printf 'caf\xe9.weight')" F32 2,2 '\x00\x00\x80\x3f' 4
+cfg latin.safetensors >latin.yaml
+expect_fail 1 "tensor 'caf\\xe9.weight': the name has a control character or is not UTF-8" \
+    "$BITPLAN" run latin.yaml -q
+
+# errors whose sum overflows a double never reach a plan as null
+printf 'layer,wbits,abits,quantizer,error,params,weight_bits,macs\na,2,16,rtn,1e308,10,20,10\na,4,16,rtn,9e307,10,40,10\nb,2,16,rtn,1.5e308,10,20,10\nb,4,16,rtn,1e308,10,40,10\n' >ov.csv
+expect_fail 1 "ov.csv: the errors sum beyond the largest double (layer 'b' has 1.5e+308)" \
+    "$BITPLAN" solve --table ov.csv --avg-bits 3 -o ov.yaml
+check "no plan" test ! -e ov.yaml
+finish
