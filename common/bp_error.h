@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#define BP_ERROR_MAX 1024
+#define BP_ERROR_MAX 8192          /* a 4096-byte path and the reason after it */
 
 typedef struct bp_error {
     char msg[BP_ERROR_MAX];

@@ -63,7 +63,11 @@ static int get_double(const cctx *c, const bp_ynode *n, const char *key, double 
     double v = strtod(n->str, &end);
     if (*end || errno || !isfinite(v) || n->quoted) {
         char buf[200];
-        snprintf(buf, sizeof buf, "expected a number, got '%.100s'", n->str);
+        if (n->quoted && !*end && !errno && n->str[0])
+            snprintf(buf, sizeof buf, "expected a number, got the quoted string \"%.100s\" "
+                     "(write it without quotes)", n->str);
+        else
+            snprintf(buf, sizeof buf, "expected a number, got '%.100s'", n->str);
         return at(c, n, key, buf, NULL);
     }
     if (v < lo || v > hi) {
@@ -85,7 +89,11 @@ static int get_int(const cctx *c, const bp_ynode *n, const char *key, long lo, l
     long v = strtol(n->str, &end, 10);
     if (*end || errno || n->quoted || !n->str[0]) {
         char buf[200];
-        snprintf(buf, sizeof buf, "expected an integer, got '%.100s'", n->str);
+        if (n->quoted && !*end && !errno && n->str[0])
+            snprintf(buf, sizeof buf, "expected an integer, got the quoted string \"%.100s\" "
+                     "(write it without quotes)", n->str);
+        else
+            snprintf(buf, sizeof buf, "expected an integer, got '%.100s'", n->str);
         return at(c, n, key, buf, NULL);
     }
     if (v < lo || v > hi) {

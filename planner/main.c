@@ -32,9 +32,11 @@ static const char usage_text[] =
     "  run CONFIG            sensitivity (cached) + solve + write the plan; prints a summary\n"
     "  sensitivity CONFIG    measure (or reuse) the sensitivity table only\n"
     "  solve CONFIG          like run; budget flags override the config's budget\n"
-    "  solve --table CSV (--avg-bits X | --max-bytes N | --max-error E)\n"
+    "  solve --table CSV (--avg-bits X | --max-bytes N | --max-bops N | --max-latency T\n"
+    "                     | --max-error E)\n"
     "                        solve over any table with columns layer,wbits,abits,error,params\n"
-    "  sweep CONFIG | sweep --table CSV  (--avg-bits S | --max-bytes S | --max-bops S | --max-error S)\n"
+    "  sweep CONFIG | sweep --table CSV  (--avg-bits S | --max-bytes S | --max-bops S |\n"
+    "                     --max-latency S | --max-error S)\n"
     "                        one plan per budget (S = START:STOP:STEP or a comma list),\n"
     "                        with baselines: frontier.csv and frontier.svg in -o DIR\n"
     "  candidates CONFIG [-o FILE]\n"
@@ -54,7 +56,7 @@ static const char usage_text[] =
     "                        the static activation grid every layer's activation candidate\n"
     "                        fits on the rows of ROWS (JSON), for tools/capture.py --stats\n"
     "  inspect FILE          list the tensors and the layers found in a model file\n"
-    "  help                  this text\n"
+    "  help                  this text (also COMMAND --help)\n"
     "\n"
     "options:\n"
     "  -o, --output FILE     sensitivity: table path; solve: plan path (.json -> JSON,\n"
@@ -821,6 +823,27 @@ static int cmd_inspect(cli *c)
     }
     const char *fmt = bp_tensorset_meta(&ts, "format");
     int quantized = fmt && strcmp(fmt, "bitplan-quantized/1") == 0;
+    /* a calibration or statistics file: what it holds, for which layers */
+    size_t weights = 0, inputs = 0, grad2 = 0, fisher = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = bp_tensorset_get(&ts, i).name, *dot = strrchr(name, '.');
+        weights += dot && !strcmp(dot, ".weight");
+        inputs += dot && !strcmp(dot, ".input");
+        grad2 += dot && !strcmp(dot, ".grad2");
+        fisher += dot && (!strcmp(dot, ".fisher") || !strcmp(dot, ".fisher_u"));
+    }
+    int stats = fmt && !strcmp(fmt, "bitplan-stats");
+    if (!quantized && !weights && (inputs || grad2 || fisher || stats)) {
+        if (stats)
+            printf("a statistics file (model.calibration): sums of the inputs' squares and "
+                   "products, read by bitplan in place of rows\n");
+        else
+            printf("a calibration file (model.calibration): inputs of %zu layers (NAME.input), "
+                   "%zu with gradients squared (NAME.grad2), %zu with an output Fisher\n",
+                   inputs, grad2, fisher);
+        bp_tensorset_close(&ts);
+        return 0;
+    }
     bp_tensorset_close(&ts);
     if (quantized) {              /* a plan's quantized weights: check them */
         printf("bitplan quantized weights:\n");
@@ -1155,6 +1178,9 @@ int main(int argc, char **argv)
     c.command = argv[1];
     if (!strcmp(c.command, "help") || !strcmp(c.command, "--help") || !strcmp(c.command, "-h"))
         return fputs(usage_text, stdout), 0;
+    for (int i = 2; i < argc; i++)      /* every command answers --help */
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return fputs(usage_text, stdout), 0;
     if (!strcmp(c.command, "--version") || !strcmp(c.command, "version"))
 #ifdef BITPLAN_MPI
         return printf("bitplan %s (mpi)\n", BP_VERSION), 0;

@@ -397,6 +397,8 @@ int bp_table_parse_csv(bp_table *t, const char *text, size_t size, const char *l
                        bp_error *err)
 {
     bp_table_init(t);
+    if (size >= 3 && !memcmp(text, "\xef\xbb\xbf", 3))    /* a UTF-8 byte-order mark */
+        text += 3, size -= 3;
     csv_reader c = {text, text + size, label, 1};
     int map[64];
     size_t n_cols;

@@ -61,4 +61,26 @@ printf 'layer,wbits,abits,quantizer,error,params,weight_bits,macs\na,2,16,rtn,1e
 expect_fail 1 "ov.csv: the errors sum beyond the largest double (layer 'b' has 1.5e+308)" \
     "$BITPLAN" solve --table ov.csv --avg-bits 3 -o ov.yaml
 check "no plan" test ! -e ov.yaml
+
+# the front door
+for cmd in run sensitivity solve sweep candidates quantize export grids inspect; do
+    "$BITPLAN" $cmd --help >help.txt 2>&1
+    check "$cmd --help answers (exit 0)" test $? = 0
+    check "$cmd --help: the usage" grep -q "^usage: bitplan" help.txt
+done
+check "help names --max-bops and --max-latency for solve --table" \
+    bash -c "'$BITPLAN' help | grep -A1 'solve --table' | grep -q -- '--max-bops N | --max-latency T'"
+cfg f32.safetensors | sed 's/avg_bits: 5/avg_bits: "4"/' >quoted.yaml
+expect_fail 1 'expected a number, got the quoted string "4" (write it without quotes)' \
+    "$BITPLAN" run quoted.yaml -q
+printf '\xef\xbb\xbflayer,wbits,abits,quantizer,error,params,weight_bits,macs\na,2,16,rtn,1,10,20,10\na,4,16,rtn,0.5,10,40,10\n' >bom.csv
+check "a CSV with a byte-order mark" "$BITPLAN" solve --table bom.csv --avg-bits 4 -o bom.yaml -q
+long=$(printf 'd%.0s' $(seq 200))
+mkdir -p "$long/$long/$long/$long"
+expect_fail 1 "cannot open: No such file or directory" "$BITPLAN" run "$long/$long/$long/$long/none.yaml"
+mkdir cal && "$FIXTURE" cal 3
+"$BITPLAN" inspect cal/calib.safetensors >inspect.txt
+check "inspect on a calibration file says what it is" \
+    grep -q "^a calibration file (model.calibration): inputs of 3 layers" inspect.txt
+check "and nothing reads like an error" bash -c '! grep -qi "none\|error" inspect.txt'
 finish

@@ -91,7 +91,8 @@ int bp_latency_load(bp_latency *lt, const char *path, bp_error *err)
     int col[4] = {-1, -1, -1, -1}, rc = 0;
     long line = 0;
     char *f[64], *next;
-    for (char *ln = text; ln && *ln && rc == 0; ln = next) {
+    char *start = size >= 3 && !memcmp(text, "\xef\xbb\xbf", 3) ? text + 3 : text; /* BOM */
+    for (char *ln = start; ln && *ln && rc == 0; ln = next) {
         next = strchr(ln, '\n');
         if (next)
             *next++ = '\0';
