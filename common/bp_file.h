@@ -12,9 +12,10 @@
  *
  * A set of outputs (a plan, its JSON, exports, quantized weights) lands
  * together: between bp_stage_begin and bp_stage_commit, commits only flush
- * their temporaries; bp_stage_commit records the renames in DIR/.bitplan-
- * commit, performs them and removes the record, so a kill between two
- * renames is completed by the next bp_dir_lock of that directory.
+ * their temporaries; bp_stage_commit moves the set's files (those directly in
+ * DIR) into DIR/.bitplan-sets/<id>/, makes it current with one rename of the
+ * link DIR/.bitplan-sets/current, and points DIR/NAME at
+ * .bitplan-sets/current/NAME.  A kill at any point leaves one set current.
  */
 #ifndef BP_FILE_H
 #define BP_FILE_H
@@ -40,8 +41,8 @@ void bp_atomic_abort(bp_atomic *a);
 
 /* Defer the renames of every bp_atomic_commit until bp_stage_commit. */
 void bp_stage_begin(void);
-/* Rename every staged temporary into place (recorded in dir/.bitplan-commit
- * first); ends staging. */
+/* Make the staged files dir's current set (files outside dir are renamed
+ * into place as they are); ends staging. */
 int bp_stage_commit(const char *dir, bp_error *err);
 /* Remove every staged temporary; ends staging. */
 void bp_stage_abort(void);
@@ -50,9 +51,9 @@ const char *bp_stage_lookup(const char *path);
 
 /* Take the run lock of an output directory (flock on the directory, released
  * when the process ends, however it ends); a second holder fails with a
- * message naming the directory.  Then finish a commit a
- * killed run left half done and remove temporaries of the outputs named in
- * `names` (NULL-terminated file names inside dir) that killed runs left. */
+ * message naming the directory.  Then remove the sets killed runs left (all
+ * but the current one) and temporaries of the outputs named in `names`
+ * (NULL-terminated file names inside dir). */
 int bp_dir_lock(const char *dir, const char *const *names, int *fd, bp_error *err);
 
 /* Create a directory and its parents (like mkdir -p). */

@@ -1039,7 +1039,7 @@ static int check_outputs(const char *label, const bp_config *c, bp_error *err)
                              "different names", label, a, b, names[i]);
             }
     for (size_t i = 0; rc == 0 && names[i]; i++)
-        if (!strcmp(names[i], ".bitplan-commit") ||
+        if (!strcmp(names[i], ".bitplan-sets") ||
             !strcmp(names[i], ".bitplan-hashes"))
             rc = bp_fail(err, "%s: '%s' is bitplan's own file in output.dir; choose another "
                          "name", label, names[i]);

@@ -1522,12 +1522,6 @@ void bp_solve_result_free(bp_solve_result *res)
 
 /* ---- plan --------------------------------------------------------------- */
 
-/* Does a layer name read as an embedding table? */
-static int embedding_name(const char *name)
-{
-    return strstr(name, "embed") || strstr(name, "wte") || strstr(name, "tok_emb");
-}
-
 /* Each layer's inputs per output row, and an embedding whose weights a layer
  * shares byte for byte (tied embeddings: consumers keep one tensor).  Best
  * effort: a weights file that no longer opens leaves them unknown. */
@@ -1551,12 +1545,18 @@ static void plan_shapes(const char *weights, bp_plan *plan)
             n *= r.shape[d];
         pl->in_features = r.rank >= 2 ? n : 0;
     }
-    for (size_t l = 0; idx && l < plan->n_layers; l++)
-        for (size_t e = 0; idx[l] >= 0 && e < plan->n_layers && !plan->layers[l].tied_with; e++)
-            if (e != l && idx[e] >= 0 && embedding_name(plan->layers[e].name) &&
-                !embedding_name(plan->layers[l].name) &&
-                bp_tensorset_same_data(&ts, (size_t)idx[l], (size_t)idx[e]))
-                plan->layers[l].tied_with = plan->layers[e].name;
+    /* the embeddings first (few), then each other layer against them: linear in
+     * the layers; same_data compares shapes before any byte */
+    size_t *emb = idx ? malloc((plan->n_layers + 1) * sizeof *emb) : NULL, n_emb = 0;
+    for (size_t e = 0; emb && e < plan->n_layers; e++)
+        if (idx[e] >= 0 && bp_embedding_name(plan->layers[e].name))
+            emb[n_emb++] = e;
+    for (size_t l = 0; emb && n_emb && l < plan->n_layers; l++)
+        for (size_t k = 0; idx[l] >= 0 && k < n_emb && !plan->layers[l].tied_with; k++)
+            if (!bp_embedding_name(plan->layers[l].name) &&
+                bp_tensorset_same_data(&ts, (size_t)idx[l], (size_t)idx[emb[k]]))
+                plan->layers[l].tied_with = plan->layers[emb[k]].name;
+    free(emb);
     free(idx);
     bp_tensorset_close(&ts);
 }

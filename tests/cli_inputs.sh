@@ -46,6 +46,19 @@ cfg big64.safetensors >big64.yaml
 expect_fail 1 "tensor 'fc.weight': element 0 is 6.80565e+38" "$BITPLAN" run big64.yaml -q
 check "beyond float32: named" grep -q "beyond float32's range" err.txt
 
+# a head whose weights are the embedding's (a state_dict of a tied model has both):
+# the plan says so and the llama.cpp export warns that the override applies to nothing
+v='\x00\x00\x80\x3f\x00\x00\x00\xbf'
+h='{"lm_head.weight":{"dtype":"F32","shape":[4,8],"data_offsets":[0,128]},"model.embed_tokens.weight":{"dtype":"F32","shape":[4,8],"data_offsets":[128,256]}}'
+while [ $(( ${#h} % 8 )) != 0 ]; do h="$h "; done
+{ printf "\\x$(printf %02x $(( ${#h} & 255 )))\\x$(printf %02x $(( ${#h} >> 8 )))\\x00\\x00\\x00\\x00\\x00\\x00"
+  printf '%s' "$h"; for _ in $(seq 32); do printf "$v"; done; } >tied.safetensors
+cfg tied.safetensors | sed 's/output: {dir: out_tied}/output: {dir: out_tied, formats: [yaml, llamacpp]}\nexport: {llama_names: true}/' >tied.yaml
+"$BITPLAN" run tied.yaml -q 2>tied_warn.txt
+check "tied head: planned" test -s out_tied/plan.yaml
+check "the plan names the embedding it shares" grep -q 'tied_with: "model.embed_tokens"' out_tied/plan.yaml
+check "llama.cpp export warns" grep -q "(output.weight): the weights are the embedding's" tied_warn.txt
+
 # names other tools cannot match: refused at load with the tensor named
 st ctl.safetensors 'fc\u0007x.weight' F32 2,2 '\x00\x00\x80\x3f' 4
 cfg ctl.safetensors >ctl.yaml

@@ -369,10 +369,15 @@ static int per_tensor(const bp_export_layer *l)
     return strcmp(l->granularity, "per_tensor") == 0;
 }
 
+int bp_embedding_name(const char *name)
+{
+    return strstr(name, "embed") || strstr(name, "wte") || strstr(name, "tok_emb") ||
+           !strcmp(name, "token_embd.weight");
+}
+
 static int embedding(const bp_export_layer *l)
 {
-    return strstr(l->name, "embed") || strstr(l->name, "wte") || strstr(l->name, "tok_emb") ||
-           !strcmp(l->name, "token_embd.weight");
+    return bp_embedding_name(l->name);
 }
 
 /* Activations whose grid only a uniform integer grid can stand in for. */

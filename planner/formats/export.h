@@ -70,6 +70,10 @@ int bp_export_rename(bp_export_plan *p, const bp_name_rule *rules, size_t n_rule
  * other widths are an error). */
 const char *bp_ggml_type(int bits);
 
+/* Does a layer name read as an embedding table (embed, wte, tok_emb,
+ * token_embd.weight)?  Consumers treat those apart. */
+int bp_embedding_name(const char *name);
+
 /* Escape regex metacharacters of s into out (cap bytes). */
 void bp_regex_escape(const char *s, char *out, size_t cap);
 
