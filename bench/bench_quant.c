@@ -59,7 +59,7 @@ static double out_error(const bp_layer *l, const float *What, bp_error *err)
 static double run_one(const bp_layer *l, bp_wquantizer q, int bits, float *What, float *bhat,
                       double *seconds, bp_error *err)
 {
-    bp_qspec w = {bits, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec w = {bits, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     double t0 = bp_now();
     int rc;
     if (q == BP_WQ_GPTQ) {
@@ -72,7 +72,7 @@ static double run_one(const bp_layer *l, bp_wquantizer q, int bits, float *What,
         rc = bp_erq_quantize(l->W, NULL, l->out, l->in, l->X, l->X, l->n, &w, &o, What, bhat,
                              NULL, NULL, err);
     } else if (q == BP_WQ_SQUANT) {
-        rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, bits, 3, What,
+        rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, bits, 3, 0, What,
                                 NULL, err);
     } else {
         rc = bp_quantize_matrix(l->W, What, l->out, l->in, &w, err);
@@ -182,7 +182,7 @@ static void bench_speed(void)
         A[i] = B[i] = As[i] = (float)((i % 13) * 0.01);
     for (int64_t i = 0; i < o * d; i++)
         W[i] = (float)((i % 7) * 0.01 - 0.03);
-    bp_qspec aq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec aq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     bp_quantize_matrix(X, Xq, n, d, &aq, NULL);
     bp_error err;
     double t0 = bp_now();
@@ -198,7 +198,7 @@ static void bench_speed(void)
     bp_gram_build(&g, X, Xq, n, d, 0, d, &err);
     double tgr = bp_now() - t0;
     bp_gram_free(&g);
-    bp_qspec w = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec w = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     bp_gptq_opts go;
     bp_gptq_opts_init(&go);
     t0 = bp_now();

@@ -360,6 +360,12 @@ static int k_range(const cctx *c, const bp_ynode *v, const char *key, bp_config 
     *(q == &cfg->weights_q ? &cfg->weights_range_set : &cfg->acts_range_set) = 1;
     return 0;
 }
+/* weights.scales: fp16 (what the consumers store, and counted so) or fp32. */
+static int k_scales(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"fp32", "fp16", NULL};
+    return get_enum(c, v, key, names, &cfg->weights_q.fp16_scales);
+}
 static int k_mse_norm(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return get_double(c, v, key, 1.0, 4.0, &qspec_for(key, cfg)->mse_norm);
@@ -441,7 +447,7 @@ static const key_def weight_keys[] = {
     {"quantizer", k_quantizer}, {"granularity", k_granularity}, {"gptq", k_gptq},
     {"squant", k_squant}, {"erq", k_erq}, {"cross_fit", k_cross_fit},
     {"group_size", k_group_size}, {"symmetric", k_symmetric},
-    {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
+    {"range", k_range}, {"mse_norm", k_mse_norm}, {"scales", k_scales}, {NULL, NULL}};
 static const char *const act_kinds[] = {"uniform", "log2", "ptf", NULL};
 static int k_act_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
@@ -929,8 +935,11 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     c->squant_mode = BP_SQ_K | BP_SQ_C;
     bp_erq_opts_init(&c->erq);
     c->cross_fit = BP_XFIT_AUTO;
-    c->weights_q = (bp_qspec){0, BP_GRAN_CHANNEL, 128, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
-    c->acts_q = (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    c->weights_q = (bp_qspec){.granularity = BP_GRAN_CHANNEL, .group_size = 128, .symmetric = 1,
+                              .range = BP_RANGE_MINMAX, .mse_norm = 2.0, .kind = BP_AQ_UNIFORM,
+                              .fp16_scales = 1};
+    c->acts_q = (bp_qspec){.granularity = BP_GRAN_TENSOR, .range = BP_RANGE_MINMAX,
+                           .mse_norm = 2.0, .kind = BP_AQ_UNIFORM};
     c->metric = BP_METRIC_RELATIVE;
     c->precision = BP_PREC_SINGLE;
     c->metric_auto = 1;

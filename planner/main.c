@@ -822,7 +822,7 @@ static int cmd_inspect(cli *c)
             printf("  %-40s %s\n", ts.st.meta[i].key, ts.st.meta[i].value);
     }
     const char *fmt = bp_tensorset_meta(&ts, "format");
-    int quantized = fmt && strcmp(fmt, "bitplan-quantized/1") == 0;
+    int quantized = fmt && strncmp(fmt, "bitplan-quantized/", 18) == 0;
     /* a calibration or statistics file: what it holds, for which layers */
     size_t weights = 0, inputs = 0, grad2 = 0, fisher = 0;
     for (size_t i = 0; i < n; i++) {

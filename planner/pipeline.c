@@ -51,9 +51,9 @@ static void hash_str(bp_sha256 *h, const char *s)
 static void hash_qspec(bp_sha256 *h, const bp_qspec *q)
 {
     char buf[160];
-    snprintf(buf, sizeof buf, "%s %lld %d %s %.17g %s", bp_granularity_name(q->granularity),
+    snprintf(buf, sizeof buf, "%s %lld %d %s %.17g %s %s", bp_granularity_name(q->granularity),
              (long long)q->group_size, q->symmetric, bp_range_name(q->range), q->mse_norm,
-             bp_qkind_name(q->kind));
+             bp_qkind_name(q->kind), q->fp16_scales ? "fp16" : "fp32");
     hash_str(h, buf);
 }
 

@@ -180,8 +180,7 @@ static int erq_freeze(const double *Wc, int64_t o, int64_t d, int64_t da, const 
             row[r * d + j] = (float)Wc[r * da + j];
     float s, z;
     if (q->granularity == BP_GRAN_TENSOR) {
-        bp_qparams_fit(row, (size_t)(o * d), q->bits, q->symmetric, q->range, q->mse_norm, &s,
-                       &z);
+        bp_qspec_fit(q, row, (size_t)(o * d), &s, &z);
         for (int64_t i = 0; i < o * d; i++)
             es[i] = s, ez[i] = z;
     } else {
@@ -189,8 +188,7 @@ static int erq_freeze(const double *Wc, int64_t o, int64_t d, int64_t da, const 
         for (int64_t r = 0; r < o; r++)
             for (int64_t c = 0; c < d; c += g) {
                 int64_t w = d - c < g ? d - c : g;
-                bp_qparams_fit(row + r * d + c, (size_t)w, q->bits, q->symmetric, q->range,
-                               q->mse_norm, &s, &z);
+                bp_qspec_fit(q, row + r * d + c, (size_t)w, &s, &z);
                 for (int64_t j = c; j < c + w; j++)
                     es[r * d + j] = s, ez[r * d + j] = z;
             }

@@ -117,8 +117,7 @@ static int gptq_fit(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
             for (int64_t c = 0; c < s->cols; c++)
                 all[r * s->cols + c] = w_at(s, r, c);
         float sc, z;
-        bp_qparams_fit(all, (size_t)(s->rows * s->cols), q->bits, q->symmetric, q->range,
-                       q->mse_norm, &sc, &z);
+        bp_qspec_fit(q, all, (size_t)(s->rows * s->cols), &sc, &z);
         for (int64_t r = 0; r < s->rows; r++)
             s->scale[r] = sc, s->zero[r] = z;
         free(all);
@@ -127,8 +126,7 @@ static int gptq_fit(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
     for (int64_t r = 0; r < s->rows; r++) {
         for (int64_t c = c0; c < c1; c++)
             s->tmp[c - c0] = w_at(s, r, c);
-        bp_qparams_fit(s->tmp, (size_t)(c1 - c0), q->bits, q->symmetric, q->range,
-                       q->mse_norm, &s->scale[r], &s->zero[r]);
+        bp_qspec_fit(q, s->tmp, (size_t)(c1 - c0), &s->scale[r], &s->zero[r]);
     }
     return 0;
 }

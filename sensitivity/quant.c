@@ -65,8 +65,22 @@ static void min_max(const float *x, size_t n, float *lo, float *hi)
     *hi = b;
 }
 
-/* Step and zero point for the range [lo, hi] (lo <= 0 <= hi). */
-static void params_for_range(float lo, float hi, int bits, int symmetric,
+float bp_fp16_step(float s)
+{
+    if (!(s > 0x1p-24f))
+        return 0x1p-24f;
+    if (s >= 65504.0f)
+        return 65504.0f;
+    if (s < 0x1p-14f)                 /* fp16 subnormals: multiples of 2^-24 */
+        return ldexpf(ceilf(ldexpf(s, 24)), -24);
+    int e;
+    float m = frexpf(s, &e);          /* s = m 2^e, m in [0.5, 1): 11 bits kept */
+    return ldexpf(ceilf(ldexpf(m, 11)), e - 11);
+}
+
+/* Step and zero point for the range [lo, hi] (lo <= 0 <= hi); with half,
+ * the step is rounded up to fp16 and the zero point follows it. */
+static void params_for_range(float lo, float hi, int bits, int symmetric, int half,
                              float *scale, float *zero)
 {
     float levels = (float)((1u << bits) - 1u);
@@ -75,6 +89,8 @@ static void params_for_range(float lo, float hi, int bits, int symmetric,
         if (m <= 0.0f)
             m = 1.0f;
         *scale = 2.0f * m / levels;
+        if (half)
+            *scale = bp_fp16_step(*scale);
         *zero = (float)(1u << (bits - 1));
         return;
     }
@@ -84,6 +100,8 @@ static void params_for_range(float lo, float hi, int bits, int symmetric,
         return;
     }
     *scale = (hi - lo) / levels;
+    if (half)
+        *scale = bp_fp16_step(*scale);
     float z = nearbyintf(-lo / *scale);
     *zero = fminf(fmaxf(z, 0.0f), levels);
 }
@@ -146,8 +164,8 @@ static float *sorted_copy(const float *x, size_t n)
  * quantiles (interpolated, widened to include 0) and keep the lowest squared
  * error; p = 1 (min-max) is the starting point, so only strict gains clip.
  */
-static void percentile_fit(const float *x, size_t n, int bits, int symmetric, float *scale,
-                           float *zero)
+static void percentile_fit(const float *x, size_t n, int bits, int symmetric, int half,
+                           float *scale, float *zero)
 {
     static const double ps[] = {0.99999, 0.9999, 0.999, 0.995, 0.99, 0.98, 0.97};
     float *v = sorted_copy(x, n);
@@ -159,7 +177,7 @@ static void percentile_fit(const float *x, size_t n, int bits, int symmetric, fl
         float hi = fmaxf(bp_quantile(v, n, ps[k]), 0.0f), s, z;
         if (!(hi > lo))
             continue;
-        params_for_range(lo, hi, bits, symmetric, &s, &z);
+        params_for_range(lo, hi, bits, symmetric, half, &s, &z);
         double loss = bp_quant_loss(x, n, s, z, bits, 2.0);
         if (loss < best)
             best = loss, *scale = s, *zero = z;
@@ -170,11 +188,12 @@ static void percentile_fit(const float *x, size_t n, int bits, int symmetric, fl
 /*
  * ERQ's grid (its UniformQuantizer.init_quantization_scale): for each p,
  * lo, hi = the (1-p) and p quantiles (not widened to 0), s = (hi - lo) /
- * (2^b - 1), z = rne(-lo / s) (not clamped); keep the p with the lowest mean
- * squared error, the first of equals.  Falls back to min-max when every p
- * gives an empty range.
+ * (2^b - 1) (rounded up to fp16 with half), z = rne(-lo / s) (not clamped);
+ * keep the p with the lowest mean squared error, the first of equals.  Falls
+ * back to min-max when every p gives an empty range.
  */
-static void erq_fit(const float *x, size_t n, int bits, int act, float *scale, float *zero)
+static void erq_fit(const float *x, size_t n, int bits, int act, int half, float *scale,
+                    float *zero)
 {
     static const double pw[] = {0.97, 0.98, 0.99, 0.995, 0.9995, 0.9997, 0.9999, 0.99995,
                                 0.99999, 1.0};
@@ -191,6 +210,8 @@ static void erq_fit(const float *x, size_t n, int bits, int act, float *scale, f
         float s = (hi - lo) / levels;
         if (!(s > 0.0f))
             continue;
+        if (half)
+            s = bp_fp16_step(s);
         float z = nearbyintf(-lo / s);
         double loss = bp_quant_loss(x, n, s, z, bits, 2.0) / (double)n;
         if (loss < best)
@@ -199,27 +220,27 @@ static void erq_fit(const float *x, size_t n, int bits, int act, float *scale, f
     free(v);
 }
 
-void bp_qparams_fit(const float *x, size_t n, int bits, int symmetric,
-                    bp_range range, double norm, float *scale, float *zero)
+static void fit(const float *x, size_t n, int bits, int symmetric, bp_range range,
+                double norm, int half, float *scale, float *zero)
 {
     float lo, hi;
     min_max(x, n, &lo, &hi);
-    params_for_range(lo, hi, bits, symmetric, scale, zero);
+    params_for_range(lo, hi, bits, symmetric, half, scale, zero);
     if (range == BP_RANGE_MINMAX || hi - lo <= 0.0f || n == 0)
         return;
     if (range == BP_RANGE_PERCENTILE) {
-        percentile_fit(x, n, bits, symmetric, scale, zero);
+        percentile_fit(x, n, bits, symmetric, half, scale, zero);
         return;
     }
     if (range == BP_RANGE_ERQ_W || range == BP_RANGE_ERQ_A) {
-        erq_fit(x, n, bits, range == BP_RANGE_ERQ_A, scale, zero);
+        erq_fit(x, n, bits, range == BP_RANGE_ERQ_A, half, scale, zero);
         return;
     }
     /* Shrink the range by p = 1.00, 0.99, ..., 0.20; keep strict gains. */
     double best = bp_quant_loss(x, n, *scale, *zero, bits, norm);
     for (int i = 1; i <= 80; i++) {
         float p = 1.0f - 0.01f * (float)i, s, z;
-        params_for_range(p * lo, p * hi, bits, symmetric, &s, &z);
+        params_for_range(p * lo, p * hi, bits, symmetric, half, &s, &z);
         double loss = bp_quant_loss(x, n, s, z, bits, norm);
         if (loss < best) {
             best = loss;
@@ -229,13 +250,24 @@ void bp_qparams_fit(const float *x, size_t n, int bits, int symmetric,
     }
 }
 
+void bp_qparams_fit(const float *x, size_t n, int bits, int symmetric,
+                    bp_range range, double norm, float *scale, float *zero)
+{
+    fit(x, n, bits, symmetric, range, norm, 0, scale, zero);
+}
+
+void bp_qspec_fit(const bp_qspec *q, const float *x, size_t n, float *scale, float *zero)
+{
+    fit(x, n, q->bits, q->symmetric, q->range, q->mse_norm, q->fp16_scales, scale, zero);
+}
+
 /* Quantize one contiguous block with its own fitted parameters (recorded
  * per element in es/ez when given). */
 static void quantize_block(const float *x, float *out, size_t n, const bp_qspec *q, float *es,
                            float *ez)
 {
     float s, z;
-    bp_qparams_fit(x, n, q->bits, q->symmetric, q->range, q->mse_norm, &s, &z);
+    bp_qspec_fit(q, x, n, &s, &z);
     bp_fake_quant(x, out, n, s, z, q->bits);
     for (size_t i = 0; es && i < n; i++)
         es[i] = s, ez[i] = z;
@@ -275,7 +307,7 @@ static void ptf_fit(const float *x, int64_t rows, int64_t cols, int bits, float 
 {
     float lo, hi, s8, z8;
     min_max(x, (size_t)(rows * cols), &lo, &hi);
-    params_for_range(lo, hi, bits, 0, &s8, &z8);
+    params_for_range(lo, hi, bits, 0, 0, &s8, &z8);
     float maxq = (float)((1u << bits) - 1u);
     for (int64_t c = 0; c < cols; c++) {
         int best_a = 3;
@@ -332,8 +364,7 @@ int64_t bp_act_grid(const float *x, int64_t rows, int64_t cols, const bp_qspec *
     }
     if (spec->granularity != BP_GRAN_TENSOR)
         return 0;
-    bp_qparams_fit(x, (size_t)(rows * cols), spec->bits, spec->symmetric, spec->range,
-                   spec->mse_norm, &scale[0], &zero[0]);
+    bp_qspec_fit(spec, x, (size_t)(rows * cols), &scale[0], &zero[0]);
     return 1;
 }
 
@@ -396,14 +427,14 @@ int bp_quantize_matrix_grid(const float *x, float *out, int64_t rows, int64_t co
 }
 
 /*
- * bits = rows*cols*b + (number of scale groups) * (16 + [asymmetric] * b)
+ * bits = rows*cols*b + (number of scale groups) * (16 or 32 + [asymmetric] * b)
  */
 int64_t bp_weight_storage_bits(int64_t rows, int64_t cols, const bp_qspec *spec)
 {
     int64_t params = rows * cols;
     if (spec->bits >= BP_BITS_FLOAT)
         return params * BP_BITS_FLOAT;
-    int64_t per_scale = BP_SCALE_BITS + (spec->symmetric ? 0 : spec->bits);
+    int64_t per_scale = (spec->fp16_scales ? 16 : 32) + (spec->symmetric ? 0 : spec->bits);
     int64_t scales;
     switch (spec->granularity) {
     case BP_GRAN_TENSOR: scales = 1; break;

@@ -12,6 +12,10 @@
  * MSE range search shrinks the range by p = 1.00, 0.99, ..., 0.20 and keeps
  * the p with the lowest sum |Q(x) - x|^norm (strict improvement only, so
  * ties keep the widest range).
+ * Weight grids stored with fp16 scales (fp16_scales) round every candidate
+ * step up to the next fp16 value (within [2^-24, 65504]) before the zero
+ * point and the loss are computed, so that the grid measured is the grid
+ * stored and the fitted range stays covered.
  */
 #ifndef BP_QUANT_H
 #define BP_QUANT_H
@@ -22,7 +26,6 @@
 #include "../common/bp_error.h"
 
 #define BP_BITS_FLOAT 16      /* "16 bits" means kept in 16-bit float */
-#define BP_SCALE_BITS 16      /* scales are stored as fp16 */
 
 typedef enum bp_granularity {
     BP_GRAN_TENSOR = 0,
@@ -64,14 +67,23 @@ typedef struct bp_qspec {
     bp_range range;
     double mse_norm;          /* exponent of the MSE search, 2.0 or 2.4 */
     bp_qkind kind;            /* uniform unless an activation asks otherwise */
+    int fp16_scales;          /* steps are fp16 values (stored and counted as 16
+                               * bits); 0: float32 steps, counted as 32 bits */
 } bp_qspec;
 
 const char *bp_granularity_name(bp_granularity g);
 const char *bp_range_name(bp_range r);
 
-/* Fit step and zero point for n values of x. */
+/* Fit step and zero point for n values of x (float32 steps). */
 void bp_qparams_fit(const float *x, size_t n, int bits, int symmetric,
                     bp_range range, double norm, float *scale, float *zero);
+
+/* The same under q's bits, symmetry, range search and step precision. */
+void bp_qspec_fit(const bp_qspec *q, const float *x, size_t n, float *scale, float *zero);
+
+/* The smallest fp16 value >= s, kept within fp16's positive finite range
+ * [2^-24, 65504] (a step outside it cannot be stored as fp16). */
+float bp_fp16_step(float s);
 
 /* out[i] = Q(x[i]) with the given step and zero point (out may alias x). */
 void bp_fake_quant(const float *x, float *out, size_t n, float scale,
@@ -110,8 +122,9 @@ void bp_ptf_quant(const float *x, float *out, int64_t rows, int64_t cols, int bi
 int64_t bp_act_grid(const float *x, int64_t rows, int64_t cols, const bp_qspec *spec,
                     float *scale, float *zero);
 
-/* Bits to store a rows x cols weight matrix under spec, including fp16
- * scales and, for asymmetric grids, b-bit zero points. */
+/* Bits to store a rows x cols weight matrix under spec, including its
+ * scales (16 bits each with fp16_scales, else 32) and, for asymmetric
+ * grids, b-bit zero points. */
 int64_t bp_weight_storage_bits(int64_t rows, int64_t cols, const bp_qspec *spec);
 
 #endif

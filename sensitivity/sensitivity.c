@@ -241,10 +241,11 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
         return -1;
     for (size_t b = 0; b < n_b; b++)
         if (spec->weights.granularity == BP_GRAN_TENSOR && l->groups > 1 &&
-            bits[b] < BP_BITS_FLOAT)
-            bp_qparams_fit(l->W, (size_t)(l->out * l->in), bits[b], spec->weights.symmetric,
-                           spec->weights.range, spec->weights.mse_norm, &grids[2 * b],
-                           &grids[2 * b + 1]);
+            bits[b] < BP_BITS_FLOAT) {
+            bp_qspec q = spec->weights;
+            q.bits = bits[b];
+            bp_qspec_fit(&q, l->W, (size_t)(l->out * l->in), &grids[2 * b], &grids[2 * b + 1]);
+        }
     int rc = 0, any = 0;
     for (size_t b = 0; b < n_b; b++) {
         any |= bits[b] < BP_BITS_FLOAT;
@@ -344,7 +345,8 @@ static int erq_squant_rtn(const bp_layer *l, const bp_sens_spec *spec, const flo
                                             NULL, err);
         } else if (spec->quantizer == BP_WQ_SQUANT) {
             rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, bits,
-                                    spec->squant_mode, What[b], NULL, err);
+                                    spec->squant_mode, spec->weights.fp16_scales, What[b],
+                                    NULL, err);
         } else {
             rc = bp_quantize_weights(l, &spec->weights, bits, What[b], err);
         }
@@ -907,16 +909,12 @@ out:
 
 /* SQuant's row grids in the unsigned convention: its signed codes r and
  * z give w = (r + z) / s = (1/s) * ((r + 2^(b-1)) - (2^(b-1) - z)). */
-static void squant_grid(const bp_layer *l, int bits, float *scale, float *zero)
+static void squant_grid(const bp_layer *l, int bits, int fp16, float *scale, float *zero)
 {
-    double levels = ldexp(1.0, bits) - 1.0, half = ldexp(1.0, bits - 1);
+    double half = ldexp(1.0, bits - 1);
     for (int64_t r = 0; r < l->out; r++) {
-        const float *w = l->W + r * l->in;
-        double lo = w[0], hi = w[0];
-        for (int64_t j = 1; j < l->in; j++)
-            lo = fmin(lo, w[j]), hi = fmax(hi, w[j]);
-        double s = hi > lo ? levels / (hi - lo) : 1.0;
-        double z = hi > lo ? nearbyint(s * lo) + half : half;
+        double s = 1.0, z = half;            /* a constant row: kept exactly */
+        bp_squant_row_grid(l->W + r * l->in, l->in, bits, fp16, &s, &z);
         for (int64_t j = 0; j < l->in; j++) {
             scale[r * l->in + j] = (float)(1.0 / s);
             zero[r * l->in + j] = (float)(half - z);
@@ -982,9 +980,9 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
         break;
     case BP_WQ_SQUANT:
         rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, wbits,
-                                spec->squant_mode, What, NULL, err);
+                                spec->squant_mode, q.fp16_scales, What, NULL, err);
         if (rc == 0)
-            squant_grid(l, wbits, scale, zero);
+            squant_grid(l, wbits, q.fp16_scales, scale, zero);
         break;
     default:
         rc = bp_quantize_matrix_grid(l->W, What, l->out, l->in, &q, scale, zero, err);

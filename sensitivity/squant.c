@@ -3,6 +3,8 @@
  */
 #include "squant.h"
 
+#include "quant.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,21 +170,30 @@ static void sq_row_stage(sq_row *w, const sq_cand *cands, int64_t n_cands)
         sq_flip(w, w->rank[i].index, dir);
 }
 
-static void sq_one_row(sq_row *w, const float *W, int64_t ksize, int bits, int mode,
-                       sq_cand *cands, float *out, int32_t *codes)
+int bp_squant_row_grid(const float *W, int64_t n, int bits, int fp16, double *s, double *z)
 {
-    int64_t n = w->n;
     double lo = W[0], hi = W[0];
     for (int64_t j = 1; j < n; j++)
         lo = fmin(lo, W[j]), hi = fmax(hi, W[j]);
-    if (!(hi > lo)) {                        /* constant row: kept exactly */
+    if (!(hi > lo))
+        return 0;
+    double levels = ldexp(1.0, bits) - 1.0;
+    *s = fp16 ? 1.0 / (double)bp_fp16_step((float)((hi - lo) / levels)) : levels / (hi - lo);
+    *z = nearbyint(*s * lo) + ldexp(1.0, bits - 1);
+    return 1;
+}
+
+static void sq_one_row(sq_row *w, const float *W, int64_t ksize, int bits, int mode, int fp16,
+                       sq_cand *cands, float *out, int32_t *codes)
+{
+    int64_t n = w->n;
+    double s, z, half = ldexp(1.0, bits - 1);
+    if (!bp_squant_row_grid(W, n, bits, fp16, &s, &z)) {   /* constant row: kept exactly */
         memcpy(out, W, (size_t)n * sizeof *out);
         if (codes)
             memset(codes, 0, (size_t)n * sizeof *codes);
         return;
     }
-    double levels = ldexp(1.0, bits) - 1.0, half = ldexp(1.0, bits - 1);
-    double s = levels / (hi - lo), z = nearbyint(s * lo) + half;
     w->qmin = -half, w->qmax = half - 1.0;
     for (int64_t j = 0; j < n; j++) {
         w->x[j] = s * W[j] - z;
@@ -205,7 +216,7 @@ static void sq_one_row(sq_row *w, const float *W, int64_t ksize, int bits, int m
 }
 
 int bp_squant_quantize(const float *W, int64_t rows, int64_t cols, int64_t ksize, int bits,
-                       int mode, float *out, int32_t *codes, bp_error *err)
+                       int mode, int fp16, float *out, int32_t *codes, bp_error *err)
 {
     if (bits < 2 || bits > 16)
         return bp_fail(err, "squant: %d bits is outside 2..16", bits);
@@ -223,7 +234,7 @@ int bp_squant_quantize(const float *W, int64_t rows, int64_t cols, int64_t ksize
     sq_cand *cands = bp_malloc((size_t)(cols / ksize) * sizeof *cands, err);
     int rc = w.x && w.e && w.r && w.rank && cands ? 0 : -1;
     for (int64_t o = 0; rc == 0 && o < rows; o++)
-        sq_one_row(&w, W + o * cols, ksize, bits, mode, cands, out + o * cols,
+        sq_one_row(&w, W + o * cols, ksize, bits, mode, fp16, cands, out + o * cols,
                    codes ? codes + o * cols : NULL);
     free(w.x);
     free(w.e);

@@ -34,9 +34,15 @@ const char *bp_squant_mode_name(int mode);
  * W: rows x cols, each row made of kernels of `ksize` consecutive elements
  * (ksize 1 for linear layers; cols % ksize == 0).  Writes the dequantized
  * weights to out; codes (rows x cols, may be NULL) receive the integer codes
- * in [-2^(b-1), 2^(b-1) - 1], with out = (code + z) / s per row.
+ * in [-2^(b-1), 2^(b-1) - 1], with out = (code + z) / s per row.  With
+ * fp16, the step 1 / s is rounded up to the next fp16 value (as stored) and
+ * z follows it.
  */
 int bp_squant_quantize(const float *W, int64_t rows, int64_t cols, int64_t ksize, int bits,
-                       int mode, float *out, int32_t *codes, bp_error *err);
+                       int mode, int fp16, float *out, int32_t *codes, bp_error *err);
+
+/* One row's grid (s, z above) for n weights; 0 when the row is constant
+ * (kept exactly, no grid). */
+int bp_squant_row_grid(const float *W, int64_t n, int bits, int fp16, double *s, double *z);
 
 #endif

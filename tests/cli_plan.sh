@@ -192,13 +192,46 @@ for grid in "quantizer: [rtn, squant, gptq, erq], granularity: per_channel" \
     for l in conv1 dw fc; do
         b=$(grep -A1 "name: \"$l\"" out_qw/plan.yaml | grep wbits | awk '{print $2}')
         [ "$b" = 16 ] || grep -qE "^  $l +$b bits  codes U8" qw.txt && ok || bad "$l at $b bits in the file"
+        # the file stores what the plan counts: fp16 scales, b-bit zero points
+        counted=$(grep -A14 "name: \"$l\"" out_qw/plan.yaml | grep -m1 'weight_bits:' | awk '{print $2}')
+        [ "$b" = 16 ] || grep -qE "^  $l .* scales F16 .* zeros U8  stored bits $counted( |$)" qw.txt \
+            && ok || bad "$l: stored bits = counted $counted ($grid): $(grep "^  $l " qw.txt)"
     done
     case $grid in *group_size*)   # fc: 72 inputs in groups of 24 -> 3 scales per row
-        grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales \[16, 3\]' qw.txt && ok || bad "group scales: $(cat qw.txt)";;
+        grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales F16 \[16, 3\]' qw.txt && ok || bad "group scales: $(cat qw.txt)";;
     esac
 done
 q=$(grep -A3 'name: "fc"' out_qw/plan.yaml | grep quantizer | sed 's/.*: //; s/"//g')
-[ "$q" = squant ] || grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales \[1, 1\]' qw.txt && ok || bad "per-tensor grid has one scale ($q)"
+[ "$q" = squant ] || grep -qE '^  fc +[0-9]+ bits  codes U8 \[16, 72\]  scales F16 \[1, 1\]' qw.txt && ok || bad "per-tensor grid has one scale ($q)"
+
+# every quantizer stores what the plan counts: fp16 scales (the default) as
+# F16, or float32 scales (weights.scales: fp32) as F32 counted at 32 bits
+for q in rtn squant gptq erq; do
+    for sc in fp16 fp32; do
+        sed "s#dir: out#dir: out_sc#; s#  formats: \[yaml, json\]#  formats: [yaml]\n  weights: q.safetensors#" \
+            cfg.yaml >sc.yaml
+        printf 'weights: {quantizer: %s, scales: %s, symmetric: false}\n' "$q" "$sc" >>sc.yaml
+        [ $q = erq ] && sed -i 's#exclude: \["head"\]#exclude: ["head", "dw"]#' sc.yaml
+        check "run ($q, $sc scales)" "$BITPLAN" run sc.yaml -q
+        "$BITPLAN" inspect out_sc/q.safetensors >sc.txt
+        check "consistent ($q, $sc)" grep -q "all consistent" sc.txt
+        dt=F16 && [ $sc = fp32 ] && dt=F32
+        for l in conv1 dw fc; do
+            [ $q = erq ] && [ $l = dw ] && continue
+            b=$(grep -A1 "name: \"$l\"" out_sc/plan.yaml | grep wbits | awk '{print $2}')
+            counted=$(grep -A14 "name: \"$l\"" out_sc/plan.yaml | grep -m1 'weight_bits:' | awk '{print $2}')
+            [ "$b" = 16 ] || grep -qE "^  $l .* scales $dt .* stored bits $counted( |$)" sc.txt \
+                && ok || bad "$l ($q, $sc): stored bits = counted $counted: $(grep "^  $l " sc.txt)"
+        done
+    done
+done
+# the cache key covers the scales: the fp32 table is not reused for fp16
+# (conv1 at 2 bits, 8 rows, asymmetric: 216 x 2 + 8 x (16 or 32 + 2) bits)
+check "fp32 count" grep -q '^conv1,2,16,erq,[^,]*,216,704,' out_sc/sensitivity.csv
+sed -i 's#scales: fp32#scales: fp16#' sc.yaml
+"$BITPLAN" sensitivity sc.yaml -o sc16.csv >sc16.txt
+check "fp16 table measured anew" grep -q "measured in" sc16.txt
+check "fp16 count" grep -q '^conv1,2,16,erq,[^,]*,216,576,' sc16.csv
 
 # budgets from the command line; size objective under an error budget
 # the smallest plan is (1440 x 2 + 32 x 16) / 8 = 424 bytes

@@ -149,6 +149,11 @@ static void test_activations(void)
     CHECK_MSG(parse(&c, "model: {weights: m}\nweights: {quantizer: erq, range: mse}\n", &err) == 0,
               "%s", err.msg);
     CHECK(c.weights_range_set && c.weights_q.range == BP_RANGE_MSE);
+    CHECK(c.weights_q.fp16_scales == 1 && c.acts_q.fp16_scales == 0);   /* the default */
+    bp_config_free(&c);
+    CHECK_MSG(parse(&c, "model: {weights: m}\nweights: {scales: fp32}\n", &err) == 0, "%s",
+              err.msg);
+    CHECK(c.weights_q.fp16_scales == 0);
     bp_config_free(&c);
 }
 
@@ -174,6 +179,8 @@ static void test_errors(void)
     expect_error("model: {weights: m}\nweights: {squant: {mode: kc}}\n",
                  "weights.squant.mode");
     expect_error("model: {weights: m}\nweights: {quantizer: gptx}\n", "weights.quantizer");
+    expect_error("model: {weights: m}\nweights: {scales: bf16}\n", "weights.scales");
+    expect_error("model: {weights: m}\nactivations: {scales: fp16}\n", "activations.scales");
     expect_error("model: {weights: m}\nweights: {gptq: {block_size: 0}}\n",
                  "weights.gptq.block_size");
     expect_error("model: {weights: m}\nweights: {gptq: {dmap: 1}}\n",

@@ -38,7 +38,7 @@ static data make_data(int64_t o, int64_t d, int64_t n, int abits, check_rng *r)
         x.W[i] = (float)(check_normal(r) / sqrt((double)d));
     for (int64_t i = 0; i < o; i++)
         x.b[i] = (float)(0.1 * check_normal(r));
-    bp_qspec aq = {abits, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec aq = {abits, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     bp_quantize_matrix(x.X, x.Xq, n, d, &aq, NULL);
     free(M);
     free(z);
@@ -78,7 +78,7 @@ static void test_against_rtn(void)
         float *Wq = malloc(nw * sizeof *Wq), *Wr = malloc(nw * sizeof *Wr);
         float *s = malloc(nw * sizeof *s), *z = malloc(nw * sizeof *z), *bq = malloc((size_t)x.o * 4);
         for (int bits = 2; bits <= 6; bits += 2) {
-            bp_qspec q = {bits, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+            bp_qspec q = {bits, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
             bp_erq_opts o;
             bp_erq_opts_init(&o);
             CHECK_MSG(bp_erq_quantize(x.W, x.b, x.o, x.d, x.X, x.Xq, x.n, &q, &o, Wq, bq, s, z,
@@ -115,7 +115,7 @@ static void test_aqer(void)
     data x = make_data(12, 30, 400, 3, &rng);
     size_t nw = (size_t)(x.o * x.d);
     float *Wq = malloc(nw * sizeof *Wq), *bq = malloc((size_t)x.o * sizeof *bq);
-    bp_qspec q = {15, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec q = {15, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     bp_erq_opts o;
     bp_erq_opts_init(&o);
     o.lambda1 = 1.0;                          /* light ridge: the data decide */

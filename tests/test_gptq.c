@@ -147,7 +147,7 @@ static void reference(const data *x, int bits, float *out)
 
 static bp_qspec spec_of(int bits, bp_granularity g, int64_t gs)
 {
-    bp_qspec q = {bits, g, gs, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec q = {bits, g, gs, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     return q;
 }
 

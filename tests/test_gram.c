@@ -72,8 +72,8 @@ static void test_case(uint64_t seed, int64_t out, int64_t in, int groups, int64_
         W[i] = (float)check_normal(&r);
     int wbits[] = {3, 8}, abits[] = {4, 16};
     bp_sens_spec spec = {wbits, 2, abits, 2,
-                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_layer l = {"layer", out, in, 1, 1, groups, W, NULL, n, X, NULL, NULL, NULL};
     for (int metric = 0; metric < 2; metric++) {
         bp_table t;
@@ -114,8 +114,8 @@ static void test_fisher(void)
     for (int i = 0; i < N * D; i++)
         X[i] = (float)check_normal(&r);
     int wbits[] = {3}, abits[] = {16};
-    bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+    bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_layer l = {"fc", O, D, 1, 1, 1, W, NULL, N, X, g2, NULL, NULL};
     bp_table t;
     bp_error err;
@@ -152,8 +152,8 @@ static void test_modes(void)
     check_rng r = {777};
     enum { OMAX = 40, D = 10, N = 90 };
     float *X = make_inputs(&r, N, D), Xq[N * D], W[OMAX * D], Wq[OMAX * D];
-    bp_qspec aq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
-    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec aq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
+    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     for (int i = 0; i < OMAX * D; i++)
         W[i] = (float)check_normal(&r);
     bp_quantize_matrix(X, Xq, N, D, &aq, NULL);
@@ -224,7 +224,7 @@ static void test_single(void)
                 X[i * D + 1] = X[i * D] + (float)(1e-4 * check_normal(&r));
         for (int i = 0; i < O * D; i++)
             W[i] = (float)check_normal(&r);
-        bp_qspec wq = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+        bp_qspec wq = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
         bp_quantize_matrix(W, Wq, O, D, &wq, NULL);
         if (c == 3)
             for (int o = 0; o < O; o++) {               /* only the opposite errors remain */
@@ -232,7 +232,7 @@ static void test_single(void)
                     Wq[o * D + j] = W[o * D + j];
                 Wq[o * D] = W[o * D] + 0.25f, Wq[o * D + 1] = W[o * D + 1] - 0.25f;
             }
-        bp_qspec aq = {8, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+        bp_qspec aq = {8, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
         bp_quantize_matrix(X, Xq, N, D, &aq, NULL);
         for (int q = 0; q < 2; q++) {
             const float *xq = q ? Xq : NULL;
@@ -283,8 +283,8 @@ static void test_shared_inputs(void)
             W[k][i] = (float)check_normal(&r);
     int wbits[] = {3, 4}, abits[] = {6, 16};
     bp_sens_spec spec = {wbits, 2, abits, 2,
-                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                          BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3,
                          {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_SINGLE};
     static const char *names[3] = {"q", "k", "v"};
@@ -353,8 +353,8 @@ static void test_single_table(void)
         W[i] = (float)check_normal(&r);
     int wbits[] = {2, 4}, abits[] = {6, 16};
     bp_sens_spec spec = {wbits, 2, abits, 2,
-                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                          BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3,
                          {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     CHECK(bp_gram_single_pays(N, D, O, 2));
@@ -414,7 +414,7 @@ static void test_ycache(void)
     check_rng r = {4242};
     enum { O = 12, D = 24, N = 30 };
     float *X = make_inputs(&r, N, D), Xq[N * D], W[O * D], Wq[O * D];
-    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     for (int i = 0; i < O * D; i++)
         W[i] = (float)check_normal(&r);
     bp_quantize_matrix(W, Wq, O, D, &wq, NULL);
@@ -424,7 +424,7 @@ static void test_ycache(void)
     for (int a = 0; a < 4; a++) {
         const float *xq = NULL;
         if (abits[a] < 16) {
-            bp_qspec aq = {abits[a], BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+            bp_qspec aq = {abits[a], BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
             bp_quantize_matrix(X, Xq, N, D, &aq, NULL);
             xq = Xq;
         }
@@ -452,8 +452,8 @@ static void test_missing_data(void)
 {
     float W[4] = {1, 2, 3, 4};
     int wbits[] = {4}, abits[] = {16};
-    bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+    bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_layer l = {"fc.no_data", 2, 2, 1, 1, 1, W, NULL, 0, NULL, NULL, NULL, NULL};
     bp_table t;
     bp_error err;
@@ -561,8 +561,8 @@ static void test_kfac(void)
         bp_ofactor of = {g, og, 0, Ff, NULL, NULL, NULL, NULL};
         int wbits[] = {3, 6}, abits[] = {4, 16};
         bp_sens_spec spec = {wbits, 2, abits, 2,
-                             {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                             {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
+                             {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                             {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                              BP_METRIC_KFAC, (bp_wquantizer)cases[c].quant, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL},
                              3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
         bp_layer l = {"k", out, in, 1, 1, (int)g, W, cases[c].quant == BP_WQ_ERQ ? bias : NULL,
@@ -597,8 +597,8 @@ static void test_kfac(void)
     float *X = make_inputs(&r, N, D), Xq[N * D], W[O * D], Wq[O * D];
     float U[K * O], S[K] = {2.0f, 0.5f, 0.25f}, Dg[O], Fl[O * O];
     double Fe[O * O], Ud[K * O], Sd[K], Dd[O], Fdd[O * O], Pc[O * O];
-    bp_qspec aq = {5, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
-    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec aq = {5, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
+    bp_qspec wq = {3, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     for (int i = 0; i < O * D; i++)
         W[i] = (float)check_normal(&r);
     for (int i = 0; i < K * O; i++)
@@ -693,8 +693,8 @@ static void test_monotone(void)
     for (int i = 0; i < out * in; i++)
         W[i] = (float)check_normal(&r);
     int wbits[] = {2, 3, 4, 6, 8, 16}, abits[] = {16};
-    bp_sens_spec spec = {wbits, 6, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+    bp_sens_spec spec = {wbits, 6, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
     bp_layer l = {"m", out, in, 1, 1, 1, W, NULL, n, X, NULL, NULL, NULL};
     bp_table t;
     bp_table_init(&t);

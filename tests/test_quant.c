@@ -1,12 +1,13 @@
 /*
  * test_quant.c - the uniform grid: codes on the grid, zero exact, error
  * bounded by half a step inside the range, MSE search never worse than
- * min-max, round-half-to-even, honest storage bits.
+ * min-max, round-half-to-even, honest storage bits, fp16 steps.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "planner/formats/safetensors.h"
 #include "sensitivity/quant.h"
 
 static void fill_normal(check_rng *r, float *x, size_t n, double scale, double shift)
@@ -95,7 +96,7 @@ static void test_granularity(void)
     for (int o = 0; o < O; o++)
         for (int d = 0; d < D; d++)
             W[o * D + d] = (float)(check_normal(&r) * (o + 1) * (d < 20 ? 1 : 10));
-    bp_qspec q = {4, BP_GRAN_GROUP, 20, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec q = {4, BP_GRAN_GROUP, 20, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     CHECK(bp_quantize_matrix(W, Q, O, D, &q, NULL) == 0);
     /* each group of 20 columns has its own step: the first group's error is
      * bounded by its own (much smaller) range */
@@ -111,7 +112,7 @@ static void test_granularity(void)
     }
     /* per-channel beats per-tensor on rows of very different scale */
     float Qc[O * D], Qt[O * D];
-    bp_qspec qc = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM}, qt = qc;
+    bp_qspec qc = {4, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, qt = qc;
     qt.granularity = BP_GRAN_TENSOR;
     bp_quantize_matrix(W, Qc, O, D, &qc, NULL);
     bp_quantize_matrix(W, Qt, O, D, &qt, NULL);
@@ -122,29 +123,123 @@ static void test_granularity(void)
     }
     CHECK(ec < et);
     /* 16 bits passes through unchanged */
-    bp_qspec q16 = {16, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec q16 = {16, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     bp_quantize_matrix(W, Q, O, D, &q16, NULL);
     CHECK(memcmp(W, Q, sizeof W) == 0);
     /* bad group size is an error */
     bp_error err;
-    bp_qspec bad = {4, BP_GRAN_GROUP, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec bad = {4, BP_GRAN_GROUP, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     CHECK(bp_quantize_matrix(W, Q, O, D, &bad, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "group size");
 }
 
 static void test_storage_bits(void)
 {
-    bp_qspec q = {4, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
-    CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 4 + 3 * (16 + 4));
-    q.symmetric = 1;
-    CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 4 + 3 * 16);
-    q.granularity = BP_GRAN_GROUP;
-    q.group_size = 4;                              /* 10 columns -> 3 groups */
-    CHECK(bp_weight_storage_bits(3, 10, &q) == 120 + 3 * 3 * 16);
-    q.granularity = BP_GRAN_TENSOR;
-    CHECK(bp_weight_storage_bits(3, 10, &q) == 120 + 16);
-    q.bits = 16;
-    CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 16);
+    for (int half = 0; half <= 1; half++) {
+        int sb = half ? 16 : 32;                   /* bits per stored scale */
+        bp_qspec q = {4, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, half};
+        CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 4 + 3 * (sb + 4));
+        q.symmetric = 1;
+        CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 4 + 3 * sb);
+        q.granularity = BP_GRAN_GROUP;
+        q.group_size = 4;                          /* 10 columns -> 3 groups */
+        CHECK(bp_weight_storage_bits(3, 10, &q) == 120 + 3 * 3 * sb);
+        q.granularity = BP_GRAN_TENSOR;
+        CHECK(bp_weight_storage_bits(3, 10, &q) == 120 + sb);
+        q.bits = 16;
+        CHECK(bp_weight_storage_bits(3, 10, &q) == 3 * 10 * 16);
+    }
+}
+
+static int is_fp16(float v)
+{
+    return bp_f16_to_f32(bp_f32_to_f16(v)) == v;
+}
+
+/* bp_fp16_step: the smallest fp16 value >= s, within fp16's positive range. */
+static void test_fp16_step(void)
+{
+    check_rng r = {2027};
+    for (int i = 0; i < 20000; i++) {
+        float s = (float)exp(-24.0 + 36.0 * check_uniform(&r));      /* 4e-11 .. 1.6e5 */
+        float h = bp_fp16_step(s);
+        CHECK(is_fp16(h) && h > 0.0f && h <= 65504.0f);
+        if (s <= 65504.0f && s >= 0x1p-24f) {
+            CHECK_MSG(h >= s, "step %.9g -> %.9g", s, h);
+            uint16_t below = (uint16_t)(bp_f32_to_f16(h) - 1u);     /* the fp16 value under h */
+            CHECK_MSG(bp_f16_to_f32(below) < s, "step %.9g -> %.9g is not the smallest", s, h);
+        }
+        if (is_fp16(s) && s >= 0x1p-24f && s <= 65504.0f)
+            CHECK(h == s);
+    }
+    CHECK(bp_fp16_step(0x1p-30f) == 0x1p-24f && bp_fp16_step(0.0f) == 0x1p-24f);
+    CHECK(bp_fp16_step(1e9f) == 65504.0f);
+    CHECK(bp_fp16_step(1.0f) == 1.0f && bp_fp16_step(nextafterf(1.0f, 2.0f)) == 1.0f + 0x1p-10f);
+    CHECK(bp_fp16_step(3e-6f) == 0x1p-24f * 51.0f);                 /* subnormal: 50.33 -> 51 */
+}
+
+/* With fp16 scales every range search keeps steps that are fp16 values and
+ * integer zero points; min-max still covers its range (the step rounds up),
+ * even at 15 bits where a nearest-fp16 step would clip by several steps, and
+ * costs at most a 2^-10 wider step (one 2^-24 quantum for fp16 subnormals);
+ * the MSE search is never worse than it. */
+static void test_fp16_grids(void)
+{
+    check_rng r = {99};
+    enum { R = 6, C = 96 };
+    float x[R * C], y[R * C], es[R * C], ez[R * C], y32[R * C], es32[R * C], ez32[R * C];
+    const bp_range ranges[] = {BP_RANGE_MINMAX, BP_RANGE_MSE, BP_RANGE_PERCENTILE, BP_RANGE_ERQ_W};
+    const int widths[] = {2, 3, 4, 8, 12, 15};
+    double sum16[16] = {0}, sum32[16] = {0};
+    for (int trial = 0; trial < 48; trial++) {
+        fill_normal(&r, x, R * C, pow(10.0, -3.0 + trial % 5), trial % 3 == 0 ? 0.02 : 0.0);
+        for (size_t k = 0; k < sizeof ranges / sizeof *ranges; k++) {
+            bp_qspec q = {widths[trial % 6], trial % 2 ? BP_GRAN_CHANNEL : BP_GRAN_GROUP, 32,
+                          ranges[k] == BP_RANGE_ERQ_W ? 0 : trial % 4 < 2, ranges[k], 2.0,
+                          BP_AQ_UNIFORM, 1};
+            CHECK(bp_quantize_matrix_grid(x, y, R, C, &q, es, ez, NULL) == 0);
+            bp_qspec q32 = q;
+            q32.fp16_scales = 0;
+            CHECK(bp_quantize_matrix_grid(x, y32, R, C, &q32, es32, ez32, NULL) == 0);
+            double l16 = 0, l32 = 0;
+            int normal = 1;
+            float maxq = (float)((1u << q.bits) - 1u);
+            for (int i = 0; i < R * C; i++) {
+                CHECK_MSG(is_fp16(es[i]), "range %d: step %.9g", (int)k, es[i]);
+                CHECK(ez[i] == nearbyintf(ez[i]));
+                float code = nearbyintf(x[i] / es[i]) + ez[i];
+                code = fminf(fmaxf(code, 0.0f), maxq);
+                CHECK(y[i] == es[i] * (code - ez[i]));                /* the stored grid */
+                l16 += (double)(y[i] - x[i]) * (y[i] - x[i]);
+                l32 += (double)(y32[i] - x[i]) * (y32[i] - x[i]);
+                normal &= es32[i] >= 0x1p-14f;
+                if (ranges[k] == BP_RANGE_MINMAX) {   /* within one fp16 quantum above */
+                    CHECK(es[i] >= es32[i] && es[i] <= fmaxf(es32[i] * (1.0f + 0x1p-10f),
+                                                             es32[i] + 0x1p-24f));
+                    if (!q.symmetric)             /* asymmetric min-max: no clipping */
+                        CHECK_MSG(fabsf(y[i] - x[i]) <= 0.5f * es[i] * (1.0f + 1e-5f),
+                                  "%d bits: error %g, step %g", q.bits, fabsf(y[i] - x[i]),
+                                  es[i]);
+                }
+            }
+            if (ranges[k] == BP_RANGE_MINMAX && normal)   /* normal fp16 steps */
+                sum16[q.bits] += l16, sum32[q.bits] += l32;
+            if (ranges[k] == BP_RANGE_MSE) {
+                bp_qspec mm = q;
+                mm.range = BP_RANGE_MINMAX;
+                CHECK(bp_quantize_matrix_grid(x, y32, R, C, &mm, es32, ez32, NULL) == 0);
+                double lmm = 0;
+                for (int i = 0; i < R * C; i++)
+                    lmm += (double)(y32[i] - x[i]) * (y32[i] - x[i]);
+                CHECK(l16 <= lmm * (1 + 1e-9));
+            }
+        }
+    }
+    /* the wider step costs ~2^-10 of the squared error; above 8 bits a code
+     * moves by up to 2^(b-11) steps, so errors decorrelate (a few % noise) */
+    for (int b = 2; b < 16; b++)
+        CHECK_MSG(sum16[b] <= sum32[b] * (b <= 8 ? 1.01 : 1.05), "%d bits: %g vs %g", b,
+                  sum16[b], sum32[b]);
 }
 
 static void test_all_zero(void)
@@ -185,7 +280,7 @@ static void test_ptf(void)
         for (int64_t c = 0; c < d; c++)
             x[i * d + c] = (float)(spread[c] * (0.2 + check_normal(&r)));
     for (int bits = 4; bits <= 6; bits += 2) {
-        bp_qspec uni = {bits, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+        bp_qspec uni = {bits, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
         bp_qspec ptf = uni;
         ptf.kind = BP_AQ_PTF;
         CHECK(bp_quantize_matrix(x, a, n, d, &uni, &err) == 0);
@@ -223,7 +318,7 @@ static void test_log2(void)
         x[i] = (float)(v * v * v * v * v * v);          /* mass near 0, few large */
     }
     x[0] = 0.0f;
-    bp_qspec lq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_LOG2}, uq = lq;
+    bp_qspec lq = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_LOG2, 0}, uq = lq;
     uq.kind = BP_AQ_UNIFORM;
     CHECK(bp_quantize_matrix(x, l, 1, (int64_t)n, &lq, &err) == 0);
     CHECK(bp_quantize_matrix(x, u, 1, (int64_t)n, &uq, &err) == 0);
@@ -380,10 +475,10 @@ static void test_act_grid(void)
     for (int i = 0; i < N * D; i++)
         x[i] = (float)(check_normal(&r) * (1 + i % D) + 0.3 * (i % 3));
     bp_qspec specs[] = {
-        {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM},
-        {6, BP_GRAN_TENSOR, 0, 1, BP_RANGE_MSE, 2.4, BP_AQ_UNIFORM},
-        {8, BP_GRAN_TENSOR, 0, 0, BP_RANGE_PERCENTILE, 2.0, BP_AQ_UNIFORM},
-        {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_PTF},
+        {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+        {6, BP_GRAN_TENSOR, 0, 1, BP_RANGE_MSE, 2.4, BP_AQ_UNIFORM, 0},
+        {8, BP_GRAN_TENSOR, 0, 0, BP_RANGE_PERCENTILE, 2.0, BP_AQ_UNIFORM, 0},
+        {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_PTF, 0},
     };
     for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
         bp_qspec *q = &specs[k];
@@ -398,12 +493,12 @@ static void test_act_grid(void)
     }
     for (int i = 0; i < N * D; i++)
         x[i] = fabsf(x[i]);
-    bp_qspec lg = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_LOG2};
+    bp_qspec lg = {4, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_LOG2, 0};
     CHECK(bp_quantize_matrix(x, want, N, D, &lg, NULL) == 0);
     CHECK(bp_act_grid(x, N, D, &lg, S, Z) == 1);
     bp_log2_quant(x, got, N * D, S[0], 4);
     CHECK(memcmp(want, got, sizeof want) == 0);
-    bp_qspec tok = {8, BP_GRAN_TOKEN, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM};
+    bp_qspec tok = {8, BP_GRAN_TOKEN, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0};
     CHECK(bp_act_grid(x, N, D, &tok, S, Z) == 0);       /* fitted per row at run time */
 }
 
@@ -420,6 +515,8 @@ int main(void)
     test_mse_search();
     test_granularity();
     test_storage_bits();
+    test_fp16_step();
+    test_fp16_grids();
     test_all_zero();
     return check_done();
 }

@@ -28,7 +28,7 @@ typedef struct errs {
 
 /* Errors in code units, recomputed from the output: e = s w_hat - s w. */
 static errs measure(const float *W, const float *Q, int64_t rows, int64_t cols, int64_t ks,
-                    int bits, int strict)
+                    int bits, int fp16, int strict)
 {
     errs r = {0, 0, 0, 0, 0, 0, 0};
     for (int64_t o = 0; o < rows; o++) {
@@ -36,8 +36,14 @@ static errs measure(const float *W, const float *Q, int64_t rows, int64_t cols, 
         double lo = w[0], hi = w[0];
         for (int64_t j = 1; j < cols; j++)
             lo = fmin(lo, w[j]), hi = fmax(hi, w[j]);
-        double s = (ldexp(1.0, bits) - 1.0) / (hi - lo), row = 0.0, mk = 0.0;
-        double half = ldexp(1.0, bits - 1), z = nearbyint(s * lo) + half;
+        double s = (ldexp(1.0, bits) - 1.0) / (hi - lo), row = 0.0, mk = 0.0, z16 = 0.0;
+        if (fp16) {                          /* the step rounded up to fp16 */
+            float step = (float)(1.0 / s);
+            CHECK(bp_squant_row_grid(w, cols, bits, 1, &s, &z16) == 1);
+            CHECK(1.0 / s >= step && 1.0 / s <= step * (1.0 + 0x1p-10) &&
+                  bp_f16_to_f32(bp_f32_to_f16((float)(1.0 / s))) == (float)(1.0 / s));
+        }
+        double half = ldexp(1.0, bits - 1), z = fp16 ? z16 : nearbyint(s * lo) + half;
         int room = 1;
         for (int64_t k = 0; k < cols / ks; k++) {
             double ksum = 0.0;
@@ -115,6 +121,7 @@ static void test_properties(void)
     bp_error err;
     double gain_obj = 0.0, gain_out = 0.0;
     int cases = 0, free_rows = 0, all_rows = 0;
+    for (int fp16 = 0; fp16 <= 1; fp16++)
     for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
         for (int dist = 0; dist < 4; dist++)
             for (int bits = 2; bits <= 8; bits += 2) {
@@ -126,12 +133,12 @@ static void test_properties(void)
                     W[i] = draw(&rng, dist) * 0.1f;
                 for (int mode = 0; mode < 4; mode++) {
                     Q[mode] = malloc(n * sizeof *Q[mode]);
-                    CHECK(bp_squant_quantize(W, rows, cols, ks, bits, mode, Q[mode], codes,
+                    CHECK(bp_squant_quantize(W, rows, cols, ks, bits, mode, fp16, Q[mode], codes,
                                              &err) == 0);
                 }
-                errs e = measure(W, Q[0], rows, cols, ks, bits, 1);
-                errs k = measure(W, Q[BP_SQ_K], rows, cols, ks, bits, dist != 3);
-                errs c = measure(W, Q[BP_SQ_K | BP_SQ_C], rows, cols, ks, bits, dist != 3);
+                errs e = measure(W, Q[0], rows, cols, ks, bits, fp16, 1);
+                errs k = measure(W, Q[BP_SQ_K], rows, cols, ks, bits, fp16, dist != 3);
+                errs c = measure(W, Q[BP_SQ_K | BP_SQ_C], rows, cols, ks, bits, fp16, dist != 3);
                 const double tol = 1e-3;     /* float outputs, in code units */
                 CHECK(e.max_elem <= 0.5 + tol);
                 if (ks > 1)
@@ -158,7 +165,7 @@ static void test_properties(void)
                 cases++;
                 /* same input, same output */
                 float *again = malloc(n * sizeof *again);
-                CHECK(bp_squant_quantize(W, rows, cols, ks, bits, BP_SQ_K | BP_SQ_C, again,
+                CHECK(bp_squant_quantize(W, rows, cols, ks, bits, BP_SQ_K | BP_SQ_C, fp16, again,
                                          NULL, &err) == 0);
                 CHECK(memcmp(again, Q[3], n * sizeof *again) == 0);
                 free(again);
@@ -183,20 +190,20 @@ static void test_ties_and_edges(void)
      * errors tie: row sum -1 needs one up-flip; the lower index must win. */
     float W[4] = {0.0f, 0.5f, 1.5f, 3.0f}, Q[4];
     int32_t codes[4];
-    CHECK(bp_squant_quantize(W, 1, 4, 1, 2, BP_SQ_C, Q, codes, &err) == 0);
+    CHECK(bp_squant_quantize(W, 1, 4, 1, 2, BP_SQ_C, 0, Q, codes, &err) == 0);
     /* x = -2, -1.5, -0.5, 1 -> r = -2, -2, -0, 1 (ties to even): e = 0, -0.5, 0.5, 0:
      * sum 0, nothing flips */
     CHECK(codes[0] == -2 && codes[1] == -2 && codes[2] == 0 && codes[3] == 1);
     float W2[4] = {0.0f, 0.4f, 1.4f, 3.0f};
-    CHECK(bp_squant_quantize(W2, 1, 4, 1, 2, BP_SQ_C, Q, codes, &err) == 0);
+    CHECK(bp_squant_quantize(W2, 1, 4, 1, 2, BP_SQ_C, 0, Q, codes, &err) == 0);
     /* x = -2, -1.6, -0.6, 1: r = -2, -2, -1, 1; e = 0, -0.4, -0.4, 0: sum -0.8 -> one
      * up-flip among the tied -0.4s: index 1 */
     CHECK(codes[1] == -1 && codes[2] == -1);
     /* a constant row is kept exactly */
     float C[3] = {0.25f, 0.25f, 0.25f};
-    CHECK(bp_squant_quantize(C, 1, 3, 1, 4, 3, Q, NULL, &err) == 0);
+    CHECK(bp_squant_quantize(C, 1, 3, 1, 4, 3, 0, Q, NULL, &err) == 0);
     CHECK(Q[0] == 0.25f && Q[2] == 0.25f);
-    CHECK(bp_squant_quantize(C, 1, 3, 2, 4, 3, Q, NULL, &err) < 0);
+    CHECK(bp_squant_quantize(C, 1, 3, 2, 4, 3, 0, Q, NULL, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "kernels");
     CHECK(bp_squant_mode_parse("ekc") == 3 && bp_squant_mode_parse("ek") == 1 &&
           bp_squant_mode_parse("ec") == 2 && bp_squant_mode_parse("e") == 0 &&
@@ -226,14 +233,14 @@ static void test_real_weights(void)
         float *W = malloc((size_t)n * sizeof *W), *Q = malloc((size_t)n * sizeof *Q);
         CHECK(bp_st_read_f32(&st, t, W, &err) == 0);
         for (int bits = 2; bits <= 8; bits++) {
-            CHECK(bp_squant_quantize(W, rows, cols, layers[i].ks, bits, BP_SQ_K, Q, NULL, &err) == 0);
-            errs k = measure(W, Q, rows, cols, layers[i].ks, bits, 1);
+            CHECK(bp_squant_quantize(W, rows, cols, layers[i].ks, bits, BP_SQ_K, 0, Q, NULL, &err) == 0);
+            errs k = measure(W, Q, rows, cols, layers[i].ks, bits, 0, 1);
             if (layers[i].ks > 1)
                 CHECK_MSG(k.max_kernel <= 0.5 + 1e-3, "%s %d bits: kernel sum %g", layers[i].name,
                           bits, k.max_kernel);
-            CHECK(bp_squant_quantize(W, rows, cols, layers[i].ks, bits, BP_SQ_K | BP_SQ_C, Q, NULL,
+            CHECK(bp_squant_quantize(W, rows, cols, layers[i].ks, bits, BP_SQ_K | BP_SQ_C, 0, Q, NULL,
                                      &err) == 0);
-            errs c = measure(W, Q, rows, cols, layers[i].ks, bits, 1);
+            errs c = measure(W, Q, rows, cols, layers[i].ks, bits, 0, 1);
             CHECK_MSG(c.max_row <= 0.5 + 1e-3 && c.max_kernel < 1.0 + 1e-3 &&
                       c.max_elem < 1.0 + 1e-3, "%s %d bits: row %g kernel %g element %g",
                       layers[i].name, bits, c.max_row, c.max_kernel, c.max_elem);

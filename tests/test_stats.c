@@ -173,8 +173,8 @@ static void test_linear(bp_qkind kind, int precision, double tol)
     int wbits[] = {3, 4, 8}, abits[] = {4, 8, 16};
     bp_sens_spec spec = spec_of(wbits, 3, abits, 3,
                                 (bp_qspec){0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0,
-                                           BP_AQ_UNIFORM},
-                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MSE, 2.0, kind},
+                                           BP_AQ_UNIFORM, 0},
+                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MSE, 2.0, kind, 0},
                                 BP_METRIC_KFAC, precision);
     stats_fixture f;
     make_stats(&f, X, N, D, 1, &spec);
@@ -220,9 +220,9 @@ static void test_grouped_conv(void)
     int wbits[] = {2, 4}, abits[] = {16, 6};
     bp_sens_spec spec = spec_of(wbits, 2, abits, 2,
                                 (bp_qspec){0, BP_GRAN_CHANNEL, 0, 0, BP_RANGE_MSE, 2.0,
-                                           BP_AQ_UNIFORM},
+                                           BP_AQ_UNIFORM, 0},
                                 (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0,
-                                           BP_AQ_UNIFORM},
+                                           BP_AQ_UNIFORM, 0},
                                 BP_METRIC_MSE, BP_PREC_DOUBLE);
     stats_fixture f;
     make_stats(&f, X, N, IN, G, &spec);
@@ -243,9 +243,9 @@ static void test_single_wide(void)
     int wbits[] = {3, 6}, abits[] = {8, 16};
     bp_sens_spec spec = spec_of(wbits, 2, abits, 2,
                                 (bp_qspec){0, BP_GRAN_GROUP, 128, 1, BP_RANGE_MINMAX, 2.0,
-                                           BP_AQ_UNIFORM},
+                                           BP_AQ_UNIFORM, 0},
                                 (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0,
-                                           BP_AQ_UNIFORM},
+                                           BP_AQ_UNIFORM, 0},
                                 BP_METRIC_MSE, BP_PREC_DOUBLE);
     stats_fixture f;
     make_stats(&f, X, N, D, 1, &spec);

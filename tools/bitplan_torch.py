@@ -62,7 +62,7 @@ def check_layers(rows, model, config, spec, tool):
 # ---- bitplan's quantized-weights file -----------------------------------------------
 
 class QuantizedFile:
-    """A bitplan-quantized/1 safetensors file: per layer the dequantized
+    """A bitplan-quantized/2 (or /1) safetensors file: per layer the dequantized
     weight (from codes, scales and zero points), the bias to use and the
     activation grid of its planned activation width."""
 
@@ -71,7 +71,7 @@ class QuantizedFile:
             self.t, self.meta = load_file(path)
         except (OSError, ValueError) as e:
             fail(tool, f"{path}: cannot read: {e}")
-        if self.meta.get("format") != "bitplan-quantized/1":
+        if self.meta.get("format") not in ("bitplan-quantized/1", "bitplan-quantized/2"):
             fail(tool, f"{path}: not a bitplan quantized-weights file (metadata 'format' is "
                        f"{self.meta.get('format', 'missing')})")
         self.path = path

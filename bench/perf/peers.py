@@ -20,6 +20,8 @@ the same settings:
           `replace_W_afterquant_vector_twopart`, coe 20000, inputs shaped as a
           ViT's tokens), at activation widths --abits (16: no activation
           quantizer); bitplan with its defaults for quantizer erq (ERQ's grids).
+bitplan keeps float32 steps here (weights.scales: fp32), as the authors' code
+does; its default fp16 steps would differ from theirs by design.
 Reported per case: the share of weights whose dequantized values differ (beyond
 1e-5 of the row's step: different codes), the output error ||W_hat X^T - W X^T||^2 / n
 of each side, and seconds: the authors' function (their Hessian accumulation
@@ -101,7 +103,7 @@ def bitplan_quantize(binary, work, W, X, quantizer, bits, repeat, bias=None, abi
     with open(os.path.join(work, "peer.yaml"), "w") as f:
         f.write("model: {weights: model.safetensors, calibration: calib.safetensors}\n"
                 f"candidates: {{wbits: [{bits}], abits: [{abits}]}}\n"
-                f"weights: {{quantizer: {quantizer}{grid}}}\n"
+                f"weights: {{quantizer: {quantizer}, scales: fp32{grid}}}\n"
                 "output: {dir: out}\n")
     best_wall, best_stage = float("inf"), float("inf")
     env = dict(os.environ, BITPLAN_PROFILE="1")

@@ -149,6 +149,52 @@ static int permuted_groups(const bp_layer *l, const bp_qspec *g, const int32_t *
     return 0;
 }
 
+/* NAME.scales as the plan counted them (F16 with fp16 scales, else F32) and
+ * NAME.zeros as integers: in the codes' dtype when every zero point is a
+ * code (always, except ERQ's grid, which does not widen its range to 0 and
+ * so may put the zero point of a one-signed block off the code range), else
+ * I32.  The values are exact: the quantizers fitted fp16 steps. */
+static int add_grid(qfile *f, const char *name, const bp_qspec *g, size_t rows, size_t cols,
+                    const float *S, const float *Z, bp_error *err)
+{
+    size_t n = rows * cols;
+    float maxq = (float)((1u << g->bits) - 1u);
+    int in_codes = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (Z[i] != nearbyintf(Z[i]) || fabsf(Z[i]) > 0x1p30f)
+            return bp_fail(err, "layer '%s': zero point %g is not an integer (internal error)",
+                           name, Z[i]);
+        in_codes &= Z[i] >= 0.0f && Z[i] <= maxq;
+    }
+    bp_dtype zt = !in_codes ? BP_DT_I32 : g->bits <= 8 ? BP_DT_U8 : BP_DT_U16;
+    size_t zsize = zt == BP_DT_I32 ? 4 : zt == BP_DT_U16 ? 2 : 1;
+    unsigned char *zb = own(f, malloc(n * zsize));
+    void *sb = g->fp16_scales ? own(f, malloc(n * sizeof(uint16_t))) : (void *)S;
+    if (!zb || !sb)
+        return bp_fail(err, "out of memory exporting layer '%s'", name);
+    for (size_t i = 0; i < n; i++) {
+        if (g->fp16_scales) {
+            uint16_t h = bp_f32_to_f16(S[i]);
+            if (bp_f16_to_f32(h) != S[i])
+                return bp_fail(err, "layer '%s': step %.9g is not an fp16 value (internal "
+                               "error)", name, S[i]);
+            ((uint16_t *)sb)[i] = h;
+        }
+        int32_t z = (int32_t)Z[i];
+        if (zt == BP_DT_U8)
+            zb[i] = (unsigned char)z;
+        else if (zt == BP_DT_U16)
+            ((uint16_t *)zb)[i] = (uint16_t)z;
+        else
+            ((int32_t *)zb)[i] = z;
+    }
+    int rc = add_entry(f, name, ".scales", g->fp16_scales ? BP_DT_F16 : BP_DT_F32,
+                       (int64_t)rows, (int64_t)cols, 2, sb,
+                       n * (g->fp16_scales ? sizeof(uint16_t) : sizeof(float)), err);
+    return rc < 0 ? -1 : add_entry(f, name, ".zeros", zt, (int64_t)rows, (int64_t)cols, 2, zb,
+                                   n * zsize, err);
+}
+
 static int shape_meta(qfile *f, const bp_model *m, const bp_layer_desc *d, bp_error *err)
 {
     bp_tensor_ref w = bp_tensorset_get(&m->weights, (size_t)d->weight);
@@ -253,11 +299,7 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
             rc = add_entry(f, pl->name, ".qweight", pl->wbits <= 8 ? BP_DT_U8 : BP_DT_U16,
                            l->out, l->in, 2, codes, nel * (pl->wbits <= 8 ? 1 : 2), err);
         if (rc == 0)
-            rc = add_entry(f, pl->name, ".scales", BP_DT_F32, (int64_t)rows_s, (int64_t)cols_s,
-                           2, S, rows_s * cols_s * sizeof(float), err);
-        if (rc == 0)
-            rc = add_entry(f, pl->name, ".zeros", BP_DT_F32, (int64_t)rows_s, (int64_t)cols_s,
-                           2, Z, rows_s * cols_s * sizeof(float), err);
+            rc = add_grid(f, pl->name, &g, rows_s, cols_s, S, Z, err);
         if (rc == 0 && dequantized)
             rc = add_entry(f, pl->name, ".weight", BP_DT_F32, l->out, l->in, 2, What,
                            nel * sizeof(float), err);
@@ -279,6 +321,8 @@ static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_
     snprintf(num, sizeof num, "%lld",
              (long long)(g.granularity == BP_GRAN_GROUP ? g.group_size : 0));
     rc = rc < 0 ? -1 : add_meta(f, pl->name, "group_size", num, err);
+    if (pl->wbits < BP_BITS_FLOAT)
+        rc = rc < 0 ? -1 : add_meta(f, pl->name, "symmetric", g.symmetric ? "true" : "false", err);
     rc = rc < 0 ? -1 : shape_meta(f, m, &m->layers[idx], err);
     free(es);
     free(ez);
@@ -315,7 +359,7 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
         if (!mm)
             rc = bp_fail(err, "out of memory writing quantized weights");
         else
-            f.meta = mm, f.meta[f.n_meta++] = (bp_st_meta){"format", "bitplan-quantized/1"};
+            f.meta = mm, f.meta[f.n_meta++] = (bp_st_meta){"format", "bitplan-quantized/2"};
     }
     if (progress)
         progress(ctx, plan->n_layers, plan->n_layers, NULL);
@@ -340,6 +384,27 @@ static const bp_st_tensor *need(const bp_safetensors *st, const char *layer, con
     if (!t)
         bp_fail(err, "%s: layer '%s' lacks tensor '%s'", st->path, layer, name);
     return t;
+}
+
+/* Zero points: integers (U8, U16, I32) or, in files of format 1, F32. */
+static int read_zeros(const bp_safetensors *st, const bp_st_tensor *t, float *out, bp_error *err)
+{
+    if (t->dtype == BP_DT_F32)
+        return bp_st_read_f32(st, t, out, err);
+    const unsigned char *p = st->map + st->data_start + t->begin;
+    for (int64_t i = 0; i < bp_st_numel(t); i++)
+        switch (t->dtype) {
+        case BP_DT_U8: out[i] = p[i]; break;
+        case BP_DT_U16: out[i] = (float)(p[2 * i] | p[2 * i + 1] << 8); break;
+        case BP_DT_I32:
+            out[i] = (float)(int32_t)((uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
+                                      (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24);
+            break;
+        default:
+            return bp_fail(err, "%s: tensor '%s': zero points of dtype %s (expected U8, U16 or "
+                           "I32)", st->path, t->name, bp_dtype_name(t->dtype));
+        }
+    return 0;
 }
 
 static int check_layer(const bp_safetensors *st, const char *layer, int bits, FILE *out,
@@ -367,7 +432,7 @@ static int check_layer(const bp_safetensors *st, const char *layer, int bits, FI
     char wname[1100];
     snprintf(wname, sizeof wname, "%.1024s.weight", layer);
     w = bp_st_find(st, wname);
-    int rc = S && Z && W && bp_st_read_f32(st, s, S, err) == 0 && bp_st_read_f32(st, z, Z, err) == 0
+    int rc = S && Z && W && bp_st_read_f32(st, s, S, err) == 0 && read_zeros(st, z, Z, err) == 0
              ? 0 : -1;
     if (rc == 0 && w && (bp_st_numel(w) != nel || bp_st_read_f32(st, w, W, err) < 0))
         rc = bp_fail(err, "%s: layer '%s': dequantized weight does not match", st->path, layer);
@@ -407,9 +472,18 @@ static int check_layer(const bp_safetensors *st, const char *layer, int bits, FI
         rc = bp_fail(err, "%s: layer '%s': code %u exceeds %u for %d bits", st->path, layer,
                      maxc, maxq, bits);
     if (rc == 0 && out) {
-        fprintf(out, "  %-40s %2d bits  codes %s [%lld, %lld]  scales [%lld, %lld]", layer,
-                bits, bp_dtype_name(q->dtype), (long long)rows, (long long)cols, (long long)sr,
-                (long long)G);
+        /* the bits this layer takes in the formats the plan counts: b per code,
+         * the scales at their stored width, b per zero point unless the grid
+         * is symmetric (its zero point is the constant 2^(b-1)) */
+        snprintf(key, sizeof key, "%.1024s.symmetric", layer);
+        const char *sym = bp_st_meta_get(st, key);
+        int64_t blocks = sr * G, zbits = z->dtype == BP_DT_I32 || z->dtype == BP_DT_F32 ? 32 : bits;
+        long long stored = (long long)(nel * bits + blocks * (s->dtype == BP_DT_F16 ? 16 : 32) +
+                                       (sym && !strcmp(sym, "true") ? 0 : blocks * zbits));
+        fprintf(out, "  %-40s %2d bits  codes %s [%lld, %lld]  scales %s [%lld, %lld]  zeros %s"
+                "  stored bits %lld", layer, bits, bp_dtype_name(q->dtype), (long long)rows,
+                (long long)cols, bp_dtype_name(s->dtype), (long long)sr, (long long)G,
+                bp_dtype_name(z->dtype), stored);
         if (w)
             fprintf(out, "  dequantized: max |diff| %.3g", diff);
         fputc('\n', out);
@@ -430,7 +504,7 @@ int bp_check_quantized(const char *path, FILE *out, bp_error *err)
         return -1;
     const char *fmt = bp_st_meta_get(&st, "format");
     int rc = 0;
-    if (!fmt || strcmp(fmt, "bitplan-quantized/1") != 0)
+    if (!fmt || (strcmp(fmt, "bitplan-quantized/2") != 0 && strcmp(fmt, "bitplan-quantized/1")))
         rc = bp_fail(err, "%s: not a bitplan quantized-weights file (metadata 'format' is %s)",
                      path, fmt ? fmt : "missing");
     size_t layers = 0;

@@ -1,14 +1,17 @@
 /*
  * qweights.h - the quantized weights of a plan, as one safetensors file.
  *
- * Layout ("format": "bitplan-quantized/1" in the metadata), per layer NAME
+ * Layout ("format": "bitplan-quantized/2" in the metadata), per layer NAME
  * quantized at b < 16 bits:
  *   NAME.qweight  U8 (b <= 8) or U16, [out, in]: codes in [0, 2^b - 1]
  *                 (conv kernels flattened in (channel, row, column) order)
- *   NAME.scales   F32 [out, G]: grid step per output row and scale group
- *                 (G = 1 per channel, ceil(in / group_size) per group; a
- *                 per-tensor grid is [1, 1])
- *   NAME.zeros    F32 [out, G]: zero point in code units
+ *   NAME.scales   F16 [out, G] (weights.scales: fp32: F32): grid step per
+ *                 output row and scale group (G = 1 per channel,
+ *                 ceil(in / group_size) per group; a per-tensor grid is
+ *                 [1, 1]), as the sizes count it
+ *   NAME.zeros    U8 (b <= 8) or U16 [out, G]: zero point in code units
+ *                 (I32 when one lies off the codes, as ERQ's grid allows)
+ * Format 1 (earlier) had F32 scales and zeros; the checker reads both.
  *   NAME.bias     F32 [out], when the layer has one (ERQ's updated bias)
  *   NAME.weight   F32 [out, in] dequantized, only with output.dequantized
  * so that weight[r, j] = scales[r, g(j)] * (qweight[r, j] - zeros[r, g(j)]).
