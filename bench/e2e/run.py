@@ -88,7 +88,7 @@ candidates: {{wbits: {list(WBITS)}, abits: [{ABITS}]}}
 weights: {{quantizer: {quantizer}, range: mse}}
 activations: {{range: minmax}}
 metric: kfac
-output: {{dir: {outdir}, weights: q.safetensors}}
+output: {{dir: {outdir}, weights: q.safetensors, formats: [json]}}
 """)
 
 
@@ -129,6 +129,14 @@ class Bench:
         return plan, self.seen[key]
 
 
+def take_set(work, q, plan, weights):
+    """Move the plan and weights of the output set `bitplan run` just wrote
+    (out-Q/plan.json, out-Q/q.safetensors: links into the set) to work/."""
+    for name, dest in (("plan.json", plan), ("q.safetensors", weights)):
+        os.replace(os.path.realpath(os.path.join(work, f"out-{q}", name)),
+                   os.path.join(work, dest))
+
+
 def run_model(arch, args, rows):
     work = os.path.join(args.work, arch)
     os.makedirs(work, exist_ok=True)
@@ -160,20 +168,17 @@ def run_model(arch, args, rows):
             plans = {"uniform": ("u.json", "u.safetensors")}
             for m in METRICS:
                 b.bitplan("solve", cfg, "--metric", m, *budget, "-o", f"p-{m}.json")
-                b.bitplan("run", cfg, "--choices", f"p-{m}.json", *budget, "-o", f"p-{m}.json")
-                os.replace(os.path.join(work, f"out-{q}", "q.safetensors"),
-                           os.path.join(work, f"q-{m}.safetensors"))
+                b.bitplan("run", cfg, "--choices", f"p-{m}.json", *budget)
+                take_set(work, q, f"p-{m}.json", f"q-{m}.safetensors")
                 plans[m] = (f"p-{m}.json", f"q-{m}.safetensors")
             b.bitplan("solve", "--table", f"deltas-{q}.csv", *budget, "-o", "p-d.json")
-            b.bitplan("run", cfg, "--choices", "p-d.json", *budget, "-o", "p-deltas.json")
-            os.replace(os.path.join(work, f"out-{q}", "q.safetensors"),
-                       os.path.join(work, "q-deltas.safetensors"))
+            b.bitplan("run", cfg, "--choices", "p-d.json", *budget)
+            take_set(work, q, "p-deltas.json", "q-deltas.safetensors")
             plans["deltas"] = ("p-deltas.json", "q-deltas.safetensors")
             b.tool("refine_plan.py", cfg, f"models:{arch}", *budget, "--evals", str(args.evals),
                    "--deltas", f"deltas-{q}.csv", "--heldout", f"models:{arch}_heldout",
-                   "-o", "p-refined.json", "--json", "refine.json")
-            os.replace(os.path.join(work, f"out-{q}", "q.safetensors"),
-                       os.path.join(work, "q-refined.safetensors"))
+                   "--json", "refine.json")
+            take_set(work, q, "p-refined.json", "q-refined.safetensors")
             plans["refined"] = ("p-refined.json", "q-refined.safetensors")
             with open(os.path.join(work, "refine.json")) as f:
                 refine = json.load(f)
