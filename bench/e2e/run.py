@@ -34,6 +34,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -130,11 +131,10 @@ class Bench:
 
 
 def take_set(work, q, plan, weights):
-    """Move the plan and weights of the output set `bitplan run` just wrote
-    (out-Q/plan.json, out-Q/q.safetensors: links into the set) to work/."""
+    """Copy the plan and weights of the output set `bitplan run` just wrote
+    (out-Q/plan.json, out-Q/q.safetensors) to work/, leaving the set whole."""
     for name, dest in (("plan.json", plan), ("q.safetensors", weights)):
-        os.replace(os.path.realpath(os.path.join(work, f"out-{q}", name)),
-                   os.path.join(work, dest))
+        shutil.copyfile(os.path.join(work, f"out-{q}", name), os.path.join(work, dest))
 
 
 def run_model(arch, args, rows):
