@@ -140,7 +140,7 @@ static void bench_transformer(void)
         bench_seed(100 + (unsigned long long)s);
         for (int64_t i = 0; i < o * d; i++)
             W[i] = (float)((bench_uniform() - 0.5) / sqrt((double)d));
-        bp_layer l = {names[s], o, d, 1, 1, 1, W, NULL, n, X, NULL, NULL, NULL};
+        bp_layer l = {names[s], o, d, 1, 1, 1, W, NULL, n, X, NULL, NULL, NULL, NULL};
         bench_layer(&l);
         free(X);
         free(W);

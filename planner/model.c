@@ -272,46 +272,51 @@ static long find_suffix(const bp_model *m, const char *name, const char *suffix)
     return m->has_calib ? bp_tensorset_find(&m->calib, key) : -1;
 }
 
-/* NAME.fisher, or NAME.fisher_u / _s / _d, shaped for the layer's groups. */
-static int describe_fisher(const bp_model *m, bp_layer_desc *d, bp_error *err)
+const char *const bp_factor_kind[BP_FACTORS] = {"fisher", "margin"};
+
+/* NAME.K, or NAME.K_u / _s / _d (and _n), for factor K of the layer, shaped
+ * for the layer's groups. */
+static int describe_factor(const bp_model *m, bp_layer_desc *d, int kind, bp_error *err)
 {
-    const char *cf = m->calib.path;
+    const char *cf = m->calib.path, *k = bp_factor_kind[kind], *n = d->name;
+    char sfx[5][16];
     int64_t g = d->groups, og = d->out / d->groups;
-    d->fisher = find_suffix(m, d->name, "fisher");
-    d->fisher_u = find_suffix(m, d->name, "fisher_u");
-    d->fisher_s = find_suffix(m, d->name, "fisher_s");
-    d->fisher_d = find_suffix(m, d->name, "fisher_d");
-    d->fisher_n = find_suffix(m, d->name, "fisher_n");
-    int lowrank = d->fisher_u >= 0 || d->fisher_s >= 0 || d->fisher_d >= 0 || d->fisher_n >= 0;
-    if (d->fisher >= 0 && lowrank)
-        return bp_fail(err, "%s: layer '%s' has both '%s.fisher' and its low-rank form "
-                       "('%s.fisher_u', '_s', '_d'); keep one", cf, d->name, d->name, d->name);
-    if (d->fisher >= 0) {
+    bp_factor_desc *f = &d->factor[kind];
+    static const char *const part[4] = {"u", "s", "d", "n"};
+    long *slot[4] = {&f->u, &f->s, &f->d, &f->n};
+    f->dense = find_suffix(m, n, k);
+    for (int i = 0; i < 4; i++) {
+        snprintf(sfx[i], sizeof sfx[i], "%s_%s", k, part[i]);
+        *slot[i] = find_suffix(m, n, sfx[i]);
+    }
+    f->rank = 0;
+    int lowrank = f->u >= 0 || f->s >= 0 || f->d >= 0 || f->n >= 0;
+    const char *what = kind == BP_FACTOR_FISHER ? "output Fisher" : "decision Fisher";
+    if (f->dense >= 0 && lowrank)
+        return bp_fail(err, "%s: layer '%s' has both '%s.%s' and its low-rank form "
+                       "('%s.%s_u', '_s', '_d'); keep one", cf, n, n, k, n, k);
+    if (f->dense >= 0) {
         int64_t dims[3] = {g, og, og};
-        if (!shape_is(m, d->fisher, 3, dims))
-            return bp_fail(err, "%s: tensor '%s.fisher': expected a float matrix [%lld, %lld]%s "
-                           "(the output Fisher per group of output channels)", cf, d->name,
-                           (long long)og, (long long)og, g > 1 ? " per group, [groups, og, og]"
-                                                               : "");
+        if (!shape_is(m, f->dense, 3, dims))
+            return bp_fail(err, "%s: tensor '%s.%s': expected a float matrix [%lld, %lld]%s "
+                           "(the %s per group of output channels)", cf, n, k, (long long)og,
+                           (long long)og, g > 1 ? " per group, [groups, og, og]" : "", what);
         return 0;
     }
     if (!lowrank)
         return 0;
-    if (d->fisher_u < 0 || d->fisher_s < 0 || d->fisher_d < 0)
-        return bp_fail(err, "%s: layer '%s': the low-rank output Fisher needs all of "
-                       "'%s.fisher_u', '%s.fisher_s' and '%s.fisher_d'", cf, d->name, d->name,
-                       d->name, d->name);
-    bp_tensor_ref u = bp_tensorset_get(&m->calib, (size_t)d->fisher_u);
-    d->fisher_rank = u.rank >= 2 ? u.shape[u.rank - 2] : 0;
-    int64_t du[3] = {g, d->fisher_rank, og}, ds[2] = {g, d->fisher_rank}, dd[2] = {g, og};
-    if (d->fisher_rank < 1 || !shape_is(m, d->fisher_u, 3, du) ||
-        !shape_is(m, d->fisher_s, 2, ds) || !shape_is(m, d->fisher_d, 2, dd) ||
-        (d->fisher_n >= 0 && !shape_is(m, d->fisher_n, 2, dd)))
-        return bp_fail(err, "%s: layer '%s': expected '%s.fisher_u' [k, %lld], '%s.fisher_s' "
-                       "[k], '%s.fisher_d' [%lld] and optionally '%s.fisher_n' [%lld] (with a "
-                       "leading [%lld] groups axis for grouped convs)", cf, d->name, d->name,
-                       (long long)og, d->name, d->name, (long long)og, d->name, (long long)og,
-                       (long long)g);
+    if (f->u < 0 || f->s < 0 || f->d < 0)
+        return bp_fail(err, "%s: layer '%s': the low-rank %s needs all of '%s.%s', '%s.%s' "
+                       "and '%s.%s'", cf, n, what, n, sfx[0], n, sfx[1], n, sfx[2]);
+    bp_tensor_ref u = bp_tensorset_get(&m->calib, (size_t)f->u);
+    f->rank = u.rank >= 2 ? u.shape[u.rank - 2] : 0;
+    int64_t du[3] = {g, f->rank, og}, ds[2] = {g, f->rank}, dd[2] = {g, og};
+    if (f->rank < 1 || !shape_is(m, f->u, 3, du) || !shape_is(m, f->s, 2, ds) ||
+        !shape_is(m, f->d, 2, dd) || (f->n >= 0 && !shape_is(m, f->n, 2, dd)))
+        return bp_fail(err, "%s: layer '%s': expected '%s.%s' [k, %lld], '%s.%s' [k], '%s.%s' "
+                       "[%lld] and optionally '%s.%s' [%lld] (with a leading [%lld] groups axis "
+                       "for grouped convs)", cf, n, n, sfx[0], (long long)og, n, sfx[1], n,
+                       sfx[2], (long long)og, n, sfx[3], (long long)og, (long long)g);
     return 0;
 }
 
@@ -474,7 +479,8 @@ static int add_layer(bp_model *m, const char *name, long widx, bp_error *err)
         d->n_grad2 = n;
     }
     if (describe_weights(m, d, err) < 0 || describe_groups(m, d, err) < 0 ||
-        describe_stats(m, d, err) < 0 || describe_fisher(m, d, err) < 0)
+        describe_stats(m, d, err) < 0 || describe_factor(m, d, BP_FACTOR_FISHER, err) < 0 ||
+        describe_factor(m, d, BP_FACTOR_MARGIN, err) < 0)
         return -1;
     return 0;
 }
@@ -578,39 +584,47 @@ static int check_values(const bp_model *m, const char *name, const char *suffix,
     return 0;
 }
 
-/* The output factor's tensors (shapes checked by describe_fisher). */
-static int load_fisher(const bp_model *m, const bp_layer_desc *d, bp_loaded_layer *out,
-                       bp_error *err)
+/* Factor `kind`'s tensors (shapes checked by describe_factor). */
+static int load_factor(const bp_model *m, const bp_layer_desc *d, int kind,
+                       bp_loaded_layer *out, bp_error *err)
 {
-    int64_t g = d->groups, og = d->out / d->groups, k = d->fisher_rank;
-    out->ofactor = (bp_ofactor){g, og, k, NULL, NULL, NULL, NULL, NULL};
-    if (d->fisher >= 0) {
-        if (!(out->F = read_tensor(&m->calib, d->fisher, g * og * og, err)) ||
-            check_values(m, d->name, "fisher", out->F, g * og * og, 0, err) < 0)
+    const bp_factor_desc *f = &d->factor[kind];
+    struct bp_loaded_factor *lf = &out->factor[kind];
+    const char *k = bp_factor_kind[kind];
+    char sfx[4][16];
+    static const char *const part[4] = {"u", "s", "d", "n"};
+    for (int i = 0; i < 4; i++)
+        snprintf(sfx[i], sizeof sfx[i], "%s_%s", k, part[i]);
+    int64_t g = d->groups, og = d->out / d->groups, r = f->rank;
+    lf->of = (bp_ofactor){g, og, r, NULL, NULL, NULL, NULL, NULL};
+    if (f->dense >= 0) {
+        if (!(lf->F = read_tensor(&m->calib, f->dense, g * og * og, err)) ||
+            check_values(m, d->name, k, lf->F, g * og * og, 0, err) < 0)
             return -1;
-        out->ofactor.F = out->F;
-    } else if (d->fisher_u >= 0) {
-        if (!(out->U = read_tensor(&m->calib, d->fisher_u, g * k * og, err)) ||
-            !(out->S = read_tensor(&m->calib, d->fisher_s, g * k, err)) ||
-            !(out->D = read_tensor(&m->calib, d->fisher_d, g * og, err)) ||
-            check_values(m, d->name, "fisher_u", out->U, g * k * og, 0, err) < 0 ||
-            check_values(m, d->name, "fisher_s", out->S, g * k, 1, err) < 0 ||
-            check_values(m, d->name, "fisher_d", out->D, g * og, 1, err) < 0)
+        lf->of.F = lf->F;
+    } else if (f->u >= 0) {
+        if (!(lf->U = read_tensor(&m->calib, f->u, g * r * og, err)) ||
+            !(lf->S = read_tensor(&m->calib, f->s, g * r, err)) ||
+            !(lf->D = read_tensor(&m->calib, f->d, g * og, err)) ||
+            check_values(m, d->name, sfx[0], lf->U, g * r * og, 0, err) < 0 ||
+            check_values(m, d->name, sfx[1], lf->S, g * r, 1, err) < 0 ||
+            check_values(m, d->name, sfx[2], lf->D, g * og, 1, err) < 0)
             return -1;
-        out->ofactor.U = out->U, out->ofactor.s = out->S, out->ofactor.d = out->D;
-        if (d->fisher_n >= 0) {
-            if (!(out->N = read_tensor(&m->calib, d->fisher_n, g * og, err)) ||
-                check_values(m, d->name, "fisher_n", out->N, g * og, 0, err) < 0)
+        lf->of.U = lf->U, lf->of.s = lf->S, lf->of.d = lf->D;
+        if (f->n >= 0) {
+            if (!(lf->N = read_tensor(&m->calib, f->n, g * og, err)) ||
+                check_values(m, d->name, sfx[3], lf->N, g * og, 0, err) < 0)
                 return -1;
             for (int64_t j = 0; j < g; j++) {           /* a unit vector per group */
                 double nn = 0.0;
                 for (int64_t i = 0; i < og; i++)
-                    nn += (double)out->N[j * og + i] * out->N[j * og + i];
+                    nn += (double)lf->N[j * og + i] * lf->N[j * og + i];
                 if (fabs(nn - 1.0) > 1e-4)
-                    return bp_fail(err, "%s: tensor '%s.fisher_n': expected a unit vector per "
-                                   "group, got squared norm %g", m->calib.path, d->name, nn);
+                    return bp_fail(err, "%s: tensor '%s.%s': expected a unit vector per "
+                                   "group, got squared norm %g", m->calib.path, d->name, sfx[3],
+                                   nn);
             }
-            out->ofactor.n = out->N;
+            lf->of.n = lf->N;
         }
     }
     return 0;
@@ -786,15 +800,18 @@ int bp_model_load_layer_grids(const bp_model *m, size_t i, const unsigned char *
                     err) < 0 ||
         (out->X && check_range(m->calib.path, d->name, "inputs", out->X,
                                d->n * d->in * d->groups, 0.0, X_MAX, err) < 0) ||
-        load_fisher(m, d, out, err) < 0 ||
+        load_factor(m, d, BP_FACTOR_FISHER, out, err) < 0 ||
+        load_factor(m, d, BP_FACTOR_MARGIN, out, err) < 0 ||
         (d->stats && load_stats(m, d, want, out, err) < 0)) {
         bp_loaded_layer_free(out);
         return -1;
     }
     out->view = (bp_layer){d->name, d->out, d->in, d->kh, d->kw, d->groups,
                            out->W, out->bias, d->input >= 0 || d->stats ? d->n : 0, out->X,
-                           out->grad2, d->fisher >= 0 || d->fisher_u >= 0 ? &out->ofactor : NULL,
-                           d->stats ? &out->stats : NULL};
+                           out->grad2,
+                           bp_factor_present(&d->factor[0]) ? &out->factor[0].of : NULL,
+                           d->stats ? &out->stats : NULL,
+                           bp_factor_present(&d->factor[1]) ? &out->factor[1].of : NULL};
     return 0;
 }
 
@@ -804,11 +821,13 @@ void bp_loaded_layer_free(bp_loaded_layer *l)
     free(l->bias);
     free(l->X);
     free(l->grad2);
-    free(l->F);
-    free(l->U);
-    free(l->S);
-    free(l->D);
-    free(l->N);
+    for (int k = 0; k < BP_FACTORS; k++) {
+        free(l->factor[k].F);
+        free(l->factor[k].U);
+        free(l->factor[k].S);
+        free(l->factor[k].D);
+        free(l->factor[k].N);
+    }
     free(l->xtx);
     free(l->xsum);
     for (size_t k = 0; l->grid && l->grid_n && k < l->grid_n; k++) {

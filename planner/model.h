@@ -13,7 +13,9 @@
  * [groups, og, og]; or its low-rank form NAME.fisher_u [k, out] /
  * [groups, k, og], NAME.fisher_s [k] / [groups, k], NAME.fisher_d [out] /
  * [groups, og], optionally NAME.fisher_n [out] / [groups, og], a unit
- * direction F annihilates); shapes are checked when the model is opened.
+ * direction F annihilates) and the decision Fisher in the same forms
+ * (NAME.margin, or NAME.margin_u / _s / _d / _n); shapes are checked when
+ * the model is opened.
  *
  * Instead of rows, a layer may read calibration statistics (layer.h; the
  * README's "Statistics file"): metadata NAME.stats = S names the set (S =
@@ -71,6 +73,22 @@ typedef struct bp_grid_desc {
     long scale, zero, qtq, qtx, qsum;
 } bp_grid_desc;
 
+/* An output factor's tensors in the calibration file (-1 where absent):
+ * NAME.<kind> dense, or NAME.<kind>_u / _s / _d and optionally _n. */
+typedef struct bp_factor_desc {
+    long dense, u, s, d, n;
+    int64_t rank;             /* rows of _u per group (0: dense) */
+} bp_factor_desc;
+
+/* The factors a layer may carry, and the tensor names' stems. */
+enum { BP_FACTOR_FISHER = 0, BP_FACTOR_MARGIN = 1, BP_FACTORS = 2 };
+extern const char *const bp_factor_kind[BP_FACTORS];     /* "fisher", "margin" */
+
+static inline int bp_factor_present(const bp_factor_desc *f)
+{
+    return f->dense >= 0 || f->u >= 0;
+}
+
 typedef struct bp_layer_desc {
     char *name;
     int64_t out, in;
@@ -79,10 +97,8 @@ typedef struct bp_layer_desc {
     long weight, bias, input; /* tensor indices; -1 when absent */
     long grad2;               /* NAME.grad2 in the calibration file, or -1 */
     int64_t n_grad2;          /* its length */
-    long fisher;              /* NAME.fisher (dense output Fisher), or -1 */
-    long fisher_u, fisher_s, fisher_d;  /* its low-rank form, or -1 */
-    long fisher_n;            /* the low-rank form's null direction, or -1 */
-    int64_t fisher_rank;      /* rows of fisher_u per group (0: dense) */
+    bp_factor_desc factor[BP_FACTORS];  /* the output Fisher (kfac), the decision
+                               * Fisher (margin) */
     int64_t n;                /* calibration rows */
     char *stats;              /* the statistics set the layer reads, or NULL */
     long st_count, st_xtx, st_xsum, st_range;
@@ -109,8 +125,10 @@ void bp_model_close(bp_model *m);
 typedef struct bp_loaded_layer {
     bp_layer view;
     float *W, *bias, *X, *grad2;
-    bp_ofactor ofactor;       /* view.ofactor points here when present */
-    float *F, *U, *S, *D, *N;
+    struct bp_loaded_factor {
+        bp_ofactor of;        /* view.ofactor / mfactor point here when present */
+        float *F, *U, *S, *D, *N;
+    } factor[BP_FACTORS];
     bp_stats stats;           /* view.stats points here for a statistics layer */
     double *xtx, *xsum;
     bp_stats_grid *grid;      /* per grid of the set (loaded ones have qtq) */

@@ -419,6 +419,36 @@ static int fisher_trace(const bp_gram_fisher *f, const double *A, const double *
     return 0;
 }
 
+/* fisher_trace for every factor of fs present (out[i] = 0 where absent). */
+static int factors_trace(const bp_gram_factors *fs, const double *A, const double *B,
+                         int64_t rows, int64_t m, const double *row_err, double *out,
+                         bp_error *err)
+{
+    for (int i = 0; i < BP_GRAM_FACTORS; i++) {
+        out[i] = 0.0;
+        if (fs && fs->f[i] && fisher_trace(fs->f[i], A, B, rows, m, row_err, &out[i], err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int has_factors(const bp_gram_factors *fs)
+{
+    for (int i = 0; fs && i < BP_GRAM_FACTORS; i++)
+        if (fs->f[i])
+            return 1;
+    return 0;
+}
+
+/* Were the per-weights traces kfac0 formed with exactly these factors? */
+static int same_factors(const bp_gram *g, const bp_gram_factors *fs)
+{
+    for (int i = 0; i < BP_GRAM_FACTORS; i++)
+        if (g->f_of[i] != (fs ? (const void *)fs->f[i] : NULL))
+            return 0;
+    return 1;
+}
+
 /* Kept rows: the work buffers and Y = W X^T / sqrt(n), once per weights. */
 static int direct_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw, bp_error *err)
 {
@@ -457,8 +487,8 @@ static int direct_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
 /* Kept rows: e_r = ||What_r Xbar^T - W_r X^T||^2 / n with W X^T cached
  * (and, with f, the K-FAC trace of D = (What Xbar^T - W X^T) / sqrt(n)). */
 static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t rows,
-                         int64_t ldw, const bp_gram_fisher *f, double *row_err, double *kfac,
-                         bp_error *err)
+                         int64_t ldw, const bp_gram_factors *fs, double *row_err,
+                         double *traces, bp_error *err)
 {
     int64_t d = g->d, n = g->n;
     int rc = direct_prepare(g, W, rows, ldw, err);
@@ -480,8 +510,7 @@ static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t 
             }
             row_err[r] = s;
         }
-        if (f)
-            rc = fisher_trace(f, M, M, rows, n, row_err, kfac, err);
+        rc = factors_trace(fs, M, M, rows, n, row_err, traces, err);
     }
     return rc;
 }
@@ -489,7 +518,8 @@ static int direct_errors(bp_gram *g, const float *W, const float *What, int64_t 
 int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
                        int64_t rows, int64_t ldw, double *row_err, bp_error *err)
 {
-    return bp_gram_row_errors_kfac(g, W, What, rows, ldw, NULL, row_err, NULL, err);
+    double traces[BP_GRAM_FACTORS];
+    return bp_gram_row_errors_factors(g, W, What, rows, ldw, NULL, row_err, traces, err);
 }
 
 /* c and e0 through the d x d Grams: Q = W H^T with H = Xbar^T dX / n, WS =
@@ -538,8 +568,9 @@ out:
 }
 
 /* c and e0 from the rows: P = W dX^T / sqrt(n) per chunk, Q += P Xbar /
- * sqrt(n), e0_r += ||P_r||^2 and, with f, kfac0 += 1/2 tr(F P P^T). */
-static int cross_by_rows(bp_gram *g, const double *Wd, int64_t rows, const bp_gram_fisher *f,
+ * sqrt(n), e0_r += ||P_r||^2 and, per factor F_i of fs, kfac0[i] +=
+ * 1/2 tr(F_i P P^T). */
+static int cross_by_rows(bp_gram *g, const double *Wd, int64_t rows, const bp_gram_factors *fs,
                          bp_error *err)
 {
     int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
@@ -553,7 +584,8 @@ static int cross_by_rows(bp_gram *g, const double *Wd, int64_t rows, const bp_gr
     double s = 1.0 / sqrt((double)n), fd = (double)d, fr = (double)rows;
     memset(g->Q, 0, (size_t)(rows * d) * sizeof(double));
     memset(g->e0, 0, (size_t)rows * sizeof(double));
-    g->kfac0 = 0.0;
+    for (int i = 0; i < BP_GRAM_FACTORS; i++)
+        g->kfac0[i] = 0.0;
     for (int64_t r = 0; r < n; r += chunk) {
         int64_t m = n - r < chunk ? n - r : chunk;
         fill_chunk(B, D, g->X + r * g->ld, g->Xq + r * g->ld, m, g->ld, g->col0, d);
@@ -566,10 +598,11 @@ static int cross_by_rows(bp_gram *g, const double *Wd, int64_t rows, const bp_gr
             pe[o] = cblas_ddot((int)m, P + o * m, 1, P + o * m, 1);
             g->e0[o] += pe[o];
         }
-        double k = 0.0;
-        if (f && fisher_trace(f, P, P, rows, m, pe, &k, err) < 0)
+        double k[BP_GRAM_FACTORS];
+        if (factors_trace(fs, P, P, rows, m, pe, k, err) < 0)
             goto out;
-        g->kfac0 += k;
+        for (int i = 0; i < BP_GRAM_FACTORS; i++)
+            g->kfac0[i] += k[i];
     }
     rc = 0;
 out:
@@ -581,9 +614,10 @@ out:
 }
 
 /* Grams: the work buffers and, with quantized inputs, the per-weights terms
- * Q = W H^T, e0_r = W_r S W_r^T and (with f) kfac0 = 1/2 tr(F W S W^T). */
+ * Q = W H^T, e0_r = W_r S W_r^T and (per factor F_i of fs) kfac0[i] =
+ * 1/2 tr(F_i W S W^T). */
 static int gram_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
-                        const bp_gram_fisher *f, bp_error *err)
+                        const bp_gram_factors *fs, bp_error *err)
 {
     int64_t d = g->d;
     size_t rd = (size_t)(rows * d);
@@ -593,7 +627,7 @@ static int gram_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
         g->M = bp_malloc(rd * sizeof(double), err);
     if (!g->A || !g->M)
         return -1;
-    if (!quantized(g) || (g->w_of == W && (!f || g->f_of == f)))
+    if (!quantized(g) || (g->w_of == W && (!has_factors(fs) || same_factors(g, fs))))
         return 0;
     double nn = (double)g->n, fd = (double)d, fr = (double)rows;
     int by_rows = !g->st && 4.0 * nn * fd * fr < 3.0 * nn * fd * fd + 4.0 * fr * fd * fd;
@@ -601,7 +635,9 @@ static int gram_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
     if (fresh || by_rows) {
         free(g->Q);
         free(g->e0);
-        g->w_of = NULL, g->f_of = NULL;
+        g->w_of = NULL;
+        for (int i = 0; i < BP_GRAM_FACTORS; i++)
+            g->f_of[i] = NULL;
         g->Q = bp_malloc(rd * sizeof(double), err);
         g->e0 = bp_malloc((size_t)rows * sizeof(double), err);
         if (!g->Q || !g->e0)
@@ -616,15 +652,17 @@ static int gram_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
         for (int64_t j = 0; j < d; j++)
             Wd[r * d + j] = W[r * ldw + j];
     if (by_rows) {
-        if (cross_by_rows(g, Wd, rows, f, err) < 0)
+        if (cross_by_rows(g, Wd, rows, fs, err) < 0)
             goto out;
     } else {
         if (cross_by_grams(g, Wd, rows, WS, err) < 0)
             goto out;
-        if (f && fisher_trace(f, Wd, WS, rows, d, g->e0, &g->kfac0, err) < 0)
+        if (factors_trace(fs, Wd, WS, rows, d, g->e0, g->kfac0, err) < 0)
             goto out;
     }
-    g->w_of = W, g->f_of = f;
+    g->w_of = W;
+    for (int i = 0; i < BP_GRAM_FACTORS; i++)
+        g->f_of[i] = fs ? fs->f[i] : NULL;
     rc = 0;
 out:
     free(Wd);
@@ -709,9 +747,24 @@ int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64
                             int64_t ldw, const bp_gram_fisher *f, double *row_err,
                             double *kfac, bp_error *err)
 {
+    bp_gram_factors fs = {{f, NULL}};
+    double traces[BP_GRAM_FACTORS];
+    if (bp_gram_row_errors_factors(g, W, What, rows, ldw, &fs, row_err, traces, err) < 0)
+        return -1;
+    if (f)
+        *kfac = traces[0];
+    return 0;
+}
+
+int bp_gram_row_errors_factors(bp_gram *g, const float *W, const float *What, int64_t rows,
+                               int64_t ldw, const bp_gram_factors *fs, double *row_err,
+                               double traces[BP_GRAM_FACTORS], bp_error *err)
+{
+    for (int i = 0; i < BP_GRAM_FACTORS; i++)
+        traces[i] = 0.0;
     if (g->Z)
-        return direct_errors(g, W, What, rows, ldw, f, row_err, kfac, err);
-    if (gram_prepare(g, W, rows, ldw, f, err) < 0)
+        return direct_errors(g, W, What, rows, ldw, fs, row_err, traces, err);
+    if (gram_prepare(g, W, rows, ldw, fs, err) < 0)
         return -1;
     int64_t d = g->d;
     double *V = g->A, *M = g->M;
@@ -737,7 +790,7 @@ int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64
         if ((rc = single_ok(g, V, rows, form, row_err, err)) != 0 || (rc = to_double(g, err)) < 0)
             break;
     }
-    if (rc >= 0 && f) {                         /* K-FAC over E without W S W^T, then kfac0 */
+    if (rc >= 0 && has_factors(fs)) {           /* K-FAC over E without W S W^T, then kfac0 */
         for (int64_t r = 0; quantized(g) && r < rows; r++) {
             double *m = M + r * d;
             const double *q = g->Q + r * d;
@@ -745,9 +798,10 @@ int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64
                 m[j] += 2.0 * q[j];
             form[r] = row_err[r] - g->e0[r];
         }
-        rc = fisher_trace(f, V, M, rows, d, quantized(g) ? form : row_err, kfac, err);
-        if (quantized(g))
-            *kfac += g->kfac0;
+        rc = factors_trace(fs, V, M, rows, d, quantized(g) ? form : row_err, traces, err);
+        for (int i = 0; quantized(g) && i < BP_GRAM_FACTORS; i++)
+            if (fs->f[i])
+                traces[i] += g->kfac0[i];
     }
     free(form);
     return rc < 0 ? -1 : 0;

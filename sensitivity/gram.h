@@ -33,8 +33,8 @@ typedef struct bp_gram {
     int64_t ld, col0;
     const float *w_of;        /* the W whose terms below are formed */
     double *Q, *e0, *WS;      /* rows x d: W H^T; rows: W_r S W_r^T; rows x d: W S */
-    const void *f_of;         /* the factor whose 1/2 tr(F W S W^T) is kfac0 */
-    double kfac0;
+    const void *f_of[2];      /* the factors whose 1/2 tr(F W S W^T) are kfac0[i] */
+    double kfac0[2];          /* one per factor slot (BP_GRAM_FACTORS) */
     double *Z;                /* instead of G (kept rows): X / sqrt(n), n x d */
     int64_t n;                /* rows of Z */
     double *Xb;               /* with Z and quantized inputs: Xq / sqrt(n), n x d */
@@ -156,6 +156,14 @@ typedef struct bp_gram_fisher {
     const double *n;          /* rows: unit null direction of the remainder, or NULL */
 } bp_gram_fisher;
 
+/* The output factors of one row_errors call, each giving one trace
+ * 1/2 tr(F E): the loss Fisher (metric kfac) and the decision Fisher
+ * (metric margin).  NULL where the layer has none. */
+enum { BP_GRAM_FACTORS = 2 };
+typedef struct bp_gram_factors {
+    const bp_gram_fisher *f[BP_GRAM_FACTORS];
+} bp_gram_factors;
+
 /*
  * The same row errors and, with f, the loss increase K-FAC predicts:
  *   *kfac = 1/2 tr(F E),  E = E_n[dy dy^T] = (What Xbar^T - W X^T)(...)^T / n
@@ -171,6 +179,12 @@ typedef struct bp_gram_fisher {
 int bp_gram_row_errors_kfac(bp_gram *g, const float *W, const float *What, int64_t rows,
                             int64_t ldw, const bp_gram_fisher *f, double *row_err,
                             double *kfac, bp_error *err);
+/* The same with several factors at once (fs may be NULL): traces[i] =
+ * 1/2 tr(F_i E) for every factor present (0 where absent), from one
+ * product dW Gb per candidate. */
+int bp_gram_row_errors_factors(bp_gram *g, const float *W, const float *What, int64_t rows,
+                               int64_t ldw, const bp_gram_factors *fs, double *row_err,
+                               double traces[BP_GRAM_FACTORS], bp_error *err);
 
 /* row_energy[r] = ||W_r X^T||^2 / n (uses the X^T X block only). */
 int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,

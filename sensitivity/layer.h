@@ -66,6 +66,9 @@ typedef struct bp_layer {
                                * output channel (metric fisher), or NULL */
     const bp_ofactor *ofactor; /* the output Fisher (metric kfac), or NULL */
     const bp_stats *stats;    /* instead of X (X NULL, n = stats->n), or NULL */
+    const bp_ofactor *mfactor; /* the decision Fisher (metric margin), or NULL: the
+                               * same form, with g = the gradient of a decision's
+                               * margin weighted by how near it is to flipping */
 } bp_layer;
 
 static inline int64_t bp_layer_params(const bp_layer *l) { return l->out * l->in; }

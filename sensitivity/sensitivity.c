@@ -365,13 +365,14 @@ int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
 }
 
 /* What one activation width's errors give per weight width (summed over
- * conv groups): the mse, the grad2-weighted and the K-FAC loss increases. */
+ * conv groups): the mse, the grad2-weighted and the K-FAC loss increases,
+ * and the decision Fisher's trace. */
 typedef struct errs {
-    double *mse, *fisher, *kfac;   /* n_w each */
+    double *mse, *fisher, *kfac, *margin;   /* n_w each */
     double energy;                 /* sum_r ||W_r X^T||^2 / n */
 } errs;
 
-/* The layer's output factor in double, one bp_gram_fisher per group. */
+/* One output factor of the layer in double, one bp_gram_fisher per group. */
 typedef struct fisher_d {
     bp_gram_fisher *g;             /* groups of them, or NULL without a factor */
     double *buf;
@@ -384,9 +385,15 @@ static void fisher_d_free(fisher_d *f)
     memset(f, 0, sizeof *f);
 }
 
-static int fisher_d_init(fisher_d *f, const bp_layer *l, bp_error *err)
+/* The layer's factors: [0] the loss Fisher (kfac), [1] the decision Fisher
+ * (margin), in the slots of bp_gram_factors. */
+static const bp_ofactor *factor_of(const bp_layer *l, int i)
 {
-    const bp_ofactor *o = l->ofactor;
+    return i == 0 ? l->ofactor : l->mfactor;
+}
+
+static int fisher_d_init(fisher_d *f, const bp_ofactor *o, bp_error *err)
+{
     memset(f, 0, sizeof *f);
     if (!o)
         return 0;
@@ -424,7 +431,7 @@ static int fisher_d_init(fisher_d *f, const bp_layer *l, bp_error *err)
 static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_grid *sg,
                            float *const *What, size_t n_w, bp_ycache *yc, const fisher_d *fd,
                            int single, bp_sens_cache *c, const bp_qspec *akey, errs *out,
-                           bp_error *err)
+                           bp_error *err)   /* fd: BP_GRAM_FACTORS of them */
 {
     const float *g2 = l->grad2;
     int64_t og = l->out / l->groups, ld = l->in * l->groups;
@@ -432,9 +439,11 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
     if (!row)
         return -1;
     for (size_t b = 0; b < n_w; b++)
-        out->mse[b] = out->fisher[b] = out->kfac[b] = 0.0;
+        out->mse[b] = out->fisher[b] = out->kfac[b] = out->margin[b] = 0.0;
     out->energy = 0.0;
-    int dense = fd->g && !fd->g[0].rank;
+    int dense = 0;                 /* the widest dense factor's rows, for the cost model */
+    for (int i = 0; i < BP_GRAM_FACTORS; i++)
+        dense |= fd[i].g && !fd[i].g[0].rank;
     /* from statistics the check reads 4 rows' forms off qtq: single pays at any n */
     single = single && (l->stats ? l->in >= BP_GRAM_SINGLE_MIN_IN
                                  : bp_gram_single_pays(l->n, l->in, og, n_w));
@@ -463,14 +472,18 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
         if (yc)
             bp_gram_attach_y(&g, &yc[j]);
         const float *W = l->W + (int64_t)j * og * l->in;
+        bp_gram_factors fs;
+        for (int i = 0; i < BP_GRAM_FACTORS; i++)
+            fs.f[i] = fd[i].g ? &fd[i].g[j] : NULL;
         for (size_t b = 0; b < n_w; b++) {
-            double kf = 0.0;
-            if (bp_gram_row_errors_kfac(&g, W, What[b] + (int64_t)j * og * l->in, og, l->in,
-                                        fd->g ? &fd->g[j] : NULL, row, &kf, err) < 0) {
+            double tr[BP_GRAM_FACTORS];
+            if (bp_gram_row_errors_factors(&g, W, What[b] + (int64_t)j * og * l->in, og, l->in,
+                                           &fs, row, tr, err) < 0) {
                 bp_gram_free(&g);
                 goto fail;
             }
-            out->kfac[b] += kf;
+            out->kfac[b] += tr[0];
+            out->margin[b] += tr[1];
             for (int64_t r = 0; r < og; r++) {
                 out->mse[b] += row[r];
                 if (g2)        /* 1/2 sum_r grad2_r e_r: the diagonal of F */
@@ -620,7 +633,7 @@ typedef struct work {
     errs e;
     float **bhat;             /* ERQ's new biases, or NULL */
     bp_ycache *yc, *yc_aug;   /* W X^T per group, across activation widths */
-    fisher_d fd;              /* the output factor in double */
+    fisher_d fd[BP_GRAM_FACTORS];  /* the output factors in double */
     augmented aug;
     int has_aug;
     int groups;
@@ -638,7 +651,8 @@ static void work_free(work *w, size_t nw)
     if (w->yc_aug)
         bp_ycache_free(w->yc_aug);
     free(w->yc_aug);
-    fisher_d_free(&w->fd);
+    for (int i = 0; i < BP_GRAM_FACTORS; i++)
+        fisher_d_free(&w->fd[i]);
     if (w->has_aug)
         aug_free(&w->aug, nw);
 }
@@ -647,12 +661,15 @@ static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_er
 {
     size_t nw = spec->n_wbits;
     memset(w, 0, sizeof *w);
-    w->col = bp_malloc(3 * nw * sizeof(double), err);
+    w->col = bp_malloc(4 * nw * sizeof(double), err);
     w->groups = l->groups;
     w->yc = bp_calloc((size_t)l->groups, sizeof *w->yc, err);
-    if (!w->col || !w->yc || fisher_d_init(&w->fd, l, err) < 0)
+    if (!w->col || !w->yc)
         return -1;
-    w->e = (errs){w->col, w->col + nw, w->col + 2 * nw, 0.0};
+    for (int i = 0; i < BP_GRAM_FACTORS; i++)
+        if (fisher_d_init(&w->fd[i], factor_of(l, i), err) < 0)
+            return -1;
+    w->e = (errs){w->col, w->col + nw, w->col + 2 * nw, w->col + 3 * nw, 0.0};
     if (spec->quantizer != BP_WQ_ERQ || !l->bias)
         return 0;
     if (!(w->yc_aug = bp_calloc(1, sizeof *w->yc_aug, err)))
@@ -676,7 +693,7 @@ static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *
     size_t nw = spec->n_wbits;
     int single = spec->precision == BP_PREC_SINGLE;
     if (!w->has_aug)
-        return errors_at_abits(l, xq, sg, What, nw, w->yc, &w->fd, single, c, akey, &w->e,
+        return errors_at_abits(l, xq, sg, What, nw, w->yc, w->fd, single, c, akey, &w->e,
                                err);
     augmented *g = &w->aug;
     const bp_stats_grid *ag = NULL;
@@ -686,11 +703,11 @@ static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *
         aug_matrix(xq ? xq : l->X, NULL, l->n, l->in, 1.0f, g->Xq);
     for (size_t b = 0; b < nw; b++)
         aug_matrix(What[b], w->bhat[b], l->out, l->in, 0.0f, g->What[b]);
-    if (errors_at_abits(&g->view, g->Xq, ag, g->What, nw, w->yc_aug, &w->fd, single, NULL, NULL,
+    if (errors_at_abits(&g->view, g->Xq, ag, g->What, nw, w->yc_aug, w->fd, single, NULL, NULL,
                         &w->e, err) < 0)
         return -1;
-    errs energy_only = {NULL, NULL, NULL, 0.0};      /* the energy without the bias */
-    if (errors_at_abits(l, NULL, NULL, What, 0, w->yc, &w->fd, single, c, NULL, &energy_only,
+    errs energy_only = {NULL, NULL, NULL, NULL, 0.0};   /* the energy without the bias */
+    if (errors_at_abits(l, NULL, NULL, What, 0, w->yc, w->fd, single, c, NULL, &energy_only,
                         err) < 0)
         return -1;
     w->e.energy = energy_only.energy;
@@ -714,6 +731,8 @@ static void candidate_values(const bp_layer *l, const work *w, size_t b, double 
         v[BP_METRIC_FISHER] = w->e.fisher[b];
     if (l->ofactor)
         v[BP_METRIC_KFAC] = w->e.kfac[b];
+    if (l->mfactor)
+        v[BP_METRIC_MARGIN] = w->e.margin[b];
 }
 
 /* Measure out of fold (sensitivity.h)?  Only quantizers fitted to the
@@ -869,6 +888,10 @@ int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *e
     if (spec->metric == BP_METRIC_KFAC && !l->ofactor)
         return bp_fail(err, "layer '%s': metric 'kfac' needs '%s.fisher' (or '%s.fisher_u', "
                        "'_s' and '_d': the output Fisher, from tools/capture.py --fisher) in "
+                       "the calibration file", l->name, l->name, l->name);
+    if (spec->metric == BP_METRIC_MARGIN && !l->mfactor)
+        return bp_fail(err, "layer '%s': metric 'margin' needs '%s.margin' (or '%s.margin_u', "
+                       "'_s' and '_d': the decision Fisher, from tools/capture.py --margin) in "
                        "the calibration file", l->name, l->name, l->name);
     return 0;
 }

@@ -13,6 +13,8 @@
  *   fisher    1/2 sum_r grad2_r e_r, e_r the mse of output row r (needs grad2)
  *   kfac      1/2 tr(F E[dy dy^T]), dy = What xbar - W x, F the output Fisher
  *             (needs the layer's output factor, layer.h)
+ *   margin    the same with the decision Fisher (layer.h's mfactor): the
+ *             decisions a perturbation flips, to first order
  * computed from Gram matrices built once per activation width (gram.h).
  * The row's `error` is the value of spec->metric.
  */

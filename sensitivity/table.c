@@ -16,7 +16,7 @@
 #define TABLE_MAX_FIELD 4096
 
 static const char *const metric_names[BP_METRIC_COUNT] = {
-    "mse", "relative", "weight", "hawq", "fisher", "kfac"};
+    "mse", "relative", "weight", "hawq", "fisher", "kfac", "margin"};
 
 const char *bp_metric_name(bp_metric m)
 {
@@ -174,7 +174,7 @@ enum { COL_LAYER, COL_WBITS, COL_ABITS, COL_QUANT, COL_ERROR, COL_PARAMS,
        COL_WBITS_TOTAL, COL_MACS, COL_METRIC0, COL_COUNT = COL_METRIC0 + BP_METRIC_COUNT };
 static const char *const column_names[COL_COUNT] = {
     "layer", "wbits", "abits", "quantizer", "error", "params", "weight_bits", "macs",
-    "mse", "relative", "weight", "hawq", "fisher", "kfac"};
+    "mse", "relative", "weight", "hawq", "fisher", "kfac", "margin"};
 
 static int parse_header(csv_reader *c, int *map, size_t *n_cols, bp_error *err)
 {

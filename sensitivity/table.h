@@ -4,7 +4,7 @@
  *
  * CSV form (long), header exactly:
  *   layer,wbits,abits,quantizer,error,params,weight_bits,macs,
- *   mse,relative,weight,hawq,fisher,kfac
+ *   mse,relative,weight,hawq,fisher,kfac,margin
  * `error` is the value the solver minimises (the configured metric); the
  * metric columns hold every metric the sensitivity stage could measure
  * (empty where it could not), so that another metric is read off the same
@@ -24,7 +24,8 @@
 
 #define BP_QUANTIZER_NAME_MAX 16
 #define BP_TABLE_HEADER \
-    "layer,wbits,abits,quantizer,error,params,weight_bits,macs,mse,relative,weight,hawq,fisher,kfac"
+    "layer,wbits,abits,quantizer,error,params,weight_bits,macs,mse,relative,weight,hawq,fisher," \
+    "kfac,margin"
 
 /* The error metrics, in table column order (README "Metrics"). */
 typedef enum bp_metric {
@@ -34,6 +35,7 @@ typedef enum bp_metric {
     BP_METRIC_HAWQ,           /* (Tr(H) / params) * ||What - W||^2 */
     BP_METRIC_FISHER,         /* 1/2 sum_r grad2_r e_r: diagonal output Fisher */
     BP_METRIC_KFAC,           /* 1/2 tr(F E[dy dy^T]): full output Fisher */
+    BP_METRIC_MARGIN,         /* 1/2 tr(Fm E[dy dy^T]): the decision Fisher */
     BP_METRIC_COUNT
 } bp_metric;
 

@@ -32,7 +32,7 @@ static void test_round_trip(void)
     CHECK(bp_table_write_csv(&t, fp) == 0);
     fclose(fp);
     const char *hdr = "layer,wbits,abits,quantizer,error,params,weight_bits,macs,mse,relative,"
-                      "weight,hawq,fisher,kfac\n";
+                      "weight,hawq,fisher,kfac,margin\n";
     CHECK(strncmp(buf, hdr, strlen(hdr)) == 0);
     CHECK(bp_table_parse_csv(&back, buf, n, "mem", NULL) == 0);
     CHECK(back.n == t.n);
