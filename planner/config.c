@@ -575,6 +575,11 @@ static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config
     return 0;
 }
 
+static int k_metric_scales(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    return resolve(c, v, key, &cfg->metric_scales, &cfg->metric_scales_as_written);
+}
+
 static int k_avg_bits(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     if (get_double(c, v, key, 0.0, 32.0, &cfg->budget.avg_bits) < 0)
@@ -906,7 +911,8 @@ static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config
 
 static const key_def top_keys[] = {
     {"model", k_model}, {"candidates", k_candidates}, {"weights", k_weights},
-    {"activations", k_activations}, {"metric", k_metric}, {"precision", k_precision}, {"budget", k_budget},
+    {"activations", k_activations}, {"metric", k_metric}, {"metric_scales", k_metric_scales},
+    {"precision", k_precision}, {"budget", k_budget},
     {"pins", k_pins}, {"ties", k_ties}, {"allowed", k_allow}, {"export", k_export}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
 
 /* ---- defaults and loading ---------------------------------------------- */
@@ -1131,6 +1137,8 @@ void bp_config_free(bp_config *c)
     }
     free(c->allow);
     free(c->latency_table);
+    free(c->metric_scales);
+    free(c->metric_scales_as_written);
     for (size_t i = 0; c->rename && i < c->n_rename; i++) {
         free((char *)c->rename[i].from);
         free((char *)c->rename[i].to);

@@ -87,6 +87,9 @@ typedef struct bp_config {
     bp_metric metric;
     int metric_auto;          /* metric: auto (the default): resolved from the
                                * calibration file by the sensitivity stage */
+    char *metric_scales;      /* metric_scales: per-layer scales (tools/calibrate.py),
+                               * resolved; NULL when none */
+    char *metric_scales_as_written;
     bp_budget_spec budget;
     bp_pin *pins;
     size_t n_pins;

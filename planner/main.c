@@ -73,6 +73,8 @@ static const char usage_text[] =
     "  --metric M            the metric to plan with (overrides the config's metric)\n"
     "  --errors FILE         plan with the errors of FILE (e.g. measured deltas), keeping\n"
     "                        the config's candidates, pins and ties\n"
+    "  --metric-scales FILE  multiply each layer's errors by its scale in FILE (from\n"
+    "                        tools/calibrate.py): errors in the units the user measures\n"
     "  --calibration FILE    grids: the calibration rows to fit the grids on\n"
     "  --choices PLAN        run/solve: take these layers' candidates from PLAN (YAML or\n"
     "                        JSON, e.g. a refined plan) instead of choosing them\n"
@@ -108,6 +110,10 @@ typedef struct cli {
     const char *choices;      /* run/solve --choices PLAN */
     const char *metric;       /* --metric NAME */
     const char *errors;       /* --errors FILE: the errors to plan with */
+    const char *metric_scales; /* --metric-scales FILE (overrides the config's) */
+    const char *scales_used;  /* the scales file the errors were multiplied by, or NULL */
+    char predicts[16];        /* ... and the objective they are then in units of */
+    double exponent;          /* ... which is their sum to this power */
     const char *calibration;  /* grids --calibration FILE */
     const char *config;       /* export --config FILE */
     bp_export_plan chosen;    /* its layers */
@@ -162,6 +168,19 @@ static void on_signal(int sig)
 
 static int apply_errors(const cli *c, bp_table *t, bp_error *err);
 
+/* metric_scales (or --metric-scales): errors in the objective's units.  Not
+ * with --errors, whose errors are measured already. */
+static int apply_scales(cli *c, const bp_config *cfg, bp_sens_result *sens, bp_error *err)
+{
+    if (c->errors || !cfg->metric_scales)
+        return 0;
+    if (bp_scale_errors(&sens->table, cfg->metric_scales, cfg->metric, c->predicts,
+                        &c->exponent, err) < 0)
+        return -1;
+    c->scales_used = cfg->metric_scales_as_written;
+    return 0;
+}
+
 /* The run lock of output.dir, held until the process ends (one run writes
  * into a directory at a time); taking it completes a commit a killed run left
  * half done and removes the temporaries killed runs left. */
@@ -197,7 +216,7 @@ static int sensitivity_with_journal(bp_config *cfg, cli *c, bp_sens_result *sens
     int rc = bp_run_sensitivity(cfg, c->force, progress, c, sens, err);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    if (rc == 0 && apply_errors(c, &sens->table, err) < 0) {
+    if (rc == 0 && (apply_errors(c, &sens->table, err) < 0 || apply_scales(c, cfg, sens, err) < 0)) {
         bp_sens_result_free(sens);
         return -1;
     }
@@ -223,7 +242,7 @@ static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
            O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC, O_ERRORS,
-           O_CALIB, O_CONFIG, O_COMPRESS };
+           O_CALIB, O_CONFIG, O_COMPRESS, O_SCALES };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -239,6 +258,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"calibration", required_argument, 0, O_CALIB},
         {"config", required_argument, 0, O_CONFIG},
         {"compress-blocks", no_argument, 0, O_COMPRESS},
+        {"metric-scales", required_argument, 0, O_SCALES},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -263,10 +283,11 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_CALIB: c->calibration = optarg; break;
         case O_CONFIG: c->config = optarg; break;
         case O_COMPRESS: c->compress = 1; break;
+        case O_SCALES: c->metric_scales = optarg; break;
         case O_METRIC:
             if (bp_metric_parse(optarg) < 0 && strcmp(optarg, "auto") != 0)
-                return usage_error("--metric: expected auto, mse, relative, weight, hawq, fisher "
-                                   "or kfac");
+                return usage_error("--metric: expected auto, mse, relative, weight, hawq, fisher, "
+                                   "kfac or margin");
             c->metric = optarg;
             break;
         case O_QW:
@@ -386,7 +407,12 @@ static void print_summary(const bp_plan *p, const bp_sens_result *s, const char 
     printf("layers: %zu   params: %lld\n", p->n_layers, (long long)p->total_params);
     printf("size: %.0f bytes (%.3f MiB), %.4f bits per weight (scales included)\n", bytes,
            bytes / 1048576.0, (double)p->total_weight_bits / (double)p->total_params);
-    printf("predicted error: %.6g (%s)\n", p->total_error, p->metric ? p->metric : "table");
+    if (p->metric_scales)
+        printf("predicted %s: %.6g (%s scaled by %s)\n", p->predicts,
+               pow(fmax(p->total_error, 0.0), p->exponent), p->metric ? p->metric : "table",
+               p->metric_scales);
+    else
+        printf("predicted error: %.6g (%s)\n", p->total_error, p->metric ? p->metric : "table");
     printf("solver: %s %s, objective %s = %.6g, %.3f s\n", p->solver, p->status,
            p->objective_name, p->objective, p->seconds);
     if (s)
@@ -428,6 +454,7 @@ static void request_from(const cli *c, const bp_config *cfg, bp_solve_request *r
     req->mip_gap = cfg ? cfg->mip_gap : 0.0;
     req->fixed = c->fixed;
     req->n_fixed = c->n_fixed;
+    req->error_exponent = c->scales_used ? c->exponent : 1.0;
 }
 
 /* The config with the command line's overrides (--metric). */
@@ -437,6 +464,14 @@ static int load_config(const cli *c, bp_config *cfg, bp_error *err)
         return -1;
     if (c->metric && !(cfg->metric_auto = strcmp(c->metric, "auto") == 0))
         cfg->metric = (bp_metric)bp_metric_parse(c->metric);
+    if (c->metric_scales) {
+        free(cfg->metric_scales);
+        free(cfg->metric_scales_as_written);
+        cfg->metric_scales = bp_strdup(c->metric_scales, err);
+        cfg->metric_scales_as_written = bp_strdup(c->metric_scales, err);
+        if (!cfg->metric_scales || !cfg->metric_scales_as_written)
+            return -1;
+    }
     return 0;
 }
 
@@ -501,6 +536,9 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
         plan.table_path = c->table;
     if (rc == 0 && c->errors)
         plan.table_path = c->errors, plan.metric = NULL;
+    if (rc == 0 && c->scales_used)
+        plan.metric_scales = c->scales_used, plan.predicts = c->predicts,
+        plan.exponent = c->exponent;
     const char *shown = NULL;
     /* the plan, its JSON, the exports and the quantized weights land together:
      * each is written to a temporary, and only when all are complete are they

@@ -17,10 +17,11 @@
 #include "distrib.h"
 #include "filehash.h"
 #include "model.h"
+#include "formats/scales.h"
 #include "sha256.h"
 #include "common/bp_profile.h"
 
-#define CACHE_FORMAT "bitplan-sensitivity-cache-v2"
+#define CACHE_FORMAT "bitplan-sensitivity-cache-v3"
 #define HASH_MEMO ".bitplan-hashes"
 
 void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s)
@@ -315,10 +316,15 @@ static int check_layers(const bp_config *cfg, const bp_model *m, bp_error *err)
             return bp_fail(err, "%s: tensor '%s.grad2' has %lld values, but layer '%s' has "
                            "%lld output channels", cf, d->name, (long long)d->n_grad2,
                            d->name, (long long)d->out);
-        if (cfg->metric == BP_METRIC_KFAC && d->fisher < 0 && d->fisher_u < 0)
+        if (cfg->metric == BP_METRIC_KFAC && !bp_factor_present(&d->factor[BP_FACTOR_FISHER]))
             return bp_fail(err, "layer '%s': metric 'kfac' needs '%s.fisher' (or '%s.fisher_u', "
                            "'_s' and '_d': the output Fisher, from tools/capture.py --fisher), "
                            "but %s has none", d->name, d->name, d->name, cf);
+        if (cfg->metric == BP_METRIC_MARGIN && !bp_factor_present(&d->factor[BP_FACTOR_MARGIN]))
+            return bp_fail(err, "layer '%s': metric 'margin' needs '%s.margin' (or "
+                           "'%s.margin_u', '_s' and '_d': the decision Fisher, from "
+                           "tools/capture.py --margin), but %s has none", d->name, d->name,
+                           d->name, cf);
     }
     return 0;
 }
@@ -326,7 +332,7 @@ static int check_layers(const bp_config *cfg, const bp_model *m, bp_error *err)
 volatile sig_atomic_t bp_interrupt_requested = 0;
 
 static double layer_bytes_common(const bp_layer_desc *d, const bp_config *cfg, double in,
-                                 double n, double g, double o, double a, double q, double k,
+                                 double n, double g, double o, double a, double q,
                                  double wide, double chunks);
 
 /*
@@ -337,7 +343,8 @@ static double layer_bytes_common(const bp_layer_desc *d, const bp_config *cfg, d
  * GPTQ factor per activation width and group: (a q g + a g) in^2 doubles at
  * most), the cross-term Grams (2 in^2), GPTQ's Hessian and factor or ERQ's
  * augmented Gram (2 (in + 1)^2), the 1024-row chunks (2048 in), the double
- * work rows (4 o in), and the output Fisher with its product for kfac.
+ * work rows (4 o in), and each output factor (the output Fisher, the
+ * decision Fisher) with its product.
  * From statistics there are no rows: instead the sums (X^T X and, per
  * activation grid loaded, Xbar^T Xbar and Xbar^T X: (1 + 2 k) g in^2
  * doubles, k at most the quantized widths times the quantizers) and the
@@ -347,26 +354,31 @@ static double layer_bytes(const bp_layer_desc *d, const bp_config *cfg)
 {
     double in = (double)d->in, n = (double)d->n, g = d->groups, o = (double)d->out / g;
     double a = (double)cfg->n_abits, q = (double)cfg->n_quantizers;
-    double k = (double)d->fisher_rank, wide = fmax(2.0 * in, d->stats ? 0.0 : n);
+    double wide = fmax(2.0 * in, d->stats ? 0.0 : n);
     if (d->stats) {
         double qa = 0.0;
         for (size_t i = 0; i < cfg->n_abits; i++)
             qa += cfg->abits[i] < BP_BITS_FLOAT;
         double grids = fmin((double)d->n_grids, qa * q);
         n = 0.0;                     /* no rows, and no 1024-row chunks below */
-        return layer_bytes_common(d, cfg, in, n, g, o, a, q, k, wide, 0.0) +
+        return layer_bytes_common(d, cfg, in, n, g, o, a, q, wide, 0.0) +
                8.0 * (1.0 + 2.0 * grids) * g * in * in + 4.0 * (double)d->st_range_rows * in * g;
     }
-    return layer_bytes_common(d, cfg, in, n, g, o, a, q, k, wide, 2048.0 * in);
+    return layer_bytes_common(d, cfg, in, n, g, o, a, q, wide, 2048.0 * in);
 }
 
 static double layer_bytes_common(const bp_layer_desc *d, const bp_config *cfg, double in,
-                                 double n, double g, double o, double a, double q, double k,
+                                 double n, double g, double o, double a, double q,
                                  double wide, double chunks)
 {
-    double fisher = d->fisher >= 0   ? g * o * o + o * wide       /* F and F V (or F D) */
-                    : d->fisher_u >= 0 ? g * (k + 2.0) * o + 2.0 * k * wide
-                                       : 0.0;
+    double fisher = 0.0;
+    for (int i = 0; i < BP_FACTORS; i++) {
+        const bp_factor_desc *f = &d->factor[i];
+        double k = (double)f->rank;
+        fisher += f->dense >= 0 ? g * o * o + o * wide        /* F and F V (or F D) */
+                  : f->u >= 0   ? g * (k + 2.0) * o + 2.0 * k * wide
+                                : 0.0;
+    }
     return 4.0 * (2.0 * n * in * g + (double)d->out * in * ((double)cfg->n_wbits + 2.0) +
                   2.0 * o * in) +
            8.0 * ((a * q * g + a * g + 2.0) * in * in + 2.0 * (in + 1.0) * (in + 1.0) +
@@ -959,18 +971,23 @@ out:
     return rc;
 }
 
-/* metric: auto -> the most informed metric every layer's data allows. */
+/* metric: auto -> the most informed metric every layer's data allows: the
+ * decision Fisher (ranks layers by what they cost the task best on the e2e
+ * models: README), the output Fisher, its diagonal, the relative error, the
+ * weights' error without calibration. */
 static void resolve_metric(bp_config *cfg, const bp_model *m)
 {
     if (!cfg->metric_auto)
         return;
-    int kfac = m->has_calib, fisher = m->has_calib;
+    int margin = m->has_calib, kfac = m->has_calib, fisher = m->has_calib;
     for (size_t i = 0; i < m->n_layers; i++) {
         const bp_layer_desc *d = &m->layers[i];
-        kfac &= d->fisher >= 0 || d->fisher_u >= 0;
+        margin &= bp_factor_present(&d->factor[BP_FACTOR_MARGIN]);
+        kfac &= bp_factor_present(&d->factor[BP_FACTOR_FISHER]);
         fisher &= d->grad2 >= 0 && d->n_grad2 == d->out;
     }
-    cfg->metric = kfac     ? BP_METRIC_KFAC
+    cfg->metric = margin   ? BP_METRIC_MARGIN
+                  : kfac   ? BP_METRIC_KFAC
                   : fisher ? BP_METRIC_FISHER
                   : m->has_calib ? BP_METRIC_RELATIVE
                                  : BP_METRIC_WEIGHT;
@@ -1052,6 +1069,31 @@ out:
 void bp_sens_result_free(bp_sens_result *res)
 {
     bp_table_free(&res->table);
+}
+
+int bp_scale_errors(bp_table *t, const char *path, bp_metric metric, char *predicts,
+                    double *exponent, bp_error *err)
+{
+    bp_scales sc;
+    if (bp_scales_load(&sc, path, err) < 0)
+        return -1;
+    const char *m = bp_metric_name(metric);
+    int rc = 0;
+    for (size_t i = 0; i < t->n && rc == 0; i++) {
+        double s = bp_scales_get(&sc, t->rows[i].layer, m, t->rows[i].wbits);
+        if (s < 0)
+            rc = bp_fail(err, "%s: no scale for layer '%s' and metric '%s' at %d-bit weights "
+                         "(calibrate with this config: tools/calibrate.py)", path,
+                         t->rows[i].layer, m, t->rows[i].wbits);
+        else
+            t->rows[i].error *= s;
+    }
+    if (rc == 0) {
+        snprintf(predicts, 16, "%s", sc.objective);
+        *exponent = sc.exponent;
+    }
+    bp_scales_free(&sc);
+    return rc;
 }
 
 /* ---- table -> integer program ----------------------------------------- */
@@ -1320,8 +1362,9 @@ static int infeasible(const bp_solve_request *req, const bp_solution *sol,
     if (strcmp(k, "max_bops") == 0)
         return bp_fail(err, "budget.max_bops = %.17g is infeasible: the smallest feasible "
                        "value is %.17g bit operations per sample", req->budget.max_bops, m);
+    double ex = req->error_exponent > 0 ? req->error_exponent : 1.0;
     return bp_fail(err, "budget.max_error = %g is infeasible: the smallest feasible value "
-                   "is %.17g", req->budget.max_error, m);
+                   "is %.17g", req->budget.max_error, ex == 1.0 ? m : pow(fmax(m, 0.0), ex));
 }
 
 static int solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_result *res,
@@ -1387,9 +1430,11 @@ static int solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_
         keys[nb] = "max_latency";
         budgets[nb++] = (bp_budget){BP_RES_LATENCY, req->budget.max_latency};
     }
-    if (req->budget.max_error >= 0) {
+    if (req->budget.max_error >= 0) {       /* in the objective's units: to additive ones */
+        double ex = req->error_exponent > 0 ? req->error_exponent : 1.0;
         keys[nb] = "max_error";
-        budgets[nb++] = (bp_budget){BP_RES_ERROR, req->budget.max_error};
+        budgets[nb++] = (bp_budget){BP_RES_ERROR, ex == 1.0 ? req->budget.max_error
+                                                            : pow(req->budget.max_error, 1.0 / ex)};
     }
     bp_tied tied;
     if (build_tied(t, req, &b, &tied, err) < 0) {

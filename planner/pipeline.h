@@ -44,8 +44,9 @@ extern volatile sig_atomic_t bp_interrupt_requested;
 void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s);
 
 /* metric: auto is resolved here (cfg->metric set, cfg->metric_auto
- * cleared): kfac when every layer has its output Fisher, else fisher when
- * every layer has grad2, else relative, or weight without calibration. */
+ * cleared): margin when every layer has its decision Fisher, else kfac when
+ * every layer has its output Fisher, else fisher when every layer has grad2,
+ * else relative, or weight without calibration. */
 int bp_run_sensitivity(bp_config *cfg, int force, bp_progress_fn progress,
                        void *progress_ctx, bp_sens_result *res, bp_error *err);
 void bp_sens_result_free(bp_sens_result *res);
@@ -55,6 +56,15 @@ void bp_sens_result_free(bp_sens_result *res);
  * config did not load (cfg_err says why; reported when work arrives).
  * Returns 0; failures go to rank 0, which ends the job. */
 int bp_sens_worker(const bp_config *cfg, const bp_error *cfg_err);
+
+/* metric_scales: every row's error (the metric's value) times its layer's
+ * scale for that metric from the scales file at path (tools/calibrate.py),
+ * so that errors are in the units of the objective the file calibrates to
+ * (copied to predicts, at least 16 bytes), which is the errors' sum to the
+ * power *exponent.  A layer without a scale for the metric is an error
+ * naming the file, the layer and the metric. */
+int bp_scale_errors(bp_table *t, const char *path, bp_metric metric, char *predicts,
+                    double *exponent, bp_error *err);
 
 /* Write a table as CSV, atomically. */
 int bp_write_table(const bp_table *t, const char *path, bp_error *err);
@@ -81,6 +91,10 @@ typedef struct bp_solve_request {
     double mip_gap;
     const bp_choice *fixed;   /* layers whose candidate is given (NULL: none) */
     size_t n_fixed;
+    double error_exponent;    /* errors in additive units of an objective that is
+                               * (sum of errors)^error_exponent (metric_scales);
+                               * budget.max_error is in the objective's units.
+                               * 0 or 1: the errors themselves */
 } bp_solve_request;
 
 /* The outcome: chosen table rows in layer order plus solver facts. */

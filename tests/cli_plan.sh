@@ -22,7 +22,7 @@ YAML
 # sensitivity table: exact header, one row per layer x candidate, model order
 "$BITPLAN" sensitivity cfg.yaml -o table.csv >sens.txt
 check "sensitivity exits 0" test $? = 0
-check "header" test "$(head -1 table.csv)" = "layer,wbits,abits,quantizer,error,params,weight_bits,macs,mse,relative,weight,hawq,fisher,kfac"
+check "header" test "$(head -1 table.csv)" = "layer,wbits,abits,quantizer,error,params,weight_bits,macs,mse,relative,weight,hawq,fisher,kfac,margin"
 check "3 layers x 8 candidates" test "$(tail -n +2 table.csv | wc -l)" = 24
 check "model order" test "$(tail -n +2 table.csv | cut -d, -f1 | uniq | tr '\n' ' ')" = "conv1 dw fc "
 # weight_bits = params*wbits + per-channel fp16 scales (symmetric: no zero points)
@@ -124,7 +124,7 @@ printf 'metric: mse\n' >>rtn.yaml
 "$BITPLAN" sensitivity gptq.yaml -o gptq.csv -q && "$BITPLAN" sensitivity rtn.yaml -o rtn.csv -q
 check "gptq table" test "$(grep -c ',gptq,' gptq.csv)" = 24
 paste -d, <(grep ',16,gptq,' gptq.csv) <(grep ',16,rtn,' rtn.csv) |
-    awk -F, '$2 < 16 && $5 > $19 * (1 + 1e-9) {bad = 1; print "gptq worse:", $0} END {exit bad}' && ok || bad "gptq error <= rtn error"
+    awk -F, '$2 < 16 && $5 > $20 * (1 + 1e-9) {bad = 1; print "gptq worse:", $0} END {exit bad}' && ok || bad "gptq error <= rtn error"
 grep -A4 'name: "fc"' out_gptq/plan.yaml 2>/dev/null | grep -q 'quantizer: "gptq"' || "$BITPLAN" run gptq.yaml -q
 grep -A4 'name: "fc"' out_gptq/plan.yaml | grep -q 'quantizer: "gptq"' && ok || bad "plan names gptq"
 printf 'model: {weights: m/model.safetensors}\nmetric: weight\nweights: {quantizer: gptq}\nbudget: {avg_bits: 4}\n' >gptq_nodata.yaml

@@ -121,6 +121,11 @@ static void write_inputs(emitter *e, const bp_plan *p)
     if (p->table_path)
         kv_str(e, "table", p->table_path);
     kv_str(e, "metric", p->metric);
+    if (p->metric_scales) {
+        kv_str(e, "metric_scales", p->metric_scales);
+        kv_str(e, "predicts", p->predicts);
+        kv_num(e, "exponent", p->exponent);
+    }
     close_obj(e);
 }
 
@@ -166,6 +171,8 @@ static void write_totals(emitter *e, const bp_plan *p)
     if (!isnan(p->total_latency))
         kv_num(e, "latency", p->total_latency);
     kv_num(e, "predicted_error", p->total_error);
+    if (p->metric_scales)            /* the objective: (sum of errors)^exponent */
+        kv_num(e, "predicted", pow(fmax(p->total_error, 0.0), p->exponent));
     close_obj(e);
 }
 

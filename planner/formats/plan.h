@@ -37,6 +37,10 @@ typedef struct bp_plan {
     const char *calib_path, *calib_sha256;
     const char *table_path;                      /* for solve --table */
     const char *metric;                          /* NULL when unknown */
+    const char *metric_scales;                   /* the scales file, or NULL */
+    const char *predicts;                        /* the objective the scaled errors
+                                                  * predict (kl, flips, loss, metric) */
+    double exponent;                             /* it is (sum of errors)^exponent */
     double budget_avg_bits;                      /* 0 = not set */
     double budget_max_bytes;                     /* 0 = not set */
     double budget_max_error;                     /* < 0 = not set */
