@@ -1,6 +1,7 @@
 """A tiny model and loader for the capture test (tests/cli_capture.sh)."""
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class Tiny(nn.Module):
@@ -22,7 +23,12 @@ def build():
     g = torch.Generator().manual_seed(1)
     data = [(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))
             for _ in range(4)]
-    return model, data
+    return model, data, cross_entropy
+
+
+def cross_entropy(outputs, batch):
+    """The user's loss: cross entropy against the batch's labels, summed."""
+    return F.cross_entropy(outputs, batch[1], reduction="sum")
 
 
 def top1_errors(outputs, batch):
@@ -47,3 +53,68 @@ def build_shared():
     torch.manual_seed(2)
     g = torch.Generator().manual_seed(3)
     return Shared(), [torch.randn(5, 7, 12, generator=g) for _ in range(3)]
+
+
+class DictNet(nn.Module):
+    """Tiny's layers behind a dict interface: keyword inputs, dict outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Tiny()
+
+    def forward(self, image=None):
+        return {"scores": self.inner(image)}
+
+
+def build_dict():
+    """The batches as dicts; inputs, logits and a mean-reduced loss given."""
+    model, data, _ = build()
+    net = DictNet()
+    net.inner.load_state_dict(model.state_dict())
+
+    def loss(outputs, batch):
+        return F.cross_entropy(outputs["scores"], batch["label"])
+    loss.reduction = "mean"
+
+    def errors(outputs, batch):
+        return (outputs["scores"].argmax(1) != batch["label"]).float()
+    return dict(model=net, loader=[{"image": x, "label": y} for x, y in data],
+                inputs=lambda b: {"image": b["image"]}, logits=lambda out: out["scores"],
+                loss=loss, metric=errors)
+
+
+class Frames(nn.Module):
+    """A CTC-style head: per-frame logits N x T x C from N x T x 6 inputs."""
+
+    def __init__(self, classes=5):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.fc(x)))
+
+
+def build_ctc(frames=1):
+    torch.manual_seed(4)
+    g = torch.Generator().manual_seed(5)
+    data = [torch.randn(16, frames, 6, generator=g) for _ in range(4)]
+    return dict(model=Frames(), loader=data, likelihood="ctc", decode="ctc")
+
+
+def build_ctc3():
+    return build_ctc(3)
+
+
+def not_a_module():
+    return (lambda x: x), [torch.zeros(2, 3)]
+
+
+def typo_key():
+    return dict(modle=Tiny(), loader=[])
+
+
+def build_one():
+    """build() with its four batches as one."""
+    model, data, loss = build()
+    return model, [(torch.cat([x for x, _ in data]), torch.cat([y for _, y in data]))], loss

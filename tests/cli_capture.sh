@@ -14,7 +14,7 @@ from safetensors_io import load_file
 from capture_fixture import build
 w, meta = load_file("cap/weights.safetensors")
 c, _ = load_file("cap/calib.safetensors")
-model, data = build()
+model, data, _ = build()
 outs = {}
 hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.setdefault(n, []).append(o.detach()))
          for n, m in model.named_modules() if n in ("conv", "dw", "head")]
@@ -53,7 +53,7 @@ from safetensors_io import load_file
 from capture_fixture import build
 c, meta = load_file("capf/calib.safetensors")
 lr, _ = load_file("capl/calib.safetensors")
-model, data = build()
+model, data, _ = build()
 outs = {}
 def keep(n):
     def hook(m, i, o):
@@ -111,7 +111,7 @@ $PY - <<'PYEOF' && ok || bad "sampled and rademacher estimates approach the true
 import numpy as np, torch
 from safetensors_io import load_file
 from capture_fixture import build
-model, data = build()
+model, data, _ = build()
 with torch.no_grad():
     p = torch.cat([torch.softmax(model(x), -1) for x, _ in data]).double()
 want = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0).numpy()
@@ -120,6 +120,78 @@ for d in ("caps", "capr"):
     rel = np.linalg.norm(got - want) / np.linalg.norm(want)
     assert rel < 0.05, (d, rel)
 PYEOF
+# the decision Fisher: at the head (one position per sample) sum_p v_p dm dm^T
+# exactly, dm = e_top1 - e_top2 and v_p the flip weight at the reference
+# scale, itself the RMS margin change under 4-bit per-channel RTN weights
+check "decision fisher" $PY "$SRC/tools/capture.py" capture_fixture:build --out capm --rows 50 --fisher --margin --target-rse 0 -q
+$PY - <<'PYEOF' && ok || bad "the decision Fisher and its reference scale"
+import numpy as np, torch
+from safetensors_io import load_file
+from capture_fixture import build
+c, meta = load_file("capm/calib.safetensors")
+model, data, _ = build()
+with torch.no_grad():
+    z = torch.cat([model(x) for x, _ in data]).double()
+    top = z.topk(2, dim=1)
+    m = top.values[:, 0] - top.values[:, 1]
+    for mod in (model.conv, model.dw, model.head):          # the reference perturbation
+        w = mod.weight.reshape(mod.weight.shape[0], -1)
+        s = w.abs().amax(1, keepdim=True) / 7
+        mod.weight.copy_((torch.round(w / s) * s).reshape(mod.weight.shape))
+    zq = torch.cat([model(x) for x, _ in data]).double()
+    mq = zq.gather(1, top.indices[:, :1])[:, 0] - zq.gather(1, top.indices[:, 1:])[:, 0]
+scale = float(((mq - m) ** 2).mean().sqrt())
+assert abs(float(meta["margin_scale"]) - scale) <= 1e-4 * scale, (meta["margin_scale"], scale)
+u = m / scale
+v = torch.exp(-0.5 * u * u) / np.sqrt(2 * np.pi) * u / scale ** 2
+want = torch.zeros(10, 10, dtype=torch.float64)
+for k in range(len(m)):
+    e = torch.zeros(10, dtype=torch.float64)
+    e[top.indices[k, 0]], e[top.indices[k, 1]] = 1, -1
+    want += v[k] * torch.outer(e, e)
+want = (want / len(m)).numpy()
+got = c["head.margin"].astype(np.float64)
+assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), np.abs(got - want).max()
+assert "conv.margin" in c and "dw.margin" in c and float(meta["head.margin_rse"]) >= 0
+PYEOF
+# CTC: with one frame a label sequence is one class or none, so the Fisher of
+# the sequence likelihood is the categorical one, E[diag(p) - p p^T]
+check "ctc fisher" $PY "$SRC/tools/capture.py" capture_fixture:build_ctc --out capc --rows 50 --fisher --draws 400 --target-rse 0 -q
+$PY - <<'PYEOF' && ok || bad "the CTC likelihood's Fisher on one frame is the categorical Fisher"
+import numpy as np, torch
+from safetensors_io import load_file
+from capture_fixture import build_ctc
+b = build_ctc()
+with torch.no_grad():
+    p = torch.cat([torch.softmax(b["model"](x), -1).reshape(-1, 5) for x in b["loader"]]).double()
+want = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).mean(0).numpy()
+got = load_file("capc/calib.safetensors")[0]["head.fisher"].astype(np.float64)
+assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.05, np.linalg.norm(got - want) / np.linalg.norm(want)
+PYEOF
+check "ctc fisher over frames" $PY "$SRC/tools/capture.py" capture_fixture:build_ctc3 --out capc3 --rows 50 --fisher --margin -q
+# noise: more draws while they lower it, up to --max-draws; none with --target-rse 0
+check "adaptive draws" $PY "$SRC/tools/capture.py" capture_fixture:build --out capa --rows 50 --fisher --draws 2 --target-rse 0.001 --max-draws 6 -q
+$PY - <<'PYEOF' && ok || bad "draws added up to --max-draws, and said"
+from safetensors_io import load_file
+m = load_file("capa/calib.safetensors")[1]
+assert "6 draws per input" in m["fisher"], m["fisher"]
+assert float(m["conv.fisher_rse_floor"]) <= float(m["conv.fisher_rse"]), m
+m0 = load_file("capm/calib.safetensors")[1]
+assert "8 draws per input" in m0["fisher"], m0["fisher"]
+PYEOF
+# the contract: dict batches, keyword inputs, dict outputs, a mean-reduced loss
+check "dict spec" $PY "$SRC/tools/capture.py" capture_fixture:build_dict --out capd --rows 50 --fisher --labels -q
+$PY - <<'PYEOF' && ok || bad "a mean-reduced loss gives the summed loss's Fisher"
+import numpy as np
+from safetensors_io import load_file
+a, b = load_file("capd/calib.safetensors")[0], load_file("capf/calib.safetensors")[0]
+for k in ("conv.fisher", "head.fisher", "dw.fisher"):
+    assert np.allclose(a["inner." + k], b[k], rtol=1e-5, atol=1e-7 * np.abs(b[k]).max()), k
+PYEOF
+expect_fail 1 "capture: error: capture_fixture:build_shared: batches are" \
+    $PY -c 'import sys; sys.path[:0] = sys.argv[1:]; import capture_fixture as f, objective as o; t = o.Task("capture_fixture:build_shared", "capture", got=dict(model=f.Shared(), loader=[{"x": 1}])); t.spec = "capture_fixture:build_shared"; t.forward(t.batches[0])' "$SRC/tests" "$SRC/tools"
+expect_fail 1 "the model must be a torch.nn.Module" $PY "$SRC/tools/capture.py" capture_fixture:not_a_module --out x
+expect_fail 1 "unknown key 'modle'" $PY "$SRC/tools/capture.py" capture_fixture:typo_key --out x
 check "subsampled capture" $PY "$SRC/tools/capture.py" capture_fixture:build --out cap2 --rows 50 --grad2 --half
 cat >cfg.yaml <<'YAML'
 model: {weights: cap2/weights.safetensors, calibration: cap2/calib.safetensors}
@@ -136,11 +208,16 @@ for d in capf capl; do
 done
 sed -e 's#cap2/#capf/#g' -e '/^metric:/d' -e 's#dir: out#dir: out_auto#' cfg.yaml >auto.yaml
 check "auto plan" "$BITPLAN" run auto.yaml -q
-check "auto with output Fishers: kfac" grep -q '^  metric: "kfac"' out_auto/plan.yaml
+check "auto with decision Fishers: margin" grep -q '^  metric: "margin"' out_auto/plan.yaml
+check "output Fisher alone" $PY "$SRC/tools/capture.py" capture_fixture:build --out capk --rows 50 --fisher --no-margin -q
+check "no decision Fisher" test -z "$($PY -c 'import sys; sys.path.insert(0, sys.argv[1]); from safetensors_io import load_file; print(*[k for k in load_file("capk/calib.safetensors")[0] if "margin" in k])' "$SRC/tools")"
+sed -e 's#capf/#capk/#g' -e 's#dir: out_auto#dir: out_autok#' auto.yaml >autok.yaml
+check "auto plan without them" "$BITPLAN" run autok.yaml -q
+check "auto with output Fishers only: kfac" grep -q '^  metric: "kfac"' out_autok/plan.yaml
 # the low-rank factor of the same Fisher predicts nearly the same loss
 awk -F, 'NR == FNR {if (FNR > 1) k[$1","$2","$3] = $14; next}
          FNR > 1 {r = $14 / k[$1","$2","$3]; if (r < 0.8 || r > 1.25) bad = 1}
          END {exit bad}' out_capf/sensitivity.csv out_capl/sensitivity.csv && ok || bad "dense and low-rank kfac agree"
 "$BITPLAN" inspect cap2/calib.safetensors | grep -qE 'conv.input +F16 +\[50, 27\]' && ok || bad "50 F16 rows of 27"
-expect_fail 1 "capture: cannot load" $PY "$SRC/tools/capture.py" nosuchmodule:build --out x
+expect_fail 1 "capture: error: cannot load" $PY "$SRC/tools/capture.py" nosuchmodule:build --out x
 finish

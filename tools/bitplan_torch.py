@@ -1,15 +1,9 @@
-"""What the PyTorch-side tools share: loading a user's model spec, applying
-bitplan's quantized weights and activation grids to a model, measuring loss,
-KL to the float model and accuracy, and calling the bitplan binary.
-
-A spec is MODULE:FUNCTION (importable from the current directory or
-PYTHONPATH) returning (model, loader) or (model, loader, loss_fn), as for
-tools/capture.py: batches are input tensors or tuples whose first item is the
-input and whose second (when present) holds the labels; the model's output
-(or the first item of a tuple) is the logits with classes on `class_dim`.
+"""What the PyTorch-side tools share: applying bitplan's quantized weights and
+activation grids to a model, measuring plans by the user's objective
+(tools/objective.py: the spec contract, the objectives) and calling the
+bitplan binary.
 """
 import csv
-import importlib
 import os
 import subprocess
 import sys
@@ -26,25 +20,7 @@ from safetensors_io import load_file  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def fail(tool, msg):
-    raise SystemExit(f"{tool}: error: {msg}")
-
-
-def load_spec(spec, tool="bitplan"):
-    """(model, batches, loss_fn or None) from MODULE:FUNCTION; batches as a list."""
-    if ":" not in spec:
-        fail(tool, f"expected MODULE:FUNCTION, got '{spec}'")
-    mod, fn = spec.split(":", 1)
-    sys.path.insert(0, os.getcwd())
-    try:
-        f = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e:
-        fail(tool, f"cannot load {spec}: {e}")
-    got = f()
-    if not isinstance(got, tuple) or len(got) not in (2, 3):
-        fail(tool, f"{spec} must return (model, loader) or (model, loader, loss_fn)")
-    model, loader = got[0], got[1]
-    return model.eval(), list(loader), got[2] if len(got) == 3 else None
+from objective import Reference, Task, degradation, fail, measure  # noqa: E402,F401
 
 
 def layers_of(model):
@@ -221,54 +197,31 @@ class Applied:
 
 # ---- measuring ----------------------------------------------------------------------
 
-def logits_of(out, class_dim=-1):
-    x = out[0] if isinstance(out, (tuple, list)) else out
-    return x.movedim(class_dim, -1)
+def measure_plan(task, ref, qf, objectives=None, keep=False, tool="bitplan"):
+    """Every layer of a quantized file applied to the task's model, measured
+    against the float reference; the model is restored afterwards."""
+    a = apply_file(task.model, qf, tool)
+    try:
+        return measure(task, ref, keep=keep, objectives=objectives)
+    finally:
+        a.restore()
 
 
-def inputs_of(batch):
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def float_outputs(model, batches, class_dim=-1):
-    """The float model's log-probabilities per batch (the KL reference)."""
-    with torch.no_grad():
-        return [F.log_softmax(logits_of(model(inputs_of(b)), class_dim).float(), -1)
-                for b in batches]
-
-
-def measure(model, batches, ref, loss_fn=None, class_dim=-1, keep=False):
-    """dict(kl, loss, accuracy): KL(float || model) and the loss per position
-    (classes on class_dim), top-1 accuracy against batch[1] when present;
-    with keep, also `correct`: each position's top-1 hit (for paired tests)."""
-    kl = loss = right = count = 0.0
-    labelled = True
-    hits = []
-    with torch.no_grad():
-        for b, lp_ref in zip(batches, ref):
-            out = model(inputs_of(b))
-            lg = logits_of(out, class_dim).float()
-            lp = F.log_softmax(lg, -1)
-            kl += (lp_ref.exp() * (lp_ref - lp)).sum().item()
-            n = lp.numel() // lp.shape[-1]
-            count += n
-            y = b[1] if isinstance(b, (tuple, list)) and len(b) > 1 else None
-            if loss_fn is not None:            # summed over the batch, as for capture
-                loss += float(loss_fn(out, b))
-            elif y is not None:
-                loss += F.nll_loss(lp.reshape(-1, lp.shape[-1]), y.reshape(-1), reduction="sum").item()
-            if y is not None:
-                hit = lg.argmax(-1) == y.reshape(lg.shape[:-1])
-                right += hit.sum().item()
-                if keep:
-                    hits.append(hit.reshape(-1).numpy())
-            else:
-                labelled = False
-    out = dict(kl=kl / count, loss=loss / count if labelled or loss_fn else float("nan"),
-               accuracy=right / count if labelled else float("nan"))
-    if keep and labelled:
-        out["correct"] = np.concatenate(hits)
-    return out
+def apply_file(model, qf, tool="bitplan"):
+    """Every layer of the quantized file into the model (an Applied)."""
+    layers = layers_of(model)
+    missing = [n for n in qf.names if n not in layers]
+    if missing:
+        fail(tool, f"{qf.path}: layer '{missing[0]}' is not an nn.Linear or nn.Conv2d of the model")
+    a = Applied(model)
+    for n in qf.names:
+        w, b, grid = qf.layer(n)
+        if w.size != layers[n].weight.numel():
+            a.restore()
+            fail(tool, f"{qf.path}: layer '{n}' has {w.size} weights, the model's has "
+                       f"{layers[n].weight.numel()}")
+        a.set(n, w, b, grid)
+    return a
 
 
 # ---- the bitplan binary ---------------------------------------------------------------
@@ -303,15 +256,15 @@ def quantize_candidates(exe, config, keys, work, tool="bitplan"):
     return files
 
 
-def measure_deltas(model, batches, ref, rows, files, loss_fn=None, class_dim=-1, kind="kl",
-                   progress=None, tool="bitplan"):
+def measure_deltas(task, ref, rows, files, objective="kl", progress=None, tool="bitplan"):
     """For every table row (layer, wbits, abits, quantizer): the model with that
-    layer alone quantized, measured on the batches -- its KL to the float model
-    (kind kl) or its loss increase (kind loss).  Returns one value per row."""
-    base = measure(model, batches, ref, loss_fn, class_dim)
-    if kind == "loss" and base["loss"] != base["loss"]:
-        fail(tool, "measuring the loss increase needs labels (batch[1]) or a loss_fn")
-    applied = Applied(model)
+    layer alone quantized, measured on the task's batches by the objective
+    (objective.degradation: KL or flips as measured, loss or metric as the
+    increase over the float model).  Returns one value per row; with a tuple
+    of objectives, one dict {objective: value} per row."""
+    several = isinstance(objective, (tuple, list))
+    objectives = tuple(objective) if several else (objective,)
+    applied = Applied(task.model)
     out = [None] * len(rows)
     done = 0
     for key, path in files.items():                 # one file in memory at a time
@@ -322,9 +275,10 @@ def measure_deltas(model, batches, ref, rows, files, loss_fn=None, class_dim=-1,
             if progress:
                 progress(done, r["layer"])
             applied.set(r["layer"], *qf.layer(r["layer"]))
-            got = measure(model, batches, ref, loss_fn, class_dim)
+            got = measure(task, ref, objectives=objectives)
             applied.restore(r["layer"])
-            out[i] = got["kl"] if kind == "kl" else got["loss"] - base["loss"]
+            d = {o: degradation(task, ref, got, o) for o in objectives}
+            out[i] = d if several else d[objective]
             done += 1
     return out
 

@@ -1,21 +1,18 @@
-"""Capture a PyTorch model's layers, calibration inputs and output Fisher for bitplan.
+"""Capture a PyTorch model's layers, calibration inputs and Fishers for bitplan.
 
     /usr/bin/python3 tools/capture.py MODULE:FUNCTION --out DIR
         [--rows 2048] [--seed 0] [--batches 0] [--half]
         [--fisher [K]] [--fisher-full 4096] [--grad2] [--draws 8]
-        [--labels] [--estimator sampled|rademacher] [--class-dim -1] [-q]
+        [--likelihood categorical|ctc|MODULE:FUNCTION] [--labels]
+        [--estimator sampled|rademacher] [--margin | --no-margin] [--margin-bits 4]
+        [--target-rse 0.1] [--max-draws 32] [--time-limit 0]
+        [--loss MODULE:FUNCTION] [--class-dim -1] [-q]
         [--stats [--config CONFIG] [--bitplan BIN] [--range-rows 2048]
          [--range-batches 0]] [--include GLOB ...]
 
-MODULE:FUNCTION names a function (importable from the current directory or
-PYTHONPATH) returning (model, loader) or (model, loader, loss_fn):
-  - model: a torch.nn.Module; its output (or the first item of a tuple) is
-    the logits, classes on --class-dim (default: the last axis), one softmax
-    per position for sequence outputs (language models, CTC);
-  - loader: an iterable of batches, each a tensor of inputs or a tuple
-    (inputs, targets, ...) whose first item is fed to the model;
-  - loss_fn(outputs, batch) -> the loss summed over the batch (only with
-    --labels; default: cross entropy against batch[1], summed).
+MODULE:FUNCTION returns the model, its batches and (optionally) the user's
+loss, how to call the model on a batch and what its logits are: the one
+contract of tools/objective.py (a tuple (model, loader[, loss]) or a dict).
 
 Writes DIR/weights.safetensors (NAME.weight and NAME.bias of every nn.Linear
 and nn.Conv2d, F32; metadata NAME.groups for grouped convs) and
@@ -40,12 +37,32 @@ calibration batch (no gradient rows are kept):
                 direction, and P = I - n n^T keeps the remainder from charging
                 it (P = I otherwise);
   metadata NAME.fisher_rse: the relative standard error of tr F over the
-                calibration samples (above ~0.1, plans may move with more data).
-Labels are drawn from the model's own predictive distribution (the true
-Fisher; no labels needed), --draws per input; `rademacher` draws the
-output-gradient with the same covariance diag(p) - p p^T from random signs
-instead of labels (lower variance for confident models); --labels uses the
-batch's own labels through loss_fn (the empirical Fisher).
+                calibration samples, and NAME.fisher_rse_floor: what would be
+                left of it with unlimited draws (the spread of the samples
+                themselves: only more calibration samples lower it).
+The loss is the negative log-likelihood of targets drawn from the model's
+own predictive distribution (the true Fisher; no labels needed), --draws per
+input: --likelihood categorical (the default: one class per position;
+--estimator rademacher draws the output-gradient with the same covariance
+diag(p) - p p^T from random signs instead), ctc (a label sequence: a frame
+path drawn from each frame's softmax, collapsed; the Fisher of the sequence
+likelihood) or MODULE:FUNCTION, sample(outputs, batch, generator) returning
+a batch with drawn targets for the user's loss.  --labels differentiates the
+user's loss at the batch's own targets (the empirical Fisher).
+With --fisher (unless --no-margin) or --margin, the decision Fisher of every
+layer too (metric margin, which metric auto prefers):
+  NAME.margin (or NAME.margin_u/_s/_d/_n, as above): sum_p v_p dm_p dm_p^T
+                over output positions p, m_p the float model's top-1 minus
+                top-2 logit at p, dm_p its gradient at the layer's output and
+                v_p = phi(m_p/s) m_p / s^3 how fast that decision flips as its
+                margin's perturbation grows, at the reference scale s: the RMS
+                change of the margins when every layer is on a --margin-bits
+                grid (metadata margin_scale); NAME.margin_rse as above.
+Noise: with --target-rse R (default 0.1), draws are added, pass by pass of
+--draws more, while the largest relative standard error of a trace is above
+R and more draws can bring it there, up to --max-draws per input or
+--time-limit seconds; what is left is in the metadata, and the summary says
+when only more calibration samples would help.
 With --stats, DIR/stats.safetensors instead of DIR/calib.safetensors: the
 sums bitplan needs (X^T X, column sums and, per activation grid of CONFIG,
 Xbar^T Xbar and Xbar^T X), in float64 over every token of every batch, one
@@ -54,16 +71,16 @@ activation grids are fitted by BIN (default: bitplan on PATH) on up to
 --range-rows rows per input from the first --range-batches batches (0:
 all).  CONFIG is the config that will plan with the file (its
 model.weights is DIR/weights.safetensors); without it only float
-activations (16 bits) can be measured.  The Fisher options add the output
-Fisher to the same file.  --include keeps only the layers matching a glob
+activations (16 bits) can be measured.  The Fisher options add the Fishers
+to the same file.  --include keeps only the layers matching a glob
 (capture a large model in several runs).
 Only Debian's python3-torch and python3-numpy are needed.
 """
 import argparse
 import fnmatch
-import importlib
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -71,23 +88,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from objective import Task, ctc_best_path  # noqa: E402
 from progress import Progress  # noqa: E402
 from safetensors_io import save_file  # noqa: E402
-
-
-def load_spec(spec):
-    if ":" not in spec:
-        raise SystemExit(f"capture: expected MODULE:FUNCTION, got '{spec}'")
-    mod, fn = spec.split(":", 1)
-    sys.path.insert(0, os.getcwd())
-    try:
-        f = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e:
-        raise SystemExit(f"capture: cannot load {spec}: {e}")
-    got = f()
-    if not isinstance(got, tuple) or len(got) not in (2, 3):
-        raise SystemExit(f"capture: {spec} must return (model, loader) or (model, loader, loss_fn)")
-    return got if len(got) == 3 else (got[0], got[1], None)
 
 
 def layer_rows(mod, x):
@@ -123,7 +126,9 @@ def nystrom(Y, omega, k):
 
 
 class FisherStats:
-    """One layer's output Fisher, accumulated in float64 from output gradients."""
+    """One layer's output Fisher, accumulated in float64 from output gradients,
+    with each unit's (sample's) trace per draw, for the estimate's relative
+    standard error and how much more draws would lower it."""
 
     def __init__(self, mod, diag_only, full_limit, rank, seed):
         conv = isinstance(mod, nn.Conv2d)
@@ -146,9 +151,12 @@ class FisherStats:
             omega[:, :, 0] = 1.0 / np.sqrt(self.og)
             self.omega = torch.from_numpy(omega)
             self.Y = torch.zeros(self.groups, self.og, width, dtype=torch.float64)
-        self.samples = self.units = 0
-        self.t_sum = self.t_sq = 0.0
-        self.batch_t = None
+        self.sample_draws = 0             # samples x draws accumulated (F's divisor)
+        self.adds = 0                     # draws of the batch being captured
+        self.t = np.zeros(0)              # per unit: sum over its draws of tr(g g^T)
+        self.t2 = np.zeros(0)             # per unit: sum over its draws of tr(g g^T)^2
+        self.d = np.zeros(0)              # per unit: its draws
+        self.unit0 = 0                    # the batch's first unit
 
     def add(self, g, units):
         """One draw's gradient at the layer's output; units = samples in the batch."""
@@ -157,8 +165,17 @@ class FisherStats:
             g = g.movedim(1, -1)                       # N x H x W x C
         b = g.shape[0] if g.dim() > 1 and g.shape[0] == units else 1
         rows = g.reshape(b, -1, self.out)
-        t = (rows ** 2).sum(dim=(1, 2))               # per-sample tr of g g^T
-        self.batch_t = t if self.batch_t is None else self.batch_t + t
+        t = (rows ** 2).sum(dim=(1, 2)).numpy()       # per unit tr of g g^T
+        end = self.unit0 + b
+        if len(self.t) < end:
+            grow = end - len(self.t)
+            self.t, self.t2, self.d = (np.concatenate([a, np.zeros(grow)])
+                                       for a in (self.t, self.t2, self.d))
+        self.t[self.unit0:end] += t
+        self.t2[self.unit0:end] += t * t
+        self.d[self.unit0:end] += 1
+        self.last = b
+        self.adds += 1
         r = rows.reshape(-1, self.groups, self.og)
         self.diag += (r ** 2).sum(dim=0).reshape(-1).numpy()
         if self.dense:
@@ -166,28 +183,59 @@ class FisherStats:
         if self.rank:
             self.Y += torch.einsum("ngi,ngk->gik", r, torch.einsum("ngj,gjk->ngk", r, self.omega))
 
-    def end_batch(self, samples, draws):
-        """Close one batch: each unit's trace per sample, averaged over the draws
-        (units are the samples, or the whole batch when the gradient has no
-        batch axis)."""
-        if self.batch_t is None:
-            return
-        t = self.batch_t.numpy() / draws
-        if len(t) != samples:
-            t = np.array([t.sum() / samples])
-        self.t_sum += t.sum()
-        self.t_sq += (t ** 2).sum()
-        self.units += len(t)
-        self.samples += samples
-        self.batch_t = None
+    def next_batch(self, samples):
+        """After a batch's draws: the next batch's units follow (units are the
+        samples, or the whole batch when the gradient has no batch axis)."""
+        if self.adds:
+            self.unit0 += self.last
+            self.sample_draws += samples * self.adds
+            self.adds = 0
 
-    def tensors(self, name, draws):
-        """The calibration-file tensors and the trace's relative standard error."""
-        n = self.samples * draws
-        out = {name + ".grad2": (self.diag / n).astype(np.float32)}
+    def new_pass(self):
+        self.unit0 = 0
+
+    def noise(self):
+        """(rse, floor, per_draw_var, between_var, n, mean) of tr F: the
+        relative standard error of the estimate, the one left with unlimited
+        draws (from too few samples), and the variance components."""
+        n = int((self.d > 0).sum())
+        if n < 2:
+            return float("nan"), float("nan"), 0.0, 0.0, n, 0.0
+        d = self.d[self.d > 0]
+        tm = self.t[self.d > 0] / d                     # each unit's mean over its draws
+        mean = tm.mean()
+        var = tm.var(ddof=1)
+        within = 0.0
+        if d.min() > 1:                                 # per-draw variance, pooled over units
+            within = float(np.mean((self.t2[self.d > 0] / d - tm ** 2) * d / (d - 1)))
+        between = max(var - within / d.mean(), 0.0)
+        if mean <= 0:
+            return float("nan"), float("nan"), within, between, n, mean
+        return (float(np.sqrt(var / n) / mean), float(np.sqrt(between / n) / mean), within,
+                between, n, mean)
+
+    def draws_for(self, target):
+        """Draws per unit that would bring the relative standard error to
+        target, or (when the samples' own spread keeps it above) to within
+        5 % of that floor; 0 when it is there."""
+        rse, floor, within, between, n, mean = self.noise()
+        goal = max(target, 1.05 * floor)
+        if not rse == rse or rse <= goal:
+            return 0
+        room = (goal * mean) ** 2 * n - between
+        return float("inf") if room <= 0 else within / room
+
+    def tensors(self, name, kind="fisher"):
+        """The calibration-file tensors of this Fisher (kind "fisher": the
+        loss Fisher, NAME.fisher...; "margin": the decision Fisher,
+        NAME.margin...)."""
+        n = max(self.sample_draws, 1)
+        out = {}
+        if kind == "fisher":
+            out[name + ".grad2"] = (self.diag / n).astype(np.float32)
         if self.dense:
             Fm = (self.F / n).numpy()
-            out[name + ".fisher"] = (Fm[0] if self.groups == 1 else Fm).astype(np.float32)
+            out[f"{name}.{kind}"] = (Fm[0] if self.groups == 1 else Fm).astype(np.float32)
         if self.rank:
             U, S, D, null = [], [], [], True
             diag = (self.diag / n).reshape(self.groups, self.og)
@@ -204,16 +252,12 @@ class FisherStats:
                 U -= (U @ ones)[..., None] * ones
             if self.groups == 1:
                 U, S, D = U[0], S[0], D[0]
-            out[name + ".fisher_u"] = U.astype(np.float32)
-            out[name + ".fisher_s"] = S.astype(np.float32)
-            out[name + ".fisher_d"] = D.astype(np.float32)
+            out[f"{name}.{kind}_u"] = U.astype(np.float32)
+            out[f"{name}.{kind}_s"] = S.astype(np.float32)
+            out[f"{name}.{kind}_d"] = D.astype(np.float32)
             if null:
-                out[name + ".fisher_n"] = np.broadcast_to(ones, D.shape).astype(np.float32)
-        u = max(self.units, 1)
-        m = self.t_sum / u
-        var = max(self.t_sq / u - m * m, 0.0) * u / max(u - 1, 1)
-        rse = float(np.sqrt(var / u) / m) if m > 0 else float("nan")
-        return out, rse
+                out[f"{name}.{kind}_n"] = np.broadcast_to(ones, D.shape).astype(np.float32)
+        return out
 
 
 class Tap(torch.autograd.Function):
@@ -233,14 +277,6 @@ class Tap(torch.autograd.Function):
         return g, None
 
 
-def logits_of(out, class_dim):
-    x = out[0] if isinstance(out, (tuple, list)) else out
-    if not torch.is_tensor(x):
-        raise SystemExit("capture: the model's output must be a tensor of logits (or a tuple "
-                         "whose first item is one)")
-    return x.movedim(class_dim, -1)
-
-
 def draw_loss(logits, estimator, gen):
     """A scalar whose gradient at the logits has covariance diag(p) - p p^T per
     position: a label drawn from p (sampled) or random signs (rademacher)."""
@@ -256,95 +292,293 @@ def draw_loss(logits, estimator, gen):
     return (logits.reshape(-1, c).float() * v).sum()
 
 
-def capture(model, loader, loss_fn=None, rows=2048, seed=0, batches=0, half=False, fisher=None,
-            fisher_full=4096, grad2=False, draws=8, labels=False, estimator="sampled",
-            class_dim=-1, quiet=True):
-    """The calibration tensors of every nn.Linear / nn.Conv2d of model over the
-    loader's batches (see the module's documentation for the options):
-    (calib tensors, calib metadata, {layer: rse of tr F}, samples)."""
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    if not layers:
-        raise SystemExit("capture: the model has no nn.Linear or nn.Conv2d layers")
-    grads = fisher is not None or grad2
-    draws = 1 if labels else draws
-    rng = np.random.RandomState(seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    kept = {n: [] for n in layers}
-    stats = {n: FisherStats(m, fisher is None, fisher_full, fisher or 64, seed + 7 * i)
-             for i, (n, m) in enumerate(layers.items())} if grads else {}
-    units = [0]                               # samples in the batch being captured
-    hooks = []
-    for name, mod in layers.items():
-        def fwd(m, inp, out, name=name):
-            kept[name].append(layer_rows(m, inp[0].detach()).float().numpy())
-            if grads and out.requires_grad:
-                return Tap.apply(out, lambda g, name=name: stats[name].add(g, units[0]))
-            return None
-        hooks.append(mod.register_forward_hook(fwd))
-    weights = [m.weight for m in layers.values()]
-    if grads:
+def draw_ctc_loss(logits, blank, gen):
+    """The CTC loss of a label sequence drawn from the model (a frame path
+    drawn from each frame's softmax, repeats merged, blanks removed): its
+    gradient's covariance is the Fisher of the sequence likelihood."""
+    if logits.dim() != 3:
+        raise SystemExit(f"capture: likelihood 'ctc' needs logits N x T x classes, got "
+                         f"{tuple(logits.shape)}")
+    n, t, c = logits.shape
+    lp = F.log_softmax(logits.float(), -1)
+    path = torch.multinomial(lp.detach().exp().reshape(-1, c), 1, generator=gen).reshape(n, t)
+    seqs = ctc_best_path(F.one_hot(path, c), blank)
+    lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    tgt = torch.tensor([x for s in seqs for x in s], dtype=torch.long)
+    return F.ctc_loss(lp.transpose(0, 1), tgt, torch.full((n,), t, dtype=torch.long), lens,
+                      blank=blank, reduction="sum")
+
+
+def flip_weight(m, scale):
+    """v(m) = phi(m / s) m / s^3 = 2 d/d(sigma^2) Phi(-m / sigma) at sigma = s:
+    how fast a decision of margin m flips as the variance of its margin's
+    perturbation grows, at the reference perturbation s."""
+    u = m / scale
+    return torch.exp(-0.5 * u * u) / np.sqrt(2 * np.pi) * u / scale ** 2
+
+
+def draw_margin_loss(task, logits, scale, gen):
+    """sum_p e_p sqrt(v_p) m_p over positions p, e_p random signs: its
+    gradient's covariance is the decision Fisher sum_p v_p dm_p dm_p^T, with
+    m_p the top-1 minus top-2 logit of the float model and v_p its flip
+    weight (flip_weight)."""
+    m, _, _ = task.margins(logits)
+    w = flip_weight(m.detach().double(), scale).clamp(min=0).sqrt().float()
+    e = torch.randint(0, 2, m.shape, generator=gen, dtype=torch.float32) * 2 - 1
+    return (e * w * m).sum()
+
+
+def rtn_reference(layers, bits):
+    """Every layer's weights on a per-output-channel symmetric grid of `bits`
+    (round to nearest): the reference perturbation of the margin scale.
+    Returns the float weights to restore."""
+    saved = {}
+    levels = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        for n, m in layers.items():
+            w = m.weight
+            saved[n] = w.detach().clone()
+            flat = w.reshape(w.shape[0], -1)
+            s = flat.abs().amax(1, keepdim=True).clamp(min=1e-30) / levels
+            w.copy_((torch.round(flat / s) * s).reshape(w.shape))
+    return saved
+
+
+def margin_scale(task, layers, batches, bits, limit):
+    """The reference perturbation's scale: the RMS change of the float
+    model's decision margins when every layer is on a `bits` grid."""
+    ref = []
+    with torch.no_grad():
+        for i, b in enumerate(batches):
+            if limit and i >= limit:
+                break
+            ref.append(task.margins(task.logits(task.forward(b))))
+        saved = rtn_reference(layers, bits)
+        try:
+            sq = cnt = 0.0
+            for b, (m, i1, i2) in zip(batches, ref):
+                lg = task.logits(task.forward(b))
+                mq = lg.gather(-1, i1[..., None])[..., 0] - lg.gather(-1, i2[..., None])[..., 0]
+                sq += ((mq - m).double() ** 2).sum().item()
+                cnt += m.numel()
+        finally:
+            for n, w in saved.items():
+                layers[n].weight.data.copy_(w)
+    s = float(np.sqrt(sq / max(cnt, 1)))
+    if not s > 0:
+        raise SystemExit(f"capture: a {bits}-bit grid does not change the model's decision "
+                         "margins; the decision Fisher needs a model whose layers matter")
+    return s
+
+
+class Capture:
+    """The calibration tensors of every nn.Linear / nn.Conv2d of a task's
+    model (see the module's documentation for the options)."""
+
+    def __init__(self, task, rows=2048, seed=0, batches=0, half=False, fisher=None,
+                 fisher_full=4096, grad2=False, draws=8, labels=False, estimator="sampled",
+                 margin=False, margin_bits=4, target_rse=0.0, max_draws=0, time_limit=0.0,
+                 quiet=True):
+        self.task = task
+        self.rows, self.seed, self.limit, self.half = rows, seed, batches, half
+        self.labels, self.estimator = labels, estimator
+        self.draws = 1 if labels else draws
+        self.margin, self.margin_bits = margin, margin_bits
+        self.target, self.max_draws, self.time_limit = target_rse, max_draws, time_limit
+        self.quiet = quiet
+        self.layers = {n: m for n, m in task.model.named_modules()
+                       if isinstance(m, (nn.Linear, nn.Conv2d))}
+        if not self.layers:
+            raise SystemExit("capture: the model has no nn.Linear or nn.Conv2d layers")
+        if labels and task.loss_fn is None:
+            raise SystemExit("capture: --labels differentiates the user's loss at the batch's "
+                             "own targets: give 'loss' in the spec's result or --loss")
+        self.grads = fisher is not None or grad2
+        mk = lambda off: {n: FisherStats(m, fisher is None, fisher_full, fisher or 64,
+                                         seed + 7 * i + off)
+                          for i, (n, m) in enumerate(self.layers.items())}
+        self.stats = {}
+        if self.grads:
+            self.stats["fisher"] = mk(0)
+        if margin:
+            self.stats["margin"] = {n: FisherStats(m, False, fisher_full, fisher or 64,
+                                                   seed + 7 * i + 3)
+                                    for i, (n, m) in enumerate(self.layers.items())}
+        self.rng = np.random.RandomState(seed)
+        self.gen = torch.Generator().manual_seed(seed + 1)
+        self.scale = None
+        self.passes = 0
+        self.note = []
+
+    def _pass(self, keep_rows, draws, label):
+        """One pass over the batches: the rows (keep_rows) and `draws` gradient
+        draws per input for every Fisher captured."""
+        task, layers = self.task, self.layers
+        kept = self.kept if keep_rows else None
+        sink = [None]                           # the Fisher the taps feed now
+        units = [0]
+        hooks = []
+        for name, mod in layers.items():
+            def fwd(m, inp, out, name=name):
+                if kept is not None:
+                    kept[name].append(layer_rows(m, inp[0].detach()).float().numpy())
+                if sink[0] is not None and out.requires_grad:
+                    return Tap.apply(out, lambda g, name=name: sink[0][name].add(g, units[0]))
+                return None
+            hooks.append(mod.register_forward_hook(fwd))
+        weights = [m.weight for m in layers.values()]
+        grads = bool(self.stats) and draws > 0
         for w in weights:
-            w.requires_grad_(True)
-    model.eval()
-    try:
-        total = len(loader) if not batches else min(batches, len(loader))
-    except TypeError:
-        total = batches or 0
-    prog = Progress("capture: batch", total or 1, quiet, "batches")
-    for i, batch in enumerate(loader):
-        if batches and i >= batches:
-            break
-        prog(i)
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        units[0] = x.shape[0]
-        if not grads:
-            with torch.no_grad():
-                model(x)
-        else:
-            out = model(x)
-            for d in range(draws):
-                if labels:
-                    if loss_fn:
-                        loss = loss_fn(out, batch)
-                    else:
-                        lg = logits_of(out, class_dim)
-                        loss = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), batch[1].reshape(-1),
-                                               reduction="sum")
+            w.requires_grad_(grads)
+        loader = task.batches if self.passes else task.loader
+        try:
+            total = len(loader) if not self.limit else min(self.limit, len(loader))
+        except TypeError:
+            total = self.limit or 0
+        prog = Progress(label, total or 1, self.quiet, "batches")
+        for s in self.stats.values():
+            for st in s.values():
+                st.new_pass()
+        seen = []
+        try:
+            for i, batch in enumerate(loader):
+                if self.limit and i >= self.limit:
+                    break
+                prog(i)
+                if not self.passes:
+                    seen.append(batch)
+                if not grads:
+                    with torch.no_grad():
+                        task.forward(batch)
                 else:
-                    loss = draw_loss(logits_of(out, class_dim), estimator, gen)
-                # the layers' taps see their output gradients on the way
-                torch.autograd.grad(loss, weights, retain_graph=d + 1 < draws, allow_unused=True)
-            for s in stats.values():
-                s.end_batch(x.shape[0], draws)
+                    sink[0] = next(iter(self.stats.values()))   # taps are on while tracing
+                    out = task.forward(batch)
+                    lg = task.logits(out)
+                    units[0] = task.samples(batch, lg)
+                    jobs = [(k, d) for d in range(draws) for k in self.stats]
+                    for j, (kind, d) in enumerate(jobs):
+                        sink[0] = self.stats[kind]
+                        loss = self._draw_loss(kind, out, lg, batch)
+                        torch.autograd.grad(loss, weights, retain_graph=j + 1 < len(jobs),
+                                            allow_unused=True)
+                    sink[0] = None
+                    for s in self.stats.values():
+                        for st in s.values():
+                            st.next_batch(units[0])
+                if kept is not None:
+                    self._subsample(kept)
+        finally:
+            prog.close()
+            for h in hooks:
+                h.remove()
+            for w in weights:
+                w.requires_grad_(False)
+        if not self.passes:
+            self.task._batches = seen           # later passes replay the same batches
+        self.passes += 1
+
+    def _draw_loss(self, kind, out, lg, batch):
+        task = self.task
+        if kind == "margin":
+            return draw_margin_loss(task, lg, self.scale, self.gen)
+        if self.labels:
+            return task.loss(out, batch, lg)
+        lik = task.likelihood
+        if lik == "categorical":
+            return draw_loss(lg, self.estimator, self.gen)
+        if lik == "ctc":
+            return draw_ctc_loss(lg, task.blank, self.gen)
+        if task.loss_fn is None:
+            raise SystemExit("capture: a likelihood function draws targets for the user's "
+                             "loss: give 'loss' too")
+        return task.loss(out, lik(out, batch, self.gen), lg)
+
+    def _subsample(self, kept):
         for n in kept:                      # keep memory bounded: subsample as we go
             if not kept[n]:
                 continue
             a = np.concatenate(kept[n]) if len(kept[n]) > 1 else kept[n][0]
-            if len(a) > 4 * rows:
-                a = a[np.sort(rng.permutation(len(a))[:4 * rows])]
+            if len(a) > 4 * self.rows:
+                a = a[np.sort(self.rng.permutation(len(a))[:4 * self.rows])]
             kept[n] = [a]
-    prog.close()
-    for h in hooks:
-        h.remove()
-    calib = {}
-    cmeta = {"rows": str(rows), "seed": str(seed)}
-    if grads:
-        cmeta.update(fisher="labels" if labels else f"{estimator}, {draws} draws per input",
-                     fisher_scale="per sample: sum over its output positions")
-    rse = {}
-    for name in layers:
-        if not kept[name]:
-            continue
-        a = kept[name][0]
-        if len(a) > rows:
-            a = a[np.sort(rng.permutation(len(a))[:rows])]
-        calib[name + ".input"] = a.astype(np.float16 if half else np.float32)
-        if grads and stats[name].samples:
-            t, rse[name] = stats[name].tensors(name, draws)
-            calib.update(t)
-            cmeta[name + ".fisher_rse"] = f"{rse[name]:.4g}"
-    samples = next(iter(stats.values())).samples if stats else 0
-    return calib, cmeta, rse, samples
+
+    def worst(self):
+        """The largest relative standard error of any captured Fisher's trace."""
+        return max((st.noise()[0] for s in self.stats.values() for st in s.values()
+                    if st.noise()[0] == st.noise()[0]), default=0.0)
+
+    def run(self, keep_rows=True):
+        t0 = time.time()
+        self.kept = {n: [] for n in self.layers} if keep_rows else None
+        if self.margin:
+            # the reference perturbation needs the batches, which the first pass reads:
+            # read them first, with the rows, then draw
+            self._pass(keep_rows, 0, "capture: batch")
+            self.scale = margin_scale(self.task, self.layers, self.task.batches,
+                                      self.margin_bits, self.limit)
+            self._pass(False, self.draws, "capture: draws")
+        else:
+            self._pass(keep_rows, self.draws if self.stats else 0, "capture: batch")
+        done = self.draws
+        # more draws while they lower the noise toward the target
+        while self.stats and not self.labels and self.target > 0 and done < self.max_draws:
+            need = max((st.draws_for(self.target) for s in self.stats.values()
+                        for st in s.values()), default=0)
+            if need <= done:
+                break
+            if self.time_limit and time.time() - t0 > self.time_limit:
+                self.note.append(f"time limit ({self.time_limit:g} s) reached")
+                break
+            extra = min(self.draws, self.max_draws - done)
+            self._pass(False, extra, f"capture: draws {done + 1}-{done + extra}")
+            done += extra
+        self.total_draws = done
+        return self
+
+    def tensors(self):
+        """(calib tensors, calib metadata, {layer: rse of tr F}, samples)."""
+        calib, rse = {}, {}
+        cmeta = {"rows": str(self.rows), "seed": str(self.seed)}
+        if "fisher" in self.stats:
+            cmeta.update(fisher="labels" if self.labels else
+                         f"{self.estimator if self.task.likelihood == 'categorical' else 'sampled'}"
+                         f", likelihood {self.likelihood_name()}, {self.total_draws} draws per input",
+                         fisher_scale="per sample: sum over its output positions")
+        if self.margin:
+            cmeta.update(margin=f"decision margins (top-1 minus top-2), flip weight at a "
+                                f"{self.margin_bits}-bit reference perturbation, "
+                                f"{self.total_draws} draws per input",
+                         margin_scale=f"{self.scale:.6g}")
+        for name in self.layers:
+            if self.kept is not None and self.kept[name]:
+                a = self.kept[name][0]
+                if len(a) > self.rows:
+                    a = a[np.sort(self.rng.permutation(len(a))[:self.rows])]
+                calib[name + ".input"] = a.astype(np.float16 if self.half else np.float32)
+            for kind, s in self.stats.items():
+                st = s[name]
+                if not st.d.sum():
+                    continue
+                calib.update(st.tensors(name, kind))
+                r, floor = st.noise()[:2]
+                cmeta[f"{name}.{kind}_rse"] = f"{r:.4g}"
+                cmeta[f"{name}.{kind}_rse_floor"] = f"{floor:.4g}"
+                if kind == "fisher":
+                    rse[name] = r
+        samples = 0
+        if self.stats:
+            st = next(iter(next(iter(self.stats.values())).values()))
+            samples = int((st.d > 0).sum())
+        return calib, cmeta, rse, samples
+
+    def likelihood_name(self):
+        lik = self.task.likelihood
+        return lik if isinstance(lik, str) else getattr(lik, "__name__", "user")
+
+
+def capture(task, **kw):
+    """Capture.run(...).tensors() of a task (objective.Task)."""
+    return Capture(task, **kw).run().tensors()
 
 
 def model_weights(model, source):
@@ -362,9 +596,10 @@ def model_weights(model, source):
     return weights, meta
 
 
-def main_stats(args, model, loader, loss_fn, keep):
-    """capture --stats: weights, then statistics (and the output Fisher)."""
+def main_stats(args, task, keep, options):
+    """capture --stats: weights, then statistics (and the Fishers)."""
     from capture_stats import capture_stats
+    model = task.model
     layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
               and (keep is None or n in keep)}
     if not layers:
@@ -375,34 +610,61 @@ def main_stats(args, model, loader, loss_fn, keep):
         weights = {k: v for k, v in weights.items() if k.rsplit(".", 1)[0] in keep}
     wpath = os.path.join(args.out, "weights.safetensors")
     save_file(wpath, weights, meta)
-    tensors, smeta = capture_stats(model, loader, layers, layer_rows, args.out, wpath,
+    tensors, smeta = capture_stats(task, layers, layer_rows, args.out, wpath,
                                    config=args.config, bitplan=args.bitplan,
                                    range_rows=args.range_rows, range_batches=args.range_batches,
                                    batches=args.batches, seed=args.seed, quiet=args.quiet)
-    rse = {}
-    if args.fisher is not None or args.grad2:
-        calib, cmeta, rse, _ = capture(
-            model, loader, loss_fn, rows=1, seed=args.seed, batches=args.batches,
-            fisher=args.fisher, fisher_full=args.fisher_full, grad2=args.grad2,
-            draws=args.draws, labels=args.labels, estimator=args.estimator,
-            class_dim=args.class_dim, quiet=args.quiet)
+    cap = None
+    if options["fisher"] is not None or options["grad2"] or options["margin"]:
+        cap = Capture(task, rows=1, **options).run(keep_rows=False)
+        calib, cmeta, _, _ = cap.tensors()
         for k, v in calib.items():
             if not k.endswith(".input") and (keep is None or k.rsplit(".", 1)[0] in keep):
                 tensors[k] = v
-        smeta.update({k: v for k, v in cmeta.items() if "fisher" in k})
+        smeta.update({k: v for k, v in cmeta.items() if "fisher" in k or "margin" in k})
     save_file(os.path.join(args.out, "stats.safetensors"), tensors, smeta)
     if not args.quiet:
         sets = sum(k.endswith(".xtx") for k in tensors)
         n = max((int(v[0]) for k, v in tensors.items() if k.endswith(".count")), default=0)
         print(f"capture: {len(layers)} layers, {sets} input statistics over {n} rows -> "
               f"{args.out}/weights.safetensors, stats.safetensors")
+        if cap:
+            report_noise(cap)
+
+
+def report_noise(cap):
+    """The Fishers' noise, and what would lower it."""
+    for kind, s in cap.stats.items():
+        noise = {n: st.noise() for n, st in s.items() if st.d.sum()}
+        if not noise:
+            continue
+        rse = {n: v[0] for n, v in noise.items() if v[0] == v[0]}
+        if not rse:
+            continue
+        worst = max(rse, key=rse.get)
+        what = "output Fisher" if kind == "fisher" else "decision Fisher"
+        print(f"capture: {what} from {next(iter(noise.values()))[4]} samples x "
+              f"{cap.total_draws} draws; relative standard error of tr F: median "
+              f"{100 * float(np.median(list(rse.values()))):.1f} %, max {100 * rse[worst]:.1f} % "
+              f"({worst})")
+        if cap.target and rse[worst] > cap.target:
+            floor = noise[worst][1]
+            why = (f"{100 * floor:.0f} % of it is the spread of the samples themselves: "
+                   "capture more calibration samples" if floor > 0.8 * cap.target else
+                   f"--max-draws {cap.max_draws} reached" if cap.total_draws >= cap.max_draws
+                   else "; ".join(cap.note) or "more draws would lower it")
+            print(f"capture: the {what} is noisier than --target-rse "
+                  f"{100 * cap.target:.0f} % ({why})", file=sys.stderr)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("spec")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--rows", type=int, default=2048)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("spec", help="MODULE:FUNCTION returning the model and its batches "
+                                 "(tools/objective.py)")
+    ap.add_argument("--out", required=True, help="directory of the captured files")
+    ap.add_argument("--rows", type=int, default=2048, help="calibration rows kept per layer")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batches", type=int, default=0, help="stop after this many (0: all)")
     ap.add_argument("--half", action="store_true", help="store inputs as F16")
@@ -411,11 +673,31 @@ def main():
     ap.add_argument("--fisher-full", type=int, default=4096, metavar="N",
                     help="store F in full up to N outputs per group")
     ap.add_argument("--grad2", action="store_true", help="only the Fisher's diagonal")
-    ap.add_argument("--draws", type=int, default=8, help="label draws per input")
+    ap.add_argument("--draws", type=int, default=8, help="target draws per input and pass")
+    ap.add_argument("--likelihood", metavar="categorical|ctc|MODULE:FUNCTION",
+                    help="the distribution targets are drawn from (default: the spec's, else "
+                         "categorical)")
     ap.add_argument("--labels", action="store_true",
-                    help="use the batch's labels through loss_fn (empirical Fisher)")
-    ap.add_argument("--estimator", choices=("sampled", "rademacher"), default="sampled")
-    ap.add_argument("--class-dim", type=int, default=-1)
+                    help="differentiate the user's loss at the batch's own targets (empirical "
+                         "Fisher)")
+    ap.add_argument("--estimator", choices=("sampled", "rademacher"), default="sampled",
+                    help="categorical likelihood: draw labels, or random signs")
+    ap.add_argument("--margin", action="store_true",
+                    help="capture the decision Fisher (metric margin); --fisher includes it")
+    ap.add_argument("--no-margin", action="store_true",
+                    help="with --fisher: the output Fisher alone")
+    ap.add_argument("--margin-bits", type=int, default=4,
+                    help="weight bits of the reference perturbation of the margin scale")
+    ap.add_argument("--target-rse", type=float, default=0.1,
+                    help="add draws until every trace's relative standard error is below this "
+                         "(0: never)")
+    ap.add_argument("--max-draws", type=int, default=32, help="at most this many draws per input")
+    ap.add_argument("--time-limit", type=float, default=0.0,
+                    help="stop adding draws after this many seconds (0: no limit)")
+    ap.add_argument("--loss", metavar="MODULE:FUNCTION",
+                    help="the user's loss(outputs, batch) (instead of the spec's)")
+    ap.add_argument("--class-dim", type=int, default=-1,
+                    help="the classes' axis of the model's output")
     ap.add_argument("--stats", action="store_true",
                     help="write statistics (stats.safetensors) instead of rows")
     ap.add_argument("--config", help="--stats: the bitplan config to fit activation grids for")
@@ -438,22 +720,31 @@ def main():
         raise SystemExit(f"capture: --fisher K: expected a rank >= 1, got {args.fisher}")
     if args.draws < 1:
         raise SystemExit(f"capture: --draws: expected at least 1, got {args.draws}")
-    model, loader, loss_fn = load_spec(args.spec)
+    if not 2 <= args.margin_bits <= 8:
+        raise SystemExit(f"capture: --margin-bits: expected 2..8, got {args.margin_bits}")
+    if args.target_rse < 0 or args.time_limit < 0:
+        raise SystemExit("capture: --target-rse and --time-limit must be >= 0")
+    task = Task(args.spec, "capture", args.class_dim, loss=args.loss, likelihood=args.likelihood)
     if args.include:
-        keep = {n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and
+        keep = {n for n, m in task.model.named_modules()
+                if isinstance(m, (nn.Linear, nn.Conv2d)) and
                 any(fnmatch.fnmatchcase(n, g) for g in args.include)}
         if not keep:
             raise SystemExit(f"capture: --include {' '.join(args.include)} matches no layer")
     else:
         keep = None
+    margin = (args.margin or args.fisher is not None) and not args.no_margin
+    options = dict(seed=args.seed, batches=args.batches, fisher=args.fisher,
+                   fisher_full=args.fisher_full, grad2=args.grad2, draws=args.draws,
+                   labels=args.labels, estimator=args.estimator, margin=margin,
+                   margin_bits=args.margin_bits, target_rse=args.target_rse,
+                   max_draws=max(args.max_draws, args.draws), time_limit=args.time_limit,
+                   quiet=args.quiet)
     if args.stats:
-        return main_stats(args, model, loader, loss_fn, keep)
-    calib, cmeta, rse, samples = capture(
-        model, loader, loss_fn, rows=args.rows, seed=args.seed, batches=args.batches,
-        half=args.half, fisher=args.fisher, fisher_full=args.fisher_full, grad2=args.grad2,
-        draws=args.draws, labels=args.labels, estimator=args.estimator,
-        class_dim=args.class_dim, quiet=args.quiet)
-    weights, meta = model_weights(model, args.spec)
+        return main_stats(args, task, keep, options)
+    cap = Capture(task, rows=args.rows, half=args.half, **options).run()
+    calib, cmeta, rse, samples = cap.tensors()
+    weights, meta = model_weights(task.model, args.spec)
     os.makedirs(args.out, exist_ok=True)
     save_file(os.path.join(args.out, "weights.safetensors"), weights, meta)
     save_file(os.path.join(args.out, "calib.safetensors"), calib, cmeta)
@@ -461,15 +752,7 @@ def main():
         return
     print(f"capture: {sum(k.endswith('.weight') for k in weights)} layers -> "
           f"{args.out}/weights.safetensors, calib.safetensors")
-    if rse:
-        worst = max(rse, key=lambda n: rse[n])
-        draws = 1 if args.labels else args.draws
-        print(f"capture: output Fisher from {samples} samples x {draws} draws; relative standard "
-              f"error of tr F: median {100 * float(np.median(list(rse.values()))):.1f} %, max "
-              f"{100 * rse[worst]:.1f} % ({worst})")
-        if rse[worst] > 0.1:
-            print("capture: the Fisher estimate is noisy: capture more calibration samples or "
-                  "--draws", file=sys.stderr)
+    report_noise(cap)
 
 
 if __name__ == "__main__":

@@ -187,26 +187,23 @@ class SetStats:
         return t, meta
 
 
-def run_pass(model, loader, layers, batches, on_rows, sharing, label, quiet):
+def run_pass(task, layers, batches, on_rows, sharing, label, quiet):
     hooks = []
     for name, mod in layers.items():
         def fwd(m, inp, out, name=name):
             if sharing.see(name, m, inp[0]):     # the tensor object itself: shared or not
                 on_rows(name, m, inp[0].detach())
         hooks.append(mod.register_forward_hook(fwd))
-    try:
-        total = len(loader) if not batches else min(batches, len(loader))
-    except TypeError:
-        total = batches or 0
+    loader = task.batches
+    total = len(loader) if not batches else min(batches, len(loader))
     prog = Progress(label, total or 1, quiet, "batches")
-    model.eval()
     try:
         with torch.no_grad():
             for i, batch in enumerate(loader):
                 if batches and i >= batches:
                     break
                 prog(i)
-                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                task.forward(batch)
                 sharing.end_batch()
     finally:
         prog.close()
@@ -234,7 +231,7 @@ def fit_grids(bitplan, config, weights_path, range_tensors, out_dir):
     return {e["layer"]: e["grids"] for e in got["layers"]}
 
 
-def capture_stats(model, loader, layers, layer_rows, out_dir, weights_path, config=None,
+def capture_stats(task, layers, layer_rows, out_dir, weights_path, config=None,
                   bitplan="bitplan", range_rows=2048, range_batches=0, batches=0, seed=0,
                   quiet=True):
     """The statistics file's (tensors, metadata); out_dir holds the
@@ -250,7 +247,7 @@ def capture_stats(model, loader, layers, layer_rows, out_dir, weights_path, conf
             a = a[np.sort(rng.permutation(len(a))[:4 * range_rows])]
         kept[name] = a
 
-    run_pass(model, loader, layers, range_batches or batches, keep, sharing,
+    run_pass(task, layers, range_batches or batches, keep, sharing,
              "capture --stats: ranges", quiet)
     group = dict(sharing.group)
     for S in kept:
@@ -278,7 +275,7 @@ def capture_stats(model, loader, layers, layer_rows, out_dir, weights_path, conf
         stats[name].add(r)
 
     sharing2 = Sharing()
-    run_pass(model, loader, layers, batches, accumulate, sharing2, "capture --stats: sums", quiet)
+    run_pass(task, layers, batches, accumulate, sharing2, "capture --stats: sums", quiet)
     if sharing2.group != group:
         raise SystemExit("capture: the layers shared their inputs differently in the two passes")
     tensors, meta = {}, {"format": "bitplan-stats", "rows_summed": "per set: S.count"}

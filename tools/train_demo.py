@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from capture import capture  # noqa: E402
+from objective import Task  # noqa: E402
 from safetensors_io import load_file, save_file  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,7 +141,8 @@ def main():
         save_file(model_path, weights, meta)
     pick = torch.from_numpy(np.sort(np.random.RandomState(1).permutation(len(xtr))[:args.calib_images]))
     batches = [(xtr[pick][i:i + 128], ytr[pick][i:i + 128]) for i in range(0, len(pick), 128)]
-    calib, cmeta, _, _ = capture(model, batches, rows=args.rows, seed=2, half=True, fisher=64)
+    calib, cmeta, _, _ = capture(Task("train_demo", got=(model, batches)), rows=args.rows, seed=2,
+                                 half=True, fisher=64)
     cmeta.update(images=str(args.calib_images), split="train", layout="rows x in")
     save_file(os.path.join(args.out, "calib.safetensors"), calib, cmeta)
 
