@@ -65,8 +65,9 @@ PYEOF
 # evaluate_plan: a plan at 16 bits everywhere loses nothing; a 2-bit plan
 # loses more than a 4-bit one
 check "quantize at 16/16" "$BITPLAN" quantize cfg.yaml --wbits 16 --abits 16 -o q16.safetensors -q
-$PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q16.safetensors --json >e16.json
-$PY -c 'import json; r = json.load(open("e16.json")); assert r["kl"] < 1e-9 and r["accuracy"] == r["float_accuracy"], r' \
+$PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q16.safetensors --json \
+    --metric capture_fixture:top1_errors >e16.json
+$PY -c 'import json; r = json.load(open("e16.json")); assert r["kl"] < 1e-9 and r["flips"] == 0 and r["metric"] == r["float_metric"], r' \
     && ok || bad "16-bit plan equals the float model"
 "$BITPLAN" quantize cfg.yaml --wbits 2 --abits 6 -o q2.safetensors -q
 "$BITPLAN" quantize cfg.yaml --wbits 4 --abits 6 -o q4.safetensors -q
@@ -78,8 +79,19 @@ $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors
 grep -q "KL to float" e4.txt && ok || bad "evaluate_plan summary: $(cat e4.txt)"
 $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors --json \
     --metric capture_fixture:top1_errors >em.json
-$PY -c 'import json; r = json.load(open("em.json")); assert abs(r["metric"] - (1 - r["accuracy"])) < 1e-12, r' \
-    && ok || bad "a user metric (top-1 errors) is reported: 1 - accuracy"
+$PY - <<'PYEOF' && ok || bad "a user metric (top-1 errors) is reported for the float model and the plan"
+import json, torch
+from capture_fixture import build
+from bitplan_torch import QuantizedFile, apply_file
+r = json.load(open("em.json"))
+model, data, _ = build()
+def errors():
+    with torch.no_grad():
+        return sum((model(x).argmax(1) != y).sum().item() for x, y in data) / sum(len(y) for _, y in data)
+assert abs(r["float_metric"] - errors()) < 1e-12, r
+apply_file(model.eval(), QuantizedFile("q4.safetensors"))
+assert abs(r["metric"] - errors()) < 1e-12, r
+PYEOF
 expect_fail 1 "not a bitplan quantized-weights file" $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights cap/weights.safetensors
 
 # measure_deltas: one row per candidate, zero for the float candidate, more
@@ -91,15 +103,67 @@ awk -F, 'NR > 1 {d[$1","$2","$3] = $5} END {for (k in d) {split(k, p, ","); if (
     && ok || bad "2 bits lose more than 8"
 check "solve over the measured deltas" "$BITPLAN" solve --table deltas.csv --avg-bits 4.5 -o dplan.yaml -q
 
-# refine_plan: the result is no worse than any seed on the calibration KL,
-# within the budget, and written by bitplan as a given plan
-check "refine_plan" $PY "$SRC/tools/refine_plan.py" cfg.yaml capture_fixture:build --evals 60 --json refine.json -q
+# calibrate: per layer, the objective measured at the two widths nearest --at
+# and at the lowest (here 3 and 2, at the lowest activation width); per
+# width the scale is measured over predicted there, held flat above; bitplan
+# plans with the scales and predicts the objective
+check "calibrate" $PY "$SRC/tools/calibrate.py" cfg.yaml capture_fixture:build -o scales.csv --at 3 --objective kl -q
+$PY - <<'PYEOF' && ok || bad "scales: measured (as measure_deltas measures it) over predicted"
+import csv
+d = {(r["layer"], r["wbits"], r["abits"]): float(r["loss_delta"]) for r in csv.DictReader(open("deltas.csv"))}
+t = {(r["layer"], r["wbits"], r["abits"]): r for r in csv.DictReader(open("table.csv"))}
+rows = list(csv.DictReader(open("scales.csv")))
+assert {r["layer"] for r in rows} == {"conv", "dw", "head"}, rows
+assert {r["wbits"] for r in rows} == {"2", "3", "4", "8", "16"}, rows
+s = {(r["layer"], r["metric"], r["wbits"]): float(r["scale"]) for r in rows}
+for r in rows:
+    assert r["objective"] == "kl" and float(r["exponent"]) == 1.0, r
+    w = r["wbits"] if r["wbits"] in ("2", "3") else "3"       # measured, or held from 3
+    m, p = d[(r["layer"], w, "6")], float(t[(r["layer"], w, "6")][r["metric"]])
+    assert abs(float(r["scale"]) - m / p) <= 1e-9 * m / p, (r, m / p)
+    assert (r["points"] == "1") == (r["wbits"] in ("2", "3")), r
+PYEOF
+check "plan with the scales" "$BITPLAN" solve cfg.yaml --metric-scales scales.csv -o cal.json -q
+check "it predicts kl" grep -q '"predicts": "kl"' cal.json
+"$BITPLAN" run cfg.yaml --metric-scales scales.csv -q
+$PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights out/q.safetensors --plan out/plan.yaml --json >ev.json
+$PY -c 'import json; r = json.load(open("ev.json")); assert r["predicted_what"] == "kl" and r["measured"] == r["kl"] and r["predicted"] > 0, r' \
+    && ok || bad "evaluate_plan sets the plan's predicted KL beside the measured one"
+check "calibrate to flips" $PY "$SRC/tools/calibrate.py" cfg.yaml capture_fixture:build -o fl.csv --objective flips -q
+$PY - <<'PYEOF' && ok || bad "flips: exponent 0.5, at least two measured widths per layer"
+import csv
+rows = list(csv.DictReader(open("fl.csv")))
+assert rows and all(r["objective"] == "flips" and float(r["exponent"]) == 0.5 for r in rows)
+for layer in ("conv", "dw", "head"):
+    assert len({r["wbits"] for r in rows if r["layer"] == layer and r["points"] != "0"}) >= 2, layer
+PYEOF
+expect_fail 1 "objective 'loss' needs the user's loss" $PY "$SRC/tools/calibrate.py" cfg.yaml capture_fixture:build_shared -o x.csv --objective loss
+
+# refine_plan: the search's plan is no worse than any seed on its half of the
+# batches, within the budget, kept only when it is better on the other half,
+# and written by bitplan as a given plan
+check "refine_plan" $PY "$SRC/tools/refine_plan.py" cfg.yaml capture_fixture:build --evals 60 --objective kl --json refine.json -q
 $PY - <<'PYEOF' && ok || bad "refined KL <= every seed's, within the budget"
 import json
 r = json.load(open("refine.json"))
-assert r["seeds"] and all(r["kl"] <= s["kl"] for s in r["seeds"].values()), r
+assert r["seeds"] and all(r["search"]["kl"] <= s["kl"] for s in r["seeds"].values()), r
 assert r["bits"] <= r["limit_bits"] and r["evals"] <= 60, r
+# kept only when better on the half the search did not see
+c = r["check"]
+assert r["kept"] == (c["found"]["kl"] < c["ip"]["kl"]), r
 PYEOF
 check "bitplan wrote the refined plan" grep -q '^  name: "given"' out/plan.yaml
+check "refine_plan by flips" $PY "$SRC/tools/refine_plan.py" cfg.yaml capture_fixture:build --evals 30 --json rf.json -o rf.yaml -q
+$PY - <<'PYEOF' && ok || bad "by flips (the default; ties by KL), kept only when better on the held-back half"
+import json
+r = json.load(open("rf.json"))
+c = r["check"]
+f, i = c["found"], c["ip"]
+better = f["objective"] < i["objective"] or (f["objective"] == i["objective"] and f["kl"] < i["kl"] * (1 - 1e-9))
+assert r["objective"] == "flips" and r["kept"] == better, r
+assert f["objective"] == f["flips"] and 0 <= f["flips"] <= 1, f
+PYEOF
+check "refine -o writes the plan alone" grep -q '^  name: "given"' rf.yaml
+expect_fail 1 "needs at least 2 batches (got 1)" $PY "$SRC/tools/refine_plan.py" cfg.yaml capture_fixture:build_one --evals 5
 check "and its quantized weights" "$BITPLAN" inspect out/q.safetensors
 finish

@@ -1,10 +1,11 @@
-"""Refine a plan on the real model: search plans under the same budget with
-the joint end-to-end KL divergence on calibration batches as the objective.
+"""Refine a plan on the real model: search plans under the same budget by the
+user's objective measured on the whole quantized model.
 
     /usr/bin/python3 tools/refine_plan.py CONFIG MODULE:FUNCTION
-        [--avg-bits B | --max-bytes N] [--evals 300] [--seed 0] [-o PLAN]
-        [--heldout MODULE:FUNCTION] [--deltas auto|none|FILE] [--class-dim -1]
-        [--bitplan PATH] [--work DIR] [--json FILE] [-q]
+        [--avg-bits B | --max-bytes N] [--objective kl|flips|loss|metric]
+        [--evals 300] [--seed 0] [-o PLAN] [--heldout MODULE:FUNCTION]
+        [--deltas auto|none|FILE] [--loss M:F] [--metric M:F] [--decode D]
+        [--class-dim -1] [--bitplan PATH] [--work DIR] [--json FILE] [-q]
 
 The integer program minimises a sum of per-layer errors; the errors of many
 quantized layers interact, which no per-layer sum sees.  This tool takes the
@@ -15,20 +16,28 @@ metric the table holds, and every uniform plan within the budget -- and
 improves it by local search: moves that change one group's candidate, or a
 pair of groups (one up, one down) so that the plan stays within the budget,
 tried in the order the table's predicted errors rank them and then at random,
-each accepted when the measured KL of the whole quantized model drops.  Every
-plan is evaluated with bitplan's own quantized weights for each candidate
-(`bitplan quantize`) and its activation grids, as tools/evaluate_plan.py
-applies them.  The best plan is handed back to bitplan
+each accepted when the objective (tools/objective.py: kl, flips, loss or
+metric; ties of flips and metric broken by the KL) of the whole quantized
+model improves on the search half of the batches.  Every plan is evaluated
+with bitplan's own quantized weights for each candidate (`bitplan quantize`)
+and its activation grids, as tools/evaluate_plan.py applies them.
+
+A search that measures hundreds of plans on the same batches fits them: the
+batches are split in two halves (even and odd), the search runs on one, and
+the plan it finds replaces the IP plan only when it is better on the other,
+which the search never saw; otherwise the IP plan stays and the report says
+so.  Both plans' objective, KL, flips and (with one) the user's metric are
+reported on the held-back half.  The plan is handed back to bitplan
 (`bitplan run CONFIG --choices`), which writes it and its exports and
 quantized weights like any plan (or only the plan, to PLAN, with -o).
 
-MODULE:FUNCTION returns (model, loader[, loss_fn]) as for tools/capture.py,
-with the calibration batches; plans are measured on them, or on the batches of
+MODULE:FUNCTION follows the contract of tools/objective.py, with the
+calibration batches; plans are measured on them, or on the batches of
 --heldout (better: data the calibration inputs did not come from, since GPTQ
-and ERQ fit their weights to those).  With the table's per-layer deltas
-measured first (--deltas auto, when the table has at most --max-deltas rows:
-one pass over the batches per candidate), their IP plan is a seed too and
-they rank the moves.
+and ERQ fit their weights to those).  At least two batches are needed.  With
+the table's per-layer deltas measured first (--deltas auto, when the table
+has at most --max-deltas rows: one pass over the search half per
+candidate), their IP plan is a seed too and they rank the moves.
 """
 import argparse
 import json
@@ -41,13 +50,14 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bitplan_torch import (Applied, QuantizedFile, bitplan_path, check_layers, fail,  # noqa: E402
-                           float_outputs, load_spec, measure, measure_deltas, quantize_candidates,
-                           read_csv, run_bitplan, write_deltas)
+from bitplan_torch import (Applied, QuantizedFile, Reference, bitplan_path,  # noqa: E402
+                           check_layers, degradation, fail, measure, measure_deltas,
+                           quantize_candidates, read_csv, run_bitplan, write_deltas)
+from objective import add_arguments, check_objective, task_from_args  # noqa: E402
 from progress import Progress  # noqa: E402
 
 TOOL = "refine_plan"
-METRICS = ("mse", "relative", "weight", "hawq", "fisher", "kfac")
+METRICS = ("mse", "relative", "weight", "hawq", "fisher", "kfac", "margin")
 
 
 class Program:
@@ -150,30 +160,62 @@ def plan_layers(path):
     return p, {l["name"]: (l["wbits"], l["abits"], l["quantizer"]) for l in p["layers"]}
 
 
+class Halves:
+    """The search and the held-back half of a task's batches: two tasks over
+    the same model and objective, with their float references."""
+
+    def __init__(self, task, objective):
+        b = task.batches
+        if len(b) < 2:
+            fail(TOOL, f"{task.spec}: refinement holds half of the batches back to check the "
+                       f"plan it finds, so it needs at least 2 batches (got {len(b)}); give "
+                       "the loader more, smaller batches")
+        self.search, self.check = task.subset(b[0::2]), task.subset(b[1::2])
+        need = {"kl", "flips", objective} | ({"metric"} if task.metric_fn else set())
+        self.ref_search = Reference(self.search, need)
+        self.ref_check = Reference(self.check, need)
+        self.objective = objective
+
+    def score(self, half="search"):
+        """(objective, kl, everything measured) of the model as it is now: plans
+        compare by the objective, ties (flips and metrics are counts) by the KL."""
+        t, r = (self.search, self.ref_search) if half == "search" else (self.check, self.ref_check)
+        got = measure(t, r)
+        return degradation(t, r, got, self.objective), got["kl"], got
+
+
+def better(a, b):
+    """Is score a strictly better than b (objective first, then KL)?"""
+    if a[0] != b[0]:
+        return a[0] < b[0] - 1e-12 * abs(b[0])
+    return a[1] < b[1] * (1 - 1e-9)
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("config")
-    ap.add_argument("spec")
-    ap.add_argument("--avg-bits", type=float)
-    ap.add_argument("--max-bytes", type=float)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("config", help="the bitplan config (a size budget)")
+    ap.add_argument("spec", help="MODULE:FUNCTION: the model and its batches (tools/objective.py)")
+    ap.add_argument("--avg-bits", type=float, help="budget (instead of the config's)")
+    ap.add_argument("--max-bytes", type=float, help="budget (instead of the config's)")
     ap.add_argument("--evals", type=int, default=300, help="plans to evaluate at most")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="of the random moves")
     ap.add_argument("--deltas", default="auto",
                     help="measured per-layer deltas to seed and guide the search: auto "
                          "(measure them when the table has at most --max-deltas rows), none, "
                          "or a table from tools/measure_deltas.py")
-    ap.add_argument("--max-deltas", type=int, default=2000)
+    ap.add_argument("--max-deltas", type=int, default=2000, help="see --deltas")
     ap.add_argument("--heldout", metavar="MODULE:FUNCTION",
                     help="measure plans on these batches instead of the spec's (data the "
                          "calibration inputs did not come from: GPTQ and ERQ fit their weights "
                          "to those, so plans measured on them look better than they are)")
+    add_arguments(ap, objective_default="flips")
     ap.add_argument("-o", "--output", help="write only the plan, here (default: bitplan run "
                                            "writes the config's outputs)")
-    ap.add_argument("--class-dim", type=int, default=-1)
-    ap.add_argument("--bitplan")
+    ap.add_argument("--bitplan", help="the bitplan binary (default: $BITPLAN or build/bitplan)")
     ap.add_argument("--work", help="keep intermediate files here")
     ap.add_argument("--json", help="write the search's report here")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -183,6 +225,8 @@ def main():
     exe = bitplan_path(args.bitplan)
     budget = (["--avg-bits", repr(args.avg_bits)] if args.avg_bits is not None else
               ["--max-bytes", repr(args.max_bytes)] if args.max_bytes is not None else [])
+    task = task_from_args(args, TOOL)
+    check_objective(task, args.objective)
     t0 = time.time()
     rnd = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,24 +255,23 @@ def main():
         run_bitplan(exe, "sensitivity", args.config, "-o", tpath, "-q", tool=TOOL)
         table = read_csv(tpath)
         metric = ip["model"].get("metric", "")
-        model, batches, loss_fn = load_spec(args.spec, TOOL)
         if args.heldout:
-            batches = load_spec(args.heldout, TOOL)[1]
-        check_layers(table, model, args.config, args.spec, TOOL)
+            task.with_batches(args.heldout)
+        check_layers(table, task.model, args.config, args.spec, TOOL)
+        halves = Halves(task, args.objective)
         files = quantize_candidates(exe, args.config, {(int(r["wbits"]), int(r["abits"]),
                                                         r["quantizer"]) for r in table},
                                     work, TOOL)
-        ref = float_outputs(model, batches, args.class_dim)
 
-        # measured per-layer deltas: the exact per-layer reference, to seed and rank
+        # measured per-layer deltas (on the search half): to seed and rank
         deltas = None
         if args.deltas not in ("auto", "none"):
             deltas = args.deltas
         elif args.deltas == "auto" and len(table) <= args.max_deltas:
             deltas = os.path.join(work, "deltas.csv")
             prog = Progress(f"{TOOL}: deltas", len(table), args.quiet, "candidates")
-            write_deltas(deltas, table, measure_deltas(model, batches, ref, table, files,
-                                                       loss_fn, args.class_dim, "kl", prog, TOOL))
+            write_deltas(deltas, table, measure_deltas(halves.search, halves.ref_search, table,
+                                                       files, args.objective, prog, TOOL))
             prog.close()
         errors = ["--errors", deltas] if deltas else []
         prog_path = os.path.join(work, "program.csv")
@@ -236,7 +279,8 @@ def main():
         program = Program(read_csv(prog_path))
 
         # seeds: the IP plan of every measured metric (and of the deltas), the uniform plans
-        seeds = {f"ip {metric}": program.of_plan(ip_layers)}
+        start = program.of_plan(ip_layers)
+        seeds = {f"ip {metric}": start}
         for m in METRICS:
             if m == metric or any(r.get(m, "") == "" for r in table):
                 continue
@@ -250,6 +294,8 @@ def main():
             seeds["ip deltas"] = program.of_plan(plan_layers(p)[1])
         seeds.update(program.uniform(limit))
         seeds = {k: v for k, v in seeds.items() if v is not None}
+        if start is None:
+            fail(TOOL, f"{args.config}: the IP plan is not in the solver's own program")
 
         # every candidate's weights, from bitplan
         weights = {}
@@ -259,34 +305,37 @@ def main():
                 weights[(n, w, a, q)] = qf.layer(n)
             del qf
 
-        applied = Applied(model)
+        applied = Applied(task.model)
         current = {}                           # layer -> (w, a, q) applied now
 
-        def evaluate(state):
+        def apply(state):
             for g, c in enumerate(state):
                 for n, w, a, q in program.groups[g][c]["members"]:
                     if current.get(n) != (w, a, q):
                         applied.set(n, *weights[(n, w, a, q)])
                         current[n] = (w, a, q)
-            return measure(model, batches, ref, loss_fn, args.class_dim)["kl"]
 
-        report = dict(metric=metric, limit_bits=limit, params=params, seeds={},
-                      guide="deltas" if deltas else metric)
+        def evaluate(state, half="search"):
+            apply(state)
+            return halves.score(half)
+
+        report = dict(metric=metric, objective=args.objective, limit_bits=limit, params=params,
+                      seeds={}, guide="deltas" if deltas else metric)
         progress = Progress(TOOL, args.evals, args.quiet, "plans")
         evals = 0
-        best_name, best, best_kl = None, None, float("inf")
+        best_name, best, best_s = None, None, (float("inf"), float("inf"))
         for name, state in seeds.items():
             progress(evals, name)
-            kl = evaluate(state)
+            s = evaluate(state)
             evals += 1
-            report["seeds"][name] = dict(kl=kl, bits=program.bits(state),
+            report["seeds"][name] = dict(objective=s[0], kl=s[1], bits=program.bits(state),
                                          predicted=program.error(state))
-            if kl < best_kl:
-                best_name, best, best_kl = name, list(state), kl
-        ip_kl = report["seeds"][f"ip {metric}"]["kl"]
+            if best is None or better(s, best_s):
+                best_name, best, best_s = name, list(state), s
+        ip_s = report["seeds"][f"ip {metric}"]
 
-        # local search: moves of one group, of a pair (one up, one down), or of
-        # one group up with the cheapest downs elsewhere that pay for it
+        # local search on the search half: moves of one group, of a pair (one up,
+        # one down), or of one group up with the cheapest downs elsewhere that pay
         tried = set()
         while evals < args.evals:
             cands = moves(program, best, limit)
@@ -307,46 +356,66 @@ def main():
                 state = list(best)
                 for g, c in m:
                     state[g] = c
-                progress(evals, f"kl {best_kl:.5g}")
-                kl = evaluate(state)
+                progress(evals, f"{args.objective} {best_s[0]:.5g}")
+                s = evaluate(state)
                 evals += 1
-                if kl < best_kl * (1 - 1e-9):
-                    best, best_kl, improved = state, kl, True
+                if better(s, best_s):
+                    best, best_s, improved = state, s, True
                     if not best_name.startswith("refined"):
                         best_name = f"refined from {best_name}"
                     break
             if not improved:
                 break
         progress.close()
+
+        # the check: on the held-back half, the plan found against the IP plan
+        found = evaluate(best, "check")
+        ip_check = evaluate(start, "check")
+        kept = best != start and better(found, ip_check)
+        final = best if kept else start
         applied.restore()
+        halves_report = {}
+        for name, (s_obj, s_kl, got) in (("ip", ip_check), ("found", found)):
+            halves_report[name] = dict(objective=s_obj, kl=s_kl, flips=got["flips"],
+                                       metric=got["metric"])
 
         # hand the plan back to bitplan
         choices = os.path.join(work, "choices.yaml")
         with open(choices, "w") as f:
             f.write("layers:\n")
-            for g, c in enumerate(best):
+            for g, c in enumerate(final):
                 for n, w, a, q in program.groups[g][c]["members"]:
                     f.write(f"  - {{name: {json.dumps(n)}, wbits: {w}, abits: {a}, "
                             f"quantizer: {json.dumps(q)}}}\n")
         out = ["-o", args.output] if args.output else []
         run_bitplan(exe, "run", args.config, "--choices", choices, *budget, *out, "-q",
                     tool=TOOL)
-        report.update(best=best_name, kl=best_kl, ip_kl=ip_kl, evals=evals,
-                      bits=program.bits(best), predicted=program.error(best),
-                      seconds=time.time() - t0,
-                      layers={n: list(wa) for g, c in enumerate(best)
+        report.update(best=best_name if kept else f"ip {metric} (the search's plan, "
+                      f"{best_name}, was not better on the held-back half)",
+                      kept=kept, search=dict(objective=best_s[0], kl=best_s[1],
+                                             ip_objective=ip_s["objective"], ip_kl=ip_s["kl"]),
+                      check=halves_report, evals=evals, bits=program.bits(final),
+                      predicted=program.error(final), seconds=time.time() - t0,
+                      layers={n: list(wa) for g, c in enumerate(final)
                               for n, *wa in program.groups[g][c]["members"]})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     if not args.quiet:
-        gain = (1 - best_kl / ip_kl) * 100 if ip_kl > 0 else 0.0
-        print(f"{TOOL}: {evals} plans evaluated in {time.time() - t0:.1f} s; KL on the "
-              f"calibration batches: IP plan ({metric}) {ip_kl:.6g}, best seed "
-              f"{min(s['kl'] for s in report['seeds'].values()):.6g}, refined {best_kl:.6g} "
-              f"({gain:.1f} % below the IP plan; {best_name})")
-        print(f"{TOOL}: plan written by bitplan run --choices"
-              + (f" to {args.output}" if args.output else " to the config's output.dir"))
+        o = args.objective
+        print(f"{TOOL}: {evals} plans evaluated in {time.time() - t0:.1f} s on half of "
+              f"{len(task.batches)} batches; {o}: IP plan ({metric}) {ip_s['objective']:.6g}, "
+              f"search's plan {best_s[0]:.6g} ({best_name})")
+        c = halves_report
+        line = (f"{TOOL}: on the held-back half: {o} IP plan {c['ip']['objective']:.6g}, "
+                f"search's plan {c['found']['objective']:.6g}")
+        if task.metric_fn is not None:
+            line += (f"; metric IP plan {c['ip']['metric']:.6g}, search's plan "
+                     f"{c['found']['metric']:.6g}")
+        print(line)
+        print(f"{TOOL}: kept {'the search' if kept else 'the IP'} plan; written by bitplan run "
+              f"--choices" + (f" to {args.output}" if args.output else " to the config's "
+                              "output.dir"))
 
 
 if __name__ == "__main__":
