@@ -1,7 +1,8 @@
 """Train the character-level transformer language model used by bench/e2e.
 
 Text: every fortune cookie of Debian's `fortunes` package
-(/usr/share/games/fortunes, files in name order, split at the '%' lines);
+(/usr/share/games/fortunes, files in name order, split at the '%' lines; the
+Chinese files of fortunes-zh there are left out);
 every tenth fortune is held out for testing.  Characters: printable ASCII and
 newline, anything else as one extra symbol (97 classes).
 
@@ -53,9 +54,15 @@ def decode(ids):
     return "".join(chr(i + 32) if i < 95 else "\n" if i == 95 else "?" for i in ids)
 
 
+# the Chinese files of fortunes-zh (the recogniser's text, tools/train_ocr.py) share the
+# directory; the language model reads the others
+OTHER_PACKAGES = ("chinese", "song100", "tang300")
+
+
 def fortunes(root=FORTUNES):
-    """Every fortune in file-name order (files without a '.' suffix)."""
-    names = sorted(f for f in os.listdir(root) if "." not in f
+    """Every fortune in file-name order (files without a '.' suffix, but
+    fortunes-zh's)."""
+    names = sorted(f for f in os.listdir(root) if "." not in f and f not in OTHER_PACKAGES
                    and os.path.isfile(os.path.join(root, f))
                    and not os.path.islink(os.path.join(root, f)))
     if not names:
