@@ -187,8 +187,8 @@ class Halves:
 def better(a, b):
     """Is score a strictly better than b (objective first, then KL)?"""
     if a[0] != b[0]:
-        return a[0] < b[0] - 1e-12 * abs(b[0])
-    return a[1] < b[1] * (1 - 1e-9)
+        return bool(a[0] < b[0] - 1e-12 * abs(b[0]))
+    return bool(a[1] < b[1] * (1 - 1e-9))
 
 
 def main():

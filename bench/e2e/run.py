@@ -1,34 +1,45 @@
-"""What bitplan's plans lose on real models, against bitplan's own uniform plans.
+"""What bitplan's plans lose on real models, by the task's own metric, against
+bitplan's own uniform plans of the same size.
 
-    /usr/bin/python3 bench/e2e/run.py [--build build] [--models cnn vit lm]
+    /usr/bin/python3 bench/e2e/run.py [--build build] [--models cnn vit lm ocr]
         [--quantizers rtn gptq] [--bits 3 4 5] [--evals 300]
-        [--out bench/e2e/results] [--plot docs/e2e-accuracy.png]
+        [--out bench/e2e/results] [--plot docs/e2e-accuracy.png] [--work DIR]
 
 For each model (bench/e2e/models.py: the demo CNN and the small ViT on
-Fashion-MNIST, the character-level language model on Debian's fortunes; all
+Fashion-MNIST, the character-level language model on Debian's fortunes, the
+text-line recogniser on lines rendered from Debian's fortunes-zh; all
 trained by the repository's own scripts):
-  1. capture every layer's calibration inputs and output Fisher
-     (tools/capture.py --fisher: labels drawn from the model's own
-     predictive distribution, 8 per input);
+  1. capture every layer's calibration inputs, its output Fisher (targets
+     drawn from the model: per position, or CTC sequences for the
+     recogniser) and its decision Fisher (tools/capture.py --fisher
+     --margin);
   2. for each weight quantizer measure the sensitivity table once (weights
      2, 3, 4, 5, 6, 8 bits, MSE range; activations 8 bits, per-tensor
-     min-max; every metric is a column of it) and the measured end-to-end
-     deltas (tools/measure_deltas.py: each layer alone, KL to the float
-     model on other training data than the calibration inputs);
+     min-max; every metric is a column of it) and every candidate's measured
+     end-to-end deltas on other training data than the calibration inputs
+     (tools/measure_deltas.py: each layer alone; KL to the float model,
+     flips and the task metric);
   3. for each width w, bitplan's uniform plan (`bitplan quantize --wbits w
      --plan`), whose achieved average bits (scales included) U become the
      budget of every other plan: the IP plan of each metric (mse, relative,
-     fisher, kfac), the IP plan over the measured deltas, and the refined
-     plan (tools/refine_plan.py: local search on the joint KL, measured on
-     other training data than the calibration inputs);
+     fisher, kfac, margin), the default route's IP plan (metric auto,
+     calibrated by tools/calibrate.py at U on the held-out training data),
+     the IP plan over the measured deltas, and the refined plan
+     (tools/refine_plan.py from the calibrated config, on the held-out
+     training data, kept only when better on the half it did not search);
   4. apply every distinct plan (bitplan's quantized weights and activation
-     grids, as tools/evaluate_plan.py does) to the held-out data: KL to the
-     float model per position, loss, top-1 accuracy;
-  5. rank: Spearman correlation, over every plan evaluated on that model,
-     between each metric's predicted total and the measured degradation.
-Writes OUT/results.csv (one row per plan), OUT/results.md (tables) and the
-plot; prints the Markdown.  Needs Debian's python3-torch, python3-numpy,
-python3-matplotlib, dataset-fashion-mnist and fortunes.
+     grids) to the test data: the task metric (accuracy, next-character
+     accuracy, character error rate) with its paired standard error against
+     the uniform plan, KL to the float model, flips, and the calibrated
+     plan's predicted loss against the measured one;
+  5. rank: Spearman correlation of each predictor with the measured
+     single-layer deltas (task metric, KL) over every (layer, candidate),
+     and, over every plan evaluated, between each predictor's total and
+     the measured degradation.
+Writes OUT/results.csv (one row per plan), OUT/predictors.csv, OUT/results.md
+(tables) and the plot; prints the Markdown.  Needs Debian's python3-torch,
+python3-numpy, python3-matplotlib, python3-pil, dataset-fashion-mnist,
+fortunes, fortunes-zh, fonts-wqy-microhei and fonts-arphic-uming.
 """
 import argparse
 import csv
@@ -48,13 +59,17 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import models  # noqa: E402
-from bitplan_torch import Applied, QuantizedFile, float_outputs, measure  # noqa: E402
+from bitplan_torch import (QuantizedFile, Reference, measure_deltas, measure_plan,  # noqa: E402
+                           quantize_candidates, read_csv)
+from objective import Task, paired  # noqa: E402
 
-METRICS = ("mse", "relative", "fisher", "kfac")
+METRICS = ("mse", "relative", "fisher", "kfac", "margin")
 PREDICTORS = METRICS + ("deltas",)
 WBITS = (2, 3, 4, 5, 6, 8)
 ABITS = 8
-METHODS = ("uniform",) + METRICS + ("deltas", "refined")
+METHODS = ("uniform",) + METRICS + ("default", "deltas", "refined")
+TASK = {"cnn": "accuracy", "vit": "accuracy", "lm": "next-character accuracy",
+        "ocr": "character error rate"}
 
 
 def spearman(a, b):
@@ -74,23 +89,15 @@ def spearman(a, b):
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def calib_kl(refine, method, w):
-    """The plan's KL on the calibration batches, as the refinement measured it."""
-    if method == "refined":
-        return refine["kl"]
-    name = f"uniform {w}/{ABITS}" if method == "uniform" else f"ip {method}"
-    return refine["seeds"].get(name, {}).get("kl", "")
-
-
-def write_config(path, quantizer, outdir):
+def write_config(path, quantizer, outdir, scales=None):
     with open(path, "w") as f:
         f.write(f"""model: {{weights: weights.safetensors, calibration: calib.safetensors}}
 candidates: {{wbits: {list(WBITS)}, abits: [{ABITS}]}}
 weights: {{quantizer: {quantizer}, range: mse}}
 activations: {{range: minmax}}
-metric: kfac
+metric: auto
 output: {{dir: {outdir}, weights: q.safetensors, formats: [json]}}
-""")
+""" + (f"metric_scales: {scales}\n" if scales else ""))
 
 
 class Bench:
@@ -98,10 +105,10 @@ class Bench:
         self.args, self.arch, self.work = args, arch, work
         self.exe = os.path.join(args.build, "bitplan")
         self.env = dict(os.environ, PYTHONPATH=HERE, BITPLAN=self.exe)
-        self.model = models.LOADERS[arch]()
-        self.test = models.TEST[arch]()
-        self.ref = float_outputs(self.model, self.test)
-        self.float = measure(self.model, self.test, self.ref)
+        self.test = Task(f"models:{arch}_test", got=getattr(models, f"{arch}_test")())
+        self.ref = Reference(self.test)
+        self.float = self.ref.float
+        self.higher = self.test.higher_is_better
         self.seen = {}
 
     def bitplan(self, *a):
@@ -114,19 +121,16 @@ class Bench:
                            capture_output=True, text=True, cwd=self.work, env=self.env)
         if r.returncode != 0:
             raise SystemExit(f"{self.arch}: {name}: {r.stderr.strip()}")
+        return r.stdout
 
     def evaluate(self, q, plan_path, qweights):
-        """Test KL, loss and accuracy of a plan (cached by its candidates)."""
+        """Test measurements of a plan (cached by its candidates)."""
         with open(os.path.join(self.work, plan_path)) as f:
             plan = json.load(f)
         key = (q, tuple((l["name"], l["wbits"], l["abits"]) for l in plan["layers"]))
         if key not in self.seen:
             qf = QuantizedFile(os.path.join(self.work, qweights))
-            a = Applied(self.model)
-            for n in qf.names:
-                a.set(n, *qf.layer(n))
-            self.seen[key] = measure(self.model, self.test, self.ref, keep=True)
-            a.restore()
+            self.seen[key] = measure_plan(self.test, self.ref, qf, keep=True)
         return plan, self.seen[key]
 
 
@@ -137,69 +141,105 @@ def take_set(work, q, plan, weights):
         shutil.copyfile(os.path.join(work, f"out-{q}", name), os.path.join(work, dest))
 
 
-def run_model(arch, args, rows):
+def predictor_rows(arch, q, table, deltas):
+    """Per (layer, candidate): every predictor and the measured deltas."""
+    out = []
+    for r, d in zip(table, deltas):
+        row = dict(model=arch, quantizer=q, layer=r["layer"], wbits=int(r["wbits"]),
+                   abits=int(r["abits"]), **{f"pred_{m}": float(r[m]) if r[m] else float("nan")
+                                             for m in METRICS},
+                   kl=d["kl"], flips=d["flips"], task=d["metric"])
+        out.append(row)
+    return out
+
+
+def run_model(arch, args, rows, pred_rows, notes):
     work = os.path.join(args.work, arch)
     os.makedirs(work, exist_ok=True)
     t0 = time.time()
     b = Bench(args, arch, work)
-    b.tool("capture.py", f"models:{arch}", "--out", ".", "--rows", "2048", "--fisher")
-    print(f"{arch}: float accuracy {b.float['accuracy']:.4f}, loss {b.float['loss']:.4f} "
-          f"({time.time() - t0:.0f} s)", file=sys.stderr)
+    b.tool("capture.py", f"models:{arch}", "--out", ".", "--rows", "2048", "--fisher",
+           "--margin")
+    with open(os.path.join(work, "calib.safetensors"), "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(n)).get("__metadata__", {})
+    rse = {k: [float(v) for kk, v in meta.items() if kk.endswith(f".{k}_rse")]
+           for k in ("fisher", "margin")}
+    notes[arch] = dict(rse_fisher=float(np.median(rse["fisher"])),
+                       rse_fisher_max=max(rse["fisher"]),
+                       rse_margin=float(np.median(rse["margin"])),
+                       rse_margin_max=max(rse["margin"]), draws=meta.get("fisher", ""))
+    print(f"{arch}: float {TASK[arch]} {b.float['metric']:.4f} ({time.time() - t0:.0f} s)",
+          file=sys.stderr)
+    held = Task(f"models:{arch}_heldout", got=getattr(models, f"{arch}_heldout")())
+    held_ref = Reference(held, ("kl", "flips", "metric"))
     for q in args.quantizers:
         cfg = f"{q}.yaml"
         write_config(os.path.join(work, cfg), q, f"out-{q}")
         b.bitplan("sensitivity", cfg, "-o", f"table-{q}.csv")
-        b.tool("measure_deltas.py", cfg, f"models:{arch}", "-o", f"deltas-{q}.csv",
-               "--heldout", f"models:{arch}_heldout")
-        pred = {}
-        with open(os.path.join(work, f"table-{q}.csv")) as f:
-            for r in csv.DictReader(f):
-                k = (r["layer"], int(r["wbits"]), int(r["abits"]))
-                pred[k] = {m: float(r[m]) if r[m] else float("nan") for m in METRICS}
-        with open(os.path.join(work, f"deltas-{q}.csv")) as f:
-            for r in csv.DictReader(f):
-                pred[(r["layer"], int(r["wbits"]), int(r["abits"]))]["deltas"] = float(r["loss_delta"])
+        table = read_csv(os.path.join(work, f"table-{q}.csv"))
+        files = quantize_candidates(b.exe, os.path.join(work, cfg),
+                                    {(int(r["wbits"]), int(r["abits"]), r["quantizer"])
+                                     for r in table}, work)
+        deltas = measure_deltas(held, held_ref, table, files, ("kl", "flips", "metric"))
+        pred_rows += predictor_rows(arch, q, table, deltas)
+        with open(os.path.join(work, f"deltas-{q}.csv"), "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["layer", "wbits", "abits", "quantizer", "loss_delta", "params",
+                        "weight_bits", "macs"])
+            for r, d in zip(table, deltas):
+                w.writerow([r["layer"], r["wbits"], r["abits"], r["quantizer"], repr(d["kl"]),
+                            r["params"], r["weight_bits"], r["macs"]])
+        pred = {(r["layer"], int(r["wbits"]), int(r["abits"])):
+                dict({m: float(r[m]) if r[m] else float("nan") for m in METRICS},
+                     deltas=d["kl"]) for r, d in zip(table, deltas)}
         for w in args.bits:
-            b.bitplan("quantize", cfg, "--wbits", str(w), "--abits", str(ABITS), "-o", "u.safetensors",
-                      "--plan", "u.json")
+            b.bitplan("quantize", cfg, "--wbits", str(w), "--abits", str(ABITS), "-o",
+                      "u.safetensors", "--plan", "u.json")
             with open(os.path.join(work, "u.json")) as f:
                 U = json.load(f)["totals"]["avg_bits"]
             budget = ["--avg-bits", repr(U)]
             plans = {"uniform": ("u.json", "u.safetensors")}
             for m in METRICS:
-                b.bitplan("solve", cfg, "--metric", m, *budget, "-o", f"p-{m}.json")
-                b.bitplan("run", cfg, "--choices", f"p-{m}.json", *budget)
+                b.bitplan("run", cfg, "--metric", m, *budget)
                 take_set(work, q, f"p-{m}.json", f"q-{m}.safetensors")
                 plans[m] = (f"p-{m}.json", f"q-{m}.safetensors")
-            b.bitplan("solve", "--table", f"deltas-{q}.csv", *budget, "-o", "p-d.json")
-            b.bitplan("run", cfg, "--choices", "p-d.json", *budget)
+            # the default route: metric auto, calibrated at the budget
+            b.tool("calibrate.py", cfg, f"models:{arch}_heldout", "-o", f"scales-{q}.csv",
+                   "--at", repr(U))
+            dcfg = f"{q}-default.yaml"
+            write_config(os.path.join(work, dcfg), q, f"out-{q}", f"scales-{q}.csv")
+            b.bitplan("run", dcfg, *budget)
+            take_set(work, q, "p-default.json", "q-default.safetensors")
+            plans["default"] = ("p-default.json", "q-default.safetensors")
+            b.bitplan("run", cfg, "--errors", f"deltas-{q}.csv", *budget)
             take_set(work, q, "p-deltas.json", "q-deltas.safetensors")
             plans["deltas"] = ("p-deltas.json", "q-deltas.safetensors")
-            b.tool("refine_plan.py", cfg, f"models:{arch}", *budget, "--evals", str(args.evals),
-                   "--deltas", f"deltas-{q}.csv", "--heldout", f"models:{arch}_heldout",
-                   "--json", "refine.json")
+            b.tool("refine_plan.py", dcfg, f"models:{arch}_heldout", *budget, "--evals",
+                   str(args.evals), "--deltas", f"deltas-{q}.csv", "--json", "refine.json")
             take_set(work, q, "p-refined.json", "q-refined.safetensors")
             plans["refined"] = ("p-refined.json", "q-refined.safetensors")
             with open(os.path.join(work, "refine.json")) as f:
                 refine = json.load(f)
-            uni = b.evaluate(q, *plans["uniform"])[1]["correct"]
+            uni = b.evaluate(q, *plans["uniform"])[1]["units"]["metric"]
             for method in METHODS:
                 plan, got = b.evaluate(q, *plans[method])
-                d = got["correct"].astype(float) - uni   # paired: same held-out positions
-                se = float(d.std() / np.sqrt(len(d)))
+                d, se = paired(got["units"]["metric"], uni)   # same test units
                 p = {f"pred_{m}": sum(pred[(l["name"], l["wbits"], l["abits"])][m]
                                       for l in plan["layers"]) for m in PREDICTORS}
-                rows.append(dict(model=arch, quantizer=q, bits=w, budget=round(U, 4),
-                                 method=method, avg_bits=round(plan["totals"]["avg_bits"], 4),
-                                 accuracy=got["accuracy"], loss=got["loss"], kl=got["kl"],
-                                 acc_drop=b.float["accuracy"] - got["accuracy"],
-                                 acc_vs_uniform=float(d.mean()), acc_vs_uniform_se=se,
-                                 loss_increase=got["loss"] - b.float["loss"],
-                                 calib_kl=calib_kl(refine, method, w),
-                                 wbits="/".join(str(l["wbits"]) for l in plan["layers"]), **p))
+                measured = got[refine["objective"]] if refine["objective"] in ("kl", "flips") \
+                    else None
+                rows.append(dict(
+                    model=arch, quantizer=q, bits=w, budget=round(U, 4), method=method,
+                    avg_bits=round(plan["totals"]["avg_bits"], 4), task=got["metric"],
+                    task_vs_uniform=d, task_vs_uniform_se=se, kl=got["kl"], flips=got["flips"],
+                    predicted=plan["totals"]["predicted"] if method == "default" else "",
+                    measured=measured if method == "default" else "",
+                    kept=refine["kept"] if method == "refined" else "",
+                    wbits="/".join(str(l["wbits"]) for l in plan["layers"]), **p))
             print(f"{arch}/{q}/{w} bits: {len(b.seen)} plans evaluated, "
                   f"{time.time() - t0:.0f} s", file=sys.stderr)
-    return b.float
+    return b.float["metric"], b.higher
 
 
 def cases(rows, args, arch):
@@ -212,52 +252,94 @@ def cases(rows, args, arch):
                 yield q, w, mine
 
 
-def markdown(rows, base, args):
+def verdict(d, se, higher):
+    """better / worse beyond noise (two standard errors), or even."""
+    gain = d if higher else -d
+    if gain > 2 * se:
+        return "better"
+    if gain < -2 * se:
+        return "worse"
+    return "even"
+
+
+def markdown(rows, pred_rows, base, notes, args):
     out = []
+    scale = {"cnn": 100, "vit": 100, "lm": 100, "ocr": 100}
     for arch in args.models:
-        f = base[arch]
-        unit = "next-character accuracy" if arch == "lm" else "test accuracy"
-        out.append(f"\n**{arch}** (float: {unit} {f['accuracy']:.4f}, loss {f['loss']:.4f}): "
-                   f"accuracy / KL to float per position (×10⁻³), at the uniform plan's "
-                   f"achieved size\n")
+        f, higher = base[arch]
+        out.append(f"\n**{arch}** (float: {TASK[arch]} {100 * f:.2f} %): {TASK[arch]} (%) / KL "
+                   f"to float per position (×10⁻³), at the uniform plan's achieved size\n")
         out.append("| quantizer | bits | avg bits | " + " | ".join(METHODS) + " |")
         out.append("| --- | ---: | ---: |" + " ---: |" * len(METHODS))
         for q, w, mine in cases(rows, args, arch):
-            cells = [f"{mine[m]['accuracy']:.4f} / {1e3 * mine[m]['kl']:.2f}"
+            cells = [f"{scale[arch] * mine[m]['task']:.2f} / {1e3 * mine[m]['kl']:.2f}"
                      + ("" if abs(mine[m]["avg_bits"] - mine["uniform"]["avg_bits"]) < 0.005
                         else f" ({mine[m]['avg_bits']:.2f})") for m in METHODS]
             out.append(f"| {q} | {w} | {mine['uniform']['avg_bits']:.2f} | "
                        + " | ".join(cells) + " |")
-    out.append("\n**Against uniform at the same size**: accuracy difference to bitplan's uniform "
-               "plan on the same held-out positions (± its paired standard error) and the "
-               "change of the KL to the float model, for the default route (the kfac plan, and "
-               "the refined plan):\n")
-    out.append("| model | quantizer | bits | kfac: Δ accuracy | kfac: Δ KL | refined: Δ accuracy "
-               "| refined: Δ KL |")
-    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    out.append("\n**The default route against uniform at the same size**: the task metric's "
+               "difference to bitplan's uniform plan on the same test samples (points, ± its "
+               "paired standard error; positive = better), and the calibrated IP plan's "
+               "predicted flips (the default objective) against the measured ones:\n")
+    out.append("| model | quantizer | bits | IP plan: Δ task | refined: Δ task | refined kept | "
+               "predicted / measured |")
+    out.append("| --- | --- | ---: | ---: | ---: | :---: | ---: |")
+    count = {"better": 0, "even": 0, "worse": 0}
+    ratios = []
     for arch in args.models:
+        higher = base[arch][1]
         for q, w, mine in cases(rows, args, arch):
-            u = mine["uniform"]["kl"]
             cells = []
-            for m in ("kfac", "refined"):
+            for m in ("default", "refined"):
                 r = mine[m]
-                cells += [f"{r['acc_vs_uniform']:+.4f} ± {r['acc_vs_uniform_se']:.4f}",
-                          f"{100 * (r['kl'] / u - 1):+.0f} %"]
-            out.append(f"| {arch} | {q} | {w} | " + " | ".join(cells) + " |")
-    out.append("\n**Spearman correlation** between each predictor's total over a plan and the "
-               "measured degradation on held-out data (KL to the float model; in brackets: "
-               "loss increase, accuracy drop), over every distinct plan evaluated on the model:\n")
-    out.append("| model | plans | " + " | ".join(PREDICTORS) + " |")
-    out.append("| --- | ---: |" + " ---: |" * len(PREDICTORS))
+                gain = r["task_vs_uniform"] if higher else -r["task_vs_uniform"]
+                v = verdict(r["task_vs_uniform"], r["task_vs_uniform_se"], higher)
+                count[v] += 1
+                cells.append(f"{100 * gain:+.2f} ± {100 * r['task_vs_uniform_se']:.2f}"
+                             + (" (worse)" if v == "worse" else ""))
+            r = mine["default"]
+            ratio = r["predicted"] / r["measured"] if r["measured"] else float("nan")
+            ratios.append(ratio)
+            out.append(f"| {arch} | {q} | {w} | " + " | ".join(cells) +
+                       f" | {'yes' if mine['refined']['kept'] else 'no'} | {ratio:.2f} |")
+    out.append(f"\nOf {sum(count.values())} plans: {count['better']} better than uniform beyond "
+               f"two standard errors, {count['even']} within them, {count['worse']} worse; "
+               f"predicted / measured from {min(ratios):.2f} to {max(ratios):.2f}.\n")
+    out.append("\n**Which predictor ranks layers by what they cost**: Spearman correlation "
+               "between each predictor and the measured single-layer deltas on held-out "
+               "training data, over the layers at each weight width of 3, 4 and 5 bits "
+               "(averaged; in brackets over every (layer, candidate)), against the task "
+               "metric's change and against the KL:\n")
+    out.append("| model | quantizer | " + " | ".join(METRICS) + " |")
+    out.append("| --- | --- |" + " ---: |" * len(METRICS))
     for arch in args.models:
-        uniq = list({(r["quantizer"], r["wbits"]): r for r in rows if r["model"] == arch}.values())
-        cells = []
-        for m in PREDICTORS:
-            xs = [r[f"pred_{m}"] for r in uniq]
-            cells.append(f"{spearman(xs, [r['kl'] for r in uniq]):.3f} "
-                         f"({spearman(xs, [r['loss_increase'] for r in uniq]):.2f}, "
-                         f"{spearman(xs, [r['acc_drop'] for r in uniq]):.2f})")
-        out.append(f"| {arch} | {len(uniq)} | " + " | ".join(cells) + " |")
+        for q in args.quantizers:
+            mine = [r for r in pred_rows if r["model"] == arch and r["quantizer"] == q]
+            if not mine:
+                continue
+            sign = 1                                # deltas are degradations already
+            cells = []
+            for m in METRICS:
+                per = []
+                for w in (3, 4, 5):
+                    rr = [r for r in mine if r["wbits"] == w]
+                    per.append(spearman([r[f"pred_{m}"] for r in rr],
+                                        [sign * r["task"] for r in rr]))
+                allr = spearman([r[f"pred_{m}"] for r in mine], [sign * r["task"] for r in mine])
+                kl = float(np.nanmean([spearman([r[f"pred_{m}"] for r in mine if r["wbits"] == w],
+                                                [r["kl"] for r in mine if r["wbits"] == w])
+                                       for w in (3, 4, 5)]))
+                cells.append(f"{np.nanmean(per):.2f} ({allr:.2f}); KL {kl:.2f}")
+            out.append(f"| {arch} | {q} | " + " | ".join(cells) + " |")
+    out.append("\n**Fisher estimates**: relative standard error of each layer's tr F "
+               "(median / max over layers) after capture's adaptive draws:\n")
+    out.append("| model | output Fisher | decision Fisher | draws |")
+    out.append("| --- | ---: | ---: | --- |")
+    for arch in args.models:
+        n = notes[arch]
+        out.append(f"| {arch} | {100 * n['rse_fisher']:.1f} % / {100 * n['rse_fisher_max']:.1f} % "
+                   f"| {100 * n['rse_margin']:.1f} % / {100 * n['rse_margin_max']:.1f} % | "
+                   f"{n['draws']} |")
     return "\n".join(out) + "\n"
 
 
@@ -267,24 +349,22 @@ def plot(rows, base, args):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(args.models), len(args.quantizers), squeeze=False,
                              figsize=(3.6 * len(args.quantizers), 2.9 * len(args.models)))
-    styles = {"uniform": ("k", "s"), "mse": ("C0", "o"), "relative": ("C1", "o"),
-              "fisher": ("C2", "o"), "kfac": ("C3", "o"), "deltas": ("C4", "^"),
-              "refined": ("C5", "*")}
+    styles = {"uniform": ("k", "s"), "kfac": ("C3", "o"), "margin": ("C2", "o"),
+              "default": ("C0", "D"), "deltas": ("C4", "^"), "refined": ("C5", "*")}
     for i, arch in enumerate(args.models):
         for j, q in enumerate(args.quantizers):
             ax = axes[i][j]
             for method, (color, marker) in styles.items():
-                pts = sorted((r["avg_bits"], r["kl"]) for r in rows
+                pts = sorted((r["avg_bits"], 100 * r["task"]) for r in rows
                              if r["model"] == arch and r["quantizer"] == q and r["method"] == method)
                 if pts:
                     ax.plot(*zip(*pts), color=color, marker=marker, ms=4, lw=1, label=method)
-            ax.set_yscale("log")
             ax.set_title(f"{arch} / {q}", fontsize=9)
             ax.set_xlabel("average weight bits", fontsize=8)
             ax.tick_params(labelsize=7)
             if j == 0:
-                ax.set_ylabel("test KL to float", fontsize=8)
-    axes[0][0].legend(fontsize=6, loc="upper right")
+                ax.set_ylabel(f"test {TASK[arch]} (%)", fontsize=7)
+    axes[0][0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
     fig.savefig(args.plot, dpi=110)
@@ -293,7 +373,7 @@ def plot(rows, base, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--models", nargs="+", default=["cnn", "vit", "lm"])
+    ap.add_argument("--models", nargs="+", default=["cnn", "vit", "lm", "ocr"])
     ap.add_argument("--quantizers", nargs="+", default=["rtn", "gptq"])
     ap.add_argument("--bits", nargs="+", type=int, default=[3, 4, 5])
     ap.add_argument("--evals", type=int, default=300, help="refinement: plans to evaluate")
@@ -304,17 +384,18 @@ def main():
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
     torch.set_num_threads(args.threads)
-    rows, base = [], {}
+    rows, pred_rows, base, notes = [], [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         args.work = os.path.abspath(args.work or tmp)
         for arch in args.models:
-            base[arch] = run_model(arch, args, rows)
+            base[arch] = run_model(arch, args, rows, pred_rows, notes)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    md = markdown(rows, base, args)
+    for name, data in (("results.csv", rows), ("predictors.csv", pred_rows)):
+        with open(os.path.join(args.out, name), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(data[0]))
+            w.writeheader()
+            w.writerows(data)
+    md = markdown(rows, pred_rows, base, notes, args)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md)
     plot(rows, base, args)
