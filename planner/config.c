@@ -580,6 +580,16 @@ static int k_metric_scales(const cctx *c, const bp_ynode *v, const char *key, bp
     return resolve(c, v, key, &cfg->metric_scales, &cfg->metric_scales_as_written);
 }
 
+static int k_noise(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    static const char *const names[] = {"shrink", "ignore", NULL};
+    int i;
+    if (get_enum(c, v, key, names, &i) < 0)
+        return -1;
+    cfg->noise_shrink = i == 0;
+    return 0;
+}
+
 static int k_avg_bits(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     if (get_double(c, v, key, 0.0, 32.0, &cfg->budget.avg_bits) < 0)
@@ -912,6 +922,7 @@ static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config
 static const key_def top_keys[] = {
     {"model", k_model}, {"candidates", k_candidates}, {"weights", k_weights},
     {"activations", k_activations}, {"metric", k_metric}, {"metric_scales", k_metric_scales},
+    {"noise", k_noise},
     {"precision", k_precision}, {"budget", k_budget},
     {"pins", k_pins}, {"ties", k_ties}, {"allowed", k_allow}, {"export", k_export}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
 
@@ -949,6 +960,7 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     c->metric = BP_METRIC_RELATIVE;
     c->precision = BP_PREC_SINGLE;
     c->metric_auto = 1;
+    c->noise_shrink = 1;
     c->budget.max_error = -1.0;
     c->time_limit = 60.0;
     c->write_yaml = 1;

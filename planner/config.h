@@ -90,6 +90,7 @@ typedef struct bp_config {
     char *metric_scales;      /* metric_scales: per-layer scales (tools/calibrate.py),
                                * resolved; NULL when none */
     char *metric_scales_as_written;
+    int noise_shrink;         /* noise: shrink (1, the default) | ignore (0) */
     bp_budget_spec budget;
     bp_pin *pins;
     size_t n_pins;

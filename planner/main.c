@@ -114,6 +114,7 @@ typedef struct cli {
     const char *scales_used;  /* the scales file the errors were multiplied by, or NULL */
     char predicts[16];        /* ... and the objective they are then in units of */
     double exponent;          /* ... which is their sum to this power */
+    char noise[512];          /* what was done about a noisy Fisher ("" nothing) */
     const char *calibration;  /* grids --calibration FILE */
     const char *config;       /* export --config FILE */
     bp_export_plan chosen;    /* its layers */
@@ -168,10 +169,14 @@ static void on_signal(int sig)
 
 static int apply_errors(const cli *c, bp_table *t, bp_error *err);
 
-/* metric_scales (or --metric-scales): errors in the objective's units.  Not
- * with --errors, whose errors are measured already. */
+/* metric_scales (or --metric-scales): errors in the objective's units; not
+ * with --errors, whose errors are measured already.  Without either, a noisy
+ * Fisher's layer scales are shrunk (noise: shrink). */
 static int apply_scales(cli *c, const bp_config *cfg, bp_sens_result *sens, bp_error *err)
 {
+    int shrunk;
+    if (!c->errors && !cfg->metric_scales && cfg->noise_shrink)
+        return bp_shrink_noisy(&sens->table, sens, cfg->metric, &shrunk, c->noise, err);
     if (c->errors || !cfg->metric_scales)
         return 0;
     if (bp_scale_errors(&sens->table, cfg->metric_scales, cfg->metric, c->predicts,
@@ -539,6 +544,8 @@ static int solve_and_write(cli *c, const bp_table *t, const bp_config *cfg,
     if (rc == 0 && c->scales_used)
         plan.metric_scales = c->scales_used, plan.predicts = c->predicts,
         plan.exponent = c->exponent;
+    if (rc == 0 && c->noise[0])
+        plan.noise = c->noise;
     const char *shown = NULL;
     /* the plan, its JSON, the exports and the quantized weights land together:
      * each is written to a temporary, and only when all are complete are they

@@ -971,6 +971,9 @@ out:
     return rc;
 }
 
+static int record_noise(const bp_model *m, bp_metric metric, bp_sens_result *res,
+                        bp_error *err);
+
 /* metric: auto -> the most informed metric every layer's data allows: the
  * decision Fisher (ranks layers by what they cost the task best on the e2e
  * models: README), the output Fisher, its diagonal, the relative error, the
@@ -1007,6 +1010,11 @@ int bp_run_sensitivity(bp_config *cfg, int force, bp_progress_fn progress,
         return -1;
     res->n_layers = m.n_layers;
     resolve_metric(cfg, &m);
+    if (record_noise(&m, cfg->metric, res, err) < 0) {
+        bp_model_close(&m);
+        bp_sens_result_free(res);
+        return -1;
+    }
     int rc = -1;
     char *csv = NULL, *memo_path = NULL;
     bp_hash_memo memo;
@@ -1069,6 +1077,107 @@ out:
 void bp_sens_result_free(bp_sens_result *res)
 {
     bp_table_free(&res->table);
+    for (size_t i = 0; res->noise_layer && i < res->n_layers; i++)
+        free(res->noise_layer[i]);
+    free(res->noise_layer);
+    free(res->noise_rse);
+    res->noise_layer = NULL, res->noise_rse = NULL;
+}
+
+/* The metric's Fisher noise per layer, from the calibration file's metadata. */
+static int record_noise(const bp_model *m, bp_metric metric, bp_sens_result *res,
+                        bp_error *err)
+{
+    const char *kind = metric == BP_METRIC_MARGIN ? "margin" : "fisher";
+    if (!m->has_calib || (metric != BP_METRIC_MARGIN && metric != BP_METRIC_KFAC &&
+                          metric != BP_METRIC_FISHER))
+        return 0;
+    res->noise_layer = bp_calloc(m->n_layers ? m->n_layers : 1, sizeof *res->noise_layer, err);
+    res->noise_rse = bp_malloc((m->n_layers ? m->n_layers : 1) * sizeof *res->noise_rse, err);
+    if (!res->noise_layer || !res->noise_rse)
+        return -1;
+    char key[1100];
+    for (size_t i = 0; i < m->n_layers; i++) {
+        snprintf(key, sizeof key, "%s.%s_rse", m->layers[i].name, kind);
+        const char *v = bp_tensorset_meta(&m->calib, key);
+        char *end = NULL;
+        double r = v ? strtod(v, &end) : NAN;
+        res->noise_rse[i] = v && !*end && isfinite(r) && r >= 0 ? r : NAN;
+        if (!(res->noise_layer[i] = bp_strdup(m->layers[i].name, err)))
+            return -1;
+    }
+    const char *how = bp_tensorset_meta(&m->calib, kind);
+    snprintf(res->noise_how, sizeof res->noise_how, "%s", how ? how : "");
+    return 0;
+}
+
+int bp_shrink_noisy(bp_table *t, const bp_sens_result *res, bp_metric metric, int *shrunk,
+                    char *note, bp_error *err)
+{
+    *shrunk = 0;
+    note[0] = '\0';
+    size_t n = res->n_layers;
+    if (!res->noise_rse || !n)
+        return 0;
+    double *y = bp_calloc(n, sizeof *y, err), *v = bp_calloc(n, sizeof *v, err);
+    double *s2 = bp_malloc(n * sizeof *s2, err);
+    int rc = -1;
+    if (!y || !v || !s2)
+        goto out;
+    /* per layer: log(sum metric / sum relative) and its noise variance */
+    for (size_t i = 0; i < t->n; i++) {
+        const bp_table_row *r = &t->rows[i];
+        size_t l = 0;
+        while (l < n && strcmp(res->noise_layer[l], r->layer) != 0)
+            l++;
+        if (l == n || !isfinite(r->value[metric]) || !isfinite(r->value[BP_METRIC_RELATIVE]))
+            goto none;
+        y[l] += r->value[metric];
+        v[l] += r->value[BP_METRIC_RELATIVE];
+    }
+    double worst = 0.0, mean_s2 = 0.0, mean = 0.0, var = 0.0;
+    for (size_t l = 0; l < n; l++) {
+        double rse = res->noise_rse[l];
+        if (!isfinite(rse) || !(y[l] > 0) || !(v[l] > 0))
+            goto none;
+        y[l] = log(y[l] / v[l]);
+        s2[l] = log1p(rse * rse);       /* the variance of log rho */
+        worst = fmax(worst, rse);
+        mean_s2 += s2[l] / (double)n;
+        mean += y[l] / (double)n;
+    }
+    for (size_t l = 0; l < n; l++)
+        var += (y[l] - mean) * (y[l] - mean) / (double)(n > 1 ? n - 1 : 1);
+    double tau2 = fmax(var - mean_s2, 0.0), wsum = 0.0, mu = 0.0;
+    for (size_t l = 0; l < n; l++) {                /* the precision-weighted mean */
+        double w = 1.0 / (tau2 + s2[l] + 1e-300);
+        mu += w * y[l];
+        wsum += w;
+    }
+    mu /= wsum;
+    double most = 0.0;
+    for (size_t l = 0; l < n; l++) {
+        double keep = tau2 / (tau2 + s2[l] + 1e-300), shrunk_y = mu + keep * (y[l] - mu);
+        v[l] = exp(shrunk_y - y[l]);                /* the factor on the layer's errors */
+        most = fmax(most, fabs(shrunk_y - y[l]));
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        size_t l = 0;
+        while (strcmp(res->noise_layer[l], t->rows[i].layer) != 0)
+            l++;
+        t->rows[i].error *= v[l];
+    }
+    *shrunk = 1;
+    snprintf(note, 512, "%s; relative standard error of tr F up to %.0f %%: layer scales "
+             "(over the relative error) shrunk toward their mean, errors moved up to %.2fx",
+             res->noise_how[0] ? res->noise_how : "Fisher", 100.0 * worst, exp(most));
+none:
+    rc = 0;
+out:
+    free(y);
+    free(v);
+    free(s2);
+    return rc;
 }
 
 int bp_scale_errors(bp_table *t, const char *path, bp_metric metric, char *predicts,

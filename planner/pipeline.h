@@ -30,6 +30,12 @@ typedef struct bp_sens_result {
     size_t resumed_layers;    /* layers taken from an interrupted run's journal */
     size_t n_layers;
     double seconds;
+    /* the noise of the metric's Fisher, from the calibration file's metadata
+     * (NAME.fisher_rse or NAME.margin_rse, tools/capture.py): per model layer
+     * (names owned), NAN where unknown; and how it was drawn */
+    char **noise_layer;
+    double *noise_rse;
+    char noise_how[160];
 } bp_sens_result;
 
 /* Measure the table for cfg, or load it from the cache in cfg->out_dir when
@@ -65,6 +71,20 @@ int bp_sens_worker(const bp_config *cfg, const bp_error *cfg_err);
  * naming the file, the layer and the metric. */
 int bp_scale_errors(bp_table *t, const char *path, bp_metric metric, char *predicts,
                     double *exponent, bp_error *err);
+
+/*
+ * Plan robustly with a noisy Fisher (no metric_scales): each layer's scale
+ * rho = sum of its metric over sum of its relative error (the exact, cheap
+ * metric) is an estimate with relative standard error rse (res->noise_rse);
+ * log rho is shrunk toward the layers' pooled mean by the empirical-Bayes
+ * weight tau^2 / (tau^2 + rse^2), tau^2 the spread of log rho between layers
+ * beyond the noise (method of moments), and every error of the layer is
+ * multiplied by the shrunk over the raw scale.  Needs every layer's rse and
+ * relative error; otherwise, and for metrics without a Fisher, nothing is
+ * done (*shrunk 0).  note (>= 512 bytes) says what was done.
+ */
+int bp_shrink_noisy(bp_table *t, const bp_sens_result *res, bp_metric metric, int *shrunk,
+                    char *note, bp_error *err);
 
 /* Write a table as CSV, atomically. */
 int bp_write_table(const bp_table *t, const char *path, bp_error *err);

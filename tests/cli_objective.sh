@@ -113,6 +113,46 @@ printf 'metric_scales: kl.csv\n' >>cfg.yaml
 check "metric_scales in the config" "$BITPLAN" solve cfg.yaml -o c.json -q
 check "the config's scales are applied" grep -q '"predicts": "kl"' c.json
 
+# a noisy Fisher (no scales): each layer's scale over the relative error,
+# log-shrunk toward the precision-weighted mean by tau^2 / (tau^2 + rse^2);
+# noise: ignore keeps the raw errors
+sed -e '/metric_scales/d' -e 's#dir: out#dir: out_noise#' cfg.yaml >noise.yaml
+$PY - <<'PYEOF' || bad "write the noisy calibration file"
+from safetensors_io import load_file, save_file
+t, meta = load_file("calib.safetensors")
+for n, r in (("conv1", "0.05"), ("conv2", "0.3"), ("fc1", "0.6"), ("fc2", "0.02")):
+    meta[n + ".margin_rse"] = r
+save_file("noisy.safetensors", t, meta)
+PYEOF
+sed -i 's#calibration: calib.safetensors#calibration: noisy.safetensors#' noise.yaml
+check "noisy plan" "$BITPLAN" candidates noise.yaml -o noisy.csv
+check "noisy table" "$BITPLAN" sensitivity noise.yaml -o noisy_table.csv -q
+check "the plan says what was done" grep -q 'noise: ".*up to 60 %: layer scales' <("$BITPLAN" solve noise.yaml -o - -q)
+$PY - <<'PYEOF' && ok || bad "the shrunk errors"
+import csv, math
+rows = list(csv.DictReader(open("noisy_table.csv")))
+rse = {"conv1": 0.05, "conv2": 0.3, "fc1": 0.6, "fc2": 0.02}
+names = list(rse)
+y = {n: math.log(sum(float(r["margin"]) for r in rows if r["layer"] == n) /
+                 sum(float(r["relative"]) for r in rows if r["layer"] == n)) for n in names}
+s2 = {n: math.log1p(rse[n] ** 2) for n in names}
+mean = sum(y.values()) / 4
+var = sum((y[n] - mean) ** 2 for n in names) / 3
+tau2 = max(var - sum(s2.values()) / 4, 0.0)
+w = {n: 1 / (tau2 + s2[n]) for n in names}
+mu = sum(w[n] * y[n] for n in names) / sum(w.values())
+f = {n: math.exp(mu + tau2 / (tau2 + s2[n]) * (y[n] - mu) - y[n]) for n in names}
+raw = {(r["layer"], r["wbits"]): float(r["margin"]) for r in rows}
+for r in csv.DictReader(open("noisy.csv")):
+    want = raw[(r["layer"], r["wbits"])] * f[r["layer"]]
+    assert abs(float(r["error"]) - want) <= 1e-9 * want, (r, want)
+assert abs(f["fc1"] - 1) > abs(f["fc2"] - 1), f       # the noisiest moves most
+PYEOF
+printf 'noise: ignore\n' >>noise.yaml
+check "noise ignored" "$BITPLAN" candidates noise.yaml -o raw.csv
+$PY -c 'import csv; t = {(r["layer"], r["wbits"]): float(r["margin"]) for r in csv.DictReader(open("noisy_table.csv"))}; assert all(float(r["error"]) == t[(r["layer"], r["wbits"])] for r in csv.DictReader(open("raw.csv")))' \
+    && ok || bad "noise: ignore plans with the raw errors"
+
 # the decision Fisher is checked like the output Fisher
 $PY - <<'PYEOF' || bad "write a bad file"
 from safetensors_io import load_file, save_file

@@ -126,6 +126,8 @@ static void write_inputs(emitter *e, const bp_plan *p)
         kv_str(e, "predicts", p->predicts);
         kv_num(e, "exponent", p->exponent);
     }
+    if (p->noise)
+        kv_str(e, "noise", p->noise);
     close_obj(e);
 }
 

@@ -41,6 +41,8 @@ typedef struct bp_plan {
     const char *predicts;                        /* the objective the scaled errors
                                                   * predict (kl, flips, loss, metric) */
     double exponent;                             /* it is (sum of errors)^exponent */
+    const char *noise;                           /* what was done about a noisy
+                                                  * Fisher, or NULL */
     double budget_avg_bits;                      /* 0 = not set */
     double budget_max_bytes;                     /* 0 = not set */
     double budget_max_error;                     /* < 0 = not set */
