@@ -869,23 +869,24 @@ static int cmd_inspect(cli *c)
     const char *fmt = bp_tensorset_meta(&ts, "format");
     int quantized = fmt && strncmp(fmt, "bitplan-quantized/", 18) == 0;
     /* a calibration or statistics file: what it holds, for which layers */
-    size_t weights = 0, inputs = 0, grad2 = 0, fisher = 0;
+    size_t weights = 0, inputs = 0, grad2 = 0, fisher = 0, margin = 0;
     for (size_t i = 0; i < n; i++) {
         const char *name = bp_tensorset_get(&ts, i).name, *dot = strrchr(name, '.');
         weights += dot && !strcmp(dot, ".weight");
         inputs += dot && !strcmp(dot, ".input");
         grad2 += dot && !strcmp(dot, ".grad2");
         fisher += dot && (!strcmp(dot, ".fisher") || !strcmp(dot, ".fisher_u"));
+        margin += dot && (!strcmp(dot, ".margin") || !strcmp(dot, ".margin_u"));
     }
     int stats = fmt && !strcmp(fmt, "bitplan-stats");
-    if (!quantized && !weights && (inputs || grad2 || fisher || stats)) {
+    if (!quantized && !weights && (inputs || grad2 || fisher || margin || stats)) {
         if (stats)
             printf("a statistics file (model.calibration): sums of the inputs' squares and "
                    "products, read by bitplan in place of rows\n");
         else
             printf("a calibration file (model.calibration): inputs of %zu layers (NAME.input), "
-                   "%zu with gradients squared (NAME.grad2), %zu with an output Fisher\n",
-                   inputs, grad2, fisher);
+                   "%zu with gradients squared (NAME.grad2), %zu with an output Fisher, %zu "
+                   "with a decision Fisher\n", inputs, grad2, fisher, margin);
         bp_tensorset_close(&ts);
         return 0;
     }
