@@ -34,8 +34,14 @@
  * Budgets are judged on the sum over layers in layer order, in double, with
  * no tolerance: the plan returned satisfies `total <= limit` exactly as any
  * caller summing the same way will see it.
+ *
+ * The exact shortcuts of steps 2, 3, 4 and 7 are in heuristics.c; what
+ * stays here is the GLPK driver (its model, its runs, the exact check and
+ * repair of what it returns, the stages), one route read top to bottom,
+ * which is why the file is a little over 900 lines.
  */
 #include "ip.h"
+#include "ipctx.h"
 #include "frontier.h"
 #include "../common/bp_profile.h"
 
@@ -54,9 +60,6 @@
  * down by a few times that. */
 #define IP_GLPK_TOL_ABS 1e-7
 #define IP_GLPK_TOL_REL 1e-10
-/* Relative slack of the stage-2 "objective stays optimal" row for
- * non-integer objectives. */
-#define IP_LEX_SLACK 1e-12
 /* Integer sums are exact in double below 2^53. */
 #define IP_EXACT_INT 9007199254740992.0
 
@@ -113,11 +116,6 @@ static int ip_check_layers(const bp_problem *p, bp_error *err)
                            "(first[%zu] = %zu > first[%zu] = %zu)",
                            l, l, p->first[l], l + 1, p->first[l + 1]);
     return 0;
-}
-
-static int ip_allowed(const bp_problem *p, size_t c)
-{
-    return !p->allowed || p->allowed[c];
 }
 
 /* Every allowed value of resource r must be a finite number. */
@@ -204,40 +202,6 @@ int bp_problem_min_resource(const bp_problem *p, bp_resource r, double *out,
     return 0;
 }
 
-/* ---- the solver's working state ------------------------------------------ */
-
-/* One exact constraint: sum_l v_res[choice_l] <= limit + slack. */
-typedef struct ip_row {
-    int res;
-    double limit;
-    double slack;
-} ip_row;
-
-typedef struct ip_ctx {
-    const bp_problem *p;
-    const bp_solve_opts *o;
-    size_t n_cand;                /* first[n_layers]: arrays are indexed by c */
-    int primary, secondary;       /* objective and tie-break (-1: none) */
-    int used[BP_RES_COUNT];       /* resource takes part in the program */
-    int integral[BP_RES_COUNT];   /* all values integers, sums exact */
-    double *base[BP_RES_COUNT];   /* per-layer minimum over allowed c */
-    double min_sum[BP_RES_COUNT]; /* sum_l base[r][l] */
-    unsigned char *keep;          /* allowed and not dominated */
-    ip_row *budgets;              /* the user's budgets as rows */
-    size_t n_budgets;
-    double deadline;              /* monotonic seconds; INFINITY: none */
-    double cut;                   /* reduced primary above this: column dropped */
-    int no_presolve;              /* set after GLPK's preprocessor misjudged */
-} ip_ctx;
-
-/* One solver answer: status, plan (when any) and the absolute gap. */
-typedef struct ip_result {
-    bp_solve_status status;
-    int have_plan;
-    size_t *choice;               /* n_layers, owned by the caller */
-    double gap_abs;               /* objective units; 0 optimal, NaN unknown */
-} ip_result;
-
 /* Values are integers and every partial sum stays below 2^53. */
 static int ip_is_integral(const bp_problem *p, int r)
 {
@@ -313,101 +277,6 @@ static int ip_ctx_init(ip_ctx *x, const bp_problem *p, const bp_solve_opts *o,
         x->used[o->budgets[b].resource] = 1;
     }
     return ip_ctx_bases(x, err);
-}
-
-/* ---- exact totals -------------------------------------------------------- */
-
-/* total_r = sum_l v_r[choice_l], in layer order. */
-static double ip_total(const bp_problem *p, int r, const size_t *choice)
-{
-    double s = 0.0;
-    for (size_t l = 0; l < p->n_layers; l++)
-        s += p->res[r][choice[l]];
-    return s;
-}
-
-/* 1 when every row holds exactly; viol[i] (if given) = total - bound. */
-static int ip_rows_hold(const ip_ctx *x, const ip_row *rows, size_t n,
-                        const size_t *choice, double *viol)
-{
-    int ok = 1;
-    for (size_t i = 0; i < n; i++) {
-        double over = ip_total(x->p, rows[i].res, choice) - (rows[i].limit + rows[i].slack);
-        if (viol)
-            viol[i] = over;
-        if (over > 0.0)
-            ok = 0;
-    }
-    return ok;
-}
-
-/* (P, S) lexicographic order on the plan's (primary, secondary) totals. */
-static int ip_lex_less(const ip_ctx *x, const double *a, const double *b)
-{
-    if (a[0] != b[0])
-        return a[0] < b[0];
-    return x->secondary >= 0 && a[1] < b[1];
-}
-
-static void ip_lex_totals(const ip_ctx *x, const size_t *choice, double *t)
-{
-    t[0] = ip_total(x->p, x->primary, choice);
-    t[1] = x->secondary >= 0 ? ip_total(x->p, x->secondary, choice) : 0.0;
-}
-
-/* ---- dominance pre-pass -------------------------------------------------- */
-
-/*
- * d dominates c (same layer, both allowed) when v_r[d] <= v_r[c] for every
- * resource r in play and v_r[d] < v_r[c] for one of them, or the two are
- * equal everywhere and d < c.  A plan using c is never better than the
- * same plan using d (objective, tie-break and every budget are sums of
- * these values), so dropping c keeps the lexicographic optimum; exact
- * duplicates keep the lowest index.
- */
-static int ip_dominates(const ip_ctx *x, size_t d, size_t c)
-{
-    int strict = 0;
-    for (int r = 0; r < BP_RES_COUNT; r++) {
-        if (!x->used[r])
-            continue;
-        double vd = x->p->res[r][d], vc = x->p->res[r][c];
-        if (vd > vc)
-            return 0;
-        strict |= vd < vc;
-    }
-    return strict || d < c;
-}
-
-static void ip_prune(ip_ctx *x)
-{
-    const bp_problem *p = x->p;
-    for (size_t l = 0; l < p->n_layers; l++)
-        for (size_t c = p->first[l]; c < p->first[l + 1]; c++) {
-            int alive = ip_allowed(p, c);
-            for (size_t d = p->first[l]; alive && d < p->first[l + 1]; d++)
-                if (d != c && ip_allowed(p, d) && ip_dominates(x, d, c))
-                    alive = 0;
-            x->keep[c] = (unsigned char)alive;
-        }
-}
-
-/* Per layer, the kept candidate with the smallest (primary, secondary). */
-static void ip_best_each_layer(const ip_ctx *x, size_t *choice)
-{
-    const bp_problem *p = x->p;
-    for (size_t l = 0; l < p->n_layers; l++) {
-        size_t best = SIZE_MAX;
-        for (size_t c = p->first[l]; c < p->first[l + 1]; c++) {
-            if (!x->keep[c])
-                continue;
-            if (best == SIZE_MAX || p->res[x->primary][c] < p->res[x->primary][best] ||
-                (p->res[x->primary][c] == p->res[x->primary][best] && x->secondary >= 0 &&
-                 p->res[x->secondary][c] < p->res[x->secondary][best]))
-                best = c;
-        }
-        choice[l] = best;
-    }
 }
 
 /* ---- the GLPK model ------------------------------------------------------ */
@@ -929,235 +798,6 @@ static void ip_tie_break(const ip_ctx *x, size_t *choice)
     }
     free(rows);
     free(r2.choice);
-}
-
-/* Could swapping choice[l] for c keep every budget?  A cheap estimate from
- * running totals; the exact check follows only when this says yes. */
-static int ip_swap_may_fit(const ip_ctx *x, const double *btot, size_t old, size_t c)
-{
-    for (size_t i = 0; i < x->n_budgets; i++) {
-        const double *v = x->p->res[x->budgets[i].res];
-        double est = btot[i] - v[old] + v[c], lim = x->budgets[i].limit;
-        if (est > lim + 1e-9 * fmax(fabs(lim), fabs(est)))
-            return 0;
-    }
-    return 1;
-}
-
-static void ip_budget_totals(const ip_ctx *x, const size_t *choice, double *btot)
-{
-    for (size_t i = 0; i < x->n_budgets; i++)
-        btot[i] = ip_total(x->p, x->budgets[i].res, choice);
-}
-
-/* Is t better than cur?  Phase 1: lexicographically.  Phase 2: lower
- * secondary with the primary still within cap. */
-static int ip_better(const ip_ctx *x, int phase, const double *t, const double *cur,
-                     double cap)
-{
-    if (phase == 1)
-        return ip_lex_less(x, t, cur);
-    return t[1] < cur[1] && t[0] <= cap;
-}
-
-/* Try c in place of choice[l]; keep it when the plan gets better and
- * still meets every budget exactly. */
-static int ip_try_swap(const ip_ctx *x, int phase, double cap, size_t *choice, size_t l,
-                       size_t c, double *cur, double *btot)
-{
-    double t[2];
-    size_t old = choice[l];
-    if (!ip_swap_may_fit(x, btot, old, c))
-        return 0;
-    if (phase == 2) {
-        double est = cur[0] - x->p->res[x->primary][old] + x->p->res[x->primary][c];
-        if (est > cap + 1e-9 * fabs(cap))
-            return 0;
-    }
-    choice[l] = c;
-    ip_lex_totals(x, choice, t);
-    if (ip_better(x, phase, t, cur, cap) &&
-        ip_rows_hold(x, x->budgets, x->n_budgets, choice, NULL)) {
-        cur[0] = t[0], cur[1] = t[1];
-        ip_budget_totals(x, choice, btot);
-        return 1;
-    }
-    choice[l] = old;
-    return 0;
-}
-
-/* Would c improve the plan in its own layer (phase 1: (primary, secondary);
- * phase 2: secondary)? */
-static int ip_swap_helps(const ip_ctx *x, int phase, size_t cur, size_t c)
-{
-    const double *vs = x->secondary >= 0 ? x->p->res[x->secondary] : NULL;
-    double dp = x->p->res[x->primary][c] - x->p->res[x->primary][cur];
-    if (phase == 2)
-        return vs && vs[c] < vs[cur];
-    if (dp != 0.0)
-        return dp < 0.0;
-    return vs && vs[c] < vs[cur];
-}
-
-static void ip_polish_phase(const ip_ctx *x, int phase, double cap, size_t *choice,
-                            double *btot)
-{
-    const bp_problem *p = x->p;
-    double cur[2];
-    ip_lex_totals(x, choice, cur);
-    ip_budget_totals(x, choice, btot);
-    for (int pass = 0, moved = 1; moved && pass < 8; pass++) {
-        moved = 0;
-        for (size_t l = 0; l < p->n_layers; l++)
-            for (size_t c = p->first[l]; c < p->first[l + 1]; c++)
-                if (x->keep[c] && c != choice[l] && ip_swap_helps(x, phase, choice[l], c))
-                    moved |= ip_try_swap(x, phase, cap, choice, l, c, cur, btot);
-    }
-}
-
-/*
- * 1-swap polish.  Phase 1 replaces one layer's choice whenever that
- * strictly lowers (primary, secondary) and keeps every budget; GLPK's
- * optimality tolerances can leave such moves.  Phase 2 then lowers the
- * secondary resource while the primary stays within the tie slack of its
- * phase-1 value (the tie-break GLPK cannot resolve below its tolerances).
- * Each phase moves monotonically, so both end.
- */
-static void ip_polish(const ip_ctx *x, size_t *choice)
-{
-    double *btot = malloc((x->n_budgets + 1) * sizeof *btot), t[2];
-    if (!btot)
-        return;
-    ip_polish_phase(x, 1, 0.0, choice, btot);
-    if (x->secondary >= 0) {
-        ip_lex_totals(x, choice, t);
-        double cap = t[0] + (x->integral[x->primary] ? 0.0 : IP_LEX_SLACK * fabs(t[0]));
-        ip_polish_phase(x, 2, cap, choice, btot);
-    }
-    free(btot);
-}
-
-/* ---- a greedy incumbent for one budget ------------------------------------- */
-
-typedef struct ip_step {
-    double slope;                 /* primary saved per unit of budget */
-    size_t layer, from, to;       /* candidate indices */
-} ip_step;
-
-static int ip_step_cmp(const void *a, const void *b)
-{
-    const ip_step *s = a, *t = b;
-    if (s->slope != t->slope)
-        return s->slope > t->slope ? -1 : 1;
-    if (s->layer != t->layer)
-        return s->layer < t->layer ? -1 : 1;
-    return s->from < t->from ? -1 : s->from > t->from;
-}
-
-/* Kept candidates of layer l on the lower convex hull of (budget q,
- * primary p), by ascending q, into hull[]; returns how many. */
-static size_t ip_layer_hull(const ip_ctx *x, int q, size_t l, size_t *hull)
-{
-    const double *vq = x->p->res[q], *vp = x->p->res[x->primary];
-    size_t n = 0;
-    for (size_t c = x->p->first[l]; c < x->p->first[l + 1]; c++) {
-        if (!x->keep[c])
-            continue;
-        size_t i = n++;       /* insertion sort by (q, p) */
-        while (i > 0 && (vq[hull[i - 1]] > vq[c] ||
-                         (vq[hull[i - 1]] == vq[c] && vp[hull[i - 1]] > vp[c])))
-            hull[i] = hull[i - 1], i--;
-        hull[i] = c;
-    }
-    size_t h = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t c = hull[i];
-        if (h > 0 && vp[c] >= vp[hull[h - 1]])
-            continue;                          /* costs more, saves nothing */
-        while (h >= 2) {
-            size_t a = hull[h - 2], b = hull[h - 1];
-            double cross = (vq[b] - vq[a]) * (vp[c] - vp[a]) - (vp[b] - vp[a]) * (vq[c] - vq[a]);
-            if (cross > 0.0)
-                break;                         /* b lies on or above a--c */
-            h--;
-        }
-        hull[h++] = c;
-    }
-    return h;
-}
-
-/*
- * The classic multiple-choice knapsack greedy: every layer at its cheapest
- * hull point, then hull steps in order of primary saved per unit of budget
- * while they fit.  Returns 1 with a plan meeting the one budget row.
- *
- * *bound: the LP relaxation's optimum (a lower bound on the primary total of
- * every plan within the budget): the steps in that order up to the first
- * that does not fit, plus the fraction of it that does (Dantzig's bound for
- * the multiple-choice knapsack; ties dropped, which only relaxes further).
- */
-static int ip_greedy(const ip_ctx *x, size_t *choice, double *bound)
-{
-    const bp_problem *p = x->p;
-    const ip_row *row = &x->budgets[0];
-    const double *vq = p->res[row->res], *vp = p->res[x->primary];
-    size_t *hull = malloc((x->n_cand + 1) * sizeof *hull);
-    ip_step *steps = malloc((x->n_cand + 1) * sizeof *steps);
-    size_t n_steps = 0;
-    int ok = 0;
-    double used = 0.0;
-    if (!hull || !steps)
-        goto done;
-    for (size_t l = 0; l < p->n_layers; l++) {
-        size_t h = ip_layer_hull(x, row->res, l, hull);
-        if (h == 0)
-            goto done;
-        choice[l] = hull[0];
-        used += vq[hull[0]];
-        for (size_t i = 0; i + 1 < h; i++)
-            steps[n_steps++] = (ip_step){(vp[hull[i]] - vp[hull[i + 1]]) /
-                                         (vq[hull[i + 1]] - vq[hull[i]]),
-                                         l, hull[i], hull[i + 1]};
-    }
-    qsort(steps, n_steps, sizeof *steps, ip_step_cmp);
-    double lp = 0.0, lp_used = used;
-    int broken = 0;
-    for (size_t l = 0; l < p->n_layers; l++)
-        lp += vp[choice[l]];
-    for (size_t i = 0; i < n_steps; i++) {
-        const ip_step *s = &steps[i];
-        double add = vq[s->to] - vq[s->from];
-        if (!broken) {                 /* the LP takes steps whole until one does not fit */
-            double room = row->limit - lp_used;
-            double f = add <= room ? 1.0 : room > 0.0 ? room / add : 0.0;
-            lp -= f * (vp[s->from] - vp[s->to]);
-            lp_used += f * add;
-            broken = f < 1.0;
-        }
-        if (choice[s->layer] == s->from && used + add <= row->limit)
-            choice[s->layer] = s->to, used += add;
-    }
-    *bound = lp;
-    ok = ip_rows_hold(x, x->budgets, x->n_budgets, choice, NULL);
-done:
-    free(hull);
-    free(steps);
-    return ok;
-}
-
-/*
- * With a plan meeting every budget at primary total U, a candidate whose
- * reduced primary alone exceeds U - sum_l base_l can only be in worse
- * plans; dropping it shrinks the model and, above all, keeps GLPK's
- * objective well scaled (its tolerances are relative to the largest
- * coefficient).
- */
-static void ip_set_cut(ip_ctx *x, const size_t *choice)
-{
-    double u = ip_total(x->p, x->primary, choice);
-    double cut = u - x->min_sum[x->primary];
-    cut += 1e-9 * (fabs(u) + fabs(x->min_sum[x->primary])) + DBL_MIN;
-    x->cut = fmin(x->cut, cut);
 }
 
 /* ---- the entry point ----------------------------------------------------- */
