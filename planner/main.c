@@ -18,6 +18,7 @@
 #include "model.h"
 #include "pipeline.h"
 #include "formats/qweights.h"
+#include "quantize.h"
 #include "distrib.h"
 #include "sweep.h"
 

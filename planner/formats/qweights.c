@@ -1,29 +1,15 @@
 /*
- * qweights.c - write and check the quantized weights of a plan (layout in
- * qweights.h).  Every layer is quantized again with its chosen candidate;
- * the codes are derived from the per-element grid the quantizer reports and
- * checked to reproduce its weights before anything is written.
+ * qweights.c - the quantized-weights file (layout in qweights.h): the
+ * builder that holds a file's entries until they are written, the encoding
+ * of a layer's grid as integer codes, scales and zero points (checked to
+ * reproduce the quantizer's weights before anything is written), and the
+ * checker that reads a file back.
  */
 #include "qweights.h"
-
-#include "common/bp_profile.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "../model.h"
-#include "../pipeline.h"
-
-/* Everything the output file holds, owned here until written. */
-typedef struct qfile {
-    bp_st_entry *e;
-    size_t n, cap;
-    bp_st_meta *meta;
-    size_t n_meta, cap_meta;
-    void **owned;
-    size_t n_owned, cap_owned;
-} qfile;
 
 static void *grow(void *p, size_t *cap, size_t need, size_t size)
 {
@@ -38,7 +24,7 @@ static void *grow(void *p, size_t *cap, size_t need, size_t size)
     return q;
 }
 
-static void *own(qfile *f, void *p)
+void *bp_qfile_own(bp_qfile *f, void *p)
 {
     void **o = grow(f->owned, &f->cap_owned, f->n_owned + 1, sizeof *o);
     if (!o || !p) {
@@ -50,17 +36,17 @@ static void *own(qfile *f, void *p)
     return p;
 }
 
-static char *own_printf(qfile *f, const char *fmt, const char *a, const char *b)
+static char *own_printf(bp_qfile *f, const char *fmt, const char *a, const char *b)
 {
     size_t n = strlen(fmt) + strlen(a) + (b ? strlen(b) : 0) + 1;
     char *s = malloc(n);
     if (s)
         snprintf(s, n, fmt, a, b ? b : "");
-    return own(f, s);
+    return bp_qfile_own(f, s);
 }
 
-static int add_entry(qfile *f, const char *name, const char *suffix, bp_dtype dt, int64_t r0,
-                     int64_t r1, int rank, void *data, size_t nbytes, bp_error *err)
+int bp_qfile_add(bp_qfile *f, const char *name, const char *suffix, bp_dtype dt, int64_t r0,
+                int64_t r1, int rank, void *data, size_t nbytes, bp_error *err)
 {
     bp_st_entry *e = grow(f->e, &f->cap, f->n + 1, sizeof *e);
     char *full = own_printf(f, "%s%s", name, suffix);
@@ -71,8 +57,8 @@ static int add_entry(qfile *f, const char *name, const char *suffix, bp_dtype dt
     return 0;
 }
 
-static int add_meta(qfile *f, const char *layer, const char *key, const char *value,
-                    bp_error *err)
+int bp_qfile_meta(bp_qfile *f, const char *layer, const char *key, const char *value,
+                  bp_error *err)
 {
     bp_st_meta *m = grow(f->meta, &f->cap_meta, f->n_meta + 1, sizeof *m);
     char *k = own_printf(f, "%s.%s", layer, key), *v = own_printf(f, "%s%s", value, NULL);
@@ -83,7 +69,7 @@ static int add_meta(qfile *f, const char *layer, const char *key, const char *va
     return 0;
 }
 
-static void qfile_free(qfile *f)
+void bp_qfile_free(bp_qfile *f)
 {
     for (size_t i = 0; i < f->n_owned; i++)
         free(f->owned[i]);
@@ -94,20 +80,20 @@ static void qfile_free(qfile *f)
 }
 
 /* Scale groups per row under grid g for `in` columns. */
-static int64_t n_groups(const bp_qspec *g, int64_t in)
+static int64_t n_groups(const bp_qgrid *g, int64_t in)
 {
-    return g->granularity == BP_GRAN_GROUP ? (in + g->group_size - 1) / g->group_size : 1;
+    return g->group_size > 0 ? (in + g->group_size - 1) / g->group_size : 1;
 }
 
 /* Codes from the per-element grid, checked against What; the per-block
  * scales and zeros into S and Z (rows_s x G).  Column j of a row in conv
  * group c belongs to scale group g_idx[c * in + j]. */
-static int to_codes(const bp_layer *l, const bp_qspec *g, float *What, const float *es,
+static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const float *es,
                     const float *ez, const int32_t *g_idx, void *codes, float *S, float *Z,
                     bp_error *err)
 {
     int64_t in = l->in, G = n_groups(g, in), og = l->out / l->groups;
-    int tensor = g->granularity == BP_GRAN_TENSOR;
+    int tensor = g->per_tensor;
     float maxq = (float)((1u << g->bits) - 1u);
     unsigned char *seen = bp_calloc((size_t)(tensor ? 1 : l->out * G), 1, err);
     if (!seen)
@@ -120,7 +106,7 @@ static int to_codes(const bp_layer *l, const bp_qspec *g, float *What, const flo
                 S[blk] = es[i], Z[blk] = ez[i], seen[blk] = 1;
             if (es[i] != S[blk] || ez[i] != Z[blk]) {
                 rc = bp_fail(err, "layer '%s': the grid is not constant over its %s block "
-                             "(internal error)", l->name, bp_granularity_name(g->granularity));
+                             "(internal error)", l->name, g->granularity);
                 break;
             }
             float u = fminf(fmaxf(nearbyintf(What[i] / es[i] + ez[i]), 0.0f), maxq);
@@ -141,9 +127,9 @@ static int to_codes(const bp_layer *l, const bp_qspec *g, float *What, const flo
 }
 
 /* Does g_idx differ from column / group_size anywhere? */
-static int permuted_groups(const bp_layer *l, const bp_qspec *g, const int32_t *g_idx)
+static int permuted_groups(const bp_qlayer *l, const bp_qgrid *g, const int32_t *g_idx)
 {
-    for (int64_t c = 0; g->granularity == BP_GRAN_GROUP && c < l->in * l->groups; c++)
+    for (int64_t c = 0; g->group_size > 0 && c < l->in * l->groups; c++)
         if (g_idx[c] != (c % l->in) / g->group_size)
             return 1;
     return 0;
@@ -154,7 +140,7 @@ static int permuted_groups(const bp_layer *l, const bp_qspec *g, const int32_t *
  * code (always, except ERQ's grid, which does not widen its range to 0 and
  * so may put the zero point of a one-signed block off the code range), else
  * I32.  The values are exact: the quantizers fitted fp16 steps. */
-static int add_grid(qfile *f, const char *name, const bp_qspec *g, size_t rows, size_t cols,
+static int add_grid(bp_qfile *f, const char *name, const bp_qgrid *g, size_t rows, size_t cols,
                     const float *S, const float *Z, bp_error *err)
 {
     size_t n = rows * cols;
@@ -168,8 +154,8 @@ static int add_grid(qfile *f, const char *name, const bp_qspec *g, size_t rows, 
     }
     bp_dtype zt = !in_codes ? BP_DT_I32 : g->bits <= 8 ? BP_DT_U8 : BP_DT_U16;
     size_t zsize = zt == BP_DT_I32 ? 4 : zt == BP_DT_U16 ? 2 : 1;
-    unsigned char *zb = own(f, malloc(n * zsize));
-    void *sb = g->fp16_scales ? own(f, malloc(n * sizeof(uint16_t))) : (void *)S;
+    unsigned char *zb = bp_qfile_own(f, malloc(n * zsize));
+    void *sb = g->fp16_scales ? bp_qfile_own(f, malloc(n * sizeof(uint16_t))) : (void *)S;
     if (!zb || !sb)
         return bp_fail(err, "out of memory exporting layer '%s'", name);
     for (size_t i = 0; i < n; i++) {
@@ -188,189 +174,51 @@ static int add_grid(qfile *f, const char *name, const bp_qspec *g, size_t rows, 
         else
             ((int32_t *)zb)[i] = z;
     }
-    int rc = add_entry(f, name, ".scales", g->fp16_scales ? BP_DT_F16 : BP_DT_F32,
+    int rc = bp_qfile_add(f, name, ".scales", g->fp16_scales ? BP_DT_F16 : BP_DT_F32,
                        (int64_t)rows, (int64_t)cols, 2, sb,
                        n * (g->fp16_scales ? sizeof(uint16_t) : sizeof(float)), err);
-    return rc < 0 ? -1 : add_entry(f, name, ".zeros", zt, (int64_t)rows, (int64_t)cols, 2, zb,
+    return rc < 0 ? -1 : bp_qfile_add(f, name, ".zeros", zt, (int64_t)rows, (int64_t)cols, 2, zb,
                                    n * zsize, err);
 }
 
-static int shape_meta(qfile *f, const bp_model *m, const bp_layer_desc *d, bp_error *err)
-{
-    bp_tensor_ref w = bp_tensorset_get(&m->weights, (size_t)d->weight);
-    char buf[200] = "";
-    for (int i = 0; i < w.rank; i++)
-        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%lld", i ? "," : "",
-                 (long long)w.shape[i]);
-    return add_meta(f, d->name, "shape", buf, err);
-}
 
-/* The activation grid the plan's abits use on this layer's inputs, as the
- * sensitivity stage fitted it on the calibration rows: NAME.act_scale and
- * NAME.act_zero (one pair, or one per input column for ptf; log2 keeps its
- * maximum in act_scale), plus NAME.act_quantizer / act_granularity /
- * act_symmetric / act_range.  Per-token grids are fitted per row at run
- * time, so they have the metadata only. */
-static int export_act_grid(qfile *f, const bp_layer *l, const bp_qspec *acts,
-                           const bp_plan_layer *pl, bp_error *err)
+int bp_qfile_add_codes(bp_qfile *f, const bp_qlayer *l, const bp_qgrid *g, int dequantized,
+                       bp_error *err)
 {
-    bp_qspec a = *acts;
-    a.bits = pl->abits;
-    int64_t cols = l->in * l->groups;
-    int rc = add_meta(f, pl->name, "act_quantizer", bp_qkind_name(a.kind), err);
-    rc = rc < 0 ? -1 : add_meta(f, pl->name, "act_granularity",
-                                a.kind == BP_AQ_UNIFORM ? bp_granularity_name(a.granularity)
-                                                        : "per_tensor", err);
-    rc = rc < 0 ? -1 : add_meta(f, pl->name, "act_symmetric", a.symmetric ? "true" : "false", err);
-    rc = rc < 0 ? -1 : add_meta(f, pl->name, "act_range", bp_range_name(a.range), err);
-    if (rc < 0 || !l->X || l->n <= 0)
-        return rc;
-    float *S = own(f, malloc((size_t)cols * sizeof(float)));
-    float *Z = own(f, malloc((size_t)cols * sizeof(float)));
-    if (!S || !Z)
-        return bp_fail(err, "out of memory exporting layer '%s'", pl->name);
-    int64_t k = bp_act_grid(l->X, l->n, cols, &a, S, Z);
-    if (k == 0)
-        return 0;
-    rc = add_entry(f, pl->name, ".act_scale", BP_DT_F32, k, 0, 1, S, (size_t)k * sizeof(float),
-                   err);
-    return rc < 0 ? -1 : add_entry(f, pl->name, ".act_zero", BP_DT_F32, k, 0, 1, Z,
-                                   (size_t)k * sizeof(float), err);
-}
-
-/* One layer at its chosen candidate into f; *spent: the seconds it gave to
- * the load and weights stages. */
-static int export_layer(qfile *f, const bp_config *cfg, const bp_model *m, size_t idx,
-                        const bp_plan_layer *pl, int dequantized, double *spent, bp_error *err)
-{
-    bp_loaded_layer ll;
-    const bp_layer *l = &ll.view;
-    int wq = bp_wquantizer_parse(pl->quantizer);
-    if (wq < 0)
-        return bp_fail(err, "layer '%s': quantizer '%s' is not one bitplan can apply",
-                       pl->name, pl->quantizer);
-    bp_sens_spec spec;
-    bp_sens_spec_from_config(cfg, &spec);
-    spec.quantizer = (bp_wquantizer)wq;
-    spec.acts = bp_config_acts_for_quantizer(cfg, pl->name, spec.quantizer);
-    spec.abits = &pl->abits, spec.n_abits = 1;    /* statistics: this width's grid only */
-    bp_stats_grid sg[1];
-    double t = bp_now();
-    if (bp_model_load_layer_acts(m, idx, &spec.acts, 1, &pl->abits, 1, &ll, sg, err) < 0)
-        return -1;
-    double t_load = bp_now() - t;
-    bp_profile_add(BP_STAGE_LOAD, t_load);
-    *spent += t_load;
-    bp_qspec g = bp_sens_weight_grid(&spec, spec.quantizer);
-    g.bits = pl->wbits;
-    size_t nel = (size_t)(l->out * l->in), G = (size_t)n_groups(&g, l->in);
-    size_t rows_s = g.granularity == BP_GRAN_TENSOR ? 1 : (size_t)l->out;
-    size_t cols_s = g.granularity == BP_GRAN_TENSOR ? 1 : G;
-    float *What = own(f, malloc(nel * sizeof(float)));
-    float *bhat = l->bias ? own(f, malloc((size_t)l->out * sizeof(float))) : NULL;
-    float *es = malloc(nel * sizeof(float)), *ez = malloc(nel * sizeof(float));
-    int32_t *g_idx = own(f, malloc((size_t)(l->in * l->groups) * sizeof(int32_t)));
-    float *S = own(f, malloc(rows_s * cols_s * sizeof(float)));
-    float *Z = own(f, malloc(rows_s * cols_s * sizeof(float)));
-    void *codes = own(f, malloc(nel * (pl->wbits <= 8 ? 1 : 2)));
-    char num[32];
-    int rc = What && (bhat || !l->bias) && es && ez && S && Z && codes && g_idx ? 0
-             : bp_fail(err, "out of memory exporting layer '%s'", pl->name);
-    if (rc == 0 && pl->wbits >= BP_BITS_FLOAT) {
-        memcpy(What, l->W, nel * sizeof(float));
-        if (bhat)
-            memcpy(bhat, l->bias, (size_t)l->out * sizeof(float));
-        rc = add_entry(f, pl->name, ".weight", BP_DT_F32, l->out, l->in, 2, What,
-                       nel * sizeof(float), err);
-    } else if (rc == 0) {
-        t = bp_now();
-        rc = bp_quantize_candidate(l, &spec, pl->wbits, pl->abits, What, bhat, es, ez, g_idx,
-                                   err);
-        double t_w = bp_now() - t;
-        bp_profile_add(BP_STAGE_WEIGHTS, t_w);
-        *spent += t_w;
-        if (rc == 0)
-            rc = to_codes(l, &g, What, es, ez, g_idx, codes, S, Z, err);
-        if (rc == 0 && permuted_groups(l, &g, g_idx))
-            rc = add_entry(f, pl->name, ".g_idx", BP_DT_I32, l->groups > 1 ? l->groups : l->in,
-                           l->groups > 1 ? l->in : 0, l->groups > 1 ? 2 : 1, g_idx,
-                           (size_t)(l->in * l->groups) * sizeof(int32_t), err);
-        if (rc == 0)
-            rc = add_entry(f, pl->name, ".qweight", pl->wbits <= 8 ? BP_DT_U8 : BP_DT_U16,
-                           l->out, l->in, 2, codes, nel * (pl->wbits <= 8 ? 1 : 2), err);
-        if (rc == 0)
-            rc = add_grid(f, pl->name, &g, rows_s, cols_s, S, Z, err);
-        if (rc == 0 && dequantized)
-            rc = add_entry(f, pl->name, ".weight", BP_DT_F32, l->out, l->in, 2, What,
-                           nel * sizeof(float), err);
-    }
-    if (rc == 0 && bhat)
-        rc = add_entry(f, pl->name, ".bias", BP_DT_F32, l->out, 0, 1, bhat,
-                       (size_t)l->out * sizeof(float), err);
-    if (rc == 0 && pl->abits < BP_BITS_FLOAT)
-        rc = export_act_grid(f, l, &spec.acts, pl, err);
-    snprintf(num, sizeof num, "%d", pl->wbits);
-    rc = rc < 0 ? -1 : add_meta(f, pl->name, "wbits", num, err);
-    snprintf(num, sizeof num, "%d", pl->abits);
-    rc = rc < 0 ? -1 : add_meta(f, pl->name, "abits", num, err);
-    rc = rc < 0 ? -1 : add_meta(f, pl->name, "quantizer", pl->quantizer, err);
-    rc = rc < 0 ? -1 : add_meta(f, pl->name, "granularity",
-                                pl->wbits >= BP_BITS_FLOAT ? "none"
-                                                           : bp_granularity_name(g.granularity),
-                                err);
-    snprintf(num, sizeof num, "%lld",
-             (long long)(g.granularity == BP_GRAN_GROUP ? g.group_size : 0));
-    rc = rc < 0 ? -1 : add_meta(f, pl->name, "group_size", num, err);
-    if (pl->wbits < BP_BITS_FLOAT)
-        rc = rc < 0 ? -1 : add_meta(f, pl->name, "symmetric", g.symmetric ? "true" : "false", err);
-    rc = rc < 0 ? -1 : shape_meta(f, m, &m->layers[idx], err);
-    free(es);
-    free(ez);
-    bp_loaded_layer_free(&ll);
-    return rc;
-}
-
-int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *path,
-                       int dequantized, bp_progress_fn progress, void *ctx, bp_error *err)
-{
-    bp_model m;
-    qfile f;
-    double t0 = bp_now();
-    memset(&f, 0, sizeof f);
-    if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
-                      cfg->exclude, cfg->n_exclude, err) < 0)
-        return -1;
-    int rc = 0;
-    double spent = 0.0;          /* given to the load and weights stages */
-    for (size_t i = 0; rc == 0 && i < plan->n_layers; i++) {
-        const bp_plan_layer *pl = &plan->layers[i];
-        size_t idx = 0;
-        if (progress)
-            progress(ctx, i, plan->n_layers, pl->name);
-        while (idx < m.n_layers && strcmp(m.layers[idx].name, pl->name) != 0)
-            idx++;
-        if (idx == m.n_layers)
-            rc = bp_fail(err, "%s: plan layer '%s' is not in the model", cfg->weights, pl->name);
-        else
-            rc = export_layer(&f, cfg, &m, idx, pl, dequantized, &spent, err);
-    }
-    if (rc == 0) {
-        bp_st_meta *mm = grow(f.meta, &f.cap_meta, f.n_meta + 1, sizeof *mm);
-        if (!mm)
-            rc = bp_fail(err, "out of memory writing quantized weights");
-        else
-            f.meta = mm, f.meta[f.n_meta++] = (bp_st_meta){"format", "bitplan-quantized/2"};
-    }
-    if (progress)
-        progress(ctx, plan->n_layers, plan->n_layers, NULL);
+    size_t nel = (size_t)(l->out * l->in), G = (size_t)n_groups(g, l->in);
+    size_t rows_s = g->per_tensor ? 1 : (size_t)l->out, cols_s = g->per_tensor ? 1 : G;
+    float *S = bp_qfile_own(f, malloc(rows_s * cols_s * sizeof(float)));
+    float *Z = bp_qfile_own(f, malloc(rows_s * cols_s * sizeof(float)));
+    void *codes = bp_qfile_own(f, malloc(nel * (g->bits <= 8 ? 1 : 2)));
+    if (!S || !Z || !codes)
+        return bp_fail(err, "out of memory exporting layer '%s'", l->name);
+    int rc = to_codes(l, g, l->What, l->es, l->ez, l->g_idx, codes, S, Z, err);
+    if (rc == 0 && permuted_groups(l, g, l->g_idx))
+        rc = bp_qfile_add(f, l->name, ".g_idx", BP_DT_I32, l->groups > 1 ? l->groups : l->in,
+                          l->groups > 1 ? l->in : 0, l->groups > 1 ? 2 : 1, (void *)l->g_idx,
+                          (size_t)(l->in * l->groups) * sizeof(int32_t), err);
     if (rc == 0)
-        rc = bp_st_write(path, f.e, f.n, f.meta, f.n_meta, err);
-    if (rc < 0)
-        bp_fail_prefix(err, "%s", path);
-    qfile_free(&f);
-    bp_model_close(&m);
-    bp_profile_add(BP_STAGE_WRITE, bp_now() - t0 - spent);
+        rc = bp_qfile_add(f, l->name, ".qweight", g->bits <= 8 ? BP_DT_U8 : BP_DT_U16, l->out,
+                          l->in, 2, codes, nel * (g->bits <= 8 ? 1 : 2), err);
+    if (rc == 0)
+        rc = add_grid(f, l->name, g, rows_s, cols_s, S, Z, err);
+    if (rc == 0 && dequantized)
+        rc = bp_qfile_add(f, l->name, ".weight", BP_DT_F32, l->out, l->in, 2, l->What,
+                          nel * sizeof(float), err);
     return rc;
+}
+
+int bp_qfile_write(bp_qfile *f, const char *path, bp_error *err)
+{
+    bp_st_meta *mm = grow(f->meta, &f->cap_meta, f->n_meta + 1, sizeof *mm);
+    if (!mm)
+        return bp_fail(err, "%s: out of memory writing quantized weights", path);
+    f->meta = mm, f->meta[f->n_meta++] = (bp_st_meta){"format", "bitplan-quantized/2"};
+    if (bp_st_write(path, f->e, f->n, f->meta, f->n_meta, err) < 0) {
+        bp_fail_prefix(err, "%s", path);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- checking ------------------------------------------------------------ */

@@ -31,17 +31,65 @@
 #ifndef BP_QWEIGHTS_H
 #define BP_QWEIGHTS_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "../../common/bp_error.h"
-#include "../config.h"
-#include "../pipeline.h"
-#include "plan.h"
+#include "safetensors.h"
 
-/* Quantize every layer of the plan again with its chosen candidate and
- * write the file atomically; progress (may be NULL) is called per layer. */
-int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *path,
-                       int dequantized, bp_progress_fn progress, void *ctx, bp_error *err);
+/* A file being built: its entries and metadata, and the memory they point
+ * at (owned here until bp_qfile_free).  Zero-initialise. */
+typedef struct bp_qfile {
+    bp_st_entry *e;
+    size_t n, cap;
+    bp_st_meta *meta;
+    size_t n_meta, cap_meta;
+    void **owned;
+    size_t n_owned, cap_owned;
+} bp_qfile;
+
+void bp_qfile_free(bp_qfile *f);
+/* Keep p until the file is freed; returns p (NULL when p is NULL or on out
+ * of memory, p freed). */
+void *bp_qfile_own(bp_qfile *f, void *p);
+/* The tensor NAME SUFFIX: rank 1 ([r0]) or 2 ([r0, r1]) of dtype dt. */
+int bp_qfile_add(bp_qfile *f, const char *name, const char *suffix, bp_dtype dt, int64_t r0,
+                 int64_t r1, int rank, void *data, size_t nbytes, bp_error *err);
+/* Metadata LAYER.KEY = value. */
+int bp_qfile_meta(bp_qfile *f, const char *layer, const char *key, const char *value,
+                  bp_error *err);
+
+/* The grid a layer's codes are on. */
+typedef struct bp_qgrid {
+    int bits;                 /* 2..15 */
+    int per_tensor;           /* one step for the whole matrix */
+    int64_t group_size;       /* columns per scale group; 0: one per row */
+    int fp16_scales;          /* NAME.scales as F16 (else F32) */
+    const char *granularity;  /* its name, for messages */
+} bp_qgrid;
+
+/* A layer quantized on a grid: its dequantized weights What (out x in,
+ * replaced by the exact values the codes give), each element's step and
+ * zero point as the quantizer reports them (es, ez, out x in) and each
+ * column's scale group per conv group (g_idx, groups x in). */
+typedef struct bp_qlayer {
+    const char *name;
+    int64_t out, in;
+    int groups;
+    float *What;
+    const float *es, *ez;
+    const int32_t *g_idx;
+} bp_qlayer;
+
+/* NAME.qweight, NAME.scales, NAME.zeros, NAME.g_idx (when the groups are
+ * not column / group_size) and, with dequantized, NAME.weight; an element
+ * off its grid, a grid that is not constant over its block, a zero point
+ * that is not an integer or a step that is not an fp16 value (with fp16
+ * scales) is an error. */
+int bp_qfile_add_codes(bp_qfile *f, const bp_qlayer *l, const bp_qgrid *g, int dequantized,
+                       bp_error *err);
+/* Write the file atomically (metadata format = bitplan-quantized/2). */
+int bp_qfile_write(bp_qfile *f, const char *path, bp_error *err);
 
 /* Read a file in this layout back and check it: codes within [0, 2^b - 1],
  * shapes consistent, and (when NAME.weight is present) the dequantized
