@@ -14,6 +14,12 @@
 
 #include <stddef.h>
 
+#include "../common/bp_error.h"
+#include "config.h"
+#include "journal.h"
+#include "measure.h"
+#include "model.h"
+
 enum {
     BP_MSG_PLAN = 1,          /* 0 -> worker: int64 layer indices to measure, in order */
     BP_MSG_STOP,              /* 0 -> worker: no more plans */
@@ -37,5 +43,19 @@ void bp_dist_flush(void);
  * return 0 when none is pending.  1: *buf (malloc'ed, NUL-terminated) holds
  * *n bytes; -1: out of memory. */
 int bp_dist_recv(int from0, int wait, int *from, int *kind, char **buf, size_t *n);
+
+/* Rank 0 of several: deal the layers not done (runs of layers with the same
+ * inputs kept together, longest first to the least loaded rank by the cost
+ * model), measure its own, gather the others' as they come (each journaled
+ * on arrival). */
+int bp_measure_distributed(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
+                           void *ctx, bp_table *t, const unsigned char *done, size_t n_done,
+                           bp_journal *jr, bp_error *err);
+
+/* A worker rank: measure the layers rank 0 deals, send their rows, until it
+ * stops the worker.  cfg NULL: the config did not load (cfg_err says why;
+ * reported when work arrives).  Returns 0; failures go to rank 0, which
+ * ends the job. */
+int bp_sens_worker(const bp_config *cfg, const bp_error *cfg_err);
 
 #endif

@@ -7,7 +7,7 @@
 #include "../common/bp_error.h"
 #include "config.h"
 #include "formats/plan.h"
-#include "pipeline.h"
+#include "measure.h"
 
 /* Quantize every layer of the plan again with its chosen candidate and
  * write the file atomically; progress (may be NULL) is called per layer. */

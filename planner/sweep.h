@@ -15,7 +15,7 @@
 
 #include "../common/bp_error.h"
 #include "../sensitivity/table.h"
-#include "pipeline.h"
+#include "problem.h"
 
 typedef struct bp_sweep_point {
     char kind[16];            /* plan | uniform | first_last_8 */

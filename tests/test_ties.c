@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "planner/pipeline.h"
+#include "planner/problem.h"
 
 static const char *const names[6] = {"b0.q", "b0.k", "b0.v", "b1.q", "b1.k", "b1.v"};
 
