@@ -10,11 +10,7 @@
 
 #include <stddef.h>
 
-#define BP_ERROR_MAX 8192          /* a 4096-byte path and the reason after it */
-
-typedef struct bp_error {
-    char msg[BP_ERROR_MAX];
-} bp_error;
+#include "../include/bitplan.h"   /* the record: bp_error, BP_ERROR_MAX */
 
 /* Format a message into err (when err is not NULL) and return -1. */
 int bp_fail(bp_error *err, const char *fmt, ...)

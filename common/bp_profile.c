@@ -29,6 +29,13 @@ void bp_profile_flops(bp_stage s, double flops)
     flops_[s] += flops;
 }
 
+static size_t reused_;
+
+void bp_profile_reused(size_t n)
+{
+    reused_ += n;
+}
+
 void bp_profile_report(FILE *f)
 {
     double total = 0.0;
@@ -46,4 +53,6 @@ void bp_profile_report(FILE *f)
                 seconds_[s] > 0.0 ? flops_[s] * 1e-9 / seconds_[s] : 0.0);
     }
     fprintf(f, "profile: %-22s %9.4f\n", "total", total);
+    if (reused_)
+        fprintf(f, "profile: shared inputs: %zu Grams and GPTQ factors reused\n", reused_);
 }

@@ -6,6 +6,7 @@
 #ifndef BP_PROFILE_H
 #define BP_PROFILE_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 typedef enum bp_stage {
@@ -21,7 +22,10 @@ typedef enum bp_stage {
 double bp_now(void);                              /* monotonic seconds */
 void bp_profile_add(bp_stage s, double seconds);  /* time spent in s */
 void bp_profile_flops(bp_stage s, double flops);  /* floating-point operations done in s */
-/* One line per stage with time, share, GFLOP and GFLOP/s; nothing if no time. */
+/* Grams and GPTQ factors one layer's measurement reused from the last's. */
+void bp_profile_reused(size_t n);
+/* One line per stage with time, share, GFLOP and GFLOP/s, and the reuse;
+ * nothing if no time. */
 void bp_profile_report(FILE *f);
 
 #endif

@@ -8,6 +8,7 @@
 #ifndef BP_CONFIG_H
 #define BP_CONFIG_H
 
+#include "../include/bitplan.h"
 #include <stddef.h>
 
 #include "../common/bp_error.h"
@@ -39,23 +40,7 @@ typedef struct bp_allow {
     size_t n_wbits, n_abits;
 } bp_allow;
 
-typedef struct bp_budget_spec {
-    double avg_bits;          /* 0 = not set */
-    double max_bytes;         /* 0 = not set */
-    double max_error;         /* < 0 = not set */
-    double max_bops;          /* 0 = not set: sum of macs x wbits x abits */
-    double max_latency;       /* 0 = not set: sum of per-layer latencies */
-    int minimize;             /* bp_minimize */
-} bp_budget_spec;
-
-/* budget.minimize: what the plan minimises under the budgets. */
-typedef enum bp_minimize {
-    BP_MIN_AUTO = 0,          /* error, or size when only max_error is given */
-    BP_MIN_ERROR,
-    BP_MIN_SIZE,
-    BP_MIN_BOPS,
-    BP_MIN_LATENCY
-} bp_minimize;
+/* bp_budget_spec and bp_minimize (budget.minimize): include/bitplan.h */
 
 typedef struct bp_config {
     char *path;               /* the config file as given */

@@ -270,7 +270,7 @@ static int take_message(const bp_model *m, int from, int kind, const char *buf, 
 
 /* Rank 0 of several: deal the layers not done, measure its own, gather the
  * others' as they come (each journaled on arrival). */
-int bp_measure_distributed(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
+int bp_measure_distributed(const bp_config *cfg, const bp_model *m, bp_step_fn progress,
                                void *ctx, bp_table *t, const unsigned char *done,
                                size_t n_done, bp_journal *jr, bp_error *err)
 {

@@ -48,7 +48,7 @@ int bp_dist_recv(int from0, int wait, int *from, int *kind, char **buf, size_t *
  * inputs kept together, longest first to the least loaded rank by the cost
  * model), measure its own, gather the others' as they come (each journaled
  * on arrival). */
-int bp_measure_distributed(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
+int bp_measure_distributed(const bp_config *cfg, const bp_model *m, bp_step_fn progress,
                            void *ctx, bp_table *t, const unsigned char *done, size_t n_done,
                            bp_journal *jr, bp_error *err);
 

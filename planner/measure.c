@@ -17,7 +17,7 @@
 #include "checks.h"
 #include "distrib.h"
 
-static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
+static int measure_all(const bp_config *cfg, const bp_model *m, bp_step_fn progress,
                        void *ctx, bp_table *t, const unsigned char *done, size_t n_done,
                        bp_journal *jr, bp_error *err);
 
@@ -77,9 +77,7 @@ int bp_measurer_init(bp_measurer *ms, const bp_config *cfg, const bp_model *m, b
 
 void bp_measurer_free(bp_measurer *ms)
 {
-    if (getenv("BITPLAN_PROFILE") && ms->cache.hits)
-        fprintf(stderr, "profile: shared inputs: %zu Grams and GPTQ factors reused\n",
-                ms->cache.hits);
+    bp_profile_reused(ms->cache.hits);
     bp_sens_cache_free(&ms->cache);
     free(ms->sg);
     memset(ms, 0, sizeof *ms);
@@ -140,7 +138,7 @@ int bp_measure_layer(bp_measurer *ms, size_t i, bp_table *t, bp_error *err)
 }
 
 /* Every layer not done, in order, journaled one by one. */
-static int measure_all(const bp_config *cfg, const bp_model *m, bp_progress_fn progress,
+static int measure_all(const bp_config *cfg, const bp_model *m, bp_step_fn progress,
                        void *ctx, bp_table *t, const unsigned char *done, size_t n_done,
                        bp_journal *jr, bp_error *err)
 {
@@ -253,7 +251,7 @@ static int record_noise(const bp_model *m, bp_metric metric, bp_sens_result *res
 
 volatile sig_atomic_t bp_interrupt_requested = 0;
 
-int bp_run_sensitivity(bp_config *cfg, int force, bp_progress_fn progress,
+int bp_run_sensitivity(bp_config *cfg, int force, bp_step_fn progress,
                        void *progress_ctx, bp_sens_result *res, bp_error *err)
 {
     bp_model m;

@@ -12,13 +12,17 @@
 #include <stdint.h>
 
 #include "../common/bp_error.h"
+#include "../include/bitplan.h"
 #include "../sensitivity/sensitivity.h"
 #include "../sensitivity/table.h"
 #include "config.h"
 #include "journal.h"
 #include "model.h"
 
-typedef void (*bp_progress_fn)(void *ctx, size_t done, size_t total, const char *layer);
+/* Progress of one stage's items (the session turns it into bp_progress_fn):
+ * done of total, `what` the item, NULL when the stage ended. */
+typedef void (*bp_step_fn)(void *ctx, size_t done, size_t total, const char *what);
+
 
 typedef struct bp_sens_result {
     bp_table table;
@@ -48,7 +52,7 @@ void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s);
  * its key matches; force = 1 ignores the cache.  The table is (re)written to
  * the cache.  metric: auto is resolved here (cfg->metric set,
  * cfg->metric_auto cleared). */
-int bp_run_sensitivity(bp_config *cfg, int force, bp_progress_fn progress,
+int bp_run_sensitivity(bp_config *cfg, int force, bp_step_fn progress,
                        void *progress_ctx, bp_sens_result *res, bp_error *err);
 void bp_sens_result_free(bp_sens_result *res);
 

@@ -137,7 +137,7 @@ static int export_layer(bp_qfile *f, const bp_config *cfg, const bp_model *m, si
 }
 
 int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *path,
-                       int dequantized, bp_progress_fn progress, void *ctx, bp_error *err)
+                       int dequantized, bp_step_fn progress, void *ctx, bp_error *err)
 {
     bp_model m;
     bp_qfile f;

@@ -12,6 +12,6 @@
 /* Quantize every layer of the plan again with its chosen candidate and
  * write the file atomically; progress (may be NULL) is called per layer. */
 int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *path,
-                       int dequantized, bp_progress_fn progress, void *ctx, bp_error *err);
+                       int dequantized, bp_step_fn progress, void *ctx, bp_error *err);
 
 #endif

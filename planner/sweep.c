@@ -1,5 +1,6 @@
 /*
- * sweep.c - sweep points, baselines, and their CSV and SVG (see sweep.h).
+ * sweep.c - what-if sweeps (sweep.h): one plan per budget over a session's
+ * table, the uniform baselines, the exact frontier, and their CSV and SVG.
  */
 #include "sweep.h"
 
@@ -9,8 +10,11 @@
 #include <string.h>
 
 #include "../common/bp_file.h"
+#include "assemble.h"
+#include "formats/plan.h"
+#include "session.h"
 
-void bp_sweep_free(bp_sweep *s)
+void bp_sweep_free(bp_sweep_set *s)
 {
     for (size_t i = 0; i < s->n; i++)
         free(s->p[i].layers);
@@ -18,7 +22,7 @@ void bp_sweep_free(bp_sweep *s)
     memset(s, 0, sizeof *s);
 }
 
-static bp_sweep_point *new_point(bp_sweep *s, bp_error *err)
+static bp_sweep_point *new_point(bp_sweep_set *s, bp_error *err)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 32;
@@ -126,7 +130,7 @@ static int fill_point(bp_sweep_point *pt, const bp_table *t, const size_t *rows,
     return 0;
 }
 
-int bp_sweep_add_plan(bp_sweep *s, const bp_table *t, double budget, const bp_solve_result *r,
+int bp_sweep_add_plan(bp_sweep_set *s, const bp_table *t, double budget, const bp_solve_result *r,
                       bp_error *err)
 {
     bp_sweep_point *pt = new_point(s, err);
@@ -220,7 +224,7 @@ static size_t best_row(const bp_table *t, const layer_rows *g, size_t l, int w)
     return best;
 }
 
-static int add_baseline(bp_sweep *s, const bp_table *t, const layer_rows *g, int w, int edge,
+static int add_baseline(bp_sweep_set *s, const bp_table *t, const layer_rows *g, int w, int edge,
                         bp_error *err)
 {
     size_t nl = g->n;
@@ -256,7 +260,7 @@ size_t bp_table_layer_count(const bp_table *t)
     return g.n;
 }
 
-int bp_sweep_add_baselines(bp_sweep *s, const bp_table *t, bp_error *err)
+int bp_sweep_add_baselines(bp_sweep_set *s, const bp_table *t, bp_error *err)
 {
     layer_rows g;
     if (group_layers(t, &g, err) < 0)
@@ -289,7 +293,7 @@ int bp_sweep_add_baselines(bp_sweep *s, const bp_table *t, bp_error *err)
 
 /* ---- output -------------------------------------------------------------- */
 
-int bp_sweep_write_csv(const bp_sweep *s, const char *path, bp_error *err)
+int bp_sweep_write_csv(const bp_sweep_set *s, const char *path, bp_error *err)
 {
     bp_atomic a;
     if (bp_atomic_open(&a, path, err) < 0)
@@ -374,7 +378,7 @@ static int usable(const bp_sweep_point *p)
     return p->layers && p->error > 0 && isfinite(p->error);
 }
 
-static void svg_points(FILE *fp, const bp_sweep *s, const frame *f)
+static void svg_points(FILE *fp, const bp_sweep_set *s, const frame *f)
 {
     fprintf(fp, "<polyline fill='none' stroke='#1f77b4' stroke-width='2' points='");
     for (size_t i = 0; i < s->n; i++)
@@ -401,7 +405,7 @@ static void svg_points(FILE *fp, const bp_sweep *s, const frame *f)
     }
 }
 
-int bp_sweep_write_svg(const bp_sweep *s, const char *path, bp_error *err)
+int bp_sweep_write_svg(const bp_sweep_set *s, const char *path, bp_error *err)
 {
     frame f = {INFINITY, -INFINITY, INFINITY, -INFINITY, 80, 40, 640, 380};
     for (size_t i = 0; i < s->n; i++)
@@ -431,4 +435,130 @@ int bp_sweep_write_svg(const bp_sweep *s, const char *path, bp_error *err)
             f.left + f.w - 200, f.left + f.w - 200, f.left + f.w - 200);
     fprintf(a.fp, "</svg>\n");
     return bp_atomic_commit(&a, err);
+}
+
+/* ---- the sweep of a session (include/bitplan.h) ----------------------------------- */
+
+/* pareto.csv: at most this many (point, layer) cells (about 60 MB) */
+#define PARETO_CELLS 20000000u
+
+/* One point's plan into DIR/plans/plan_NNN.yaml. */
+static int sweep_plan(bp_session *s, const bp_solve_request *req, const bp_solve_result *r,
+                      const char *dir, size_t i, bp_error *err)
+{
+    char name[64];
+    snprintf(name, sizeof name, "plans/plan_%03zu.yaml", i);
+    char *path = bp_path_join(dir, name, err), *pdir = path ? bp_path_dir(path, err) : NULL;
+    int rc = path && pdir && bp_mkdirs(pdir, err) == 0 ? 0 : -1;
+    bp_plan p;
+    const bp_config *cfg = s->has_config ? &s->cfg : NULL;
+    if (rc == 0 && (rc = bp_make_plan(&s->sens.table, r, cfg, cfg ? &s->sens : NULL, req, &p,
+                                      err)) == 0) {
+        rc = bp_plan_write_yaml(&p, path, err);
+        free(p.layers);
+    }
+    free(path);
+    free(pdir);
+    return rc;
+}
+
+static int sweep_solve_all(bp_session *s, const char *budget_name, const double *v, size_t n,
+                           const char *dir, int plans, bp_error *err)
+{
+    s->stage = "sweep";
+    for (size_t i = 0; i < n; i++) {
+        bp_solve_request req;
+        bp_solve_result r;
+        bp_budget_spec b = {0, 0, -1.0, 0, 0, BP_MIN_AUTO};
+        if (!strcmp(budget_name, "avg_bits"))
+            b.avg_bits = v[i];
+        else if (!strcmp(budget_name, "max_bytes"))
+            b.max_bytes = v[i];
+        else if (!strcmp(budget_name, "max_bops"))
+            b.max_bops = v[i];
+        else if (!strcmp(budget_name, "max_latency"))
+            b.max_latency = v[i];
+        else
+            b.max_error = v[i];
+        bp_session_request(s, &b, &req);
+        if (s->o.progress)
+            s->o.progress(s->o.progress_ctx, s->stage, i, n, "budget");
+        if (bp_solve_table(&s->sens.table, &req, &r, err) < 0 && !r.infeasible)
+            return -1;
+        int rc = bp_sweep_add_plan(&s->sw, &s->sens.table, v[i], &r, err);
+        if (rc == 0 && plans && r.chosen)
+            rc = sweep_plan(s, &req, &r, dir, i, err);
+        bp_solve_result_free(&r);
+        if (rc < 0)
+            return -1;
+    }
+    if (s->o.progress)
+        s->o.progress(s->o.progress_ctx, s->stage, n, n, NULL);
+    return 0;
+}
+
+int bp_sweep(bp_session *s, const char *budget_name, const double *values, size_t n,
+             const char *dir, int plans, const bp_sweep_summary **summary, bp_error *err)
+{
+    static const char *const kinds[] = {"avg_bits", "max_bytes", "max_bops", "max_latency",
+                                        "max_error", NULL};
+    int known = 0;
+    for (int k = 0; kinds[k]; k++)
+        known |= !strcmp(budget_name, kinds[k]);
+    if (!known)
+        return bp_fail(err, "sweep budget '%s': expected avg_bits, max_bytes, max_bops, "
+                       "max_latency or max_error", budget_name);
+    if (!s->measured && bp_measure(s, err) < 0)
+        return -1;
+    bp_sweep_free(&s->sw);
+    free(s->sw_csv);
+    free(s->sw_svg);
+    free(s->sw_pareto);
+    s->sw_csv = s->sw_svg = s->sw_pareto = NULL;
+    s->sw.budget_name = budget_name;
+    const bp_table *t = &s->sens.table;
+    if (!dir)
+        dir = s->has_config ? s->cfg.out_dir : ".";
+    int rc = bp_mkdirs(dir, err);
+    if (rc == 0 && s->latency_path == NULL && s->has_config && s->cfg.latency_table &&
+        !s->has_latency)
+        rc = bp_latency_load(&s->latency, s->cfg.latency_table, err) < 0 ? -1
+             : (s->has_latency = 1, 0);
+    else if (rc == 0 && s->latency_path && !s->has_latency)
+        rc = bp_latency_load(&s->latency, s->latency_path, err) < 0 ? -1
+             : (s->has_latency = 1, 0);
+    if (rc == 0 && (!(s->sw_csv = bp_path_join(dir, "frontier.csv", err)) ||
+                    !(s->sw_svg = bp_path_join(dir, "frontier.svg", err)) ||
+                    !(s->sw_pareto = bp_path_join(dir, "pareto.csv", err))))
+        rc = -1;
+    if (rc == 0)
+        rc = sweep_solve_all(s, budget_name, values, n, dir, plans, err);
+    if (rc == 0)
+        rc = bp_sweep_add_baselines(&s->sw, t, err);
+    const char *pareto = s->sw_pareto;
+    if (rc == 0) {                   /* the exact frontier, when it stays small */
+        bp_solve_request req;
+        bp_frontier f;
+        bp_error ferr;
+        bp_session_request(s, NULL, &req);
+        /* points x layers bounded: memory and pareto.csv stay near 20 M cells */
+        size_t nl = bp_table_layer_count(t), cap = PARETO_CELLS / (nl ? nl : 1);
+        cap = cap > 200000 ? 200000 : cap < 16 ? 16 : cap;
+        if (bp_table_frontier(t, &req, cap, &f, &ferr) < 0) {
+            snprintf(s->pareto_note, sizeof s->pareto_note, "skipped (more than %zu points "
+                     "for %zu layers; frontier.csv has the plans)", cap, nl);
+            pareto = s->pareto_note;
+        } else {
+            rc = bp_sweep_write_pareto(t, &f, s->sw_pareto, err);
+            bp_frontier_free(&f);
+        }
+    }
+    if (rc == 0)
+        rc = bp_sweep_write_csv(&s->sw, s->sw_csv, err);
+    if (rc == 0)
+        rc = bp_sweep_write_svg(&s->sw, s->sw_svg, err);
+    s->summary = (bp_sweep_summary){s->sw.p, s->sw.n, budget_name, s->sw_csv, s->sw_svg, pareto};
+    if (summary)
+        *summary = rc == 0 ? &s->summary : NULL;
+    return rc;
 }

@@ -14,40 +14,35 @@
 #include <stddef.h>
 
 #include "../common/bp_error.h"
+#include "../include/bitplan.h"
 #include "../sensitivity/table.h"
 #include "problem.h"
 
-typedef struct bp_sweep_point {
-    char kind[16];            /* plan | uniform | first_last_8 */
-    double budget;            /* the budget asked for (baselines: their b) */
-    char status[16];          /* optimal | feasible | infeasible */
-    double weight_bytes, avg_bits, bops, error;
-    char *layers;             /* "name=w/a name=w/a ..."; NULL when infeasible */
-} bp_sweep_point;
+/* bp_sweep_point: include/bitplan.h */
 
-typedef struct bp_sweep {
+typedef struct bp_sweep_set {
     bp_sweep_point *p;
     size_t n, cap;
     const char *budget_name;  /* avg_bits | max_bytes | max_error */
-} bp_sweep;
+} bp_sweep_set;
 
-void bp_sweep_free(bp_sweep *s);
+void bp_sweep_free(bp_sweep_set *s);
 
 /* "a:b:step" (inclusive of b within rounding) or "x,y,z" -> values. */
 int bp_sweep_parse_values(const char *opt, const char *spec, double **values, size_t *n,
                           bp_error *err);
 
 /* Append the outcome of one solve (r may describe an infeasible budget). */
-int bp_sweep_add_plan(bp_sweep *s, const bp_table *t, double budget, const bp_solve_result *r,
+int bp_sweep_add_plan(bp_sweep_set *s, const bp_table *t, double budget, const bp_solve_result *r,
                       bp_error *err);
 
 /* Append the uniform and first/last-8 baselines for every weight width of
  * the table (activations at the widest candidate, best quantizer). */
 /* Distinct layers of a table (O(n log n)). */
 size_t bp_table_layer_count(const bp_table *t);
-int bp_sweep_add_baselines(bp_sweep *s, const bp_table *t, bp_error *err);
+int bp_sweep_add_baselines(bp_sweep_set *s, const bp_table *t, bp_error *err);
 
-int bp_sweep_write_csv(const bp_sweep *s, const char *path, bp_error *err);
+int bp_sweep_write_csv(const bp_sweep_set *s, const char *path, bp_error *err);
 
 /* pareto.csv: every point of the exact frontier,
  *   weight_bytes,avg_bits,bops,predicted_error,on_hull,layers */
@@ -55,6 +50,6 @@ int bp_sweep_write_pareto(const bp_table *t, const bp_frontier *f, const char *p
                           bp_error *err);
 /* Predicted error (log scale) against weight size, plans as a line,
  * baselines as labelled markers. */
-int bp_sweep_write_svg(const bp_sweep *s, const char *path, bp_error *err);
+int bp_sweep_write_svg(const bp_sweep_set *s, const char *path, bp_error *err);
 
 #endif
