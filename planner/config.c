@@ -1,221 +1,32 @@
 /*
- * config.c - schema walk over the YAML tree: one function per section, each
- * key checked for type and range, every error with file:line:col and the
- * dotted key path.
+ * config.c - schema walk over the YAML tree: one function per key, each
+ * value read by formats/yamlread (type and range checked, every error with
+ * file:line:col and the dotted key path); the defaults, loading and
+ * freeing.  What the rest of the program asks of a config is
+ * config_query.c.
  */
 #include "config.h"
 
-#include <errno.h>
-#include <fnmatch.h>
-#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "../common/bp_file.h"
-#include "formats/yamltree.h"
-
-typedef struct cctx {
-    const char *label;
-    const char *dir;
-    bp_error *err;
-} cctx;
-
-static int at(const cctx *c, const bp_ynode *n, const char *key, const char *fmt,
-              const char *what)
-{
-    return bp_fail(c->err, "%s:%d:%d: %s: %s%s", c->label, n ? n->line : 0,
-                   n ? n->col : 0, key, fmt, what ? what : "");
-}
-
-static int is_null(const bp_ynode *n)
-{
-    return !n || (n->type == BP_Y_SCALAR && !n->quoted &&
-                  (!n->str[0] || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0));
-}
-
-static int want_scalar(const cctx *c, const bp_ynode *n, const char *key, const char *what)
-{
-    if (n && n->type == BP_Y_SCALAR && !is_null(n))
-        return 0;
-    char buf[160];
-    snprintf(buf, sizeof buf, "expected %s, got %s", what,
-             is_null(n) ? "null" : bp_ynode_type_name(n));
-    return at(c, n, key, buf, NULL);
-}
-
-static int get_string(const cctx *c, const bp_ynode *n, const char *key, char **out)
-{
-    if (want_scalar(c, n, key, "a string") < 0)
-        return -1;
-    free(*out);
-    *out = bp_strdup(n->str, c->err);
-    return *out ? 0 : -1;
-}
-
-static int get_double(const cctx *c, const bp_ynode *n, const char *key, double lo,
-                      double hi, double *out)
-{
-    if (want_scalar(c, n, key, "a number") < 0)
-        return -1;
-    char *end;
-    errno = 0;
-    double v = strtod(n->str, &end);
-    if (*end || errno || !isfinite(v) || n->quoted) {
-        char buf[200];
-        if (n->quoted && !*end && !errno && n->str[0])
-            snprintf(buf, sizeof buf, "expected a number, got the quoted string \"%.100s\" "
-                     "(write it without quotes)", n->str);
-        else
-            snprintf(buf, sizeof buf, "expected a number, got '%.100s'", n->str);
-        return at(c, n, key, buf, NULL);
-    }
-    if (v < lo || v > hi) {
-        char buf[200];
-        snprintf(buf, sizeof buf, "expected a value in [%g, %g], got %g", lo, hi, v);
-        return at(c, n, key, buf, NULL);
-    }
-    *out = v;
-    return 0;
-}
-
-static int get_int(const cctx *c, const bp_ynode *n, const char *key, long lo, long hi,
-                   long *out)
-{
-    if (want_scalar(c, n, key, "an integer") < 0)
-        return -1;
-    char *end;
-    errno = 0;
-    long v = strtol(n->str, &end, 10);
-    if (*end || errno || n->quoted || !n->str[0]) {
-        char buf[200];
-        if (n->quoted && !*end && !errno && n->str[0])
-            snprintf(buf, sizeof buf, "expected an integer, got the quoted string \"%.100s\" "
-                     "(write it without quotes)", n->str);
-        else
-            snprintf(buf, sizeof buf, "expected an integer, got '%.100s'", n->str);
-        return at(c, n, key, buf, NULL);
-    }
-    if (v < lo || v > hi) {
-        char buf[200];
-        snprintf(buf, sizeof buf, "expected an integer in [%ld, %ld], got %ld", lo, hi, v);
-        return at(c, n, key, buf, NULL);
-    }
-    *out = v;
-    return 0;
-}
-
-static int get_bool(const cctx *c, const bp_ynode *n, const char *key, int *out)
-{
-    if (want_scalar(c, n, key, "true or false") < 0)
-        return -1;
-    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
-    for (int i = 0; i < 3 && !n->quoted; i++) {
-        if (strcasecmp(n->str, yes[i]) == 0) { *out = 1; return 0; }
-        if (strcasecmp(n->str, no[i]) == 0) { *out = 0; return 0; }
-    }
-    char buf[200];
-    snprintf(buf, sizeof buf, "expected true or false, got '%.100s'", n->str);
-    return at(c, n, key, buf, NULL);
-}
-
-/* names is NULL-terminated; *out = index of the match */
-static int get_enum(const cctx *c, const bp_ynode *n, const char *key,
-                    const char *const *names, int *out)
-{
-    if (want_scalar(c, n, key, "a name") < 0)
-        return -1;
-    char list[256] = "";
-    for (int i = 0; names[i]; i++) {
-        if (strcmp(n->str, names[i]) == 0) {
-            *out = i;
-            return 0;
-        }
-        strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
-        strncat(list, names[i], sizeof list - strlen(list) - 1);
-    }
-    char buf[400];
-    snprintf(buf, sizeof buf, "expected one of %s, got '%.100s'", list, n->str);
-    return at(c, n, key, buf, NULL);
-}
-
-static int want_type(const cctx *c, const bp_ynode *n, const char *key, bp_ynode_type t)
-{
-    if (n && n->type == t)
-        return 0;
-    char buf[160];
-    snprintf(buf, sizeof buf, "expected %s, got %s",
-             t == BP_Y_MAP ? "a mapping" : "a list", is_null(n) ? "null" : bp_ynode_type_name(n));
-    return at(c, n, key, buf, NULL);
-}
-
-static int get_string_list(const cctx *c, const bp_ynode *n, const char *key,
-                           char ***out, size_t *count)
-{
-    if (want_type(c, n, key, BP_Y_SEQ) < 0)
-        return -1;
-    char **list = bp_calloc(n->n, sizeof *list, c->err);
-    if (!list)
-        return -1;
-    for (size_t i = 0; i < n->n; i++)
-        if (get_string(c, n->items[i], key, &list[i]) < 0) {
-            for (size_t j = 0; j < i; j++)
-                free(list[j]);
-            free(list);
-            return -1;
-        }
-    for (size_t i = 0; i < *count; i++)
-        free((*out)[i]);
-    free(*out);
-    *out = list;
-    *count = n->n;
-    return 0;
-}
-
-/* A non-empty list of distinct bit widths in [2, 16]. */
-static int get_bits_list(const cctx *c, const bp_ynode *n, const char *key,
-                         int **out, size_t *count)
-{
-    if (want_type(c, n, key, BP_Y_SEQ) < 0)
-        return -1;
-    if (n->n == 0)
-        return at(c, n, key, "expected at least one bit width", NULL);
-    int *bits = bp_calloc(n->n, sizeof *bits, c->err);
-    if (!bits)
-        return -1;
-    for (size_t i = 0; i < n->n; i++) {
-        long v;
-        if (get_int(c, n->items[i], key, 2, 16, &v) < 0)
-            goto fail;
-        for (size_t j = 0; j < i; j++)
-            if (bits[j] == v) {
-                at(c, n->items[i], key, "bit width listed twice", NULL);
-                goto fail;
-            }
-        bits[i] = (int)v;
-    }
-    free(*out);
-    *out = bits;
-    *count = n->n;
-    return 0;
-fail:
-    free(bits);
-    return -1;
-}
+#include "formats/yamlread.h"
 
 /* ---- sections ---------------------------------------------------------- */
 
-typedef int (*key_fn)(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg);
+typedef int (*key_fn)(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg);
 typedef struct key_def {
     const char *name;
     key_fn fn;
 } key_def;
 
 /* Walk a mapping, dispatching each key; unknown and duplicate keys are errors. */
-static int walk_map(const cctx *c, const bp_ynode *map, const char *section,
+static int walk_map(const bp_yread *c, const bp_ynode *map, const char *section,
                     const key_def *defs, bp_config *cfg)
 {
-    if (want_type(c, map, section[0] ? section : "config", BP_Y_MAP) < 0)
+    if (bp_yr_type(c, map, section[0] ? section : "config", BP_Y_MAP) < 0)
         return -1;
     for (size_t i = 0; i < map->n; i++) {
         const bp_ynode *k = map->items[2 * i], *v = map->items[2 * i + 1];
@@ -223,7 +34,7 @@ static int walk_map(const cctx *c, const bp_ynode *map, const char *section,
         snprintf(key, sizeof key, "%s%s%s", section, section[0] ? "." : "", k->str);
         for (size_t j = 0; j < i; j++)
             if (strcmp(map->items[2 * j]->str, k->str) == 0)
-                return at(c, k, key, "duplicate key", NULL);
+                return bp_yr_at(c, k, key, "duplicate key", NULL);
         const key_def *d = defs;
         while (d->name && strcmp(d->name, k->str) != 0)
             d++;
@@ -242,23 +53,23 @@ static int walk_map(const cctx *c, const bp_ynode *map, const char *section,
     return 0;
 }
 
-static int resolve(const cctx *c, const bp_ynode *v, const char *key, char **resolved,
+static int resolve(const bp_yread *c, const bp_ynode *v, const char *key, char **resolved,
                    char **written)
 {
-    if (get_string(c, v, key, written) < 0)
+    if (bp_yr_string(c, v, key, written) < 0)
         return -1;
     free(*resolved);
     *resolved = bp_path_join(c->dir, *written, c->err);
     return *resolved ? 0 : -1;
 }
 
-static int k_weights_path(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_weights_path(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return resolve(c, v, key, &cfg->weights, &cfg->weights_as_written);
 }
-static int k_calibration(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_calibration(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (is_null(v)) {
+    if (bp_yr_null(v)) {
         free(cfg->calibration);
         free(cfg->calibration_as_written);
         cfg->calibration = cfg->calibration_as_written = NULL;
@@ -266,32 +77,32 @@ static int k_calibration(const cctx *c, const bp_ynode *v, const char *key, bp_c
     }
     return resolve(c, v, key, &cfg->calibration, &cfg->calibration_as_written);
 }
-static int k_include(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_include(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_string_list(c, v, key, &cfg->include, &cfg->n_include);
+    return bp_yr_strings(c, v, key, &cfg->include, &cfg->n_include);
 }
-static int k_exclude(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_exclude(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_string_list(c, v, key, &cfg->exclude, &cfg->n_exclude);
+    return bp_yr_strings(c, v, key, &cfg->exclude, &cfg->n_exclude);
 }
 static const key_def model_keys[] = {
     {"weights", k_weights_path}, {"calibration", k_calibration},
     {"include", k_include}, {"exclude", k_exclude}, {NULL, NULL}};
-static int k_model(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_model(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, model_keys, cfg);
 }
 
-static int k_wbits(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_wbits(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_bits_list(c, v, key, &cfg->wbits, &cfg->n_wbits);
+    return bp_yr_bits(c, v, key, &cfg->wbits, &cfg->n_wbits);
 }
-static int k_abits(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_abits(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_bits_list(c, v, key, &cfg->abits, &cfg->n_abits);
+    return bp_yr_bits(c, v, key, &cfg->abits, &cfg->n_abits);
 }
 static const key_def candidate_keys[] = {{"wbits", k_wbits}, {"abits", k_abits}, {NULL, NULL}};
-static int k_candidates(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_candidates(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, candidate_keys, cfg);
 }
@@ -304,56 +115,56 @@ static bp_qspec *qspec_for(const char *key, bp_config *cfg)
 }
 /* weights.quantizer: a name, or a list of names to measure them all and let
  * the solver choose per layer. */
-static int k_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_quantizer(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"rtn", "gptq", "squant", "erq", NULL};
     int seq = v && v->type == BP_Y_SEQ;
     size_t n = seq ? v->n : 1;
     if (seq && n == 0)
-        return at(c, v, key, "expected at least one quantizer", NULL);
+        return bp_yr_at(c, v, key, "expected at least one quantizer", NULL);
     cfg->n_quantizers = 0;
     for (size_t i = 0; i < n; i++) {
         const bp_ynode *item = seq ? v->items[i] : v;
         int q;
-        if (get_enum(c, item, key, names, &q) < 0)
+        if (bp_yr_enum(c, item, key, names, &q) < 0)
             return -1;
         for (size_t j = 0; j < cfg->n_quantizers; j++)
             if ((int)cfg->quantizers[j] == q)
-                return at(c, item, key, "quantizer listed twice", NULL);
+                return bp_yr_at(c, item, key, "quantizer listed twice", NULL);
         cfg->quantizers[cfg->n_quantizers++] = (bp_wquantizer)q;
     }
     return 0;
 }
-static int k_granularity(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_granularity(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const wnames[] = {"per_tensor", "per_channel", "per_group", NULL};
     static const char *const anames[] = {"per_tensor", "per_token", NULL};
     static const bp_granularity avals[] = {BP_GRAN_TENSOR, BP_GRAN_TOKEN};
     int w = strncmp(key, "weights.", 8) == 0, i;
-    if (get_enum(c, v, key, w ? wnames : anames, &i) < 0)
+    if (bp_yr_enum(c, v, key, w ? wnames : anames, &i) < 0)
         return -1;
     qspec_for(key, cfg)->granularity = w ? (bp_granularity)i : avals[i];
     return 0;
 }
-static int k_group_size(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_group_size(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     long g;
-    if (get_int(c, v, key, 1, 1L << 30, &g) < 0)
+    if (bp_yr_int(c, v, key, 1, 1L << 30, &g) < 0)
         return -1;
     cfg->weights_q.group_size = g;
     return 0;
 }
-static int k_symmetric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_symmetric(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_bool(c, v, key, &qspec_for(key, cfg)->symmetric);
+    return bp_yr_bool(c, v, key, &qspec_for(key, cfg)->symmetric);
 }
 /* "erq" is ERQ's weight grid under weights, its activation grid under
  * activations; a range given here is kept for ERQ too. */
-static int k_range(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_range(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"minmax", "mse", "percentile", "erq", NULL};
     int i;
-    if (get_enum(c, v, key, names, &i) < 0)
+    if (bp_yr_enum(c, v, key, names, &i) < 0)
         return -1;
     bp_qspec *q = qspec_for(key, cfg);
     q->range = i < 3 ? (bp_range)i : q == &cfg->weights_q ? BP_RANGE_ERQ_W : BP_RANGE_ERQ_A;
@@ -361,68 +172,68 @@ static int k_range(const cctx *c, const bp_ynode *v, const char *key, bp_config 
     return 0;
 }
 /* weights.scales: fp16 (what the consumers store, and counted so) or fp32. */
-static int k_scales(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_scales(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"fp32", "fp16", NULL};
-    return get_enum(c, v, key, names, &cfg->weights_q.fp16_scales);
+    return bp_yr_enum(c, v, key, names, &cfg->weights_q.fp16_scales);
 }
-static int k_mse_norm(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_mse_norm(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_double(c, v, key, 1.0, 4.0, &qspec_for(key, cfg)->mse_norm);
+    return bp_yr_double(c, v, key, 1.0, 4.0, &qspec_for(key, cfg)->mse_norm);
 }
-static int k_block_size(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_block_size(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     long b;
-    if (get_int(c, v, key, 1, 1L << 20, &b) < 0)
+    if (bp_yr_int(c, v, key, 1, 1L << 20, &b) < 0)
         return -1;
     cfg->gptq.block_size = b;
     return 0;
 }
-static int k_damp(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_damp(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_double(c, v, key, 1e-6, 10.0, &cfg->gptq.damp);
+    return bp_yr_double(c, v, key, 1e-6, 10.0, &cfg->gptq.damp);
 }
-static int k_act_order(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_act_order(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_bool(c, v, key, &cfg->gptq.act_order);
+    return bp_yr_bool(c, v, key, &cfg->gptq.act_order);
 }
-static int k_squant_mode(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_squant_mode(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"e", "ek", "ec", "ekc", NULL};
-    return get_enum(c, v, key, names, &cfg->squant_mode);
+    return bp_yr_enum(c, v, key, names, &cfg->squant_mode);
 }
 static const key_def squant_keys[] = {{"mode", k_squant_mode}, {NULL, NULL}};
-static int k_squant(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_squant(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, squant_keys, cfg);
 }
-static int k_lambda(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_lambda(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     size_t n = strlen(key);
     double *out = key[n - 1] == '1' ? &cfg->erq.lambda1 : &cfg->erq.lambda2;
-    if (get_double(c, v, key, 0.0, 1e12, out) < 0)
+    if (bp_yr_double(c, v, key, 0.0, 1e12, out) < 0)
         return -1;
-    return *out > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+    return *out > 0 ? 0 : bp_yr_at(c, v, key, "expected a positive number", NULL);
 }
-static int k_max_flips(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_max_flips(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     long f;
-    if (get_int(c, v, key, 0, 1000000, &f) < 0)
+    if (bp_yr_int(c, v, key, 0, 1000000, &f) < 0)
         return -1;
     cfg->erq.max_flips = (int)f;
     return 0;
 }
 static const key_def erq_keys[] = {
     {"lambda1", k_lambda}, {"lambda2", k_lambda}, {"max_flips", k_max_flips}, {NULL, NULL}};
-static int k_erq(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_erq(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, erq_keys, cfg);
 }
-static int k_gptq_precision(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_gptq_precision(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"single", "double", NULL};
     int i;
-    if (get_enum(c, v, key, names, &i) < 0)
+    if (bp_yr_enum(c, v, key, names, &i) < 0)
         return -1;
     cfg->gptq.precision = i == 0 ? BP_GPTQ_SINGLE : BP_GPTQ_DOUBLE;
     return 0;
@@ -430,15 +241,15 @@ static int k_gptq_precision(const cctx *c, const bp_ynode *v, const char *key, b
 static const key_def gptq_keys[] = {{"block_size", k_block_size}, {"damp", k_damp},
                                     {"act_order", k_act_order}, {"precision", k_gptq_precision},
                                     {NULL, NULL}};
-static int k_gptq(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_gptq(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, gptq_keys, cfg);
 }
-static int k_cross_fit(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_cross_fit(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"false", "true", "auto", NULL};
     int i;
-    if (get_enum(c, v, key, names, &i) < 0)
+    if (bp_yr_enum(c, v, key, names, &i) < 0)
         return -1;
     cfg->cross_fit = i;               /* BP_XFIT_OFF, _ON, _AUTO in that order */
     return 0;
@@ -449,38 +260,17 @@ static const key_def weight_keys[] = {
     {"group_size", k_group_size}, {"symmetric", k_symmetric},
     {"range", k_range}, {"mse_norm", k_mse_norm}, {"scales", k_scales}, {NULL, NULL}};
 static const char *const act_kinds[] = {"uniform", "log2", "ptf", NULL};
-static int k_act_quantizer(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_act_quantizer(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     int i;
-    if (get_enum(c, v, key, act_kinds, &i) < 0)
+    if (bp_yr_enum(c, v, key, act_kinds, &i) < 0)
         return -1;
     cfg->acts_q.kind = (bp_qkind)i;
     return 0;
 }
 
-/* Walk the keys of one list item (a mapping) named k, refusing duplicate
- * keys; fn handles each key (with its full path kk) and value. */
-typedef int (*item_fn)(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
-                       void *ctx);
-static int walk_item(const cctx *c, const bp_ynode *m, const char *k, item_fn fn, void *ctx)
-{
-    if (want_type(c, m, k, BP_Y_MAP) < 0)
-        return -1;
-    for (size_t j = 0; j < m->n; j++) {
-        const bp_ynode *kn = m->items[2 * j], *vn = m->items[2 * j + 1];
-        char kk[160];
-        snprintf(kk, sizeof kk, "%s.%s", k, kn->str);
-        for (size_t t = 0; t < j; t++)
-            if (strcmp(m->items[2 * t]->str, kn->str) == 0)
-                return at(c, kn, kk, "duplicate key", NULL);
-        if (fn(c, kk, kn, vn, ctx) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 /* One key of a per_layer rule: pattern, quantizer, granularity, range. */
-static int rule_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+static int rule_key(const bp_yread *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
                     void *ctx)
 {
     static const char *const grans[] = {"per_tensor", "per_token", NULL};
@@ -491,38 +281,38 @@ static int rule_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_
     bp_act_rule *r = ctx;
     int i;
     if (strcmp(kn->str, "pattern") == 0)
-        return get_string(c, vn, kk, &r->pattern);
+        return bp_yr_string(c, vn, kk, &r->pattern);
     if (strcmp(kn->str, "quantizer") == 0)
-        return get_enum(c, vn, kk, act_kinds, &r->kind);
+        return bp_yr_enum(c, vn, kk, act_kinds, &r->kind);
     if (strcmp(kn->str, "range") == 0) {
-        if (get_enum(c, vn, kk, ranges, &i) < 0)
+        if (bp_yr_enum(c, vn, kk, ranges, &i) < 0)
             return -1;
         r->range = (int)rvals[i];
         return 0;
     }
     if (strcmp(kn->str, "granularity") == 0) {
-        if (get_enum(c, vn, kk, grans, &i) < 0)
+        if (bp_yr_enum(c, vn, kk, grans, &i) < 0)
             return -1;
         r->granularity = (int)gvals[i];
         return 0;
     }
-    return at(c, kn, kk, "unknown key (expected one of: pattern, quantizer, granularity, "
-              "range)", NULL);
+    return bp_yr_at(c, kn, kk, "unknown key (expected one of: pattern, quantizer, granularity, "
+                    "range)", NULL);
 }
 
-static int act_rule(const cctx *c, const bp_ynode *m, const char *k, bp_act_rule *r)
+static int act_rule(const bp_yread *c, const bp_ynode *m, const char *k, bp_act_rule *r)
 {
     *r = (bp_act_rule){NULL, -1, -1, -1};
-    if (walk_item(c, m, k, rule_key, r) < 0)
+    if (bp_yr_walk_item(c, m, k, rule_key, r) < 0)
         return -1;
     if (!r->pattern)
-        return at(c, m, k, "missing key 'pattern'", NULL);
+        return bp_yr_at(c, m, k, "missing key 'pattern'", NULL);
     return 0;
 }
 
-static int k_act_rules(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_act_rules(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+    if (bp_yr_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
     cfg->act_rules = bp_calloc(v->n ? v->n : 1, sizeof *cfg->act_rules, c->err);
     if (!cfg->act_rules)
@@ -541,25 +331,25 @@ static const key_def act_keys[] = {
     {"quantizer", k_act_quantizer}, {"per_layer", k_act_rules},
     {"granularity", k_granularity}, {"symmetric", k_symmetric},
     {"range", k_range}, {"mse_norm", k_mse_norm}, {NULL, NULL}};
-static int k_weights(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_weights(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, weight_keys, cfg);
 }
-static int k_activations(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_activations(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, act_keys, cfg);
 }
 
-static int k_precision(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_precision(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"single", "double", NULL};
     int i;
-    if (get_enum(c, v, key, names, &i) < 0)
+    if (bp_yr_enum(c, v, key, names, &i) < 0)
         return -1;
     cfg->precision = i == 0 ? BP_PREC_SINGLE : BP_PREC_DOUBLE;
     return 0;
 }
-static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_metric(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *names[BP_METRIC_COUNT + 2];
     int i;
@@ -567,7 +357,7 @@ static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config
         names[i] = bp_metric_name((bp_metric)i);
     names[i] = "auto";
     names[i + 1] = NULL;
-    if (get_enum(c, v, key, names, &i) < 0)
+    if (bp_yr_enum(c, v, key, names, &i) < 0)
         return -1;
     cfg->metric_auto = i == BP_METRIC_COUNT;
     if (!cfg->metric_auto)
@@ -575,61 +365,62 @@ static int k_metric(const cctx *c, const bp_ynode *v, const char *key, bp_config
     return 0;
 }
 
-static int k_metric_scales(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_metric_scales(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return resolve(c, v, key, &cfg->metric_scales, &cfg->metric_scales_as_written);
 }
 
-static int k_noise(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_noise(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"shrink", "ignore", NULL};
     int i;
-    if (get_enum(c, v, key, names, &i) < 0)
+    if (bp_yr_enum(c, v, key, names, &i) < 0)
         return -1;
     cfg->noise_shrink = i == 0;
     return 0;
 }
 
-static int k_avg_bits(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_avg_bits(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (get_double(c, v, key, 0.0, 32.0, &cfg->budget.avg_bits) < 0)
+    if (bp_yr_double(c, v, key, 0.0, 32.0, &cfg->budget.avg_bits) < 0)
         return -1;
-    return cfg->budget.avg_bits > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+    return cfg->budget.avg_bits > 0 ? 0 : bp_yr_at(c, v, key, "expected a positive number", NULL);
 }
-static int k_max_bytes(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_max_bytes(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (get_double(c, v, key, 0.0, 1e18, &cfg->budget.max_bytes) < 0)
+    if (bp_yr_double(c, v, key, 0.0, 1e18, &cfg->budget.max_bytes) < 0)
         return -1;
-    return cfg->budget.max_bytes > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+    return cfg->budget.max_bytes > 0 ? 0 : bp_yr_at(c, v, key, "expected a positive number", NULL);
 }
-static int k_max_error(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_max_error(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_double(c, v, key, 0.0, 1e300, &cfg->budget.max_error);
+    return bp_yr_double(c, v, key, 0.0, 1e300, &cfg->budget.max_error);
 }
-static int k_max_bops(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_max_bops(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (get_double(c, v, key, 0.0, 1e30, &cfg->budget.max_bops) < 0)
+    if (bp_yr_double(c, v, key, 0.0, 1e30, &cfg->budget.max_bops) < 0)
         return -1;
-    return cfg->budget.max_bops > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+    return cfg->budget.max_bops > 0 ? 0 : bp_yr_at(c, v, key, "expected a positive number", NULL);
 }
-static int k_max_latency(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_max_latency(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (get_double(c, v, key, 0.0, 1e30, &cfg->budget.max_latency) < 0)
+    if (bp_yr_double(c, v, key, 0.0, 1e30, &cfg->budget.max_latency) < 0)
         return -1;
-    return cfg->budget.max_latency > 0 ? 0 : at(c, v, key, "expected a positive number", NULL);
+    return cfg->budget.max_latency > 0 ? 0
+                                       : bp_yr_at(c, v, key, "expected a positive number", NULL);
 }
-static int k_latency_table(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_latency_table(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     char *written = NULL;
     int rc = resolve(c, v, key, &cfg->latency_table, &written);
     free(written);
     return rc;
 }
-static int k_minimize(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_minimize(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     static const char *const names[] = {"error", "size", "bops", "latency", NULL};
     int i;
-    if (get_enum(c, v, key, names, &i) < 0)
+    if (bp_yr_enum(c, v, key, names, &i) < 0)
         return -1;
     cfg->budget.minimize = BP_MIN_ERROR + i;
     return 0;
@@ -638,32 +429,32 @@ static const key_def budget_keys[] = {
     {"avg_bits", k_avg_bits}, {"max_bytes", k_max_bytes}, {"max_error", k_max_error},
     {"max_bops", k_max_bops}, {"max_latency", k_max_latency},
     {"latency_table", k_latency_table}, {"minimize", k_minimize}, {NULL, NULL}};
-static int k_budget(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_budget(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, budget_keys, cfg);
 }
 
 /* One key of a pin: pattern, wbits, abits. */
-static int pin_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+static int pin_key(const bp_yread *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
                    void *ctx)
 {
     bp_pin *p = ctx;
     long bits;
     if (strcmp(kn->str, "pattern") == 0)
-        return get_string(c, vn, kk, &p->pattern);
+        return bp_yr_string(c, vn, kk, &p->pattern);
     if (strcmp(kn->str, "wbits") == 0 || strcmp(kn->str, "abits") == 0) {
-        if (get_int(c, vn, kk, 2, 16, &bits) < 0)
+        if (bp_yr_int(c, vn, kk, 2, 16, &bits) < 0)
             return -1;
         *(kn->str[0] == 'w' ? &p->wbits : &p->abits) = (int)bits;
         return 0;
     }
-    return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
+    return bp_yr_at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
 }
 
 /* pins: a list of {pattern, wbits, abits}; at least one of the widths. */
-static int k_pins(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_pins(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+    if (bp_yr_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
     cfg->pins = bp_calloc(v->n ? v->n : 1, sizeof *cfg->pins, c->err);
     if (!cfg->pins)
@@ -673,46 +464,46 @@ static int k_pins(const cctx *c, const bp_ynode *v, const char *key, bp_config *
         bp_pin *p = &cfg->pins[cfg->n_pins++];
         char k[64];
         snprintf(k, sizeof k, "pins[%zu]", i);
-        if (walk_item(c, m, k, pin_key, p) < 0)
+        if (bp_yr_walk_item(c, m, k, pin_key, p) < 0)
             return -1;
         if (!p->pattern)
-            return at(c, m, k, "missing key 'pattern'", NULL);
+            return bp_yr_at(c, m, k, "missing key 'pattern'", NULL);
         if (!p->wbits && !p->abits)
-            return at(c, m, k, "expected wbits and/or abits to pin", NULL);
+            return bp_yr_at(c, m, k, "expected wbits and/or abits to pin", NULL);
     }
     return 0;
 }
 
 /* One key of a tie: pattern (a regular expression), wbits, abits. */
-static int tie_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+static int tie_key(const bp_yread *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
                    void *ctx)
 {
     bp_tie *t = ctx;
     if (strcmp(kn->str, "pattern") == 0)
-        return get_string(c, vn, kk, &t->regex);
+        return bp_yr_string(c, vn, kk, &t->regex);
     if (strcmp(kn->str, "wbits") == 0)
-        return get_bool(c, vn, kk, &t->wbits);
+        return bp_yr_bool(c, vn, kk, &t->wbits);
     if (strcmp(kn->str, "abits") == 0)
-        return get_bool(c, vn, kk, &t->abits);
-    return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
+        return bp_yr_bool(c, vn, kk, &t->abits);
+    return bp_yr_at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
 }
 
 /* One key of a rename rule: from (regex), to (replacement with \1..\9). */
-static int rename_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+static int rename_key(const bp_yread *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
                       void *ctx)
 {
     bp_name_rule *r = ctx;
     char *s = NULL;
     if (strcmp(kn->str, "from") != 0 && strcmp(kn->str, "to") != 0)
-        return at(c, kn, kk, "unknown key (expected one of: from, to)", NULL);
-    if (get_string(c, vn, kk, &s) < 0)
+        return bp_yr_at(c, kn, kk, "unknown key (expected one of: from, to)", NULL);
+    if (bp_yr_string(c, vn, kk, &s) < 0)
         return -1;
     *(kn->str[0] == 'f' ? &r->from : &r->to) = s;
     return 0;
 }
-static int k_rename(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_rename(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+    if (bp_yr_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
     cfg->rename = bp_calloc(v->n ? v->n : 1, sizeof *cfg->rename, c->err);
     if (!cfg->rename)
@@ -721,25 +512,25 @@ static int k_rename(const cctx *c, const bp_ynode *v, const char *key, bp_config
         char k[64];
         snprintf(k, sizeof k, "%s[%zu]", key, i);
         cfg->n_rename++;
-        if (walk_item(c, v->items[i], k, rename_key, &cfg->rename[i]) < 0)
+        if (bp_yr_walk_item(c, v->items[i], k, rename_key, &cfg->rename[i]) < 0)
             return -1;
         if (!cfg->rename[i].from || !cfg->rename[i].to)
-            return at(c, v->items[i], k, "expected keys 'from' and 'to'", NULL);
+            return bp_yr_at(c, v->items[i], k, "expected keys 'from' and 'to'", NULL);
     }
     return 0;
 }
-static int k_llama_names(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_llama_names(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_bool(c, v, key, &cfg->llama_names);
+    return bp_yr_bool(c, v, key, &cfg->llama_names);
 }
-static int k_compress(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_compress(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_bool(c, v, key, &cfg->llama_compress);
+    return bp_yr_bool(c, v, key, &cfg->llama_compress);
 }
 /* export.ggml_types: {"4": q4_0, "4/32": q4_0, ...}: bits, or bits/group. */
-static int k_ggml_types(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_ggml_types(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (want_type(c, v, key, BP_Y_MAP) < 0)
+    if (bp_yr_type(c, v, key, BP_Y_MAP) < 0)
         return -1;
     cfg->ggml = bp_calloc(v->n ? v->n : 1, sizeof *cfg->ggml, c->err);
     if (!cfg->ggml)
@@ -752,9 +543,9 @@ static int k_ggml_types(const cctx *c, const bp_ynode *v, const char *key, bp_co
         if (*end == '/')
             g = strtol(end + 1, &end, 10);
         if (*end || b < 1 || b > 16 || (g < 0 && strchr(kn->str, '/')))
-            return at(c, kn, kk, "expected a key BITS or BITS/GROUP (GROUP 0 = per channel)",
-                      NULL);
-        if (get_string(c, vn, kk, &type) < 0)
+            return bp_yr_at(c, kn, kk, "expected a key BITS or BITS/GROUP (GROUP 0 = per channel)",
+                            NULL);
+        if (bp_yr_string(c, vn, kk, &type) < 0)
             return -1;
         cfg->ggml[cfg->n_ggml++] = (bp_ggml_rule){(int)b, g == 0 ? -2 : g, type};
     }
@@ -763,29 +554,29 @@ static int k_ggml_types(const cctx *c, const bp_ynode *v, const char *key, bp_co
 static const key_def export_keys[] = {
     {"llama_names", k_llama_names}, {"rename", k_rename}, {"ggml_types", k_ggml_types},
     {"compress_blocks", k_compress}, {NULL, NULL}};
-static int k_export(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_export(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, export_keys, cfg);
 }
 
 /* One key of an allowed rule: pattern, wbits (list), abits (list). */
-static int allow_key(const cctx *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
+static int allow_key(const bp_yread *c, const char *kk, const bp_ynode *kn, const bp_ynode *vn,
                      void *ctx)
 {
     bp_allow *a = ctx;
     if (strcmp(kn->str, "pattern") == 0)
-        return get_string(c, vn, kk, &a->pattern);
+        return bp_yr_string(c, vn, kk, &a->pattern);
     if (strcmp(kn->str, "wbits") == 0)
-        return get_bits_list(c, vn, kk, &a->wbits, &a->n_wbits);
+        return bp_yr_bits(c, vn, kk, &a->wbits, &a->n_wbits);
     if (strcmp(kn->str, "abits") == 0)
-        return get_bits_list(c, vn, kk, &a->abits, &a->n_abits);
-    return at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
+        return bp_yr_bits(c, vn, kk, &a->abits, &a->n_abits);
+    return bp_yr_at(c, kn, kk, "unknown key (expected one of: pattern, wbits, abits)", NULL);
 }
 
 /* allowed: a list of {pattern, wbits: [...], abits: [...]}. */
-static int k_allow(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_allow(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+    if (bp_yr_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
     cfg->allow = bp_calloc(v->n ? v->n : 1, sizeof *cfg->allow, c->err);
     if (!cfg->allow)
@@ -794,20 +585,20 @@ static int k_allow(const cctx *c, const bp_ynode *v, const char *key, bp_config 
         bp_allow *a = &cfg->allow[cfg->n_allow++];
         char k[64];
         snprintf(k, sizeof k, "allowed[%zu]", i);
-        if (walk_item(c, v->items[i], k, allow_key, a) < 0)
+        if (bp_yr_walk_item(c, v->items[i], k, allow_key, a) < 0)
             return -1;
         if (!a->pattern)
-            return at(c, v->items[i], k, "missing key 'pattern'", NULL);
+            return bp_yr_at(c, v->items[i], k, "missing key 'pattern'", NULL);
         if (!a->n_wbits && !a->n_abits)
-            return at(c, v->items[i], k, "expected a wbits and/or abits list", NULL);
+            return bp_yr_at(c, v->items[i], k, "expected a wbits and/or abits list", NULL);
     }
     return 0;
 }
 
 /* ties: a list of {pattern, wbits, abits}; wbits defaults to true. */
-static int k_ties(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_ties(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+    if (bp_yr_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
     cfg->ties = bp_calloc(v->n ? v->n : 1, sizeof *cfg->ties, c->err);
     if (!cfg->ties)
@@ -817,34 +608,36 @@ static int k_ties(const cctx *c, const bp_ynode *v, const char *key, bp_config *
         char k[64];
         *t = (bp_tie){NULL, 1, 0};
         snprintf(k, sizeof k, "ties[%zu]", i);
-        if (walk_item(c, v->items[i], k, tie_key, t) < 0)
+        if (bp_yr_walk_item(c, v->items[i], k, tie_key, t) < 0)
             return -1;
         if (!t->regex)
-            return at(c, v->items[i], k, "missing key 'pattern'", NULL);
+            return bp_yr_at(c, v->items[i], k, "missing key 'pattern'", NULL);
         if (!t->wbits && !t->abits)
-            return at(c, v->items[i], k, "expected wbits and/or abits to tie", NULL);
+            return bp_yr_at(c, v->items[i], k, "expected wbits and/or abits to tie", NULL);
     }
     return 0;
 }
 
-static int k_time_limit(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_time_limit(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    if (get_double(c, v, key, 0.0, 1e7, &cfg->time_limit) < 0)
+    if (bp_yr_double(c, v, key, 0.0, 1e7, &cfg->time_limit) < 0)
         return -1;
-    return cfg->time_limit > 0 ? 0 : at(c, v, key, "expected a positive number of seconds", NULL);
+    return cfg->time_limit > 0
+               ? 0
+               : bp_yr_at(c, v, key, "expected a positive number of seconds", NULL);
 }
-static int k_mip_gap(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_mip_gap(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_double(c, v, key, 0.0, 1.0, &cfg->mip_gap);
+    return bp_yr_double(c, v, key, 0.0, 1.0, &cfg->mip_gap);
 }
 static const key_def solver_keys[] = {
     {"time_limit", k_time_limit}, {"mip_gap", k_mip_gap}, {NULL, NULL}};
-static int k_solver(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_solver(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, solver_keys, cfg);
 }
 
-static int k_out_dir(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_out_dir(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     char *written = NULL;
     int rc = resolve(c, v, key, &cfg->out_dir, &written);
@@ -852,34 +645,34 @@ static int k_out_dir(const cctx *c, const bp_ynode *v, const char *key, bp_confi
     return rc;
 }
 /* A plain file name: the outputs live inside output.dir. */
-static int get_file_name(const cctx *c, const bp_ynode *v, const char *key, char **out)
+static int get_file_name(const bp_yread *c, const bp_ynode *v, const char *key, char **out)
 {
-    if (get_string(c, v, key, out) < 0)
+    if (bp_yr_string(c, v, key, out) < 0)
         return -1;
     if (!(*out)[0] || strchr(*out, '/') || strcmp(*out, ".") == 0 || strcmp(*out, "..") == 0)
-        return at(c, v, key, "expected a file name without '/' (it is placed in output.dir)",
-                  NULL);
+        return bp_yr_at(c, v, key, "expected a file name without '/' (it is placed in output.dir)",
+                        NULL);
     return 0;
 }
-static int k_plan(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_plan(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return get_file_name(c, v, key, &cfg->plan_name);
 }
-static int k_table(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_table(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return get_file_name(c, v, key, &cfg->table_name);
 }
-static int k_formats(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_formats(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     /* yaml, json, then the exports in bp_export_names order */
     const char *names[2 + BP_EXPORT_COUNT + 1] = {"yaml", "json"};
     for (int f = 0; f < BP_EXPORT_COUNT; f++)
         names[2 + f] = bp_export_names[f];
     names[2 + BP_EXPORT_COUNT] = NULL;
-    if (want_type(c, v, key, BP_Y_SEQ) < 0)
+    if (bp_yr_type(c, v, key, BP_Y_SEQ) < 0)
         return -1;
     if (v->n == 0)
-        return at(c, v, key, "expected at least one format", NULL);
+        return bp_yr_at(c, v, key, "expected at least one format", NULL);
     cfg->write_yaml = cfg->write_json = 0;
     cfg->exports = 0;
     for (size_t i = 0; i < v->n; i++) {
@@ -887,9 +680,9 @@ static int k_formats(const cctx *c, const bp_ynode *v, const char *key, bp_confi
         if (v->items[i]->type == BP_Y_SCALAR && !strcmp(v->items[i]->str, "hawq")) {
             bp_error why;
             bp_export_unknown("hawq", &why);
-            return at(c, v->items[i], key, why.msg, NULL);
+            return bp_yr_at(c, v->items[i], key, why.msg, NULL);
         }
-        if (get_enum(c, v->items[i], key, names, &f) < 0)
+        if (bp_yr_enum(c, v->items[i], key, names, &f) < 0)
             return -1;
         if (f < 2)
             *(f == 0 ? &cfg->write_yaml : &cfg->write_json) = 1;
@@ -900,21 +693,21 @@ static int k_formats(const cctx *c, const bp_ynode *v, const char *key, bp_confi
         cfg->write_yaml = 1;         /* exports are made from the YAML plan */
     return 0;
 }
-static int k_weights_out(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_weights_out(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     free(cfg->weights_out);
     cfg->weights_out = NULL;
     return get_file_name(c, v, key, &cfg->weights_out);
 }
-static int k_dequantized(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_dequantized(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
-    return get_bool(c, v, key, &cfg->dequantized);
+    return bp_yr_bool(c, v, key, &cfg->dequantized);
 }
 static const key_def output_keys[] = {
     {"weights", k_weights_out}, {"dequantized", k_dequantized},
     {"dir", k_out_dir}, {"plan", k_plan}, {"table", k_table}, {"formats", k_formats},
     {NULL, NULL}};
-static int k_output(const cctx *c, const bp_ynode *v, const char *key, bp_config *cfg)
+static int k_output(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, output_keys, cfg);
 }
@@ -924,7 +717,8 @@ static const key_def top_keys[] = {
     {"activations", k_activations}, {"metric", k_metric}, {"metric_scales", k_metric_scales},
     {"noise", k_noise},
     {"precision", k_precision}, {"budget", k_budget},
-    {"pins", k_pins}, {"ties", k_ties}, {"allowed", k_allow}, {"export", k_export}, {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
+    {"pins", k_pins}, {"ties", k_ties}, {"allowed", k_allow}, {"export", k_export},
+    {"solver", k_solver}, {"output", k_output}, {NULL, NULL}};
 
 /* ---- defaults and loading ---------------------------------------------- */
 
@@ -967,7 +761,7 @@ static int set_defaults(bp_config *c, const char *dir, bp_error *err)
     return 0;
 }
 
-static int check_pins(const cctx *c, const bp_config *cfg)
+static int check_pins(const bp_yread *c, const bp_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_pins; i++) {
         const bp_pin *p = &cfg->pins[i];
@@ -985,100 +779,12 @@ static int check_pins(const cctx *c, const bp_config *cfg)
     return 0;
 }
 
-char *bp_config_json_name(const char *plan)
-{
-    size_t n = strlen(plan);
-    size_t stem = n > 5 && !strcmp(plan + n - 5, ".yaml") ? n - 5
-                  : n > 4 && !strcmp(plan + n - 4, ".yml") ? n - 4 : n;
-    char *out = malloc(stem + 6);
-    if (out)
-        snprintf(out, stem + 6, "%.*s.json", (int)stem, plan);
-    return out;
-}
-
-static int add_name(char **names, size_t *n, const char *fmt, const char *a, const char *b)
-{
-    size_t len = strlen(a) + (b ? strlen(b) : 0) + 16;
-    if (*n + 1 >= BP_OUTPUT_NAMES_MAX || !(names[*n] = malloc(len)))
-        return -1;
-    snprintf(names[*n], len, fmt, a, b ? b : "");
-    names[++*n] = NULL;
-    return 0;
-}
-
-size_t bp_config_output_names(const bp_config *c, char **names)
-{
-    size_t n = 0;
-    names[0] = NULL;
-    add_name(names, &n, "%s%s", c->plan_name, NULL);
-    if ((names[n] = bp_config_json_name(c->plan_name)))
-        names[++n] = NULL;
-    add_name(names, &n, "%s%s", c->table_name, NULL);
-    add_name(names, &n, "%s%s", c->table_name, ".key");
-    add_name(names, &n, "%s%s", c->table_name, ".partial");
-    for (int f = 0; f < BP_EXPORT_COUNT; f++) {
-        if (!(c->exports & (1u << f)))
-            continue;
-        add_name(names, &n, "%s%s", bp_export_files[f], NULL);
-        if (f == 0)
-            add_name(names, &n, "%s%s", bp_export_files[f], ".args");
-    }
-    if (c->weights_out)
-        add_name(names, &n, "%s%s", c->weights_out, NULL);
-    static const char *const fixed[] = {"frontier.csv", "pareto.csv", "frontier.svg"};
-    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
-        add_name(names, &n, "%s%s", fixed[i], NULL);
-    return n;
-}
-
-void bp_config_output_names_free(char **names)
-{
-    for (size_t i = 0; names[i]; i++)
-        free(names[i]);
-    names[0] = NULL;
-}
-
-/* output.plan, output.table and output.weights must not land on each other
- * or on another output of the run. */
-static int check_outputs(const char *label, const bp_config *c, bp_error *err)
-{
-    size_t n = strlen(c->plan_name);
-    if (n > 5 && !strcmp(c->plan_name + n - 5, ".json"))
-        return bp_fail(err, "%s: output.plan: '%s' ends in .json, but the plan file is YAML "
-                       "(the JSON plan is written beside it); name it '%.*s.yaml'", label,
-                       c->plan_name, (int)(n - 5), c->plan_name);
-    char *names[BP_OUTPUT_NAMES_MAX + 1];
-    bp_config_output_names(c, names);
-    /* who owns each name, for the message */
-    const char *owner[] = {"output.plan", "the JSON plan", "output.table", "the table's key",
-                           "the table's journal"};
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && names[i]; i++)
-        for (size_t j = i + 1; rc == 0 && names[j]; j++)
-            if (strcmp(names[i], names[j]) == 0) {
-                const char *a = i < 5 ? owner[i] : "an export";
-                const char *b = c->weights_out && !strcmp(names[j], c->weights_out)
-                                    ? "output.weights"
-                                : j < 5 ? owner[j] : "an export or sweep output";
-                if (i >= 5 && c->weights_out && !strcmp(names[i], c->weights_out))
-                    a = "output.weights";
-                rc = bp_fail(err, "%s: %s and %s are both '%s' in output.dir; give them "
-                             "different names", label, a, b, names[i]);
-            }
-    for (size_t i = 0; rc == 0 && names[i]; i++)
-        if (!strcmp(names[i], ".bitplan-sets") ||
-            !strcmp(names[i], ".bitplan-hashes"))
-            rc = bp_fail(err, "%s: '%s' is bitplan's own file in output.dir; choose another "
-                         "name", label, names[i]);
-    bp_config_output_names_free(names);
-    return rc;
-}
 
 int bp_config_parse(bp_config *c, const char *text, size_t size, const char *label,
                     const char *dir, bp_error *err)
 {
     bp_ynode *root = NULL;
-    cctx ctx = {label, dir, err};
+    bp_yread ctx = {label, dir, err};
     if (set_defaults(c, dir, err) < 0)
         goto fail;
     if (bp_yaml_parse(text, size, label, &root, err) < 0)
@@ -1093,7 +799,7 @@ int bp_config_parse(bp_config *c, const char *text, size_t size, const char *lab
         bp_fail(err, "%s: missing required key model.weights", label);
         goto fail;
     }
-    if (check_pins(&ctx, c) < 0 || check_outputs(label, c, err) < 0)
+    if (check_pins(&ctx, c) < 0 || bp_config_check_outputs(label, c, err) < 0)
         goto fail;
     bp_ynode_free(root);
     c->path = bp_strdup(label, err);
@@ -1170,45 +876,4 @@ void bp_config_free(bp_config *c)
     free(c->table_name);
     free(c->weights_out);
     memset(c, 0, sizeof *c);
-}
-
-bp_qspec bp_config_acts_for(const bp_config *c, const char *layer)
-{
-    bp_qspec q = c->acts_q;
-    for (size_t i = 0; i < c->n_act_rules; i++) {
-        const bp_act_rule *r = &c->act_rules[i];
-        if (fnmatch(r->pattern, layer, 0) != 0)
-            continue;
-        if (r->kind >= 0)
-            q.kind = (bp_qkind)r->kind;
-        if (r->granularity >= 0)
-            q.granularity = (bp_granularity)r->granularity;
-        if (r->range >= 0)
-            q.range = (bp_range)r->range;
-        break;
-    }
-    return q;
-}
-
-bp_qspec bp_config_acts_for_quantizer(const bp_config *c, const char *layer, bp_wquantizer q)
-{
-    bp_qspec a = bp_config_acts_for(c, layer);
-    int rule_range = 0;
-    for (size_t i = 0; i < c->n_act_rules; i++)
-        if (fnmatch(c->act_rules[i].pattern, layer, 0) == 0) {
-            rule_range = c->act_rules[i].range >= 0;
-            break;
-        }
-    if (q == BP_WQ_ERQ && !c->acts_range_set && !rule_range && a.kind == BP_AQ_UNIFORM) {
-        a.range = BP_RANGE_ERQ_A;
-        a.granularity = BP_GRAN_TENSOR;
-        a.symmetric = 0;
-    }
-    return a;
-}
-
-int bp_config_has_budget(const bp_config *c)
-{
-    return c->budget.avg_bits > 0 || c->budget.max_bytes > 0 || c->budget.max_error >= 0 ||
-           c->budget.max_bops > 0 || c->budget.max_latency > 0;
 }

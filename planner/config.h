@@ -114,6 +114,10 @@ size_t bp_config_output_names(const bp_config *c, char **names);
 void bp_config_output_names_free(char **names);
 /* plan.yaml -> plan.json (the JSON plan beside the YAML one); malloc'ed. */
 char *bp_config_json_name(const char *plan_name);
+
+/* output.plan, output.table and output.weights must not land on each other
+ * or on another output of the run (label names the config in messages). */
+int bp_config_check_outputs(const char *label, const bp_config *c, bp_error *err);
 /* Parse from memory; `dir` resolves relative paths. */
 int bp_config_parse(bp_config *c, const char *text, size_t size, const char *label,
                     const char *dir, bp_error *err);

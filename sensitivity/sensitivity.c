@@ -3,7 +3,7 @@
  * weight width, activations once per activation width, then read every
  * candidate's error off the Gram of [X, dX] (ALGORITHMS.md section 4).
  */
-#include "sensitivity.h"
+#include "sensctx.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -13,356 +13,12 @@
 #include "common/bp_profile.h"
 #include "gram.h"
 
-static const char *const wq_names[BP_WQ_COUNT] = {"rtn", "gptq", "squant", "erq"};
-
-const char *bp_wquantizer_name(bp_wquantizer q)
-{
-    return (unsigned)q < BP_WQ_COUNT ? wq_names[q] : "?";
-}
-
-int bp_wquantizer_parse(const char *name)
-{
-    for (int i = 0; i < BP_WQ_COUNT; i++)
-        if (strcmp(name, wq_names[i]) == 0)
-            return i;
-    return -1;
-}
-
-bp_qspec bp_sens_weight_grid(const bp_sens_spec *spec, bp_wquantizer q)
-{
-    bp_qspec g = spec->weights;
-    if (q == BP_WQ_SQUANT) {
-        g.granularity = BP_GRAN_CHANNEL;
-        g.symmetric = 0;
-        g.range = BP_RANGE_MINMAX;
-        g.group_size = 0;
-    } else if (q == BP_WQ_ERQ && spec->erq_grid) {   /* ERQ's search, asymmetric */
-        g.symmetric = 0;
-        g.range = BP_RANGE_ERQ_W;
-    }
-    return g;
-}
-
 int bp_sens_needs_data(const bp_sens_spec *spec)
 {
     return spec->metric != BP_METRIC_WEIGHT || spec->quantizer == BP_WQ_GPTQ ||
            spec->quantizer == BP_WQ_ERQ;
 }
 
-/* Does the layer have calibration data (rows or statistics)? */
-static int has_data(const bp_layer *l)
-{
-    return (l->X || l->stats) && l->n > 0;
-}
-
-/* Group j's statistics at one activation width (sg NULL: float inputs). */
-static bp_gram_stats group_stats(const bp_layer *l, const bp_stats_grid *sg, int j)
-{
-    int64_t d = l->in, dd = d * d;
-    const bp_stats *st = l->stats;
-    bp_gram_stats g = {l->n, d, sg ? sg->qtq + j * dd : st->xtx + j * dd,
-                       sg ? sg->qtx + j * dd : NULL, st->xtx + j * dd,
-                       sg ? sg->qsum + j * d : st->xsum + j * d};
-    return g;
-}
-
-/* Quantizers whose weights depend on the (quantized) inputs. */
-static int uses_inputs(const bp_sens_spec *spec)
-{
-    return spec->quantizer == BP_WQ_GPTQ || spec->quantizer == BP_WQ_ERQ;
-}
-
-/* ---- the cache of shared inputs (sensitivity.h) ---------------------------- */
-
-/* What an entry was made from: the inputs' activation settings (bits 16:
- * float inputs), the columns and, for GPTQ, the options the factor depends
- * on.  Built with memset so that it compares with memcmp. */
-typedef struct sens_key {
-    int kind;                 /* 0: a Gram, 1: a GPTQ factor */
-    bp_qspec acts;
-    int64_t n, col0, d;
-    int single;               /* Gram: precision; factor: GPTQ precision */
-    double damp;
-    int act_order;
-} sens_key;
-
-typedef struct bp_sens_entry {
-    sens_key key;
-    bp_gram gram;
-    bp_gptq_factor f;
-} bp_sens_entry;
-
-void bp_sens_cache_reset(bp_sens_cache *c)
-{
-    for (size_t i = 0; i < c->n; i++) {
-        bp_gram_free(&c->e[i].gram);
-        bp_gptq_factor_free(&c->e[i].f);
-    }
-    c->n = 0;
-}
-
-void bp_sens_cache_free(bp_sens_cache *c)
-{
-    bp_sens_cache_reset(c);
-    free(c->e);
-    memset(c, 0, sizeof *c);
-}
-
-static sens_key make_key(int kind, const bp_qspec *acts, int64_t n, int64_t col0, int64_t d,
-                         int single, const bp_gptq_opts *o)
-{
-    sens_key k;
-    memset(&k, 0, sizeof k);
-    k.kind = kind, k.n = n, k.col0 = col0, k.d = d, k.single = single;
-    if (acts)
-        k.acts = *acts;
-    else
-        k.acts.bits = BP_BITS_FLOAT;
-    if (o)
-        k.damp = o->damp, k.act_order = o->act_order;
-    return k;
-}
-
-static bp_sens_entry *cache_find(bp_sens_cache *c, const sens_key *k)
-{
-    for (size_t i = 0; c && i < c->n; i++)
-        if (memcmp(&c->e[i].key, k, sizeof *k) == 0)
-            return &c->e[i];
-    return NULL;
-}
-
-/* A new zeroed entry for k, or NULL (no memory: the cache simply misses). */
-static bp_sens_entry *cache_add(bp_sens_cache *c, const sens_key *k)
-{
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? 2 * c->cap : 8;
-        bp_sens_entry *e = realloc(c->e, cap * sizeof *e);
-        if (!e)
-            return NULL;
-        c->e = e, c->cap = cap;
-    }
-    bp_sens_entry *e = &c->e[c->n++];
-    memset(e, 0, sizeof *e);
-    e->key = *k;
-    return e;
-}
-
-/* GPTQ's factor of group j in single precision from the error stage's Gram
- * of the same inputs (the cache's, or made here and left in the cache):
- * H = 2 Gb, the same bits bp_gptq_factor_build forms alone. */
-static int gptq_factor_shared(const bp_layer *l, const bp_sens_spec *spec, const float *X, int j,
-                              bp_sens_cache *c, const bp_qspec *akey, bp_gptq_factor *f,
-                              bp_error *err)
-{
-    int64_t d = l->in, col0 = (int64_t)j * l->in;
-    sens_key gk = make_key(0, akey, l->n, col0, d, 1, NULL);
-    bp_sens_entry *ge = cache_find(c, &gk);
-    bp_gram own = {0};
-    const bp_gram *g = &own;
-    double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
-    int rc = H ? 0 : -1;
-    if (rc == 0 && ge) {
-        g = &ge->gram;
-        c->hits++;
-    } else if (rc == 0) {
-        rc = bp_gram_build_prec(&own, X, NULL, l->n, l->in * l->groups, col0, d, 0, 1, err);
-        if (rc == 0 && (ge = cache_add(c, &gk))) {
-            bp_gram_lend(&ge->gram, &own);     /* the error stage will find it */
-            g = &ge->gram;
-        }
-    }
-    if (rc == 0)
-        rc = bp_gram_hessian(g, 2.0, H, err);
-    if (rc == 0)
-        rc = bp_gptq_factor_from_hessian(f, H, d, &spec->gptq, err);
-    free(H);
-    bp_gram_free(&own);
-    return rc;
-}
-
-/* GPTQ's factor of group j from statistics: H = 2 qtq / n in double. */
-static int gptq_factor_stats(const bp_layer *l, const bp_sens_spec *spec, const bp_stats_grid *sg,
-                             int j, bp_gptq_factor *f, bp_error *err)
-{
-    bp_gram_stats st = group_stats(l, sg, j);
-    int64_t d = l->in;
-    double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
-    if (!H)
-        return -1;
-    for (int64_t i = 0; i < d * d; i++)
-        H[i] = 2.0 * st.qtq[i] / (double)l->n;
-    int rc = bp_gptq_factor_from_hessian(f, H, d, &spec->gptq, err);
-    free(H);
-    return rc;
-}
-
-/* ERQ's sums from statistics: G = A^T A (da x da), DA = dX^T A (d x da),
- * A = [Xbar | 1] with a bias (da = d + 1). */
-static int erq_sums_stats(const bp_layer *l, const bp_stats_grid *sg, double **G, double **DA,
-                          bp_error *err)
-{
-    bp_gram_stats st = group_stats(l, sg, 0);
-    int64_t d = l->in, da = d + (l->bias ? 1 : 0);
-    *G = bp_malloc((size_t)(da * da) * sizeof(double), err);
-    *DA = bp_calloc((size_t)(d * da), sizeof(double), err);
-    if (!*G || !*DA)
-        return -1;
-    for (int64_t i = 0; i < d; i++) {
-        for (int64_t j = 0; j < d; j++) {
-            (*G)[i * da + j] = st.qtq[i * d + j];
-            if (st.qtx)      /* dX^T Xbar = Xbar^T Xbar - X^T Xbar */
-                (*DA)[i * da + j] = st.qtq[i * d + j] - st.qtx[j * d + i];
-        }
-        if (da > d) {
-            (*G)[i * da + d] = (*G)[d * da + i] = st.qsum[i];
-            if (st.qtx)
-                (*DA)[i * da + d] = st.qsum[i] - l->stats->xsum[i];
-        }
-    }
-    if (da > d)
-        (*G)[d * da + d] = (double)l->n;
-    return 0;
-}
-
-/* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups),
- * for n_b weight widths bits[b] into What[b]; scale and zero (per element,
- * one width only) may be NULL.  Each group's factor is built once for all
- * widths.  A per-tensor grid is fitted once on the whole weight tensor and
- * shared by the groups, so that the layer has one grid as its granularity
- * says. */
-static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *bits, size_t n_b,
-                        const float *X, const bp_stats_grid *sg, float *const *What, float *scale,
-                        float *zero, int32_t *g_idx, bp_sens_cache *c, const bp_qspec *akey,
-                        bp_error *err)
-{
-    int64_t og = l->out / l->groups;
-    float *grids = bp_malloc(2 * n_b * sizeof(float), err);
-    if (!grids)
-        return -1;
-    for (size_t b = 0; b < n_b; b++)
-        if (spec->weights.granularity == BP_GRAN_TENSOR && l->groups > 1 &&
-            bits[b] < BP_BITS_FLOAT) {
-            bp_qspec q = spec->weights;
-            q.bits = bits[b];
-            bp_qspec_fit(&q, l->W, (size_t)(l->out * l->in), &grids[2 * b], &grids[2 * b + 1]);
-        }
-    int rc = 0, any = 0;
-    for (size_t b = 0; b < n_b; b++) {
-        any |= bits[b] < BP_BITS_FLOAT;
-        if (bits[b] >= BP_BITS_FLOAT)
-            memcpy(What[b], l->W, (size_t)(l->out * l->in) * sizeof(float));
-    }
-    for (int j = 0; any && rc == 0 && j < l->groups; j++) {
-        int64_t off = (int64_t)j * og * l->in;
-        bp_gptq_factor own = {0};
-        const bp_gptq_factor *f = &own;
-        sens_key k = make_key(1, akey, l->n, (int64_t)j * l->in, l->in,
-                              spec->gptq.precision, &spec->gptq);
-        bp_sens_entry *e = c ? cache_find(c, &k) : NULL;
-        if (e) {
-            f = &e->f;
-            c->hits++;
-        } else if (l->stats) {      /* H = 2 Xbar^T Xbar / n from the sums */
-            rc = gptq_factor_stats(l, spec, sg, j, &own, err);
-            if (rc == 0 && c && (e = cache_add(c, &k))) {
-                e->f = own;
-                memset(&own, 0, sizeof own);
-                f = &e->f;
-            }
-        } else {
-            rc = c && spec->gptq.precision != BP_GPTQ_DOUBLE
-                     ? gptq_factor_shared(l, spec, X, j, c, akey, &own, err)
-                     : bp_gptq_factor_build(&own, X, l->n, l->in * l->groups,
-                                            (int64_t)j * l->in, l->in, &spec->gptq, err);
-            if (rc == 0 && c && (e = cache_add(c, &k))) {
-                e->f = own;                     /* kept for the next of these inputs */
-                memset(&own, 0, sizeof own);
-                f = &e->f;
-            }
-        }
-        if (rc < 0)
-            break;
-        for (size_t b = 0; rc == 0 && b < n_b; b++) {
-            bp_qspec q = spec->weights;
-            bp_gptq_opts o = spec->gptq;
-            q.bits = bits[b];
-            if (q.granularity == BP_GRAN_TENSOR && l->groups > 1)
-                o.tensor_grid = &grids[2 * b];
-            rc = bp_gptq_quantize_factored(f, l->W + off, og, &q, &o, What[b] + off,
-                                           scale ? scale + off : NULL, zero ? zero + off : NULL,
-                                           g_idx ? g_idx + (int64_t)j * l->in : NULL, err);
-        }
-        bp_gptq_factor_free(&own);
-    }
-    free(grids);
-    return rc;
-}
-
-static int erq_squant_rtn(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
-                          const double *G, const double *DA, float *const *What,
-                          float *const *bhat, bp_error *err);
-
-/* What[b] (and, for ERQ, its new bias bhat[b]) for every weight width;
- * Xin is what the layer sees (quantized or not). */
-static int weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
-                       const bp_stats_grid *sg, float *const *What, float *const *bhat,
-                       bp_sens_cache *c, const bp_qspec *akey, bp_error *err)
-{
-    if (spec->quantizer == BP_WQ_GPTQ)
-        return gptq_grouped(l, spec, spec->wbits, spec->n_wbits, Xin, sg, What, NULL, NULL,
-                            NULL, c, akey, err);
-    double *G = NULL, *DA = NULL;
-    if (spec->quantizer == BP_WQ_ERQ && l->stats && l->groups == 1 &&
-        erq_sums_stats(l, sg, &G, &DA, err) < 0) {
-        free(G);
-        free(DA);
-        return -1;
-    }
-    int rc = erq_squant_rtn(l, spec, Xin, G, DA, What, bhat, err);
-    free(G);
-    free(DA);
-    return rc;
-}
-
-/* weights_all for the quantizers but GPTQ (ERQ from sums G, DA when given). */
-static int erq_squant_rtn(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
-                          const double *G, const double *DA, float *const *What,
-                          float *const *bhat, bp_error *err)
-{
-    for (size_t b = 0; b < spec->n_wbits; b++) {
-        int rc, bits = spec->wbits[b];
-        if (spec->quantizer == BP_WQ_ERQ) {
-            bp_qspec q = bp_sens_weight_grid(spec, BP_WQ_ERQ);
-            q.bits = bits;
-            if (l->groups != 1)
-                return bp_fail(err, "erq does not handle grouped convolutions (%d groups); "
-                               "use rtn, gptq or squant for this layer", l->groups);
-            rc = l->stats ? bp_erq_quantize_sums(l->W, l->bias, l->out, l->in, G, DA, l->n, &q,
-                                                 &spec->erq, What[b], bhat ? bhat[b] : NULL,
-                                                 NULL, NULL, err)
-                          : bp_erq_quantize(l->W, l->bias, l->out, l->in, l->X, Xin, l->n, &q,
-                                            &spec->erq, What[b], bhat ? bhat[b] : NULL, NULL,
-                                            NULL, err);
-        } else if (spec->quantizer == BP_WQ_SQUANT) {
-            rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, bits,
-                                    spec->squant_mode, spec->weights.fp16_scales, What[b],
-                                    NULL, err);
-        } else {
-            rc = bp_quantize_weights(l, &spec->weights, bits, What[b], err);
-        }
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
-}
-
-int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
-                        float *out, bp_error *err)
-{
-    bp_qspec q = *wspec;
-    q.bits = bits;
-    return bp_quantize_matrix(l->W, out, l->out, l->in, &q, err);
-}
 
 /* What one activation width's errors give per weight width (summed over
  * conv groups): the mse, the grad2-weighted and the K-FAC loss increases,
@@ -452,9 +108,9 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
         int sp = single && n_w > 0;
-        bp_gram_stats st = l->stats ? group_stats(l, sg, j) : (bp_gram_stats){0};
-        sens_key k = make_key(0, akey, l->n, (int64_t)j * l->in, l->in, sp, NULL);
-        bp_sens_entry *e = c && !keep_rows ? cache_find(c, &k) : NULL;
+        bp_gram_stats st = l->stats ? bp_sx_group_stats(l, sg, j) : (bp_gram_stats){0};
+        bp_sx_key k = bp_sx_make_key(0, akey, l->n, (int64_t)j * l->in, l->in, sp, NULL);
+        bp_sens_entry *e = c && !keep_rows ? bp_sx_find(c, &k) : NULL;
         if (e) {
             if ((l->stats ? bp_gram_borrow_stats(&g, &e->gram, &st, err)
                           : bp_gram_borrow(&g, &e->gram, l->X, Xq, ld, (int64_t)j * l->in,
@@ -466,7 +122,7 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
                           : bp_gram_build_prec(&g, l->X, Xq, l->n, ld, j * l->in, l->in,
                                                keep_rows, sp, err)) < 0)
                 goto fail;
-            if (c && !keep_rows && (e = cache_add(c, &k)))
+            if (c && !keep_rows && (e = bp_sx_add(c, &k)))
                 bp_gram_lend(&e->gram, &g);     /* kept for the next of these inputs */
         }
         if (yc)
@@ -739,7 +395,7 @@ static void candidate_values(const bp_layer *l, const work *w, size_t b, double 
  * inputs, with enough rows for two folds. */
 static int cross_fits(const bp_layer *l, const bp_sens_spec *spec)
 {
-    if (!uses_inputs(spec) || spec->cross_fit == BP_XFIT_OFF || l->n < 4 || l->stats)
+    if (!bp_sx_uses_inputs(spec) || spec->cross_fit == BP_XFIT_OFF || l->n < 4 || l->stats)
         return 0;                    /* statistics have no rows to split */
     return spec->cross_fit == BP_XFIT_ON || l->n < BP_XFIT_ROWS_PER_INPUT * l->in;
 }
@@ -766,12 +422,12 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
                    double *values, bp_sens_cache *c, bp_error *err)
 {
     size_t nw = spec->n_wbits, na = spec->n_abits;
-    int per_abits = uses_inputs(spec);
+    int per_abits = bp_sx_uses_inputs(spec);
     double t = bp_now();
-    if (!per_abits && weights_all(l, spec, NULL, NULL, What, NULL, NULL, NULL, err) < 0)
+    if (!per_abits && bp_sx_weights_all(l, spec, NULL, NULL, What, NULL, NULL, NULL, err) < 0)
         return -1;
     bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
-    if (!has_data(l)) {              /* data-free: the weight metric only */
+    if (!bp_sx_has_data(l)) {              /* data-free: the weight metric only */
         for (size_t b = 0; b < nw; b++)
             for (size_t a = 0; a < na; a++)
                 candidate_values(l, NULL, b, 0.0, What[b], values + (b * na + a) * BP_METRIC_COUNT);
@@ -814,8 +470,8 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
         for (int f = 0; rc == 0 && f < folds; f++) {
             int64_t fit0 = folds == 2 ? r0[1 - f] : 0, ev0 = folds == 2 ? r0[f] : 0;
             t = bp_now();
-            if (per_abits && (rc = weights_all(&fit[f], spec, xq ? xq + fit0 * ld : fit[f].X,
-                                               sg, What, w[f].bhat, c, akey, err)) < 0)
+            if (per_abits && (rc = bp_sx_weights_all(&fit[f], spec, xq ? xq + fit0 * ld : fit[f].X,
+                                                     sg, What, w[f].bhat, c, akey, err)) < 0)
                 break;
             bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
             t = bp_now();
@@ -867,7 +523,7 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
 
 int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *err)
 {
-    if (uses_inputs(spec) && spec->cross_fit == BP_XFIT_ON && l->stats)
+    if (bp_sx_uses_inputs(spec) && spec->cross_fit == BP_XFIT_ON && l->stats)
         return bp_fail(err, "layer '%s': weights.cross_fit: on needs calibration rows to split "
                        "in two; statistics cannot be split (use cross_fit: auto or off, or "
                        "capture rows)", l->name);
@@ -875,7 +531,7 @@ int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *e
         if (spec->abits[a] < BP_BITS_FLOAT && (!l->stats->grid || !l->stats->grid[a].qtq))
             return bp_fail(err, "layer '%s': no statistics for %d-bit activations",
                            l->name, spec->abits[a]);
-    if (bp_sens_needs_data(spec) && !has_data(l))
+    if (bp_sens_needs_data(spec) && !bp_sx_has_data(l))
         return bp_fail(err, "layer '%s' has no calibration inputs, but %s '%s' needs them "
                        "(use metric: weight and quantizer: rtn for data-free layers)",
                        l->name, spec->metric != BP_METRIC_WEIGHT ? "metric" : "quantizer",
@@ -927,93 +583,5 @@ out:
     free(values);
     if (rc < 0)
         bp_fail_prefix(err, "layer '%s'", l->name);
-    return rc;
-}
-
-/* SQuant's row grids in the unsigned convention: its signed codes r and
- * z give w = (r + z) / s = (1/s) * ((r + 2^(b-1)) - (2^(b-1) - z)). */
-static void squant_grid(const bp_layer *l, int bits, int fp16, float *scale, float *zero)
-{
-    double half = ldexp(1.0, bits - 1);
-    for (int64_t r = 0; r < l->out; r++) {
-        double s = 1.0, z = half;            /* a constant row: kept exactly */
-        bp_squant_row_grid(l->W + r * l->in, l->in, bits, fp16, &s, &z);
-        for (int64_t j = 0; j < l->in; j++) {
-            scale[r * l->in + j] = (float)(1.0 / s);
-            zero[r * l->in + j] = (float)(half - z);
-        }
-    }
-}
-
-int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits, int abits,
-                          float *What, float *bhat, float *scale, float *zero, int32_t *g_idx,
-                          bp_error *err)
-{
-    int64_t nx = l->n * l->in * l->groups;
-    float *Xq = NULL;
-    const float *xin = l->X;
-    int rc = 0;
-    if (bhat && l->bias)
-        memcpy(bhat, l->bias, (size_t)l->out * sizeof *bhat);
-    const bp_stats_grid *sg = NULL;
-    if (uses_inputs(spec)) {
-        if (!has_data(l))
-            return bp_fail(err, "layer '%s': %s needs calibration inputs", l->name,
-                           bp_wquantizer_name(spec->quantizer));
-        for (size_t a = 0; l->stats && abits < BP_BITS_FLOAT && a < spec->n_abits; a++)
-            if (spec->abits[a] == abits && l->stats->grid && l->stats->grid[a].qtq)
-                sg = &l->stats->grid[a];
-        if (l->stats && abits < BP_BITS_FLOAT && !sg)
-            return bp_fail(err, "layer '%s': no statistics for %d-bit activations", l->name,
-                           abits);
-        if (abits < BP_BITS_FLOAT && !l->stats) {
-            bp_qspec a = spec->acts;
-            a.bits = abits;
-            if (!(Xq = bp_malloc((size_t)nx * sizeof *Xq, err)) ||
-                bp_quantize_matrix(l->X, Xq, l->n, l->in * l->groups, &a, err) < 0) {
-                free(Xq);
-                return -1;
-            }
-            xin = Xq;
-        }
-    }
-    bp_qspec q = bp_sens_weight_grid(spec, spec->quantizer);
-    q.bits = wbits;
-    switch (spec->quantizer) {
-    case BP_WQ_GPTQ:
-        rc = gptq_grouped(l, spec, &wbits, 1, xin, sg, &What, scale, zero, g_idx, NULL, NULL,
-                          err);
-        g_idx = NULL;                /* filled in GPTQ's column order */
-        break;
-    case BP_WQ_ERQ:
-        if (l->groups != 1)
-            rc = bp_fail(err, "layer '%s': erq does not handle grouped convolutions", l->name);
-        else if (l->stats) {
-            double *G = NULL, *DA = NULL;
-            rc = erq_sums_stats(l, sg, &G, &DA, err);
-            if (rc == 0)
-                rc = bp_erq_quantize_sums(l->W, l->bias, l->out, l->in, G, DA, l->n, &q,
-                                          &spec->erq, What, l->bias ? bhat : NULL, scale, zero,
-                                          err);
-            free(G);
-            free(DA);
-        } else
-            rc = bp_erq_quantize(l->W, l->bias, l->out, l->in, l->X, xin, l->n, &q, &spec->erq,
-                                 What, l->bias ? bhat : NULL, scale, zero, err);
-        break;
-    case BP_WQ_SQUANT:
-        rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, wbits,
-                                spec->squant_mode, q.fp16_scales, What, NULL, err);
-        if (rc == 0)
-            squant_grid(l, wbits, q.fp16_scales, scale, zero);
-        break;
-    default:
-        rc = bp_quantize_matrix_grid(l->W, What, l->out, l->in, &q, scale, zero, err);
-        break;
-    }
-    int64_t gs = q.granularity == BP_GRAN_GROUP ? q.group_size : l->in;
-    for (int64_t c = 0; rc == 0 && g_idx && c < l->in * l->groups; c++)
-        g_idx[c] = (int32_t)((c % l->in) / gs);     /* the columns' own order */
-    free(Xq);
     return rc;
 }

@@ -4,7 +4,7 @@ source "$SRC/tests/lib.sh"
 
 check "help exits 0" "$BITPLAN" help
 "$BITPLAN" help | grep -q "solve --table" && ok || bad "help lists solve --table"
-"$BITPLAN" --version | grep -qE '^bitplan [0-9]+\.[0-9]+\.[0-9]+$' && ok || bad "--version"
+"$BITPLAN" --version | grep -qE '^bitplan [0-9]+\.[0-9]+\.[0-9]+( \(mpi\))?$' && ok || bad "--version"
 expect_fail 2 "unknown command 'frobnicate'" "$BITPLAN" frobnicate
 expect_fail 2 "missing CONFIG" "$BITPLAN" run
 expect_fail 2 "--avg-bits: expected a number" "$BITPLAN" solve --table t.csv --avg-bits four
