@@ -3,7 +3,7 @@ bitplan's own uniform plans of the same size.
 
     /usr/bin/python3 bench/e2e/run.py [--build build] [--models cnn vit lm ocr]
         [--quantizers rtn gptq] [--bits 3 4 5] [--evals 300]
-        [--out bench/e2e/results] [--plot docs/e2e-accuracy.png] [--work DIR]
+        [--out bench/e2e/results] [--plot docs/e2e-accuracy.png] [--work DIR [--reuse]]
 
 For each model (bench/e2e/models.py: the demo CNN and the small ViT on
 Fashion-MNIST, the character-level language model on Debian's fortunes, the
@@ -380,6 +380,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--plot", default=os.path.join(ROOT, "docs", "e2e-accuracy.png"))
     ap.add_argument("--work", help="keep the intermediate files here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a model's rows from WORK/MODEL/rows.json when an earlier run "
+                         "with the same quantizers and bits finished it")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
@@ -388,7 +391,25 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         args.work = os.path.abspath(args.work or tmp)
         for arch in args.models:
-            base[arch] = run_model(arch, args, rows, pred_rows, notes)
+            saved = os.path.join(args.work, arch, "rows.json")
+            what = dict(quantizers=args.quantizers, bits=args.bits, evals=args.evals)
+            if args.reuse and os.path.exists(saved):
+                with open(saved) as f:
+                    got = json.load(f)
+                if got["what"] == what:
+                    rows += got["rows"]
+                    pred_rows += got["pred_rows"]
+                    notes[arch] = got["notes"]
+                    base[arch] = tuple(got["base"])
+                    print(f"{arch}: rows taken from {saved}", file=sys.stderr)
+                    continue
+            mine, mine_pred = [], []
+            base[arch] = run_model(arch, args, mine, mine_pred, notes)
+            rows += mine
+            pred_rows += mine_pred
+            with open(saved, "w") as f:
+                json.dump(dict(what=what, rows=mine, pred_rows=mine_pred, notes=notes[arch],
+                               base=list(base[arch])), f, default=float)
     os.makedirs(args.out, exist_ok=True)
     for name, data in (("results.csv", rows), ("predictors.csv", pred_rows)):
         with open(os.path.join(args.out, name), "w", newline="") as f:

@@ -587,59 +587,6 @@ int64_t bp_st_numel(const bp_st_tensor *t)
     return n;
 }
 
-/* ---- half precision ------------------------------------------------------ */
-
-static float st_bits_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-float bp_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = h >> 10 & 31, man = h & 1023;
-    if (exp == 31)
-        return st_bits_f32(sign | 0x7f800000u | man << 13);
-    if (exp == 0) {
-        float v = ldexpf((float)man, -24);
-        return sign ? -v : v;
-    }
-    return st_bits_f32(sign | (exp + 112) << 23 | man << 13);
-}
-
-float bp_bf16_to_f32(uint16_t h)
-{
-    return st_bits_f32((uint32_t)h << 16);
-}
-
-uint16_t bp_f32_to_f16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    uint16_t sign = (uint16_t)(u >> 16 & 0x8000);
-    uint32_t exp = u >> 23 & 255, man = u & 0x7fffff;
-    if (exp == 255)
-        return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
-    int e = (int)exp - 127 + 15;
-    if (e >= 31)
-        return (uint16_t)(sign | 0x7c00);
-    if (e <= 0) {                       /* subnormal or zero */
-        if (e < -10)
-            return sign;
-        man |= 0x800000;
-        int shift = 14 - e;
-        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1)))
-            half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t half = (uint32_t)e << 10 | man >> 13, rem = man & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (half & 1)))
-        half++;                         /* may carry into the exponent: correct */
-    return (uint16_t)(sign | half);
-}
-
 /* ---- reading values ------------------------------------------------------ */
 
 int bp_to_f32(bp_dtype dt, const unsigned char *src, int64_t n, float *out,

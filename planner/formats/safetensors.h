@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "../../common/bp_error.h"
+#include "../../common/bp_ggml.h"
 
 #define BP_MAX_RANK 8
 
@@ -100,9 +101,6 @@ typedef struct bp_st_entry {
 int bp_st_write(const char *path, const bp_st_entry *entries, size_t n,
                 const bp_st_meta *meta, size_t n_meta, bp_error *err);
 
-/* Half-precision helpers (exposed for tests and writers). */
-float bp_f16_to_f32(uint16_t h);
-float bp_bf16_to_f32(uint16_t h);
-uint16_t bp_f32_to_f16(float f);
+/* Half precision (bp_f16_to_f32, bp_bf16_to_f32, bp_f32_to_f16): common/bp_ggml.h */
 
 #endif
