@@ -140,7 +140,7 @@ static void bench_transformer(void)
         bench_seed(100 + (unsigned long long)s);
         for (int64_t i = 0; i < o * d; i++)
             W[i] = (float)((bench_uniform() - 0.5) / sqrt((double)d));
-        bp_layer l = {names[s], o, d, 1, 1, 1, W, NULL, n, X, NULL, NULL, NULL, NULL};
+        bp_layer l = {names[s], o, d, 1, 1, 1, W, NULL, n, X, NULL, NULL, NULL, NULL, NULL};
         bench_layer(&l);
         free(X);
         free(W);
@@ -152,7 +152,7 @@ static void bench_model(const char *weights, const char *calib)
     bp_model m;
     bp_error err;
     char *all[] = {"*"};
-    if (bp_model_open(&m, weights, calib, all, 1, NULL, 0, &err) < 0) {
+    if (bp_model_open(&m, weights, calib, NULL, all, 1, NULL, 0, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
         return;
     }

@@ -108,6 +108,7 @@ typedef struct bp_plan_layer {
 typedef struct bp_plan {
     const char *model_path, *model_sha256;       /* NULL when unknown */
     const char *calib_path, *calib_sha256;
+    const char *imatrix_path, *imatrix_sha256;   /* llama.cpp's importance matrix, or NULL */
     const char *table_path;                      /* for solve --table */
     const char *metric;                          /* NULL when unknown */
     const char *metric_scales;                   /* the scales file, or NULL */

@@ -92,11 +92,13 @@ int bp_make_plan(const bp_table *t, const bp_solve_result *r, const bp_config *c
     if (cfg) {
         plan->model_path = cfg->weights_as_written;
         plan->calib_path = cfg->calibration_as_written;
+        plan->imatrix_path = cfg->imatrix_as_written;
         plan->metric = bp_metric_name(cfg->metric);
     }
     if (sens) {
         plan->model_sha256 = sens->model_sha256;
         plan->calib_sha256 = sens->calib_sha256[0] ? sens->calib_sha256 : NULL;
+        plan->imatrix_sha256 = sens->imatrix_sha256[0] ? sens->imatrix_sha256 : NULL;
     }
     plan->budget_avg_bits = req->budget.avg_bits;
     plan->budget_max_bytes = req->budget.max_bytes;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../common/bp_file.h"
+#include "../common/bp_ggml.h"
 #include "../common/bp_profile.h"
 #include "filehash.h"
 #include "sha256.h"
@@ -36,7 +37,7 @@ static void hash_qspec(bp_sha256 *h, const bp_qspec *q)
  * setting that changes a table value.  The metric is not among them: the
  * table holds every metric, and the metric only picks its error column. */
 void bp_cache_key(const bp_config *cfg, const bp_model *m, const char *model_hex,
-                  const char *calib_hex, char hex[65])
+                  const char *calib_hex, const char *imatrix_hex, char hex[65])
 {
     bp_sha256 h;
     unsigned char d[32];
@@ -45,6 +46,12 @@ void bp_cache_key(const bp_config *cfg, const bp_model *m, const char *model_hex
     hash_str(&h, CACHE_FORMAT);
     hash_str(&h, model_hex);
     hash_str(&h, calib_hex);
+    if (imatrix_hex[0]) {            /* keys without one stay as they were */
+        hash_str(&h, "imatrix");
+        hash_str(&h, imatrix_hex);
+    }
+    for (size_t i = 0; i < cfg->n_ggml_types; i++)
+        hash_str(&h, bp_ggml_type_name(cfg->ggml_types[i]));
     for (size_t i = 0; i < m->n_layers; i++)
         hash_str(&h, m->layers[i].name);
     hash_str(&h, "wbits");
@@ -192,7 +199,7 @@ int bp_tensorset_sha256(const bp_tensorset *ts, bp_hash_memo *memo, char hex[65]
 }
 
 int bp_hash_inputs(const bp_config *cfg, const bp_model *m, char model_hex[65],
-                   char calib_hex[65], bp_error *err)
+                   char calib_hex[65], char imatrix_hex[65], bp_error *err)
 {
     char *memo_path = bp_path_join(cfg->out_dir, HASH_MEMO, err);
     if (!memo_path)
@@ -200,9 +207,11 @@ int bp_hash_inputs(const bp_config *cfg, const bp_model *m, char model_hex[65],
     bp_hash_memo memo;
     memset(&memo, 0, sizeof memo);
     bp_hash_memo_open(&memo, memo_path);
-    calib_hex[0] = '\0';
+    calib_hex[0] = imatrix_hex[0] = '\0';
     int rc = bp_tensorset_sha256(&m->weights, &memo, model_hex, err) == 0 &&
-                     (!m->has_calib || bp_tensorset_sha256(&m->calib, &memo, calib_hex, err) == 0)
+                     (!m->has_calib || bp_tensorset_sha256(&m->calib, &memo, calib_hex, err) == 0) &&
+                     (!m->has_imatrix || bp_hash_memo_file(&memo, m->im.path, imatrix_hex,
+                                                           err) == 0)
                  ? 0 : -1;
     bp_hash_memo_close(&memo);
     free(memo_path);

@@ -19,13 +19,13 @@
 struct bp_hash_memo;
 int bp_tensorset_sha256(const bp_tensorset *ts, struct bp_hash_memo *memo, char hex[65],
                         bp_error *err);
-/* Both input files' SHA-256 ("" for a missing calibration), with the memo
- * in cfg->out_dir. */
+/* The input files' SHA-256 ("" for a missing calibration or importance
+ * matrix), with the memo in cfg->out_dir. */
 int bp_hash_inputs(const bp_config *cfg, const bp_model *m, char model_hex[65],
-                   char calib_hex[65], bp_error *err);
+                   char calib_hex[65], char imatrix_hex[65], bp_error *err);
 /* The cache key of cfg's table over m with those inputs. */
 void bp_cache_key(const bp_config *cfg, const bp_model *m, const char *model_hex,
-                  const char *calib_hex, char hex[65]);
+                  const char *calib_hex, const char *imatrix_hex, char hex[65]);
 /* The cached table when its key matches (0), else -1; its error column
  * becomes the metric's (*reselected set when that changed it). */
 int bp_cache_load(const char *csv_path, const char *key, bp_metric metric, bp_table *t,

@@ -47,15 +47,50 @@ static int needs_data(const bp_config *cfg, bp_sens_spec *spec)
     return -1;
 }
 
-static int no_data_error(const bp_config *cfg, const bp_layer_desc *d, int q, bp_error *err)
+static int no_data_error(const bp_config *cfg, const bp_model *m, const bp_layer_desc *d,
+                         int q, bp_error *err)
 {
     int by_metric = cfg->metric != BP_METRIC_WEIGHT;
+    if (m->weights.is_gguf)
+        return bp_fail(err, "layer '%s': %s '%s' needs the layer's inputs, but %s has no entry "
+                       "'%s.weight'%s (give the model's importance matrix as model.imatrix, "
+                       "exclude the layer, or use metric: weight)", d->name,
+                       by_metric ? "metric" : "quantizer",
+                       by_metric ? bp_metric_name(cfg->metric)
+                                 : bp_wquantizer_name(cfg->quantizers[q]),
+                       cfg->imatrix ? cfg->imatrix : "model.imatrix (unset)", d->name,
+                       cfg->calibration ? " and model.calibration none either" : "");
     return bp_fail(err, "layer '%s': %s '%s' needs calibration inputs, but '%s.input' is not "
                    "in %s (use metric: weight and quantizer: rtn or squant for data-free "
                    "planning)", d->name, by_metric ? "metric" : "quantizer",
                    by_metric ? bp_metric_name(cfg->metric)
                              : bp_wquantizer_name(cfg->quantizers[q]),
                    d->name, cfg->calibration ? cfg->calibration : "model.calibration (unset)");
+}
+
+/* A layer measured from diagonal statistics alone (an importance matrix,
+ * or an embedding table): what they cannot measure. */
+static int check_diag(const bp_config *cfg, const bp_layer_desc *d, bp_error *err)
+{
+    const char *im = cfg->imatrix ? cfg->imatrix : "the importance matrix";
+    for (size_t a = 0; a < cfg->n_abits; a++)
+        if (cfg->abits[a] < BP_BITS_FLOAT)
+            return bp_fail(err, "layer '%s': %s holds no activation statistics, so %d-bit "
+                           "activations cannot be measured (use candidates.abits: [16], or "
+                           "capture statistics with tools/capture.py --stats)", d->name, im,
+                           cfg->abits[a]);
+    for (size_t q = 0; q < cfg->n_quantizers; q++)
+        if (cfg->quantizers[q] == BP_WQ_GPTQ || cfg->quantizers[q] == BP_WQ_ERQ)
+            return bp_fail(err, "layer '%s': %s needs the inputs' full statistics (X^T X); %s "
+                           "holds their diagonal only (use llama.cpp's types, "
+                           "candidates.types, or rtn; or capture statistics with "
+                           "tools/capture.py --stats)", d->name,
+                           bp_wquantizer_name(cfg->quantizers[q]), im);
+    if (cfg->metric == BP_METRIC_KFAC || cfg->metric == BP_METRIC_MARGIN)
+        return bp_fail(err, "layer '%s': metric '%s' needs calibration rows or statistics; %s "
+                       "gives mse, relative, hawq and weight", d->name,
+                       bp_metric_name(cfg->metric), im);
+    return 0;
 }
 
 /* A statistics layer: what statistics cannot do (cross-fitting), and every
@@ -99,9 +134,12 @@ int bp_check_layers(const bp_config *cfg, const bp_model *m, bp_error *err)
     const char *cf = cfg->calibration ? cfg->calibration : "model.calibration (unset)";
     for (size_t i = 0; i < m->n_layers; i++) {
         const bp_layer_desc *d = &m->layers[i];
-        if (q_data >= 0 && d->input < 0 && !d->stats)
-            return no_data_error(cfg, d, q_data, err);
+        int diag_only = d->input < 0 && !d->stats && (d->im || d->embedding);
+        if (q_data >= 0 && d->input < 0 && !d->stats && !diag_only)
+            return no_data_error(cfg, m, d, q_data, err);
         if (d->stats && check_stats(cfg, m, i, err) < 0)
+            return -1;
+        if (diag_only && check_diag(cfg, d, err) < 0)
             return -1;
         if (cfg->metric == BP_METRIC_FISHER && d->grad2 < 0)
             return bp_fail(err, "layer '%s': metric 'fisher' needs '%s.grad2' (the diagonal of "
@@ -147,6 +185,13 @@ static double layer_bytes(const bp_layer_desc *d, const bp_config *cfg)
 {
     double in = (double)d->in, n = (double)d->n, g = d->groups, o = (double)d->out / g;
     double a = (double)cfg->n_abits, q = (double)cfg->n_quantizers;
+    if (d->input < 0 && !d->stats && (d->im || d->embedding)) {
+        /* diagonal statistics: the weights, d and qw, llama.cpp's types a row
+         * per thread (diag.c), bitplan's quantizers a copy per width */
+        double copies = cfg->quantizers[0] == BP_WQ_GGML ? 1.0 : 1.0 + (double)cfg->n_wbits;
+        return 4.0 * copies * (double)d->out * in + 12.0 * in * (double)d->n_mat +
+               16.0 * 64.0 * in;
+    }
     double wide = fmax(2.0 * in, d->stats ? 0.0 : n);
     if (d->stats) {
         double qa = 0.0;
@@ -219,8 +264,8 @@ int bp_check_memory(const bp_config *cfg, const bp_model *m, bp_error *err)
 
 /* metric: auto -> the most informed metric every layer's data allows: the
  * decision Fisher (ranks layers by what they cost the task best on the e2e
- * models: README), the output Fisher, its diagonal, the relative error, the
- * weights' error without calibration. */
+ * models: README), the output Fisher, its diagonal, the relative error (from
+ * calibration or an importance matrix), the weights' error without either. */
 void bp_resolve_metric(bp_config *cfg, const bp_model *m)
 {
     if (!cfg->metric_auto)
@@ -235,7 +280,7 @@ void bp_resolve_metric(bp_config *cfg, const bp_model *m)
     cfg->metric = margin   ? BP_METRIC_MARGIN
                   : kfac   ? BP_METRIC_KFAC
                   : fisher ? BP_METRIC_FISHER
-                  : m->has_calib ? BP_METRIC_RELATIVE
-                                 : BP_METRIC_WEIGHT;
+                  : m->has_calib || m->has_imatrix ? BP_METRIC_RELATIVE
+                                                   : BP_METRIC_WEIGHT;
     cfg->metric_auto = 0;
 }

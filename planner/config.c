@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "../common/bp_file.h"
+#include "../common/bp_ggml.h"
+#include "../sensitivity/ggml.h"
 #include "formats/yamlread.h"
 
 /* ---- sections ---------------------------------------------------------- */
@@ -77,6 +79,16 @@ static int k_calibration(const bp_yread *c, const bp_ynode *v, const char *key, 
     }
     return resolve(c, v, key, &cfg->calibration, &cfg->calibration_as_written);
 }
+static int k_imatrix(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (bp_yr_null(v)) {
+        free(cfg->imatrix);
+        free(cfg->imatrix_as_written);
+        cfg->imatrix = cfg->imatrix_as_written = NULL;
+        return 0;
+    }
+    return resolve(c, v, key, &cfg->imatrix, &cfg->imatrix_as_written);
+}
 static int k_include(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return bp_yr_strings(c, v, key, &cfg->include, &cfg->n_include);
@@ -86,7 +98,7 @@ static int k_exclude(const bp_yread *c, const bp_ynode *v, const char *key, bp_c
     return bp_yr_strings(c, v, key, &cfg->exclude, &cfg->n_exclude);
 }
 static const key_def model_keys[] = {
-    {"weights", k_weights_path}, {"calibration", k_calibration},
+    {"weights", k_weights_path}, {"calibration", k_calibration}, {"imatrix", k_imatrix},
     {"include", k_include}, {"exclude", k_exclude}, {NULL, NULL}};
 static int k_model(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
@@ -95,13 +107,45 @@ static int k_model(const bp_yread *c, const bp_ynode *v, const char *key, bp_con
 
 static int k_wbits(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
+    cfg->wbits_set = 1;
     return bp_yr_bits(c, v, key, &cfg->wbits, &cfg->n_wbits);
 }
 static int k_abits(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
+    cfg->abits_set = 1;
     return bp_yr_bits(c, v, key, &cfg->abits, &cfg->n_abits);
 }
-static const key_def candidate_keys[] = {{"wbits", k_wbits}, {"abits", k_abits}, {NULL, NULL}};
+/* candidates.types: llama.cpp's types by ggml's names (q4_K, iq4_xs, ...). */
+static int k_types(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (bp_yr_type(c, v, key, BP_Y_SEQ) < 0)
+        return -1;
+    if (v->n == 0)
+        return bp_yr_at(c, v, key, "expected at least one type", NULL);
+    free(cfg->ggml_types);
+    cfg->n_ggml_types = 0;
+    if (!(cfg->ggml_types = bp_malloc(v->n * sizeof *cfg->ggml_types, c->err)))
+        return -1;
+    for (size_t i = 0; i < v->n; i++) {
+        const bp_ynode *it = v->items[i];
+        if (bp_yr_type(c, it, key, BP_Y_SCALAR) < 0)
+            return -1;
+        int t = bp_ggml_type_parse(it->str);
+        if (t < 0 || !bp_ggml_can_quantize(t))
+            return bp_yr_at(c, it, key, t < 0 ? "unknown ggml type (expected one of q2_K, q3_K, "
+                            "q4_K, q5_K, q6_K, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, "
+                            "f16, bf16, f32)" : "a ggml type bitplan does not quantize (it "
+                            "quantizes q2_K..q6_K, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, "
+                            "iq4_xs, f16, bf16, f32)", NULL);
+        for (size_t j = 0; j < cfg->n_ggml_types; j++)
+            if (cfg->ggml_types[j] == t)
+                return bp_yr_at(c, it, key, "type listed twice", NULL);
+        cfg->ggml_types[cfg->n_ggml_types++] = t;
+    }
+    return 0;
+}
+static const key_def candidate_keys[] = {{"wbits", k_wbits}, {"abits", k_abits},
+                                         {"types", k_types}, {NULL, NULL}};
 static int k_candidates(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     return walk_map(c, v, key, candidate_keys, cfg);
@@ -120,6 +164,7 @@ static int k_quantizer(const bp_yread *c, const bp_ynode *v, const char *key, bp
     static const char *const names[] = {"rtn", "gptq", "squant", "erq", NULL};
     int seq = v && v->type == BP_Y_SEQ;
     size_t n = seq ? v->n : 1;
+    cfg->quantizer_set = 1;
     if (seq && n == 0)
         return bp_yr_at(c, v, key, "expected at least one quantizer", NULL);
     cfg->n_quantizers = 0;
@@ -779,6 +824,51 @@ static int check_pins(const bp_yread *c, const bp_config *cfg)
     return 0;
 }
 
+/* A type's nominal width: its bits per weight rounded down (16 for the
+ * float types: unquantized). */
+static int ggml_nominal_bits(int type)
+{
+    int64_t blck;
+    size_t bytes;
+    if (!bp_ggml_is_quantized(type))
+        return BP_BITS_FLOAT;
+    bp_ggml_block(type, &blck, &bytes);
+    return (int)(bytes * 8 / (size_t)blck);
+}
+
+/* candidates.types: the candidates are llama.cpp's types, measured with its
+ * quantizers, activations float. */
+static int finish_types(const bp_yread *c, bp_config *cfg)
+{
+    if (!cfg->n_ggml_types)
+        return 0;
+    if (cfg->wbits_set)
+        return bp_fail(c->err, "%s: candidates.types and candidates.wbits both list the "
+                       "candidates; keep one (types are llama.cpp's, wbits bitplan's own "
+                       "integer widths)", c->label);
+    if (cfg->quantizer_set)
+        return bp_fail(c->err, "%s: weights.quantizer does not apply to candidates.types "
+                       "(each type is quantized by llama.cpp's own algorithm); remove it",
+                       c->label);
+    if (cfg->abits_set && (cfg->n_abits != 1 || cfg->abits[0] != BP_BITS_FLOAT))
+        return bp_fail(c->err, "%s: llama.cpp's types keep activations in float: "
+                       "candidates.abits must be [16] or left out", c->label);
+    if (cfg->weights_out)
+        return bp_fail(c->err, "%s: output.weights is bitplan's own quantized-weights format; "
+                       "with candidates.types llama-quantize writes the quantized GGUF from "
+                       "the exported type file (remove output.weights)", c->label);
+    int *w = bp_malloc(cfg->n_ggml_types * sizeof *w, c->err);
+    if (!w)
+        return -1;
+    for (size_t i = 0; i < cfg->n_ggml_types; i++)
+        w[i] = ggml_nominal_bits(cfg->ggml_types[i]);
+    free(cfg->wbits);
+    cfg->wbits = w;
+    cfg->n_wbits = cfg->n_ggml_types;
+    cfg->quantizers[0] = BP_WQ_GGML;
+    cfg->n_quantizers = 1;
+    return 0;
+}
 
 int bp_config_parse(bp_config *c, const char *text, size_t size, const char *label,
                     const char *dir, bp_error *err)
@@ -799,7 +889,8 @@ int bp_config_parse(bp_config *c, const char *text, size_t size, const char *lab
         bp_fail(err, "%s: missing required key model.weights", label);
         goto fail;
     }
-    if (check_pins(&ctx, c) < 0 || bp_config_check_outputs(label, c, err) < 0)
+    if (finish_types(&ctx, c) < 0 || check_pins(&ctx, c) < 0 ||
+        bp_config_check_outputs(label, c, err) < 0)
         goto fail;
     bp_ynode_free(root);
     c->path = bp_strdup(label, err);
@@ -841,6 +932,9 @@ void bp_config_free(bp_config *c)
     free(c->weights_as_written);
     free(c->calibration);
     free(c->calibration_as_written);
+    free(c->imatrix);
+    free(c->imatrix_as_written);
+    free(c->ggml_types);
     free_list(c->include, c->n_include);
     free_list(c->exclude, c->n_exclude);
     free(c->wbits);

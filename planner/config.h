@@ -48,6 +48,9 @@ typedef struct bp_config {
     char *weights_as_written;
     char *calibration;        /* resolved, or NULL */
     char *calibration_as_written;
+    char *imatrix;            /* model.imatrix: llama.cpp's importance matrix, resolved,
+                               * or NULL */
+    char *imatrix_as_written;
     char **include;
     size_t n_include;
     char **exclude;
@@ -56,6 +59,10 @@ typedef struct bp_config {
     size_t n_wbits;
     int *abits;
     size_t n_abits;
+    int *ggml_types;          /* candidates.types: llama.cpp's types (wbits then holds
+                               * each one's nominal width and the quantizer is ggml) */
+    size_t n_ggml_types;
+    int wbits_set, abits_set, quantizer_set;  /* given in the file */
     bp_wquantizer quantizers[BP_WQ_COUNT]; /* weights.quantizer: one or a list */
     size_t n_quantizers;
     bp_gptq_opts gptq;        /* weights.gptq */

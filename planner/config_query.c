@@ -45,8 +45,10 @@ size_t bp_config_output_names(const bp_config *c, char **names)
         if (!(c->exports & (1u << f)))
             continue;
         add_name(names, &n, "%s%s", bp_export_files[f], NULL);
-        if (f == 0)
+        if (f == 0) {
             add_name(names, &n, "%s%s", bp_export_files[f], ".args");
+            add_name(names, &n, "%s%s", bp_export_files[f], ".cmd");
+        }
     }
     if (c->weights_out)
         add_name(names, &n, "%s%s", c->weights_out, NULL);

@@ -350,7 +350,7 @@ int bp_sens_worker(const bp_config *cfg, const bp_error *cfg_err)
             err = *cfg_err;
             rc = -1;
         } else if (!opened) {
-            rc = bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
+            rc = bp_model_open(&m, cfg->weights, cfg->calibration, cfg->imatrix, cfg->include, cfg->n_include,
                                cfg->exclude, cfg->n_exclude, &err);
             opened = rc == 0;
         }

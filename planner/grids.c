@@ -86,7 +86,7 @@ int bp_grids(const char *config, const char *calibration, const char *out, bp_er
         return bp_fail(err, "grids needs calibration rows to fit on");
     if (bp_config_load(&cfg, config, err) < 0)
         return -1;
-    if (bp_model_open(&m, cfg.weights, calibration, cfg.include, cfg.n_include, cfg.exclude,
+    if (bp_model_open(&m, cfg.weights, calibration, cfg.imatrix, cfg.include, cfg.n_include, cfg.exclude,
                       cfg.n_exclude, err) < 0) {
         bp_config_free(&cfg);
         return -1;

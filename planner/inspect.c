@@ -63,7 +63,7 @@ int bp_inspect(const char *path, FILE *out, bp_error *err)
         fprintf(out, "bitplan quantized weights:\n");
         return bp_check_quantized(path, out, err);
     }
-    if (bp_model_open(&m, path, NULL, all, 1, NULL, 0, &quiet) < 0) {
+    if (bp_model_open(&m, path, NULL, NULL, all, 1, NULL, 0, &quiet) < 0) {
         fprintf(out, "layers: none (%s)\n", quiet.msg);
         return 0;
     }

@@ -37,6 +37,7 @@ void bp_sens_spec_from_config(const bp_config *cfg, bp_sens_spec *s)
     s->precision = cfg->precision;
     s->erq_grid = !cfg->weights_range_set;
     s->metric = cfg->metric;
+    s->ggml_types = cfg->ggml_types;
 }
 
 static const char **sort_names;
@@ -259,7 +260,7 @@ int bp_run_sensitivity(bp_config *cfg, int force, bp_step_fn progress,
     double t0 = bp_now();
     memset(res, 0, sizeof *res);
     bp_table_init(&res->table);
-    if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
+    if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->imatrix, cfg->include, cfg->n_include,
                       cfg->exclude, cfg->n_exclude, err) < 0)
         return -1;
     res->n_layers = m.n_layers;
@@ -274,10 +275,11 @@ int bp_run_sensitivity(bp_config *cfg, int force, bp_step_fn progress,
     if (bp_check_pins(cfg, &m, err) < 0 || bp_check_layers(cfg, &m, err) < 0 ||
         bp_mkdirs(cfg->out_dir, err) < 0 ||
         !(csv = bp_path_join(cfg->out_dir, cfg->table_name, err)) ||
-        bp_hash_inputs(cfg, &m, res->model_sha256, res->calib_sha256, err) < 0)
+        bp_hash_inputs(cfg, &m, res->model_sha256, res->calib_sha256, res->imatrix_sha256,
+                       err) < 0)
         goto out;
     bp_profile_add(BP_STAGE_LOAD, bp_now() - t0);
-    bp_cache_key(cfg, &m, res->model_sha256, res->calib_sha256, key);
+    bp_cache_key(cfg, &m, res->model_sha256, res->calib_sha256, res->imatrix_sha256, key);
     int reselected = 0;
     if (!force && bp_cache_load(csv, key, cfg->metric, &res->table, &reselected) == 0) {
         res->from_cache = 1;

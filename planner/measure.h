@@ -28,6 +28,7 @@ typedef struct bp_sens_result {
     bp_table table;
     char model_sha256[65];
     char calib_sha256[65];    /* "" when there is no calibration file */
+    char imatrix_sha256[65];  /* "" when there is no importance matrix */
     int from_cache;
     size_t resumed_layers;    /* layers taken from an interrupted run's journal */
     size_t n_layers;

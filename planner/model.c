@@ -1,17 +1,21 @@
 /*
- * model.c - tensor sets (safetensors / .npy directory) and layer discovery.
+ * model.c - tensor sets (safetensors, GGUF, .npy directory), layer
+ * discovery, importance matrices matched to layers, and loading a layer.
  */
 #include "model.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../common/bp_file.h"
+#include "../common/bp_llama.h"
 
 /* ---- tensor sets -------------------------------------------------------- */
 
@@ -54,6 +58,21 @@ oom:
     return bp_fail(err, "%s: out of memory listing .npy files", dir);
 }
 
+/* Does the (regular) file start with GGUF's magic?  Errors are left to the
+ * reader that opens it. */
+static int is_gguf_file(const char *path)
+{
+    unsigned char head[4];
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0)
+        return 0;
+    int yes = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && read(fd, head, 4) == 4 &&
+              memcmp(head, "GGUF", 4) == 0;
+    close(fd);
+    return yes;
+}
+
 static int open_npy_dir(bp_tensorset *ts, bp_error *err)
 {
     if (list_npy(ts->path, &ts->npy_names, &ts->n_npy, err) < 0)
@@ -81,7 +100,19 @@ int bp_tensorset_open(bp_tensorset *ts, const char *path, bp_error *err)
     if (!(ts->path = bp_strdup(path, err)))
         return -1;
     ts->is_dir = S_ISDIR(sb.st_mode);
-    int rc = ts->is_dir ? open_npy_dir(ts, err) : bp_st_open(&ts->st, path, err);
+    int rc;
+    if (ts->is_dir) {
+        rc = open_npy_dir(ts, err);
+    } else if (is_gguf_file(path)) {
+        ts->is_gguf = 1;
+        rc = bp_gguf_open(&ts->gguf, path, err);
+        if (rc == 0 && (rc = bp_gguf_as_safetensors(&ts->gguf, &ts->st, err)) < 0)
+            bp_gguf_close(&ts->gguf);
+        if (rc < 0)
+            ts->is_gguf = 0;
+    } else {
+        rc = bp_st_open(&ts->st, path, err);
+    }
     if (rc < 0)
         bp_tensorset_close(ts);
     return rc;
@@ -97,6 +128,9 @@ void bp_tensorset_close(bp_tensorset *ts)
         }
         free(ts->npy);
         free(ts->npy_names);
+    } else if (ts->is_gguf) {
+        bp_st_close(&ts->st);                   /* the view: its mapping is gguf's */
+        bp_gguf_close(&ts->gguf);
     } else if (ts->path) {
         bp_st_close(&ts->st);
     }
@@ -194,7 +228,8 @@ static int describe_weights(const bp_model *m, bp_layer_desc *d, bp_error *err)
         return bp_fail(err, "%s: tensor '%s': dtype %s is not a float weight (expected F32, "
                        "F16, BF16 or F64; exclude the layer to skip it)", wf, w.name,
                        bp_dtype_name(w.dtype));
-    d->out = w.shape[0];
+    d->n_mat = w.rank == 3 ? w.shape[0] : 1;
+    d->out = w.rank == 3 ? w.shape[0] * w.shape[1] : w.shape[0];
     d->is_conv = w.rank == 4;
     d->kh = d->is_conv ? (int)w.shape[2] : 1;
     d->kw = d->is_conv ? (int)w.shape[3] : 1;
@@ -497,7 +532,8 @@ static int find_layers(bp_model *m, char *const *inc, size_t n_inc, char *const 
         size_t len = strlen(t.name);
         if (len <= 7 || strcmp(t.name + len - 7, ".weight") != 0)
             continue;
-        if (t.rank != 2 && t.rank != 4)
+        if (m->weights.is_gguf ? !bp_llama_quantizable(t.name, t.rank)
+                               : t.rank != 2 && t.rank != 4)
             continue;
         if (!bp_printable_utf8(t.name)) {
             char shown[160];           /* the name with its bad bytes as \xHH */
@@ -520,6 +556,16 @@ static int find_layers(bp_model *m, char *const *inc, size_t n_inc, char *const 
         if (rc < 0)
             return -1;
     }
+    if (m->n_layers == 0 && m->weights.is_gguf) {
+        const char *type = bp_tensorset_meta(&m->weights, "general.type");
+        if (type && !strcmp(type, "imatrix"))
+            return bp_fail(err, "%s: an importance matrix, not a model (give it as "
+                           "model.imatrix, and the model's GGUF as model.weights)",
+                           m->weights.path);
+        return bp_fail(err, "%s: no layers found (expected tensors llama-quantize quantizes, "
+                       "2-D or 3-D NAME.weight, matching model.include and not "
+                       "model.exclude)", m->weights.path);
+    }
     if (m->n_layers == 0)
         return bp_fail(err, "%s: no layers found (expected NAME.weight tensors of rank 2 "
                        "or 4 matching model.include and not model.exclude)",
@@ -527,7 +573,39 @@ static int find_layers(bp_model *m, char *const *inc, size_t n_inc, char *const 
     return 0;
 }
 
-int bp_model_open(bp_model *m, const char *weights, const char *calib,
+/* Each layer's importance-matrix entry (by its tensor's name), shapes
+ * checked; embedding tables marked.  An entry for no layer is fine (an
+ * imatrix covers the whole model, the plan maybe not); an imatrix that
+ * matches no layer at all is for another model. */
+static int attach_imatrix(bp_model *m, bp_error *err)
+{
+    size_t matched = 0;
+    for (size_t i = 0; i < m->n_layers; i++) {
+        bp_layer_desc *d = &m->layers[i];
+        d->embedding = m->weights.is_gguf && bp_llama_is_embedding(d->name);
+        if (!m->has_imatrix)
+            continue;
+        char key[1100];
+        snprintf(key, sizeof key, "%s.weight", d->name);
+        const bp_imatrix_entry *e = bp_imatrix_find(&m->im, key);
+        if (!e)
+            continue;
+        if (e->in != d->in * d->groups || e->n_mat != d->n_mat)
+            return bp_fail(err, "%s: entry '%s' is for %lld columns x %lld matrices, but the "
+                           "model's '%s' has %lld columns x %lld (an importance matrix of "
+                           "another model?)", m->im.path, key, (long long)e->in,
+                           (long long)e->n_mat, key, (long long)(d->in * d->groups),
+                           (long long)d->n_mat);
+        d->im = e;
+        matched++;
+    }
+    if (m->has_imatrix && matched == 0)
+        return bp_fail(err, "%s: no entry names a layer of %s (an importance matrix of another "
+                       "model?)", m->im.path, m->weights.path);
+    return 0;
+}
+
+int bp_model_open(bp_model *m, const char *weights, const char *calib, const char *imatrix,
                   char *const *include, size_t n_include,
                   char *const *exclude, size_t n_exclude, bp_error *err)
 {
@@ -541,7 +619,15 @@ int bp_model_open(bp_model *m, const char *weights, const char *calib,
         }
         m->has_calib = 1;
     }
-    if (find_layers(m, include, n_include, exclude, n_exclude, err) < 0) {
+    if (imatrix) {
+        if (bp_imatrix_open(&m->im, imatrix, err) < 0) {
+            bp_model_close(m);
+            return -1;
+        }
+        m->has_imatrix = 1;
+    }
+    if (find_layers(m, include, n_include, exclude, n_exclude, err) < 0 ||
+        attach_imatrix(m, err) < 0) {
         bp_model_close(m);
         return -1;
     }
@@ -559,6 +645,8 @@ void bp_model_close(bp_model *m)
     bp_tensorset_close(&m->weights);
     if (m->has_calib)
         bp_tensorset_close(&m->calib);
+    if (m->has_imatrix)
+        bp_imatrix_close(&m->im);
     memset(m, 0, sizeof *m);
 }
 
@@ -776,6 +864,48 @@ static int check_range(const char *path, const char *layer, const char *what, co
     return 0;
 }
 
+/*
+ * The diagonal statistics of an importance-matrix entry: d = sum2 / count
+ * per matrix (a matrix no token reached, count 0, takes the mean d of the
+ * others), and the ggml quantizers' weights exactly as llama-quantize forms
+ * them: in float, sum2 / (float)lround(count), and 1 where count is 0.
+ */
+static int load_diag(const bp_layer_desc *d, bp_loaded_layer *out, bp_error *err)
+{
+    const bp_imatrix_entry *e = d->im;
+    out->diag = (bp_diag){d->n_mat, NULL, NULL, d->embedding ? 1.0 / (double)d->out : 0.0};
+    if (!e)
+        return 0;
+    int64_t in = e->in, nm = e->n_mat;
+    if (!(out->dd = bp_malloc((size_t)(nm * in) * sizeof *out->dd, err)) ||
+        !(out->qw = bp_malloc((size_t)(nm * in) * sizeof *out->qw, err)))
+        return -1;
+    double *mean = bp_calloc((size_t)in, sizeof *mean, err);
+    int64_t seen = 0;
+    if (!mean)
+        return -1;
+    for (int64_t k = 0; k < nm; k++) {
+        double c = e->count[k];
+        float cf = (float)llround(c);
+        for (int64_t j = 0; j < in; j++) {
+            double s2 = e->sum2[k * in + j];
+            out->dd[k * in + j] = c > 0 ? s2 / c : -1.0;
+            out->qw[k * in + j] = c > 0 ? (float)s2 / cf : 1.0f;
+            if (c > 0)
+                mean[j] += s2 / c;
+        }
+        seen += c > 0;
+    }
+    for (int64_t k = 0; k < nm; k++)
+        for (int64_t j = 0; j < in; j++)
+            if (out->dd[k * in + j] < 0)
+                out->dd[k * in + j] = seen ? mean[j] / (double)seen : 1.0;
+    free(mean);
+    out->diag.d = out->dd;
+    out->diag.qw = out->qw;
+    return 0;
+}
+
 int bp_model_load_layer_grids(const bp_model *m, size_t i, const unsigned char *want,
                               bp_loaded_layer *out, bp_error *err)
 {
@@ -802,16 +932,20 @@ int bp_model_load_layer_grids(const bp_model *m, size_t i, const unsigned char *
                                d->n * d->in * d->groups, 0.0, X_MAX, err) < 0) ||
         load_factor(m, d, BP_FACTOR_FISHER, out, err) < 0 ||
         load_factor(m, d, BP_FACTOR_MARGIN, out, err) < 0 ||
-        (d->stats && load_stats(m, d, want, out, err) < 0)) {
+        (d->stats && load_stats(m, d, want, out, err) < 0) || load_diag(d, out, err) < 0) {
         bp_loaded_layer_free(out);
         return -1;
     }
+    int diag = d->im || d->embedding;
+    int64_t n = d->input >= 0 || d->stats ? d->n : 0;
+    if (!n && diag)             /* the tokens behind the importance matrix */
+        n = d->im ? (int64_t)fmax(1.0, d->im->count[0]) : 1;
     out->view = (bp_layer){d->name, d->out, d->in, d->kh, d->kw, d->groups,
-                           out->W, out->bias, d->input >= 0 || d->stats ? d->n : 0, out->X,
-                           out->grad2,
+                           out->W, out->bias, n, out->X, out->grad2,
                            bp_factor_present(&d->factor[0]) ? &out->factor[0].of : NULL,
                            d->stats ? &out->stats : NULL,
-                           bp_factor_present(&d->factor[1]) ? &out->factor[1].of : NULL};
+                           bp_factor_present(&d->factor[1]) ? &out->factor[1].of : NULL,
+                           diag ? &out->diag : NULL};
     return 0;
 }
 
@@ -830,6 +964,8 @@ void bp_loaded_layer_free(bp_loaded_layer *l)
     }
     free(l->xtx);
     free(l->xsum);
+    free(l->dd);
+    free(l->qw);
     for (size_t k = 0; l->grid && l->grid_n && k < l->grid_n; k++) {
         free((void *)l->grid[k].qtq);
         free((void *)l->grid[k].qtx);

@@ -35,13 +35,18 @@
 #include "../common/bp_error.h"
 #include "../sensitivity/layer.h"
 #include "../sensitivity/quant.h"
+#include "formats/gguf.h"
+#include "formats/imatrix.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
 
-/* A set of named tensors: a safetensors file or a directory of .npy files. */
+/* A set of named tensors: a safetensors file, a GGUF (seen through a
+ * safetensors view of the same mapping) or a directory of .npy files. */
 typedef struct bp_tensorset {
     char *path;
     int is_dir;
+    int is_gguf;
+    bp_gguf gguf;             /* is_gguf: the file; st is its view */
     bp_safetensors st;
     bp_npy *npy;              /* directory: one per tensor, sorted by name */
     char **npy_names;
@@ -105,18 +110,30 @@ typedef struct bp_layer_desc {
     int64_t st_range_rows;
     bp_grid_desc *grids;      /* the set's activation grids */
     size_t n_grids;
+    int64_t n_mat;            /* matrices stacked in the weight (a GGUF's MoE experts:
+                               * [n_mat, out / n_mat, in]), 1 otherwise */
+    const bp_imatrix_entry *im; /* the layer's importance-matrix entry, or NULL */
+    int embedding;            /* a GGUF embedding table (token_embd): read by rows */
 } bp_layer_desc;
 
 typedef struct bp_model {
     bp_tensorset weights;
     bp_tensorset calib;
     int has_calib;
+    bp_imatrix im;            /* model.imatrix: llama.cpp's importance matrix */
+    int has_imatrix;
     bp_layer_desc *layers;
     size_t n_layers;
 } bp_model;
 
-/* Open both files and find the layers matching include and not exclude. */
-int bp_model_open(bp_model *m, const char *weights, const char *calib,
+/*
+ * Open the files (calib and imatrix may be NULL) and find the layers
+ * matching include and not exclude.  In a GGUF the layers are the tensors
+ * llama-quantize quantizes (common/bp_llama.h), 2-D or 3-D (MoE experts),
+ * named without ".weight"; an importance matrix entry is matched to its
+ * layer by the tensor's name, and its shape checked.
+ */
+int bp_model_open(bp_model *m, const char *weights, const char *calib, const char *imatrix,
                   char *const *include, size_t n_include,
                   char *const *exclude, size_t n_exclude, bp_error *err);
 void bp_model_close(bp_model *m);
@@ -130,6 +147,10 @@ typedef struct bp_loaded_layer {
         float *F, *U, *S, *D, *N;
     } factor[BP_FACTORS];
     bp_stats stats;           /* view.stats points here for a statistics layer */
+    bp_diag diag;             /* view.diag points here for an importance matrix or an
+                               * embedding table */
+    double *dd;               /* diag.d */
+    float *qw;                /* diag.qw */
     double *xtx, *xsum;
     bp_stats_grid *grid;      /* per grid of the set (loaded ones have qtq) */
     size_t grid_n;

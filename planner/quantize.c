@@ -143,7 +143,7 @@ int bp_write_quantized(const bp_config *cfg, const bp_plan *plan, const char *pa
     bp_qfile f;
     double t0 = bp_now();
     memset(&f, 0, sizeof f);
-    if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
+    if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->imatrix, cfg->include, cfg->n_include,
                       cfg->exclude, cfg->n_exclude, err) < 0)
         return -1;
     int rc = 0;

@@ -582,7 +582,7 @@ int bp_quantize(bp_session *s, int wbits, int abits, const char *quantizer, cons
     bp_model m;
     bp_plan plan;
     memset(&plan, 0, sizeof plan);
-    if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->include, cfg->n_include,
+    if (bp_model_open(&m, cfg->weights, cfg->calibration, cfg->imatrix, cfg->include, cfg->n_include,
                       cfg->exclude, cfg->n_exclude, err) < 0)
         return -1;
     int rc = (plan.layers = bp_calloc(m.n_layers ? m.n_layers : 1, sizeof *plan.layers, err))

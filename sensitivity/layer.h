@@ -53,6 +53,25 @@ typedef struct bp_stats {
     const void *id;           /* equal for layers that read the same statistics */
 } bp_stats;
 
+/*
+ * Diagonal statistics: an importance matrix (llama-imatrix) gives, per input
+ * column j, only the mean squared input d_j = E[x_j^2].  With them the
+ * output error of dW is taken as sum_r sum_j d_j dW_rj^2: the error
+ * llama.cpp's quantizers minimise, exact when the inputs are uncorrelated.
+ * A stack of n_mat matrices (MoE experts; out / n_mat rows each) has a row
+ * of d per matrix.  An embedding table (read by rows, row r the vector of
+ * token r) adds row_w * sum_j dW_rj^2 per row: each token's perturbation of
+ * the residual stream, weighted by its frequency (uniform: 1 / rows).
+ * qw are the importance weights of the ggml quantizers (sensitivity/ggml.h),
+ * computed in float as llama-quantize computes them, or NULL.
+ */
+typedef struct bp_diag {
+    int64_t n_mat;
+    const double *d;          /* n_mat x in, or NULL (an embedding without one) */
+    const float *qw;          /* n_mat x in, or NULL */
+    double row_w;             /* > 0 for an embedding table */
+} bp_diag;
+
 typedef struct bp_layer {
     const char *name;
     int64_t out, in;          /* W is out x in */
@@ -69,6 +88,8 @@ typedef struct bp_layer {
     const bp_ofactor *mfactor; /* the decision Fisher (metric margin), or NULL: the
                                * same form, with g = the gradient of a decision's
                                * margin weighted by how near it is to flipping */
+    const bp_diag *diag;      /* diagonal statistics (errors when neither X nor stats
+                               * is given; qw for the ggml types), or NULL */
 } bp_layer;
 
 static inline int64_t bp_layer_params(const bp_layer *l) { return l->out * l->in; }

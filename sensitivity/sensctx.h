@@ -13,10 +13,17 @@
 
 /* ---- a layer's data ------------------------------------------------------ */
 
-/* Does the layer have calibration data (rows or statistics)? */
+/* Does the layer have calibration data (rows, statistics, or diagonal
+ * statistics: an importance matrix, or an embedding table's rows)? */
 static inline int bp_sx_has_data(const bp_layer *l)
 {
-    return (l->X || l->stats) && l->n > 0;
+    return (l->X || l->stats || (l->diag && (l->diag->d || l->diag->row_w > 0))) && l->n > 0;
+}
+
+/* Only diagonal statistics: errors by bp_sx_diag_errors. */
+static inline int bp_sx_diag_only(const bp_layer *l)
+{
+    return !l->X && !l->stats && bp_sx_has_data(l);
 }
 
 /* Group j's statistics at one activation width (sg NULL: float inputs). */
@@ -66,7 +73,19 @@ bp_sens_entry *bp_sx_find(bp_sens_cache *c, const bp_sx_key *k);
 /* A new zeroed entry for k, or NULL (no memory: the cache simply misses). */
 bp_sens_entry *bp_sx_add(bp_sens_cache *c, const bp_sx_key *k);
 
+/* ---- diagonal statistics (diag.c) ---------------------------------------- */
+
+/* values[(b * n_abits + a) * BP_METRIC_COUNT + m] from the layer's diagonal
+ * statistics: What[b] for bitplan's quantizers, or (ggml types) the rows
+ * quantized one at a time. */
+int bp_sx_diag_values(const bp_layer *l, const bp_sens_spec *spec, float *const *What,
+                      double *values, bp_error *err);
+
 /* ---- the weights (weights.c) --------------------------------------------- */
+
+/* The ggml type llama-quantize writes for a layer asked to be `type` (its
+ * fallback when the rows do not fill the type's blocks), or -1. */
+int bp_sx_ggml_type(const bp_layer *l, int type);
 
 /* What[b] (and, for ERQ, its new bias bhat[b]) for every weight width of
  * spec; Xin is what the layer sees (quantized or not), sg its statistics at

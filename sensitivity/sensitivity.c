@@ -11,10 +11,11 @@
 #include <string.h>
 
 #include "common/bp_profile.h"
+#include "ggml.h"
 #include "gram.h"
 
 int bp_sens_needs_data(const bp_sens_spec *spec)
-{
+{   /* llama.cpp's types need no data (their importance weights are optional) */
     return spec->metric != BP_METRIC_WEIGHT || spec->quantizer == BP_WQ_GPTQ ||
            spec->quantizer == BP_WQ_ERQ;
 }
@@ -424,6 +425,14 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     size_t nw = spec->n_wbits, na = spec->n_abits;
     int per_abits = bp_sx_uses_inputs(spec);
     double t = bp_now();
+    if (bp_sx_diag_only(l)) {               /* an importance matrix: diag.c */
+        int rc = spec->quantizer == BP_WQ_GGML ? 0 :
+                 bp_sx_weights_all(l, spec, NULL, NULL, What, NULL, NULL, NULL, err);
+        if (rc == 0)
+            rc = bp_sx_diag_values(l, spec, What, values, err);
+        bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
+        return rc;
+    }
     if (!per_abits && bp_sx_weights_all(l, spec, NULL, NULL, What, NULL, NULL, NULL, err) < 0)
         return -1;
     bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
@@ -494,6 +503,16 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     return rc;
 }
 
+/* The bits of a layer in the type llama-quantize writes for `type` (its
+ * fallback when the rows do not fill the blocks), padded to GGUF's 32-byte
+ * alignment as each tensor's data is in the file. */
+static int64_t ggml_storage_bits(const bp_layer *l, int type)
+{
+    int t = bp_sx_ggml_type(l, type);
+    uint64_t bytes = t < 0 ? 0 : bp_ggml_row_bytes(t, l->in * l->groups) * (uint64_t)l->out;
+    return (int64_t)((bytes + 31) / 32 * 32 * 8);
+}
+
 static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
                        const double *values, bp_table *table, bp_error *err)
 {
@@ -501,6 +520,7 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
         for (size_t a = 0; a < spec->n_abits; a++) {
             bp_qspec q = bp_sens_weight_grid(spec, spec->quantizer);
             const double *v = values + (b * spec->n_abits + a) * BP_METRIC_COUNT;
+            int ggml = spec->quantizer == BP_WQ_GGML;
             q.bits = spec->wbits[b];
             bp_table_row row = {
                 .layer = (char *)l->name,
@@ -509,12 +529,14 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
                 .quantizer = "",
                 .error = v[spec->metric],
                 .params = bp_layer_params(l),
-                .weight_bits = bp_weight_storage_bits(l->out, l->in, &q),
+                .weight_bits = ggml ? ggml_storage_bits(l, spec->ggml_types[b])
+                                    : bp_weight_storage_bits(l->out, l->in, &q),
                 .macs = bp_layer_macs(l),
             };
             memcpy(row.value, v, sizeof row.value);
             snprintf(row.quantizer, sizeof row.quantizer, "%s",
-                     bp_wquantizer_name(spec->quantizer));
+                     ggml ? bp_ggml_type_name(spec->ggml_types[b])
+                          : bp_wquantizer_name(spec->quantizer));
             if (bp_table_add(table, &row, err) < 0)
                 return -1;
         }
@@ -523,6 +545,35 @@ static int append_rows(const bp_layer *l, const bp_sens_spec *spec,
 
 int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *err)
 {
+    for (size_t b = 0; spec->quantizer == BP_WQ_GGML && b < spec->n_wbits; b++) {
+        int64_t blck;
+        size_t bytes;
+        bp_ggml_block(spec->ggml_types[b], &blck, &bytes);
+        if (bp_sx_ggml_type(l, spec->ggml_types[b]) < 0)
+            return bp_fail(err, "layer '%s': rows of %lld elements do not fill %s's blocks of "
+                           "%lld and llama-quantize has no fallback for it (it stops); exclude "
+                           "the layer or leave %s out", l->name, (long long)(l->in * l->groups),
+                           bp_ggml_type_name(spec->ggml_types[b]), (long long)blck,
+                           bp_ggml_type_name(spec->ggml_types[b]));
+    }
+    if (bp_sx_diag_only(l)) {
+        for (size_t a = 0; a < spec->n_abits; a++)
+            if (spec->abits[a] < BP_BITS_FLOAT)
+                return bp_fail(err, "layer '%s': an importance matrix holds no activation "
+                               "statistics, so %d-bit activations cannot be measured (use "
+                               "candidates.abits: [16], or capture statistics with "
+                               "tools/capture.py --stats)", l->name, spec->abits[a]);
+        if (bp_sx_uses_inputs(spec))
+            return bp_fail(err, "layer '%s': %s needs the inputs' full statistics (X^T X), "
+                           "which an importance matrix does not hold (its diagonal only); "
+                           "use rtn or llama.cpp's types (candidates.types), or capture "
+                           "statistics with tools/capture.py --stats", l->name,
+                           bp_wquantizer_name(spec->quantizer));
+        if (spec->metric == BP_METRIC_KFAC || spec->metric == BP_METRIC_MARGIN)
+            return bp_fail(err, "layer '%s': metric '%s' needs calibration rows or statistics "
+                           "(an importance matrix gives mse, relative, hawq, weight, and "
+                           "fisher with grad2)", l->name, bp_metric_name(spec->metric));
+    }
     if (bp_sx_uses_inputs(spec) && spec->cross_fit == BP_XFIT_ON && l->stats)
         return bp_fail(err, "layer '%s': weights.cross_fit: on needs calibration rows to split "
                        "in two; statistics cannot be split (use cross_fit: auto or off, or "
@@ -570,7 +621,9 @@ int bp_sensitivity_layer_cached(const bp_layer *l, const bp_sens_spec *spec, bp_
     double *values = bp_malloc(nw * na * BP_METRIC_COUNT * sizeof(double), err);
     if (!What || !values)
         goto out;
-    for (size_t b = 0; b < nw; b++)
+    /* llama.cpp's types over diagonal statistics stream their rows (diag.c) */
+    int streamed = spec->quantizer == BP_WQ_GGML && bp_sx_diag_only(l);
+    for (size_t b = 0; !streamed && b < nw; b++)
         if (!(What[b] = bp_malloc((size_t)params * sizeof(float), err)))
             goto out;
     if (measure(l, spec, What, values, c, err) < 0)

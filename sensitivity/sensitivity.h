@@ -36,6 +36,8 @@ typedef enum bp_wquantizer {
     BP_WQ_GPTQ,
     BP_WQ_SQUANT,
     BP_WQ_ERQ,
+    BP_WQ_GGML,               /* llama.cpp's types (ggml.h): wbits[b] is the nominal width
+                               * of ggml_types[b] */
     BP_WQ_COUNT
 } bp_wquantizer;
 
@@ -62,6 +64,7 @@ typedef struct bp_sens_spec {
                                * range BP_RANGE_ERQ_W) at the spec's granularity */
     int precision;            /* output errors: BP_PREC_DOUBLE (0) or BP_PREC_SINGLE
                                * (Grams' products in float32, checked; gram.h) */
+    const int *ggml_types;    /* for BP_WQ_GGML: the ggml type of each wbits[b] */
 } bp_sens_spec;
 
 /*

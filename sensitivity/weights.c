@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/bp_llama.h"
+#include "ggml.h"
 #include "sensctx.h"
 
-static const char *const wq_names[BP_WQ_COUNT] = {"rtn", "gptq", "squant", "erq"};
+static const char *const wq_names[BP_WQ_COUNT] = {"rtn", "gptq", "squant", "erq", "ggml"};
 
 const char *bp_wquantizer_name(bp_wquantizer q)
 {
@@ -195,10 +197,50 @@ static int erq_squant_rtn(const bp_layer *l, const bp_sens_spec *spec, const flo
                           const double *G, const double *DA, float *const *What,
                           float *const *bhat, bp_error *err);
 
+int bp_sx_ggml_type(const bp_layer *l, int type)
+{
+    return bp_llama_fallback(type, l->in * l->groups);
+}
+
+/*
+ * llama.cpp's types: every row quantized by ggml's reference quantizer for
+ * the type llama-quantize writes (the one asked for, or its fallback when
+ * the row does not fill the type's blocks), with the row's importance
+ * weights (its matrix's, for stacked experts) when the layer has them, and
+ * dequantized: the weights llama.cpp will compute with.
+ */
+static int ggml_all(const bp_layer *l, const bp_sens_spec *spec, float *const *What,
+                    bp_error *err)
+{
+    int64_t in = l->in * l->groups, nm = l->diag ? l->diag->n_mat : 1;
+    int64_t per = l->out / (nm > 0 ? nm : 1);
+    const float *qw = l->diag ? l->diag->qw : NULL;
+    for (size_t b = 0; b < spec->n_wbits; b++) {
+        int type = bp_sx_ggml_type(l, spec->ggml_types[b]);
+        if (type < 0)
+            return bp_fail(err, "rows of %lld elements do not fill %s's blocks and llama-quantize "
+                           "has no fallback for it (it stops); leave %s out for this layer",
+                           (long long)in, bp_ggml_type_name(spec->ggml_types[b]),
+                           bp_ggml_type_name(spec->ggml_types[b]));
+        unsigned char *q = bp_malloc((size_t)bp_ggml_row_bytes(type, in), err);
+        if (!q)
+            return -1;
+        for (int64_t r = 0; r < l->out; r++) {
+            const float *w = qw ? qw + (r / per) * in : NULL;
+            bp_ggml_quantize_row(type, l->W + r * in, in, w, q);
+            bp_ggml_dequantize_row(type, q, in, What[b] + r * in);
+        }
+        free(q);
+    }
+    return 0;
+}
+
 int bp_sx_weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *Xin,
                       const bp_stats_grid *sg, float *const *What, float *const *bhat,
                       bp_sens_cache *c, const bp_qspec *akey, bp_error *err)
 {
+    if (spec->quantizer == BP_WQ_GGML)
+        return ggml_all(l, spec, What, err);
     if (spec->quantizer == BP_WQ_GPTQ)
         return gptq_grouped(l, spec, spec->wbits, spec->n_wbits, Xin, sg, What, NULL, NULL,
                             NULL, c, akey, err);

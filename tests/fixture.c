@@ -7,7 +7,17 @@
  * which is left without calibration on purpose), all with correlated inputs.
  * The same tensors also go to DIR/npy_model/ and DIR/npy_calib/ as one
  * NAME.npy file each (format 1.0, '<f4'), for the .npy directory input.
+ *
+ *   bp_fixture --gguf DIR [SEED]
+ * makes DIR/model.gguf, a small Llama-shaped model as llama.cpp names it
+ * (token_embd, two blocks of attention and FFN, norms, output; F16 matrices,
+ * F32 norms, general.* and llama.* keys, a tokenizer array), and its
+ * importance matrix twice: DIR/model.imatrix.gguf (the GGUF form, with
+ * in_sum) and DIR/model.imatrix.dat (the legacy form), both from the same
+ * per-column mean squares (a few loud columns, as real activations have).
  */
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +25,8 @@
 #include "common/bp_file.h"
 
 #include "check.h"
+#include "common/bp_ggml.h"
+#include "planner/formats/gguf.h"
 #include "planner/formats/safetensors.h"
 
 typedef struct buf {
@@ -83,10 +95,166 @@ static int write_npy_dir(const char *dir, const char *sub, const bp_st_entry *e,
     return 0;
 }
 
+#define G_EMBD 256
+#define G_FF 512
+#define G_VOCAB 64
+#define G_BLOCKS 2
+
+typedef struct gtensor {
+    char name[64];
+    int64_t ne[2];            /* ne[0] = columns (inputs), ne[1] = rows */
+    int f32;                  /* norms */
+} gtensor;
+
+static int write_gguf(const char *dir, check_rng *r)
+{
+    gtensor t[64];
+    size_t n = 0;
+#define ADD(nm, c, rows, f) (snprintf(t[n].name, sizeof t[n].name, "%s", nm), \
+                             t[n].ne[0] = (c), t[n].ne[1] = (rows), t[n].f32 = (f), n++)
+    ADD("token_embd.weight", G_EMBD, G_VOCAB, 0);
+    for (int b = 0; b < G_BLOCKS; b++) {
+        static const char *const sq[] = {"attn_q", "attn_k", "attn_v", "attn_output"};
+        char nm[64];
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", b);
+        ADD(nm, G_EMBD, 1, 1);
+        for (int k = 0; k < 4; k++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", b, sq[k]);
+            ADD(nm, G_EMBD, G_EMBD, 0);
+        }
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", b);
+        ADD(nm, G_EMBD, 1, 1);
+        snprintf(nm, sizeof nm, "blk.%d.ffn_gate.weight", b);
+        ADD(nm, G_EMBD, G_FF, 0);
+        snprintf(nm, sizeof nm, "blk.%d.ffn_up.weight", b);
+        ADD(nm, G_EMBD, G_FF, 0);
+        snprintf(nm, sizeof nm, "blk.%d.ffn_down.weight", b);
+        ADD(nm, G_FF, G_EMBD, 0);
+    }
+    ADD("output_norm.weight", G_EMBD, 1, 1);
+    ADD("output.weight", G_EMBD, G_VOCAB, 0);
+#undef ADD
+    bp_gguf_wtensor wt[64];
+    void *data[64];
+    bp_error err;
+    for (size_t i = 0; i < n; i++) {
+        int64_t cnt = t[i].ne[0] * t[i].ne[1];
+        double scale = t[i].f32 ? 1.0 : 1.0 / sqrt((double)t[i].ne[0]);
+        if (t[i].f32) {
+            float *f = malloc((size_t)cnt * sizeof *f);
+            for (int64_t k = 0; k < cnt; k++)
+                f[k] = (float)(1.0 + 0.1 * check_normal(r));
+            data[i] = f;
+        } else {
+            uint16_t *h = malloc((size_t)cnt * sizeof *h);
+            for (int64_t k = 0; k < cnt; k++)       /* heavier tails in some rows */
+                h[k] = bp_f32_to_f16((float)(scale * check_normal(r) *
+                                             ((k / t[i].ne[0]) % 17 == 3 ? 4.0 : 1.0)));
+            data[i] = h;
+        }
+        wt[i] = (bp_gguf_wtensor){t[i].name, t[i].f32 ? BP_GGML_F32 : BP_GGML_F16,
+                                  t[i].f32 ? 1 : 2, {t[i].ne[0], t[i].ne[1], 1, 1}, data[i]};
+    }
+    static const char *const tokens[] = {"<unk>", "<s>", "</s>", "a", "b"};
+    uint32_t ctx = 128, embd = G_EMBD, ff = G_FF, blocks = G_BLOCKS, heads = 4, ftype = 1;
+    float eps = 1e-5f;
+    bp_gguf_wkv kv[] = {
+        {"general.architecture", BP_GGUF_STRING, 0, 1, "llama"},
+        {"general.name", BP_GGUF_STRING, 0, 1, "bitplan test llama"},
+        {"general.file_type", BP_GGUF_U32, 0, 1, &ftype},
+        {"llama.context_length", BP_GGUF_U32, 0, 1, &ctx},
+        {"llama.embedding_length", BP_GGUF_U32, 0, 1, &embd},
+        {"llama.feed_forward_length", BP_GGUF_U32, 0, 1, &ff},
+        {"llama.block_count", BP_GGUF_U32, 0, 1, &blocks},
+        {"llama.attention.head_count", BP_GGUF_U32, 0, 1, &heads},
+        {"llama.attention.layer_norm_rms_epsilon", BP_GGUF_F32, 0, 1, &eps},
+        {"tokenizer.ggml.tokens", BP_GGUF_ARRAY, BP_GGUF_STRING, 5, tokens},
+    };
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    int rc = bp_gguf_write(path, kv, sizeof kv / sizeof *kv, wt, n, &err);
+    if (rc < 0)
+        fprintf(stderr, "%s\n", err.msg);
+    for (size_t i = 0; i < n; i++)
+        free(data[i]);
+    if (rc < 0)
+        return rc;
+    /* the importance matrix: for every matrix but token_embd (read by rows,
+     * never multiplied), sums of squares over `tokens` inputs per column */
+    const float tokens_seen = 2048.0f;
+    bp_gguf_wtensor it[3 * 64];
+    float *sums[64] = {0}, *lin[64] = {0}, count[1] = {tokens_seen};
+    size_t m = 0, ents = 0;
+    char names[3 * 64][80];
+    snprintf(path, sizeof path, "%s/model.imatrix.dat", dir);
+    FILE *dat = fopen(path, "wb");
+    if (!dat)
+        return fprintf(stderr, "%s: cannot write\n", path), -1;
+    int32_t n_ent = 0;
+    for (size_t i = 0; i < n; i++)
+        n_ent += !t[i].f32 && strcmp(t[i].name, "token_embd.weight") != 0;
+    fwrite(&n_ent, 4, 1, dat);
+    for (size_t i = 0; i < n; i++) {
+        if (t[i].f32 || !strcmp(t[i].name, "token_embd.weight"))
+            continue;
+        int64_t c = t[i].ne[0];
+        sums[ents] = malloc((size_t)c * sizeof(float));
+        lin[ents] = malloc((size_t)c * sizeof(float));
+        for (int64_t j = 0; j < c; j++) {
+            double ms = (j % 37 == 5 ? 25.0 : 1.0) * (0.5 + check_uniform(r));
+            sums[ents][j] = (float)(ms * tokens_seen);
+            lin[ents][j] = (float)(0.1 * check_normal(r) * tokens_seen);
+        }
+        static const char *const sfx[3] = {".in_sum2", ".counts", ".in_sum"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(names[m], sizeof names[m], "%.60s%s", t[i].name, sfx[k]);
+            it[m] = (bp_gguf_wtensor){names[m], BP_GGML_F32, 2,
+                                      {k == 1 ? 1 : c, 1, 1, 1},
+                                      k == 0 ? (void *)sums[ents] : k == 1 ? (void *)count
+                                                                           : (void *)lin[ents]};
+            m++;
+        }
+        /* legacy: name, ncall, nval, mean squares x ncall (ncall 2048 / 512 chunks) */
+        int32_t len = (int32_t)strlen(t[i].name), ncall = 4, nval = (int32_t)c;
+        fwrite(&len, 4, 1, dat);
+        fwrite(t[i].name, 1, (size_t)len, dat);
+        fwrite(&ncall, 4, 1, dat);
+        fwrite(&nval, 4, 1, dat);
+        for (int64_t j = 0; j < c; j++) {
+            float v = sums[ents][j] / tokens_seen * (float)ncall;
+            fwrite(&v, 4, 1, dat);
+        }
+        ents++;
+    }
+    int32_t chunks = 4, dlen = 9;
+    fwrite(&chunks, 4, 1, dat);
+    fwrite(&dlen, 4, 1, dat);
+    fwrite("train.txt", 1, 9, dat);
+    rc = fclose(dat) == 0 ? 0 : -1;
+    static const char *const datasets[] = {"train.txt"};
+    uint32_t chunk_count = 4, chunk_size = 512;
+    bp_gguf_wkv ikv[] = {
+        {"general.type", BP_GGUF_STRING, 0, 1, "imatrix"},
+        {"imatrix.datasets", BP_GGUF_ARRAY, BP_GGUF_STRING, 1, datasets},
+        {"imatrix.chunk_count", BP_GGUF_U32, 0, 1, &chunk_count},
+        {"imatrix.chunk_size", BP_GGUF_U32, 0, 1, &chunk_size},
+    };
+    snprintf(path, sizeof path, "%s/model.imatrix.gguf", dir);
+    if (rc == 0 && (rc = bp_gguf_write(path, ikv, 4, it, m, &err)) < 0)
+        fprintf(stderr, "%s\n", err.msg);
+    for (size_t i = 0; i < ents; i++)
+        free(sums[i]), free(lin[i]);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 2 && strcmp(argv[1], "--gguf") == 0) {
+        check_rng rg = {argc > 3 ? strtoull(argv[3], NULL, 10) : 1};
+        return write_gguf(argv[2], &rg) < 0;
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: bp_fixture DIR [SEED]\n");
+        fprintf(stderr, "usage: bp_fixture DIR [SEED] | bp_fixture --gguf DIR [SEED]\n");
         return 2;
     }
     check_rng r = {argc > 2 ? strtoull(argv[2], NULL, 10) : 1};

@@ -333,11 +333,11 @@ static void test_grouped_tensor_grid(void)
     data x = make_data(G * OG, G * IN, N, &rng);   /* X: N x (IN*G); W reused as G*OG x IN */
     for (int64_t i = 0; i < G * OG * IN; i++)
         x.W[i] *= (float)(1 + i / (OG * IN));      /* groups of very different ranges */
-    bp_layer l = {"dw", G * OG, IN, 3, 3, G, x.W, NULL, N, x.X, NULL, NULL, NULL, NULL};
+    bp_layer l = {"dw", G * OG, IN, 3, 3, G, x.W, NULL, N, x.X, NULL, NULL, NULL, NULL, NULL};
     int wbits[] = {3}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, spec_of(0, BP_GRAN_TENSOR, 0),
                          spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
-                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
     spec.weights.symmetric = 0;
     float What[G * OG * IN], scale[G * OG * IN], zero[G * OG * IN];
     CHECK(bp_quantize_candidate(&l, &spec, 3, 16, What, NULL, scale, zero, NULL, &err) == 0);
@@ -366,11 +366,11 @@ static void test_cross_fit(void)
     enum { O = 24, D = 64, N = 48, HELD = 4096 };
     data all = make_data(O, D, N + HELD, &rng);
     data held = {O, D, HELD, all.W, all.X + (int64_t)N * D};
-    bp_layer l = {"fc", O, D, 1, 1, 1, all.W, NULL, N, all.X, NULL, NULL, NULL, NULL};
+    bp_layer l = {"fc", O, D, 1, 1, 1, all.W, NULL, N, all.X, NULL, NULL, NULL, NULL, NULL};
     int wbits[] = {3, 4}, abits[] = {16};
     bp_sens_spec spec = {wbits, 2, abits, 1, spec_of(0, BP_GRAN_CHANNEL, 0),
                          spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
-                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+                         {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
     bp_table in_sample, crossed, autod;
     bp_table_init(&in_sample), bp_table_init(&crossed), bp_table_init(&autod);
     CHECK(bp_sensitivity_layer(&l, &spec, &in_sample, NULL) == 0);

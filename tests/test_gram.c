@@ -73,8 +73,8 @@ static void test_case(uint64_t seed, int64_t out, int64_t in, int groups, int64_
     int wbits[] = {3, 8}, abits[] = {4, 16};
     bp_sens_spec spec = {wbits, 2, abits, 2,
                          {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
-    bp_layer l = {"layer", out, in, 1, 1, groups, W, NULL, n, X, NULL, NULL, NULL, NULL};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
+    bp_layer l = {"layer", out, in, 1, 1, groups, W, NULL, n, X, NULL, NULL, NULL, NULL, NULL};
     for (int metric = 0; metric < 2; metric++) {
         bp_table t;
         bp_table_init(&t);
@@ -115,8 +115,8 @@ static void test_fisher(void)
         X[i] = (float)check_normal(&r);
     int wbits[] = {3}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
-    bp_layer l = {"fc", O, D, 1, 1, 1, W, NULL, N, X, g2, NULL, NULL, NULL};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_FISHER, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
+    bp_layer l = {"fc", O, D, 1, 1, 1, W, NULL, N, X, g2, NULL, NULL, NULL, NULL};
     bp_table t;
     bp_error err;
     bp_table_init(&t);
@@ -286,7 +286,7 @@ static void test_shared_inputs(void)
                          {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                          {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                          BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3,
-                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_SINGLE};
+                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_SINGLE, NULL};
     static const char *names[3] = {"q", "k", "v"};
     bp_wquantizer quants[2] = {BP_WQ_RTN, BP_WQ_GPTQ};
     bp_table alone, shared;
@@ -297,7 +297,7 @@ static void test_shared_inputs(void)
     size_t formed = 0, hits_q = 0;
     for (int k = 0; k < 3; k++) {
         for (int q = 0; q < 2; q++) {
-            bp_layer l = {names[k], O, D, 1, 1, 1, W[k], NULL, N, X, NULL, NULL, NULL, NULL};
+            bp_layer l = {names[k], O, D, 1, 1, 1, W[k], NULL, N, X, NULL, NULL, NULL, NULL, NULL};
             spec.quantizer = quants[q];
             CHECK_MSG(bp_sensitivity_layer(&l, &spec, &alone, &err) == 0, "%s", err.msg);
             CHECK_MSG(bp_sensitivity_layer_cached(&l, &spec, &shared, &c, &err) == 0, "%s",
@@ -315,7 +315,7 @@ static void test_shared_inputs(void)
     CHECK(formed >= 4 && hits_q >= 2);       /* gptq on q reused rtn's Grams already */
     bp_sens_cache_reset(&c);                 /* new inputs: nothing to reuse */
     size_t before = c.hits;
-    bp_layer l = {"other", O, D, 1, 1, 1, W[0], NULL, N / 2, X, NULL, NULL, NULL, NULL};
+    bp_layer l = {"other", O, D, 1, 1, 1, W[0], NULL, N / 2, X, NULL, NULL, NULL, NULL, NULL};
     spec.quantizer = BP_WQ_RTN;
     CHECK(bp_sensitivity_layer_cached(&l, &spec, &shared, &c, &err) == 0);
     CHECK(c.hits == before);
@@ -356,10 +356,10 @@ static void test_single_table(void)
                          {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                          {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                          BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3,
-                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
     CHECK(bp_gram_single_pays(N, D, O, 2));
     CHECK(!bp_gram_single_pays(3000, 256, 768, 5));     /* below BP_GRAM_SINGLE_MIN_IN */
-    bp_layer l = {"big", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL, NULL};
+    bp_layer l = {"big", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL, NULL, NULL};
     bp_table td, ts;
     bp_table_init(&td);
     bp_table_init(&ts);
@@ -453,8 +453,8 @@ static void test_missing_data(void)
     float W[4] = {1, 2, 3, 4};
     int wbits[] = {4}, abits[] = {16};
     bp_sens_spec spec = {wbits, 1, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
-    bp_layer l = {"fc.no_data", 2, 2, 1, 1, 1, W, NULL, 0, NULL, NULL, NULL, NULL, NULL};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
+    bp_layer l = {"fc.no_data", 2, 2, 1, 1, 1, W, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL};
     bp_table t;
     bp_error err;
     bp_table_init(&t);
@@ -475,7 +475,7 @@ static void test_missing_data(void)
     CHECK(mse > 0);
     /* hawq: (2 ||X||^2 / (n in)) * ||What - W||^2, here by hand */
     float X[6] = {1, 2, -1, 0.5f, 3, -2};          /* 3 samples x 2 inputs */
-    bp_layer ld = {"fc.hawq", 2, 2, 1, 1, 1, W, NULL, 3, X, NULL, NULL, NULL, NULL};
+    bp_layer ld = {"fc.hawq", 2, 2, 1, 1, 1, W, NULL, 3, X, NULL, NULL, NULL, NULL, NULL};
     spec.metric = BP_METRIC_HAWQ;
     CHECK(bp_sensitivity_layer(&ld, &spec, &t, &err) == 0);
     double xx = 1 + 4 + 1 + 0.25 + 9 + 4;
@@ -564,9 +564,9 @@ static void test_kfac(void)
                              {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                              {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                              BP_METRIC_KFAC, (bp_wquantizer)cases[c].quant, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL},
-                             3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
+                             3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
         bp_layer l = {"k", out, in, 1, 1, (int)g, W, cases[c].quant == BP_WQ_ERQ ? bias : NULL,
-                      n, X, NULL, &of, NULL, NULL};
+                      n, X, NULL, &of, NULL, NULL, NULL};
         bp_table t;
         bp_error err = {""};
         bp_table_init(&t);
@@ -711,8 +711,8 @@ static void test_monotone(void)
         W[i] = (float)check_normal(&r);
     int wbits[] = {2, 3, 4, 6, 8, 16}, abits[] = {16};
     bp_sens_spec spec = {wbits, 6, abits, 1, {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
-                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE};
-    bp_layer l = {"m", out, in, 1, 1, 1, W, NULL, n, X, NULL, NULL, NULL, NULL};
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0}, BP_METRIC_MSE, BP_WQ_RTN, {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
+    bp_layer l = {"m", out, in, 1, 1, 1, W, NULL, n, X, NULL, NULL, NULL, NULL, NULL};
     bp_table t;
     bp_table_init(&t);
     CHECK(bp_sensitivity_layer(&l, &spec, &t, NULL) == 0);

@@ -128,7 +128,7 @@ static bp_sens_spec spec_of(int *wbits, size_t nw, int *abits, size_t na, bp_qsp
 {
     bp_sens_spec s = {wbits, nw, abits, na, w, a, metric, BP_WQ_RTN,
                       {128, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3, {2000.0, 2000.0, 100},
-                      BP_XFIT_OFF, 0, precision};
+                      BP_XFIT_OFF, 0, precision, NULL};
     return s;
 }
 
@@ -178,8 +178,8 @@ static void test_linear(bp_qkind kind, int precision, double tol)
                                 BP_METRIC_KFAC, precision);
     stats_fixture f;
     make_stats(&f, X, N, D, 1, &spec);
-    bp_layer rows = {"fc", O, D, 1, 1, 1, W, bias, N, X, g2, &of, NULL, NULL};
-    bp_layer st = {"fc", O, D, 1, 1, 1, W, bias, N, NULL, g2, &of, &f.st, NULL};
+    bp_layer rows = {"fc", O, D, 1, 1, 1, W, bias, N, X, g2, &of, NULL, NULL, NULL};
+    bp_layer st = {"fc", O, D, 1, 1, 1, W, bias, N, NULL, g2, &of, &f.st, NULL, NULL};
     compare(kind == BP_AQ_PTF ? "linear, ptf grid" : "linear, uniform grid", &rows, &st, &spec,
             tol);
     /* the weights exported for a candidate are the same too */
@@ -226,8 +226,8 @@ static void test_grouped_conv(void)
                                 BP_METRIC_MSE, BP_PREC_DOUBLE);
     stats_fixture f;
     make_stats(&f, X, N, IN, G, &spec);
-    bp_layer rows = {"conv", G * OG, IN, 3, 3, G, W, NULL, N, X, NULL, NULL, NULL, NULL};
-    bp_layer st = {"conv", G * OG, IN, 3, 3, G, W, NULL, N, NULL, NULL, NULL, &f.st, NULL};
+    bp_layer rows = {"conv", G * OG, IN, 3, 3, G, W, NULL, N, X, NULL, NULL, NULL, NULL, NULL};
+    bp_layer st = {"conv", G * OG, IN, 3, 3, G, W, NULL, N, NULL, NULL, NULL, &f.st, NULL, NULL};
     compare("grouped conv (2 groups)", &rows, &st, &spec, 1e-9);
     free_stats(&f);
     free(X);
@@ -249,8 +249,8 @@ static void test_single_wide(void)
                                 BP_METRIC_MSE, BP_PREC_DOUBLE);
     stats_fixture f;
     make_stats(&f, X, N, D, 1, &spec);
-    bp_layer rows = {"wide", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL, NULL};
-    bp_layer st = {"wide", O, D, 1, 1, 1, W, NULL, N, NULL, NULL, NULL, &f.st, NULL};
+    bp_layer rows = {"wide", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL, NULL, NULL};
+    bp_layer st = {"wide", O, D, 1, 1, 1, W, NULL, N, NULL, NULL, NULL, &f.st, NULL, NULL};
     compare("in 520, double", &rows, &st, &spec, 1e-9);
     bp_table td, ts;
     bp_error err = {""};

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "../../common/bp_file.h"
+#include "../../common/bp_ggml.h"
 #include "exportfmt.h"
 #include "yamltree.h"
 
@@ -29,6 +30,8 @@ void bp_export_plan_free(bp_export_plan *p)
         free(p->layers[i].tied_with);
     }
     free(p->layers);
+    free(p->model);
+    free(p->imatrix);
     memset(p, 0, sizeof *p);
 }
 
@@ -114,6 +117,7 @@ static int read_layer(const char *path, const bp_ynode *m, size_t i, bp_export_l
         opt_str(m, "act_granularity", &l->act_granularity, err) < 0 ||
         opt_str(m, "tied_with", &l->tied_with, err) < 0)
         return -1;
+    l->ggml = bp_ggml_type_parse(l->quantizer) >= 0;
     if (l->abits >= 16) {             /* float activations carry no grid */
         free(l->act_kind), free(l->act_granularity);
         l->act_kind = l->act_granularity = NULL;
@@ -141,6 +145,10 @@ int bp_export_read_plan(const char *path, bp_export_plan *p, bp_error *err)
         p->n++;
         rc = read_layer(path, layers->items[i], i, &p->layers[i], err);
     }
+    const bp_ynode *model = rc == 0 ? map_get(root, "model") : NULL;
+    if (rc == 0 && (opt_str(model, "weights", &p->model, err) < 0 ||
+                    opt_str(model, "imatrix", &p->imatrix, err) < 0))
+        rc = -1;
     bp_ynode_free(root);
     if (rc < 0)
         bp_export_plan_free(p);
@@ -399,7 +407,17 @@ static int write_one(const bp_export_plan *p, int f, const char *path, const cha
         return -1;
     int rc = 0;
     switch (f) {
-    case 0: rc = xp_write_llamacpp(a.fp, p, args, type, o->compress); break;
+    case 0:
+        if (args == 2) {                 /* FILE.cmd: the command line */
+            const char *slash = strrchr(path, '/');
+            char file[4096];
+            snprintf(file, sizeof file, "%.*s", (int)(strlen(slash ? slash + 1 : path) - 4),
+                     slash ? slash + 1 : path);
+            xp_write_llamacpp_command(a.fp, p, type, file);
+        } else {
+            rc = xp_write_llamacpp(a.fp, p, args, type, o->compress);
+        }
+        break;
     case 1: xp_write_gptqmodel(a.fp, p, o, flag); break;
     case 2: xp_write_llmcompressor(a.fp, p, o, flag); break;
     default: xp_write_autoround(a.fp, p, o, flag); break;
@@ -454,6 +472,9 @@ static int write_opts(const bp_export_plan *p, int f, const char *path, const bp
         char args[4096];             /* llama.cpp: the same as --tensor-type arguments */
         snprintf(args, sizeof args, "%s.args", path);
         rc = write_one(p, f, args, type, o, 1, flag, err);
+        snprintf(args, sizeof args, "%s.cmd", path);   /* and the command line */
+        if (rc == 0)
+            rc = write_one(p, f, args, type, o, 2, flag, err);
     }
     if (rc == 0 && f == 0)
         xp_llamacpp_warnings(p, type, o, flag);

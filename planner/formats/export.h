@@ -39,12 +39,15 @@ typedef struct bp_export_layer {
     long in_features;         /* inputs per output row; 0 unknown */
     long out_features;        /* rows (params / in_features); 0 unknown */
     char *tied_with;          /* an embedding with the same weights, or NULL */
+    int ggml;                 /* the quantizer is a llama.cpp type (planned from a GGUF:
+                               * the name is the tensor's without ".weight") */
     int merged;               /* internal: renamed onto an earlier layer's name */
 } bp_export_layer;
 
 typedef struct bp_export_plan {
     bp_export_layer *layers;
     size_t n;
+    char *model, *imatrix;    /* model.weights and model.imatrix as the plan has them */
 } bp_export_plan;
 
 int bp_export_read_plan(const char *path, bp_export_plan *p, bp_error *err);

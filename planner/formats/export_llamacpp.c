@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../../common/bp_ggml.h"
+#include "../../common/bp_llama.h"
 #include "exportfmt.h"
 
 const char *bp_ggml_type(int bits)
@@ -50,9 +52,22 @@ static void llama_pattern(const char *name, char *out, size_t cap)
     out[k] = '\0';
 }
 
-/* The user's rule for (bits, group), else the default type. */
+/* The GGUF tensor a layer names: a layer planned from a GGUF is named
+ * without ".weight". */
+static const char *tensor_of(const bp_export_layer *l, char *buf, size_t cap)
+{
+    if (!l->ggml)
+        return l->name;
+    snprintf(buf, cap, "%s.weight", l->name);
+    return buf;
+}
+
+/* A layer planned in llama.cpp's types has its type; else the user's rule
+ * for (bits, group), else the default type. */
 const char *xp_ggml_for(const bp_export_layer *l, const bp_ggml_rule *types, size_t n)
 {
+    if (l->ggml)
+        return bp_ggml_type_name(bp_ggml_type_parse(l->quantizer));
     for (size_t k = 0; k < n; k++)
         if (types[k].bits == l->wbits &&
             (types[k].group == -1 || (types[k].group == -2 && xp_group_of(l) < 0) ||
@@ -134,11 +149,11 @@ void xp_llamacpp_warnings(const bp_export_plan *p, const char **type, const bp_e
 {
     const char *F = "llamacpp";
     char msg[400];
-    XP_WARN_IF(o, F, p, flag, !gguf_name(L->name),
+    XP_WARN_IF(o, F, p, flag, !L->ggml && !gguf_name(L->name),
                "not a GGUF tensor name: llama-quantize matches its patterns against GGUF names "
                "(blk.N.attn_q.weight, ...) and will apply nothing; use --llama-names "
                "(export.llama_names) or export.rename");
-    XP_WARN_IF(o, F, p, flag, gguf_name(L->name) && llama_keeps(L->name),
+    XP_WARN_IF(o, F, p, flag, !L->ggml && gguf_name(L->name) && llama_keeps(L->name),
                "llama-quantize never quantizes norms and MoE routers; these stay in the source "
                "type");
     xp_warn_tied(o, F, p, flag,
@@ -150,7 +165,8 @@ void xp_llamacpp_warnings(const bp_export_plan *p, const char **type, const bp_e
     XP_WARN_IF(o, F, p, flag, needs_imatrix(type[i_]),
                "this type needs an importance matrix: run llama-quantize with --imatrix FILE");
     XP_WARN_IF(o, F, p, flag,
-               L->wbits < 16 && (xp_per_tensor(L) || !L->symmetric || xp_group_of(L) > 0),
+               !L->ggml && L->wbits < 16 &&
+                   (xp_per_tensor(L) || !L->symmetric || xp_group_of(L) > 0),
                "llama.cpp's types fix their own blocks and zero points (q4_K: 32-wide blocks "
                "with minimums in 256-wide super-blocks); the plan's bit width is applied, its "
                "granularity, group size and symmetry are not");
@@ -173,13 +189,94 @@ void xp_llamacpp_warnings(const bp_export_plan *p, const char **type, const bp_e
         xp_warn_layers(o, F, p, flag, msg);
     }
     free(told);
-    XP_WARN_IF(o, F, p, flag, !strcasecmp(type[i_], "q2_K"),
+    XP_WARN_IF(o, F, p, flag, !L->ggml && !strcasecmp(type[i_], "q2_K"),
                "q2_K needs an importance matrix under base type Q2_K_S (tensor_requires_imatrix); "
                "use another base type or --imatrix FILE");
-    xp_note(o, F, "llama-quantize applies these types only under a quantized base type, e.g. "
-            "llama-quantize --tensor-type-file tensor-types.txt model-f32.gguf out.gguf Q8_0 "
-            "(with F16, BF16 or F32 as the type it ignores them; --token-embedding-type and "
-            "--output-tensor-type override them)");
+    int planned = 0;
+    for (size_t i = 0; i < p->n; i++)
+        planned |= p->layers[i].ggml;
+    if (!planned)
+        xp_note(o, F, "llama-quantize applies these types only under a quantized base type, "
+                "e.g. llama-quantize --tensor-type-file tensor-types.txt model-f32.gguf out.gguf "
+                "Q8_0 (with F16, BF16 or F32 as the type it ignores them; "
+                "--token-embedding-type and --output-tensor-type override them)");
+}
+
+/* llama-quantize's name of a mix (QUANT_OPTIONS) whose main type is t: the
+ * base type of the command (every planned tensor has its own type). */
+static const char *base_ftype(const char *t)
+{
+    static const char *const map[][2] = {
+        {"q2_K", "Q2_K"}, {"q3_K", "Q3_K_M"}, {"q4_K", "Q4_K_M"}, {"q5_K", "Q5_K_M"},
+        {"q6_K", "Q6_K"}, {"q8_0", "Q8_0"}, {"q4_0", "Q4_0"}, {"q4_1", "Q4_1"},
+        {"q5_0", "Q5_0"}, {"q5_1", "Q5_1"}, {"iq4_nl", "IQ4_NL"}, {"iq4_xs", "IQ4_XS"}};
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+        if (!strcasecmp(t, map[i][0]))
+            return map[i][1];
+    return "Q8_0";
+}
+
+/* A word for sh: as is when it is safe, else single-quoted. */
+static void sh_word(FILE *fp, const char *s)
+{
+    int safe = *s != '\0';
+    for (const char *c = s; *c && safe; c++)
+        safe = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+               strchr("._-/+=:,@%", *c);
+    if (safe) {
+        fputs(s, fp);
+        return;
+    }
+    fputc('\'', fp);
+    for (const char *c = s; *c; c++)
+        if (*c == '\'')
+            fputs("'\\''", fp);
+        else
+            fputc(*c, fp);
+    fputc('\'', fp);
+}
+
+void xp_write_llamacpp_command(FILE *fp, const bp_export_plan *p, const char **type,
+                               const char *type_file)
+{
+    /* the base type: the most common planned quantized type */
+    size_t best = 0, count = 0;
+    const char *base = "q8_0", *embd = NULL, *out = NULL;
+    for (size_t i = 0; i < p->n; i++) {
+        const bp_export_layer *l = &p->layers[i];
+        if (l->merged)
+            continue;
+        if (bp_llama_is_embedding(l->name) && strcmp(l->name, "per_layer_token_embd") != 0)
+            embd = type[i];
+        if (bp_llama_is_output(l->name))
+            out = type[i];
+        count = 0;
+        for (size_t j = 0; j < p->n; j++)
+            count += !p->layers[j].merged && !strcasecmp(type[j], type[i]);
+        if (count > best && bp_ggml_is_quantized(bp_ggml_type_parse(type[i])))
+            best = count, base = type[i];
+    }
+    const char *model = p->model ? p->model : "model-f16.gguf";
+    const char *dot = strrchr(model, '.');
+    int stem = dot && !strcasecmp(dot, ".gguf") ? (int)(dot - model) : (int)strlen(model);
+    char target[4200];
+    snprintf(target, sizeof target, "%.*s-bitplan.gguf", stem, model);
+    fputs("llama-quantize", fp);
+    if (p->imatrix) {
+        fputs(" --imatrix ", fp);
+        sh_word(fp, p->imatrix);
+    }
+    fputs(" --tensor-type-file ", fp);
+    sh_word(fp, type_file);
+    if (embd)
+        fprintf(fp, " --token-embedding-type %s", embd);
+    if (out)
+        fprintf(fp, " --output-tensor-type %s", out);
+    fputc(' ', fp);
+    sh_word(fp, model);
+    fputc(' ', fp);
+    sh_word(fp, target);
+    fprintf(fp, " %s\n", base_ftype(base));
 }
 
 /* "blk.N.rest": N's digits and the rest, or 0. */
@@ -210,15 +307,17 @@ static int joins(const bp_export_plan *p, const char **type, const unsigned char
 {
     const char *num, *rest, *num2, *rest2;
     size_t len, len2;
+    char a[1100], b[1100];
     return !used[j] && !p->layers[j].merged && strcmp(type[j], type[i]) == 0 &&
-           block_name(p->layers[i].name, &num, &len, &rest) &&
-           block_name(p->layers[j].name, &num2, &len2, &rest2) && strcmp(rest, rest2) == 0;
+           block_name(tensor_of(&p->layers[i], a, sizeof a), &num, &len, &rest) &&
+           block_name(tensor_of(&p->layers[j], b, sizeof b), &num2, &len2, &rest2) &&
+           strcmp(rest, rest2) == 0;
 }
 
 int xp_write_llamacpp(FILE *fp, const bp_export_plan *p, int args, const char **type,
                           int compress)
 {
-    char pat[2200];
+    char pat[2200], tn[1100];
     unsigned char *used = calloc(p->n + 1, 1);
     if (!used)
         return -1;
@@ -230,8 +329,9 @@ int xp_write_llamacpp(FILE *fp, const bp_export_plan *p, int args, const char **
             continue;
         for (size_t j = i + 1; compress && j < p->n; j++)
             members += joins(p, type, used, i, j);
+        const char *name = tensor_of(&p->layers[i], tn, sizeof tn);
         if (!members) {
-            llama_pattern(p->layers[i].name, pat, sizeof pat);
+            llama_pattern(name, pat, sizeof pat);
             llama_token(fp, args, &first, pat, type[i]);
             continue;
         }
@@ -242,13 +342,14 @@ int xp_write_llamacpp(FILE *fp, const bp_export_plan *p, int args, const char **
             free(used);
             return -1;
         }
-        block_name(p->layers[i].name, &num, &len, &rest);
+        block_name(name, &num, &len, &rest);
         fprintf(mem, "^blk\\.(%.*s", (int)len, num);
         for (size_t j = i + 1; j < p->n; j++)
             if (joins(p, type, used, i, j)) {
                 const char *num2 = NULL, *rest2 = NULL;
                 size_t len2 = 0;
-                block_name(p->layers[j].name, &num2, &len2, &rest2);
+                char tj[1100];
+                block_name(tensor_of(&p->layers[j], tj, sizeof tj), &num2, &len2, &rest2);
                 fprintf(mem, "|%.*s", (int)len2, num2);
                 used[j] = 1;
             }

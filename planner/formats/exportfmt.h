@@ -73,6 +73,13 @@ int xp_write_llamacpp(FILE *fp, const bp_export_plan *p, int args, const char **
                       int compress);
 void xp_llamacpp_warnings(const bp_export_plan *p, const char **type, const bp_export_opts *o,
                           unsigned char *flag);
+/* The llama-quantize command line that applies the types (FILE.cmd):
+ * --imatrix when the plan had one, the type file, the embedding's and the
+ * output's types, the plan's model, MODEL-bitplan.gguf, and the mix named
+ * for the most common type as the base (it only fills general.file_type
+ * when every tensor has its own type). */
+void xp_write_llamacpp_command(FILE *fp, const bp_export_plan *p, const char **type,
+                               const char *type_file);
 
 /* GPTQModel: its limits (an error before writing), then quantize_config.json. */
 int xp_gptqmodel_check(const bp_export_plan *p, bp_error *err);

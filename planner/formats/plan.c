@@ -118,6 +118,10 @@ static void write_inputs(emitter *e, const bp_plan *p)
     kv_str(e, "weights_sha256", p->model_sha256);
     kv_str(e, "calibration", p->calib_path);
     kv_str(e, "calibration_sha256", p->calib_sha256);
+    if (p->imatrix_path) {
+        kv_str(e, "imatrix", p->imatrix_path);
+        kv_str(e, "imatrix_sha256", p->imatrix_sha256);
+    }
     if (p->table_path)
         kv_str(e, "table", p->table_path);
     kv_str(e, "metric", p->metric);
