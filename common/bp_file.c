@@ -458,6 +458,19 @@ char *bp_path_join(const char *dir, const char *name, bp_error *err)
     return p;
 }
 
+char *bp_path_absolute(const char *path, bp_error *err)
+{
+    char cwd[4096];
+    if (path[0] == '/')
+        return bp_strdup(path, err);
+    if (!getcwd(cwd, sizeof cwd))
+        return bp_fail(err, "cannot read the working directory: %s", strerror(errno)), NULL;
+    const char *p = path;
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    return bp_path_join(cwd, strcmp(p, ".") ? p : "", err);
+}
+
 char *bp_path_dir(const char *path, bp_error *err)
 {
     const char *slash = strrchr(path, '/');

@@ -64,6 +64,9 @@ int bp_mkdirs(const char *path, bp_error *err);
 char *bp_path_join(const char *dir, const char *name, bp_error *err);
 /* Directory part of a path ("." when there is none); malloc'ed. */
 char *bp_path_dir(const char *path, bp_error *err);
+/* path made absolute against the working directory (no link resolved, the
+ * file need not exist); malloc'ed. */
+char *bp_path_absolute(const char *path, bp_error *err);
 
 /* Read a whole regular file (at most BP_READ_MAX bytes) into a NUL-terminated
  * malloc'ed buffer.  Directories, FIFOs, devices and larger files are errors

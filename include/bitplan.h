@@ -80,6 +80,9 @@ typedef struct bp_budget_spec {
     double max_bops;          /* bit operations per sample */
     double max_latency;       /* from the latency table */
     bp_minimize minimize;
+    double max_file_bytes;    /* a GGUF model: the quantized file's bytes */
+    double bpw;               /* a GGUF model: bits per weight as llama.cpp counts them
+                               * (all tensors' bits over all their elements) */
 } bp_budget_spec;
 #endif
 
@@ -129,6 +132,9 @@ typedef struct bp_plan {
     double total_error;
     double total_bops;
     double total_latency;                        /* NAN without a latency table */
+    double gguf_file_bytes;                      /* a GGUF model: the quantized file's
+                                                  * predicted bytes; 0 otherwise */
+    double gguf_bpw;                             /* ... and llama.cpp's bits per weight */
     bp_plan_layer *layers;
     size_t n_layers;
 } bp_plan;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../common/bp_file.h"
 #include "../common/bp_ggml.h"
@@ -441,6 +442,35 @@ static int k_max_error(const bp_yread *c, const bp_ynode *v, const char *key, bp
 {
     return bp_yr_double(c, v, key, 0.0, 1e300, &cfg->budget.max_error);
 }
+static int k_max_file_bytes(const bp_yread *c, const bp_ynode *v, const char *key,
+                            bp_config *cfg)
+{
+    if (bp_yr_double(c, v, key, 0.0, 1e18, &cfg->budget.max_file_bytes) < 0)
+        return -1;
+    return cfg->budget.max_file_bytes > 0 ? 0
+           : bp_yr_at(c, v, key, "expected a positive number of bytes", NULL);
+}
+/* budget.max_bytes_of: the size of another file (a GGUF of a llama.cpp mix). */
+static int k_max_bytes_of(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    char *path = NULL, *written = NULL;
+    int rc = resolve(c, v, key, &path, &written);
+    struct stat sb;
+    if (rc == 0 && (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0))
+        rc = bp_yr_at(c, v, key, "expected an existing, non-empty file (its size becomes "
+                      "budget.max_file_bytes)", NULL);
+    if (rc == 0)
+        cfg->budget.max_file_bytes = (double)sb.st_size;
+    free(path);
+    free(written);
+    return rc;
+}
+static int k_bpw(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
+{
+    if (bp_yr_double(c, v, key, 0.0, 64.0, &cfg->budget.bpw) < 0)
+        return -1;
+    return cfg->budget.bpw > 0 ? 0 : bp_yr_at(c, v, key, "expected a positive number", NULL);
+}
 static int k_max_bops(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {
     if (bp_yr_double(c, v, key, 0.0, 1e30, &cfg->budget.max_bops) < 0)
@@ -473,6 +503,7 @@ static int k_minimize(const bp_yread *c, const bp_ynode *v, const char *key, bp_
 static const key_def budget_keys[] = {
     {"avg_bits", k_avg_bits}, {"max_bytes", k_max_bytes}, {"max_error", k_max_error},
     {"max_bops", k_max_bops}, {"max_latency", k_max_latency},
+    {"max_file_bytes", k_max_file_bytes}, {"max_bytes_of", k_max_bytes_of}, {"bpw", k_bpw},
     {"latency_table", k_latency_table}, {"minimize", k_minimize}, {NULL, NULL}};
 static int k_budget(const bp_yread *c, const bp_ynode *v, const char *key, bp_config *cfg)
 {

@@ -137,5 +137,6 @@ bp_qspec bp_config_acts_for_quantizer(const bp_config *c, const char *layer, bp_
 int bp_config_has_budget(const bp_config *c)
 {
     return c->budget.avg_bits > 0 || c->budget.max_bytes > 0 || c->budget.max_error >= 0 ||
-           c->budget.max_bops > 0 || c->budget.max_latency > 0;
+           c->budget.max_bops > 0 || c->budget.max_latency > 0 || c->budget.max_file_bytes > 0 ||
+           c->budget.bpw > 0;
 }

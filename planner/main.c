@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../include/bitplan.h"
@@ -61,6 +62,9 @@ static const char usage_text[] =
     "  --max-error E         budget: total predicted error (then size is minimised)\n"
     "  --max-bops N          budget: bit operations per sample, sum of macs x wbits x abits\n"
     "  --max-latency T       budget: total latency from a latency table\n"
+    "  --max-file-bytes N    budget (a GGUF model): the quantized GGUF's size in bytes\n"
+    "  --max-bytes-of FILE   budget (a GGUF model): at most FILE's size (e.g. a Q4_K_M GGUF)\n"
+    "  --bpw X               budget (a GGUF model): bits per weight as llama.cpp reports them\n"
     "  --latency FILE        the latency table (CSV layer,wbits,abits,latency)\n"
     "  --time-limit S        solver time limit in seconds (default 60)\n"
     "  --force               ignore the cached sensitivity table and measure again\n"
@@ -215,7 +219,7 @@ static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
            O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC, O_ERRORS,
-           O_CALIB, O_CONFIG, O_COMPRESS, O_SCALES };
+           O_CALIB, O_CONFIG, O_COMPRESS, O_SCALES, O_FILEB, O_BPW, O_BYTES_OF };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -232,6 +236,8 @@ static int parse_args(cli *c, int argc, char **argv)
         {"config", required_argument, 0, O_CONFIG},
         {"compress-blocks", no_argument, 0, O_COMPRESS},
         {"metric-scales", required_argument, 0, O_SCALES},
+        {"max-file-bytes", required_argument, 0, O_FILEB}, {"bpw", required_argument, 0, O_BPW},
+        {"max-bytes-of", required_argument, 0, O_BYTES_OF},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -303,6 +309,23 @@ static int parse_args(cli *c, int argc, char **argv)
             c->budget_set = 1;
             break;
         case O_TIME: rc = parse_number("--time-limit", optarg, 1e-3, &c->time_limit); break;
+        case O_FILEB:
+            rc = parse_number("--max-file-bytes", optarg, 1, &c->budget.max_file_bytes);
+            c->budget_set = 1;
+            break;
+        case O_BPW:
+            rc = parse_number("--bpw", optarg, 1e-9, &c->budget.bpw);
+            c->budget_set = 1;
+            break;
+        case O_BYTES_OF: {
+            struct stat sb;
+            if (stat(optarg, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0)
+                return usage_error2("--max-bytes-of", "expected an existing, non-empty file "
+                                    "(its size becomes the file-size budget)");
+            c->budget.max_file_bytes = (double)sb.st_size;
+            c->budget_set = 1;
+            break;
+        }
         default: return 2;
         }
         if (rc)
@@ -423,7 +446,7 @@ static int cmd_config_pipeline(cli *c, int solve)
 static int has_budget(const bp_budget_spec *b)
 {
     return b->avg_bits > 0 || b->max_bytes > 0 || b->max_error >= 0 || b->max_bops > 0 ||
-           b->max_latency > 0;
+           b->max_latency > 0 || b->max_file_bytes > 0 || b->bpw > 0;
 }
 
 static int cmd_solve_table(cli *c)

@@ -6,13 +6,11 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "../common/bp_file.h"
 #include "../common/bp_llama.h"
@@ -58,21 +56,6 @@ oom:
     return bp_fail(err, "%s: out of memory listing .npy files", dir);
 }
 
-/* Does the (regular) file start with GGUF's magic?  Errors are left to the
- * reader that opens it. */
-static int is_gguf_file(const char *path)
-{
-    unsigned char head[4];
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0)
-        return 0;
-    int yes = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && read(fd, head, 4) == 4 &&
-              memcmp(head, "GGUF", 4) == 0;
-    close(fd);
-    return yes;
-}
-
 static int open_npy_dir(bp_tensorset *ts, bp_error *err)
 {
     if (list_npy(ts->path, &ts->npy_names, &ts->n_npy, err) < 0)
@@ -103,7 +86,7 @@ int bp_tensorset_open(bp_tensorset *ts, const char *path, bp_error *err)
     int rc;
     if (ts->is_dir) {
         rc = open_npy_dir(ts, err);
-    } else if (is_gguf_file(path)) {
+    } else if (bp_gguf_file(path)) {
         ts->is_gguf = 1;
         rc = bp_gguf_open(&ts->gguf, path, err);
         if (rc == 0 && (rc = bp_gguf_as_safetensors(&ts->gguf, &ts->st, err)) < 0)

@@ -271,6 +271,14 @@ static int infeasible(const bp_solve_request *req, const bp_solution *sol,
     if (strcmp(k, "max_bytes") == 0)
         return bp_fail(err, "budget.max_bytes = %.0f is infeasible: the smallest feasible "
                        "value is %.0f bytes", req->budget.max_bytes, ceil(m / 8.0));
+    if (strcmp(k, "max_file_bytes") == 0)
+        return bp_fail(err, "budget.max_file_bytes = %.0f is infeasible: the smallest GGUF the "
+                       "candidates give is %.0f bytes", req->budget.max_file_bytes,
+                       ceil(bp_gguf_file_bytes(req->gguf, m)));
+    if (strcmp(k, "bpw") == 0)
+        return bp_fail(err, "budget.bpw = %g is infeasible: the smallest feasible value is "
+                       "%.6f bits per weight (llama.cpp's count)", req->budget.bpw,
+                       ceil(bp_gguf_bpw(req->gguf, m) * 1e6) / 1e6);
     if (strcmp(k, "max_latency") == 0)
         return bp_fail(err, "budget.max_latency = %.17g is infeasible: the smallest feasible "
                        "value is %.17g", req->budget.max_latency, m);
@@ -298,8 +306,8 @@ static int solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_
                        bp_error *err)
 {
     ip_build b;
-    bp_budget budgets[5];
-    const char *keys[5];
+    bp_budget budgets[7];
+    const char *keys[7];
     size_t nb = 0;
     memset(res, 0, sizeof *res);
     /* every plan's total error must be a finite double (a sum beyond the largest
@@ -330,6 +338,24 @@ static int solve_table(const bp_table *t, const bp_solve_request *req, bp_solve_
     if (req->budget.max_bytes > 0) {
         keys[nb] = "max_bytes";
         budgets[nb++] = (bp_budget){BP_RES_BITS, floor(8.0 * req->budget.max_bytes)};
+    }
+    /* a GGUF's file: what the plan's layers may take is what the rest leaves */
+    if ((req->budget.max_file_bytes > 0 || req->budget.bpw > 0) &&
+        (!req->gguf || !req->gguf->valid)) {
+        ip_build_free(&b);
+        return bp_fail(err, "budget.%s is a GGUF file's budget, but the model is not a GGUF "
+                       "(use avg_bits or max_bytes)",
+                       req->budget.max_file_bytes > 0 ? "max_file_bytes" : "bpw");
+    }
+    if (req->budget.max_file_bytes > 0) {
+        keys[nb] = "max_file_bytes";
+        double left = req->budget.max_file_bytes - req->gguf->meta_bytes - req->gguf->kept_bytes;
+        budgets[nb++] = (bp_budget){BP_RES_BITS, floor(8.0 * fmax(left, 0.0))};
+    }
+    if (req->budget.bpw > 0) {
+        keys[nb] = "bpw";
+        double left = req->budget.bpw * req->gguf->all_elems - 8.0 * req->gguf->kept_raw;
+        budgets[nb++] = (bp_budget){BP_RES_BITS, floor(fmax(left, 0.0) + 1e-6)};
     }
     if (req->budget.max_bops > 0) {
         keys[nb] = "max_bops";

@@ -18,6 +18,7 @@
 #include "../solvers/ip.h"
 #include "config.h"
 #include "formats/latency.h"
+#include "gguffile.h"
 #include "ties.h"
 
 /* A layer's candidate given rather than chosen: layer NULL stands for every
@@ -46,6 +47,8 @@ typedef struct bp_solve_request {
                                * (sum of errors)^error_exponent (metric_scales);
                                * budget.max_error is in the objective's units.
                                * 0 or 1: the errors themselves */
+    const bp_gguf_footprint *gguf; /* a GGUF model's file outside the planned layers
+                               * (budget.max_file_bytes, budget.bpw), or NULL */
 } bp_solve_request;
 
 /* The outcome: chosen table rows in layer order plus solver facts. */

@@ -22,6 +22,8 @@
 #include "config.h"
 #include "distrib.h"
 #include "errors.h"
+#include "formats/gguf.h"
+#include "formats/imatrix.h"
 #include "formats/export.h"
 #include "formats/latency.h"
 #include "measure.h"
@@ -238,6 +240,39 @@ static int apply_scales(bp_session *s, bp_error *err)
     return 0;
 }
 
+/* A GGUF model: the quantized file's bytes outside the planned layers. */
+static int footprint(bp_session *s, bp_error *err)
+{
+    const bp_table *t = &s->sens.table;
+    if (!s->has_config || !bp_gguf_file(s->cfg.weights))
+        return 0;
+    char **names = bp_malloc((t->n ? t->n : 1) * sizeof *names, err);
+    size_t n = 0;
+    if (!names)
+        return -1;
+    for (size_t i = 0; i < t->n; i++)             /* rows of a layer are consecutive */
+        if (i == 0 || strcmp(t->rows[i].layer, t->rows[i - 1].layer) != 0)
+            names[n++] = t->rows[i].layer;
+    char *dataset = NULL;
+    if (s->cfg.imatrix) {
+        bp_imatrix im;
+        if (bp_imatrix_open(&im, s->cfg.imatrix, err) < 0) {
+            free(names);
+            return -1;
+        }
+        dataset = im.dataset ? bp_strdup(im.dataset, NULL) : NULL;
+        bp_imatrix_close(&im);
+    }
+    /* the --imatrix argument the export's command line gives (it becomes a key) */
+    char *im = s->cfg.imatrix ? bp_path_absolute(s->cfg.imatrix, err) : NULL;
+    int rc = s->cfg.imatrix && !im ? -1
+             : bp_gguf_footprint_of(s->cfg.weights, im, dataset, names, n, &s->gguf, err);
+    free(im);
+    free(dataset);
+    free(names);
+    return rc;
+}
+
 int bp_measure(bp_session *s, bp_error *err)
 {
     if (s->measured)
@@ -249,7 +284,7 @@ int bp_measure(bp_session *s, bp_error *err)
         return -1;
     s->measured = 1;
     if ((s->errors && bp_take_errors(&s->sens.table, s->errors, err) < 0) ||
-        apply_scales(s, err) < 0) {
+        apply_scales(s, err) < 0 || footprint(s, err) < 0) {
         bp_sens_result_free(&s->sens);
         s->measured = 0;
         return -1;
@@ -302,7 +337,7 @@ void bp_session_request(const bp_session *s, const bp_budget_spec *budget,
     memset(req, 0, sizeof *req);
     req->budget = budget ? *budget
                   : cfg  ? cfg->budget
-                         : (bp_budget_spec){0, 0, -1.0, 0, 0, BP_MIN_AUTO};
+                         : (bp_budget_spec){0, 0, -1.0, 0, 0, BP_MIN_AUTO, 0, 0};
     req->pins = cfg ? cfg->pins : NULL;
     req->n_pins = cfg ? cfg->n_pins : 0;
     req->ties = cfg ? cfg->ties : NULL;
@@ -315,20 +350,30 @@ void bp_session_request(const bp_session *s, const bp_budget_spec *budget,
     req->fixed = s->fixed;
     req->n_fixed = s->n_fixed;
     req->error_exponent = s->scales_used ? s->exponent : 1.0;
+    req->gguf = s->gguf.valid ? &s->gguf : NULL;
 }
 
 static int has_budget(const bp_budget_spec *b)
 {
     return b->avg_bits > 0 || b->max_bytes > 0 || b->max_error >= 0 || b->max_bops > 0 ||
-           b->max_latency > 0;
+           b->max_latency > 0 || b->max_file_bytes > 0 || b->bpw > 0;
 }
 
 int bp_check_budget(const bp_session *s, const bp_budget_spec *budget, bp_error *err)
 {
+    const bp_budget_spec *b = budget && has_budget(budget) ? budget
+                              : s->has_config ? &s->cfg.budget : NULL;
+    if (b && (b->max_file_bytes > 0 || b->bpw > 0) &&
+        (!s->has_config || !bp_gguf_file(s->cfg.weights)))
+        return bp_fail(err, "%s: %s is a GGUF file's budget, but the model %s is not a GGUF "
+                       "(use avg_bits or max_bytes)", s->has_config ? s->cfg.path : s->table_path,
+                       b->max_file_bytes > 0 ? "max_file_bytes" : "bpw",
+                       s->has_config ? s->cfg.weights : "of a bare table");
     if ((budget && has_budget(budget)) || s->n_fixed || (s->has_config && has_budget(&s->cfg.budget)))
         return 0;
     return bp_fail(err, "%s: no budget: set budget.avg_bits, budget.max_bytes, "
-                   "budget.max_error, budget.max_bops or budget.max_latency",
+                   "budget.max_error, budget.max_bops, budget.max_latency, or for a GGUF "
+                   "budget.max_file_bytes, budget.max_bytes_of or budget.bpw",
                    s->has_config ? s->cfg.path : s->table_path);
 }
 
@@ -361,6 +406,10 @@ static int assemble(bp_session *s, const bp_solve_result *r, const bp_solve_requ
         plan->exponent = s->exponent;
     if (s->noise[0])
         plan->noise = s->noise;
+    if (s->gguf.valid) {
+        plan->gguf_file_bytes = bp_gguf_file_bytes(&s->gguf, (double)plan->total_weight_bits);
+        plan->gguf_bpw = bp_gguf_bpw(&s->gguf, (double)plan->total_weight_bits);
+    }
     *out = plan;
     return 0;
 }
@@ -417,11 +466,16 @@ static int export_plan(const char *plan_path, const char *fmt, const char *out,
     if (bp_export_read_plan(plan_path, &p, err) < 0)
         return -1;
     int rc = bp_export_rename(&p, cfg ? cfg->rename : NULL, cfg ? cfg->n_rename : 0, llama, err);
+    /* with a config, the command line names the files absolutely */
+    char *model = cfg ? bp_path_absolute(cfg->weights, err) : NULL;
+    char *im = cfg && cfg->imatrix ? bp_path_absolute(cfg->imatrix, err) : NULL;
+    char *types = cfg ? bp_path_absolute(out, err) : NULL;
     bp_export_opts eo = {cfg ? cfg->ggml : NULL, cfg ? cfg->n_ggml : 0,
                          compress || (cfg && cfg->llama_compress), o ? o->messages : NULL,
-                         o ? o->messages_notes : 0};
+                         o ? o->messages_notes : 0, model, im, types};
     if (rc == 0)
         rc = bp_export_write_opts(&p, fmt, out, &eo, err);
+    free(model), free(im), free(types);
     bp_export_plan_free(&p);
     return rc;
 }
@@ -554,7 +608,7 @@ static int uniform_plan(bp_session *s, bp_choice *all, const char *path, bp_erro
     bp_choice *fixed = s->fixed;
     size_t n_fixed = s->n_fixed;
     s->fixed = all, s->n_fixed = 1;
-    bp_budget_spec none = {0, 0, -1.0, 0, 0, BP_MIN_AUTO};
+    bp_budget_spec none = {0, 0, -1.0, 0, 0, BP_MIN_AUTO, 0, 0};
     bp_plan *plan = NULL;
     int rc = bp_solve(s, &none, &plan, err);
     if (rc == 0)

@@ -32,6 +32,7 @@ struct bp_session {
     size_t n_fixed;
     bp_latency latency;
     int has_latency;
+    bp_gguf_footprint gguf;   /* a GGUF model's file outside the planned layers */
     int lock_fd;              /* output.dir's run lock, -1 before it is taken */
     char *written, *weights_written;     /* the last bp_write's files */
     char cache_path[4200];

@@ -469,7 +469,7 @@ static int sweep_solve_all(bp_session *s, const char *budget_name, const double 
     for (size_t i = 0; i < n; i++) {
         bp_solve_request req;
         bp_solve_result r;
-        bp_budget_spec b = {0, 0, -1.0, 0, 0, BP_MIN_AUTO};
+        bp_budget_spec b = {0, 0, -1.0, 0, 0, BP_MIN_AUTO, 0, 0};
         if (!strcmp(budget_name, "avg_bits"))
             b.avg_bits = v[i];
         else if (!strcmp(budget_name, "max_bytes"))

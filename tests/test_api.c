@@ -101,7 +101,7 @@ static void test_config_to_plan(void)
     CHECK(bp_write(s, plan, path_in("alone.json"), &written, &err) == 0);
     CHECK(file_size(path_in("alone.json")) > 0);
     /* another budget from the same table; an infeasible one is an error value */
-    bp_budget_spec b = {3.0, 0, -1.0, 0, 0, BP_MIN_AUTO};
+    bp_budget_spec b = {3.0, 0, -1.0, 0, 0, BP_MIN_AUTO, 0, 0};
     bp_plan *p3 = NULL;
     CHECK(bp_solve(s, &b, &p3, &err) == 0 && p3 && p3->total_error >= plan->total_error);
     bp_plan_free(p3);

@@ -68,7 +68,8 @@ static void test_against_enumeration(void)
         for (int l = 0; l < 6; l++)
             params += t.rows[l * 6].params;
         double avg = 2.5 + 5.0 * check_uniform(&rng);
-        bp_solve_request req = {{avg, 0, -1.0, 0, 0, BP_MIN_AUTO}, NULL, 0, &tie, 1, NULL, 0, NULL, 60.0, 0.0, NULL, 0, 1.0};
+        bp_solve_request req = {{avg, 0, -1.0, 0, 0, BP_MIN_AUTO, 0, 0}, NULL, 0, &tie, 1, NULL, 0, NULL,
+                                60.0, 0.0, NULL, 0, 1.0, NULL};
         bp_solve_result res;
         bp_error err = {""};
         double want = enumerate(&t, tie.abits, floor(avg * (double)params + 1e-6));
@@ -103,7 +104,8 @@ static void test_errors(void)
     bp_solve_result res;
     make_table(&t, &rng);
     bp_tie bad[] = {{"^(b0", 1, 0}, {"^nothing$", 1, 0}, {"^b0", 1, 0}};
-    bp_solve_request req = {{8, 0, -1.0, 0, 0, BP_MIN_AUTO}, NULL, 0, bad, 1, NULL, 0, NULL, 60.0, 0.0, NULL, 0, 1.0};
+    bp_solve_request req = {{8, 0, -1.0, 0, 0, BP_MIN_AUTO, 0, 0}, NULL, 0, bad, 1, NULL, 0, NULL,
+                            60.0, 0.0, NULL, 0, 1.0, NULL};
     CHECK(bp_solve_table(&t, &req, &res, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "not a valid extended regular expression");
     req.ties = bad + 1;

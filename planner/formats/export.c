@@ -394,7 +394,7 @@ int bp_export_unknown(const char *fmt, bp_error *err)
 int bp_export_write(const bp_export_plan *p, const char *fmt, const char *path,
                     const bp_ggml_rule *types, size_t n_types, bp_error *err)
 {
-    bp_export_opts o = {types, n_types, 0, NULL, 0};
+    bp_export_opts o = {types, n_types, 0, NULL, 0, NULL, NULL, NULL};
     return bp_export_write_opts(p, fmt, path, &o, err);
 }
 
@@ -409,11 +409,10 @@ static int write_one(const bp_export_plan *p, int f, const char *path, const cha
     switch (f) {
     case 0:
         if (args == 2) {                 /* FILE.cmd: the command line */
-            const char *slash = strrchr(path, '/');
             char file[4096];
-            snprintf(file, sizeof file, "%.*s", (int)(strlen(slash ? slash + 1 : path) - 4),
-                     slash ? slash + 1 : path);
-            xp_write_llamacpp_command(a.fp, p, type, file);
+            snprintf(file, sizeof file, "%.*s", (int)(strlen(path) - 4), path);
+            xp_write_llamacpp_command(a.fp, p, type, o->cmd_types ? o->cmd_types : file,
+                                      o->cmd_model, o->cmd_imatrix);
         } else {
             rc = xp_write_llamacpp(a.fp, p, args, type, o->compress);
         }

@@ -104,6 +104,8 @@ typedef struct bp_export_opts {
                                * one pattern ^blk\.(N1|N2|...)\.REST$ */
     FILE *warn;               /* warnings go here; NULL: none */
     int notes;                /* also notes (how to run the consumer) */
+    const char *cmd_model, *cmd_imatrix, *cmd_types; /* llamacpp: the paths its command
+                               * line names (NULL: the plan's, and the file written) */
 } bp_export_opts;
 
 /* Write format `fmt` to path (atomically; llamacpp also path.args). */

@@ -237,7 +237,7 @@ static void sh_word(FILE *fp, const char *s)
 }
 
 void xp_write_llamacpp_command(FILE *fp, const bp_export_plan *p, const char **type,
-                               const char *type_file)
+                               const char *type_file, const char *model, const char *imatrix)
 {
     /* the base type: the most common planned quantized type */
     size_t best = 0, count = 0;
@@ -256,15 +256,18 @@ void xp_write_llamacpp_command(FILE *fp, const bp_export_plan *p, const char **t
         if (count > best && bp_ggml_is_quantized(bp_ggml_type_parse(type[i])))
             best = count, base = type[i];
     }
-    const char *model = p->model ? p->model : "model-f16.gguf";
+    if (!model)
+        model = p->model ? p->model : "model-f16.gguf";
+    if (!imatrix)
+        imatrix = p->imatrix;
     const char *dot = strrchr(model, '.');
     int stem = dot && !strcasecmp(dot, ".gguf") ? (int)(dot - model) : (int)strlen(model);
     char target[4200];
     snprintf(target, sizeof target, "%.*s-bitplan.gguf", stem, model);
     fputs("llama-quantize", fp);
-    if (p->imatrix) {
+    if (imatrix) {
         fputs(" --imatrix ", fp);
-        sh_word(fp, p->imatrix);
+        sh_word(fp, imatrix);
     }
     fputs(" --tensor-type-file ", fp);
     sh_word(fp, type_file);

@@ -79,7 +79,7 @@ void xp_llamacpp_warnings(const bp_export_plan *p, const char **type, const bp_e
  * for the most common type as the base (it only fills general.file_type
  * when every tensor has its own type). */
 void xp_write_llamacpp_command(FILE *fp, const bp_export_plan *p, const char **type,
-                               const char *type_file);
+                               const char *type_file, const char *model, const char *imatrix);
 
 /* GPTQModel: its limits (an error before writing), then quantize_config.json. */
 int xp_gptqmodel_check(const bp_export_plan *p, bp_error *err);

@@ -5,8 +5,11 @@
  */
 #include "gguf.h"
 
-#include <strings.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +301,19 @@ int bp_gguf_is(const unsigned char *buf, size_t size)
     return size >= 4 && memcmp(buf, "GGUF", 4) == 0;
 }
 
+int bp_gguf_file(const char *path)
+{
+    unsigned char head[4];
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0)
+        return 0;
+    int yes = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && read(fd, head, 4) == 4 &&
+              memcmp(head, "GGUF", 4) == 0;
+    close(fd);
+    return yes;
+}
+
 static int gg_alignment(bp_gguf *g, const char *label, bp_error *err)
 {
     const bp_gguf_kv *a = bp_gguf_find(g, "general.alignment");
@@ -473,6 +489,24 @@ static void gg_render_one(const unsigned char **p, int t, char *buf, size_t cap,
         snprintf(buf + k, cap - k, "%" PRId64, v);
     }
     *p += value_types[t].size;
+}
+
+uint64_t bp_gguf_kv_bytes(const bp_gguf_kv *kv)
+{
+    uint64_t head = 8 + strlen(kv->key) + 4;
+    int t = kv->type == BP_GGUF_ARRAY ? kv->elem : kv->type;
+    uint64_t n = kv->type == BP_GGUF_ARRAY ? kv->n : 1, payload = 0;
+    if (t != BP_GGUF_STRING) {
+        payload = n * value_types[t].size;
+    } else {
+        const unsigned char *p = kv->val;
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t len = gg_le(p, 8);
+            payload += 8 + len;
+            p += 8 + len;
+        }
+    }
+    return head + (kv->type == BP_GGUF_ARRAY ? 12 : 0) + payload;
 }
 
 char *bp_gguf_render(const bp_gguf_kv *kv, size_t max)

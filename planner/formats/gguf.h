@@ -64,6 +64,9 @@ typedef struct bp_gguf {
 
 /* 1 when the buffer starts with GGUF's magic. */
 int bp_gguf_is(const unsigned char *buf, size_t size);
+/* 1 when path is a regular file that starts with it (errors: 0, left to
+ * the reader that opens it). */
+int bp_gguf_file(const char *path);
 int bp_gguf_open(bp_gguf *g, const char *path, bp_error *err);
 int bp_gguf_parse(bp_gguf *g, const unsigned char *buf, size_t size, const char *label,
                   bp_error *err);
@@ -78,6 +81,9 @@ int bp_gguf_int(const bp_gguf *g, const char *key, int64_t *out);
  * arrays as "[n <type>] first, second, ..."; returns a new string. */
 char *bp_gguf_render(const bp_gguf_kv *kv, size_t max);
 const char *bp_gguf_type_name(int type);
+/* The bytes a key takes in a GGUF: its name, its type and its value (an
+ * array's element type, length and elements). */
+uint64_t bp_gguf_kv_bytes(const bp_gguf_kv *kv);
 
 /*
  * The tensors as a safetensors view over the same mapping (rows first:

@@ -118,7 +118,7 @@ static void write_inputs(emitter *e, const bp_plan *p)
     kv_str(e, "weights_sha256", p->model_sha256);
     kv_str(e, "calibration", p->calib_path);
     kv_str(e, "calibration_sha256", p->calib_sha256);
-    if (p->imatrix_path) {
+    if (p->imatrix_path) {      /* llama.cpp's importance matrix (a GGUF model) */
         kv_str(e, "imatrix", p->imatrix_path);
         kv_str(e, "imatrix_sha256", p->imatrix_sha256);
     }
@@ -176,6 +176,10 @@ static void write_totals(emitter *e, const bp_plan *p)
     kv_num(e, "bops", p->total_bops);
     if (!isnan(p->total_latency))
         kv_num(e, "latency", p->total_latency);
+    if (p->gguf_file_bytes > 0) {    /* what llama-quantize will write */
+        kv_num(e, "gguf_file_bytes", p->gguf_file_bytes);
+        kv_num(e, "gguf_bpw", p->gguf_bpw);
+    }
     kv_num(e, "predicted_error", p->total_error);
     if (p->metric_scales)            /* the objective: (sum of errors)^exponent */
         kv_num(e, "predicted", pow(fmax(p->total_error, 0.0), p->exponent));
