@@ -140,8 +140,11 @@ static int usage_error2(const char *opt, const char *msg)
 /* No budget: the library's message, and the command line's way to give one. */
 static int die_budget(bp_error *err)
 {
+    if (!strstr(err->msg, "no budget"))
+        return fprintf(stderr, "bitplan: error: %s\n", err->msg), 1;
     fprintf(stderr, "bitplan: error: %s (or pass --avg-bits, --max-bytes, --max-error, "
-            "--max-bops or --max-latency)\n", err->msg);
+            "--max-bops, --max-latency, or for a GGUF --max-file-bytes, --max-bytes-of or "
+            "--bpw)\n", err->msg);
     return 1;
 }
 

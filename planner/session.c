@@ -365,7 +365,7 @@ int bp_check_budget(const bp_session *s, const bp_budget_spec *budget, bp_error 
                               : s->has_config ? &s->cfg.budget : NULL;
     if (b && (b->max_file_bytes > 0 || b->bpw > 0) &&
         (!s->has_config || !bp_gguf_file(s->cfg.weights)))
-        return bp_fail(err, "%s: %s is a GGUF file's budget, but the model %s is not a GGUF "
+        return bp_fail(err, "%s: budget.%s is a GGUF file's budget, but the model %s is not a GGUF "
                        "(use avg_bits or max_bytes)", s->has_config ? s->cfg.path : s->table_path,
                        b->max_file_bytes > 0 ? "max_file_bytes" : "bpw",
                        s->has_config ? s->cfg.weights : "of a bare table");
