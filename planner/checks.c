@@ -134,7 +134,7 @@ int bp_check_layers(const bp_config *cfg, const bp_model *m, bp_error *err)
     const char *cf = cfg->calibration ? cfg->calibration : "model.calibration (unset)";
     for (size_t i = 0; i < m->n_layers; i++) {
         const bp_layer_desc *d = &m->layers[i];
-        int diag_only = d->input < 0 && !d->stats && (d->im || d->embedding);
+        int diag_only = d->input < 0 && !d->stats && (d->im || d->im_missing || d->embedding);
         if (q_data >= 0 && d->input < 0 && !d->stats && !diag_only)
             return no_data_error(cfg, m, d, q_data, err);
         if (d->stats && check_stats(cfg, m, i, err) < 0)
@@ -185,7 +185,7 @@ static double layer_bytes(const bp_layer_desc *d, const bp_config *cfg)
 {
     double in = (double)d->in, n = (double)d->n, g = d->groups, o = (double)d->out / g;
     double a = (double)cfg->n_abits, q = (double)cfg->n_quantizers;
-    if (d->input < 0 && !d->stats && (d->im || d->embedding)) {
+    if (d->input < 0 && !d->stats && (d->im || d->im_missing || d->embedding)) {
         /* diagonal statistics: the weights, d and qw, llama.cpp's types a row
          * per thread (diag.c), bitplan's quantizers a copy per width */
         double copies = cfg->quantizers[0] == BP_WQ_GGML ? 1.0 : 1.0 + (double)cfg->n_wbits;

@@ -556,6 +556,34 @@ static int find_layers(bp_model *m, char *const *inc, size_t n_inc, char *const 
     return 0;
 }
 
+/* The RMSNorm whose output a GGUF layer reads (llama.cpp's names): a
+ * block's attn_norm for attn_q/k/v (and a fused attn_qkv), its ffn_norm for
+ * ffn_gate/ffn_up (and their experts), output_norm for output; -1 for the
+ * others or when the norm's width differs. */
+static long input_norm(const bp_model *m, const bp_layer_desc *d)
+{
+    static const char *const attn[] = {".attn_q", ".attn_k", ".attn_v", ".attn_qkv"};
+    static const char *const ffn[] = {".ffn_gate", ".ffn_up"};
+    char key[1100];
+    const char *dot = strrchr(d->name, '.');
+    key[0] = '\0';
+    if (bp_llama_is_output(d->name))
+        snprintf(key, sizeof key, "output_norm.weight");
+    for (size_t i = 0; dot && i < 4; i++)
+        if (!strcmp(dot, attn[i]))
+            snprintf(key, sizeof key, "%.*s.attn_norm.weight", (int)(dot - d->name), d->name);
+    for (size_t i = 0; dot && i < 2; i++)
+        if (!strncmp(dot, ffn[i], strlen(ffn[i])))
+            snprintf(key, sizeof key, "%.*s.ffn_norm.weight", (int)(dot - d->name), d->name);
+    long idx = key[0] ? bp_tensorset_find(&m->weights, key) : -1;
+    if (idx >= 0) {
+        bp_tensor_ref t = bp_tensorset_get(&m->weights, (size_t)idx);
+        if (t.rank != 1 || t.shape[0] != d->in)
+            idx = -1;
+    }
+    return idx;
+}
+
 /* Each layer's importance-matrix entry (by its tensor's name), shapes
  * checked; embedding tables marked.  An entry for no layer is fine (an
  * imatrix covers the whole model, the plan maybe not); an imatrix that
@@ -571,6 +599,10 @@ static int attach_imatrix(bp_model *m, bp_error *err)
         char key[1100];
         snprintf(key, sizeof key, "%s.weight", d->name);
         const bp_imatrix_entry *e = bp_imatrix_find(&m->im, key);
+        if (!e && !d->embedding) {
+            d->im_missing = 1;
+            d->im_norm = input_norm(m, d);
+        }
         if (!e)
             continue;
         if (e->in != d->in * d->groups || e->n_mat != d->n_mat)
@@ -853,10 +885,26 @@ static int check_range(const char *path, const char *layer, const char *what, co
  * others), and the ggml quantizers' weights exactly as llama-quantize forms
  * them: in float, sum2 / (float)lround(count), and 1 where count is 0.
  */
-static int load_diag(const bp_layer_desc *d, bp_loaded_layer *out, bp_error *err)
+static int load_diag(const bp_model *m, const bp_layer_desc *d, bp_loaded_layer *out,
+                     bp_error *err)
 {
     const bp_imatrix_entry *e = d->im;
     out->diag = (bp_diag){d->n_mat, NULL, NULL, d->embedding ? 1.0 / (double)d->out : 0.0};
+    if (!e && d->im_missing) {       /* gamma_j^2 of the norm in front, else 1 */
+        int64_t in = d->in * d->groups;
+        float *g = d->im_norm >= 0 ? read_tensor(&m->weights, d->im_norm, in, err) : NULL;
+        if (d->im_norm >= 0 && !g)
+            return -1;
+        if (!(out->dd = bp_malloc((size_t)(in * d->n_mat) * sizeof *out->dd, err))) {
+            free(g);
+            return -1;
+        }
+        for (int64_t j = 0; j < in * d->n_mat; j++)
+            out->dd[j] = g ? (double)g[j % in] * g[j % in] : 1.0;
+        free(g);
+        out->diag.d = out->dd;
+        return 0;
+    }
     if (!e)
         return 0;
     int64_t in = e->in, nm = e->n_mat;
@@ -915,11 +963,11 @@ int bp_model_load_layer_grids(const bp_model *m, size_t i, const unsigned char *
                                d->n * d->in * d->groups, 0.0, X_MAX, err) < 0) ||
         load_factor(m, d, BP_FACTOR_FISHER, out, err) < 0 ||
         load_factor(m, d, BP_FACTOR_MARGIN, out, err) < 0 ||
-        (d->stats && load_stats(m, d, want, out, err) < 0) || load_diag(d, out, err) < 0) {
+        (d->stats && load_stats(m, d, want, out, err) < 0) || load_diag(m, d, out, err) < 0) {
         bp_loaded_layer_free(out);
         return -1;
     }
-    int diag = d->im || d->embedding;
+    int diag = d->im || d->im_missing || d->embedding;
     int64_t n = d->input >= 0 || d->stats ? d->n : 0;
     if (!n && diag)             /* the tokens behind the importance matrix */
         n = d->im ? (int64_t)fmax(1.0, d->im->count[0]) : 1;

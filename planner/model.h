@@ -113,6 +113,11 @@ typedef struct bp_layer_desc {
     int64_t n_mat;            /* matrices stacked in the weight (a GGUF's MoE experts:
                                * [n_mat, out / n_mat, in]), 1 otherwise */
     const bp_imatrix_entry *im; /* the layer's importance-matrix entry, or NULL */
+    int im_missing;           /* an importance matrix is given but has no entry for the
+                               * layer (llama-imatrix leaves output.weight out unless
+                               * asked): its columns weigh the square of the RMSNorm
+                               * weight in front of it, or 1 */
+    long im_norm;             /* that RMSNorm's weight tensor, or -1 */
     int embedding;            /* a GGUF embedding table (token_embd): read by rows */
 } bp_layer_desc;
 
