@@ -382,6 +382,133 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
+
+/* ---- make_qkx_quants over 8 blocks at once ------------------------------------------
+ *
+ * make_qkx_quants is a chain of dependent float sums, 37 scale trials each a
+ * pass over the block, and a trial taken moves the min the later trials
+ * code against: it cannot be reordered.  Blocks are independent, though:
+ * here eight blocks run the very same operations side by side, one per
+ * vector lane (GCC's generic vectors: two SSE2 halves, or one AVX2 vector
+ * where the CPU has it), every branch a per-lane select.  Each lane computes
+ * the scalar function's floats exactly (the same IEEE operations in the
+ * same order, no contraction), so the bytes are the reference's
+ * (tests/test_ggml.c checks both against llama.cpp's digests and each other).
+ */
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+/* m ? a : b per lane; nearest_int per lane; an int vector clamped to [0, hi]
+ * (macros: a function returning a vector would change the ABI per target) */
+#define VSEL(m, a, b) ((v8f)((((v8i)(a)) & (m)) | (((v8i)(b)) & ~(m))))
+#define VNEAREST(f) ((((v8i)((f) + 12582912.f)) & 0x007fffff) - 0x00400000)
+#define VCLAMP(l, hi)                                                                     \
+    do {                                                                                  \
+        (l) = (l) & ~((l) < 0);                                                           \
+        v8i over_ = (l) > (hi);                                                           \
+        (l) = ((l) & ~over_) | (((v8i){0} + (hi)) & over_);                               \
+    } while (0)
+
+__attribute__((target_clones("avx2", "default")))
+static void make_qkx_lanes(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                           float *scale_out, float *min_out, float rmin, float rdelta, int nstep,
+                           int use_mad, int v3)
+{
+    v8f X[32] = {{0}}, W[32] = {{0}};
+    v8i Lv[32], La[32];
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < 8; b++) {
+            X[i][b] = x[b * n + i];
+            W[i][b] = weights ? weights[b * n + i] : x[b * n + i] * x[b * n + i];
+        }
+    v8f min = X[0], max = X[0], sum_w = W[0], sum_x = sum_w * X[0];
+    for (int i = 1; i < n; ++i) {
+        min = VSEL(X[i] < min, X[i], min);
+        max = VSEL(X[i] > max, X[i], max);
+        sum_w += W[i];
+        sum_x += W[i] * X[i];
+    }
+    v8f zero = {0};
+    min = VSEL(min > 0, zero, min);
+    v8i flat = v3 ? (max <= min) : (max == min);
+    v8f iscale = (float)nmax / (max - min);
+    v8f scale = 1 / iscale, best_error = zero;
+    for (int i = 0; i < n; ++i) {
+        Lv[i] = VNEAREST(iscale * (X[i] - min));
+        VCLAMP(Lv[i], nmax);
+        v8f diff = scale * __builtin_convertvector(Lv[i], v8f) + min - X[i];
+        diff = use_mad ? (v8f)((v8i)diff & 0x7fffffff) : diff * diff;
+        best_error += W[i] * diff;
+    }
+    for (int is = 0; nstep >= 1 && is <= nstep; ++is) {
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        v8f sum_l = zero, sum_l2 = zero, sum_xl = zero;
+        for (int i = 0; i < n; ++i) {
+            La[i] = VNEAREST(iscale * (X[i] - min));
+            VCLAMP(La[i], nmax);
+            v8f l = __builtin_convertvector(La[i], v8f);
+            sum_l += W[i] * l;
+            sum_l2 += W[i] * l * l;
+            sum_xl += W[i] * l * X[i];
+        }
+        v8f D = sum_w * sum_l2 - sum_l * sum_l;
+        v8f this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        v8f this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        v8i clip = this_min > 0;
+        this_min = VSEL(clip, zero, this_min);
+        this_scale = VSEL(clip, sum_xl / sum_l2, this_scale);
+        v8f cur = zero;
+        for (int i = 0; i < n; ++i) {
+            v8f diff = this_scale * __builtin_convertvector(La[i], v8f) + this_min - X[i];
+            diff = use_mad ? (v8f)((v8i)diff & 0x7fffffff) : diff * diff;
+            cur += W[i] * diff;
+        }
+        v8i take = (D > 0) & (cur < best_error);
+        for (int i = 0; i < n; ++i)
+            Lv[i] = (La[i] & take) | (Lv[i] & ~take);
+        best_error = VSEL(take, cur, best_error);
+        scale = VSEL(take, this_scale, scale);
+        min = VSEL(take, this_min, min);
+    }
+    for (int b = 0; b < 8; b++) {
+        for (int i = 0; i < n; i++)
+            L[b * n + i] = flat[b] ? 0 : (uint8_t)Lv[i][b];
+        scale_out[b] = flat[b] ? 0.f : scale[b];
+        min_out[b] = -min[b];
+    }
+}
+
+/* make_qkx_quants for `count` consecutive blocks of n (x, weights, L laid
+ * out block after block), eight at a time (a last partial group padded with
+ * copies of its first block, whose results are dropped). */
+static void make_qkx_blocks(int count, int n, int nmax, const float *x, const float *weights,
+                            uint8_t *L, float *scales, float *mins, float rmin, float rdelta,
+                            int nstep, int use_mad, int v3)
+{
+    for (int b0 = 0; b0 < count; b0 += 8) {
+        int k = count - b0 < 8 ? count - b0 : 8;
+        if (k == 8) {
+            make_qkx_lanes(n, nmax, x + b0 * n, weights ? weights + b0 * n : NULL, L + b0 * n,
+                           scales + b0, mins + b0, rmin, rdelta, nstep, use_mad, v3);
+            continue;
+        }
+        float xb[8 * 32], wb[8 * 32], sc[8], mn[8];
+        uint8_t lb[8 * 32];
+        for (int b = 0; b < 8; b++) {
+            int from = b < k ? b0 + b : b0;
+            memcpy(xb + b * n, x + from * n, (size_t)n * sizeof *xb);
+            if (weights)
+                memcpy(wb + b * n, weights + from * n, (size_t)n * sizeof *wb);
+        }
+        make_qkx_lanes(n, nmax, xb, weights ? wb : NULL, lb, sc, mn, rmin, rdelta, nstep, use_mad,
+                       v3);
+        memcpy(L + b0 * n, lb, (size_t)(k * n));
+        memcpy(scales + b0, sc, (size_t)k * sizeof *sc);
+        memcpy(mins + b0, mn, (size_t)k * sizeof *mn);
+    }
+}
+
 /* ---- blocks of 32 ------------------------------------------------------------ */
 
 /* The element of largest magnitude (the first such), and that magnitude. */
@@ -649,16 +776,15 @@ static void pack_2bit(const uint8_t *L, uint8_t *qs)
 static void quantize_q2_K(const float *x, int64_t n, const float *qw, uint8_t *y)
 {
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K, y += 84) {
-        uint8_t L[QK_K], Laux[16], *scl = y, *qs = y + 16;
-        float mins[16], scales[16], w[16];
+        uint8_t L[QK_K], *scl = y, *qs = y + 16;
+        float mins[16], scales[16];
         float dm, mm;
         if (!qw) {
-            float max_scale = 0, max_min = 0;
+            float max_scale = 0, max_min = 0, wa[QK_K];
+            for (int l = 0; l < QK_K; ++l)
+                wa[l] = fabsf(x[l]);
+            make_qkx_blocks(16, 16, 3, x, wa, L, scales, mins, -0.5f, 0.1f, 15, 1, 0);
             for (int j = 0; j < 16; ++j) {
-                for (int l = 0; l < 16; ++l)
-                    w[l] = fabsf(x[16 * j + l]);
-                scales[j] = make_qkx_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux,
-                                            -0.5f, 0.1f, 15, 1, 0);
                 if (scales[j] > max_scale)
                     max_scale = scales[j];
                 if (mins[j] > max_min)
@@ -689,13 +815,13 @@ static void quantize_q2_K(const float *x, int64_t n, const float *qw, uint8_t *y
             for (int j = 0; j < QK_K; ++j)
                 sumx2 += x[j] * x[j];
             float sigma2 = sumx2 / QK_K;
+            float wa[QK_K];
             for (int j = 0; j < 16; ++j) {
-                importance(qw + QK_K * i + 16 * j, x + 16 * j, 16, sigma2, w);
+                importance(qw + QK_K * i + 16 * j, x + 16 * j, 16, sigma2, wa + 16 * j);
                 for (int l = 0; l < 16; ++l)
-                    sw[j] += w[l];
-                scales[j] = make_qkx_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux,
-                                            -0.9f, 0.05f, 36, 0, 1);
+                    sw[j] += wa[16 * j + l];
             }
+            make_qkx_blocks(16, 16, 3, x, wa, L, scales, mins, -0.9f, 0.05f, 36, 0, 1);
             put_f16(y + 80, make_qp_quants(16, 15, scales, Ls, sw));
             put_f16(y + 82, make_qp_quants(16, 15, mins, Lm, sw));
             for (int j = 0; j < 16; ++j)
@@ -837,20 +963,22 @@ static void k4_scale_min(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 static void quantize_k45_block(const float *x, const float *qw, int bits, uint8_t *y, uint8_t *L)
 {
     const int nmax = (1 << bits) - 1;
-    uint8_t Laux[32], ls[8], lm[8], *s = y + 4;
-    float mins[8], scales[8], w[32];
+    uint8_t ls[8], lm[8], *s = y + 4;
+    float mins[8], scales[8];
     memset(s, 0, 12);
     if (!qw) {
-        float max_scale = 0, max_min = 0;
+        float max_scale = 0, max_min = 0, wa[QK_K];
         for (int j = 0; j < 8; ++j) {
             float sum_x2 = 0;
             for (int l = 0; l < 32; ++l)
                 sum_x2 += x[32 * j + l] * x[32 * j + l];
             float av_x = sqrtf(sum_x2 / 32);
             for (int l = 0; l < 32; ++l)
-                w[l] = av_x + fabsf(x[32 * j + l]);
-            scales[j] = make_qkx_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], Laux,
-                                        bits == 4 ? -1.f : -0.5f, 0.1f, bits == 4 ? 20 : 15, 0, 0);
+                wa[32 * j + l] = av_x + fabsf(x[32 * j + l]);
+        }
+        make_qkx_blocks(8, 32, nmax, x, wa, L, scales, mins, bits == 4 ? -1.f : -0.5f, 0.1f,
+                        bits == 4 ? 20 : 15, 0, 0);
+        for (int j = 0; j < 8; ++j) {
             if (scales[j] > max_scale)
                 max_scale = scales[j];
             if (mins[j] > max_min)
@@ -871,15 +999,15 @@ static void quantize_k45_block(const float *x, const float *qw, int bits, uint8_
         for (int l = 0; l < QK_K; ++l)
             sum_x2 += x[l] * x[l];
         float sigma2 = 2 * sum_x2 / QK_K;
+        float wa[QK_K];
         for (int j = 0; j < 8; ++j) {
-            importance(qw + 32 * j, x + 32 * j, 32, sigma2, w);
+            importance(qw + 32 * j, x + 32 * j, 32, sigma2, wa + 32 * j);
             float sumw = 0;
             for (int l = 0; l < 32; ++l)
-                sumw += w[l];
+                sumw += wa[32 * j + l];
             sw[j] = sumw;
-            scales[j] = make_qkx_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], Laux,
-                                        -0.9f, 0.05f, 36, 0, 1);
         }
+        make_qkx_blocks(8, 32, nmax, x, wa, L, scales, mins, -0.9f, 0.05f, 36, 0, 1);
         float d_block = make_qp_quants(8, 63, scales, ls, sw);
         float m_block = make_qp_quants(8, 63, mins, lm, sw);
         for (int j = 0; j < 8; ++j) {
