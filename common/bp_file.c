@@ -572,6 +572,15 @@ int bp_map_file(const char *path, size_t min_size, const char *what,
     return 0;
 }
 
+void bp_map_release(const void *p, size_t n)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~((uintptr_t)page - 1);
+    if (page > 0 && b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 void bp_unmap_file(const unsigned char *map, size_t size)
 {
     if (map)

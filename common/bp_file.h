@@ -82,6 +82,10 @@ int bp_read_file_max(const char *path, size_t max, const char *what, char **data
 int bp_map_file(const char *path, size_t min_size, const char *what,
                 const unsigned char **map, size_t *size, bp_error *err);
 void bp_unmap_file(const unsigned char *map, size_t size);
+/* The pages wholly inside [p, p + n) of a read-only file mapping let go of
+ * (read again from the page cache when touched): a model read tensor by
+ * tensor keeps one tensor resident, not the file. */
+void bp_map_release(const void *p, size_t n);
 
 /* 1 when s is valid UTF-8 without control characters (names other tools
  * match, print and store). */

@@ -567,7 +567,7 @@ static long input_norm(const bp_model *m, const bp_layer_desc *d)
     char key[1100];
     const char *dot = strrchr(d->name, '.');
     key[0] = '\0';
-    if (bp_llama_is_output(d->name))
+    if (bp_llama_is_output(d->name) || d->embedding)     /* an embedding: its tied output role */
         snprintf(key, sizeof key, "output_norm.weight");
     for (size_t i = 0; dot && i < 4; i++)
         if (!strcmp(dot, attn[i]))
@@ -591,6 +591,9 @@ static long input_norm(const bp_model *m, const bp_layer_desc *d)
 static int attach_imatrix(bp_model *m, bp_error *err)
 {
     size_t matched = 0;
+    /* no output.weight: the embedding is the output too (tied), and its error is
+     * its rows' and its output's */
+    int tied = m->weights.is_gguf && bp_tensorset_find(&m->weights, "output.weight") < 0;
     for (size_t i = 0; i < m->n_layers; i++) {
         bp_layer_desc *d = &m->layers[i];
         d->embedding = m->weights.is_gguf && bp_llama_is_embedding(d->name);
@@ -599,18 +602,20 @@ static int attach_imatrix(bp_model *m, bp_error *err)
         char key[1100];
         snprintf(key, sizeof key, "%s.weight", d->name);
         const bp_imatrix_entry *e = bp_imatrix_find(&m->im, key);
-        if (!e && !d->embedding) {
+        if (!e && (!d->embedding || tied)) {
             d->im_missing = 1;
             d->im_norm = input_norm(m, d);
         }
         if (!e)
             continue;
-        if (e->in != d->in * d->groups || e->n_mat != d->n_mat)
+        /* experts: a row per matrix, or (the legacy form) all stacked in one */
+        int64_t in = d->in * d->groups;
+        if (!(e->in == in && e->n_mat == d->n_mat) &&
+            !(e->n_mat == 1 && d->n_mat > 1 && e->in == in * d->n_mat))
             return bp_fail(err, "%s: entry '%s' is for %lld columns x %lld matrices, but the "
                            "model's '%s' has %lld columns x %lld (an importance matrix of "
                            "another model?)", m->im.path, key, (long long)e->in,
-                           (long long)e->n_mat, key, (long long)(d->in * d->groups),
-                           (long long)d->n_mat);
+                           (long long)e->n_mat, key, (long long)in, (long long)d->n_mat);
         d->im = e;
         matched++;
     }
@@ -907,7 +912,7 @@ static int load_diag(const bp_model *m, const bp_layer_desc *d, bp_loaded_layer 
     }
     if (!e)
         return 0;
-    int64_t in = e->in, nm = e->n_mat;
+    int64_t in = d->in * d->groups, nm = d->n_mat;    /* counts: per matrix, or one */
     if (!(out->dd = bp_malloc((size_t)(nm * in) * sizeof *out->dd, err)) ||
         !(out->qw = bp_malloc((size_t)(nm * in) * sizeof *out->qw, err)))
         return -1;
@@ -916,7 +921,7 @@ static int load_diag(const bp_model *m, const bp_layer_desc *d, bp_loaded_layer 
     if (!mean)
         return -1;
     for (int64_t k = 0; k < nm; k++) {
-        double c = e->count[k];
+        double c = e->count[e->n_mat > 1 ? k : 0];
         float cf = (float)llround(c);
         for (int64_t j = 0; j < in; j++) {
             double s2 = e->sum2[k * in + j];

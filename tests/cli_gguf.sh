@@ -9,13 +9,14 @@ check "fixture written" test -s model.gguf -a -s model.imatrix.gguf -a -s model.
 
 # inspect says what each file is
 "$BITPLAN" inspect model.gguf >i.txt
-check "inspect: GGUF version and tensors" grep -q "GGUF version 3, 10 keys, 21 tensors" i.txt
+check "inspect: GGUF version and tensors" grep -q "GGUF version 3, 10 keys, 23 tensors" i.txt
 check "inspect: kept norms" grep -q "blk.0.attn_norm.weight .*llama-quantize keeps it" i.txt
-check "inspect: layers" grep -q "layers (tensors llama-quantize quantizes): 16" i.txt
+check "inspect: kept router" grep -q "blk.1.ffn_gate_inp.weight .*llama-quantize keeps it" i.txt
+check "inspect: layers" grep -q "layers (tensors llama-quantize quantizes): 17" i.txt
 "$BITPLAN" inspect model.imatrix.gguf >i.txt
-check "inspect: imatrix (GGUF)" grep -q "an importance matrix (model.imatrix), GGUF form: 15 entries; tokens 2048" i.txt
+check "inspect: imatrix (GGUF)" grep -q "an importance matrix (model.imatrix), GGUF form: 17 entries (1 with stacked experts); tokens 2048" i.txt
 "$BITPLAN" inspect model.imatrix.dat >i.txt
-check "inspect: imatrix (legacy)" grep -q "legacy .dat form: 15 entries" i.txt
+check "inspect: imatrix (legacy)" grep -q "legacy .dat form: 17 entries" i.txt
 
 cat >cfg.yaml <<'YAML'
 model: {weights: model.gguf, imatrix: model.imatrix.gguf}
@@ -31,8 +32,10 @@ check "every quantizer is a ggml type" bash -c '! grep "quantizer:" out/plan.yam
 bpw=$(yaml_value out/plan.yaml gguf_bpw)
 check "bpw within the budget ($bpw)" awk -v b="$bpw" 'BEGIN { exit !(b <= 4.5 && b > 4.0) }'
 check "embeddings planned" grep -q 'name: "token_embd"' out/plan.yaml
+check "experts planned as one layer" grep -q 'name: "blk.1.ffn_up_exps"' out/plan.yaml
+check "router not planned" bash -c '! grep -q "ffn_gate_inp" out/plan.yaml'
 check "type file: GGUF names" grep -qx '\^blk\\\.0\\\.attn_q\\\.weight\$=q[2-8]_[0K]' out/tensor-types.txt
-check "type file: every layer" test "$(wc -l <out/tensor-types.txt)" = 16
+check "type file: every layer" test "$(wc -l <out/tensor-types.txt)" = 17
 cmd=$(cat out/tensor-types.txt.cmd)
 check "command: imatrix" grep -q -- "--imatrix $PWD/model.imatrix.gguf" out/tensor-types.txt.cmd
 check "command: type file" grep -q -- "--tensor-type-file $PWD/out/tensor-types.txt" out/tensor-types.txt.cmd

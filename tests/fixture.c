@@ -102,7 +102,7 @@ static int write_npy_dir(const char *dir, const char *sub, const bp_st_entry *e,
 
 typedef struct gtensor {
     char name[64];
-    int64_t ne[2];            /* ne[0] = columns (inputs), ne[1] = rows */
+    int64_t ne[3];            /* ne[0] = columns (inputs), ne[1] = rows, ne[2] = experts */
     int f32;                  /* norms */
 } gtensor;
 
@@ -111,7 +111,8 @@ static int write_gguf(const char *dir, check_rng *r)
     gtensor t[64];
     size_t n = 0;
 #define ADD(nm, c, rows, f) (snprintf(t[n].name, sizeof t[n].name, "%s", nm), \
-                             t[n].ne[0] = (c), t[n].ne[1] = (rows), t[n].f32 = (f), n++)
+                             t[n].ne[0] = (c), t[n].ne[1] = (rows), t[n].ne[2] = 1, \
+                             t[n].f32 = (f), n++)
     ADD("token_embd.weight", G_EMBD, G_VOCAB, 0);
     for (int b = 0; b < G_BLOCKS; b++) {
         static const char *const sq[] = {"attn_q", "attn_k", "attn_v", "attn_output"};
@@ -130,6 +131,11 @@ static int write_gguf(const char *dir, check_rng *r)
         ADD(nm, G_EMBD, G_FF, 0);
         snprintf(nm, sizeof nm, "blk.%d.ffn_down.weight", b);
         ADD(nm, G_FF, G_EMBD, 0);
+        if (b == 1) {                 /* a router (kept) and two experts (one layer) */
+            ADD("blk.1.ffn_gate_inp.weight", G_EMBD, 2, 0);
+            ADD("blk.1.ffn_up_exps.weight", G_EMBD, G_FF, 0);
+            t[n - 1].ne[2] = 2;
+        }
     }
     ADD("output_norm.weight", G_EMBD, 1, 1);
     ADD("output.weight", G_EMBD, G_VOCAB, 0);
@@ -138,7 +144,7 @@ static int write_gguf(const char *dir, check_rng *r)
     void *data[64];
     bp_error err;
     for (size_t i = 0; i < n; i++) {
-        int64_t cnt = t[i].ne[0] * t[i].ne[1];
+        int64_t cnt = t[i].ne[0] * t[i].ne[1] * t[i].ne[2];
         double scale = t[i].f32 ? 1.0 : 1.0 / sqrt((double)t[i].ne[0]);
         if (t[i].f32) {
             float *f = malloc((size_t)cnt * sizeof *f);
@@ -153,7 +159,8 @@ static int write_gguf(const char *dir, check_rng *r)
             data[i] = h;
         }
         wt[i] = (bp_gguf_wtensor){t[i].name, t[i].f32 ? BP_GGML_F32 : BP_GGML_F16,
-                                  t[i].f32 ? 1 : 2, {t[i].ne[0], t[i].ne[1], 1, 1}, data[i]};
+                                  t[i].f32 ? 1 : t[i].ne[2] > 1 ? 3 : 2,
+                                  {t[i].ne[0], t[i].ne[1], t[i].ne[2], 1}, data[i]};
     }
     static const char *const tokens[] = {"<unk>", "<s>", "</s>", "a", "b"};
     uint32_t ctx = 128, embd = G_EMBD, ff = G_FF, blocks = G_BLOCKS, heads = 4, ftype = 1;
@@ -184,6 +191,7 @@ static int write_gguf(const char *dir, check_rng *r)
     const float tokens_seen = 2048.0f;
     bp_gguf_wtensor it[3 * 64];
     float *sums[64] = {0}, *lin[64] = {0}, count[1] = {tokens_seen};
+    float expert_counts[2] = {1500.0f, 548.0f};   /* the router's split of the tokens */
     size_t m = 0, ents = 0;
     char names[3 * 64][80];
     snprintf(path, sizeof path, "%s/model.imatrix.dat", dir);
@@ -197,31 +205,33 @@ static int write_gguf(const char *dir, check_rng *r)
     for (size_t i = 0; i < n; i++) {
         if (t[i].f32 || !strcmp(t[i].name, "token_embd.weight"))
             continue;
-        int64_t c = t[i].ne[0];
-        sums[ents] = malloc((size_t)c * sizeof(float));
-        lin[ents] = malloc((size_t)c * sizeof(float));
-        for (int64_t j = 0; j < c; j++) {
+        int64_t c = t[i].ne[0], e = t[i].ne[2];
+        const float *cnt = e > 1 ? expert_counts : count;
+        sums[ents] = malloc((size_t)(c * e) * sizeof(float));
+        lin[ents] = malloc((size_t)(c * e) * sizeof(float));
+        for (int64_t j = 0; j < c * e; j++) {
             double ms = (j % 37 == 5 ? 25.0 : 1.0) * (0.5 + check_uniform(r));
-            sums[ents][j] = (float)(ms * tokens_seen);
-            lin[ents][j] = (float)(0.1 * check_normal(r) * tokens_seen);
+            sums[ents][j] = (float)(ms * cnt[j / c]);
+            lin[ents][j] = (float)(0.1 * check_normal(r) * cnt[j / c]);
         }
         static const char *const sfx[3] = {".in_sum2", ".counts", ".in_sum"};
         for (int k = 0; k < 3; k++) {
             snprintf(names[m], sizeof names[m], "%.60s%s", t[i].name, sfx[k]);
             it[m] = (bp_gguf_wtensor){names[m], BP_GGML_F32, 2,
-                                      {k == 1 ? 1 : c, 1, 1, 1},
-                                      k == 0 ? (void *)sums[ents] : k == 1 ? (void *)count
+                                      {k == 1 ? 1 : c, e, 1, 1},
+                                      k == 0 ? (void *)sums[ents] : k == 1 ? (void *)cnt
                                                                            : (void *)lin[ents]};
             m++;
         }
-        /* legacy: name, ncall, nval, mean squares x ncall (ncall 2048 / 512 chunks) */
-        int32_t len = (int32_t)strlen(t[i].name), ncall = 4, nval = (int32_t)c;
+        /* legacy: name, ncall, nval, mean squares x ncall (ncall 4: 512-token chunks;
+         * experts one after the other, as llama-imatrix's legacy output stacks them) */
+        int32_t len = (int32_t)strlen(t[i].name), ncall = 4, nval = (int32_t)(c * e);
         fwrite(&len, 4, 1, dat);
         fwrite(t[i].name, 1, (size_t)len, dat);
         fwrite(&ncall, 4, 1, dat);
         fwrite(&nval, 4, 1, dat);
-        for (int64_t j = 0; j < c; j++) {
-            float v = sums[ents][j] / tokens_seen * (float)ncall;
+        for (int64_t j = 0; j < c * e; j++) {
+            float v = sums[ents][j] / cnt[j / c] * (float)ncall;
             fwrite(&v, 4, 1, dat);
         }
         ents++;

@@ -401,6 +401,57 @@ static void test_footprint(void)
           !f.valid);
 }
 
+/* A GGUF model's layers and their diagonal statistics: a tied embedding
+ * (no output.weight) carries its rows' weight and, as the output, the
+ * square of output_norm's weight per column; a layer the imatrix lacks
+ * weighs its columns by the RMSNorm in front of it; an expert stack reads
+ * one row of the imatrix per expert. */
+static void test_layers(void)
+{
+    bp_error err = {""};
+    static uint16_t emb[256 * 4], q[256 * 8], ex[2 * 512 * 256];
+    static float onorm[256], anorm[256];
+    for (int j = 0; j < 256; j++)
+        onorm[j] = 0.5f + (float)j / 256, anorm[j] = 2.0f;
+    for (size_t i = 0; i < sizeof ex / sizeof *ex; i++)
+        ex[i] = bp_f32_to_f16(0.01f * (float)(i % 7));
+    bp_gguf_wtensor t[] = {{"token_embd.weight", BP_GGML_F16, 2, {256, 4, 1, 1}, emb},
+                           {"blk.0.attn_norm.weight", BP_GGML_F32, 1, {256, 1, 1, 1}, anorm},
+                           {"blk.0.attn_q.weight", BP_GGML_F16, 2, {256, 8, 1, 1}, q},
+                           {"blk.0.ffn_up_exps.weight", BP_GGML_F16, 3, {256, 512, 2, 1}, ex},
+                           {"output_norm.weight", BP_GGML_F32, 1, {256, 1, 1, 1}, onorm}};
+    const char *mp = tmp_path("tied.gguf"), *ip = tmp_path("tied-im.gguf");
+    CHECK(bp_gguf_write(mp, NULL, 0, t, 5, &err) == 0);
+    static float s2[2 * 256], cnt[2] = {30.0f, 10.0f};
+    for (int j = 0; j < 2 * 256; j++)
+        s2[j] = (float)(j / 256 + 1) * cnt[j / 256];          /* means 1 and 2 */
+    static const char *const ds[] = {"d"};
+    bp_gguf_wkv kv[] = {{"general.type", BP_GGUF_STRING, 0, 1, "imatrix"},
+                        {"imatrix.datasets", BP_GGUF_ARRAY, BP_GGUF_STRING, 1, ds}};
+    bp_gguf_wtensor it[] = {{"blk.0.ffn_up_exps.weight.in_sum2", BP_GGML_F32, 2, {256, 2, 1, 1}, s2},
+                            {"blk.0.ffn_up_exps.weight.counts", BP_GGML_F32, 2, {1, 2, 1, 1}, cnt}};
+    CHECK(bp_gguf_write(ip, kv, 2, it, 2, &err) == 0);
+    bp_model m;
+    char *all[] = {"*"};
+    CHECK_MSG(bp_model_open(&m, mp, NULL, ip, all, 1, NULL, 0, &err) == 0, "%s", err.msg);
+    CHECK(m.n_layers == 3 && !strcmp(m.layers[0].name, "token_embd"));
+    for (size_t i = 0; i < m.n_layers; i++) {
+        bp_loaded_layer l;
+        CHECK_MSG(bp_model_load_layer(&m, i, &l, &err) == 0, "%s", err.msg);
+        const bp_diag *g = l.view.diag;
+        CHECK(g && g->d);
+        if (i == 0)                  /* tied: rows 1/4 each, columns output_norm^2 */
+            CHECK(g->row_w == 0.25 && g->d[10] == (double)onorm[10] * onorm[10] && !g->qw);
+        if (i == 1)                  /* no entry: attn_norm^2 */
+            CHECK(g->row_w == 0 && g->d[3] == 4.0 && !g->qw);
+        if (i == 2)                  /* experts: 1024 rows, a row of d per expert */
+            CHECK(l.view.out == 1024 && g->n_mat == 2 && g->d[5] == 1.0 && g->d[256 + 5] == 2.0 &&
+                  g->qw && g->qw[256 + 5] == 2.0f);
+        bp_loaded_layer_free(&l);
+    }
+    bp_model_close(&m);
+}
+
 int main(void)
 {
     test_roundtrip();
@@ -408,5 +459,6 @@ int main(void)
     test_malformed();
     test_imatrix();
     test_footprint();
+    test_layers();
     return check_done();
 }

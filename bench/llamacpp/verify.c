@@ -71,11 +71,13 @@ int main(int argc, char **argv)
         for (int d = 1; d < t->n_dims; d++)
             rows *= t->ne[d];
         const bp_imatrix_entry *e = has_im ? bp_imatrix_find(&im, t->name) : NULL;
-        int64_t nm = e ? e->n_mat : 1;
+        int64_t nm = t->n_dims == 3 ? t->ne[2] : 1;     /* experts */
         per = rows / nm;
+        if (e && e->n_mat * e->in != n * nm)
+            e = NULL;
         float *x = malloc(sizeof(float) * (size_t)n), *qw = e ? malloc(sizeof(float) * (size_t)(n * nm)) : NULL;
         for (int64_t k = 0; e && k < nm; k++) {         /* llama-quantize's weights */
-            float c = (float)llround(e->count[k]);
+            float c = (float)llround(e->count[e->n_mat > 1 ? k : 0]);
             for (int64_t j = 0; j < n; j++)
                 qw[k * n + j] = c > 0 ? (float)e->sum2[k * n + j] / c : 1.0f;
         }

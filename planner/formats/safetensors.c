@@ -620,8 +620,12 @@ int bp_to_f32(bp_dtype dt, const unsigned char *src, int64_t n, float *out,
 int bp_st_read_f32(const bp_safetensors *st, const bp_st_tensor *t, float *out,
                    bp_error *err)
 {
-    return bp_to_f32(t->dtype, st->map + st->data_start + t->begin, bp_st_numel(t), out,
-                     st->path ? st->path : "safetensors", t->name, err);
+    const unsigned char *src = st->map + st->data_start + t->begin;
+    int rc = bp_to_f32(t->dtype, src, bp_st_numel(t), out, st->path ? st->path : "safetensors",
+                       t->name, err);
+    if (t->end - t->begin >= ((uint64_t)1 << 22))   /* a large tensor: converted, let it go */
+        bp_map_release(src, (size_t)(t->end - t->begin));
+    return rc;
 }
 
 int bp_st_read_f64(const bp_safetensors *st, const bp_st_tensor *t, double *out,
