@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 static int staging;
+static int managed;                  /* bp_output_managed: outputs a run owns */
 
 #define SETS ".bitplan-sets"
 
@@ -43,8 +44,21 @@ static int special_output(bp_atomic *a, const char *path, char **target, bp_erro
     }
     if (lstat(path, &st) != 0)
         return 0;                    /* a new file */
-    if (S_ISLNK(st.st_mode) && staging && managed_link(path))
+    if (S_ISLNK(st.st_mode) && (staging || managed) && managed_link(path))
         return 0;                    /* a new set replaces it: written beside the link */
+    if ((staging || managed) && !S_ISREG(st.st_mode)) {
+        /* an output a run owns is a regular file or bitplan's own link, never
+         * written through anything else (somebody else's link, a FIFO) */
+        char to[512] = "";
+        ssize_t n = S_ISLNK(st.st_mode) ? readlink(path, to, sizeof to - 1) : -1;
+        to[n > 0 ? n : 0] = '\0';
+        return bp_fail(err, "%s: %s%s that bitplan did not make; it writes its outputs as "
+                       "regular files there and will not write through it (remove it, or "
+                       "write elsewhere with -o)", path,
+                       S_ISLNK(st.st_mode) ? "a symbolic link to " : "a ",
+                       S_ISLNK(st.st_mode) ? to : S_ISDIR(st.st_mode) ? "directory"
+                       : S_ISFIFO(st.st_mode) ? "FIFO" : "special file");
+    }
     if (S_ISLNK(st.st_mode)) {
         if (!(*target = realpath(path, NULL)))
             return bp_fail(err, "%s: a symbolic link whose target cannot be followed: %s", path,
@@ -207,37 +221,74 @@ static void fsync_dir(const char *dir)
 
 /* ---- output sets: .bitplan-sets/<id>/ and one "current" link ------------ */
 
-/* Remove a set directory (files only) or anything else in sets/ but current. */
-static void remove_set(const char *sets, const char *name)
+/* A name bitplan gives a set: "<seconds>.<nanoseconds>.<pid>". */
+static int set_id(const char *s)
 {
-    char path[4096], file[4096 + 256];
-    snprintf(path, sizeof path, "%s/%s", sets, name);
-    DIR *d = opendir(path);
-    for (struct dirent *e; d && (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(file, sizeof file, "%s/%s", path, e->d_name);
-            unlink(file);
-        }
+    int dots = 0;
+    if (!*s)
+        return 0;
+    for (const char *c = s; *c; c++) {
+        if (*c == '.')
+            dots++;
+        else if (*c < '0' || *c > '9')
+            return 0;
+    }
+    return dots == 2 && s[0] != '.' && s[strlen(s) - 1] != '.' && !strstr(s, "..");
+}
+
+/* Remove set `name` of the open sets directory: a directory's regular files
+ * and links (never followed) and the directory, or a stray file or link
+ * itself.  Only names bitplan gives (set ids, "current.<id>") are touched. */
+static void remove_set_at(int sets, const char *name)
+{
+    struct stat st;
+    int tmp_link = !strncmp(name, "current.", 8) && set_id(name + 8);
+    if ((!set_id(name) && !tmp_link) || fstatat(sets, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return;
+    if (!S_ISDIR(st.st_mode)) {
+        unlinkat(sets, name, 0);     /* a link is removed, not followed */
+        return;
+    }
+    int fd = openat(sets, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d && fd >= 0)
+        close(fd);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        struct stat es;
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            fstatat(dirfd(d), e->d_name, &es, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(es.st_mode))
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
     if (d)
         closedir(d);
-    if (rmdir(path) != 0)
-        unlink(path);
+    unlinkat(sets, name, AT_REMOVEDIR);
+}
+
+/* The open sets directory of dir (-1: none), never through a link; *cur
+ * receives the current set's id ("" when there is none). */
+static int open_sets(const char *dir, char cur[256])
+{
+    char sets[4096];
+    snprintf(sets, sizeof sets, "%s/" SETS, dir);
+    int fd = open(sets, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? readlinkat(fd, "current", cur, 255) : -1;
+    cur[n > 0 ? n : 0] = '\0';
+    if (!set_id(cur))
+        cur[0] = '\0';
+    return fd;
 }
 
 /* Every set but the current one (a killed run's, the previous run's). */
 static void prune_sets(const char *dir)
 {
-    char sets[4096], cur[256] = "";
-    snprintf(sets, sizeof sets, "%s/" SETS, dir);
-    char link[4096 + 16];
-    snprintf(link, sizeof link, "%s/current", sets);
-    ssize_t n = readlink(link, cur, sizeof cur - 1);
-    cur[n > 0 ? n : 0] = '\0';
-    DIR *d = opendir(sets);
+    char cur[256];
+    int fd = open_sets(dir, cur);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d && fd >= 0)
+        close(fd);
     for (struct dirent *e; d && (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "current") &&
-            strcmp(e->d_name, cur))
-            remove_set(sets, e->d_name);
+        if (strcmp(e->d_name, "current") && strcmp(e->d_name, cur))
+            remove_set_at(dirfd(d), e->d_name);
     if (d)
         closedir(d);
 }
@@ -278,7 +329,15 @@ int bp_stage_commit(const char *dir, bp_error *err)
     if (rc == 0) {
         snprintf(sets, sizeof sets, "%s/" SETS, real);
         snprintf(setdir, sizeof setdir, "%s/%s", sets, id);
-        if ((mkdir(sets, 0755) != 0 && errno != EEXIST) || mkdir(setdir, 0755) != 0) {
+        struct stat st;
+        if (mkdir(sets, 0755) != 0 && errno != EEXIST) {
+            setdir[0] = '\0';
+            rc = bp_fail(err, "%s: cannot create %s: %s", dir, SETS, strerror(errno));
+        } else if (lstat(sets, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            setdir[0] = '\0';
+            rc = bp_fail(err, "%s: not a directory bitplan made; bitplan will not write "
+                         "through it (remove it)", sets);
+        } else if (mkdir(setdir, 0755) != 0) {
             setdir[0] = '\0';
             rc = bp_fail(err, "%s: cannot create %s: %s", dir, SETS, strerror(errno));
         }
@@ -329,32 +388,80 @@ int bp_stage_commit(const char *dir, bp_error *err)
         fsync_dir(real);
         prune_sets(real);
     } else if (real && setdir[0]) {
-        remove_set(sets, id);
+        char cur[256];
+        int sfd = open_sets(real, cur);
+        if (sfd >= 0) {
+            remove_set_at(sfd, id);
+            close(sfd);
+        }
     }
     free(real);
     stage_clear(rc != 0);
     return rc;
 }
 
-/* Temporaries (NAME.tmp.XXXXXX, NAME.link.ID) of the named outputs in dir. */
-static void remove_stale(const char *dir, const char *const *names)
+/* Temporaries (NAME.tmp.XXXXXX, NAME.link.ID) of the named outputs in the
+ * open directory fd (closed here); unlinkat never follows a link. */
+static void remove_stale(int fd, const char *const *names)
 {
-    DIR *d = opendir(dir);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d && fd >= 0)
+        close(fd);
     for (struct dirent *e; d && (e = readdir(d));)
         for (size_t k = 0; names && names[k]; k++) {
             size_t ln = strlen(names[k]);
             if (strncmp(e->d_name, names[k], ln) != 0)
                 continue;
             const char *rest = e->d_name + ln;
-            if ((!strncmp(rest, ".tmp.", 5) && strlen(rest) == 11) || !strncmp(rest, ".link.", 6)) {
-                char *stale = bp_path_join(dir, e->d_name, NULL);
-                if (stale)
-                    unlink(stale);
-                free(stale);
-            }
+            struct stat st;
+            if (((!strncmp(rest, ".tmp.", 5) && strlen(rest) == 11) || !strncmp(rest, ".link.", 6)) &&
+                fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+                unlinkat(dirfd(d), e->d_name, 0);
         }
     if (d)
         closedir(d);
+}
+
+/* Before a run writes into dir: the names it owns are absent, regular files
+ * or bitplan's own links (NAME -> .bitplan-sets/current/NAME), and
+ * .bitplan-sets, if there, is a directory whose "current" names one of its
+ * sets.  Anything else somebody put there is refused, never followed. */
+static int check_owned(const char *dir, int fd, const char *const *names, bp_error *err)
+{
+    struct stat st;
+    for (size_t k = 0; names && names[k]; k++) {
+        if (fstatat(fd, names[k], &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISREG(st.st_mode))
+            continue;
+        char path[4096 + 256], to[512] = "";
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        if (S_ISLNK(st.st_mode) && managed_link(path))
+            continue;
+        ssize_t n = S_ISLNK(st.st_mode) ? readlinkat(fd, names[k], to, sizeof to - 1) : -1;
+        to[n > 0 ? n : 0] = '\0';
+        return bp_fail(err, "%s: %s%s that bitplan did not make, where it writes its output "
+                       "'%s'; it will not write through it or replace it (remove it, or use "
+                       "another output.dir)", path, S_ISLNK(st.st_mode) ? "a symbolic link to "
+                       : "a ", S_ISLNK(st.st_mode) ? to : S_ISDIR(st.st_mode) ? "directory"
+                       : S_ISFIFO(st.st_mode) ? "FIFO" : "special file", names[k]);
+    }
+    char sets[4096 + 32], cur[256];
+    snprintf(sets, sizeof sets, "%s/" SETS, dir);
+    if (fstatat(fd, SETS, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return 0;
+    if (!S_ISDIR(st.st_mode))
+        return bp_fail(err, "%s: not a directory bitplan made (%s); bitplan keeps its output sets "
+                       "there and will not follow or delete through it (remove it)", sets,
+                       S_ISLNK(st.st_mode) ? "a symbolic link" : "a file");
+    int sfd = open_sets(dir, cur);
+    struct stat cs;
+    int bad = sfd >= 0 && fstatat(sfd, "current", &cs, AT_SYMLINK_NOFOLLOW) == 0 &&
+              (!S_ISLNK(cs.st_mode) || !cur[0]);
+    if (sfd >= 0)
+        close(sfd);
+    if (bad)
+        return bp_fail(err, "%s/current: not bitplan's link to one of its sets; bitplan will not "
+                       "follow it (remove it)", sets);
+    return 0;
 }
 
 int bp_dir_lock(const char *dir, const char *const *names, int *fd, bp_error *err)
@@ -369,12 +476,25 @@ int bp_dir_lock(const char *dir, const char *const *names, int *fd, bp_error *er
         return bp_fail(err, "%s: another bitplan run is writing into this directory; wait "
                        "for it to finish or use another output.dir", dir);
     }
+    if (check_owned(dir, *fd, names, err) < 0) {
+        close(*fd);
+        *fd = -1;
+        return -1;
+    }
     prune_sets(dir);
-    char cur[4096 + 32];
-    snprintf(cur, sizeof cur, "%s/" SETS "/current", dir);
-    remove_stale(dir, names);
-    remove_stale(cur, names);
+    char cur[256];
+    int sfd = open_sets(dir, cur);
+    remove_stale(openat(*fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), names);
+    if (sfd >= 0 && cur[0])
+        remove_stale(openat(sfd, cur, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), names);
+    if (sfd >= 0)
+        close(sfd);
     return 0;
+}
+
+void bp_output_managed(int on)
+{
+    managed = on;
 }
 
 int bp_atomic_commit(bp_atomic *a, bp_error *err)

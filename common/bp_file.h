@@ -86,6 +86,11 @@ void bp_unmap_file(const unsigned char *map, size_t size);
  * (read again from the page cache when touched): a model read tensor by
  * tensor keeps one tensor resident, not the file. */
 void bp_map_release(const void *p, size_t n);
+/* While on, bp_atomic_open writes the outputs a run owns (in output.dir: the
+ * table and its key, the journal, the hash memo, sweep outputs): an existing
+ * name must be a regular file or bitplan's own link; a link somebody else
+ * planted, a FIFO or a directory there is an error, never followed. */
+void bp_output_managed(int on);
 
 /* 1 when s is valid UTF-8 without control characters (names other tools
  * match, print and store). */

@@ -4,6 +4,7 @@
 #include "journal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,11 +75,20 @@ int bp_journal_open(bp_journal *j, const char *csv_path, const char *key, long k
     if (!j->path)
         return -1;
     snprintf(j->path, n, "%s.partial", csv_path);
-    if (resumed && truncate(j->path, (off_t)keep) != 0)
-        return bp_fail(err, "%s: cannot write: %s", j->path, strerror(errno));
-    j->fp = fopen(j->path, resumed ? "a" : "w");
+    /* a link somebody planted in output.dir is never followed (nor truncated through) */
+    int fd = open(j->path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (resumed ? O_APPEND
+                                                                                  : O_TRUNC), 0644);
+    if (fd >= 0 && resumed && ftruncate(fd, (off_t)keep) != 0) {
+        int e = errno;
+        close(fd);
+        return bp_fail(err, "%s: cannot write: %s", j->path, strerror(e));
+    }
+    if (fd >= 0 && !(j->fp = fdopen(fd, resumed ? "a" : "w")))
+        close(fd);
     if (!j->fp)
-        return bp_fail(err, "%s: cannot write: %s", j->path, strerror(errno));
+        return bp_fail(err, "%s: cannot write: %s", j->path, errno == ELOOP
+                       ? "a symbolic link bitplan did not make (it will not write through it; "
+                         "remove it)" : strerror(errno));
     if (!resumed)
         fprintf(j->fp, "key %s\n" BP_TABLE_HEADER "\n", key);
     return 0;

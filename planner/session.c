@@ -280,7 +280,10 @@ int bp_measure(bp_session *s, bp_error *err)
     if (bp_session_lock(s, err) < 0)
         return -1;
     s->stage = "sensitivity";
-    if (bp_run_sensitivity(&s->cfg, s->o.force, step, s, &s->sens, err) < 0)
+    bp_output_managed(1);              /* the table, its key, the journal, the hash memo */
+    int ran = bp_run_sensitivity(&s->cfg, s->o.force, step, s, &s->sens, err);
+    bp_output_managed(0);
+    if (ran < 0)
         return -1;
     s->measured = 1;
     if ((s->errors && bp_take_errors(&s->sens.table, s->errors, err) < 0) ||

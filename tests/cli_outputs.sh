@@ -126,9 +126,13 @@ check "and their sets" test "$(ls out/.bitplan-sets | wc -l)" = 2     # current 
 check "and its set agrees" one_plan
 # a run killed after writing its set but before switching to it left a set
 # directory nobody reads: the next command that takes the lock removes it
-mkdir -p out/.bitplan-sets/killed.run && cp out/plan.yaml out/.bitplan-sets/killed.run/
+# (sets are named <seconds>.<nanoseconds>.<pid>; what else is there is not bitplan's and stays)
+mkdir -p out/.bitplan-sets/1700000000.000000001.42 out/.bitplan-sets/notes
+cp out/plan.yaml out/.bitplan-sets/1700000000.000000001.42/ && cp out/plan.yaml out/.bitplan-sets/notes/
 "$BITPLAN" export out/plan.yaml --format autoround --config cfg.yaml -o /dev/null -q 2>/dev/null
-check "a killed run's set is removed" test ! -e out/.bitplan-sets/killed.run
+check "a killed run's set is removed" test ! -e out/.bitplan-sets/1700000000.000000001.42
+check "what is not a set of bitplan's stays" test -e out/.bitplan-sets/notes/plan.yaml
+rm -r out/.bitplan-sets/notes
 check "the current set stays" one_plan
 check "outputs are links into the current set" test -L out/plan.yaml -a -f out/plan.yaml
 # two runs at once: the second waits for nothing and says why; the set stays one plan
@@ -156,4 +160,46 @@ check "an export failure fails the run" grep -q "7-bit weights have no llama.cpp
 same_as_before() { [ "$(sig_yaml)" = "$before" ]; }
 check "and leaves the previous set whole" same_as_before
 check "and agreeing" one_plan
+
+# ---- links and files somebody else planted in output.dir: refused, never followed;
+# the victims (a file and a directory outside) stay untouched
+mkdir -p victim/dir && echo precious >victim/file && echo keep >victim/dir/a.yaml
+victims_ok() { [ "$(cat victim/file)" = precious ] && [ "$(cat victim/dir/a.yaml)" = keep ] &&
+               [ "$(ls victim/dir)" = a.yaml ]; }
+plant() { # NAME TARGET NEEDLE: output.dir/NAME -> TARGET, then a run must refuse
+    local name=$1 target=$2 needle=$3
+    rm -rf o2 && mkdir o2 && ln -s "$target" "o2/$name"
+    sed 's/dir: out,/dir: o2,/' cfg.yaml >plant.yaml
+    expect_fail 1 "$needle" "$BITPLAN" run plant.yaml -q --force
+    check "victims untouched after a planted $name" victims_ok
+}
+plant plan.yaml "$WORK/victim/file" "o2/plan.yaml: a symbolic link to $WORK/victim/file that bitplan did not make"
+plant sensitivity.csv "$WORK/victim/file" "o2/sensitivity.csv: a symbolic link to"
+plant sensitivity.csv.key "$WORK/victim/file" "o2/sensitivity.csv.key: a symbolic link to"
+plant sensitivity.csv.partial "$WORK/victim/file" "o2/sensitivity.csv.partial: a symbolic link to"
+plant tensor-types.txt "$WORK/victim/file" "o2/tensor-types.txt: a symbolic link to"
+plant q.safetensors "$WORK/victim/file" "o2/q.safetensors: a symbolic link to"
+plant .bitplan-hashes "$WORK/victim/file" "o2/.bitplan-hashes: a symbolic link to"
+plant .bitplan-sets "$WORK/victim/dir" "o2/.bitplan-sets: not a directory bitplan made (a symbolic link)"
+# a FIFO or a directory under an output's name: refused, not opened
+rm -rf o2 && mkdir o2 && mkfifo o2/plan.json && mkdir o2/plan.yaml
+sed 's/dir: out,/dir: o2,/' cfg.yaml >plant.yaml
+expect_fail 1 "o2/plan.yaml: a directory that bitplan did not make" "$BITPLAN" run plant.yaml -q
+# inside .bitplan-sets: "current" pointing elsewhere is refused; a link under a set's
+# name is removed, not followed
+rm -rf o2 && mkdir -p o2/.bitplan-sets && ln -s "$WORK/victim/dir" o2/.bitplan-sets/current
+expect_fail 1 "o2/.bitplan-sets/current: not bitplan's link to one of its sets" \
+    "$BITPLAN" run plant.yaml -q
+rm -rf o2 && mkdir -p o2/.bitplan-sets
+ln -s "$WORK/victim/dir" o2/.bitplan-sets/1700000000.000000002.7
+ln -s "$WORK/victim/dir" o2/.bitplan-sets/somebody
+"$BITPLAN" run plant.yaml -q
+check "a run beside planted links in .bitplan-sets" test -s o2/plan.yaml
+check "the set-named link is gone, not followed" test ! -L o2/.bitplan-sets/1700000000.000000002.7
+check "other names are left alone" test -L o2/.bitplan-sets/somebody
+check "victims untouched by the clean-up" victims_ok
+# -o names a link explicitly: written through, as documented
+ln -sf "$WORK/victim/mine.yaml" mine.yaml && : >victim/mine.yaml
+"$BITPLAN" solve cfg.yaml -o mine.yaml -q
+check "-o through a link the user names" grep -q "^layers:" victim/mine.yaml
 finish
