@@ -19,6 +19,7 @@
 #include "formats/imatrix.h"
 #include "formats/qweights.h"
 #include "model.h"
+#include "validate.h"
 
 /* An importance matrix (GGUF or legacy .dat), validated. */
 static int inspect_imatrix(const char *path, FILE *out, bp_error *err)
@@ -162,8 +163,13 @@ int bp_inspect(const char *path, FILE *out, bp_error *err)
             fprintf(out, "a calibration file (model.calibration): inputs of %zu layers (NAME.input), "
                    "%zu with gradients squared (NAME.grad2), %zu with an output Fisher, %zu "
                    "with a decision Fisher\n", inputs, grad2, fisher, margin);
+        size_t checked;               /* what the mathematics relies on (validate.h) */
+        int rc = bp_validate_calibration_file(&ts, &checked, err);
+        if (rc == 0)
+            fprintf(out, "checked: %zu statistics sets, Fishers and grad2: symmetric, positive "
+                    "semi-definite, counts and magnitudes consistent\n", checked);
         bp_tensorset_close(&ts);
-        return 0;
+        return rc;
     }
     bp_tensorset_close(&ts);
     if (quantized) {              /* a plan's quantized weights: check them */

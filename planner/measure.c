@@ -16,6 +16,7 @@
 #include "cache.h"
 #include "checks.h"
 #include "distrib.h"
+#include "validate.h"
 
 static int measure_all(const bp_config *cfg, const bp_model *m, bp_step_fn progress,
                        void *ctx, bp_table *t, const unsigned char *done, size_t n_done,
@@ -289,7 +290,7 @@ int bp_run_sensitivity(bp_config *cfg, int force, bp_step_fn progress,
         char partial[4096];
         bp_journal jr = {NULL, NULL};
         snprintf(partial, sizeof partial, "%s.partial", csv);
-        if (bp_check_memory(cfg, &m, err) < 0)
+        if (bp_check_memory(cfg, &m, err) < 0 || bp_validate_calibration(&m, err) < 0)
             goto out;
         unsigned char *done = bp_calloc(m.n_layers + 1, 1, err);
         if (!done)

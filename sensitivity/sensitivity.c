@@ -603,6 +603,32 @@ int bp_sens_check_layer(const bp_layer *l, const bp_sens_spec *spec, bp_error *e
     return 0;
 }
 
+/* Errors are never negative: each is a sum of squares or a quadratic form
+ * in positive semi-definite matrices.  One below -1e-6 of the metric's
+ * largest magnitude over the layer's candidates (what rounding can leave)
+ * is a defect in the inputs (an indefinite Gram or Fisher that passed the
+ * checks) to report, not a number to plan with. */
+static int check_signs(const bp_sens_spec *spec, const double *v, bp_error *err)
+{
+    size_t n = spec->n_wbits * spec->n_abits;
+    for (int m = 0; m < BP_METRIC_COUNT; m++) {
+        double big = 0.0;
+        for (size_t c = 0; c < n; c++)
+            if (isfinite(v[c * BP_METRIC_COUNT + m]))
+                big = fmax(big, fabs(v[c * BP_METRIC_COUNT + m]));
+        for (size_t c = 0; c < n; c++) {
+            double x = v[c * BP_METRIC_COUNT + m];
+            if (x < -1e-6 * big - 1e-300)
+                return bp_fail(err, "metric '%s' came out negative (%g at %d weight bits, %d "
+                               "activation bits): its statistics or Fisher are not positive "
+                               "semi-definite though they passed the checks; this is a defect "
+                               "to report, not an error to plan with", bp_metric_name((bp_metric)m),
+                               x, spec->wbits[c / spec->n_abits], spec->abits[c % spec->n_abits]);
+        }
+    }
+    return 0;
+}
+
 int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
                          bp_table *table, bp_error *err)
 {
@@ -626,7 +652,7 @@ int bp_sensitivity_layer_cached(const bp_layer *l, const bp_sens_spec *spec, bp_
     for (size_t b = 0; !streamed && b < nw; b++)
         if (!(What[b] = bp_malloc((size_t)params * sizeof(float), err)))
             goto out;
-    if (measure(l, spec, What, values, c, err) < 0)
+    if (measure(l, spec, What, values, c, err) < 0 || check_signs(spec, values, err) < 0)
         goto out;
     rc = append_rows(l, spec, values, table, err);
 out:

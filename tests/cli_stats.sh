@@ -122,7 +122,69 @@ bad("count", lambda u, m: u.__setitem__("conv.count", np.array([2.5])))
 bad("f32", lambda u, m: u.__setitem__("conv.xtx", u["conv.xtx"].astype(np.float32)))
 bad("grid", lambda u, m: m.__setitem__("conv.grid0", "uniform 99"))
 bad("missing", lambda u, m: u.pop("conv.range"))
+# what the mathematics needs but the file does not promise: symmetric, PSD
+# Grams, counts that fit their sums, means within 2^40, PSD Fishers with
+# orthonormal eigenvectors, squared gradients >= 0
+def poke_sym(u, m, key, i, j, f):
+    a = u[key]
+    a[i, j] = a[j, i] = f(a)
+def indefinite(u, m, key):                  # every 2x2 minor fine, the 3x3 block not
+    a = u[key]
+    d = np.sqrt(np.diag(a)[:3])
+    c = np.array([[1, .9, .9], [.9, 1, -.9], [.9, -.9, 1]])
+    a[:3, :] = 0
+    a[:, :3] = 0
+    a[:3, :3] = c * np.outer(d, d)
+def asym(u, m):
+    a = u["conv.xtx"]
+    a[0, 1] += 1e-3 * np.sqrt(a[0, 0] * a[1, 1])
+bad("asym", asym)
+bad("minor", lambda u, m: poke_sym(u, m, "conv.xtx", 0, 1,
+                                   lambda a: 2 * np.sqrt(a[0, 0] * a[1, 1])))
+bad("indef", lambda u, m: indefinite(u, m, "conv.xtx"))
+bad("small", lambda u, m: u.__setitem__("conv.count", np.array([1.0])))
+def huge(u, m):
+    u["conv.xtx"] *= 2.0 ** 100
+    u["conv.xsum"] *= 2.0 ** 50
+bad("huge", huge)
+bad("gridindef", lambda u, m: indefinite(u, m, "conv.grid0.qtq"))
+out = load_file("st/weights.safetensors")[0]["conv.weight"].shape[0]
+bad("fneg", lambda u, m: u.__setitem__("conv.fisher", -np.eye(out, dtype=np.float32)))
+def fasym(u, m):
+    f = np.eye(out, dtype=np.float32)
+    f[0, 1] = 0.5
+    u["conv.fisher"] = f
+bad("fasym", fasym)
+def lowrank(k, orth):
+    def change(u, m):
+        q = np.linalg.qr(np.random.RandomState(0).randn(out, out))[0].T.astype(np.float32)
+        uu = np.concatenate([q, q])[:k] if k > out else q[:k].copy()
+        if not orth:
+            uu[1] = uu[0]
+        u["conv.fisher_u"], u["conv.fisher_s"] = uu, np.ones(k, dtype=np.float32)
+        u["conv.fisher_d"] = np.zeros(out, dtype=np.float32)
+    return change
+bad("fmany", lowrank(out + 1, True))
+bad("forth", lowrank(2, False))
+def g2(u, m):
+    u["conv.grad2"][0] = -1.0
+bad("g2", g2)
 PYEOF
+for k in asym:"conv.xtx' is not symmetric" minor:"(Cauchy-Schwarz)" \
+         indef:"conv.xtx' is not positive semi-definite (its Cholesky factorisation fails" \
+         small:"conv.count' = 1 is too small for the sums" huge:"beyond 2^40" \
+         gridindef:"conv.grid0.qtq' is not positive semi-definite" \
+         fneg:"tensor 'conv.fisher': diagonal element 0 is negative" \
+         fasym:"tensor 'conv.fisher' is not symmetric" fmany:"vectors for" \
+         forth:"the eigenvectors must be orthonormal" g2:"squared gradients are finite and >= 0"; do
+    f=${k%%:*}; needle=${k#*:}
+    sed -e "s#st/stats.safetensors#bad_$f.safetensors#" -e "s#out_st#out_bad$f#" st.yaml >bad$f.yaml
+    expect_fail 1 "$needle" "$BITPLAN" sensitivity bad$f.yaml -q
+    check "no table from unchecked statistics ($f)" test ! -e out_bad$f/sensitivity.csv
+    expect_fail 1 "$needle" "$BITPLAN" inspect bad_$f.safetensors
+done
+"$BITPLAN" inspect st/stats.safetensors >insp.txt
+check "inspect vouches for sound statistics" grep -q "positive semi-definite, counts and magnitudes consistent" insp.txt
 for k in nan:"is NaN" neg:"is negative" shape:"conv.xsum" count:"positive integer" \
          f32:"expected 'conv.xtx' F64" grid:"with bits 2..15" missing:"'conv.range' is missing"; do
     f=${k%%:*}; needle=${k#*:}
