@@ -113,4 +113,58 @@ expect_fail 2 "--wbits: expected an integer in 2..16" "$BITPLAN" quantize cfg.ya
 expect_fail 2 "--quantizer: expected rtn, gptq, squant or erq" "$BITPLAN" quantize cfg.yaml --wbits 4 --quantizer foo -o x
 expect_fail 1 "no measured candidate at 5-bit weights" "$BITPLAN" quantize cfg.yaml --wbits 5 -o x --plan x.yaml
 check "no partial outputs" test ! -e x -a ! -e x.yaml
+# inspect validates a quantized-weights file: every invariant the format
+# promises, one failure naming the tensor or key and the rule, exit 1
+sed -e 's/weights: {quantizer: gptq}/weights: {quantizer: gptq, granularity: per_group, group_size: 8, gptq: {act_order: true}}/' \
+    cfg.yaml >grp.yaml
+check "per-group act-order weights" "$BITPLAN" quantize grp.yaml --wbits 4 --abits 8 -o g.safetensors -q
+check "g_idx stored" bash -c '"$BITPLAN" inspect g.safetensors | grep -q "fc.g_idx"'
+check "sound file passes" bash -c '"$BITPLAN" inspect g.safetensors | grep -q "all consistent"'
+PY=/usr/bin/python3
+if $PY -c 'import numpy' 2>/dev/null; then
+    PYTHONPATH="$SRC/tools" $PY - <<'PYEOF'
+import numpy as np
+from safetensors_io import load_file, save_file
+t, m = load_file("g.safetensors")
+def bad(name, change):
+    u = {k: np.array(v) for k, v in t.items()}
+    mm = dict(m)
+    change(u, mm)
+    save_file(f"bad_{name}.safetensors", u, mm)
+def gidx_zero(u, m):
+    u["fc.g_idx"][:] = 0
+bad("gidx", gidx_zero)
+def scale(v):
+    def f(u, m):
+        u["fc.scales"][0, 0] = v
+    return f
+bad("negscale", scale(-1.0))
+bad("nanscale", scale(np.nan))
+bad("actzero", lambda u, m: u.pop("fc.act_zero"))
+def symzero(u, m):
+    u["conv1.zeros"][0, 0] -= 1
+bad("symzero", symzero)
+bad("shape", lambda u, m: m.__setitem__("fc.shape", "16,71"))
+def floatless(u, m):
+    m["fc.wbits"] = "16"
+    for k in [k for k in u if k.startswith("fc.") and not k.startswith("fc.act")]:
+        u.pop(k)
+bad("floatless", floatless)
+bad("abits", lambda u, m: m.__setitem__("dw.abits", "99"))
+bad("gsize", lambda u, m: m.__setitem__("fc.group_size", "0"))
+PYEOF
+    for k in gidx:"tensor 'fc.g_idx': group 0 holds more than the group size of 8 columns" \
+             negscale:"tensor 'fc.scales': element 0 is -1" nanscale:"tensor 'fc.scales': element 0 is NaN" \
+             actzero:"'fc.act_scale' without 'fc.act_zero'" \
+             symzero:"but a symmetric 4-bit grid's zero point is its midpoint 8" \
+             shape:"metadata 'fc.shape' = '16,71' says 1136 weights" \
+             floatless:"layer 'fc' is kept in float (wbits 16) but 'fc.weight' is missing" \
+             abits:"metadata 'dw.abits' = '99': expected a whole number 2..16" \
+             gsize:"metadata 'fc.group_size' = '0': expected a positive size for per_group"; do
+        f=${k%%:*}; needle=${k#*:}
+        expect_fail 1 "$needle" "$BITPLAN" inspect bad_$f.safetensors
+    done
+else
+    echo "python3-numpy not installed: corrupt quantized-weights files skipped"
+fi
 finish

@@ -255,76 +255,283 @@ static int read_zeros(const bp_safetensors *st, const bp_st_tensor *t, float *ou
     return 0;
 }
 
+/* Layer metadata NAME.key, or NULL. */
+static const char *lmeta(const bp_safetensors *st, const char *layer, const char *key)
+{
+    char k[1100];
+    snprintf(k, sizeof k, "%.1024s.%s", layer, key);
+    return bp_st_meta_get(st, k);
+}
+
+/* A whole number in [lo, hi] spelled exactly (no sign games, no fraction). */
+static int int_in(const char *s, long lo, long hi, long *v)
+{
+    char *end;
+    if (!s || !*s)
+        return 0;
+    long x = strtol(s, &end, 10);
+    if (*end || x < lo || x > hi)
+        return 0;
+    *v = x;
+    return 1;
+}
+
+static int one_of(const char *s, const char *const *names)
+{
+    for (size_t i = 0; s && names[i]; i++)
+        if (!strcmp(s, names[i]))
+            return 1;
+    return 0;
+}
+
+/* The product of the "a,b,c" shape metadata, or -1 when it is not one. */
+static int64_t shape_numel(const char *s)
+{
+    int64_t n = 1;
+    int dims = 0;
+    for (const char *p = s; p && *p; dims++) {
+        char *end;
+        long long d = strtoll(p, &end, 10);
+        if (end == p || d < 1 || (*end && *end != ',') || n > INT64_MAX / d)
+            return -1;
+        n *= d;
+        p = *end ? end + 1 : end;
+    }
+    return s && dims >= 1 && dims <= 4 ? n : -1;
+}
+
+static int32_t i32_at(const unsigned char *p, int64_t i)
+{
+    p += 4 * i;
+    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                     (uint32_t)p[3] << 24);
+}
+
+/* The metadata every layer carries, and what it promises of the tensors. */
+static int check_meta(const bp_safetensors *st, const char *layer, long *bits, long *abits,
+                      bp_error *err)
+{
+    static const char *const quantizers[] = {"rtn", "gptq", "squant", "erq", NULL};
+    static const char *const grans[] = {"per_tensor", "per_channel", "per_group", "none", NULL};
+    static const char *const bools[] = {"true", "false", NULL};
+    const char *p = st->path, *q = lmeta(st, layer, "quantizer");
+    long gs;
+    if (!int_in(lmeta(st, layer, "wbits"), 2, 16, bits))
+        return bp_fail(err, "%s: metadata '%s.wbits' = '%s': expected a whole number 2..16", p,
+                       layer, lmeta(st, layer, "wbits"));
+    if (!int_in(lmeta(st, layer, "abits"), 2, 16, abits))
+        return bp_fail(err, "%s: metadata '%s.abits' = '%s': expected a whole number 2..16", p,
+                       layer, lmeta(st, layer, "abits") ? lmeta(st, layer, "abits") : "(missing)");
+    if (!one_of(q, quantizers))
+        return bp_fail(err, "%s: metadata '%s.quantizer' = '%s': expected rtn, gptq, squant or "
+                       "erq", p, layer, q ? q : "(missing)");
+    const char *g = lmeta(st, layer, "granularity");
+    if (!one_of(g, grans) || (*bits < 16 && !strcmp(g, "none")))
+        return bp_fail(err, "%s: metadata '%s.granularity' = '%s': expected per_tensor, "
+                       "per_channel or per_group", p, layer, g ? g : "(missing)");
+    if (!int_in(lmeta(st, layer, "group_size"), 0, 1L << 30, &gs) ||
+        (*bits < 16 && (gs > 0) != !strcmp(g, "per_group")))
+        return bp_fail(err, "%s: metadata '%s.group_size' = '%s': expected a positive size for "
+                       "per_group and 0 otherwise", p, layer,
+                       lmeta(st, layer, "group_size") ? lmeta(st, layer, "group_size") : "(missing)");
+    if (*bits < 16 && !one_of(lmeta(st, layer, "symmetric"), bools))
+        return bp_fail(err, "%s: metadata '%s.symmetric': expected true or false", p, layer);
+    if (shape_numel(lmeta(st, layer, "shape")) < 0)
+        return bp_fail(err, "%s: metadata '%s.shape' = '%s': expected the weight's shape, 1 to 4 "
+                       "positive dimensions separated by commas", p, layer,
+                       lmeta(st, layer, "shape") ? lmeta(st, layer, "shape") : "(missing)");
+    return 0;
+}
+
+/* A layer kept in float: its weight, as the shape says, and no codes. */
+static int check_float_layer(const bp_safetensors *st, const char *layer, FILE *out,
+                             bp_error *err)
+{
+    char name[1100];
+    snprintf(name, sizeof name, "%.1024s.weight", layer);
+    const bp_st_tensor *w = bp_st_find(st, name);
+    int64_t n = shape_numel(lmeta(st, layer, "shape"));
+    if (!w || w->dtype != BP_DT_F32 || bp_st_numel(w) != n)
+        return bp_fail(err, "%s: layer '%s' is kept in float (wbits 16) but '%s' is %s (expected "
+                       "F32 with the %lld weights its shape metadata gives)", st->path, layer,
+                       name, w ? "of another dtype or size" : "missing", (long long)n);
+    snprintf(name, sizeof name, "%.1024s.qweight", layer);
+    if (bp_st_find(st, name))
+        return bp_fail(err, "%s: layer '%s' is kept in float (wbits 16) but has codes '%s'",
+                       st->path, layer, name);
+    if (out)
+        fprintf(out, "  %-40s 16 bits  kept in float\n", layer);
+    return 0;
+}
+
+/* The activation grid: both of act_scale and act_zero or neither (per-token
+ * grids and grids from statistics store none), finite positive steps, zero
+ * points on the codes (the midpoint when symmetric). */
+static int check_acts(const bp_safetensors *st, const char *layer, long abits, int64_t cols,
+                      bp_error *err)
+{
+    static const char *const kinds[] = {"uniform", "log2", "ptf", NULL};
+    static const char *const grans[] = {"per_tensor", "per_token", NULL};
+    const char *p = st->path, *k = lmeta(st, layer, "act_quantizer");
+    if (abits >= 16)
+        return 0;
+    if (!one_of(k, kinds) || !one_of(lmeta(st, layer, "act_granularity"), grans))
+        return bp_fail(err, "%s: layer '%s' has %ld-bit activations but its act_quantizer / "
+                       "act_granularity metadata is '%s' / '%s' (expected uniform, log2 or ptf; "
+                       "per_tensor or per_token)", p, layer, abits, k ? k : "(missing)",
+                       lmeta(st, layer, "act_granularity") ? lmeta(st, layer, "act_granularity")
+                                                           : "(missing)");
+    char sn[1100], zn[1100];
+    snprintf(sn, sizeof sn, "%.1024s.act_scale", layer);
+    snprintf(zn, sizeof zn, "%.1024s.act_zero", layer);
+    const bp_st_tensor *s = bp_st_find(st, sn), *z = bp_st_find(st, zn);
+    if (!s && !z)
+        return 0;
+    if (!s || !z)
+        return bp_fail(err, "%s: layer '%s': '%s' without '%s' (an activation grid is a step and "
+                       "a zero point)", p, layer, s ? sn : zn, s ? zn : sn);
+    /* ptf: one per input column (of every conv group: a multiple of the codes' columns) */
+    int ptf = !strcmp(k, "ptf");
+    int64_t m = bp_st_numel(s);
+    if (s->dtype != BP_DT_F32 || z->dtype != BP_DT_F32 || bp_st_numel(z) != m ||
+        (ptf ? m < cols || cols < 1 || m % cols : m != 1))
+        return bp_fail(err, "%s: layer '%s': '%s' and '%s' must be F32 [%s] (%s)", p, layer, sn,
+                       zn, ptf ? "in" : "1", ptf ? "one per input column, ptf" : "one per tensor");
+    float *S = malloc((size_t)m * sizeof *S), *Z = malloc((size_t)m * sizeof *Z);
+    int rc = S && Z && bp_st_read_f32(st, s, S, err) == 0 && bp_st_read_f32(st, z, Z, err) == 0
+             ? 0 : -1;
+    const char *sym = lmeta(st, layer, "act_symmetric");
+    double top = ldexp(1.0, (int)abits) - 1.0, mid = ldexp(1.0, (int)abits - 1);
+    for (int64_t i = 0; rc == 0 && i < m; i++) {
+        if (!(S[i] > 0.0f) || !isfinite(S[i]))
+            rc = bp_fail(err, "%s: tensor '%s': element %lld is %g (a grid step is finite and "
+                         "> 0)", p, sn, (long long)i, (double)S[i]);
+        else if (strcmp(k, "log2") && (!isfinite(Z[i]) || Z[i] != floorf(Z[i]) || Z[i] < 0.0f ||
+                                       Z[i] > top))
+            rc = bp_fail(err, "%s: tensor '%s': element %lld is %g (a zero point is a code in "
+                         "[0, %.0f])", p, zn, (long long)i, (double)Z[i], top);
+        else if (strcmp(k, "log2") && sym && !strcmp(sym, "true") && Z[i] != mid)
+            rc = bp_fail(err, "%s: tensor '%s': element %lld is %g, but a symmetric %ld-bit grid's "
+                         "zero point is its midpoint %.0f", p, zn, (long long)i, (double)Z[i],
+                         abits, mid);
+    }
+    free(S);
+    free(Z);
+    return rc;
+}
+
 static int check_layer(const bp_safetensors *st, const char *layer, int bits, FILE *out,
                        bp_error *err)
 {
+    const char *p = st->path;
     const bp_st_tensor *q = need(st, layer, ".qweight", err), *s, *z;
     if (!q || !(s = need(st, layer, ".scales", err)) || !(z = need(st, layer, ".zeros", err)))
         return -1;
     int64_t rows = q->shape[0], cols = q->rank == 2 ? q->shape[1] : 0;
-    int64_t G = s->shape[1], sr = s->shape[0];
-    if (q->rank != 2 || s->rank != 2 || z->rank != 2 || z->shape[0] != sr || z->shape[1] != G ||
-        (sr != rows && sr != 1) || G < 1 || (q->dtype != BP_DT_U8 && q->dtype != BP_DT_U16))
-        return bp_fail(err, "%s: layer '%s': inconsistent shapes or dtypes", st->path, layer);
-    char key[1100];
-    snprintf(key, sizeof key, "%.1024s.group_size", layer);
-    const char *gsm = bp_st_meta_get(st, key);
-    int64_t gs = gsm && atoll(gsm) > 0 ? atoll(gsm) : cols, nel = rows * cols;
-    if (G != (cols + gs - 1) / gs && sr != 1)
-        return bp_fail(err, "%s: layer '%s': %lld scale groups per row do not match group "
-                       "size %lld over %lld columns", st->path, layer, (long long)G,
-                       (long long)gs, (long long)cols);
+    if (q->rank != 2 || q->dtype != (bits <= 8 ? BP_DT_U8 : BP_DT_U16))
+        return bp_fail(err, "%s: tensor '%s.qweight' is %s of rank %d (expected %s [out, in] for "
+                       "%d-bit codes)", p, layer, bp_dtype_name(q->dtype), q->rank,
+                       bits <= 8 ? "U8" : "U16", bits);
+    int64_t want = shape_numel(lmeta(st, layer, "shape"));
+    if (rows * cols != want)
+        return bp_fail(err, "%s: tensor '%s.qweight' holds %lld codes, but metadata '%s.shape' = "
+                       "'%s' says %lld weights", p, layer, (long long)(rows * cols), layer,
+                       lmeta(st, layer, "shape"), (long long)want);
+    const char *gran = lmeta(st, layer, "granularity"), *sym = lmeta(st, layer, "symmetric");
+    long gsz = 0;
+    int_in(lmeta(st, layer, "group_size"), 0, 1L << 30, &gsz);
+    int per_tensor = !strcmp(gran, "per_tensor");
+    int64_t G = !strcmp(gran, "per_group") ? (cols + gsz - 1) / gsz : 1, sr = per_tensor ? 1 : rows;
+    if (s->rank != 2 || s->shape[0] != sr || s->shape[1] != G ||
+        (s->dtype != BP_DT_F16 && s->dtype != BP_DT_F32))
+        return bp_fail(err, "%s: tensor '%s.scales' is %s [%lld, %lld] but a %s grid over [%lld, "
+                       "%lld]%s needs F16 or F32 [%lld, %lld]", p, layer, bp_dtype_name(s->dtype),
+                       (long long)(s->rank == 2 ? s->shape[0] : -1),
+                       (long long)(s->rank == 2 ? s->shape[1] : -1), gran, (long long)rows,
+                       (long long)cols, G > 1 ? " with its group size" : "", (long long)sr,
+                       (long long)G);
+    if (z->rank != 2 || z->shape[0] != sr || z->shape[1] != G ||
+        (z->dtype != BP_DT_U8 && z->dtype != BP_DT_U16 && z->dtype != BP_DT_I32 &&
+         z->dtype != BP_DT_F32))
+        return bp_fail(err, "%s: tensor '%s.zeros' must be U8, U16 or I32 [%lld, %lld], as its "
+                       "scales", p, layer, (long long)sr, (long long)G);
+    int64_t nel = rows * cols;
     float *S = malloc((size_t)(sr * G) * sizeof *S), *Z = malloc((size_t)(sr * G) * sizeof *Z);
-    float *W = malloc((size_t)nel * sizeof *W);
-    const bp_st_tensor *w;
-    char wname[1100];
+    float *W = malloc((size_t)(nel ? nel : 1) * sizeof *W);
+    int64_t *count = calloc((size_t)G, sizeof *count);
+    char wname[1100], gname[1100];
     snprintf(wname, sizeof wname, "%.1024s.weight", layer);
-    w = bp_st_find(st, wname);
-    int rc = S && Z && W && bp_st_read_f32(st, s, S, err) == 0 && read_zeros(st, z, Z, err) == 0
-             ? 0 : -1;
-    if (rc == 0 && w && (bp_st_numel(w) != nel || bp_st_read_f32(st, w, W, err) < 0))
-        rc = bp_fail(err, "%s: layer '%s': dequantized weight does not match", st->path, layer);
-    const unsigned char *raw = st->map + st->data_start + q->begin;
-    unsigned maxc = 0, maxq = (1u << bits) - 1u;
-    double diff = 0.0;
-    /* the scale group of each column: NAME.g_idx ([in], or [groups, in] per conv
-     * group), else column / group_size */
-    char gname[1100];
     snprintf(gname, sizeof gname, "%.1024s.g_idx", layer);
-    const bp_st_tensor *gt = bp_st_find(st, gname);
+    const bp_st_tensor *w = bp_st_find(st, wname), *gt = bp_st_find(st, gname);
+    int rc = S && Z && W && count && bp_st_read_f32(st, s, S, err) == 0 &&
+             read_zeros(st, z, Z, err) == 0 ? 0 : -1;
+    if (rc == 0 && w && (w->dtype != BP_DT_F32 || bp_st_numel(w) != nel ||
+                         bp_st_read_f32(st, w, W, err) < 0))
+        rc = bp_fail(err, "%s: tensor '%s' must be F32 with the layer's %lld weights", p, wname,
+                     (long long)nel);
+    unsigned maxq = (1u << bits) - 1u;
+    double top = maxq, mid = ldexp(1.0, bits - 1);
+    for (int64_t i = 0; rc == 0 && i < sr * G; i++) {
+        if (!(S[i] >= 0.0f) || !isfinite(S[i]))
+            rc = bp_fail(err, "%s: tensor '%s.scales': element %lld is %g (a step is finite and "
+                         ">= 0)", p, layer, (long long)i, (double)S[i]);
+        else if (!isfinite(Z[i]) || Z[i] != floorf(Z[i]) ||
+                 (z->dtype != BP_DT_I32 && (Z[i] < 0.0f || Z[i] > top)))
+            rc = bp_fail(err, "%s: tensor '%s.zeros': element %lld is %g (a zero point is a code "
+                         "in [0, %u]; only I32 zero points, ERQ's, may lie off it)", p, layer,
+                         (long long)i, (double)Z[i], maxq);
+        else if (sym && !strcmp(sym, "true") && Z[i] != mid)
+            rc = bp_fail(err, "%s: tensor '%s.zeros': element %lld is %g, but a symmetric %d-bit "
+                         "grid's zero point is its midpoint %.0f", p, layer, (long long)i,
+                         (double)Z[i], bits, mid);
+    }
+    /* g_idx: a valid group assignment: I32 [in] (or [groups, in]), each column in a group,
+     * no group holding more columns than the group size */
     int64_t ng = gt && gt->rank == 2 ? gt->shape[0] : 1;
     const unsigned char *graw = gt ? st->map + st->data_start + gt->begin : NULL;
     if (rc == 0 && gt && (gt->dtype != BP_DT_I32 || bp_st_numel(gt) != ng * cols ||
-                          rows % ng != 0 || sr == 1))
-        rc = bp_fail(err, "%s: layer '%s': %s must be I32 [%lld] (or [groups, %lld])",
-                     st->path, layer, gname, (long long)cols, (long long)cols);
+                          ng < 1 || rows % ng != 0 || G == 1))
+        rc = bp_fail(err, "%s: tensor '%s' must be I32 [%lld] (or [groups, %lld]), and only a "
+                     "per-group grid has one", p, gname, (long long)cols, (long long)cols);
+    for (int64_t j = 0; rc == 0 && gt && j < ng; j++) {
+        memset(count, 0, (size_t)G * sizeof *count);
+        for (int64_t c = 0; rc == 0 && c < cols; c++) {
+            int32_t g = i32_at(graw, j * cols + c);
+            if (g < 0 || g >= G)
+                rc = bp_fail(err, "%s: tensor '%s': column %lld is in group %d, beyond the %lld "
+                             "groups of its scales", p, gname, (long long)c, g, (long long)G);
+            else if (++count[g] > gsz)
+                rc = bp_fail(err, "%s: tensor '%s': group %d holds more than the group size of "
+                             "%ld columns (not a group assignment)", p, gname, g, gsz);
+        }
+    }
+    const unsigned char *raw = st->map + st->data_start + q->begin;
+    unsigned maxc = 0;
+    double diff = 0.0;
     for (int64_t i = 0; rc == 0 && i < nel; i++) {
         unsigned c = q->dtype == BP_DT_U8 ? raw[i] : (unsigned)(raw[2 * i] | raw[2 * i + 1] << 8);
-        int64_t grp = (i % cols) / gs;
-        if (graw) {
-            const unsigned char *p = graw + 4 * (((i / cols) / (rows / ng)) * cols + i % cols);
-            grp = (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                            (uint32_t)p[3] << 24);
-            if (grp < 0 || grp >= G) {
-                rc = bp_fail(err, "%s: layer '%s': %s holds group %lld, beyond its %lld "
-                             "groups", st->path, layer, gname, (long long)grp, (long long)G);
-                break;
-            }
-        }
+        int64_t grp = gt ? i32_at(graw, ((i / cols) / (rows / ng)) * cols + i % cols)
+                         : (i % cols) / (gsz > 0 ? gsz : cols);
         int64_t blk = sr == 1 ? 0 : (i / cols) * G + grp;
         maxc = c > maxc ? c : maxc;
         if (w)
             diff = fmax(diff, fabs((double)(S[blk] * ((float)c - Z[blk])) - W[i]));
     }
     if (rc == 0 && maxc > maxq)
-        rc = bp_fail(err, "%s: layer '%s': code %u exceeds %u for %d bits", st->path, layer,
-                     maxc, maxq, bits);
+        rc = bp_fail(err, "%s: tensor '%s.qweight': code %u exceeds %u, the largest of %d bits",
+                     p, layer, maxc, maxq, bits);
+    if (rc == 0 && w && diff > 0.0)
+        rc = bp_fail(err, "%s: tensor '%s' differs from scales * (codes - zeros) by %g", p, wname,
+                     diff);
+    char bname[1100];
+    snprintf(bname, sizeof bname, "%.1024s.bias", layer);
+    const bp_st_tensor *bt = bp_st_find(st, bname);
+    if (rc == 0 && bt && (bt->dtype != BP_DT_F32 || bp_st_numel(bt) != rows))
+        rc = bp_fail(err, "%s: tensor '%s' must be F32 [%lld]", p, bname, (long long)rows);
     if (rc == 0 && out) {
         /* the bits this layer takes in the formats the plan counts: b per code,
          * the scales at their stored width, b per zero point unless the grid
          * is symmetric (its zero point is the constant 2^(b-1)) */
-        snprintf(key, sizeof key, "%.1024s.symmetric", layer);
-        const char *sym = bp_st_meta_get(st, key);
         int64_t blocks = sr * G, zbits = z->dtype == BP_DT_I32 || z->dtype == BP_DT_F32 ? 32 : bits;
         long long stored = (long long)(nel * bits + blocks * (s->dtype == BP_DT_F16 ? 16 : 32) +
                                        (sym && !strcmp(sym, "true") ? 0 : blocks * zbits));
@@ -336,12 +543,10 @@ static int check_layer(const bp_safetensors *st, const char *layer, int bits, FI
             fprintf(out, "  dequantized: max |diff| %.3g", diff);
         fputc('\n', out);
     }
-    if (rc == 0 && w && diff > 0.0)
-        rc = bp_fail(err, "%s: layer '%s': %s differs from scales * (codes - zeros) by %g",
-                     st->path, layer, wname, diff);
     free(S);
     free(Z);
     free(W);
+    free(count);
     return rc;
 }
 
@@ -356,6 +561,7 @@ int bp_check_quantized(const char *path, FILE *out, bp_error *err)
         rc = bp_fail(err, "%s: not a bitplan quantized-weights file (metadata 'format' is %s)",
                      path, fmt ? fmt : "missing");
     size_t layers = 0;
+    char key[1100];
     for (size_t i = 0; rc == 0 && i < st.n_meta; i++) {
         const char *k = st.meta[i].key;
         size_t n = strlen(k);
@@ -363,15 +569,22 @@ int bp_check_quantized(const char *path, FILE *out, bp_error *err)
             continue;
         char layer[1024];
         snprintf(layer, sizeof layer, "%.*s", (int)(n - 6), k);
-        int bits = atoi(st.meta[i].value);
+        long bits = 0, abits = 16;
         layers++;
-        if (bits >= 16 || bits < 1) {
-            if (out)
-                fprintf(out, "  %-40s 16 bits  kept in float\n", layer);
-            continue;
-        }
-        rc = check_layer(&st, layer, bits, out, err);
+        if ((rc = check_meta(&st, layer, &bits, &abits, err)) < 0)
+            break;
+        int64_t cols = shape_numel(lmeta(&st, layer, "shape"));
+        const bp_st_tensor *qw = bp_st_find(&st, (snprintf(key, sizeof key, "%.1024s.qweight",
+                                                           layer), key));
+        if (qw && qw->rank == 2)
+            cols = qw->shape[1];
+        rc = bits >= 16 ? check_float_layer(&st, layer, out, err)
+                        : check_layer(&st, layer, (int)bits, out, err);
+        if (rc == 0)
+            rc = check_acts(&st, layer, abits, cols, err);
     }
+    if (rc == 0 && layers == 0)
+        rc = bp_fail(err, "%s: no layers (no NAME.wbits metadata)", path);
     if (rc == 0 && out)
         fprintf(out, "quantized layers: %zu, all consistent\n", layers);
     bp_st_close(&st);
