@@ -51,4 +51,24 @@ expect_fail 1 "nope.yaml" "$BITPLAN" export out/plan.yaml --format llamacpp --co
 expect_fail 2 "unknown export format 'gguf'" "$BITPLAN" export out/plan.yaml --format gguf
 expect_fail 2 "export needs --format" "$BITPLAN" export out/plan.yaml
 expect_fail 1 "cfg.yaml" "$BITPLAN" export cfg.yaml --format autoround
+# a hand-edited plan is checked as strictly as a config, once, for every
+# consumer: each fault one error with file:line:column and the key
+edit() { # NAME SED-EXPRESSION NEEDLE
+    sed -E "$2" out/plan.yaml >h_$1.yaml
+    for f in llamacpp gptqmodel llmcompressor autoround; do
+        expect_fail 1 "$3" "$BITPLAN" export h_$1.yaml --format $f -o /dev/null -q
+    done
+}
+edit wbits1 '0,/wbits: [0-9]+/s//wbits: 1/' "layers[0].wbits: expected a whole number of bits 2..16"
+edit wbits45 '0,/wbits: [0-9]+/s//wbits: 4.5/' "layers[0].wbits: expected a whole number of bits 2..16"
+edit quant '0,/quantizer: "[a-z]+"/s//quantizer: "foo"/' "layers[0].quantizer: expected rtn, gptq, squant, erq"
+edit gran '0,/granularity: "[a-z_]+"/s//granularity: "diagonal"/' "layers[0].granularity: expected per_channel, per_group"
+edit gsneg '0,/group_size: [0-9]+/s//group_size: -7/' "layers[0].group_size: expected a whole number >= 0"
+edit gszero 's/granularity: "per_channel"/granularity: "per_group"/' "layers[0].group_size: granularity per_group needs a group size > 0"
+edit version 's/^format_version: 1$/format_version: 99/' "format_version: 99 (this bitplan reads plans of format 1)"
+sed -E '/^layers:/,$d' out/plan.yaml >h_empty.yaml && echo 'layers: []' >>h_empty.yaml
+expect_fail 1 "layers: an empty list" "$BITPLAN" export h_empty.yaml --format autoround -o /dev/null -q
+printf 'layers:\n  - {name: "fc", wbits: 4, abits: 16, quantizer: "rtn"}\n  - {name: "fc", wbits: 8, abits: 16, quantizer: "rtn"}\n' >h_dup.yaml
+expect_fail 1 "appears twice (layers[0] and layers[1])" "$BITPLAN" export h_dup.yaml --format autoround -o /dev/null -q
+check "errors name the line" bash -c '"$BITPLAN" export h_wbits1.yaml --format autoround -o /dev/null 2>&1 | grep -qE "h_wbits1.yaml:[0-9]+:[0-9]+: layers\[0\]\.wbits"'
 finish

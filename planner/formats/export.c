@@ -45,17 +45,6 @@ static const bp_ynode *map_get(const bp_ynode *m, const char *key)
     return NULL;
 }
 
-static int layer_field(const char *path, const bp_ynode *m, size_t i, const char *key,
-                       const char **out, bp_error *err)
-{
-    const bp_ynode *v = map_get(m, key);
-    if (!v || v->type != BP_Y_SCALAR)
-        return bp_fail(err, "%s: layers[%zu]: missing '%s' (not a bitplan plan?)", path, i,
-                       key);
-    *out = v->str;
-    return 0;
-}
-
 /* An optional string field: NULL when absent or null. */
 static int opt_str(const bp_ynode *m, const char *key, char **out, bp_error *err)
 {
@@ -66,49 +55,129 @@ static int opt_str(const bp_ynode *m, const char *key, char **out, bp_error *err
     return (*out = bp_strdup(v->str, err)) ? 0 : -1;
 }
 
-/* Names reach other tools' regexes, JSON and YAML: printable UTF-8 only. */
-static int check_name(const char *path, size_t i, const char *name, bp_error *err)
+/* "PATH:LINE:COL: layers[i].KEY: what" (the node's place, or the layer's). */
+static int pfail(bp_error *err, const char *path, const bp_ynode *at, size_t i, const char *key,
+                 const char *what)
 {
-    if (!*name)
-        return bp_fail(err, "%s: layers[%zu]: empty layer name", path, i);
-    if (!bp_printable_utf8(name))
-        return bp_fail(err, "%s: layers[%zu]: layer name '%.200s' has a control character or "
-                       "is not UTF-8 (other tools cannot match it)", path, i, name);
+    return bp_fail(err, "%s:%d:%d: layers[%zu].%s: %s", path, at ? at->line : 0,
+                   at ? at->col : 0, i, key, what);
+}
+
+/* A scalar that is not null (unquoted null, ~ or empty). */
+static const bp_ynode *scalar(const bp_ynode *m, const char *key)
+{
+    const bp_ynode *v = map_get(m, key);
+    return v && v->type == BP_Y_SCALAR && (v->quoted || (strcmp(v->str, "null") &&
+                                                         strcmp(v->str, "~") && *v->str))
+               ? v : NULL;
+}
+
+/* A whole number in [lo, hi] (not 4.5, not 1e3); *out. */
+static int whole(const bp_ynode *v, long lo, long hi, long *out)
+{
+    char *end;
+    if (!v || v->quoted || !*v->str)
+        return 0;
+    long x = strtol(v->str, &end, 10);
+    if (*end || x < lo || x > hi)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+static int boolean(const bp_ynode *v, int *out)
+{
+    if (!v || v->quoted || (strcmp(v->str, "true") && strcmp(v->str, "false")))
+        return 0;
+    *out = !strcmp(v->str, "true");
+    return 1;
+}
+
+/* The layer's required text field. */
+static int text_field(const char *path, const bp_ynode *m, size_t i, const char *key,
+                      const char **out, bp_error *err)
+{
+    const bp_ynode *v = map_get(m, key);
+    if (!v || v->type != BP_Y_SCALAR || !*v->str)
+        return pfail(err, path, v ? v : m, i, key, v ? "expected a non-empty string"
+                                                     : "missing (not a bitplan plan?)");
+    *out = v->str;
     return 0;
 }
 
+/* Names reach other tools' regexes, JSON and YAML: printable UTF-8 only. */
+static int check_name(const char *path, const bp_ynode *at, size_t i, const char *name,
+                      bp_error *err)
+{
+    if (!bp_printable_utf8(name))
+        return bp_fail(err, "%s:%d:%d: layers[%zu]: layer name '%.200s' has a control character "
+                       "or is not UTF-8 (other tools cannot match it)", path, at->line, at->col,
+                       i, name);
+    return 0;
+}
+
+/*
+ * One layer, checked as strictly as a config: name, wbits and abits whole
+ * numbers 2..16, a quantizer bitplan knows (rtn, gptq, squant, erq, or a
+ * llama.cpp type), granularity per_channel / per_group / per_tensor / none
+ * with group_size > 0 exactly for per_group, symmetric a boolean (or null),
+ * in_features, params and weight_bits whole numbers >= 0.
+ */
 static int read_layer(const char *path, const bp_ynode *m, size_t i, bp_export_layer *l,
                       bp_error *err)
 {
-    const char *name = NULL, *w = NULL, *a = NULL, *q = NULL, *g = "none", *gs = "0";
-    const char *sym = "true", *asym = "null", *inf = "0";
+    static const char *const quantizers[] = {"rtn", "gptq", "squant", "erq"};
+    static const char *const grans[] = {"per_channel", "per_group", "per_tensor", "none"};
+    const char *name = NULL, *q = NULL, *g = "none";
+    long w, a, gs = 0, inf = 0, params = 0, wb = 0;
     l->act_symmetric = -1;
-    if (layer_field(path, m, i, "name", &name, err) < 0 ||
-        layer_field(path, m, i, "wbits", &w, err) < 0 ||
-        layer_field(path, m, i, "abits", &a, err) < 0 ||
-        layer_field(path, m, i, "quantizer", &q, err) < 0)
+    if (!m || m->type != BP_Y_MAP)
+        return bp_fail(err, "%s:%d:%d: layers[%zu]: expected a mapping (a layer)", path,
+                       m ? m->line : 0, m ? m->col : 0, i);
+    if (text_field(path, m, i, "name", &name, err) < 0 ||
+        check_name(path, map_get(m, "name"), i, name, err) < 0 ||
+        text_field(path, m, i, "quantizer", &q, err) < 0)
         return -1;
     const bp_ynode *v;
-    if ((v = map_get(m, "granularity")) && v->type == BP_Y_SCALAR && strcmp(v->str, "null"))
+    if (!whole(v = map_get(m, "wbits"), 2, 16, &w))
+        return pfail(err, path, v ? v : m, i, "wbits", "expected a whole number of bits 2..16");
+    if (!whole(v = map_get(m, "abits"), 2, 16, &a))
+        return pfail(err, path, v ? v : m, i, "abits", "expected a whole number of bits 2..16");
+    int known = bp_ggml_type_parse(q) >= 0;
+    for (size_t k = 0; k < 4; k++)
+        known |= !strcmp(q, quantizers[k]);
+    if (!known)
+        return pfail(err, path, map_get(m, "quantizer"), i, "quantizer",
+                     "expected rtn, gptq, squant, erq or a llama.cpp type (q4_K, ...)");
+    if ((v = scalar(m, "granularity"))) {
         g = v->str;
-    if ((v = map_get(m, "group_size")) && v->type == BP_Y_SCALAR)
-        gs = v->str;
-    if ((v = map_get(m, "symmetric")) && v->type == BP_Y_SCALAR)
-        sym = v->str;
-    if ((v = map_get(m, "act_symmetric")) && v->type == BP_Y_SCALAR)
-        asym = v->str;
-    if ((v = map_get(m, "in_features")) && v->type == BP_Y_SCALAR && strcmp(v->str, "null"))
-        inf = v->str;
-    long params = (v = map_get(m, "params")) && v->type == BP_Y_SCALAR ? atol(v->str) : 0;
-    l->wbits = atoi(w), l->abits = atoi(a), l->group_size = atol(gs), l->in_features = atol(inf);
-    l->out_features = l->in_features > 0 && params % l->in_features == 0 ? params / l->in_features
-                                                                         : 0;
-    l->symmetric = strcmp(sym, "false") != 0;
-    l->act_symmetric = !strcmp(asym, "true") ? 1 : !strcmp(asym, "false") ? 0 : -1;
-    if (l->wbits < 1 || l->wbits > 16 || l->abits < 1 || l->abits > 16)
-        return bp_fail(err, "%s: layers[%zu]: bit widths %s/%s out of range", path, i, w, a);
-    if (check_name(path, i, name, err) < 0)
-        return -1;
+        int ok = 0;
+        for (size_t k = 0; k < 4; k++)
+            ok |= !strcmp(g, grans[k]);
+        if (!ok)
+            return pfail(err, path, v, i, "granularity",
+                         "expected per_channel, per_group, per_tensor or none");
+    }
+    if ((v = scalar(m, "group_size")) && !whole(v, 0, 1L << 30, &gs))
+        return pfail(err, path, v, i, "group_size", "expected a whole number >= 0");
+    if ((gs > 0) != !strcmp(g, "per_group"))
+        return pfail(err, path, v ? v : m, i, "group_size", gs > 0
+                     ? "a group size is for granularity per_group only"
+                     : "granularity per_group needs a group size > 0");
+    int sym = 1;
+    if ((v = scalar(m, "symmetric")) && !boolean(v, &sym))
+        return pfail(err, path, v, i, "symmetric", "expected true, false or null");
+    if ((v = scalar(m, "act_symmetric")) && !boolean(v, &l->act_symmetric))
+        return pfail(err, path, v, i, "act_symmetric", "expected true, false or null");
+    if ((v = scalar(m, "in_features")) && !whole(v, 0, 1L << 40, &inf))
+        return pfail(err, path, v, i, "in_features", "expected a whole number >= 0 or null");
+    if ((v = scalar(m, "params")) && !whole(v, 0, 1L << 50, &params))
+        return pfail(err, path, v, i, "params", "expected a whole number >= 0");
+    if ((v = scalar(m, "weight_bits")) && !whole(v, 0, 1L << 60, &wb))
+        return pfail(err, path, v, i, "weight_bits", "expected a whole number >= 0");
+    l->wbits = (int)w, l->abits = (int)a, l->group_size = gs, l->in_features = inf;
+    l->out_features = inf > 0 && params % inf == 0 ? params / inf : 0;
+    l->symmetric = sym;
     l->name = bp_strdup(name, err);
     l->quantizer = bp_strdup(q, err);
     l->granularity = bp_strdup(g, err);
@@ -126,6 +195,12 @@ static int read_layer(const char *path, const bp_ynode *m, size_t i, bp_export_l
     return 0;
 }
 
+static int cmp_layer_name(const void *a, const void *b)
+{
+    return strcmp((*(const bp_export_layer *const *)a)->name,
+                  (*(const bp_export_layer *const *)b)->name);
+}
+
 int bp_export_read_plan(const char *path, bp_export_plan *p, bp_error *err)
 {
     char *text;
@@ -136,15 +211,34 @@ int bp_export_read_plan(const char *path, bp_export_plan *p, bp_error *err)
         return -1;
     int rc = bp_yaml_parse(text, size, path, &root, err);
     free(text);
-    const bp_ynode *layers = rc == 0 ? map_get(root, "layers") : NULL;
+    const bp_ynode *layers = rc == 0 ? map_get(root, "layers") : NULL, *fv;
+    long version;
+    if (rc == 0 && (fv = map_get(root, "format_version")) &&
+        (!whole(fv, 1, 1, &version)))
+        rc = bp_fail(err, "%s:%d:%d: format_version: %s (this bitplan reads plans of format 1)",
+                     path, fv->line, fv->col, fv->type == BP_Y_SCALAR ? fv->str : "not a number");
     if (rc == 0 && (!layers || layers->type != BP_Y_SEQ))
         rc = bp_fail(err, "%s: no 'layers' list (not a bitplan plan?)", path);
+    if (rc == 0 && layers->n == 0)
+        rc = bp_fail(err, "%s:%d:%d: layers: an empty list (a plan has at least one layer)", path,
+                     layers->line, layers->col);
     if (rc == 0 && !(p->layers = bp_calloc(layers->n ? layers->n : 1, sizeof *p->layers, err)))
         rc = -1;
     for (size_t i = 0; rc == 0 && i < layers->n; i++) {
         p->n++;
         rc = read_layer(path, layers->items[i], i, &p->layers[i], err);
     }
+    /* a layer named twice is no plan (whatever rename rules follow) */
+    const bp_export_layer **by = rc == 0 ? malloc((p->n + 1) * sizeof *by) : NULL;
+    for (size_t i = 0; by && i < p->n; i++)
+        by[i] = &p->layers[i];
+    if (by && p->n > 1)
+        qsort(by, p->n, sizeof *by, cmp_layer_name);
+    for (size_t i = 1; by && rc == 0 && i < p->n; i++)
+        if (!strcmp(by[i]->name, by[i - 1]->name))
+            rc = bp_fail(err, "%s: layer '%s' appears twice (layers[%zu] and layers[%zu])", path,
+                         by[i]->name, (size_t)(by[i - 1] - p->layers), (size_t)(by[i] - p->layers));
+    free(by);
     const bp_ynode *model = rc == 0 ? map_get(root, "model") : NULL;
     if (rc == 0 && (opt_str(model, "weights", &p->model, err) < 0 ||
                     opt_str(model, "imatrix", &p->imatrix, err) < 0))
