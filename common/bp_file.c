@@ -510,7 +510,8 @@ int bp_atomic_commit(bp_atomic *a, bp_error *err)
         bad = 1, e = e ? e : errno;
     a->fp = NULL;
     if (bad) {
-        rc = bp_fail(err, "%s: write failed: %s", a->path, strerror(e ? e : EIO));
+        rc = bp_fail(err, "%s: write failed: %s%s", a->path, strerror(e ? e : EIO),
+                     e == EFBIG ? " (the file-size limit, ulimit -f, was reached)" : "");
     } else if (a->direct) {
         /* written in place */
     } else if (staging) {

@@ -3,11 +3,14 @@
  */
 #include "checks.h"
 
+#include <cblas.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "../sensitivity/sensitivity.h"
 #include "measure.h"
@@ -237,10 +240,36 @@ static double mem_available(void)
     return kb * 1024.0;
 }
 
+/* The address space left under RLIMIT_AS (ulimit -v) after what the process
+ * maps already, less what OpenBLAS maps for its buffers at its first large
+ * product (about 64 MB per thread and its caller, twice): with less,
+ * OpenBLAS retries its allocation forever instead of failing.  0 when there
+ * is no limit. */
+#define BLAS_RESERVE(threads) (2.0 * 64.0 * 1048576.0 * ((threads) + 1))
+static double address_space_left(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 0.0;
+    FILE *fp = fopen("/proc/self/statm", "r");
+    double pages = 0.0;
+    if (fp) {
+        if (fscanf(fp, "%lf", &pages) != 1)
+            pages = 0.0;
+        fclose(fp);
+    }
+    double left = (double)rl.rlim_cur - pages * (double)sysconf(_SC_PAGESIZE) -
+                  BLAS_RESERVE(openblas_get_num_threads());
+    return left > 1.0 ? left : 1.0;
+}
+
 /* Refuse before any work when the largest layer cannot fit in memory. */
 int bp_check_memory(const bp_config *cfg, const bp_model *m, bp_error *err)
 {
-    double avail = mem_available(), worst = 0.0;
+    double avail = mem_available(), worst = 0.0, as = address_space_left();
+    int limited = as > 0.0 && (avail <= 0.0 || as < avail);
+    if (limited)
+        avail = as;
     size_t at = 0;
     for (size_t i = 0; i < m->n_layers; i++) {
         double b = layer_bytes(&m->layers[i], cfg);
@@ -251,11 +280,13 @@ int bp_check_memory(const bp_config *cfg, const bp_model *m, bp_error *err)
         avail = atof(getenv("BITPLAN_MEMORY_LIMIT"));
     if (avail > 0 && worst > avail)
         return bp_fail(err, "layer '%s' needs about %.2f GiB to measure (n = %lld rows, in = "
-                       "%lld, out = %lld, %zu weight widths) but only %.2f GiB are available; "
+                       "%lld, out = %lld, %zu weight widths) but only %.2f GiB are available%s; "
                        "%s", m->layers[at].name,
                        worst / 1073741824.0, (long long)m->layers[at].n,
                        (long long)m->layers[at].in, (long long)m->layers[at].out, cfg->n_wbits,
                        avail / 1073741824.0,
+                       limited ? " under the address-space limit (ulimit -v), after OpenBLAS's "
+                                 "buffers" : "",
                        m->layers[at].stats ? "exclude it, or measure fewer weight or activation "
                                              "widths at a time"
                                            : "subsample its calibration rows or exclude it");

@@ -100,7 +100,8 @@ int bp_journal_layer(bp_journal *j, const bp_table *t, size_t from, size_t layer
     bp_table_write_rows(t, from, t->n, j->fp);
     fprintf(j->fp, "#done %zu\n", layer);
     if (fflush(j->fp) != 0 || fsync(fileno(j->fp)) != 0)
-        return bp_fail(err, "%s: write failed: %s", j->path, strerror(errno));
+        return bp_fail(err, "%s: write failed: %s%s", j->path, strerror(errno),
+                       errno == EFBIG ? " (the file-size limit, ulimit -f, was reached)" : "");
     return 0;
 }
 

@@ -639,6 +639,9 @@ static int dispatch(cli *c)
 
 int main(int argc, char **argv)
 {
+    /* past the file-size limit (ulimit -f) a write fails with EFBIG and is
+     * reported like a full disk, instead of SIGXFSZ killing the run */
+    signal(SIGXFSZ, SIG_IGN);
     cli c;
     memset(&c, 0, sizeof c);
     if (argc < 2)

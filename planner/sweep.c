@@ -66,9 +66,14 @@ int bp_sweep_parse_values(const char *opt, const char *spec, double **values, si
                            spec);
         if (!(step > 0) || b < a)
             return bp_fail(err, "%s: '%s' needs STEP > 0 and STOP >= START", opt, spec);
-        size_t m = (size_t)floor((b - a) / step + 1e-9) + 1;
-        if (m > 10000)
-            return bp_fail(err, "%s: '%s' asks for %zu budgets (at most 10000)", opt, spec, m);
+        double count = floor((b - a) / step + 1e-9) + 1.0;   /* as a double: never wraps */
+        if (!(count <= 10000.0))
+            return bp_fail(err, "%s: '%s' asks for %.3g budgets (at most 10000)", opt, spec,
+                           count);
+        if (b > a && (a + step == a || b - step == b))
+            return bp_fail(err, "%s: '%s': STEP %g is lost in rounding at START or STOP (the "
+                           "budgets would not differ)", opt, spec, step);
+        size_t m = (size_t)count;
         *values = bp_malloc(m * sizeof **values, err);
         if (!*values)
             return -1;

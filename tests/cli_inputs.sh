@@ -96,4 +96,15 @@ mkdir cal && "$FIXTURE" cal 3
 check "inspect on a calibration file says what it is" \
     grep -q "^a calibration file (model.calibration): inputs of 3 layers" inspect.txt
 check "and nothing reads like an error" bash -c '! grep -qi "none\|error" inspect.txt'
+# resource limits: refused cleanly before the work, never a hang or a signal
+cp -r "$SRC/configs/demo" demo_rl && sed 's#demo/#demo_rl/#g' "$SRC/configs/demo.yaml" >rl.yaml
+(ulimit -v 300000; timeout 60 "$BITPLAN" run rl.yaml --force -q >/dev/null 2>rl_v.txt; echo $? >rl_v.rc)
+check "ulimit -v: exit 1, not a hang" test "$(cat rl_v.rc)" = 1
+check "ulimit -v: says why" grep -q "under the address-space limit (ulimit -v)" rl_v.txt
+(ulimit -f 1; "$BITPLAN" run rl.yaml --force -q >/dev/null 2>rl_f.txt; echo $? >rl_f.rc)
+check "ulimit -f: exit 1, not SIGXFSZ" test "$(cat rl_f.rc)" = 1
+check "ulimit -f: says why" grep -q "the file-size limit, ulimit -f, was reached" rl_f.txt
+# sweep steps that the budgets' precision cannot carry are refused
+expect_fail 2 "asks for 6e+300 budgets (at most 10000)" "$BITPLAN" sweep rl.yaml --avg-bits 2:8:1e-300 -q
+expect_fail 2 "is lost in rounding" "$BITPLAN" sweep rl.yaml --avg-bits 100000000000000000:100000000000000032:1 -q
 finish

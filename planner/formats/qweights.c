@@ -215,7 +215,8 @@ int bp_qfile_write(bp_qfile *f, const char *path, bp_error *err)
         return bp_fail(err, "%s: out of memory writing quantized weights", path);
     f->meta = mm, f->meta[f->n_meta++] = (bp_st_meta){"format", "bitplan-quantized/2"};
     if (bp_st_write(path, f->e, f->n, f->meta, f->n_meta, err) < 0) {
-        bp_fail_prefix(err, "%s", path);
+        if (strncmp(err->msg, path, strlen(path)) != 0)    /* name the file once */
+            bp_fail_prefix(err, "%s", path);
         return -1;
     }
     return 0;
