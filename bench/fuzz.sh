@@ -18,10 +18,11 @@ if ! command -v clang >/dev/null; then
 fi
 mkdir -p "$OUT"
 echo '#define BP_VERSION "fuzz"' >"$OUT/bp_version.h"
-LIB=$(ls "$SRC"/common/*.c "$SRC"/planner/*.c "$SRC"/sensitivity/*.c "$SRC"/solvers/*.c | grep -v planner/main.c)
+LIB=$(ls "$SRC"/common/*.c "$SRC"/planner/*.c "$SRC"/planner/formats/*.c "$SRC"/sensitivity/*.c \
+    "$SRC"/solvers/*.c | grep -v planner/main.c)
 CFLAGS="-std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -fsanitize=fuzzer,address,undefined
         -fno-sanitize-recover=undefined -I$SRC -I$OUT $(pkg-config --cflags yaml-0.1 openblas lapacke)"
-LIBS="$(pkg-config --libs yaml-0.1 openblas lapacke) -lglpk -lm"
+LIBS="$(pkg-config --libs yaml-0.1 openblas lapacke) -lglpk -lm -pthread"
 
 # seeds: the shipped demo files, a generated fixture, configs, a table
 SEEDS=$OUT/seeds
