@@ -204,6 +204,139 @@ static int measure_interruptible(bp_session *s, bp_error *err)
 }
 
 /* ---- argument parsing --------------------------------------------------- */
+/* ---- per-command help: the command's synopsis and what it does, then the
+ * lines of usage_text's options it takes ------------------------------------ */
+
+static const struct {
+    const char *name, *text, *opts;
+} command_help[] = {
+    {"run", "usage: bitplan run CONFIG [budget flags] [--force] [--metric M] [--metric-scales FILE]\n"
+            "                  [--errors FILE] [--choices PLAN] [--latency FILE] [--time-limit S] [-q]\n\n"
+            "Measure the sensitivity table (reused from output.dir while valid), solve for the\n"
+            "config's budget (or the budget flags'), and write the config's outputs into\n"
+            "output.dir as one set: the plan (YAML, JSON), the exports in output.formats\n"
+            "and output.weights; print a summary.\n",
+     "avg-bits max-bytes max-error max-bops max-latency max-file-bytes max-bytes-of bpw latency "
+     "time-limit force metric errors metric-scales choices quiet"},
+    {"sensitivity", "usage: bitplan sensitivity CONFIG [-o FILE] [--force] [--metric M] [-q]\n\n"
+                    "Measure (or reuse) the sensitivity table only; -o also writes it to FILE.\n",
+     "output force metric quiet"},
+    {"solve", "usage: bitplan solve CONFIG [budget flags] [--metric M] [--metric-scales FILE]\n"
+              "                    [--errors FILE] [--choices PLAN] [--latency FILE] [--time-limit S]\n"
+              "                    [-o FILE] [-q]\n"
+              "       bitplan solve --table CSV (--avg-bits X | --max-bytes N | --max-bops N |\n"
+              "                    --max-latency T | --max-error E) [--latency FILE] [-o FILE]\n\n"
+              "As run, but the budget flags replace the config's budget, and -o FILE writes the\n"
+              "plan alone there (.json: JSON; '-': YAML on stdout).  With --table: solve over\n"
+              "any table with columns layer,wbits,abits,error,params (plan.yaml unless -o).\n",
+     "output avg-bits max-bytes max-error max-bops max-latency max-file-bytes max-bytes-of bpw "
+     "latency time-limit force metric errors metric-scales choices quiet"},
+    {"sweep", "usage: bitplan sweep CONFIG (--avg-bits S | --max-bytes S | --max-bops S |\n"
+              "                    --max-latency S | --max-error S) [-o DIR] [--plans] [-q]\n"
+              "       bitplan sweep --table CSV (... the same budget lists) [-o DIR] [--plans]\n\n"
+              "One plan per budget of the list S (START:STOP:STEP or a comma list) over the\n"
+              "cached table, with baselines and the exact frontier: frontier.csv, frontier.svg\n"
+              "and pareto.csv in -o DIR (default output.dir; '.' with --table).\n",
+     "output avg-bits max-bytes max-error max-bops max-latency latency time-limit force plans "
+     "metric errors metric-scales quiet"},
+    {"candidates", "usage: bitplan candidates CONFIG [-o FILE] [--metric M] [--errors FILE]\n"
+                   "                         [--metric-scales FILE] [--choices PLAN]\n\n"
+                   "The program the solver sees (after pins, allowed widths, --choices and ties) as\n"
+                   "CSV group,choice,layer,wbits,abits,quantizer,error,weight_bits, for tools that\n"
+                   "search plans themselves; to stdout unless -o.\n",
+     "output metric errors metric-scales choices quiet"},
+    {"quantize", "usage: bitplan quantize CONFIG --wbits B [--abits A] [--quantizer Q] -o FILE\n"
+                 "                       [--plan PLAN] [-q]\n\n"
+                 "Every layer quantized at one candidate into FILE, in output.weights' layout (a\n"
+                 "uniform plan's weights, nothing measured); --plan also writes that uniform plan.\n",
+     "output wbits abits quantizer plan quiet"},
+    {"export", "usage: bitplan export PLAN --format F [-o FILE] [--llama-names] [--compress-blocks]\n"
+               "                     [--config CONFIG] [-q]\n\n"
+               "The plan (YAML or JSON) for another quantizer: F is llamacpp, gptqmodel,\n"
+               "llmcompressor or autoround.  Warnings name every layer whose setting the consumer\n"
+               "cannot apply.  Without -o the file is the format's default name in the current\n"
+               "directory (with --config, in its output.dir).\n",
+     "output format llama-names compress-blocks config quiet"},
+    {"grids", "usage: bitplan grids CONFIG --calibration ROWS [-o FILE]\n\n"
+              "The static activation grid of every layer's activation candidates, fitted on the\n"
+              "rows of ROWS as the sensitivity stage fits them, as JSON for tools/capture.py\n"
+              "--stats.\n",
+     "calibration output"},
+    {"inspect", "usage: bitplan inspect FILE\n\n"
+                "What FILE is and holds: a model's tensors, metadata and layers (safetensors, GGUF or\n"
+                "a .npy directory); a calibration or statistics file, checked; an importance matrix;\n"
+                "a quantized-weights file, validated; a plan, table or export, named as such.\n"
+                "Exit 1 when a check fails.\n",
+     ""},
+};
+
+/* The option lines of usage_text for the names in `opts` (space separated). */
+static void print_options(FILE *fp, const char *opts)
+{
+    static const struct {
+        const char *name, *line;
+    } extra[] = {
+        {"wbits", "  --wbits B             quantize: the weight width of every layer\n"},
+        {"abits", "  --abits A             quantize: the activation width (default: the widest)\n"},
+        {"quantizer", "  --quantizer Q         quantize: the weight quantizer (default: the config's first)\n"},
+        {"plan", "  --plan PLAN           quantize: also write that uniform plan to PLAN\n"},
+        {"format", "  --format F            export: llamacpp, gptqmodel, llmcompressor or autoround\n"},
+        {"llama-names", "  --llama-names         export: map PyTorch names to GGUF names\n"},
+        {"compress-blocks", "  --compress-blocks     export: one llama.cpp pattern per tensor kind and type\n"},
+        {"config", "  --config CONFIG       export: apply the config's export settings, write into its\n"
+                   "                        output.dir\n"},
+    };
+    fputs("\noptions:\n", fp);
+    const char *p = opts;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        if (!n)
+            break;
+        char key[40], want[48];
+        snprintf(key, sizeof key, "%.*s", (int)n, p);
+        p += n;
+        int done = 0;
+        for (size_t k = 0; k < sizeof extra / sizeof *extra && !done; k++)
+            if (!strcmp(key, extra[k].name))
+                fputs(extra[k].line, fp), done = 1;
+        /* the option's line among usage_text's options (its name within the first
+         * columns), and the continuation lines under it */
+        snprintf(want, sizeof want, "--%s", key);
+        const char *line = done ? NULL : strstr(usage_text, "\noptions:\n");
+        while (line && (line = strchr(line + 1, '\n'))) {
+            const char *hit = strstr(line + 1, want);
+            const char *end = strchr(line + 1, '\n');
+            size_t wl = strlen(want);
+            if (hit && end && hit < end && hit - line < 12 &&
+                (hit[wl] == ' ' || hit[wl] == '\n'))
+                break;
+        }
+        if (line) {
+            const char *e = strchr(line + 1, '\n');
+            fwrite(line + 1, 1, (size_t)(e - line), fp);
+            while (e && !strncmp(e + 1, "                        ", 24)) {
+                const char *f = strchr(e + 1, '\n');
+                fwrite(e + 1, 1, (size_t)(f - e), fp);
+                e = f;
+            }
+        }
+    }
+}
+
+/* bitplan COMMAND --help (0), or -1 for a command without its own help. */
+static int command_usage(const char *cmd)
+{
+    for (size_t i = 0; i < sizeof command_help / sizeof *command_help; i++)
+        if (!strcmp(cmd, command_help[i].name)) {
+            fputs(command_help[i].text, stdout);
+            if (command_help[i].opts[0])
+                print_options(stdout, command_help[i].opts);
+            return 0;
+        }
+    return -1;
+}
 
 static int parse_number(const char *opt, const char *s, double lo, double *out)
 {
@@ -647,17 +780,26 @@ int main(int argc, char **argv)
     if (argc < 2)
         return fputs(usage_text, stderr), 2;
     c.command = argv[1];
-    if (!strcmp(c.command, "help") || !strcmp(c.command, "--help") || !strcmp(c.command, "-h"))
-        return fputs(usage_text, stdout), 0;
-    for (int i = 2; i < argc; i++)      /* every command answers --help */
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return fputs(usage_text, stdout), 0;
+    if (!strcmp(c.command, "help") || !strcmp(c.command, "--help") || !strcmp(c.command, "-h")) {
+        if (argc > 2 && command_usage(argv[2]) != 0) {   /* bitplan help COMMAND */
+            fprintf(stderr, "bitplan: unknown command '%s'\nRun 'bitplan help' for usage.\n", argv[2]);
+            return 2;
+        }
+        return argc > 2 ? 0 : (fputs(usage_text, stdout), 0);
+    }
     if (!strcmp(c.command, "--version") || !strcmp(c.command, "version"))
 #ifdef BITPLAN_MPI
         return printf("bitplan %s (mpi)\n", bp_version()), 0;
 #else
         return printf("bitplan %s\n", bp_version()), 0;
 #endif
+    for (int i = 2; i < argc; i++)      /* every command answers --help: its own */
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            if (command_usage(c.command) == 0)
+                return 0;
+            fprintf(stderr, "bitplan: unknown command '%s'\nRun 'bitplan help' for usage.\n", c.command);
+            return 2;
+        }
     /* Layers are measured one after another with the same large buffers: keep
      * freed memory in the heap instead of returning it to the kernel, so the
      * next layer reuses it without page faults. */

@@ -79,8 +79,14 @@ check "no plan" test ! -e ov.yaml
 for cmd in run sensitivity solve sweep candidates quantize export grids inspect; do
     "$BITPLAN" $cmd --help >help.txt 2>&1
     check "$cmd --help answers (exit 0)" test $? = 0
-    check "$cmd --help: the usage" grep -q "^usage: bitplan" help.txt
+    check "$cmd --help: its own usage" grep -q "^usage: bitplan $cmd " help.txt
+    "$BITPLAN" help $cmd >help2.txt 2>&1
+    check "help $cmd is $cmd --help" cmp -s help.txt help2.txt
 done
+"$BITPLAN" solve --help | grep -q -- "--max-file-bytes N" && ok || bad "solve --help lists --max-file-bytes"
+"$BITPLAN" inspect --help | grep -q -- "--avg-bits" && bad "inspect --help lists budget flags" || ok
+expect_fail 2 "unknown command 'nope'" "$BITPLAN" nope --help
+expect_fail 2 "unknown command 'nope'" "$BITPLAN" help nope
 check "help names --max-bops and --max-latency for solve --table" \
     bash -c "'$BITPLAN' help | grep -A1 'solve --table' | grep -q -- '--max-bops N | --max-latency T'"
 cfg f32.safetensors | sed 's/avg_bits: 5/avg_bits: "4"/' >quoted.yaml
