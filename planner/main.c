@@ -208,7 +208,7 @@ static int measure_interruptible(bp_session *s, bp_error *err)
  * lines of usage_text's options it takes ------------------------------------ */
 
 static const struct {
-    const char *name, *text, *opts;
+    const char *name, *text, *opts, *example;
 } command_help[] = {
     {"run", "usage: bitplan run CONFIG [budget flags] [--force] [--metric M] [--metric-scales FILE]\n"
             "                  [--errors FILE] [--choices PLAN] [--latency FILE] [--time-limit S] [-q]\n\n"
@@ -217,10 +217,12 @@ static const struct {
             "output.dir as one set: the plan (YAML, JSON), the exports in output.formats\n"
             "and output.weights; print a summary.\n",
      "avg-bits max-bytes max-error max-bops max-latency max-file-bytes max-bytes-of bpw latency "
-     "time-limit force metric errors metric-scales choices quiet"},
+     "time-limit force metric errors metric-scales choices quiet",
+     "bitplan run configs/demo.yaml --avg-bits 4"},
     {"sensitivity", "usage: bitplan sensitivity CONFIG [-o FILE] [--force] [--metric M] [-q]\n\n"
                     "Measure (or reuse) the sensitivity table only; -o also writes it to FILE.\n",
-     "output force metric quiet"},
+     "output force metric quiet",
+     "bitplan sensitivity my.yaml -o table.csv"},
     {"solve", "usage: bitplan solve CONFIG [budget flags] [--metric M] [--metric-scales FILE]\n"
               "                    [--errors FILE] [--choices PLAN] [--latency FILE] [--time-limit S]\n"
               "                    [-o FILE] [-q]\n"
@@ -230,7 +232,8 @@ static const struct {
               "plan alone there (.json: JSON; '-': YAML on stdout).  With --table: solve over\n"
               "any table with columns layer,wbits,abits,error,params (plan.yaml unless -o).\n",
      "output avg-bits max-bytes max-error max-bops max-latency max-file-bytes max-bytes-of bpw "
-     "latency time-limit force metric errors metric-scales choices quiet"},
+     "latency time-limit force metric errors metric-scales choices quiet",
+     "bitplan solve --table table.csv --max-bytes 1.5e6 -o plan.yaml"},
     {"sweep", "usage: bitplan sweep CONFIG (--avg-bits S | --max-bytes S | --max-bops S |\n"
               "                    --max-latency S | --max-error S) [-o DIR] [--plans] [-q]\n"
               "       bitplan sweep --table CSV (... the same budget lists) [-o DIR] [--plans]\n\n"
@@ -238,36 +241,42 @@ static const struct {
               "cached table, with baselines and the exact frontier: frontier.csv, frontier.svg\n"
               "and pareto.csv in -o DIR (default output.dir; '.' with --table).\n",
      "output avg-bits max-bytes max-error max-bops max-latency latency time-limit force plans "
-     "metric errors metric-scales quiet"},
+     "metric errors metric-scales quiet",
+     "bitplan sweep my.yaml --avg-bits 3:6:0.25 -o sweep/"},
     {"candidates", "usage: bitplan candidates CONFIG [-o FILE] [--metric M] [--errors FILE]\n"
                    "                         [--metric-scales FILE] [--choices PLAN]\n\n"
                    "The program the solver sees (after pins, allowed widths, --choices and ties) as\n"
                    "CSV group,choice,layer,wbits,abits,quantizer,error,weight_bits, for tools that\n"
                    "search plans themselves; to stdout unless -o.\n",
-     "output metric errors metric-scales choices quiet"},
+     "output metric errors metric-scales choices quiet",
+     "bitplan candidates my.yaml -o program.csv"},
     {"quantize", "usage: bitplan quantize CONFIG --wbits B [--abits A] [--quantizer Q] -o FILE\n"
                  "                       [--plan PLAN] [-q]\n\n"
                  "Every layer quantized at one candidate into FILE, in output.weights' layout (a\n"
                  "uniform plan's weights, nothing measured); --plan also writes that uniform plan.\n",
-     "output wbits abits quantizer plan quiet"},
+     "output wbits abits quantizer plan quiet",
+     "bitplan quantize my.yaml --wbits 4 -o uniform4.safetensors --plan uniform4.yaml"},
     {"export", "usage: bitplan export PLAN --format F [-o FILE] [--llama-names] [--compress-blocks]\n"
                "                     [--config CONFIG] [-q]\n\n"
                "The plan (YAML or JSON) for another quantizer: F is llamacpp, gptqmodel,\n"
                "llmcompressor or autoround.  Warnings name every layer whose setting the consumer\n"
                "cannot apply.  Without -o the file is the format's default name in the current\n"
                "directory (with --config, in its output.dir).\n",
-     "output format llama-names compress-blocks config quiet"},
+     "output format llama-names compress-blocks config quiet",
+     "bitplan export out/plan.yaml --format gptqmodel -o quantize_config.json"},
     {"grids", "usage: bitplan grids CONFIG --calibration ROWS [-o FILE]\n\n"
               "The static activation grid of every layer's activation candidates, fitted on the\n"
               "rows of ROWS as the sensitivity stage fits them, as JSON for tools/capture.py\n"
               "--stats.\n",
-     "calibration output"},
+     "calibration output",
+     "bitplan grids my.yaml --calibration calib.safetensors -o grids.json"},
     {"inspect", "usage: bitplan inspect FILE\n\n"
                 "What FILE is and holds: a model's tensors, metadata and layers (safetensors, GGUF or\n"
                 "a .npy directory); a calibration or statistics file, checked; an importance matrix;\n"
                 "a quantized-weights file, validated; a plan, table or export, named as such.\n"
                 "Exit 1 when a check fails.\n",
-     ""},
+     "",
+     "bitplan inspect out/q.safetensors"},
 };
 
 /* The option lines of usage_text for the names in `opts` (space separated). */
@@ -333,6 +342,7 @@ static int command_usage(const char *cmd)
             fputs(command_help[i].text, stdout);
             if (command_help[i].opts[0])
                 print_options(stdout, command_help[i].opts);
+            printf("\nexample:\n  %s\n", command_help[i].example);
             return 0;
         }
     return -1;

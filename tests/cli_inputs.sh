@@ -80,6 +80,7 @@ for cmd in run sensitivity solve sweep candidates quantize export grids inspect;
     "$BITPLAN" $cmd --help >help.txt 2>&1
     check "$cmd --help answers (exit 0)" test $? = 0
     check "$cmd --help: its own usage" grep -q "^usage: bitplan $cmd " help.txt
+    check "$cmd --help: an example of $cmd" grep -q "^  bitplan $cmd " help.txt
     "$BITPLAN" help $cmd >help2.txt 2>&1
     check "help $cmd is $cmd --help" cmp -s help.txt help2.txt
 done
