@@ -51,7 +51,7 @@ static const char usage_text[] =
     "  grids CONFIG --calibration ROWS [-o FILE]\n"
     "                        the static activation grid every layer's activation candidate\n"
     "                        fits on the rows of ROWS (JSON), for tools/capture.py --stats\n"
-    "  inspect FILE          list the tensors and the layers found in a model file\n"
+    "  inspect FILE          what a file bitplan reads or writes is and holds, checked\n"
     "  help                  this text (also COMMAND --help)\n"
     "\n"
     "options:\n"
@@ -273,8 +273,10 @@ static const struct {
     {"inspect", "usage: bitplan inspect FILE\n\n"
                 "What FILE is and holds: a model's tensors, metadata and layers (safetensors, GGUF or\n"
                 "a .npy directory); a calibration or statistics file, checked; an importance matrix;\n"
-                "a quantized-weights file, validated; a plan, table or export, named as such.\n"
-                "Exit 1 when a check fails.\n",
+                "a quantized-weights file, validated; a config (with its files), a plan, a\n"
+                "sensitivity table, its key or journal, a sweep's files, scales, a latency table,\n"
+                "grids or an export, each read as bitplan reads it.  Exit 1 when a check fails\n"
+                "or FILE is none of these.\n",
      "",
      "bitplan inspect out/q.safetensors"},
 };
