@@ -216,6 +216,11 @@ BP_API void bp_plan_free(bp_plan *plan);
  * (may be NULL): the plan's path, owned by the session. */
 BP_API int bp_write(bp_session *s, const bp_plan *plan, const char *out, const char **written,
                     bp_error *err);
+/* Write the output set (the plan, its JSON, the exports and the quantized
+ * weights) into dir instead of output.dir, e.g. a refined plan beside the IP
+ * plan; the sensitivity table stays cached in output.dir.  dir is created
+ * when missing, and locked and written like output.dir. */
+BP_API int bp_set_output_dir(bp_session *s, const char *dir, bp_error *err);
 /* The quantized weights the last bp_write wrote (output.weights), or NULL. */
 BP_API const char *bp_weights_path(const bp_session *s);
 

@@ -224,6 +224,14 @@ static int inspect_config(const char *path, FILE *out, bp_error *err)
             return -1;
         }
     fprintf(out, "%s: a bitplan config, checked: model %s\n", path, c.weights);
+    fprintf(out, "output.dir: %s\n", c.out_dir);
+    fprintf(out, "output.formats:%s%s", c.write_yaml ? " yaml" : "", c.write_json ? " json" : "");
+    for (int f = 0; f < BP_EXPORT_COUNT; f++)
+        if (c.exports & (1u << f))
+            fprintf(out, " %s", bp_export_names[f]);
+    fputc('\n', out);
+    if (c.weights_out)
+        fprintf(out, "output.weights: %s\n", c.weights_out);
     fprintf(out, "use: bitplan run %s\n", path);
     bp_config_free(&c);
     return 0;

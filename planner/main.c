@@ -75,6 +75,8 @@ static const char usage_text[] =
     "  --metric-scales FILE  multiply each layer's errors by its scale in FILE (from\n"
     "                        tools/calibrate.py): errors in the units the user measures\n"
     "  --calibration FILE    grids: the calibration rows to fit the grids on\n"
+    "  --output-dir DIR      run/solve: write the output set (plan, exports, weights) into\n"
+    "                        DIR instead of output.dir; the table stays cached there\n"
     "  --choices PLAN        run/solve: take these layers' candidates from PLAN (YAML or\n"
     "                        JSON, e.g. a refined plan) instead of choosing them\n"
     "  -q, --quiet           no progress and no summary (errors still go to stderr)\n"
@@ -91,13 +93,15 @@ typedef struct cli {
     int budget_set;
     double time_limit;
     int force, quiet;
-    int progress;             /* stderr is a terminal and not quiet */
-    double t_start;
+    int progress;             /* 0 quiet; 1 stderr is a terminal: one line redrawn;
+                               * 2 a pipe or file: a line every PROGRESS_EVERY s */
+    double t_start, t_last;
     const char *sweep_spec;   /* sweep: the budget list as given */
     const char *sweep_opt;    /* which budget flag it came with */
     int plans;                /* sweep --plans */
     const char *latency_path; /* --latency FILE */
     const char *format;       /* export --format */
+    const char *output_dir;   /* run/solve --output-dir: the output set's directory */
     int llama_names;          /* export --llama-names */
     int compress;             /* export --compress-blocks */
     int q_wbits, q_abits;     /* quantize --wbits / --abits (0: not given) */
@@ -148,7 +152,21 @@ static int die_budget(bp_error *err)
     return 1;
 }
 
-/* ---- progress (stderr, terminals only) ---------------------------------- */
+/* ---- progress (stderr) -------------------------------------------------- */
+
+/* In a log (stderr not a terminal) a line every BITPLAN_PROGRESS_SECONDS
+ * (default 15), none for shorter work. */
+static double progress_every(void)
+{
+    static double every = -1.0;
+    if (every < 0) {
+        const char *e = getenv("BITPLAN_PROGRESS_SECONDS");
+        char *end;
+        double v = e ? strtod(e, &end) : 15.0;
+        every = e && (*end || !(v >= 0) || !isfinite(v)) ? 15.0 : v;
+    }
+    return every;
+}
 
 static void progress(void *ctx, const char *stage, size_t done, size_t total, const char *what)
 {
@@ -157,22 +175,30 @@ static void progress(void *ctx, const char *stage, size_t done, size_t total, co
         return;
     double t = now();
     if (done == 0 || c->t_start == 0)
-        c->t_start = t;
+        c->t_start = c->t_last = t;
     if (!what) {
-        fprintf(stderr, "\r\033[K");
+        if (c->progress == 1)
+            fprintf(stderr, "\r\033[K");
+        else if (t - c->t_start >= progress_every())
+            fprintf(stderr, "%s: %zu/%zu done in %.0fs\n", stage, total, total, t - c->t_start);
         fflush(stderr);
+        c->t_start = 0;
         return;
     }
-    double el = t - c->t_start, rate = done ? (double)done / el : 0.0;
+    if (c->progress == 2 && t - c->t_last < progress_every())
+        return;
+    c->t_last = t;
+    double el = t - c->t_start, rate = done && el > 0 ? (double)done / el : 0.0;
     char eta[32] = "--";
     if (rate > 0)
         snprintf(eta, sizeof eta, "%.0fs", (double)(total - done) / rate);
+    const char *start = c->progress == 1 ? "\r\033[K" : "", *end = c->progress == 1 ? "" : "\n";
     if (!strcmp(stage, "sweep"))
-        fprintf(stderr, "\r\033[Ksweep: budget %zu/%zu  %.1f plans/s  ETA %s", done + 1, total,
-                rate, eta);
+        fprintf(stderr, "%ssweep: budget %zu/%zu  %.1f plans/s  ETA %s%s", start, done + 1, total,
+                rate, eta, end);
     else
-        fprintf(stderr, "\r\033[K%s: layer %zu/%zu %.40s  %.2f layers/s  ETA %s", stage,
-                done + 1, total, what, rate, eta);
+        fprintf(stderr, "%s%s: layer %zu/%zu %.40s  %.2f layers/s  ETA %s%s", start, stage,
+                done + 1, total, what, rate, eta, end);
     fflush(stderr);
 }
 
@@ -211,13 +237,14 @@ static const struct {
     const char *name, *text, *opts, *example;
 } command_help[] = {
     {"run", "usage: bitplan run CONFIG [budget flags] [--force] [--metric M] [--metric-scales FILE]\n"
-            "                  [--errors FILE] [--choices PLAN] [--latency FILE] [--time-limit S] [-q]\n\n"
+            "                  [--errors FILE] [--choices PLAN] [--latency FILE] [--time-limit S]\n"
+            "                  [--output-dir DIR | -o PLAN] [-q]\n\n"
             "Measure the sensitivity table (reused from output.dir while valid), solve for the\n"
             "config's budget (or the budget flags'), and write the config's outputs into\n"
             "output.dir as one set: the plan (YAML, JSON), the exports in output.formats\n"
             "and output.weights; print a summary.\n",
-     "avg-bits max-bytes max-error max-bops max-latency max-file-bytes max-bytes-of bpw latency "
-     "time-limit force metric errors metric-scales choices quiet",
+     "output output-dir avg-bits max-bytes max-error max-bops max-latency max-file-bytes "
+     "max-bytes-of bpw latency time-limit force metric errors metric-scales choices quiet",
      "bitplan run configs/demo.yaml --avg-bits 4"},
     {"sensitivity", "usage: bitplan sensitivity CONFIG [-o FILE] [--force] [--metric M] [-q]\n\n"
                     "Measure (or reuse) the sensitivity table only; -o also writes it to FILE.\n",
@@ -225,14 +252,14 @@ static const struct {
      "bitplan sensitivity my.yaml -o table.csv"},
     {"solve", "usage: bitplan solve CONFIG [budget flags] [--metric M] [--metric-scales FILE]\n"
               "                    [--errors FILE] [--choices PLAN] [--latency FILE] [--time-limit S]\n"
-              "                    [-o FILE] [-q]\n"
+              "                    [--output-dir DIR | -o FILE] [-q]\n"
               "       bitplan solve --table CSV (--avg-bits X | --max-bytes N | --max-bops N |\n"
               "                    --max-latency T | --max-error E) [--latency FILE] [-o FILE]\n\n"
               "As run, but the budget flags replace the config's budget, and -o FILE writes the\n"
               "plan alone there (.json: JSON; '-': YAML on stdout).  With --table: solve over\n"
               "any table with columns layer,wbits,abits,error,params (plan.yaml unless -o).\n",
-     "output avg-bits max-bytes max-error max-bops max-latency max-file-bytes max-bytes-of bpw "
-     "latency time-limit force metric errors metric-scales choices quiet",
+     "output output-dir table avg-bits max-bytes max-error max-bops max-latency max-file-bytes "
+     "max-bytes-of bpw latency time-limit force metric errors metric-scales choices quiet",
      "bitplan solve --table table.csv --max-bytes 1.5e6 -o plan.yaml"},
     {"sweep", "usage: bitplan sweep CONFIG (--avg-bits S | --max-bytes S | --max-bops S |\n"
               "                    --max-latency S | --max-error S) [-o DIR] [--plans] [-q]\n"
@@ -240,7 +267,7 @@ static const struct {
               "One plan per budget of the list S (START:STOP:STEP or a comma list) over the\n"
               "cached table, with baselines and the exact frontier: frontier.csv, frontier.svg\n"
               "and pareto.csv in -o DIR (default output.dir; '.' with --table).\n",
-     "output avg-bits max-bytes max-error max-bops max-latency latency time-limit force plans "
+     "output table avg-bits max-bytes max-error max-bops max-latency latency time-limit force plans "
      "metric errors metric-scales quiet",
      "bitplan sweep my.yaml --avg-bits 3:6:0.25 -o sweep/"},
     {"candidates", "usage: bitplan candidates CONFIG [-o FILE] [--metric M] [--errors FILE]\n"
@@ -350,6 +377,24 @@ static int command_usage(const char *cmd)
     return -1;
 }
 
+/* Does the command take option `name` (its help lists it; --quiet is taken
+ * by every command)?  An unknown command takes anything: it is reported as
+ * unknown, not its options. */
+static int command_takes(const char *cmd, const char *name)
+{
+    if (!strcmp(name, "quiet"))
+        return 1;
+    for (size_t i = 0; i < sizeof command_help / sizeof *command_help; i++)
+        if (!strcmp(cmd, command_help[i].name)) {
+            size_t n = strlen(name);
+            for (const char *p = command_help[i].opts; (p = strstr(p, name)); p += n)
+                if ((p == command_help[i].opts || p[-1] == ' ') && (p[n] == ' ' || !p[n]))
+                    return 1;
+            return 0;
+        }
+    return 1;
+}
+
 static int parse_number(const char *opt, const char *s, double lo, double *out)
 {
     char *end;
@@ -367,7 +412,7 @@ static int parse_args(cli *c, int argc, char **argv)
 {
     enum { O_AVG = 256, O_BYTES, O_ERROR, O_TABLE, O_TIME, O_FORCE, O_PLANS, O_BOPS, O_LAT,
            O_LATFILE, O_FORMAT, O_LLAMA, O_QW, O_QA, O_QQ, O_QPLAN, O_CHOICES, O_METRIC, O_ERRORS,
-           O_CALIB, O_CONFIG, O_COMPRESS, O_SCALES, O_FILEB, O_BPW, O_BYTES_OF };
+           O_CALIB, O_CONFIG, O_COMPRESS, O_SCALES, O_FILEB, O_BPW, O_BYTES_OF, O_OUTDIR };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"quiet", no_argument, 0, 'q'},
         {"avg-bits", required_argument, 0, O_AVG}, {"max-bytes", required_argument, 0, O_BYTES},
@@ -386,6 +431,7 @@ static int parse_args(cli *c, int argc, char **argv)
         {"metric-scales", required_argument, 0, O_SCALES},
         {"max-file-bytes", required_argument, 0, O_FILEB}, {"bpw", required_argument, 0, O_BPW},
         {"max-bytes-of", required_argument, 0, O_BYTES_OF},
+        {"output-dir", required_argument, 0, O_OUTDIR},
         {0, 0, 0, 0}};
     int sweep = c->command && strcmp(c->command, "sweep") == 0;
     int ch;
@@ -393,8 +439,17 @@ static int parse_args(cli *c, int argc, char **argv)
     c->budget.max_error = -1.0;
     c->time_limit = -1.0;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "o:q", opts, NULL)) != -1) {
+    int li;
+    while ((li = -1, ch = getopt_long(argc, argv, "o:q", opts, &li)) != -1) {
         int rc = 0;
+        const char *given = li >= 0 ? opts[li].name : ch == 'o' ? "output" : ch == 'q' ? "quiet"
+                                                                          : NULL;
+        if (given && !command_takes(c->command, given)) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "%s does not take --%s (see 'bitplan %s --help')",
+                     c->command, given, c->command);
+            return usage_error(msg);
+        }
         switch (ch) {
         case 'o': c->output = optarg; break;
         case 'q': c->quiet = 1; break;
@@ -410,6 +465,7 @@ static int parse_args(cli *c, int argc, char **argv)
         case O_ERRORS: c->errors = optarg; break;
         case O_CALIB: c->calibration = optarg; break;
         case O_CONFIG: c->config = optarg; break;
+        case O_OUTDIR: c->output_dir = optarg; break;
         case O_COMPRESS: c->compress = 1; break;
         case O_SCALES: c->metric_scales = optarg; break;
         case O_METRIC:
@@ -483,7 +539,10 @@ static int parse_args(cli *c, int argc, char **argv)
         c->arg = argv[optind++];
     if (optind < argc)
         return usage_error("too many arguments");
-    c->progress = !c->quiet && isatty(STDERR_FILENO);
+    if (c->output_dir && c->output)
+        return usage_error("give one of --output-dir (the output set there) and -o (the plan "
+                           "alone)");
+    c->progress = c->quiet ? 0 : isatty(STDERR_FILENO) ? 1 : 2;
     return 0;
 }
 
@@ -507,7 +566,11 @@ static int open_config(cli *c, bp_session **s, bp_error *err)
         usage_error("missing CONFIG argument");
         return 2;
     }
-    return bp_open(s, c->arg, &o, err) < 0 ? die(err) : 0;
+    if (bp_open(s, c->arg, &o, err) < 0)
+        return die(err);
+    if (c->output_dir && bp_set_output_dir(*s, c->output_dir, err) < 0)
+        return bp_close(*s), *s = NULL, die(err);
+    return 0;
 }
 
 static void print_summary(const bp_plan *p, const bp_table_info *t, const char *written,

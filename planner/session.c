@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "../common/bp_file.h"
 #include "../common/bp_profile.h"
@@ -75,6 +76,7 @@ static bp_session *session_new(const bp_options *o, bp_error *err)
     if (!s)
         return NULL;
     s->lock_fd = -1;
+    s->set_lock_fd = -1;
     s->exponent = 1.0;
     if (o)
         s->o = *o;
@@ -188,6 +190,9 @@ void bp_close(bp_session *s)
     free(s->table_path);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
+    if (s->set_lock_fd >= 0)
+        close(s->set_lock_fd);
+    free(s->set_dir);
     free(s);
 }
 
@@ -483,6 +488,45 @@ static int export_plan(const char *plan_path, const char *fmt, const char *out,
     return rc;
 }
 
+/* Where the output set goes: bp_set_output_dir's directory, or output.dir. */
+static const char *set_dir(const bp_session *s)
+{
+    return s->set_dir ? s->set_dir : s->cfg.out_dir;
+}
+
+int bp_set_output_dir(bp_session *s, const char *dir, bp_error *err)
+{
+    if (!s->has_config)
+        return bp_fail(err, "an output directory needs a config (a bare table writes one plan)");
+    if (!dir || !*dir)
+        return bp_fail(err, "the output directory is an empty path");
+    char *d = bp_strdup(dir, err);
+    if (!d)
+        return -1;
+    free(s->set_dir);
+    s->set_dir = d;
+    return 0;
+}
+
+/* The run lock of the output set's own directory, when it is not output.dir
+ * (whose lock the session holds already). */
+static int lock_set_dir(bp_session *s, bp_error *err)
+{
+    if (!s->set_dir || s->set_lock_fd >= 0)
+        return 0;
+    if (bp_mkdirs(s->set_dir, err) < 0)
+        return -1;
+    struct stat a, b;
+    if (stat(s->set_dir, &a) == 0 && stat(s->cfg.out_dir, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino)
+        return 0;                   /* output.dir itself */
+    char *names[BP_OUTPUT_NAMES_MAX + 1];
+    bp_config_output_names(&s->cfg, names);
+    int rc = bp_dir_lock(s->set_dir, (const char *const *)names, &s->set_lock_fd, err);
+    bp_config_output_names_free(names);
+    return rc;
+}
+
 /* output.formats beyond yaml/json, next to the plan. */
 static int export_configured(const bp_session *s, const char *plan_path, bp_error *err)
 {
@@ -490,7 +534,7 @@ static int export_configured(const bp_session *s, const char *plan_path, bp_erro
     for (int f = 0; f < BP_EXPORT_COUNT; f++) {
         if (!(cfg->exports & (1u << f)))
             continue;
-        char *out = bp_path_join(cfg->out_dir, bp_export_files[f], err);
+        char *out = bp_path_join(set_dir(s), bp_export_files[f], err);
         int rc = out ? export_plan(plan_path, bp_export_names[f], out, cfg, cfg->llama_names, 0,
                                    &s->o, err)
                      : -1;
@@ -508,13 +552,14 @@ static int write_set(bp_session *s, const bp_plan *plan, bp_error *err)
 {
     const bp_config *cfg = &s->cfg;
     char *yaml_path = NULL, *json_path = NULL, *qpath = NULL;
-    int rc = bp_session_lock(s, err);
+    const char *dir = set_dir(s);
+    int rc = bp_session_lock(s, err) < 0 ? -1 : lock_set_dir(s, err);
     bp_stage_begin();
-    if (rc == 0 && !(yaml_path = bp_path_join(cfg->out_dir, cfg->plan_name, err)))
+    if (rc == 0 && !(yaml_path = bp_path_join(dir, cfg->plan_name, err)))
         rc = -1;
     char *json_name = bp_config_json_name(cfg->plan_name);
     if (rc == 0 && cfg->write_json) {
-        json_path = json_name ? bp_path_join(cfg->out_dir, json_name, err) : NULL;
+        json_path = json_name ? bp_path_join(dir, json_name, err) : NULL;
         rc = json_path ? bp_plan_write_json(plan, json_path, err) : -1;
     }
     free(json_name);
@@ -524,12 +569,12 @@ static int write_set(bp_session *s, const bp_plan *plan, bp_error *err)
         rc = export_configured(s, bp_stage_lookup(cfg->write_yaml ? yaml_path : json_path), err);
     s->stage = "quantized weights";
     if (rc == 0 && cfg->weights_out &&
-        (bp_mkdirs(cfg->out_dir, err) < 0 ||
-         !(qpath = bp_path_join(cfg->out_dir, cfg->weights_out, err)) ||
+        (bp_mkdirs(dir, err) < 0 ||
+         !(qpath = bp_path_join(dir, cfg->weights_out, err)) ||
          bp_write_quantized(cfg, plan, qpath, cfg->dequantized, step, s, err) < 0))
         rc = -1;
     if (rc == 0)
-        rc = bp_stage_commit(cfg->out_dir, err);
+        rc = bp_stage_commit(dir, err);
     else
         bp_stage_abort();
     free(s->written);

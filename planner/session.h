@@ -34,6 +34,9 @@ struct bp_session {
     int has_latency;
     bp_gguf_footprint gguf;   /* a GGUF model's file outside the planned layers */
     int lock_fd;              /* output.dir's run lock, -1 before it is taken */
+    char *set_dir;            /* bp_set_output_dir: where the output set goes, or NULL
+                               * (output.dir) */
+    int set_lock_fd;          /* set_dir's run lock when it is another directory */
     char *written, *weights_written;     /* the last bp_write's files */
     char cache_path[4200];
     bp_sweep_set sw;          /* the last bp_sweep */

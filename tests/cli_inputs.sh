@@ -87,6 +87,24 @@ done
 "$BITPLAN" solve --help | grep -q -- "--max-file-bytes N" && ok || bad "solve --help lists --max-file-bytes"
 "$BITPLAN" inspect --help | grep -q -- "--avg-bits" && bad "inspect --help lists budget flags" || ok
 expect_fail 2 "unknown command 'nope'" "$BITPLAN" nope --help
+# an option the command does not take is a usage error, not ignored
+expect_fail 2 "run does not take --plans (see 'bitplan run --help')" "$BITPLAN" run f32.yaml --plans
+expect_fail 2 "inspect does not take --format" "$BITPLAN" inspect f32.yaml --format gptqmodel
+expect_fail 2 "give one of --output-dir" "$BITPLAN" run f32.yaml --output-dir o2 -o p.yaml
+# --output-dir: the output set elsewhere (beside the first), output.dir's set untouched
+printf 'model: {weights: f32.safetensors}\ncandidates: {wbits: [2, 4, 8], abits: [16]}\nmetric: weight\nbudget: {avg_bits: 5}\noutput: {dir: od, formats: [yaml, json, gptqmodel], weights: q.safetensors}\n' >od.yaml
+"$BITPLAN" run od.yaml -q
+sum1=$(cat od/plan.yaml od/plan.json od/quantize_config.json od/q.safetensors | sha256sum)
+"$BITPLAN" run od.yaml --avg-bits 4.5 --output-dir od/refined -q
+check "--output-dir: the whole set there" \
+    test -s od/refined/plan.yaml -a -s od/refined/plan.json -a -s od/refined/quantize_config.json -a -s od/refined/q.safetensors
+check "--output-dir: no table there (it stays cached in output.dir)" test ! -e od/refined/sensitivity.csv
+check "--output-dir: output.dir's set untouched" \
+    test "$(cat od/plan.yaml od/plan.json od/quantize_config.json od/q.safetensors | sha256sum)" = "$sum1"
+check "--output-dir: the plan is the new budget's" \
+    bash -c "! cmp -s od/plan.yaml od/refined/plan.yaml"
+"$BITPLAN" run od.yaml --output-dir od -q
+check "--output-dir naming output.dir itself" test -s od/plan.yaml
 expect_fail 2 "unknown command 'nope'" "$BITPLAN" help nope
 check "help names --max-bops and --max-latency for solve --table" \
     bash -c "'$BITPLAN' help | grep -A1 'solve --table' | grep -q -- '--max-bops N | --max-latency T'"

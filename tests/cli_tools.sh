@@ -75,8 +75,16 @@ $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q2.safetensors
 $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors --json >e4.json
 $PY -c 'import json; a, b = (json.load(open(f)) for f in ("e2.json", "e4.json")); assert a["kl"] > b["kl"] > 0, (a, b)' \
     && ok || bad "fewer bits lose more"
-$PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors >e4.txt
+$PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors >e4.txt 2>e4.err
 grep -q "KL to float" e4.txt && ok || bad "evaluate_plan summary: $(cat e4.txt)"
+check "evaluate_plan: no progress in a log for work under 15 s" test ! -s e4.err
+# in a log, whole progress lines (item i/N, rate, ETA), no terminal codes; -q: none
+BITPLAN_PROGRESS_SECONDS=0 $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors >/dev/null 2>e4.err
+check "evaluate_plan: progress lines in a log" grep -qE '^evaluate_plan: q4.safetensors: [0-9]+/[0-9]+ .* batches/s  ETA ' e4.err
+check "evaluate_plan: and the time taken" grep -qE '^evaluate_plan: float model: ([0-9]+)/\1 done in [0-9]+s$' e4.err
+check "evaluate_plan: no carriage returns in a log" bash -c "! grep -q $'\r' e4.err"
+BITPLAN_PROGRESS_SECONDS=0 $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors -q 2>e4.err
+check "evaluate_plan -q: silent" test ! -s e4.err
 $PY "$SRC/tools/evaluate_plan.py" capture_fixture:build --weights q4.safetensors --json \
     --metric capture_fixture:top1_errors >em.json
 $PY - <<'PYEOF' && ok || bad "a user metric (top-1 errors) is reported for the float model and the plan"

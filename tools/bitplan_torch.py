@@ -197,12 +197,12 @@ class Applied:
 
 # ---- measuring ----------------------------------------------------------------------
 
-def measure_plan(task, ref, qf, objectives=None, keep=False, tool="bitplan"):
+def measure_plan(task, ref, qf, objectives=None, keep=False, tool="bitplan", progress=None):
     """Every layer of a quantized file applied to the task's model, measured
     against the float reference; the model is restored afterwards."""
     a = apply_file(task.model, qf, tool)
     try:
-        return measure(task, ref, keep=keep, objectives=objectives)
+        return measure(task, ref, keep=keep, objectives=objectives, progress=progress)
     finally:
         a.restore()
 
@@ -238,6 +238,19 @@ def run_bitplan(exe, *args, tool="bitplan"):
     if r.returncode != 0:
         fail(tool, f"bitplan {args[0]}: {r.stderr.strip()}")
     return r.stdout
+
+
+def config_outputs(exe, config, tool="bitplan"):
+    """(output.dir, [output.formats]) of a config, as bitplan resolves them."""
+    out_dir, formats = None, []
+    for line in run_bitplan(exe, "inspect", config, tool=tool).splitlines():
+        if line.startswith("output.dir: "):
+            out_dir = line[len("output.dir: "):]
+        elif line.startswith("output.formats:"):
+            formats = line[len("output.formats:"):].split()
+    if out_dir is None:
+        fail(tool, f"{config}: not a bitplan config (bitplan inspect names no output.dir)")
+    return out_dir, formats
 
 
 def read_csv(path):

@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bitplan_torch import QuantizedFile, Reference, degradation, fail, measure_plan  # noqa: E402
+from progress import Progress  # noqa: E402
 from objective import add_arguments, paired, task_from_args  # noqa: E402
 
 TOOL = "evaluate_plan"
@@ -104,9 +105,14 @@ def main():
     qf = QuantizedFile(args.weights, TOOL)
     other = QuantizedFile(args.against, TOOL) if args.against else None
     task = task_from_args(args, TOOL)
-    ref = Reference(task)
+    nb = len(task.batches)
+    prog = Progress(f"{TOOL}: float model", 2 * nb, args.quiet, "batches")
+    ref = Reference(task, progress=prog)
+    prog.close()
     base = ref.float
-    got = measure_plan(task, ref, qf, keep=True, tool=TOOL)
+    prog = Progress(f"{TOOL}: {args.weights}", nb, args.quiet, "batches")
+    got = measure_plan(task, ref, qf, keep=True, tool=TOOL, progress=prog)
+    prog.close()
     res = dict(layers=len(qf.names), float_loss=base["loss"], float_metric=base["metric"],
                kl=got["kl"], kl_sample=got["kl_sample"], flips=got["flips"], loss=got["loss"],
                metric=got["metric"])
@@ -116,7 +122,9 @@ def main():
             res.update(predicted_what=pm[0], predicted=pm[1], measured=pm[2],
                        measured_over_predicted=pm[2] / pm[1] if pm[1] else float("nan"))
     if other:
-        theirs = measure_plan(task, ref, other, keep=True, tool=TOOL)
+        prog = Progress(f"{TOOL}: {args.against}", nb, args.quiet, "batches")
+        theirs = measure_plan(task, ref, other, keep=True, tool=TOOL, progress=prog)
+        prog.close()
         for k in ("flips", "metric"):
             d, se = paired(got["units"][k], theirs["units"][k])
             res[f"{k}_vs_against"], res[f"{k}_vs_against_se"] = d, se

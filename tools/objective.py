@@ -294,19 +294,23 @@ class Reference:
     """The float model's log-probabilities, decisions, loss and metric on a
     task's batches: what the objectives compare a quantized model with."""
 
-    def __init__(self, task, objectives=OBJECTIVES):
+    def __init__(self, task, objectives=OBJECTIVES, progress=None):
         self.task = task
         self.need = set(objectives)
         self.logp, self.dec = [], []
         with torch.no_grad():
-            for b in task.batches:
+            for i, b in enumerate(task.batches):
+                if progress:
+                    progress(i)
                 lg = task.logits(task.forward(b))
                 self.logp.append(F.log_softmax(lg, -1))
                 self.dec.append(task.decisions(lg))
-        self.float = measure(task, self, keep=True)
+        n = len(task.batches)
+        self.float = measure(task, self, keep=True,
+                             progress=(lambda i: progress(n + i)) if progress else None)
 
 
-def measure(task, ref, keep=False, objectives=None):
+def measure(task, ref, keep=False, objectives=None, progress=None):
     """The model as it is now, on the task's batches, against the float
     reference: dict(kl, flips, loss, metric) (NaN where the task has no loss
     or metric), with keep also `units`: per unit (a sample, or a batch for
@@ -316,7 +320,9 @@ def measure(task, ref, keep=False, objectives=None):
     kl = positions = flips = fcount = loss = samples = msum = mcount = 0.0
     units_f, units_m = [], []
     with torch.no_grad():
-        for b, lp_ref, dec_ref in zip(task.batches, ref.logp, ref.dec):
+        for i, (b, lp_ref, dec_ref) in enumerate(zip(task.batches, ref.logp, ref.dec)):
+            if progress:
+                progress(i)
             out = task.forward(b)
             lg = task.logits(out)
             lp = F.log_softmax(lg, -1)
