@@ -118,3 +118,44 @@ def build_one():
     """build() with its four batches as one."""
     model, data, loss = build()
     return model, [(torch.cat([x for x, _ in data]), torch.cat([y for _, y in data]))], loss
+
+
+class Softmaxed(nn.Module):
+    """Tiny exported with its softmax: the model outputs probabilities."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Tiny()
+
+    def forward(self, x):
+        return torch.softmax(self.inner(x), -1)
+
+
+def build_probs():
+    """build()'s model and batches, outputs as probabilities."""
+    model, data, _ = build()
+    net = Softmaxed()
+    net.inner.load_state_dict(model.state_dict())
+    return net, data
+
+
+def build_callable():
+    """A plain callable (as an ONNX session or a compiled function would be)."""
+    model, data, _ = build()
+    return (lambda x: model(x)), data
+
+
+class Opaque(nn.Module):
+    """An nn.Module whose computation is not in nn.Linear / nn.Conv2d modules."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def build_opaque():
+    model, data, _ = build()
+    return Opaque(lambda x: model(x)), data

@@ -220,4 +220,25 @@ awk -F, 'NR == FNR {if (FNR > 1) k[$1","$2","$3] = $14; next}
          END {exit bad}' out_capf/sensitivity.csv out_capl/sensitivity.csv && ok || bad "dense and low-rank kfac agree"
 "$BITPLAN" inspect cap2/calib.safetensors | grep -qE 'conv.input +F16 +\[50, 27\]' && ok || bad "50 F16 rows of 27"
 expect_fail 1 "capture: error: cannot load" $PY "$SRC/tools/capture.py" nosuchmodule:build --out x
+# what capture cannot hook: one message saying what to do, before any work
+expect_fail 1 "must be a torch.nn.Module" $PY "$SRC/tools/capture.py" capture_fixture:build_callable --out capx -q
+grep -q "wrap" err.txt && ok || bad "the message says how to wrap: $(cat err.txt)"
+expect_fail 1 "has no nn.Linear or nn.Conv2d layers" $PY "$SRC/tools/capture.py" capture_fixture:build_opaque --out capx -q
+check "nothing written" test ! -e capx
+# probabilities (an exported softmax) are detected, said, and give the Fisher of
+# the logits' model; --outputs logits takes them as they are (another Fisher)
+$PY "$SRC/tools/capture.py" capture_fixture:build_probs --out capp --rows 50 --fisher --draws 400 --target-rse 0 --no-margin 2>capp.err >/dev/null
+check "probabilities detected" grep -q "read as probabilities" capp.err
+$PY "$SRC/tools/capture.py" capture_fixture:build --out capq --rows 50 --fisher --draws 400 --target-rse 0 --no-margin -q
+$PY "$SRC/tools/capture.py" capture_fixture:build_probs --out capw --rows 50 --fisher --draws 400 --target-rse 0 --no-margin --outputs logits -q
+$PY - <<'PYEOF' && ok || bad "the Fisher of probabilities is the logits' model's"
+import numpy as np
+from safetensors_io import load_file
+p, q, w = (load_file(d + "/calib.safetensors")[0] for d in ("capp", "capq", "capw"))
+for n in ("conv", "dw", "head"):
+    a, b = p["inner." + n + ".fisher"].astype(np.float64), q[n + ".fisher"].astype(np.float64)
+    assert np.abs(a - b).max() <= 1e-3 * np.abs(b).max(), (n, np.abs(a - b).max(), np.abs(b).max())
+a, c = p["inner.head.fisher"].astype(np.float64), w["inner.head.fisher"].astype(np.float64)
+assert np.abs(a - c).max() > 0.1 * np.abs(a).max(), "probabilities read as logits give another Fisher"
+PYEOF
 finish

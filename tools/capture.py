@@ -6,7 +6,7 @@
         [--likelihood categorical|ctc|MODULE:FUNCTION] [--labels]
         [--estimator sampled|rademacher] [--margin | --no-margin] [--margin-bits 4]
         [--target-rse 0.1] [--max-draws 32] [--time-limit 0]
-        [--loss MODULE:FUNCTION] [--class-dim -1] [-q]
+        [--loss MODULE:FUNCTION] [--outputs auto|logits|probs|log-probs] [--class-dim -1] [-q]
         [--stats [--config CONFIG] [--bitplan BIN] [--range-rows 2048]
          [--range-batches 0]] [--include GLOB ...]
 
@@ -696,6 +696,11 @@ def main():
                     help="stop adding draws after this many seconds (0: no limit)")
     ap.add_argument("--loss", metavar="MODULE:FUNCTION",
                     help="the user's loss(outputs, batch) (instead of the spec's)")
+    ap.add_argument("--outputs", choices=("auto", "logits", "probs", "log-probs"), default=None,
+                    help="what the model's scores are: logits, probs (e.g. an exported "
+                         "softmax: the Fisher is taken of their logarithms) or log-probs; "
+                         "default: the spec's 'outputs', else auto (detected on the first "
+                         "batch, said on stderr)")
     ap.add_argument("--class-dim", type=int, default=-1,
                     help="the classes' axis of the model's output")
     ap.add_argument("--stats", action="store_true",
@@ -724,7 +729,8 @@ def main():
         raise SystemExit(f"capture: --margin-bits: expected 2..8, got {args.margin_bits}")
     if args.target_rse < 0 or args.time_limit < 0:
         raise SystemExit("capture: --target-rse and --time-limit must be >= 0")
-    task = Task(args.spec, "capture", args.class_dim, loss=args.loss, likelihood=args.likelihood)
+    task = Task(args.spec, "capture", args.class_dim, loss=args.loss, likelihood=args.likelihood,
+                outputs=args.outputs)
     if args.include:
         keep = {n for n, m in task.model.named_modules()
                 if isinstance(m, (nn.Linear, nn.Conv2d)) and

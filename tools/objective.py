@@ -46,6 +46,13 @@ a dict with these keys (only model and loader are required):
               model, whose `loss` is then differentiated.
   samples     samples(batch) -> how many samples the batch holds.  Default:
               the leading size of the logits.
+  outputs     what the scores are: "logits" (any real scores, softmax
+              applied here), "probs" (probabilities, e.g. an exported
+              softmax: their logarithms are used), "log-probs", or "auto"
+              (default; --outputs): probabilities when every score is in
+              [0, 1] and they sum to 1 over the classes, log-probabilities
+              when every score is <= 0 and their exponentials sum to 1, and
+              logits otherwise -- said once on stderr when it is not logits.
 
 Objectives (what a tool measures a quantized model by, against the float
 model on the same batches):
@@ -73,7 +80,8 @@ import torch.nn.functional as F
 
 OBJECTIVES = ("kl", "flips", "loss", "metric")
 KEYS = ("model", "loader", "inputs", "logits", "loss", "metric", "decode", "blank",
-        "likelihood", "samples")
+        "likelihood", "samples", "outputs")
+OUTPUTS = ("auto", "logits", "probs", "log-probs")
 
 
 def fail(tool, msg):
@@ -154,7 +162,7 @@ class Task:
     """A user's model, batches and objective, loaded from a spec."""
 
     def __init__(self, spec, tool="bitplan", class_dim=-1, loss=None, metric=None,
-                 decode=None, likelihood=None, got=None):
+                 decode=None, likelihood=None, got=None, outputs=None):
         self.spec, self.tool, self.class_dim = spec, tool, class_dim
         if got is None:
             got = load_function(spec, tool)()
@@ -173,9 +181,23 @@ class Task:
                 fail(tool, f"{spec}: no '{k}'")
         self.model = got["model"]
         if not isinstance(self.model, nn.Module):
-            fail(tool, f"{spec}: the model must be a torch.nn.Module (its nn.Linear and "
-                       f"nn.Conv2d layers are what bitplan plans), got "
-                       f"{type(self.model).__name__}; wrap a callable in an nn.Module")
+            fail(tool, f"{spec}: the model must be a torch.nn.Module whose nn.Linear and "
+                       f"nn.Conv2d layers bitplan can hook and plan, got "
+                       f"{type(self.model).__name__}.  A model run by another engine (ONNX, "
+                       "TorchScript, a compiled callable) has no such layers to quantize: load "
+                       "its PyTorch definition, or wrap PyTorch code that calls it as "
+                       "class Wrapped(torch.nn.Module): def __init__(self, m): super()."
+                       "__init__(); self.m = m  def forward(self, x): return self.m(x) -- its "
+                       "layers must be nn.Linear / nn.Conv2d attributes to be planned")
+        if not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in self.model.modules()):
+            fail(tool, f"{spec}: the model ({type(self.model).__name__}) has no nn.Linear or "
+                       "nn.Conv2d layers: nothing for bitplan to hook or plan (a model wrapping "
+                       "another engine's callable, or layers kept in plain tensors, must expose "
+                       "its layers as nn.Linear / nn.Conv2d modules)")
+        self.outputs = outputs or got.get("outputs") or "auto"
+        if self.outputs not in OUTPUTS:
+            fail(tool, f"{spec}: outputs '{self.outputs}': expected one of {', '.join(OUTPUTS)}")
+        self._outputs_seen = None
         self.loader = got["loader"]
         self.inputs = got.get("inputs") or _default_inputs
         self._logits = got.get("logits")
@@ -251,7 +273,32 @@ class Task:
                             "tuple whose first item is one); give 'logits' to pick them")
         if not self._logits and self.class_dim != -1:
             x = x.movedim(self.class_dim, -1)
-        return x.float()
+        x = x.float()
+        kind = self.outputs if self.outputs != "auto" else self._detect_outputs(x)
+        if kind == "probs":       # log p: the logits of the same distribution
+            return torch.log(x.clamp_min(torch.finfo(x.dtype).tiny))
+        return x
+
+    def _detect_outputs(self, x):
+        """auto: what the first batch's scores are, said once when not logits."""
+        if self._outputs_seen is None:
+            with torch.no_grad():
+                d = x.detach()
+                kind = "logits"
+                if d.shape[-1] > 1 and torch.isfinite(d).all():
+                    if d.min() >= 0 and d.max() <= 1 and \
+                            (d.sum(-1) - 1).abs().max() <= 1e-3:
+                        kind = "probs"
+                    elif d.max() <= 0 and (torch.logsumexp(d, -1)).abs().max() <= 1e-3:
+                        kind = "log-probs"
+            self._outputs_seen = kind
+            if kind != "logits":
+                print(f"{self.tool}: {self.spec}: the model's scores "
+                      + ("are in [0, 1] and sum to 1 over the classes: read as probabilities "
+                         "(their logarithms are the logits)" if kind == "probs" else
+                         "are <= 0 and their exponentials sum to 1: read as log-probabilities")
+                      + "; --outputs logits|probs|log-probs says otherwise", file=sys.stderr)
+        return self._outputs_seen
 
     def samples(self, batch, logits):
         if self._samples:
@@ -418,6 +465,10 @@ def add_arguments(ap, objective_default=None):
                     help="the user's loss(outputs, batch) (instead of the spec's 'loss')")
     ap.add_argument("--metric", metavar="MODULE:FUNCTION",
                     help="the user's metric(outputs, batch) (instead of the spec's 'metric')")
+    ap.add_argument("--outputs", choices=OUTPUTS, default=None,
+                    help="what the model's scores are: logits, probs (e.g. an exported "
+                         "softmax) or log-probs; default: the spec's 'outputs', else auto "
+                         "(detected on the first batch, said on stderr)")
     ap.add_argument("--decode", metavar="argmax|ctc|MODULE:FUNCTION",
                     help="how decisions are read off the logits, for flips (default: the "
                          "spec's 'decode', else argmax)")
@@ -429,4 +480,4 @@ def add_arguments(ap, objective_default=None):
 
 def task_from_args(args, tool, spec=None):
     return Task(spec or args.spec, tool, args.class_dim, loss=args.loss, metric=args.metric,
-                decode=args.decode)
+                decode=args.decode, outputs=getattr(args, "outputs", None))
