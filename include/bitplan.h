@@ -279,8 +279,14 @@ BP_API int bp_export(const char *plan, const char *format, const char *out, cons
 BP_API int bp_grids(const char *config, const char *calibration, const char *out, bp_error *err);
 
 /* What a file is and holds (a model, calibration, statistics or quantized-
- * weights file), to out; a quantized-weights file is checked layer by layer. */
+ * weights file, a config, plan, table, export...), to out; a quantized-
+ * weights file is checked layer by layer, a config with its files. */
 BP_API int bp_inspect(const char *path, FILE *out, bp_error *err);
+
+/* A commented, working config for src (a capture directory, a safetensors,
+ * .npy-directory or GGUF model), opened as bp_open opens it, written to out
+ * (NULL or "-": stdout); an existing out is never overwritten. */
+BP_API int bp_init(const char *src, const char *out, bp_error *err);
 
 /* ---- several processes (an MPI build; one process otherwise) ---------------- */
 

@@ -51,6 +51,9 @@ static const char usage_text[] =
     "  grids CONFIG --calibration ROWS [-o FILE]\n"
     "                        the static activation grid every layer's activation candidate\n"
     "                        fits on the rows of ROWS (JSON), for tools/capture.py --stats\n"
+    "  init SOURCE [-o CONFIG]\n"
+    "                        a commented, working config for a capture directory or a\n"
+    "                        model file (default bitplan.yaml; never overwrites)\n"
     "  inspect FILE          what a file bitplan reads or writes is and holds, checked\n"
     "  help                  this text (also COMMAND --help)\n"
     "\n"
@@ -297,6 +300,15 @@ static const struct {
               "--stats.\n",
      "calibration output",
      "bitplan grids my.yaml --calibration calib.safetensors -o grids.json"},
+    {"init", "usage: bitplan init SOURCE [-o CONFIG] [-q]\n\n"
+             "A commented, working config for SOURCE: a capture directory (tools/capture.py\n"
+             "--out DIR: weights.safetensors with calib.safetensors or stats.safetensors), a\n"
+             "safetensors or .npy-directory model, or a GGUF.  The model is opened as run\n"
+             "opens it; the quantizer, metric, budget, exports and output.weights follow\n"
+             "from what is there.  CONFIG defaults to bitplan.yaml ('-': stdout); an\n"
+             "existing file is never overwritten.\n",
+     "output quiet",
+     "bitplan init captured -o my.yaml"},
     {"inspect", "usage: bitplan inspect FILE\n\n"
                 "What FILE is and holds: a model's tensors, metadata and layers (safetensors, GGUF or\n"
                 "a .npy directory); a calibration or statistics file, checked; an importance matrix;\n"
@@ -732,6 +744,19 @@ static int cmd_inspect(cli *c)
     return bp_inspect(c->arg, stdout, &err) < 0 ? die(&err) : 0;
 }
 
+static int cmd_init(cli *c)
+{
+    bp_error err;
+    if (!c->arg)
+        return usage_error("missing SOURCE argument (a capture directory or a model file)");
+    const char *out = c->output ? c->output : "bitplan.yaml";
+    if (bp_init(c->arg, out, &err) < 0)
+        return die(&err);
+    if (!c->quiet && strcmp(out, "-"))
+        fprintf(stderr, "wrote %s: check its choices, then: bitplan run %s\n", out, out);
+    return 0;
+}
+
 static int cmd_export(cli *c)
 {
     bp_error err;
@@ -830,6 +855,8 @@ static int dispatch(cli *c)
         return cmd_config_pipeline(c, 0);
     if (!strcmp(c->command, "solve"))
         return c->table ? cmd_solve_table(c) : cmd_config_pipeline(c, 1);
+    if (!strcmp(c->command, "init"))
+        return cmd_init(c);
     if (!strcmp(c->command, "inspect"))
         return cmd_inspect(c);
     if (!strcmp(c->command, "sweep"))

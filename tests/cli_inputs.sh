@@ -76,7 +76,7 @@ expect_fail 1 "ov.csv: the errors sum beyond the largest double (layer 'b' has 1
 check "no plan" test ! -e ov.yaml
 
 # the front door
-for cmd in run sensitivity solve sweep candidates quantize export grids inspect; do
+for cmd in run sensitivity solve sweep candidates quantize export grids init inspect; do
     "$BITPLAN" $cmd --help >help.txt 2>&1
     check "$cmd --help answers (exit 0)" test $? = 0
     check "$cmd --help: its own usage" grep -q "^usage: bitplan $cmd " help.txt
