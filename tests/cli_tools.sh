@@ -150,6 +150,8 @@ expect_fail 1 "objective 'loss' needs the user's loss" $PY "$SRC/tools/calibrate
 # refine_plan: the search's plan is no worse than any seed on its half of the
 # batches, within the budget, kept only when it is better on the other half,
 # and written by bitplan as a given plan
+"$BITPLAN" run cfg.yaml -q
+ipsum=$(cat out/plan.yaml out/q.safetensors | sha256sum)
 check "refine_plan" $PY "$SRC/tools/refine_plan.py" cfg.yaml capture_fixture:build --evals 60 --objective kl --json refine.json -q
 $PY - <<'PYEOF' && ok || bad "refined KL <= every seed's, within the budget"
 import json
@@ -160,7 +162,9 @@ assert r["bits"] <= r["limit_bits"] and r["evals"] <= 60, r
 c = r["check"]
 assert r["kept"] == (c["found"]["kl"] < c["ip"]["kl"]), r
 PYEOF
-check "bitplan wrote the refined plan" grep -q '^  name: "given"' out/plan.yaml
+check "bitplan wrote the refined plan beside the IP plan" grep -q '^  name: "given"' out/refined/plan.yaml
+check "with its own weights" "$BITPLAN" inspect out/refined/q.safetensors
+check "the IP plan's set untouched" test "$(cat out/plan.yaml out/q.safetensors | sha256sum)" = "$ipsum"
 check "refine_plan by flips" $PY "$SRC/tools/refine_plan.py" cfg.yaml capture_fixture:build --evals 30 --json rf.json -o rf.yaml -q
 $PY - <<'PYEOF' && ok || bad "by flips (the default; ties by KL), kept only when better on the held-back half"
 import json
@@ -172,6 +176,13 @@ assert r["objective"] == "flips" and r["kept"] == better, r
 assert f["objective"] == f["flips"] and 0 <= f["flips"] <= 1, f
 PYEOF
 check "refine -o writes the plan alone" grep -q '^  name: "given"' rf.yaml
+# exports that quantize weights only: the search keeps to what they can apply, and says so
+sed 's/^output: {dir: out, weights: q.safetensors}/output: {dir: out_g, formats: [yaml, gptqmodel], weights: q.safetensors}/' cfg.yaml >g.yaml
+$PY "$SRC/tools/refine_plan.py" g.yaml capture_fixture:build --evals 20 >/dev/null 2>rg.err
+check "refine_plan with a weights-only export: $(cat rg.err)" test -s out_g/refined/plan.yaml
+check "it says which candidates it leaves out, and why" grep -q "6 (wbits/abits) left out of the search: gptqmodel quantize weights only" rg.err
+check "the refined plan has no activation widths" bash -c "! grep -q '^    abits: 6' out_g/refined/plan.yaml"
+check "and GPTQModel takes it without a warning" bash -c "'$BITPLAN' export out_g/refined/plan.yaml --format gptqmodel -o g.json 2>&1 | grep -q warning; test \$? = 1"
 expect_fail 1 "needs at least 2 batches (got 1)" $PY "$SRC/tools/refine_plan.py" cfg.yaml capture_fixture:build_one --evals 5
 check "and its quantized weights" "$BITPLAN" inspect out/q.safetensors
 finish

@@ -2,6 +2,20 @@
 activation grids to a model, measuring plans by the user's objective
 (tools/objective.py: the spec contract, the objectives) and calling the
 bitplan binary.
+
+For your own code, one call applies a plan's weights to your model:
+
+    import sys; sys.path.insert(0, "/path/to/bitplan/tools")  # or PYTHONPATH
+    import bitplan_torch
+    applied = bitplan_torch.apply(model, "out/q.safetensors")
+    ...                       # the model now computes with the plan's weights
+                              # (and fake-quantizes the activations it planned)
+    applied.restore()         # the float model back, when wanted
+
+Every layer of the file must be an nn.Linear or nn.Conv2d of the model with
+the same name and size; anything else raises BitplanError (a SystemExit
+subclass) naming the layer.  torch.save(model.state_dict()) afterwards
+saves the dequantized weights (the activation hooks are not saved).
 """
 import csv
 import os
@@ -20,7 +34,7 @@ from safetensors_io import load_file  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-from objective import Reference, Task, degradation, fail, measure  # noqa: E402,F401
+from objective import BitplanError, Reference, Task, degradation, fail, measure  # noqa: E402,F401
 
 
 def layers_of(model):
@@ -205,6 +219,17 @@ def measure_plan(task, ref, qf, objectives=None, keep=False, tool="bitplan", pro
         return measure(task, ref, keep=keep, objectives=objectives, progress=progress)
     finally:
         a.restore()
+
+
+def apply(model, path):
+    """Apply the quantized-weights file `path` (output.weights, or bitplan
+    quantize's) to `model` in place: each planned layer's dequantized weights
+    and bias, and a forward hook fake-quantizing its input on the planned
+    activation grid.  Returns the Applied (its restore() undoes it)."""
+    if not isinstance(model, nn.Module):
+        fail("bitplan_torch", f"apply: the model must be a torch.nn.Module, got "
+                              f"{type(model).__name__}")
+    return apply_file(model, QuantizedFile(path, "bitplan_torch"), "bitplan_torch")
 
 
 def apply_file(model, qf, tool="bitplan"):

@@ -84,8 +84,13 @@ KEYS = ("model", "loader", "inputs", "logits", "loss", "metric", "decode", "blan
 OUTPUTS = ("auto", "logits", "probs", "log-probs")
 
 
+class BitplanError(SystemExit):
+    """An error with one message naming what was wrong: a tool exits with it
+    (status 1, the message on stderr); library users can catch it."""
+
+
 def fail(tool, msg):
-    raise SystemExit(f"{tool}: error: {msg}")
+    raise BitplanError(f"{tool}: error: {msg}")
 
 
 def load_function(spec, tool):

@@ -3,7 +3,7 @@ user's objective measured on the whole quantized model.
 
     /usr/bin/python3 tools/refine_plan.py CONFIG MODULE:FUNCTION
         [--avg-bits B | --max-bytes N] [--objective kl|flips|loss|metric]
-        [--evals 300] [--seed 0] [-o PLAN] [--heldout MODULE:FUNCTION]
+        [--evals 300] [--seed 0] [--output-dir DIR | -o PLAN] [--heldout MODULE:FUNCTION]
         [--deltas auto|none|FILE] [--loss M:F] [--metric M:F] [--decode D]
         [--class-dim -1] [--bitplan PATH] [--work DIR] [--json FILE] [-q]
 
@@ -28,8 +28,13 @@ the plan it finds replaces the IP plan only when it is better on the other,
 which the search never saw; otherwise the IP plan stays and the report says
 so.  Both plans' objective, KL, flips and (with one) the user's metric are
 reported on the held-back half.  The plan is handed back to bitplan
-(`bitplan run CONFIG --choices`), which writes it and its exports and
-quantized weights like any plan (or only the plan, to PLAN, with -o).
+(`bitplan run CONFIG --choices --output-dir`), which writes it and its
+exports and quantized weights like any plan, as a set of its own beside the
+IP plan's (OUTPUT_DIR/refined/ unless --output-dir; or only the plan, to
+PLAN, with -o): the IP plan's files are never replaced.  The search keeps to
+the candidates the configured exports can apply (llama.cpp and GPTQModel
+quantize weights only; GPTQModel 2..8 bits), and says before it starts which
+it leaves out.
 
 MODULE:FUNCTION follows the contract of tools/objective.py, with the
 calibration batches; plans are measured on them, or on the batches of
@@ -51,7 +56,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bitplan_torch import (Applied, QuantizedFile, Reference, bitplan_path,  # noqa: E402
-                           check_layers, degradation, fail, measure, measure_deltas,
+                           check_layers, config_outputs, degradation, fail, measure, measure_deltas,
                            quantize_candidates, read_csv, run_bitplan, write_deltas)
 from objective import add_arguments, check_objective, task_from_args  # noqa: E402
 from progress import Progress  # noqa: E402
@@ -81,10 +86,39 @@ class Program:
         for ch in self.groups:
             for c in ch:
                 c["key"] = tuple(c["members"])
+        self.allowed = [set(range(len(ch))) for ch in self.groups]   # restrict()
         self.index = {}                        # member tuple -> (group, choice)
         for g, ch in enumerate(self.groups):
             for c, x in enumerate(ch):
                 self.index[x["key"]] = (g, c)
+
+    def restrict(self, formats):
+        """Keep to the choices every configured export can apply (weights-only
+        consumers: no activation widths; GPTQModel: 2..8 weight bits); returns
+        a note per dropped (wbits, abits) saying why."""
+        why = {}
+        for f in formats:
+            if f in ("llamacpp", "gptqmodel"):
+                why.setdefault("act", []).append(f)
+            if f == "gptqmodel":
+                why.setdefault("gptq", []).append(f)
+        dropped = {}
+        for g, ch in enumerate(self.groups):
+            for c, x in enumerate(ch):
+                for _, w, a, _ in x["members"]:
+                    if a < 16 and "act" in why:
+                        dropped[(w, a)] = (f"{'/'.join(why['act'])} quantize weights only "
+                                           f"(activations at {a} bits cannot be applied)")
+                    elif 8 < w < 16 and "gptq" in why:
+                        dropped[(w, a)] = "GPTQModel quantizes to 2..8 bits"
+                    else:
+                        continue
+                    self.allowed[g].discard(c)
+                    break
+        return dropped
+
+    def expressible(self, state):
+        return state is not None and all(c in self.allowed[g] for g, c in enumerate(state))
 
     def of_plan(self, layers):
         """Choices per group for a plan's layers (name -> (wbits, abits, quantizer))."""
@@ -110,8 +144,9 @@ class Program:
         for w, a in sorted(widths):
             state = []
             for ch in self.groups:
-                ok = [c for c, x in enumerate(ch) if all(m[1] == w and m[2] == a
-                                                         for m in x["members"])]
+                g = len(state)
+                ok = [c for c, x in enumerate(ch) if c in self.allowed[g] and
+                      all(m[1] == w and m[2] == a for m in x["members"])]
                 if not ok:
                     break
                 state.append(min(ok, key=lambda c: ch[c]["error"]))
@@ -127,7 +162,7 @@ def moves(program, state, limit):
     for g, ch in enumerate(program.groups):
         cur = ch[state[g]]
         for c, x in enumerate(ch):
-            if c != state[g]:
+            if c != state[g] and c in program.allowed[g]:
                 alt.append((g, c, x["bits"] - cur["bits"], x["error"] - cur["error"]))
     out = [((g, c),) for g, c, db, _ in alt if bits + db <= limit]
     ups = [a for a in alt if a[2] > 0]
@@ -210,8 +245,10 @@ def main():
                          "calibration inputs did not come from: GPTQ and ERQ fit their weights "
                          "to those, so plans measured on them look better than they are)")
     add_arguments(ap, objective_default="flips")
-    ap.add_argument("-o", "--output", help="write only the plan, here (default: bitplan run "
-                                           "writes the config's outputs)")
+    ap.add_argument("--output-dir", metavar="DIR",
+                    help="write the refined plan's output set (plan, exports, weights) here "
+                         "(default: OUTPUT_DIR/refined beside the IP plan, which stays as it is)")
+    ap.add_argument("-o", "--output", help="write only the plan, here (instead of an output set)")
     ap.add_argument("--bitplan", help="the bitplan binary (default: $BITPLAN or build/bitplan)")
     ap.add_argument("--work", help="keep intermediate files here")
     ap.add_argument("--json", help="write the search's report here")
@@ -225,6 +262,10 @@ def main():
     exe = bitplan_path(args.bitplan)
     budget = (["--avg-bits", repr(args.avg_bits)] if args.avg_bits is not None else
               ["--max-bytes", repr(args.max_bytes)] if args.max_bytes is not None else [])
+    if args.output and args.output_dir:
+        fail(TOOL, "give one of --output-dir (the output set there) and -o (the plan alone)")
+    out_dir, formats = config_outputs(exe, args.config, TOOL)
+    set_dir = args.output_dir or os.path.join(out_dir, "refined")
     task = task_from_args(args, TOOL)
     check_objective(task, args.objective)
     t0 = time.time()
@@ -277,6 +318,14 @@ def main():
         prog_path = os.path.join(work, "program.csv")
         run_bitplan(exe, "candidates", args.config, *errors, "-o", prog_path, "-q", tool=TOOL)
         program = Program(read_csv(prog_path))
+        dropped = program.restrict(formats)
+        if dropped and not args.quiet:
+            for (w, a), why in sorted(dropped.items()):
+                print(f"{TOOL}: candidates {w}/{a} (wbits/abits) left out of the search: {why}",
+                      file=sys.stderr)
+        if not all(program.allowed):
+            fail(TOOL, f"{args.config}: a layer has no candidate that output.formats "
+                       f"({', '.join(formats)}) can apply")
 
         # seeds: the IP plan of every measured metric (and of the deltas), the uniform plans
         start = program.of_plan(ip_layers)
@@ -293,7 +342,13 @@ def main():
             run_bitplan(exe, "solve", args.config, *budget, *errors, "-o", p, "-q", tool=TOOL)
             seeds["ip deltas"] = program.of_plan(plan_layers(p)[1])
         seeds.update(program.uniform(limit))
-        seeds = {k: v for k, v in seeds.items() if v is not None}
+        ip_ok = program.expressible(start)
+        seeds = {k: v for k, v in seeds.items()
+                 if v is not None and (program.expressible(v) or v is start)}
+        if start is not None and not ip_ok and not args.quiet:
+            print(f"{TOOL}: the IP plan uses candidates output.formats cannot apply: the "
+                  "search keeps to those it can, and its best such plan is written",
+                  file=sys.stderr)
         if start is None:
             fail(TOOL, f"{args.config}: the IP plan is not in the solver's own program")
 
@@ -330,8 +385,11 @@ def main():
             evals += 1
             report["seeds"][name] = dict(objective=s[0], kl=s[1], bits=program.bits(state),
                                          predicted=program.error(state))
-            if best is None or better(s, best_s):
+            if program.expressible(state) and (best is None or better(s, best_s)):
                 best_name, best, best_s = name, list(state), s
+        if best is None:
+            fail(TOOL, f"{args.config}: no seed plan within the budget keeps to candidates "
+                       f"output.formats ({', '.join(formats)}) can apply")
         ip_s = report["seeds"][f"ip {metric}"]
 
         # local search on the search half: moves of one group, of a pair (one up,
@@ -371,7 +429,7 @@ def main():
         # the check: on the held-back half, the plan found against the IP plan
         found = evaluate(best, "check")
         ip_check = evaluate(start, "check")
-        kept = best != start and better(found, ip_check)
+        kept = best != start and (better(found, ip_check) or not ip_ok)
         final = best if kept else start
         applied.restore()
         halves_report = {}
@@ -387,7 +445,7 @@ def main():
                 for n, w, a, q in program.groups[g][c]["members"]:
                     f.write(f"  - {{name: {json.dumps(n)}, wbits: {w}, abits: {a}, "
                             f"quantizer: {json.dumps(q)}}}\n")
-        out = ["-o", args.output] if args.output else []
+        out = ["-o", args.output] if args.output else ["--output-dir", set_dir]
         run_bitplan(exe, "run", args.config, "--choices", choices, *budget, *out, "-q",
                     tool=TOOL)
         report.update(best=best_name if kept else f"ip {metric} (the search's plan, "
@@ -414,8 +472,8 @@ def main():
                      f"{c['found']['metric']:.6g}")
         print(line)
         print(f"{TOOL}: kept {'the search' if kept else 'the IP'} plan; written by bitplan run "
-              f"--choices" + (f" to {args.output}" if args.output else " to the config's "
-                              "output.dir"))
+              f"--choices" + (f" to {args.output}" if args.output else f" into {set_dir}/ "
+                              "(the IP plan's set in output.dir is left as it was)"))
 
 
 if __name__ == "__main__":

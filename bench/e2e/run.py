@@ -134,11 +134,12 @@ class Bench:
         return plan, self.seen[key]
 
 
-def take_set(work, q, plan, weights):
+def take_set(work, q, plan, weights, sub=""):
     """Copy the plan and weights of the output set `bitplan run` just wrote
-    (out-Q/plan.json, out-Q/q.safetensors) to work/, leaving the set whole."""
+    (out-Q/plan.json, out-Q/q.safetensors; refine_plan's in out-Q/refined/)
+    to work/, leaving the set whole."""
     for name, dest in (("plan.json", plan), ("q.safetensors", weights)):
-        shutil.copyfile(os.path.join(work, f"out-{q}", name), os.path.join(work, dest))
+        shutil.copyfile(os.path.join(work, f"out-{q}", sub, name), os.path.join(work, dest))
 
 
 def predictor_rows(arch, q, table, deltas):
@@ -217,7 +218,7 @@ def run_model(arch, args, rows, pred_rows, notes):
             plans["deltas"] = ("p-deltas.json", "q-deltas.safetensors")
             b.tool("refine_plan.py", dcfg, f"models:{arch}_heldout", *budget, "--evals",
                    str(args.evals), "--deltas", f"deltas-{q}.csv", "--json", "refine.json")
-            take_set(work, q, "p-refined.json", "q-refined.safetensors")
+            take_set(work, q, "p-refined.json", "q-refined.safetensors", "refined")
             plans["refined"] = ("p-refined.json", "q-refined.safetensors")
             with open(os.path.join(work, "refine.json")) as f:
                 refine = json.load(f)
