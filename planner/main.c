@@ -84,6 +84,7 @@ static const char usage_text[] =
     "                        JSON, e.g. a refined plan) instead of choosing them\n"
     "  -q, --quiet           no progress and no summary (errors still go to stderr)\n"
     "  --version             print the version\n"
+    "  -h, --help            this text; COMMAND --help: the command's own\n"
     "\n"
     "Exit status: 0 on success, 1 on any error (one message on stderr), 2 on usage errors.\n";
 
@@ -326,6 +327,8 @@ static void print_options(FILE *fp, const char *opts)
     static const struct {
         const char *name, *line;
     } extra[] = {
+        {"table", "  --table CSV           solve/sweep: plan over this table (columns layer,wbits,abits,\n"
+                  "                        error,params) instead of a config\n"},
         {"wbits", "  --wbits B             quantize: the weight width of every layer\n"},
         {"abits", "  --abits A             quantize: the activation width (default: the widest)\n"},
         {"quantizer", "  --quantizer Q         quantize: the weight quantizer (default: the config's first)\n"},

@@ -42,15 +42,24 @@ static const unsigned char *f64_at(const bp_tensorset *ts, long idx, int64_t n)
 }
 
 /* PSD of the symmetric d x d matrix a (row-major, copied): Cholesky of
- * a + delta I, delta = 1e-10 of the mean diagonal (what rounding leaves). */
-static int chol_psd(const double *a, int64_t d)
+ * a + delta I, delta what rounding leaves: 1e-10 of the mean diagonal for
+ * sums kept in float64; for a matrix stored in float32 (eps = 2^-24 per
+ * element, at most eps times the largest diagonal by Cauchy-Schwarz) the
+ * spectral norm of that rounding, d eps max_ii a_ii, twice over -- a
+ * singular PSD matrix (a Fisher of logits, rank below d) rounds to
+ * eigenvalues that far below zero. */
+static int chol_psd(const double *a, int64_t d, int single)
 {
-    double *c = malloc((size_t)(d * d) * sizeof *c), tr = 0.0;
+    double *c = malloc((size_t)(d * d) * sizeof *c), tr = 0.0, top = 0.0;
     if (!c)
         return 1;                    /* cannot check: the minors stand */
-    for (int64_t i = 0; i < d; i++)
+    for (int64_t i = 0; i < d; i++) {
         tr += a[i * d + i];
+        top = fmax(top, a[i * d + i]);
+    }
     double delta = 1e-10 * (tr > 0 ? tr / (double)d : 1.0) + 1e-300;
+    if (single)
+        delta = fmax(delta, 2.0 * (double)d * 0x1p-24 * top);
     memcpy(c, a, (size_t)(d * d) * sizeof *c);
     for (int64_t i = 0; i < d; i++)
         c[i * d + i] += delta;
@@ -105,7 +114,7 @@ static int check_gram(const char *file, const char *what, const void *src, gette
         return 0;
     for (int64_t i = 0; i < d * d; i++)
         a[i] = get(src, i);
-    int ok = chol_psd(a, d);
+    int ok = chol_psd(a, d, get == get32);
     free(a);
     return ok ? 0 : bp_fail(err, "%s: tensor '%s' is not positive semi-definite (its Cholesky "
                             "factorisation fails: an eigenvalue is negative)", file, what);

@@ -5,6 +5,11 @@
 # quadratic step coming back fails here.
 source "$SRC/tests/lib.sh"
 
+if [ -z "${BITPLAN_SLOW:-}" ]; then       # label slow: BITPLAN_SLOW=1 ctest -L slow
+    echo "slow test (about 40 s): skipped; BITPLAN_SLOW=1 ctest --test-dir build -L slow runs it"
+    exit 77
+fi
+
 L=100000
 awk -v L=$L 'BEGIN{print "layer,wbits,abits,quantizer,error,params,weight_bits,macs"; srand(3)
     for (l = 0; l < L; l++) for (k = 0; k < 3; k++) { b = k == 0 ? 2 : k == 1 ? 4 : 8

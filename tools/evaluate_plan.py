@@ -84,6 +84,9 @@ def predicted_vs_measured(task, ref, got, plan_path):
         return objective, float(pred), degradation(task, ref, got, objective)
     if model.get("metric") == "kfac":           # KL summed over a sample's positions
         return "kl per sample (kfac, uncalibrated)", float(pred), got["kl_sample"]
+    if model.get("metric") == "margin" and task.decode == "argmax":
+        return "flipped decisions per sample (margin, uncalibrated)", float(pred), \
+            got["flips_sample"]
     return None
 
 

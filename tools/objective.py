@@ -408,6 +408,7 @@ def measure(task, ref, keep=False, objectives=None, progress=None):
     got = dict(kl=kl / positions if "kl" in want else nan,
                kl_sample=kl / samples if "kl" in want else nan,
                flips=float(flips / max(fcount, 1.0)) if "flips" in want else nan,
+               flips_sample=float(flips / samples) if "flips" in want and samples else nan,
                loss=loss / samples if "loss" in want and task.loss_fn is not None else nan,
                metric=msum / mcount if "metric" in want and task.metric_fn is not None
                and mcount else nan)

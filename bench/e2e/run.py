@@ -344,6 +344,30 @@ def markdown(rows, pred_rows, base, notes, args):
     return "\n".join(out) + "\n"
 
 
+def summary(rows, base, args):
+    """One line per model for the README: the default route's plans (IP and
+    refined) against uniform, and how far predictions are from what was measured."""
+    out = ["| model | task metric (float) | plans better / even / worse than uniform | "
+           "largest gain (points) | predicted / measured |",
+           "| --- | --- | ---: | ---: | ---: |"]
+    for arch in args.models:
+        f, higher = base[arch]
+        count = {"better": 0, "even": 0, "worse": 0}
+        best, ratios = 0.0, []
+        for q, w, mine in cases(rows, args, arch):
+            for m in ("default", "refined"):
+                r = mine[m]
+                count[verdict(r["task_vs_uniform"], r["task_vs_uniform_se"], higher)] += 1
+                best = max(best, r["task_vs_uniform"] if higher else -r["task_vs_uniform"])
+            r = mine["default"]
+            if r["measured"]:
+                ratios.append(r["predicted"] / r["measured"])
+        out.append(f"| {arch} | {TASK[arch]} ({100 * f:.2f} %) | {count['better']} / "
+                   f"{count['even']} / {count['worse']} | {100 * best:+.2f} | "
+                   f"{min(ratios):.2f}–{max(ratios):.2f} |")
+    return "\n".join(out) + "\n"
+
+
 def plot(rows, base, args):
     import matplotlib
     matplotlib.use("Agg")
@@ -418,6 +442,8 @@ def main():
             w.writeheader()
             w.writerows(data)
     md = markdown(rows, pred_rows, base, notes, args)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(summary(rows, base, args))
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md)
     plot(rows, base, args)
