@@ -185,4 +185,11 @@ check "the refined plan has no activation widths" bash -c "! grep -q '^    abits
 check "and GPTQModel takes it without a warning" bash -c "'$BITPLAN' export out_g/refined/plan.yaml --format gptqmodel -o g.json 2>&1 | grep -q warning; test \$? = 1"
 expect_fail 1 "needs at least 2 batches (got 1)" $PY "$SRC/tools/refine_plan.py" cfg.yaml capture_fixture:build_one --evals 5
 check "and its quantized weights" "$BITPLAN" inspect out/q.safetensors
+# every tool's --help: a whole sentence saying what it does, options with their defaults
+for t in capture calibrate measure_deltas refine_plan evaluate_plan; do
+    $PY "$SRC/tools/$t.py" --help >th.txt 2>&1
+    desc=$(awk '/^$/ { n++; next } n == 1' th.txt | tr '\n' ' ' | sed 's/ *$//')
+    [[ "$desc" == *. ]] && ok || bad "$t --help: its description stops mid-sentence: '$desc'"
+    grep -q "(default: " th.txt && ok || bad "$t --help shows no defaults"
+done
 finish

@@ -168,7 +168,7 @@ def estimate_exponent(rows, measured, metric):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("config", help="the bitplan config whose table is calibrated")
     ap.add_argument("spec", help="MODULE:FUNCTION: the model and its batches (tools/objective.py)")

@@ -659,7 +659,7 @@ def report_noise(cap):
 
 def main():
     ap = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("spec", help="MODULE:FUNCTION returning the model and its batches "
                                  "(tools/objective.py)")

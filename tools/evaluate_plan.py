@@ -91,7 +91,7 @@ def predicted_vs_measured(task, ref, got, plan_path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("spec", help="MODULE:FUNCTION: the model and held-out batches")
     ap.add_argument("--weights", required=True, help="the plan's quantized weights")

@@ -272,7 +272,8 @@ def load_model(path=os.path.join(OUT, "model.safetensors")):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=64)
