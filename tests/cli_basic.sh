@@ -48,6 +48,8 @@ insp ins/x.gptqmodel "a GPTQModel quantize_config.json"
 insp ins/x.llmcompressor "an llm-compressor recipe"
 insp ins/x.autoround "an AutoRound layer_config (autoround export): 4 layers"
 insp ins/x.llamacpp "a llamacpp export (llama-quantize --tensor-type-file): 4 PATTERN=TYPE rules"
+{ printf 'key 0123\n'; head -1 ins/sensitivity.csv; sed -n 2,4p ins/sensitivity.csv; printf '#done 0\n'; } >journal.partial
+insp journal.partial "the journal of an interrupted sensitivity run: 1 layers complete"
 printf 'layer,wbits,abits,latency\nhead,4,16,1.5\n' >lat.csv
 insp lat.csv "a latency table (--latency): 1 rows"
 printf 'layer,metric,objective,scale\nhead,weight,kl,2\n' >sc.csv
