@@ -79,6 +79,21 @@ static inline float qx_weight(const float *qw, int rmse_type, const float *x, in
            fabsf(x[i]) : sqrtf(fabsf(x[i]));
 }
 
+/* The element of largest magnitude (the first of ties), *amax its magnitude. */
+static float signed_absmax(const float *x, int n, float *amax)
+{
+    float max = 0, a = 0;
+    for (int i = 0; i < n; ++i) {
+        float ax = fabsf(x[i]);
+        if (ax > a) {
+            a = ax;
+            max = x[i];
+        }
+    }
+    *amax = a;
+    return max;
+}
+
 /*
  * Symmetric codes l in [-nmax, nmax) for x = scale * l: start from
  * iscale = -nmax / max (max the element of largest magnitude); with
@@ -91,14 +106,7 @@ static inline float qx_weight(const float *qw, int rmse_type, const float *x, in
 static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type,
                             const float *qw)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax, max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -161,14 +169,7 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse
  */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax, max = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
