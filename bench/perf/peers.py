@@ -26,7 +26,10 @@ Reported per case: the share of weights whose dequantized values differ (beyond
 1e-5 of the row's step: different codes), the output error ||W_hat X^T - W X^T||^2 / n
 of each side, and seconds: the authors' function (their Hessian accumulation
 included for GPTQ), bitplan's whole `bitplan quantize` process, and its
-quantization stage alone (BITPLAN_PROFILE).  Times are the best of --repeat runs.
+quantization stage alone (BITPLAN_PROFILE).  Times are the best of --repeat runs,
+and each side runs at every thread count of --threads (torch.set_num_threads for
+the authors' code; OPENBLAS_NUM_THREADS and BITPLAN_THREADS for bitplan), each
+side's best kept and named: peers at their best, on the same work.
 Prints Markdown.
 """
 import argparse
@@ -89,7 +92,8 @@ def out_error(W, Wq, X):
     return float((D * D).sum() / len(X))
 
 
-def bitplan_quantize(binary, work, W, X, quantizer, bits, repeat, bias=None, abits=16):
+def bitplan_quantize(binary, work, W, X, quantizer, bits, repeat, bias=None, abits=16,
+                     threads=None):
     """bitplan quantize: (dequantized weights, row steps, bias, act grid, whole-process
     seconds, stage seconds)."""
     w = {"l.weight": W}
@@ -107,6 +111,8 @@ def bitplan_quantize(binary, work, W, X, quantizer, bits, repeat, bias=None, abi
                 "output: {dir: out}\n")
     best_wall, best_stage = float("inf"), float("inf")
     env = dict(os.environ, BITPLAN_PROFILE="1")
+    if threads:
+        env.update(OPENBLAS_NUM_THREADS=str(threads), BITPLAN_THREADS=str(threads))
     for _ in range(repeat):
         t = time.time()
         r = subprocess.run([binary, "quantize", "peer.yaml", "--wbits", str(bits), "--abits",
@@ -244,12 +250,14 @@ def main():
     ap.add_argument("--bits", default="3,4")
     ap.add_argument("--abits", default="16,8,4", help="activation widths for ERQ")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", default="1,2",
+                    help="thread counts each side runs at; each side's best is kept")
     a = ap.parse_args()
     a.bitplan = os.path.abspath(a.bitplan)        # bitplan runs in a scratch directory
-    torch.set_num_threads(os.cpu_count() or 1)
+    threads = [int(t) for t in a.threads.split(",")]
     shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
-    print(f"Rows N = {a.rows}; torch {torch.__version__} on {torch.get_num_threads()} threads; "
-          f"best of {a.repeat}.\n")
+    print(f"Rows N = {a.rows}; torch {torch.__version__}; each side at {a.threads} threads, its "
+          f"best kept (threads in brackets); best of {a.repeat}.\n")
     print("| quantizer | layer | W | A | codes differing | output error bitplan / authors | "
           "authors s | bitplan process s | bitplan stage s | authors / process | authors / stage |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -263,25 +271,36 @@ def main():
                 for name, path, ab in runs:
                     if not path:
                         continue
-                    best, Wa, ba = float("inf"), None, None
-                    for _ in range(a.repeat):
-                        if name == "gptq":
-                            Wa, t = gptq_authors(path, W, X, bits)
-                        elif name == "squant":
-                            Wa, t = squant_authors(path, W, bits)
-                        else:
-                            Wa, ba, t = erq_authors(path, W, bias, X, bits, ab)
-                        best = min(best, t)
+                    best, Wa, ba, bt = float("inf"), None, None, 0
+                    for th in threads:
+                        torch.set_num_threads(th)
+                        for _ in range(a.repeat):
+                            if name == "gptq":
+                                Wa, t = gptq_authors(path, W, X, bits)
+                            elif name == "squant":
+                                Wa, t = squant_authors(path, W, bits)
+                            else:
+                                Wa, ba, t = erq_authors(path, W, bias, X, bits, ab)
+                            if t < best:
+                                best, bt = t, th
                     erq = name == "erq"
-                    Wb, step, bb, act, wall, stage = bitplan_quantize(
-                        a.bitplan, work, W, X, name, bits, a.repeat, bias if erq else None, ab)
+                    wall = stage = float("inf")
+                    for th in threads:
+                        Wb, step, bb, act, w_, s_ = bitplan_quantize(
+                            a.bitplan, work, W, X, name, bits, a.repeat, bias if erq else None,
+                            ab, th)
+                        if w_ < wall:
+                            wall, wt = w_, th
+                        if s_ < stage:
+                            stage, st_ = s_, th
                     if erq:
                         ea = erq_out_error(W, bias, Wa, ba, X, ab, None, path)
                         eb = erq_out_error(W, bias, Wb, bb, X, ab, act, path)
                     else:
                         ea, eb = out_error(W, Wa, X), out_error(W, Wb, X)
                     print(f"| {name} | {out}×{d} | {bits} | {ab} | {100 * differ(Wa, Wb, step):.3f} % | "
-                          f"{eb / ea:.4f} | {best:.3f} | {wall:.3f} | {stage:.3f} | "
+                          f"{eb / ea:.4f} | {best:.3f} ({bt}) | {wall:.3f} ({wt}) | "
+                          f"{stage:.3f} ({st_}) | "
                           f"{best / wall:.2f} | {best / stage:.2f} |", flush=True)
 
 
