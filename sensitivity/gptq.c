@@ -100,8 +100,28 @@ static float w_at(const gptq_state *s, int64_t r, int64_t c)
     return s->Wf[r * s->cols + c];
 }
 
-/* Fit per-row (or per-tensor) parameters on columns [c0, c1) of W. */
+static int gptq_fit_params(gptq_state *s, int64_t c0, int64_t c1, bp_error *err);
+
+/* The grid of columns [c0, c1) (those the grid just fitted will quantize)
+ * into the per-element grid, row by row. */
+static void gptq_record(gptq_state *s, int64_t c0, int64_t c1)
+{
+    for (int64_t r = 0; s->es && r < s->rows; r++)
+        for (int64_t c = c0; c < c1; c++)
+            s->es[r * s->cols + c] = s->scale[r], s->ez[r * s->cols + c] = s->zero[r];
+}
+
+/* Fit per-row (or per-tensor) parameters on columns [c0, c1) of W, and
+ * record them as the grid of those columns. */
 static int gptq_fit(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
+{
+    int rc = gptq_fit_params(s, c0, c1, err);
+    if (rc == 0)
+        gptq_record(s, c0, c1);
+    return rc;
+}
+
+static int gptq_fit_params(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
 {
     const bp_qspec *q = &s->spec;
     if (q->granularity == BP_GRAN_TENSOR && s->fixed) {
@@ -148,8 +168,6 @@ static void gptq_block_d(gptq_state *s, int64_t i1, int64_t i2, float *Q, double
             float w = (float)W[r * d + j], q;
             bp_fake_quant(&w, &q, 1, s->scale[r], s->zero[r], s->spec.bits);
             Q[r * d + j] = q;
-            if (s->es)
-                s->es[r * d + j] = s->scale[r], s->ez[r * d + j] = s->zero[r];
             double e = ((double)w - q) / ujj;
             E[r * bw + (j - i1)] = e;
             for (int64_t k = j + 1; k < i2; k++)
@@ -162,14 +180,41 @@ static void gptq_block_d(gptq_state *s, int64_t i1, int64_t i2, float *Q, double
     bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)s->rows * (double)(d - i2) * (double)bw);
 }
 
+/* x clamped to [lo, hi] with comparisons (maxss / minss: vectorised, unlike
+ * fmaxf / fminf, whose NaN rules make them library calls; x is finite). */
+static inline float clampf(float x, float lo, float hi)
+{
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+
 /* rne(x) for |x| <= 2^20 in the default rounding mode: adding 1.5 * 2^23
  * leaves no fraction bits, so the sum rounds x half to even (and vectorises). */
 static inline float rne_small(float x)
 {
     const float magic = 12582912.0f;
-    x = fminf(fmaxf(x, -1048576.0f), 1048576.0f);
+    x = clampf(x, -1048576.0f, 1048576.0f);
     return (x + magic) - magic;
 }
+
+/* B (cols x rows, leading dimension ldb) = A^T for A (rows x cols, leading
+ * dimension lda), in tiles that stay in cache on both sides. */
+static void transpose(const float *A, int64_t lda, int64_t rows, int64_t cols, float *B,
+                      int64_t ldb)
+{
+    enum { T = 32 };
+    for (int64_t r0 = 0; r0 < rows; r0 += T)
+        for (int64_t c0 = 0; c0 < cols; c0 += T) {
+            int64_t r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++)
+                    B[c * ldb + r] = A[r * lda + c];
+        }
+}
+
+/* Columns of a block done one by one before the rest of the block is
+ * updated with one SGEMM. */
+#define GPTQ_SUB 16
 
 /* y -= a x over n floats. */
 static inline void axpy_neg(float *restrict y, const float *restrict x, float a, int64_t n)
@@ -192,29 +237,30 @@ static void gptq_block_f(gptq_state *s, int64_t i1, int64_t i2, float *Q, float 
     float *W = s->Wf, *Wb = s->Wb;
     const float *U = s->Uf, *sc = s->scale, *zp = s->zero;
     float qmax = (float)((1u << s->spec.bits) - 1u);
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t k = 0; k < bw; k++)
-            Wb[k * rows + r] = W[r * d + i1 + k];
+    transpose(W + i1, d, rows, bw, Wb, rows);
     s->b1 = i1, s->b2 = i2;
-    for (int64_t j = i1; j < i2; j++) {
-        if (g > 0 && j % g == 0)
-            gptq_fit(s, j, j + g < d ? j + g : d, NULL);     /* per row: no allocation */
-        float *w = Wb + (j - i1) * rows, *e = Et + (j - i1) * rows;
-        float inv = 1.0f / U[j * d + j];
-        for (int64_t r = 0; r < rows; r++) {
-            float c = fminf(fmaxf(rne_small(w[r] / sc[r]) + zp[r], 0.0f), qmax);
-            float q = sc[r] * (c - zp[r]);
-            e[r] = (w[r] - q) * inv;
-            w[r] = q;                         /* the column is done: keep its value */
+    for (int64_t j1 = i1; j1 < i2; j1 += GPTQ_SUB) {
+        int64_t j2 = j1 + GPTQ_SUB < i2 ? j1 + GPTQ_SUB : i2;
+        for (int64_t j = j1; j < j2; j++) {
+            if (g > 0 && j % g == 0)
+                gptq_fit(s, j, j + g < d ? j + g : d, NULL);     /* per row: no allocation */
+            float *w = Wb + (j - i1) * rows, *e = Et + (j - i1) * rows;
+            float inv = 1.0f / U[j * d + j];
+            for (int64_t r = 0; r < rows; r++) {
+                float c = clampf(rne_small(w[r] / sc[r]) + zp[r], 0.0f, qmax);
+                float q = sc[r] * (c - zp[r]);
+                e[r] = (w[r] - q) * inv;
+                w[r] = q;                         /* the column is done: keep its value */
+            }
+            for (int64_t k = j + 1; k < j2; k++)
+                axpy_neg(Wb + (k - i1) * rows, e, U[j * d + k], rows);
         }
-        for (int64_t r = 0; s->es && r < rows; r++)     /* the grid this column used */
-            s->es[r * d + j] = sc[r], s->ez[r * d + j] = zp[r];
-        for (int64_t k = j + 1; k < i2; k++)
-            axpy_neg(Wb + (k - i1) * rows, e, U[j * d + k], rows);
+        if (j2 < i2)    /* the block's later columns: Wb[j2:i2] -= U[j1:j2, j2:i2]^T Et[j1:j2] */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i2 - j2), (int)rows,
+                        (int)(j2 - j1), -1.0f, U + j1 * d + j2, (int)d, Et + (j1 - i1) * rows,
+                        (int)rows, 1.0f, Wb + (j2 - i1) * rows, (int)rows);
     }
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t k = 0; k < bw; k++)
-            Q[r * d + i1 + k] = Wb[k * rows + r];
+    transpose(Wb, rows, bw, rows, Q + i1, d);
     s->b1 = s->b2 = 0;
     if (i2 < d)         /* W[:, i2:] -= Et^T U[i1:i2, i2:] */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows, (int)(d - i2), (int)bw,

@@ -88,6 +88,14 @@ static int64_t n_groups(const bp_qgrid *g, int64_t in)
 /* Codes from the per-element grid, checked against What; the per-block
  * scales and zeros into S and Z (rows_s x G).  Column j of a row in conv
  * group c belongs to scale group g_idx[c * in + j]. */
+/* nearbyintf(x) in the default rounding mode (half to even), inline: below
+ * 2^22 in magnitude adding 1.5 * 2^23 leaves no fraction bits. */
+static inline float rne(float x)
+{
+    const float magic = 12582912.0f;
+    return fabsf(x) < 4194304.0f ? (x + magic) - magic : nearbyintf(x);
+}
+
 static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const float *es,
                     const float *ez, const int32_t *g_idx, void *codes, float *S, float *Z,
                     bp_error *err)
@@ -109,9 +117,10 @@ static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const fl
                              "(internal error)", l->name, g->granularity);
                 break;
             }
-            float u = fminf(fmaxf(nearbyintf(What[i] / es[i] + ez[i]), 0.0f), maxq);
-            float back = es[i] * (u - ez[i]);
-            if (fabsf(back - What[i]) > 1e-5f * fmaxf(fabsf(What[i]), es[i])) {
+            float u = rne(What[i] / es[i] + ez[i]);
+            u = u < 0.0f ? 0.0f : u > maxq ? maxq : u;     /* comparisons: no libm calls */
+            float back = es[i] * (u - ez[i]), mag = fabsf(What[i]);
+            if (fabsf(back - What[i]) > 1e-5f * (mag > es[i] ? mag : es[i])) {
                 rc = bp_fail(err, "layer '%s': weight %lld is off its grid (%.9g vs %.9g; "
                              "internal error)", l->name, (long long)i, What[i], back);
                 break;
