@@ -291,10 +291,18 @@ static int ip_ctx_init(ip_ctx *x, const bp_problem *p, const bp_solve_opts *o,
  * usable candidates, so GLPK sees coefficients in [0, 1]; the objective is
  * likewise reduced and divided by its largest coefficient sigma.  This keeps
  * errors from 1e-12 to 1e4 and bits up to 1e11 in one well-scaled model.
+ * A layer left with one usable candidate is not in the model at all: its
+ * candidate is taken, its d[c] comes off every row's headroom (which can
+ * only tighten what fits elsewhere), and GLPK sees the layers that are
+ * still to be decided -- after the Lagrangian fixing, a few hundred of
+ * thousands.
  */
 typedef struct ip_model {
     int *col;                     /* n_cand: GLPK column, 0 = not in model */
     int n_cols;
+    int *lrow;                    /* per layer: its GLPK row, 0 when fixed */
+    size_t *only;                 /* per layer: the candidate of a fixed layer */
+    int n_lrows;                  /* layers in the model */
     double *head;                 /* per row: headroom H (after shrink) */
     double *norm;                 /* per row: N, 0 = row left out */
     double sigma;                 /* objective normalisation */
@@ -306,6 +314,8 @@ typedef struct ip_model {
 static void ip_model_free(ip_model *m)
 {
     free(m->col);
+    free(m->lrow);
+    free(m->only);
     free(m->head);
     free(m->norm);
     free(m->ia);
@@ -336,24 +346,47 @@ static int ip_fits(const ip_ctx *x, const ip_row *row, double head, size_t c, si
     return d <= head + 1e-12 * (fabs(row->limit) + fabs(x->min_sum[row->res]));
 }
 
-/* Decide the columns; -1 when some layer keeps no usable candidate. */
+/* Decide the columns and the fixed layers; -1 when some layer keeps no
+ * usable candidate, or the fixed layers alone overspend a row. */
 static int ip_model_columns(const ip_ctx *x, const ip_row *rows, size_t nrows,
                             ip_model *m)
 {
     const bp_problem *p = x->p;
     m->n_cols = 0;
+    m->n_lrows = 0;
     for (size_t l = 0; l < p->n_layers; l++) {
         int any = 0;
+        size_t last = 0;
         for (size_t c = p->first[l]; c < p->first[l + 1]; c++) {
             int ok = x->keep[c] && ip_reduced(x, x->primary, c, l) <= x->cut;
             for (size_t i = 0; ok && i < nrows; i++)
                 ok = ip_fits(x, &rows[i], m->head[i], c, l);
             m->col[c] = ok ? ++m->n_cols : 0;
-            any |= ok;
+            any += ok;
+            if (ok)
+                last = c;
         }
         if (!any)
             return -1;
+        if (any > 1) {
+            m->lrow[l] = ++m->n_lrows;
+            continue;
+        }
+        m->col[last] = 0, m->n_cols--;       /* fixed: its candidate, out of the model */
+        m->lrow[l] = 0, m->only[l] = last;
+        for (size_t i = 0; i < nrows; i++)
+            m->head[i] -= ip_reduced(x, rows[i].res, last, l);
     }
+    for (size_t i = 0; i < nrows; i++) {     /* the fixed layers within every row */
+        double tol = x->integral[rows[i].res]
+                         ? 0.0 : 1e-12 * (fabs(rows[i].limit) + fabs(x->min_sum[rows[i].res]));
+        if (m->head[i] < -tol)
+            return -1;
+    }
+    for (size_t l = 0, k = 0; l < p->n_layers; l++)   /* columns renumbered densely */
+        for (size_t c = p->first[l]; c < p->first[l + 1]; c++)
+            if (m->col[c])
+                m->col[c] = (int)++k;
     return 0;
 }
 
@@ -376,7 +409,8 @@ static void ip_model_scales(const ip_ctx *x, const ip_row *rows, size_t nrows, i
         m->sigma = 1.0;
 }
 
-/* Rows 1..L are the layers; the budget rows with norm > 0 follow. */
+/* Rows 1..L' are the layers still to decide; the budget rows with norm > 0
+ * follow. */
 static void ip_model_matrix(const ip_ctx *x, const ip_row *rows, size_t nrows, ip_model *m)
 {
     const bp_problem *p = x->p;
@@ -386,8 +420,8 @@ static void ip_model_matrix(const ip_ctx *x, const ip_row *rows, size_t nrows, i
             if (!m->col[c])
                 continue;
             k++;
-            m->ia[k] = (int)l + 1, m->ja[k] = m->col[c], m->ar[k] = 1.0;
-            int row = (int)p->n_layers;
+            m->ia[k] = m->lrow[l], m->ja[k] = m->col[c], m->ar[k] = 1.0;
+            int row = m->n_lrows;
             for (size_t i = 0; i < nrows; i++) {
                 if (m->norm[i] == 0.0)
                     continue;
@@ -413,12 +447,14 @@ static int ip_model_build(const ip_ctx *x, const ip_row *rows, size_t nrows,
         return bp_fail(err, "ip: the program is too large for GLPK "
                        "(%zu candidates, %zu layers)", x->n_cand, x->p->n_layers);
     m->col = bp_calloc(x->n_cand, sizeof *m->col, err);
+    m->lrow = bp_calloc(x->p->n_layers + 1, sizeof *m->lrow, err);
+    m->only = bp_calloc(x->p->n_layers + 1, sizeof *m->only, err);
     m->head = bp_calloc(nrows, sizeof *m->head, err);
     m->norm = bp_calloc(nrows, sizeof *m->norm, err);
     m->ia = bp_calloc(nnz_max + 1, sizeof *m->ia, err);
     m->ja = bp_calloc(nnz_max + 1, sizeof *m->ja, err);
     m->ar = bp_calloc(nnz_max + 1, sizeof *m->ar, err);
-    if (!m->col || !m->head || !m->norm || !m->ia || !m->ja || !m->ar)
+    if (!m->col || !m->lrow || !m->only || !m->head || !m->norm || !m->ia || !m->ja || !m->ar)
         return -1;
     for (size_t i = 0; i < nrows; i++)
         m->head[i] = ip_headroom(x, &rows[i], shrink ? shrink[i] : 0.0);
@@ -475,10 +511,10 @@ static void ip_load(const ip_ctx *x, size_t nrows, int obj, const ip_model *m,
     for (size_t i = 0; i < nrows; i++)
         n_budget_rows += m->norm[i] > 0.0;
     glp_set_obj_dir(lp, GLP_MIN);
-    glp_add_rows(lp, (int)p->n_layers + n_budget_rows);
-    for (size_t l = 0; l < p->n_layers; l++)
-        glp_set_row_bnds(lp, (int)l + 1, GLP_FX, 1.0, 1.0);
-    for (size_t i = 0, row = p->n_layers; i < nrows; i++)
+    glp_add_rows(lp, m->n_lrows + n_budget_rows);
+    for (int r = 1; r <= m->n_lrows; r++)
+        glp_set_row_bnds(lp, r, GLP_FX, 1.0, 1.0);
+    for (size_t i = 0, row = (size_t)m->n_lrows; i < nrows; i++)
         if (m->norm[i] > 0.0)
             glp_set_row_bnds(lp, (int)++row, GLP_UP, 0.0, m->head[i] / m->norm[i]);
     glp_add_cols(lp, m->n_cols);
@@ -528,7 +564,11 @@ static int ip_read_plan(const ip_ctx *x, const ip_model *m, glp_prob *lp, size_t
     const bp_problem *p = x->p;
     for (size_t l = 0; l < p->n_layers; l++) {
         int n = 0;
-        for (size_t c = p->first[l]; c < p->first[l + 1]; c++)
+        if (!m->lrow[l]) {
+            choice[l] = m->only[l];
+            continue;
+        }
+        for (size_t c = p->first[l]; lp && c < p->first[l + 1]; c++)
             if (m->col[c] && glp_mip_col_val(lp, m->col[c]) > 0.5)
                 choice[l] = c, n++;
         if (n != 1)
@@ -585,11 +625,12 @@ static double *ip_start_vector(const ip_ctx *x, const ip_model *m, const size_t 
     if (!start)
         return NULL;
     for (size_t l = 0; l < x->p->n_layers; l++)
-        if (!m->col[start[l]])
+        if (m->lrow[l] ? !m->col[start[l]] : start[l] != m->only[l])
             return NULL;
     double *v = calloc((size_t)m->n_cols + 1, sizeof *v);
     for (size_t l = 0; v && l < x->p->n_layers; l++)
-        v[m->col[start[l]]] = 1.0;
+        if (m->lrow[l])
+            v[m->col[start[l]]] = 1.0;
     return v;
 }
 
@@ -635,7 +676,10 @@ static int ip_run(const ip_ctx *x, const ip_row *rows, size_t nrows, const doubl
     int built = ip_model_build(x, rows, nrows, shrink, obj, &m, err);
     if (built == 0)
         out->status = BP_SOLVE_INFEASIBLE;
-    else if (built > 0 && !ip_time_left_ms(x, &ms))
+    else if (built > 0 && m.n_cols == 0) {   /* every layer fixed: that is the plan */
+        ip_read_plan(x, &m, NULL, out->choice);
+        out->status = BP_SOLVE_OPTIMAL, out->have_plan = 1, out->gap_abs = 0.0;
+    } else if (built > 0 && !ip_time_left_ms(x, &ms))
         out->status = BP_SOLVE_TIME_LIMIT;
     else if (built > 0)
         built = ip_glpk(x, nrows, obj, &m, ms, pre, start, out, err) < 0 ? -1 : 1;
@@ -843,10 +887,13 @@ static void ip_sol_reset(bp_solution *sol)
 static int ip_incumbent(ip_ctx *x, size_t *greedy, double *bound)
 {
     *bound = NAN;
-    if (x->n_budgets != 1 || x->budgets[0].res == x->primary || !ip_greedy(x, greedy, bound))
+    double lambda;
+    if (x->n_budgets != 1 || x->budgets[0].res == x->primary ||
+        !ip_greedy(x, greedy, bound, &lambda))
         return 0;
     ip_polish(x, greedy);
     ip_set_cut(x, greedy);
+    ip_lagrange_fix(x, lambda, ip_total(x->p, x->primary, greedy));
     return 1;
 }
 
@@ -932,7 +979,7 @@ static int ip_solve_stages(ip_ctx *x, bp_solution *sol, bp_error *err)
 static int ip_frontier_route(const ip_ctx *x, bp_solution *sol)
 {
     const bp_solve_opts *o = x->o;
-    if (o->n_budgets != 1 || o->objective != BP_RES_ERROR ||
+    if (o->glpk_only || o->n_budgets != 1 || o->objective != BP_RES_ERROR ||
         o->budgets[0].resource == BP_RES_ERROR || !x->p->res[o->budgets[0].resource])
         return 0;
     size_t cap = (size_t)(IP_FRONTIER_ITEMS / (double)x->p->n_layers);

@@ -44,6 +44,8 @@ typedef struct bp_solve_opts {
     size_t n_budgets;
     double time_limit;        /* seconds; <= 0 means none */
     double mip_gap;           /* relative gap; 0 = prove optimality */
+    int glpk_only;            /* skip the exact frontier route (tests: the GLPK route's
+                               * own exactness, Lagrangian fixing included) */
 } bp_solve_opts;
 
 typedef enum bp_solve_status {

@@ -101,8 +101,13 @@ void ip_best_each_layer(const ip_ctx *x, size_t *choice);
 /* 1-swap polish of a feasible plan: budgets kept, (primary, secondary) lowered. */
 void ip_polish(const ip_ctx *x, size_t *choice);
 /* One budget: the multiple-choice knapsack greedy over convex-hull steps;
- * its plan into choice (0) or -1 when it found none, *bound its LP bound. */
-int ip_greedy(const ip_ctx *x, size_t *choice, double *bound);
+ * its plan into choice (0) or -1 when it found none, *bound its LP bound,
+ * *lambda the LP's price of the budget (0 when it does not bind). */
+int ip_greedy(const ip_ctx *x, size_t *choice, double *bound, double *lambda);
+/* Reduced-cost fixing from the budget row's Lagrangian at price lambda
+ * against an incumbent of primary total U (exact); returns how many
+ * candidates were dropped from x->keep. */
+size_t ip_lagrange_fix(ip_ctx *x, double lambda, double U);
 /* Candidates whose reduced primary alone exceeds the incumbent's are cut. */
 void ip_set_cut(ip_ctx *x, const size_t *choice);
 

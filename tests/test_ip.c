@@ -298,6 +298,10 @@ static void test_against_exhaustive(void)
                     set_mode(&in, mode, &o, b, &rng);
                     snprintf(what, sizeof what, "%s mode %d pins %d", kinds[kind], mode, pins);
                     compare(&in, &o, what, id++);
+                    o.glpk_only = 1;       /* the same without the frontier route */
+                    snprintf(what, sizeof what, "%s mode %d pins %d glpk", kinds[kind], mode,
+                             pins);
+                    compare(&in, &o, what, id++);
                 }
     printf("exhaustive: %d instances (%d feasible, %d infeasible)\n", n_compared,
            n_feasible, n_infeasible);
