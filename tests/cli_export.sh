@@ -71,4 +71,10 @@ expect_fail 1 "layers: an empty list" "$BITPLAN" export h_empty.yaml --format au
 printf 'layers:\n  - {name: "fc", wbits: 4, abits: 16, quantizer: "rtn"}\n  - {name: "fc", wbits: 8, abits: 16, quantizer: "rtn"}\n' >h_dup.yaml
 expect_fail 1 "appears twice (layers[0] and layers[1])" "$BITPLAN" export h_dup.yaml --format autoround -o /dev/null -q
 check "errors name the line" bash -c '"$BITPLAN" export h_wbits1.yaml --format autoround -o /dev/null 2>&1 | grep -qE "h_wbits1.yaml:[0-9]+:[0-9]+: layers\[0\]\.wbits"'
+# plans the fuzzer once broke: refused in one line, through export and inspect
+for f in "$SRC"/tests/fuzz_regressions/plan-*; do
+    expect_fail 1 "$(basename "$f")" "$BITPLAN" export "$f" --format gptqmodel -o fz.json
+    expect_fail 1 "$(basename "$f")" "$BITPLAN" inspect "$f"
+done
+check "nothing exported" test ! -e fz.json
 finish

@@ -76,7 +76,7 @@ static const bp_ynode *scalar(const bp_ynode *m, const char *key)
 static int whole(const bp_ynode *v, long lo, long hi, long *out)
 {
     char *end;
-    if (!v || v->quoted || !*v->str)
+    if (!v || v->type != BP_Y_SCALAR || v->quoted || !*v->str)   /* a map or list: no */
         return 0;
     long x = strtol(v->str, &end, 10);
     if (*end || x < lo || x > hi)
@@ -87,7 +87,8 @@ static int whole(const bp_ynode *v, long lo, long hi, long *out)
 
 static int boolean(const bp_ynode *v, int *out)
 {
-    if (!v || v->quoted || (strcmp(v->str, "true") && strcmp(v->str, "false")))
+    if (!v || v->type != BP_Y_SCALAR || v->quoted ||
+        (strcmp(v->str, "true") && strcmp(v->str, "false")))
         return 0;
     *out = !strcmp(v->str, "true");
     return 1;
