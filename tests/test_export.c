@@ -592,6 +592,7 @@ static void test_autoround(void)
 
 static void plan_of(bp_export_plan *p, const char *const *names, const int *bits, size_t n)
 {
+    *p = (bp_export_plan){0};
     p->layers = calloc(n, sizeof *p->layers);
     p->n = n;
     for (size_t i = 0; i < n; i++)
