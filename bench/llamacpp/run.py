@@ -93,9 +93,10 @@ class Bench:
         return run([os.path.join(self.bin, name), *a], name, marker)
 
     def measure(self, gguf, test, base):
+        # "Same top p:" is in the summary only (the column header has no colon)
         out = self.tool("llama-perplexity", "-m", gguf, "-f", test, "-c", str(CTX), "--chunks",
                         str(TEST_CHUNKS), "-t", self.t, "--kl-divergence-base", base,
-                        "--kl-divergence", marker="Same top p")
+                        "--kl-divergence", marker="Same top p:")
         ppl, ppl_se = num(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)\s*±\s*([0-9.]+)", out)
         kld, kld_se = num(r"Mean\s+KLD:\s*([-0-9.]+)\s*±\s*([0-9.]+)", out)
         top, top_se = num(r"Same top p:\s*([0-9.]+)\s*±\s*([0-9.]+)", out)
