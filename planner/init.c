@@ -4,8 +4,9 @@
  *
  * The source is a capture directory (tools/capture.py --out DIR:
  * weights.safetensors with calib.safetensors or stats.safetensors beside
- * it) or a model file (safetensors, a .npy directory, or a GGUF with an
- * importance matrix given separately).  The model is opened exactly as
+ * it) or a model file (safetensors, a .npy directory, or a GGUF; its
+ * importance matrix is taken when exactly one file beside it has
+ * "imatrix" in its name and ends in .gguf or .dat).  The model is opened exactly as
  * `bitplan run` opens it -- the layers found, the calibration checked
  * against them -- and the config chooses from what is there:
  *
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -112,6 +114,54 @@ static int is_gguf(const char *path)
     return got == 4 && bp_gguf_is(head, 4);
 }
 
+/* The importance matrix beside a GGUF: the one regular file in its directory
+ * whose name has "imatrix" in it and ends in .gguf or .dat (llama-imatrix's
+ * two formats) in *out; NULL with *many set when there are several (the
+ * user chooses), NULL when there is none.  -1 on error (err set). */
+static int imatrix_beside(const char *gguf, char **out, int *many, bp_error *err)
+{
+    char *dir = bp_path_dir(gguf, err), *found = NULL;
+    int rc = 0;
+    *many = 0;
+    *out = NULL;
+    if (!dir)
+        return -1;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (!strstr(e->d_name, "imatrix") || n < 5 ||
+            (strcmp(e->d_name + n - 5, ".gguf") && strcmp(e->d_name + n - 4, ".dat")))
+            continue;
+        char *path = bp_path_join(dir, e->d_name, err);
+        if (!path) {
+            rc = -1;
+            break;
+        }
+        if (!is_file(path) || (!strcmp(e->d_name + n - 5, ".gguf") && !is_gguf(path))) {
+            free(path);          /* not a file, or a .gguf that is not one */
+            continue;
+        }
+        if (found) {
+            *many = 1;
+            free(path);
+            free(found);
+            found = NULL;
+            break;
+        }
+        found = path;
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+    if (rc < 0) {
+        free(found);
+        found = NULL;
+    }
+    *out = found;
+    return rc;
+}
+
 /* A YAML double-quoted scalar. */
 static void yq(FILE *fp, const char *s)
 {
@@ -161,8 +211,8 @@ static int calibration_kind(const char *path, bp_error *err)
 }
 
 static void write_config(FILE *fp, const char *src, const char *self, const char *weights,
-                         const char *calib, int cal, int gguf, const bp_model *m, int llm,
-                         size_t uncovered)
+                         const char *calib, int cal, int gguf, const char *imatrix, int many,
+                         const bp_model *m, int llm, size_t uncovered)
 {
     int64_t params = 0;
     for (size_t i = 0; i < m->n_layers; i++)
@@ -184,9 +234,15 @@ static void write_config(FILE *fp, const char *src, const char *self, const char
         yq(fp, calib);
         fprintf(fp, "%s\n", cal & CAL_STATS ? "   # statistics (capture.py --stats)"
                                             : "   # the inputs each layer saw (capture.py)");
+    } else if (gguf && imatrix) {
+        fprintf(fp, "  imatrix: ");
+        yq(fp, imatrix);
+        fprintf(fp, "   # llama-imatrix's output, found beside the model: weighs each column "
+                    "as llama.cpp's quantizers do\n");
     } else if (gguf) {
         fprintf(fp, "  # imatrix: imatrix.gguf     # llama-imatrix's output: weighs each column "
-                    "as llama.cpp's quantizers do\n");
+                    "as llama.cpp's quantizers do%s\n",
+                many ? " (several files beside the model could be it: name one)" : "");
     } else if (uncovered) {
         fprintf(fp, "  # calibration: left out: it has no inputs for %zu of the %zu layers "
                     "(capture them all to plan with data)\n", uncovered, m->n_layers);
@@ -246,8 +302,9 @@ static void write_config(FILE *fp, const char *src, const char *self, const char
 int bp_init(const char *src, const char *out, bp_error *err)
 {
     char *weights = NULL, *calib = NULL, *odir = NULL, *rw = NULL, *rc_ = NULL;
+    char *imatrix = NULL, *ri = NULL;
     bp_model m;
-    int have_model = 0, rc = -1, gguf = 0, cal = 0;
+    int have_model = 0, rc = -1, gguf = 0, cal = 0, many = 0;
     size_t uncovered = 0;    /* layers the calibration file has no inputs for */
     memset(&m, 0, sizeof m);
     struct stat ost;
@@ -277,6 +334,8 @@ int bp_init(const char *src, const char *out, bp_error *err)
     } else if (is_file(src)) {
         weights = bp_strdup(src, err);
         gguf = is_gguf(src);
+        if (gguf && imatrix_beside(src, &imatrix, &many, err) < 0)
+            goto done;
     } else {
         bp_fail(err, "%s: no such file or directory (expected a capture directory, a "
                 "safetensors or GGUF model)", src);
@@ -287,8 +346,15 @@ int bp_init(const char *src, const char *out, bp_error *err)
     if (calib && (cal = calibration_kind(calib, err)) < 0)
         goto done;
     char *all[] = {"*"};
-    if (bp_model_open(&m, weights, calib, NULL, all, 1, NULL, 0, err) < 0)
+    if (bp_model_open(&m, weights, calib, imatrix, all, 1, NULL, 0, err) < 0) {
+        if (imatrix) {
+            char why[sizeof err->msg];
+            memcpy(why, err->msg, sizeof why);
+            bp_fail(err, "%s (an imatrix found beside the model: move it away, or write the "
+                    "config by hand)", why);
+        }
         goto done;
+    }
     have_model = 1;
     size_t covered = 0;
     for (size_t i = 0; i < m.n_layers; i++)
@@ -311,7 +377,8 @@ int bp_init(const char *src, const char *out, bp_error *err)
     }
     const char *where = out && strcmp(out, "-") ? out : "./x";
     if (!(odir = bp_path_dir(where, err)) || !(rw = relative_path(odir, weights, err)) ||
-        (calib && !(rc_ = relative_path(odir, calib, err))))
+        (calib && !(rc_ = relative_path(odir, calib, err))) ||
+        (imatrix && !(ri = relative_path(odir, imatrix, err))))
         goto done;
     char *text = NULL;
     size_t n = 0;
@@ -320,7 +387,7 @@ int bp_init(const char *src, const char *out, bp_error *err)
         bp_fail(err, "out of memory");
         goto done;
     }
-    write_config(mem, src, out && strcmp(out, "-") ? out : "CONFIG", rw, rc_, cal, gguf, &m,
+    write_config(mem, src, out && strcmp(out, "-") ? out : "CONFIG", rw, rc_, cal, gguf, ri, many, &m,
                  llm_shaped(&m), uncovered);
     fclose(mem);
     if (!out || !strcmp(out, "-")) {
@@ -345,6 +412,6 @@ int bp_init(const char *src, const char *out, bp_error *err)
 done:
     if (have_model)
         bp_model_close(&m);
-    free(weights), free(calib), free(odir), free(rw), free(rc_);
+    free(weights), free(calib), free(odir), free(rw), free(rc_), free(imatrix), free(ri);
     return rc;
 }

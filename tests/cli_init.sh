@@ -54,6 +54,18 @@ check "GGUF: the llamacpp export" grep -q 'formats: \[yaml, json, llamacpp\]' g/
 check "GGUF: a bits-per-weight budget" grep -q '^  bpw: ' g/cfg.yaml
 check "GGUF: it runs" "$BITPLAN" run g/cfg.yaml -q
 check "GGUF: the llama-quantize command" test -s g/out/tensor-types.txt.cmd
+check "GGUF: two imatrix files beside it: the user names one" \
+    grep -q '^  # imatrix: .*several files beside the model could be it' g/cfg.yaml
+# the one imatrix beside the GGUF is taken (and checked against the model)
+mkdir -p g1 && cp g/model.gguf g/model.imatrix.dat g1/
+"$BITPLAN" init g1/model.gguf -o g1/cfg.yaml -q
+check "GGUF: the imatrix beside it" grep -q '^  imatrix: "model.imatrix.dat"' g1/cfg.yaml
+check "GGUF + imatrix: it runs" "$BITPLAN" run g1/cfg.yaml -q
+check "GGUF + imatrix: the command passes it to llama-quantize" \
+    grep -q -- '--imatrix' g1/out/tensor-types.txt.cmd
+mkdir -p g2 && cp g/model.gguf g2/ && printf 'not an imatrix' >g2/model.imatrix.dat
+expect_fail 1 "an imatrix found beside the model" "$BITPLAN" init g2/model.gguf -o g2/cfg.yaml
+check "nothing written" test ! -e g2/cfg.yaml
 
 # LLM-shaped layer names: per-group weights, the LLM exports
 /usr/bin/python3 - <<'PYEOF'

@@ -14,8 +14,8 @@ llama-perplexity's chunks do.
     arch applies it), ffn_norm, ffn_gate, ffn_up (E -> F), ffn_down (F -> E),
     SwiGLU; output_norm, output (E -> V).  No biases, nothing tied.
 
-Sizes (--size): small E 256, 4 blocks, 4 heads, F 768 (1,500 steps); large E
-512, 3 blocks, 8 heads, F 1024 (700 steps); batches of 16 windows of 128
+Sizes (--size): small E 256, 4 blocks, 4 heads, F 768 (800 steps); large E
+512, 3 blocks, 8 heads, F 1024 (400 steps); batches of 16 windows of 128
 tokens; rows multiples of 256, as llama.cpp's k-quants need.
 Seeded and deterministic (--threads fixed).  Writes MODEL-f16.gguf (matrices
 F16, norms F32) and, beside it, the text splits llama.cpp's tools read:
@@ -40,8 +40,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_lm import fortunes  # noqa: E402
 
-SIZES = {"small": dict(embd=256, blocks=4, heads=4, ff=768, steps=1500, lr=3e-3),
-         "large": dict(embd=512, blocks=3, heads=8, ff=1024, steps=700, lr=2e-3)}
+SIZES = {"small": dict(embd=256, blocks=4, heads=4, ff=768, steps=800, lr=3e-3),
+         "large": dict(embd=512, blocks=3, heads=8, ff=1024, steps=400, lr=2e-3)}
 CTX, BATCH, EPS, ROPE_BASE = 128, 16, 1e-5, 10000.0
 
 # ---- the tokenizer: llama.cpp's SPM over single characters ----------------------------
