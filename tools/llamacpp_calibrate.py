@@ -35,17 +35,24 @@ import time
 
 
 def run(cmd, what):
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    """The command's output (stdout and stderr, through a file: a pipe that
+    Python drains slowly on a busy machine holds llama.cpp's log thread back,
+    and what it has not written when the process exits is lost)."""
+    with tempfile.TemporaryFile("w+") as f:
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        f.seek(0)
+        out = f.read()
     if r.returncode != 0:
-        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+        tail = " | ".join(out.strip().splitlines()[-3:])
         raise SystemExit(f"llamacpp_calibrate: {what} failed (exit {r.returncode}): {tail}")
-    return r.stdout + r.stderr
+    return out
 
 
-def run_until(cmd, what, marker, tries=5):
+def run_until(cmd, what, marker, tries=20):
     """run(), again while the output lacks marker: llama.cpp's tools log from a
     worker thread that may drop the last lines when the process exits
-    (common/log.cpp leaves its logger unflushed at exit)."""
+    (common/log.cpp leaves its logger unflushed at exit), more often on a busy
+    machine."""
     for _ in range(tries):
         out = run(cmd, what)
         if marker in out:
@@ -164,12 +171,18 @@ def main():
                       file=sys.stderr)
         if tty:
             print(file=sys.stderr)
-        tmp_out = args.out + ".tmp"
-        with open(tmp_out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(out[0]), lineterminator="\n")
-            w.writeheader()
-            w.writerows(out)
-        os.replace(tmp_out, args.out)
+        # written whole beside the output (a name of our own, never the user's), then renamed
+        fd, tmp_out = tempfile.mkstemp(prefix=".scales-", suffix=".tmp",
+                                       dir=os.path.dirname(os.path.abspath(args.out)))
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(out[0]), lineterminator="\n")
+                w.writeheader()
+                w.writerows(out)
+            os.replace(tmp_out, args.out)
+        except BaseException:
+            os.unlink(tmp_out)
+            raise
         if not args.quiet:
             print(f"llamacpp_calibrate: {len(out)} tensors measured at {t}: {args.out}",
                   file=sys.stderr)

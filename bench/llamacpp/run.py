@@ -36,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,12 +49,15 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(cmd, what, marker=None, tries=5, env=None):
+def run(cmd, what, marker=None, tries=20, env=None):
     """Run a command (again while its output lacks marker: llama.cpp's logger
-    may drop its last lines at exit)."""
+    may drop its last lines at exit, more often on a busy machine); its output
+    goes through a file, which never holds the logger back as a pipe can."""
     for _ in range(tries):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        out = r.stdout + r.stderr
+        with tempfile.TemporaryFile("w+") as f:
+            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
+            f.seek(0)
+            out = f.read()
         if r.returncode != 0:
             raise SystemExit(f"{what} failed (exit {r.returncode}): "
                              + " | ".join(out.strip().splitlines()[-3:]))
