@@ -14,7 +14,8 @@ P="$WORK/prefix"
 check "install" cmake --install "$BUILD" --prefix "$P"
 for f in bin/bitplan include/bitplan.h share/bitplan/tools/capture.py \
          share/bitplan/tools/objective.py bin/bitplan-capture bin/bitplan-calibrate \
-         bin/bitplan-refine-plan bin/bitplan-evaluate-plan bin/bitplan-measure-deltas; do
+         bin/bitplan-refine-plan bin/bitplan-evaluate-plan bin/bitplan-measure-deltas \
+         bin/bitplan-llamacpp-calibrate; do
     check "installed $f" test -e "$P/$f"
 done
 pc=$(find "$P" -name bitplan.pc)
@@ -71,6 +72,10 @@ check "the installed command plans the same" bash -c "'$P/bin/bitplan' solve dem
 check "the shared library exports the public API only" bash -c "! nm -D --defined-only '$lib/libbitplan.so' | awk '{print \$3}' | grep -v '^_' | grep -qv '^bp_'"
 check "bp_open is exported" bash -c "nm -D --defined-only '$lib/libbitplan.so' | grep -q ' bp_open$'"
 check "bp_run_sensitivity is not" bash -c "! nm -D --defined-only '$lib/libbitplan.so' | grep -q ' bp_run_sensitivity$'"
+if [ -x /usr/bin/python3 ]; then
+    check "bitplan-llamacpp-calibrate runs the installed tool (no PyTorch)" \
+        bash -c "'$P/bin/bitplan-llamacpp-calibrate' --help | grep -q -- '--llama-bin'"
+fi
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     check "bitplan-capture runs the installed tool" bash -c "'$P/bin/bitplan-capture' --help | grep -q -- '--fisher'"
 fi
