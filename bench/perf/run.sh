@@ -42,7 +42,7 @@ config() {
     cat >"$1/bench.yaml" <<YAML
 model: {weights: $2, calibration: $3}
 candidates: {wbits: [$W], abits: [$A]}
-weights: {quantizer: $4, range: minmax}
+weights: {quantizer: $4, range: minmax, scales: fp32}   # float32 steps, as naive.py rounds them
 activations: {range: minmax}
 metric: mse
 budget: {avg_bits: 4}
@@ -122,7 +122,7 @@ $PY "$SRC/bench/perf/make_layers.py" "$WORK/blk" 1 8192
 cat >"$WORK/blk/bench.yaml" <<YAML
 model: {weights: model.safetensors, calibration: calib.safetensors}
 candidates: {wbits: [2, 3, 4, 6, 8], abits: [8, 16]}
-weights: {quantizer: rtn}
+weights: {quantizer: rtn, scales: fp32}   # float32 steps, as torch_loop.py rounds them
 metric: mse
 budget: {avg_bits: 4}
 output: {dir: out}
