@@ -68,21 +68,26 @@ expect_fail 1 "an imatrix found beside the model" "$BITPLAN" init g2/model.gguf 
 check "nothing written" test ! -e g2/cfg.yaml
 
 # LLM-shaped layer names: per-group weights, the LLM exports
-/usr/bin/python3 - <<'PYEOF'
-import json, random, struct
-random.seed(0)
-names = [f"model.layers.{i}.{k}.weight" for i in range(2)
-         for k in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj")]
-hdr, data, off = {}, b"", 0
-for n in names:
-    v = struct.pack("<4096f", *(random.gauss(0, 0.02) for _ in range(4096)))
-    hdr[n] = {"dtype": "F32", "shape": [16, 256], "data_offsets": [off, off + len(v)]}
-    data += v
-    off += len(v)
-h = json.dumps(hdr).encode()
-h += b" " * (-len(h) % 8)
-open("llm.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + data)
-PYEOF
+# (written with perl, which every Debian has: no Python needed for this test)
+perl -e '
+srand(1);
+my ($hdr, $data, $off) = ("{", "", 0);
+for my $i (0, 1) {
+    for my $k ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj") {
+        my @v = map { 0.02 * sqrt(-2 * log(1 - rand())) * cos(6.283185307 * rand()) } 1 .. 4096;
+        my $bytes = pack("f<*", @v);
+        $hdr .= "," if $off;
+        $hdr .= sprintf("\"model.layers.%d.%s.weight\":{\"dtype\":\"F32\",\"shape\":[16,256],"
+                        . "\"data_offsets\":[%d,%d]}", $i, $k, $off, $off + length $bytes);
+        $data .= $bytes;
+        $off += length $bytes;
+    }
+}
+$hdr .= "}";
+$hdr .= " " x ((8 - length($hdr) % 8) % 8);
+open(my $f, ">:raw", "llm.safetensors") or die;
+print $f pack("Q<", length $hdr), $hdr, $data;
+'
 "$BITPLAN" init llm.safetensors -o llm.yaml -q
 check "LLM: per-group weights" grep -q '^  group_size: 128' llm.yaml
 check "LLM: GPTQModel and llm-compressor exports" grep -q 'formats: \[yaml, json, gptqmodel, llmcompressor\]' llm.yaml

@@ -8,7 +8,9 @@
 #   tools/bootstrap.sh mpi      also Open MPI (libopenmpi-dev, openmpi-bin), for the
 #                               distributed build (-DBITPLAN_MPI=ON)
 set -e
-pkgs="build-essential cmake pkg-config libglpk-dev libopenblas-dev liblapacke-dev libyaml-dev"
+# (libgfortran-12-dev: `pkg-config --static` links OpenBLAS with -lgfortran)
+pkgs="build-essential cmake pkg-config libglpk-dev libopenblas-dev liblapacke-dev libyaml-dev
+      libgfortran-12-dev"
 case "${1:-}" in
     "") ;;
     python) pkgs="$pkgs python3-torch python3-numpy" ;;
