@@ -116,9 +116,13 @@ def main():
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args()
     quant, ppl = find("llama-quantize", args.llama_bin), find("llama-perplexity", args.llama_bin)
-    bitplan = os.environ.get("BITPLAN") or shutil.which("bitplan")
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build",
+                        "bitplan")                      # a source tree's build
+    bitplan = (os.environ.get("BITPLAN") or shutil.which("bitplan")
+               or (here if os.access(here, os.X_OK) else None))
     if not bitplan:
-        raise SystemExit("llamacpp_calibrate: bitplan not found (set BITPLAN or PATH)")
+        raise SystemExit("llamacpp_calibrate: bitplan not found (set BITPLAN, put it on PATH, "
+                         "or build it in build/)")
     if not os.path.isfile(args.text):
         raise SystemExit(f"llamacpp_calibrate: {args.text}: no such file")
     model, imatrix = config_paths(args.config)
