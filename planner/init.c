@@ -22,6 +22,7 @@
  */
 #include "../include/bitplan.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -29,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -387,8 +387,8 @@ int bp_init(const char *src, const char *out, bp_error *err)
         bp_fail(err, "out of memory");
         goto done;
     }
-    write_config(mem, src, out && strcmp(out, "-") ? out : "CONFIG", rw, rc_, cal, gguf, ri, many, &m,
-                 llm_shaped(&m), uncovered);
+    write_config(mem, src, out && strcmp(out, "-") ? out : "CONFIG", rw, rc_, cal, gguf, ri,
+                 many, &m, llm_shaped(&m), uncovered);
     fclose(mem);
     if (!out || !strcmp(out, "-")) {
         rc = fwrite(text, 1, n, stdout) == n ? 0 : bp_fail(err, "cannot write to stdout");

@@ -656,14 +656,7 @@ static void quantize_q8_0(const float *x, int64_t n, uint8_t *y)
 static float iq4_block_scale(const float *xb, const float *w, uint8_t *Lb, int ntry)
 {
     const int8_t *values = iq4nl_values;
-    float amax = 0, max = 0;
-    for (int j = 0; j < QK; ++j) {
-        float ax = fabsf(xb[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = xb[j];
-        }
-    }
+    float amax, max = signed_absmax(xb, QK, &amax);
     if (amax < GROUP_MAX_EPS)
         return 0;
     float d = ntry > 0 ? -max / values[0] : max / values[0];
