@@ -321,11 +321,7 @@ def markdown(rows, pred_rows, base, notes, args):
             sign = 1                                # deltas are degradations already
             cells = []
             for m in METRICS:
-                per = []
-                for w in (3, 4, 5):
-                    rr = [r for r in mine if r["wbits"] == w]
-                    per.append(spearman([r[f"pred_{m}"] for r in rr],
-                                        [sign * r["task"] for r in rr]))
+                per = task_spearman(mine, m)
                 allr = spearman([r[f"pred_{m}"] for r in mine], [sign * r["task"] for r in mine])
                 kl = float(np.nanmean([spearman([r[f"pred_{m}"] for r in mine if r["wbits"] == w],
                                                 [r["kl"] for r in mine if r["wbits"] == w])
@@ -344,7 +340,17 @@ def markdown(rows, pred_rows, base, notes, args):
     return "\n".join(out) + "\n"
 
 
-def summary(rows, base, args):
+def task_spearman(mine, m):
+    """Spearman of predictor m against the measured single-layer task-metric
+    change (a degradation), over the layers at each weight width of 3, 4, 5."""
+    per = []
+    for w in (3, 4, 5):
+        rr = [r for r in mine if r["wbits"] == w]
+        per.append(spearman([r[f"pred_{m}"] for r in rr], [r["task"] for r in rr]))
+    return per
+
+
+def summary(rows, base, args, pred_rows):
     """One line per model for the README: the default route's plans (IP and
     refined) against uniform, and how far predictions are from what was measured."""
     out = ["| model | task metric (float) | plans better / even / worse than uniform | "
@@ -365,6 +371,17 @@ def summary(rows, base, args):
         out.append(f"| {arch} | {TASK[arch]} ({100 * f:.2f} %) | {count['better']} / "
                    f"{count['even']} / {count['worse']} | {100 * best:+.2f} | "
                    f"{min(ratios):.2f}–{max(ratios):.2f} |")
+    out += ["", "Spearman of each metric against the measured single-layer change of the task "
+            "metric (per width, averaged over widths and quantizers):", "",
+            "| model | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
+    for arch in args.models:
+        cells = []
+        for m in METRICS:
+            per_q = [float(np.nanmean(task_spearman(
+                [r for r in pred_rows if r["model"] == arch and r["quantizer"] == q], m)))
+                for q in args.quantizers]
+            cells.append(f"{np.nanmean(per_q):.2f}")
+        out.append(f"| {arch} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -443,7 +460,7 @@ def main():
             w.writerows(data)
     md = markdown(rows, pred_rows, base, notes, args)
     with open(os.path.join(args.out, "summary.md"), "w") as f:
-        f.write(summary(rows, base, args))
+        f.write(summary(rows, base, args, pred_rows))
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md)
     plot(rows, base, args)
