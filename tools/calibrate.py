@@ -32,7 +32,13 @@ additive units, u = measured^(1 / exponent), with exponent 1 for kl and loss,
 (the median log-log slope between each layer's points, in [0.25, 1]; or
 --exponent).  At each measured width the scale is u / the metric (summed over
 quantizers); between measured widths its logarithm is interpolated, beyond
-them it is held.  It writes
+them it is held.  Flips are counts, and a layer measured at 5 bits may flip
+2 of 2,048 decisions where its true rate is 5: the integer program would pick
+exactly the candidates whose counts came out low and the plan would predict
+half of what it loses.  So for flips the ratios are estimated from all counts
+together (a Poisson model with a layer effect and a width effect, and each
+point's own departure from it kept as far as the counts' excess over Poisson
+noise supports it: smooth_counts()).  It writes
 
     layer,metric,objective,exponent,wbits,scale,points,measured,predicted
 
@@ -43,7 +49,8 @@ scales.csv`) then multiplies every candidate's error by its layer's scale:
 the plan's predicted_error is in additive units, its `predicted` the
 objective (predicted_error^exponent), and `max_error` budgets are in the
 objective's units, the loss the user will measure.  A layer whose measured
-change is zero at every point takes the median scale of the others.  Cost:
+change is zero at every point (kl, loss, metric) takes the median scale of
+the others.  Cost:
 about two passes over the batches per layer and quantizer
 (tools/measure_deltas.py measures every candidate).  MODULE:FUNCTION
 follows tools/objective.py.
@@ -105,47 +112,108 @@ def resolved(value, objective, counts):
     return value > 0
 
 
-def fit(rows, measured, metrics, exponent, widths):
+def fit(rows, measured, metrics, exponent, widths, counts=None):
     """{(layer, metric, wbits): (scale, points, measured, predicted)} for every
-    quantized width of each layer: in additive units u = measured^(1 /
+    quantized width of each layer.  In additive units u = measured^(1 /
     exponent), the ratio u / predicted at each measured width (summed over
-    quantizers), interpolated in its logarithm between measured widths and
-    held flat beyond them; a layer with nothing measured takes, per width,
-    the median ratio of the others."""
-    acc = {}                                    # (layer, metric, w) -> [n, u, p]
+    quantizers).  Where the objective counts decisions (counts: how many;
+    flips) the ratios are estimated from the counts by smooth_counts(): a
+    layer that flips 2 of 2,048 decisions at 5 bits could as well have
+    flipped 0 or 5, and the integer program would pick exactly the
+    candidates whose counts came out low.  Between measured widths the
+    logarithm of the ratio is interpolated, beyond them held flat; a layer
+    with nothing measured (or, without counts, no change at any width)
+    takes, per width, the median ratio of the others."""
+    acc = {}                                    # (layer, metric, w) -> [n, u, p, k]
     for r, m in zip(rows, measured):
         w = int(r["wbits"])
         for k in metrics:
             p = float(r[k])
             if p > 0:
-                s = acc.setdefault((r["layer"], k, w), [0, 0.0, 0.0])
+                s = acc.setdefault((r["layer"], k, w), [0, 0.0, 0.0, 0.0])
                 s[0] += 1
                 s[1] += max(m, 0.0) ** (1.0 / exponent)
                 s[2] += p
+                s[3] += max(m, 0.0) * counts if counts else 0.0
+    ratio = {}
+    for k in metrics:
+        mine = {(l, w): v for (l, kk, w), v in acc.items() if kk == k}
+        if counts:
+            ratio.update({(l, k, w): r for (l, w), r in
+                          smooth_counts(mine, exponent, counts).items()})
+        else:
+            ratio.update({(l, k, w): us / ps for (l, w), (n, us, ps, _) in mine.items()
+                          if us > 0})
     out, pooled = {}, {}
     for layer, ws in widths.items():
         for k in metrics:
-            known = sorted((w, us / ps) for (l, kk, w), (n, us, ps) in acc.items()
-                           if l == layer and kk == k and us > 0)
+            known = sorted((w, np.log(r)) for (l, kk, w), r in ratio.items()
+                           if l == layer and kk == k)
             for w in ws:
-                n, us, ps = acc.get((layer, k, w), (0, 0.0, 0.0))
+                n, us, ps, _ = acc.get((layer, k, w), (0, 0.0, 0.0, 0.0))
                 if not known:
                     out[(layer, k, w)] = [None, n, us, ps]
                     continue
                 below = [x for x in known if x[0] <= w]
                 above = [x for x in known if x[0] >= w]
                 if below and above and below[-1][0] != above[0][0]:
-                    (w0, r0), (w1, r1) = below[-1], above[0]
+                    (w0, y0), (w1, y1) = below[-1], above[0]
                     t = (w - w0) / (w1 - w0)
-                    ratio = float(np.exp((1 - t) * np.log(r0) + t * np.log(r1)))
+                    y = (1 - t) * y0 + t * y1
                 else:
-                    ratio = (below[-1] if below else above[0])[1]
-                out[(layer, k, w)] = [ratio, n, us, ps]
-                pooled.setdefault((k, w), []).append(ratio)
+                    y = (below[-1] if below else above[0])[1]
+                out[(layer, k, w)] = [float(np.exp(y)), n, us, ps]
+                pooled.setdefault((k, w), []).append(float(np.exp(y)))
     for key, v in out.items():
         if v[0] is None:
             pool = pooled.get((key[1], key[2]))
             v[0] = float(np.median(pool)) if pool else 0.0
+    return out
+
+
+def smooth_counts(points, exponent, counts):
+    """{(layer, width): (n, u, p, k)} -> {(layer, width): ratio u / p}, from
+    the counts k (flipped decisions, summed over n quantizers) rather than
+    from each point alone.  If the scales were exact, k would be Poisson
+    with mean n counts (r p / n)^exponent.  The model: mean mu = exp(c_width
+    + d_layer) x, x = (p / n)^exponent, fitted by Poisson maximum likelihood
+    (iterative proportional fitting; half a count of prior on each effect,
+    so that a layer that flipped nothing still has a finite effect); each
+    point's own departure from it is a gamma factor whose variance is
+    estimated from the counts' excess over Poisson noise (method of
+    moments), and its posterior mean (alpha + k) / (alpha + mu) is kept.  A
+    point of hundreds of counts keeps about what it measured; a point of a
+    few counts leans on its layer's other widths and on how all layers move
+    between widths.  Zero counts are evidence (a low rate), not gaps."""
+    keys = [key for key, v in points.items() if v[2] > 0]
+    if not keys:
+        return {}
+    layers = sorted({l for l, _ in keys})
+    widths = sorted({w for _, w in keys})
+    x = {key: (points[key][2] / points[key][0]) ** exponent for key in keys}
+    kk = {key: points[key][3] for key in keys}
+    c = {w: 0.0 for w in widths}
+    d = {l: 0.0 for l in layers}
+    for _ in range(500):
+        prev = dict(d)
+        for l in layers:
+            mine = [key for key in keys if key[0] == l]
+            d[l] = np.log((sum(kk[key] for key in mine) + 0.5) /
+                          sum(np.exp(c[key[1]]) * x[key] for key in mine))
+        for w in widths:
+            mine = [key for key in keys if key[1] == w]
+            c[w] = np.log((sum(kk[key] for key in mine) + 0.5) /
+                          sum(np.exp(d[key[0]]) * x[key] for key in mine))
+        if max(abs(d[l] - prev[l]) for l in layers) < 1e-12:
+            break
+    mu = {key: np.exp(c[key[1]] + d[key[0]]) * x[key] for key in keys}
+    excess = sum((kk[key] - mu[key]) ** 2 - kk[key] for key in keys)
+    phi = excess / sum(mu[key] ** 2 for key in keys)     # variance of the gamma factor
+    out = {}
+    for key in keys:
+        lam = mu[key] if phi <= 0 else (1 / phi + kk[key]) / (1 / phi + mu[key]) * mu[key]
+        n, _, p, _ = points[key]
+        out[key] = n * (lam / n / counts) ** (1.0 / exponent) / p
     return out
 
 
@@ -241,7 +309,8 @@ def main():
     every = {}                     # every candidate width (16 too: its activation error)
     for r in rows:
         every.setdefault(r["layer"], set()).add(int(r["wbits"]))
-    scales = fit(prows, values, metrics, exponent, {l: sorted(w) for l, w in every.items()})
+    scales = fit(prows, values, metrics, exponent, {l: sorted(w) for l, w in every.items()},
+                 counts if args.objective == "flips" else None)
     out = os.path.abspath(args.output)
     fd, tmp = tempfile.mkstemp(prefix=".scales-", dir=os.path.dirname(out))
     with os.fdopen(fd, "w", newline="") as f:
