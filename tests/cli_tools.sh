@@ -145,6 +145,9 @@ assert rows and all(r["objective"] == "flips" and float(r["exponent"]) == 0.5 fo
 for layer in ("conv", "dw", "head"):
     assert len({r["wbits"] for r in rows if r["layer"] == layer and r["points"] != "0"}) >= 2, layer
 PYEOF
+# flips scales from all counts together: closer to the truth than each point
+# alone, the lowest pick far less biased, well-measured points kept
+check "calibrate: scales from few flip counts" $PY "$SRC/tests/calibrate_counts.py"
 expect_fail 1 "objective 'loss' needs the user's loss" $PY "$SRC/tools/calibrate.py" cfg.yaml capture_fixture:build_shared -o x.csv --objective loss
 
 # refine_plan: the search's plan is no worse than any seed on its half of the

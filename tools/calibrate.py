@@ -207,8 +207,16 @@ def smooth_counts(points, exponent, counts):
         if max(abs(d[l] - prev[l]) for l in layers) < 1e-12:
             break
     mu = {key: np.exp(c[key[1]] + d[key[0]]) * x[key] for key in keys}
-    excess = sum((kk[key] - mu[key]) ** 2 - kk[key] for key in keys)
-    phi = excess / sum(mu[key] ** 2 for key in keys)     # variance of the gamma factor
+    # the variance phi of the gamma factor: each point's ((k - mu)^2 - k) /
+    # mu^2 estimates it, with a variance of about 2 (phi + 1 / mu)^2; their
+    # mean weighted by the inverse of that (iterated from phi = 0, where the
+    # weights are mu^2), with the effects' degrees of freedom given back
+    df = len(keys) - len(layers) - len(widths) + 1
+    z = {key: ((kk[key] - mu[key]) ** 2 - kk[key]) / mu[key] ** 2 for key in keys}
+    phi = 0.0
+    for _ in range(20 if df > 0 else 0):
+        wt = {key: (max(phi, 0.0) + 1 / mu[key]) ** -2 for key in keys}
+        phi = sum(wt[key] * z[key] for key in keys) / sum(wt.values()) * len(keys) / df
     out = {}
     for key in keys:
         lam = mu[key] if phi <= 0 else (1 / phi + kk[key]) / (1 / phi + mu[key]) * mu[key]
