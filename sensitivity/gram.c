@@ -627,11 +627,13 @@ static int gram_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
         g->M = bp_malloc(rd * sizeof(double), err);
     if (!g->A || !g->M)
         return -1;
-    if (!quantized(g) || (g->w_of == W && (!has_factors(fs) || same_factors(g, fs))))
+    if (!quantized(g) || (g->w_of == W && !g->totals && (!has_factors(fs) ||
+                                                         same_factors(g, fs))))
         return 0;
     double nn = (double)g->n, fd = (double)d, fr = (double)rows;
     int by_rows = !g->st && 4.0 * nn * fd * fr < 3.0 * nn * fd * fd + 4.0 * fr * fd * fd;
-    int fresh = g->w_of != W;
+    int fresh = g->w_of != W || g->totals;
+    g->totals = 0;
     if (fresh || by_rows) {
         free(g->Q);
         free(g->e0);
@@ -856,5 +858,166 @@ int bp_input_gram(const float *X, int64_t n, int64_t ldx, int64_t xoff, int64_t 
         for (int64_t j = 0; j < i; j++)
             G[i * da + j] = G[j * da + i];
     free(buf);
+    return 0;
+}
+
+/*
+ * Layer totals without rows (gram.h): sum_r e_r = <dW^T dW, Gb> + 2 <dW, Q>
+ * + sum_r e0_r, with dW^T dW formed once per weights (dsyrk, rows d^2 flops,
+ * half of what the rows' dsymm costs per candidate) and shared by every
+ * activation width; <A, B> over upper triangles.
+ */
+int bp_gram_outer(const float *W, const float *What, int64_t rows, int64_t ldw, int64_t d,
+                  double *M, bp_error *err)
+{
+    int64_t chunk = rows < GRAM_CHUNK_ROWS ? rows : GRAM_CHUNK_ROWS;
+    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    if (!B)
+        return -1;
+    memset(M, 0, (size_t)(d * d) * sizeof(double));
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t m = rows - r0 < chunk ? rows - r0 : chunk;
+        for (int64_t i = 0; i < m; i++) {
+            const float *w = W + (r0 + i) * ldw, *wq = What ? What + (r0 + i) * ldw : NULL;
+            double *b = B + i * d;
+            for (int64_t j = 0; j < d; j++)
+                b[j] = wq ? (double)wq[j] - (double)w[j] : (double)w[j];
+        }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0, B, (int)d, 1.0,
+                    M, (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, (double)m * (double)d * (double)(d + 1));
+    }
+    free(B);
+    return 0;
+}
+
+/* <A, B> for symmetric d x d matrices of which the upper triangles are read. */
+static double dot_upper(const double *A, const double *B, int64_t d)
+{
+    double s = 0.0, diag = 0.0;
+    for (int64_t i = 0; i < d; i++) {
+        diag += A[i * d + i] * B[i * d + i];
+        if (i + 1 < d)
+            s += cblas_ddot((int)(d - i - 1), A + i * d + i + 1, 1, B + i * d + i + 1, 1);
+    }
+    bp_profile_flops(BP_STAGE_ERRORS, (double)d * (double)(d + 1));
+    return diag + 2.0 * s;
+}
+
+/* With quantized inputs: Q = W H^T and sum_r e0_r = <W^T W, S>, once per W
+ * (by the rows where that is cheaper, as gram_prepare decides). */
+static int totals_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
+                          const double *MW, bp_error *err)
+{
+    if (!quantized(g) || (g->w_of == W && g->totals))
+        return 0;
+    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    size_t rd = (size_t)(rows * d);
+    double nn = (double)n, fd = (double)d, fr = (double)rows;
+    int by_rows = !g->st && 4.0 * nn * fd * fr < 3.0 * nn * fd * fd + 2.0 * fr * fd * fd;
+    free(g->Q);
+    free(g->e0);
+    g->e0 = NULL, g->w_of = NULL;
+    double *Wd = bp_malloc(rd * sizeof(double), err);
+    double *H = by_rows ? NULL : bp_calloc((size_t)(d * d), sizeof(double), err);
+    double *S = by_rows ? NULL : bp_calloc((size_t)(d * d), sizeof(double), err);
+    double *B = g->st || by_rows ? NULL : bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *D = g->st || by_rows ? NULL : bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    int rc = -1;
+    g->Q = bp_malloc(rd * sizeof(double), err);
+    if (by_rows)
+        g->e0 = bp_malloc((size_t)rows * sizeof(double), err);
+    if (!Wd || !g->Q || (by_rows ? !g->e0 : !H || !S || (!g->st && (!B || !D))))
+        goto out;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < d; j++)
+            Wd[r * d + j] = W[r * ldw + j];
+    if (by_rows) {
+        if (cross_by_rows(g, Wd, rows, NULL, err) < 0)
+            goto out;
+        g->e0_total = 0.0;
+        for (int64_t r = 0; r < rows; r++)
+            g->e0_total += g->e0[r];
+    } else {
+        double a = 1.0 / nn;
+        for (int64_t i = 0; g->st && i < d; i++)  /* H = Xbar^T dX, S = dX^T dX from sums */
+            for (int64_t j = 0; j < d; j++) {
+                const bp_gram_stats *t = g->st;
+                double h = t->qtq[i * d + j] - t->qtx[i * d + j];
+                H[i * d + j] = a * h;
+                S[i * d + j] = a * (h - t->qtx[j * d + i] + t->xtx[i * d + j]);
+            }
+        for (int64_t r = 0; !g->st && r < n; r += chunk) {
+            int64_t m = n - r < chunk ? n - r : chunk;
+            fill_chunk(B, D, g->X + r * g->ld, g->Xq + r * g->ld, m, g->ld, g->col0, d);
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)m, a, B,
+                        (int)d, D, (int)d, 1.0, H, (int)d);
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, a, D, (int)d, 1.0,
+                        S, (int)d);
+            bp_profile_flops(BP_STAGE_ERRORS, (double)m * fd * (3.0 * fd + 1.0));
+        }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d, (int)d, 1.0, Wd,
+                    (int)d, H, (int)d, 0.0, g->Q, (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, 2.0 * fr * fd * fd);
+        g->e0_total = dot_upper(MW, S, d);
+    }
+    g->w_of = W, g->totals = 1;
+    rc = 0;
+out:
+    free(Wd);
+    free(H);
+    free(S);
+    free(B);
+    free(D);
+    return rc;
+}
+
+/* sum_r <(A - W)_r, Q_r> for the rows of A (What, or W itself with A == W
+ * meaning <W, Q>). */
+static double dot_q(const bp_gram *g, const float *W, const float *A, int64_t rows, int64_t ldw)
+{
+    double s = 0.0;
+    int64_t d = g->d;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *w = W + r * ldw, *a = A + r * ldw;
+        const double *q = g->Q + r * d;
+        double t = 0.0;
+        if (A == W)
+            for (int64_t j = 0; j < d; j++)
+                t += (double)w[j] * q[j];
+        else
+            for (int64_t j = 0; j < d; j++)
+                t += ((double)a[j] - (double)w[j]) * q[j];
+        s += t;
+    }
+    bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)d);
+    return s;
+}
+
+int bp_gram_total_error(bp_gram *g, const float *W, const float *What, int64_t rows,
+                        int64_t ldw, const double *MW, const double *MdW, double *total,
+                        bp_error *err)
+{
+    if (g->Z || !g->G)
+        return bp_fail(err, "internal: layer totals need a double-precision Gram");
+    if (totals_prepare(g, W, rows, ldw, MW, err) < 0)
+        return -1;
+    *total = dot_upper(MdW, g->G, g->d);
+    if (quantized(g))
+        *total += 2.0 * dot_q(g, W, What, rows, ldw) + g->e0_total;
+    return 0;
+}
+
+int bp_gram_total_energy(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
+                         const double *MW, double *energy, bp_error *err)
+{
+    if (g->Z || !g->G)
+        return bp_fail(err, "internal: layer totals need a double-precision Gram");
+    if (totals_prepare(g, W, rows, ldw, MW, err) < 0)
+        return -1;
+    /* X = Xbar - dX: X^T X = Gb - H - H^T + S */
+    *energy = dot_upper(MW, g->G, g->d);
+    if (quantized(g))
+        *energy += g->e0_total - 2.0 * dot_q(g, W, W, rows, ldw);
     return 0;
 }

@@ -33,6 +33,8 @@ typedef struct bp_gram {
     int64_t ld, col0;
     const float *w_of;        /* the W whose terms below are formed */
     double *Q, *e0, *WS;      /* rows x d: W H^T; rows: W_r S W_r^T; rows x d: W S */
+    int totals;               /* Q and e0_total formed for layer totals (e0 may be NULL) */
+    double e0_total;          /* sum_r e0_r */
     const void *f_of[2];      /* the factors whose 1/2 tr(F W S W^T) are kfac0[i] */
     double kfac0[2];          /* one per factor slot (BP_GRAM_FACTORS) */
     double *Z;                /* instead of G (kept rows): X / sqrt(n), n x d */
@@ -189,6 +191,24 @@ int bp_gram_row_errors_factors(bp_gram *g, const float *W, const float *What, in
 /* row_energy[r] = ||W_r X^T||^2 / n (uses the X^T X block only). */
 int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
                        int64_t ldw, double *row_energy, bp_error *err);
+
+/*
+ * Layer totals, where no row's error is needed (no grad2, no output factor):
+ * sum_r e_r = <dW^T dW, Gb> + 2 <dW, W H^T> + <W^T W, S> exactly, in double.
+ * bp_gram_outer forms M = (What - W)^T (What - W) (What NULL: W^T W), d x d,
+ * upper triangle, once per weights: every activation width's Gram reuses it,
+ * where the rows' route pays a d x d product per candidate and width.
+ * bp_gram_total_error takes MW = W^T W and MdW = dW^T dW; g must hold a
+ * double Gram (not kept rows, not single).  bp_gram_total_energy:
+ * sum_r ||W_r X^T||^2 / n.
+ */
+int bp_gram_outer(const float *W, const float *What, int64_t rows, int64_t ldw, int64_t d,
+                  double *M, bp_error *err);
+int bp_gram_total_error(bp_gram *g, const float *W, const float *What, int64_t rows,
+                        int64_t ldw, const double *MW, const double *MdW, double *total,
+                        bp_error *err);
+int bp_gram_total_energy(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
+                         const double *MW, double *energy, bp_error *err);
 
 /* G = alpha A^T A (full symmetric, da x da) for A = columns [xoff, xoff + d)
  * of the n x ldx matrix X, with a ones column appended when `ones` (da =

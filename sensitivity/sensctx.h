@@ -94,4 +94,8 @@ int bp_sx_weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *
                       const bp_stats_grid *sg, float *const *What, float *const *bhat,
                       bp_sens_cache *c, const bp_qspec *akey, bp_error *err);
 
+/* The bytes the layer totals' d x d matrices may keep across activation
+ * widths (default 1 GiB; tests lower it to exercise the other path). */
+void bp_sx_set_totals_keep(size_t bytes);
+
 #endif

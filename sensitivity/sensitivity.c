@@ -83,12 +83,69 @@ static int fisher_d_init(fisher_d *f, const bp_ofactor *o, bp_error *err)
     return 0;
 }
 
+/*
+ * Layer totals without rows (gram.h): where no row's error is needed (no
+ * grad2, no output factor) every candidate's error is <dW^T dW, Gb> plus
+ * cross terms, and dW^T dW (one dsyrk per weight width, half the flops of
+ * the rows' dsymm for one candidate) is shared by every activation width
+ * while the weights stay the same (RTN, SQuant, llama.cpp's types).  The
+ * matrices are kept across activation widths when they fit in 1 GiB
+ * (bp_sx_set_totals_keep), else formed again per width into one buffer.
+ */
+static size_t totals_keep = (size_t)1 << 30;
+
+void bp_sx_set_totals_keep(size_t bytes)
+{
+    totals_keep = bytes;
+}
+
+typedef struct totals {
+    int64_t d, groups;
+    size_t nw;
+    int keep;                  /* all n_w matrices kept across widths */
+    int w_valid, dw_valid;     /* MW formed; the Mdw formed for the current weights */
+    double *MW;                /* groups x d^2: W^T W */
+    double *Mdw;               /* keep: nw x groups x d^2, else d^2 */
+} totals;
+
+static void totals_free(totals *t)
+{
+    free(t->MW);
+    free(t->Mdw);
+    memset(t, 0, sizeof *t);
+}
+
+/* t ready for a layer of in = d, groups and nw weight widths. */
+static int totals_ready(totals *t, int64_t d, int64_t groups, size_t nw, bp_error *err)
+{
+    if (t->MW && t->d == d && t->groups == groups && t->nw == nw)
+        return 0;                      /* the same layer's next width */
+    totals_free(t);
+    size_t dd = (size_t)(d * d), per = dd * sizeof(double) * (size_t)groups;
+    t->d = d, t->groups = groups, t->nw = nw;
+    t->keep = nw > 0 && per * (nw + 1) <= totals_keep;
+    t->MW = bp_malloc(per, err);
+    if (nw > 0)
+        t->Mdw = bp_malloc(t->keep ? per * nw : dd * sizeof(double), err);
+    return t->MW && (t->Mdw || nw == 0) ? 0 : -1;
+}
+
+/* May this layer's errors at this width be read off layer totals? */
+static int totals_apply(const bp_layer *l, const fisher_d *fd, int keep_rows)
+{
+    for (int i = 0; i < BP_GRAM_FACTORS; i++)
+        if (fd[i].g)
+            return 0;
+    return !l->grad2 && !keep_rows;
+}
+
 /* Errors of every weight width at one activation width.  yc (one per
- * group, or NULL) carries W X^T from one activation width to the next. */
+ * group, or NULL) carries W X^T from one activation width to the next; tc
+ * (or NULL) the totals' matrices. */
 static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_grid *sg,
                            float *const *What, size_t n_w, bp_ycache *yc, const fisher_d *fd,
-                           int single, bp_sens_cache *c, const bp_qspec *akey, errs *out,
-                           bp_error *err)   /* fd: BP_GRAM_FACTORS of them */
+                           int single, bp_sens_cache *c, const bp_qspec *akey, totals *tc,
+                           errs *out, bp_error *err)   /* fd: BP_GRAM_FACTORS of them */
 {
     const float *g2 = l->grad2;
     int64_t og = l->out / l->groups, ld = l->in * l->groups;
@@ -106,9 +163,15 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
                                  : bp_gram_single_pays(l->n, l->in, og, n_w));
     int keep_rows = !l->stats && bp_gram_keep_rows(l->n, l->in, og, Xq != NULL, n_w,
                                                    dense ? og : 0, single);
+    if (tc && (!totals_apply(l, fd, keep_rows) || totals_ready(tc, l->in, l->groups, n_w,
+                                                                err) < 0)) {
+        if (totals_apply(l, fd, keep_rows))
+            goto fail;                 /* out of memory */
+        tc = NULL;
+    }
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
-        int sp = single && n_w > 0;
+        int sp = single && n_w > 0 && !tc;     /* totals: exact in double, and cheaper */
         bp_gram_stats st = l->stats ? bp_sx_group_stats(l, sg, j) : (bp_gram_stats){0};
         bp_sx_key k = bp_sx_make_key(0, akey, l->n, (int64_t)j * l->in, l->in, sp, NULL);
         bp_sens_entry *e = c && !keep_rows ? bp_sx_find(c, &k) : NULL;
@@ -129,6 +192,27 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
         if (yc)
             bp_gram_attach_y(&g, &yc[j]);
         const float *W = l->W + (int64_t)j * og * l->in;
+        if (tc) {
+            int64_t dd = l->in * l->in;
+            double *MW = tc->MW + j * dd, en;
+            int bad = !tc->w_valid && bp_gram_outer(W, NULL, og, l->in, l->in, MW, err) < 0;
+            for (size_t b = 0; !bad && b < n_w; b++) {
+                const float *Wq = What[b] + (int64_t)j * og * l->in;
+                double *M = tc->keep ? tc->Mdw + ((int64_t)b * l->groups + j) * dd : tc->Mdw;
+                double tot;
+                bad = ((!tc->keep || !tc->dw_valid) &&
+                       bp_gram_outer(W, Wq, og, l->in, l->in, M, err) < 0) ||
+                      bp_gram_total_error(&g, W, Wq, og, l->in, MW, M, &tot, err) < 0;
+                if (!bad)
+                    out->mse[b] += tot;
+            }
+            bad = bad || bp_gram_total_energy(&g, W, og, l->in, MW, &en, err) < 0;
+            bp_gram_free(&g);
+            if (bad)
+                goto fail;
+            out->energy += en;
+            continue;
+        }
         bp_gram_factors fs;
         for (int i = 0; i < BP_GRAM_FACTORS; i++)
             fs.f[i] = fd[i].g ? &fd[i].g[j] : NULL;
@@ -156,6 +240,8 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
             out->energy += row[r];
         bp_gram_free(&g);
     }
+    if (tc)
+        tc->w_valid = 1, tc->dw_valid = tc->keep && n_w > 0;
     free(row);
     return 0;
 fail:
@@ -294,6 +380,7 @@ typedef struct work {
     augmented aug;
     int has_aug;
     int groups;
+    totals tc, tc_aug, tc_energy;  /* the layer's, the augmented layer's, W's alone */
 } work;
 
 static void work_free(work *w, size_t nw)
@@ -312,6 +399,9 @@ static void work_free(work *w, size_t nw)
         fisher_d_free(&w->fd[i]);
     if (w->has_aug)
         aug_free(&w->aug, nw);
+    totals_free(&w->tc);
+    totals_free(&w->tc_aug);
+    totals_free(&w->tc_energy);
 }
 
 static int work_init(work *w, const bp_layer *l, const bp_sens_spec *spec, bp_error *err)
@@ -350,8 +440,8 @@ static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *
     size_t nw = spec->n_wbits;
     int single = spec->precision == BP_PREC_SINGLE;
     if (!w->has_aug)
-        return errors_at_abits(l, xq, sg, What, nw, w->yc, w->fd, single, c, akey, &w->e,
-                               err);
+        return errors_at_abits(l, xq, sg, What, nw, w->yc, w->fd, single, c, akey, &w->tc,
+                               &w->e, err);
     augmented *g = &w->aug;
     const bp_stats_grid *ag = NULL;
     if (l->stats)
@@ -361,11 +451,11 @@ static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *
     for (size_t b = 0; b < nw; b++)
         aug_matrix(What[b], w->bhat[b], l->out, l->in, 0.0f, g->What[b]);
     if (errors_at_abits(&g->view, g->Xq, ag, g->What, nw, w->yc_aug, w->fd, single, NULL, NULL,
-                        &w->e, err) < 0)
+                        &w->tc_aug, &w->e, err) < 0)
         return -1;
     errs energy_only = {NULL, NULL, NULL, NULL, 0.0};   /* the energy without the bias */
-    if (errors_at_abits(l, NULL, NULL, What, 0, w->yc, w->fd, single, c, NULL, &energy_only,
-                        err) < 0)
+    if (errors_at_abits(l, NULL, NULL, What, 0, w->yc, w->fd, single, c, NULL, &w->tc_energy,
+                        &energy_only, err) < 0)
         return -1;
     w->e.energy = energy_only.energy;
     return 0;
@@ -482,6 +572,8 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
             if (per_abits && (rc = bp_sx_weights_all(&fit[f], spec, xq ? xq + fit0 * ld : fit[f].X,
                                                      sg, What, w[f].bhat, c, akey, err)) < 0)
                 break;
+            if (per_abits)               /* new weights: their dW^T dW too */
+                w[f].tc.dw_valid = w[f].tc_aug.dw_valid = 0;
             bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
             t = bp_now();
             if ((rc = errors_now(&eval[f], spec, xq ? xq + ev0 * ld : NULL, sg, What, &w[f],

@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "sensitivity/gram.h"
+#include "sensitivity/sensctx.h"
 #include "sensitivity/sensitivity.h"
 
 /* Correlated inputs: X = Z A with a random mixing matrix A. */
@@ -342,15 +343,19 @@ static double gram_error(const float *X, const float *xq, int64_t n, int64_t d,
 }
 
 /* The sensitivity table in single precision (where it pays: many rows and
- * outputs, in >= 512) equals the double one within 1e-6, every metric;
- * small layers are measured in double (bp_gram_single_pays). */
+ * outputs, in >= 512, and rows are needed: here grad2) equals the double
+ * one within 1e-6, every metric; small layers are measured in double
+ * (bp_gram_single_pays).  Where no row is needed the layer totals are read
+ * in double whatever the precision asked: the two tables are the same. */
 static void test_single_table(void)
 {
     check_rng r = {31};
     enum { O = 256, D = 512, N = 1024 };
-    float *X = make_inputs(&r, N, D), *W = malloc((size_t)O * D * sizeof *W);
+    float *X = make_inputs(&r, N, D), *W = malloc((size_t)O * D * sizeof *W), g2[O];
     for (int i = 0; i < O * D; i++)
         W[i] = (float)check_normal(&r);
+    for (int i = 0; i < O; i++)
+        g2[i] = (float)(0.5 + check_uniform(&r));
     int wbits[] = {2, 4}, abits[] = {6, 16};
     bp_sens_spec spec = {wbits, 2, abits, 2,
                          {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
@@ -363,6 +368,19 @@ static void test_single_table(void)
     bp_table td, ts;
     bp_table_init(&td);
     bp_table_init(&ts);
+    CHECK(bp_sensitivity_layer(&l, &spec, &td, NULL) == 0);
+    spec.precision = BP_PREC_SINGLE;
+    CHECK(bp_sensitivity_layer(&l, &spec, &ts, NULL) == 0);
+    int same = td.n == ts.n && td.n == 4;
+    for (size_t i = 0; same && i < td.n; i++)
+        same = memcmp(td.rows[i].value, ts.rows[i].value, sizeof td.rows[i].value) == 0;
+    CHECK_MSG(same, "no rows needed: the totals in double whatever the precision");
+    bp_table_free(&td);
+    bp_table_free(&ts);
+    bp_table_init(&td);
+    bp_table_init(&ts);
+    l.grad2 = g2;                                 /* rows needed: single pays */
+    spec.precision = BP_PREC_DOUBLE;
     CHECK(bp_sensitivity_layer(&l, &spec, &td, NULL) == 0);
     spec.precision = BP_PREC_SINGLE;
     CHECK(bp_sensitivity_layer(&l, &spec, &ts, NULL) == 0);
@@ -404,6 +422,65 @@ static void test_single_table(void)
     bp_table_free(&ts);
     free(W);
     free(X);
+}
+
+/* Layer totals (no row needed: no grad2, no factor) against the rows' route
+ * (the same layer with grad2, which needs them), in double: every
+ * candidate's mse and relative within 1e-9, for weights made once (RTN,
+ * grouped), per activation width (GPTQ) and with a bias (ERQ, the
+ * augmented layer), the d x d matrices kept across widths or formed again
+ * per width; with grad2 = 1 the fisher column is half the mse. */
+static void test_totals(void)
+{
+    struct { bp_wquantizer q; int groups; int bias; } cases[] = {
+        {BP_WQ_RTN, 2, 0}, {BP_WQ_RTN, 1, 1}, {BP_WQ_GPTQ, 1, 0}, {BP_WQ_ERQ, 1, 1},
+    };
+    enum { O = 24, D = 40, N = 300 };
+    int checked = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int keep = 0; keep < 2; keep++) {
+            check_rng r = {900 + k};
+            int g = cases[k].groups;
+            int64_t in = D / g;
+            float *X = make_inputs(&r, N, D), *W = malloc((size_t)O * in * sizeof *W);
+            float b[O], ones[O];
+            for (int64_t i = 0; i < O * in; i++)
+                W[i] = (float)check_normal(&r);
+            for (int i = 0; i < O; i++)
+                b[i] = (float)check_normal(&r), ones[i] = 1.0f;
+            int wbits[] = {2, 3, 5}, abits[] = {4, 6, 16};
+            bp_sens_spec spec = {wbits, 3, abits, 3,
+                                 {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                                 {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                                 BP_METRIC_MSE, cases[k].q, {16, 0.01, 0, BP_GPTQ_DOUBLE, NULL},
+                                 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
+            bp_layer l = {"t", O, in, 1, 1, g, W, cases[k].bias ? b : NULL, N, X, NULL, NULL,
+                          NULL, NULL, NULL};
+            bp_table tt, tr;
+            bp_error err;
+            bp_table_init(&tt);
+            bp_table_init(&tr);
+            bp_sx_set_totals_keep(keep ? (size_t)1 << 30 : 0);
+            CHECK_MSG(bp_sensitivity_layer(&l, &spec, &tt, &err) == 0, "%s", err.msg);
+            l.grad2 = ones;
+            CHECK_MSG(bp_sensitivity_layer(&l, &spec, &tr, &err) == 0, "%s", err.msg);
+            CHECK(tt.n == 9 && tr.n == 9);
+            for (size_t i = 0; i < tt.n && i < tr.n; i++) {
+                CHECK(isnan(tt.rows[i].value[BP_METRIC_FISHER]));
+                CHECK_REL(tt.rows[i].value[BP_METRIC_MSE], tr.rows[i].value[BP_METRIC_MSE], 1e-9);
+                CHECK_REL(tt.rows[i].value[BP_METRIC_RELATIVE],
+                          tr.rows[i].value[BP_METRIC_RELATIVE], 1e-9);
+                CHECK_REL(tr.rows[i].value[BP_METRIC_FISHER],
+                          0.5 * tr.rows[i].value[BP_METRIC_MSE], 1e-9);
+                checked++;
+            }
+            bp_table_free(&tt);
+            bp_table_free(&tr);
+            free(X);
+            free(W);
+        }
+    bp_sx_set_totals_keep((size_t)1 << 30);
+    printf("layer totals against rows: %d candidates\n", checked);
 }
 
 /* Kept rows over several activation widths share one W X^T through a
@@ -738,6 +815,7 @@ int main(void)
     test_single();
     test_shared_inputs();
     test_single_table();
+    test_totals();
     test_ycache();
     test_missing_data();
     test_fisher();
