@@ -30,6 +30,12 @@ int bp_gram_single_pays(int64_t n, int64_t d, int64_t rows, size_t n_cand)
     return saved > check;
 }
 
+double bp_gram_kept_flops(int64_t n, int64_t d, int64_t rows, size_t n_cand, int64_t f_rows)
+{
+    double nn = (double)n, dd = (double)d, o = (double)rows, c = (double)n_cand;
+    return (c + 1.0) * 2.0 * nn * dd * o + c * 2.0 * (double)f_rows * (double)f_rows * nn;
+}
+
 int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t n_cand,
                       int64_t f_rows, int single)
 {
@@ -39,8 +45,7 @@ int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t 
     double gram = h * nn * dd * dd + (quantized ? cross : 0.0)   /* Gb; c and e0 */
                   + 2.0 * o * dd * dd                             /* the energy */
                   + c * (h * 2.0 * o * dd * dd + f2 * dd);        /* per candidate */
-    double kept = (c + 1.0) * 2.0 * nn * dd * o + c * f2 * nn;    /* W X^T once, What Xbar^T */
-    return kept < gram;
+    return bp_gram_kept_flops(n, d, rows, n_cand, f_rows) < gram;  /* W X^T once, What Xbar^T */
 }
 
 /* Are g's inputs quantized (cross terms c and e0 exist)? */

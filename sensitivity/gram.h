@@ -141,6 +141,9 @@ int bp_gram_keep_rows(int64_t n, int64_t d, int64_t rows, int quantized, size_t 
  * enough for SGEMM to run faster than DGEMM (d >= BP_GRAM_SINGLE_MIN_IN)?
  * Small layers are done in double: on the e2e ViT (in <= 256) the float
  * path took 0.30 s against double's 0.24 s. */
+/* The flops of the kept rows' route for n_cand candidates (W X^T once,
+ * What Xbar^T per candidate; f_rows: a dense factor's rows, or 0). */
+double bp_gram_kept_flops(int64_t n, int64_t d, int64_t rows, size_t n_cand, int64_t f_rows);
 enum { BP_GRAM_SINGLE_MIN_IN = 512 };
 int bp_gram_single_pays(int64_t n, int64_t d, int64_t rows, size_t n_cand);
 

@@ -97,5 +97,7 @@ int bp_sx_weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *
 /* The bytes the layer totals' d x d matrices may keep across activation
  * widths (default 1 GiB; tests lower it to exercise the other path). */
 void bp_sx_set_totals_keep(size_t bytes);
+/* How many layer-widths have been measured through the totals so far. */
+size_t bp_sx_totals_count(void);
 
 #endif

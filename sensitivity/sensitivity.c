@@ -94,14 +94,23 @@ static int fisher_d_init(fisher_d *f, const bp_ofactor *o, bp_error *err)
  */
 static size_t totals_keep = (size_t)1 << 30;
 
+static size_t totals_count;           /* widths measured through the totals (tests) */
+
 void bp_sx_set_totals_keep(size_t bytes)
 {
     totals_keep = bytes;
 }
 
+size_t bp_sx_totals_count(void)
+{
+    return totals_count;
+}
+
 typedef struct totals {
     int64_t d, groups;
     size_t nw;
+    int left;                  /* activation widths still to measure, this one included */
+    int reuse;                 /* the weights stay the same across widths */
     int keep;                  /* all n_w matrices kept across widths */
     int w_valid, dw_valid;     /* MW formed; the Mdw formed for the current weights */
     double *MW;                /* groups x d^2: W^T W */
@@ -115,6 +124,13 @@ static void totals_free(totals *t)
     memset(t, 0, sizeof *t);
 }
 
+/* Do the nw + 1 matrices of a layer fit in what may be kept? */
+static int totals_kept(int64_t d, int64_t groups, size_t nw)
+{
+    size_t per = (size_t)(d * d) * sizeof(double) * (size_t)groups;
+    return nw > 0 && per * (nw + 1) <= totals_keep;
+}
+
 /* t ready for a layer of in = d, groups and nw weight widths. */
 static int totals_ready(totals *t, int64_t d, int64_t groups, size_t nw, bp_error *err)
 {
@@ -123,20 +139,36 @@ static int totals_ready(totals *t, int64_t d, int64_t groups, size_t nw, bp_erro
     totals_free(t);
     size_t dd = (size_t)(d * d), per = dd * sizeof(double) * (size_t)groups;
     t->d = d, t->groups = groups, t->nw = nw;
-    t->keep = nw > 0 && per * (nw + 1) <= totals_keep;
+    t->keep = totals_kept(d, groups, nw);
     t->MW = bp_malloc(per, err);
     if (nw > 0)
         t->Mdw = bp_malloc(t->keep ? per * nw : dd * sizeof(double), err);
     return t->MW && (t->Mdw || nw == 0) ? 0 : -1;
 }
 
-/* May this layer's errors at this width be read off layer totals? */
-static int totals_apply(const bp_layer *l, const fisher_d *fd, int keep_rows)
+/* May this layer's errors be read off layer totals (no row needed)? */
+static int totals_apply(const bp_layer *l, const fisher_d *fd)
 {
     for (int i = 0; i < BP_GRAM_FACTORS; i++)
         if (fd[i].g)
             return 0;
-    return !l->grad2 && !keep_rows;
+    return !l->grad2;
+}
+
+/* Flops of the totals over the activation widths left (per group): the
+ * Gram and cross terms each width, the contractions per candidate, W^T W
+ * once and dW^T dW once per weights (again per width where they are not
+ * kept or the weights change). */
+static double totals_flops(const bp_layer *l, const totals *t, size_t nw, int quantized)
+{
+    double n = (double)l->n, d = (double)l->in, o = (double)(l->out / l->groups);
+    double c = (double)nw, left = t->left > 0 ? t->left : 1;
+    double cross = quantized ? fmin(3.0 * n * d * d + 2.0 * o * d * d, 4.0 * n * d * o) : 0.0;
+    int same = t->d == l->in && t->groups == l->groups && t->nw == nw;
+    double first = (same && t->w_valid ? 0.0 : o * d * d) +
+                   (same && t->dw_valid ? 0.0 : c * o * d * d);
+    double again = t->reuse && totals_kept(l->in, l->groups, nw) ? 0.0 : c * o * d * d;
+    return left * (n * d * d + cross + c * d * d) + first + (left - 1) * again;
 }
 
 /* Errors of every weight width at one activation width.  yc (one per
@@ -163,12 +195,16 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
                                  : bp_gram_single_pays(l->n, l->in, og, n_w));
     int keep_rows = !l->stats && bp_gram_keep_rows(l->n, l->in, og, Xq != NULL, n_w,
                                                    dense ? og : 0, single);
-    if (tc && (!totals_apply(l, fd, keep_rows) || totals_ready(tc, l->in, l->groups, n_w,
-                                                                err) < 0)) {
-        if (totals_apply(l, fd, keep_rows))
-            goto fail;                 /* out of memory */
-        tc = NULL;
+    if (tc && totals_apply(l, fd)) {   /* the totals against kept rows, over the widths left */
+        double left = tc->left > 0 ? tc->left : 1;
+        keep_rows = !l->stats && bp_gram_kept_flops(l->n, l->in, og, n_w, 0) * left <
+                                 totals_flops(l, tc, n_w, Xq != NULL);
+        if (!keep_rows && totals_ready(tc, l->in, l->groups, n_w, err) < 0)
+            goto fail;
     }
+    if (tc && (!totals_apply(l, fd) || keep_rows))
+        tc = NULL;
+    totals_count += tc != NULL;
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
         int sp = single && n_w > 0 && !tc;     /* totals: exact in double, and cheaper */
@@ -568,6 +604,9 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
         }
         for (int f = 0; rc == 0 && f < folds; f++) {
             int64_t fit0 = folds == 2 ? r0[1 - f] : 0, ev0 = folds == 2 ? r0[f] : 0;
+            totals *ts[] = {&w[f].tc, &w[f].tc_aug, &w[f].tc_energy};
+            for (int i = 0; i < 3; i++)
+                ts[i]->left = (int)(na - a), ts[i]->reuse = !per_abits || i == 2;
             t = bp_now();
             if (per_abits && (rc = bp_sx_weights_all(&fit[f], spec, xq ? xq + fit0 * ld : fit[f].X,
                                                      sg, What, w[f].bhat, c, akey, err)) < 0)

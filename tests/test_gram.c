@@ -461,9 +461,13 @@ static void test_totals(void)
             bp_table_init(&tt);
             bp_table_init(&tr);
             bp_sx_set_totals_keep(keep ? (size_t)1 << 30 : 0);
+            size_t before = bp_sx_totals_count();
             CHECK_MSG(bp_sensitivity_layer(&l, &spec, &tt, &err) == 0, "%s", err.msg);
+            CHECK(bp_sx_totals_count() > before);          /* the totals did run */
             l.grad2 = ones;
+            before = bp_sx_totals_count();
             CHECK_MSG(bp_sensitivity_layer(&l, &spec, &tr, &err) == 0, "%s", err.msg);
+            CHECK(bp_sx_totals_count() == before);         /* and the rows here */
             CHECK(tt.n == 9 && tr.n == 9);
             for (size_t i = 0; i < tt.n && i < tr.n; i++) {
                 CHECK(isnan(tt.rows[i].value[BP_METRIC_FISHER]));
@@ -480,6 +484,27 @@ static void test_totals(void)
             free(W);
         }
     bp_sx_set_totals_keep((size_t)1 << 30);
+    /* few rows, wide inputs: the kept rows are cheaper than any d x d work */
+    check_rng r = {77};
+    enum { N2 = 16, D2 = 400 };
+    float *X = make_inputs(&r, N2, D2), *W = malloc((size_t)8 * D2 * sizeof *W);
+    for (int i = 0; i < 8 * D2; i++)
+        W[i] = (float)check_normal(&r);
+    int wbits[] = {3}, abits[] = {16};
+    bp_sens_spec spec = {wbits, 1, abits, 1,
+                         {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                         {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                         BP_METRIC_MSE, BP_WQ_RTN, {16, 0.01, 0, BP_GPTQ_DOUBLE, NULL}, 3,
+                         {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
+    bp_layer l = {"wide", 8, D2, 1, 1, 1, W, NULL, N2, X, NULL, NULL, NULL, NULL, NULL};
+    bp_table t;
+    bp_table_init(&t);
+    size_t before = bp_sx_totals_count();
+    CHECK(bp_sensitivity_layer(&l, &spec, &t, NULL) == 0);
+    CHECK(bp_sx_totals_count() == before);
+    bp_table_free(&t);
+    free(X);
+    free(W);
     printf("layer totals against rows: %d candidates\n", checked);
 }
 
