@@ -527,27 +527,32 @@ int bp_gram_row_errors(bp_gram *g, const float *W, const float *What,
     return bp_gram_row_errors_factors(g, W, What, rows, ldw, NULL, row_err, traces, err);
 }
 
-/* c and e0 through the d x d Grams: Q = W H^T with H = Xbar^T dX / n, WS =
- * W S with S = dX^T dX / n, e0_r = W_r . WS_r.  Wd: W in double. */
-static int cross_by_grams(bp_gram *g, const double *Wd, int64_t rows, double *WS, bp_error *err)
+/* H = Xbar^T dX / n (d x d) and S = dX^T dX / n (upper triangle; full from
+ * statistics), from the sums or the rows in 1,024-row chunks. */
+static int cross_grams(const bp_gram *g, double *H, double *S, bp_error *err)
 {
     int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
-    double *H = bp_calloc((size_t)(d * d), sizeof(double), err);
-    double *S = bp_calloc((size_t)(d * d), sizeof(double), err);
-    double *B = g->st ? NULL : bp_malloc((size_t)(chunk * d) * sizeof(double), err);
-    double *D = g->st ? NULL : bp_malloc((size_t)(chunk * d) * sizeof(double), err);
-    int rc = -1;
-    if (!H || !S || (!g->st && (!B || !D)))
-        goto out;
     double a = 1.0 / (double)n, fd = (double)d;
-    for (int64_t i = 0; g->st && i < d; i++)     /* H = Xbar^T dX, S = dX^T dX from sums */
-        for (int64_t j = 0; j < d; j++) {
-            const bp_gram_stats *t = g->st;
-            double qq = t->qtq[i * d + j], h = qq - t->qtx[i * d + j];
-            H[i * d + j] = a * h;
-            S[i * d + j] = a * (h - t->qtx[j * d + i] + t->xtx[i * d + j]);
-        }
-    for (int64_t r = 0; !g->st && r < n; r += chunk) {
+    if (g->st) {
+        const bp_gram_stats *t = g->st;
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < d; j++) {
+                double h = t->qtq[i * d + j] - t->qtx[i * d + j];
+                H[i * d + j] = a * h;
+                S[i * d + j] = a * (h - t->qtx[j * d + i] + t->xtx[i * d + j]);
+            }
+        return 0;
+    }
+    double *B = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *D = bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    if (!B || !D) {
+        free(B);
+        free(D);
+        return -1;
+    }
+    memset(H, 0, (size_t)(d * d) * sizeof(double));
+    memset(S, 0, (size_t)(d * d) * sizeof(double));
+    for (int64_t r = 0; r < n; r += chunk) {
         int64_t m = n - r < chunk ? n - r : chunk;
         fill_chunk(B, D, g->X + r * g->ld, g->Xq + r * g->ld, m, g->ld, g->col0, d);
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)m, a, B,
@@ -556,19 +561,32 @@ static int cross_by_grams(bp_gram *g, const double *Wd, int64_t rows, double *WS
                     (int)d);
         bp_profile_flops(BP_STAGE_ERRORS, (double)m * fd * (3.0 * fd + 1.0));
     }
+    free(B);
+    free(D);
+    return 0;
+}
+
+/* c and e0 through the d x d Grams: Q = W H^T with H = Xbar^T dX / n, WS =
+ * W S with S = dX^T dX / n, e0_r = W_r . WS_r.  Wd: W in double. */
+static int cross_by_grams(bp_gram *g, const double *Wd, int64_t rows, double *WS, bp_error *err)
+{
+    int64_t d = g->d;
+    double *H = bp_malloc((size_t)(d * d) * sizeof(double), err);
+    double *S = bp_malloc((size_t)(d * d) * sizeof(double), err);
+    int rc = -1;
+    if (!H || !S || cross_grams(g, H, S, err) < 0)
+        goto out;
     cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, (int)rows, (int)d, 1.0, S, (int)d, Wd,
                 (int)d, 0.0, WS, (int)d);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d, (int)d, 1.0, Wd,
                 (int)d, H, (int)d, 0.0, g->Q, (int)d);
-    bp_profile_flops(BP_STAGE_ERRORS, 4.0 * (double)rows * fd * fd);
+    bp_profile_flops(BP_STAGE_ERRORS, 4.0 * (double)rows * (double)d * (double)d);
     for (int64_t r = 0; r < rows; r++)
         g->e0[r] = cblas_ddot((int)d, Wd + r * d, 1, WS + r * d, 1);
     rc = 0;
 out:
     free(H);
     free(S);
-    free(B);
-    free(D);
     return rc;
 }
 
@@ -916,23 +934,21 @@ static int totals_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
 {
     if (!quantized(g) || (g->w_of == W && g->totals))
         return 0;
-    int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    int64_t d = g->d;
     size_t rd = (size_t)(rows * d);
-    double nn = (double)n, fd = (double)d, fr = (double)rows;
+    double nn = (double)g->n, fd = (double)d, fr = (double)rows;
     int by_rows = !g->st && 4.0 * nn * fd * fr < 3.0 * nn * fd * fd + 2.0 * fr * fd * fd;
     free(g->Q);
     free(g->e0);
     g->e0 = NULL, g->w_of = NULL;
     double *Wd = bp_malloc(rd * sizeof(double), err);
-    double *H = by_rows ? NULL : bp_calloc((size_t)(d * d), sizeof(double), err);
-    double *S = by_rows ? NULL : bp_calloc((size_t)(d * d), sizeof(double), err);
-    double *B = g->st || by_rows ? NULL : bp_malloc((size_t)(chunk * d) * sizeof(double), err);
-    double *D = g->st || by_rows ? NULL : bp_malloc((size_t)(chunk * d) * sizeof(double), err);
+    double *H = by_rows ? NULL : bp_malloc((size_t)(d * d) * sizeof(double), err);
+    double *S = by_rows ? NULL : bp_malloc((size_t)(d * d) * sizeof(double), err);
     int rc = -1;
     g->Q = bp_malloc(rd * sizeof(double), err);
     if (by_rows)
         g->e0 = bp_malloc((size_t)rows * sizeof(double), err);
-    if (!Wd || !g->Q || (by_rows ? !g->e0 : !H || !S || (!g->st && (!B || !D))))
+    if (!Wd || !g->Q || (by_rows ? !g->e0 : !H || !S))
         goto out;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < d; j++)
@@ -944,23 +960,8 @@ static int totals_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
         for (int64_t r = 0; r < rows; r++)
             g->e0_total += g->e0[r];
     } else {
-        double a = 1.0 / nn;
-        for (int64_t i = 0; g->st && i < d; i++)  /* H = Xbar^T dX, S = dX^T dX from sums */
-            for (int64_t j = 0; j < d; j++) {
-                const bp_gram_stats *t = g->st;
-                double h = t->qtq[i * d + j] - t->qtx[i * d + j];
-                H[i * d + j] = a * h;
-                S[i * d + j] = a * (h - t->qtx[j * d + i] + t->xtx[i * d + j]);
-            }
-        for (int64_t r = 0; !g->st && r < n; r += chunk) {
-            int64_t m = n - r < chunk ? n - r : chunk;
-            fill_chunk(B, D, g->X + r * g->ld, g->Xq + r * g->ld, m, g->ld, g->col0, d);
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)m, a, B,
-                        (int)d, D, (int)d, 1.0, H, (int)d);
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, a, D, (int)d, 1.0,
-                        S, (int)d);
-            bp_profile_flops(BP_STAGE_ERRORS, (double)m * fd * (3.0 * fd + 1.0));
-        }
+        if (cross_grams(g, H, S, err) < 0)
+            goto out;
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d, (int)d, 1.0, Wd,
                     (int)d, H, (int)d, 0.0, g->Q, (int)d);
         bp_profile_flops(BP_STAGE_ERRORS, 2.0 * fr * fd * fd);
@@ -972,8 +973,6 @@ out:
     free(Wd);
     free(H);
     free(S);
-    free(B);
-    free(D);
     return rc;
 }
 
