@@ -976,52 +976,48 @@ out:
     return rc;
 }
 
-/* sum_r <(A - W)_r, Q_r> for the rows of A (What, or W itself with A == W
- * meaning <W, Q>). */
-static double dot_q(const bp_gram *g, const float *W, const float *A, int64_t rows, int64_t ldw)
+/* sum_r <dW_r, Q_r>, dW = What - W (What NULL: dW = -W, the energy's term). */
+static double dot_q(const bp_gram *g, const float *W, const float *What, int64_t rows,
+                    int64_t ldw)
 {
     double s = 0.0;
     int64_t d = g->d;
     for (int64_t r = 0; r < rows; r++) {
-        const float *w = W + r * ldw, *a = A + r * ldw;
+        const float *w = W + r * ldw, *a = What ? What + r * ldw : NULL;
         const double *q = g->Q + r * d;
         double t = 0.0;
-        if (A == W)
-            for (int64_t j = 0; j < d; j++)
-                t += (double)w[j] * q[j];
-        else
-            for (int64_t j = 0; j < d; j++)
-                t += ((double)a[j] - (double)w[j]) * q[j];
+        for (int64_t j = 0; j < d; j++)
+            t += ((a ? (double)a[j] : 0.0) - (double)w[j]) * q[j];
         s += t;
     }
     bp_profile_flops(BP_STAGE_ERRORS, 2.0 * (double)rows * (double)d);
     return s;
 }
 
-int bp_gram_total_error(bp_gram *g, const float *W, const float *What, int64_t rows,
-                        int64_t ldw, const double *MW, const double *MdW, double *total,
-                        bp_error *err)
+/* <M, Gb> + 2 <dW, Q> + sum_r e0_r with M = dW^T dW: the layer's error
+ * (What), or its energy (What NULL, M = W^T W: X = Xbar - dX). */
+static int total_of(bp_gram *g, const float *W, const float *What, int64_t rows, int64_t ldw,
+                    const double *MW, const double *M, double *out, bp_error *err)
 {
     if (g->Z || !g->G)
         return bp_fail(err, "internal: layer totals need a double-precision Gram");
     if (totals_prepare(g, W, rows, ldw, MW, err) < 0)
         return -1;
-    *total = dot_upper(MdW, g->G, g->d);
+    *out = dot_upper(M, g->G, g->d);
     if (quantized(g))
-        *total += 2.0 * dot_q(g, W, What, rows, ldw) + g->e0_total;
+        *out += 2.0 * dot_q(g, W, What, rows, ldw) + g->e0_total;
     return 0;
+}
+
+int bp_gram_total_error(bp_gram *g, const float *W, const float *What, int64_t rows,
+                        int64_t ldw, const double *MW, const double *MdW, double *total,
+                        bp_error *err)
+{
+    return total_of(g, W, What, rows, ldw, MW, MdW, total, err);
 }
 
 int bp_gram_total_energy(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
                          const double *MW, double *energy, bp_error *err)
 {
-    if (g->Z || !g->G)
-        return bp_fail(err, "internal: layer totals need a double-precision Gram");
-    if (totals_prepare(g, W, rows, ldw, MW, err) < 0)
-        return -1;
-    /* X = Xbar - dX: X^T X = Gb - H - H^T + S */
-    *energy = dot_upper(MW, g->G, g->d);
-    if (quantized(g))
-        *energy += g->e0_total - 2.0 * dot_q(g, W, W, rows, ldw);
-    return 0;
+    return total_of(g, W, NULL, rows, ldw, MW, MW, energy, err);
 }
