@@ -132,12 +132,27 @@ read -r TT _ < <(run $PY "$SRC/bench/perf/torch_loop.py" "$WORK/blk/model.safete
     "$WORK/blk/calib.safetensors" 2,3,4,6,8 8,16 "$WORK/blk/torch.csv")
 read -r BT2 _ < <(sens "$WORK/blk")
 BLK_GF=$(stage errors | awk '{print $2}')
+BLK_FLOP=$(awk '$2 == "errors" {print $(NF - 1)}' "$WORK/last.err")
 echo "**Against a PyTorch loop** (one block of qkv 2304×768, proj 768×768, fc1 3072×768, fc2"
 echo "768×3072, 8,192 tokens, RTN at {2,3,4,6,8} × {8,16} bits; whole processes; bitplan run"
 echo "before and after the peer): bitplan $BT / $BT2 s, \`bench/perf/torch_loop.py\` (float32,"
 echo "\`W Xᵀ\` once per layer, \`Ŵ X̄ᵀ − W Xᵀ\` per candidate) $TT s: ratio"
 BT_MEAN=$(awk -v a="$BT" -v b="$BT2" 'BEGIN {print (a + b) / 2}')
-echo "$(div "$TT" "$BT_MEAN"); bitplan's output errors ran at $BLK_GF GFLOP/s."
+echo "$(div "$TT" "$BT_MEAN"); bitplan's output errors: $BLK_FLOP GFLOP at $BLK_GF GFLOP/s."
+# exactness on the block: both tables against float64 NumPy (naive.py, the same grids)
+run $PY "$SRC/bench/perf/naive.py" "$WORK/blk/model.safetensors" "$WORK/blk/calib.safetensors" \
+    2,3,4,6,8 8,16 "$WORK/blk/naive.csv" >/dev/null
+read -r EB EL EBL < <($PY - "$WORK/blk/table.csv" "$WORK/blk/torch.csv" "$WORK/blk/naive.csv" <<'EOF'
+import csv, sys
+t = [{(r["layer"], r["wbits"], r["abits"]): float(r["error"]) for r in csv.DictReader(open(f))}
+     for f in sys.argv[1:]]
+assert t[0].keys() == t[1].keys() == t[2].keys(), "tables differ in rows"
+rel = lambda a, b: max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-300) for k in a)
+print(f"{rel(t[0], t[2]):.1e} {rel(t[1], t[2]):.1e} {rel(t[0], t[1]):.1e}")
+EOF
+)
+echo "Largest relative difference from float64 NumPy on the same grids: bitplan $EB, the"
+echo "float32 loop $EL (bitplan against the loop: $EBL)."
 echo
 if [ -n "${GPTQ_DIR:-}${SQUANT_DIR:-}${ERQ_DIR:-}" ]; then
     echo "**Against the papers' own code** (\`bench/perf/peers.py\`):"
