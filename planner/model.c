@@ -873,9 +873,12 @@ int bp_model_load_layer_acts(const bp_model *m, size_t i, const bp_qspec *acts, 
 static int check_range(const char *path, const char *layer, const char *what, const float *v,
                        int64_t n, double lo, double hi, bp_error *err)
 {
-    double m = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        m = fmax(m, fabs((double)v[i]));
+    float mf = 0.0f;                 /* comparisons (NaN ignored, as fmax would), not libm */
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(v[i]);
+        mf = a > mf ? a : mf;
+    }
+    double m = mf;
     if (m > hi || (m > 0.0 && m < lo))
         return bp_fail(err, "%s: layer '%s': its %s reach |%g|, outside what bitplan's float32 "
                        "grids and error sums keep exact (%s %g); rescale the layer (its "
