@@ -427,13 +427,14 @@ static void test_single_table(void)
 /* Layer totals (no row needed: no grad2, no factor) against the rows' route
  * (the same layer with grad2, which needs them), in double: every
  * candidate's mse and relative within 1e-9, for weights made once (RTN,
- * grouped), per activation width (GPTQ) and with a bias (ERQ, the
- * augmented layer), the d x d matrices kept across widths or formed again
- * per width; with grad2 = 1 the fisher column is half the mse. */
+ * grouped), per activation width (GPTQ, also cross-fitted) and with a bias
+ * (ERQ, the augmented layer), the d x d matrices kept across widths or
+ * formed again per width; with grad2 = 1 the fisher column is half the mse. */
 static void test_totals(void)
 {
-    struct { bp_wquantizer q; int groups; int bias; } cases[] = {
-        {BP_WQ_RTN, 2, 0}, {BP_WQ_RTN, 1, 1}, {BP_WQ_GPTQ, 1, 0}, {BP_WQ_ERQ, 1, 1},
+    struct { bp_wquantizer q; int groups; int bias; int xfit; } cases[] = {
+        {BP_WQ_RTN, 2, 0, 0}, {BP_WQ_RTN, 1, 1, 0}, {BP_WQ_GPTQ, 1, 0, 0}, {BP_WQ_ERQ, 1, 1, 0},
+        {BP_WQ_GPTQ, 1, 0, 1},                 /* cross-fitted: two folds, weights per fold */
     };
     enum { O = 24, D = 40, N = 300 };
     int checked = 0;
@@ -453,7 +454,9 @@ static void test_totals(void)
                                  {0, BP_GRAN_CHANNEL, 0, 1, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                                  {0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
                                  BP_METRIC_MSE, cases[k].q, {16, 0.01, 0, BP_GPTQ_DOUBLE, NULL},
-                                 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
+                                 3, {2000.0, 2000.0, 100},
+                                 cases[k].xfit ? BP_XFIT_ON : BP_XFIT_OFF, 0, BP_PREC_DOUBLE,
+                                 NULL};
             bp_layer l = {"t", O, in, 1, 1, g, W, cases[k].bias ? b : NULL, N, X, NULL, NULL,
                           NULL, NULL, NULL};
             bp_table tt, tr;
