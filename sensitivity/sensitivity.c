@@ -94,7 +94,7 @@ static int fisher_d_init(fisher_d *f, const bp_ofactor *o, bp_error *err)
  */
 static size_t totals_keep = (size_t)1 << 30;
 
-static size_t totals_count;           /* widths measured through the totals (tests) */
+static _Atomic size_t totals_count;   /* widths measured through the totals (tests) */
 
 void bp_sx_set_totals_keep(size_t bytes)
 {
@@ -155,12 +155,15 @@ static int totals_apply(const bp_layer *l, const fisher_d *fd)
     return !l->grad2;
 }
 
-/* Flops of the totals over the activation widths left (per group): the
- * Gram and cross terms each width, the contractions per candidate, W^T W
- * once and dW^T dW once per weights (again per width where they are not
- * kept or the weights change). */
-static double totals_flops(const bp_layer *l, const totals *t, size_t nw, int quantized)
+/* Are the totals cheaper than the kept rows over the activation widths left
+ * (flops per group)?  The totals: the Gram and cross terms each width, the
+ * contractions per candidate, W^T W once and dW^T dW once per weights (again
+ * per width where they are not kept or the weights change).  The kept rows:
+ * bp_gram_kept_flops each width.  From statistics there are no rows. */
+static int totals_pay(const bp_layer *l, const totals *t, size_t nw, int quantized)
 {
+    if (l->stats)
+        return 1;
     double n = (double)l->n, d = (double)l->in, o = (double)(l->out / l->groups);
     double c = (double)nw, left = t->left > 0 ? t->left : 1;
     double cross = quantized ? fmin(3.0 * n * d * d + 2.0 * o * d * d, 4.0 * n * d * o) : 0.0;
@@ -168,7 +171,8 @@ static double totals_flops(const bp_layer *l, const totals *t, size_t nw, int qu
     double first = (same && t->w_valid ? 0.0 : o * d * d) +
                    (same && t->dw_valid ? 0.0 : c * o * d * d);
     double again = t->reuse && totals_kept(l->in, l->groups, nw) ? 0.0 : c * o * d * d;
-    return left * (n * d * d + cross + c * d * d) + first + (left - 1) * again;
+    double totals = left * (n * d * d + cross + c * d * d) + first + (left - 1) * again;
+    return totals <= left * bp_gram_kept_flops(l->n, l->in, l->out / l->groups, nw, 0);
 }
 
 /* Errors of every weight width at one activation width.  yc (one per
@@ -195,15 +199,14 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
                                  : bp_gram_single_pays(l->n, l->in, og, n_w));
     int keep_rows = !l->stats && bp_gram_keep_rows(l->n, l->in, og, Xq != NULL, n_w,
                                                    dense ? og : 0, single);
-    if (tc && totals_apply(l, fd)) {   /* the totals against kept rows, over the widths left */
-        double left = tc->left > 0 ? tc->left : 1;
-        keep_rows = !l->stats && bp_gram_kept_flops(l->n, l->in, og, n_w, 0) * left <
-                                 totals_flops(l, tc, n_w, Xq != NULL);
-        if (!keep_rows && totals_ready(tc, l->in, l->groups, n_w, err) < 0)
-            goto fail;
-    }
-    if (tc && (!totals_apply(l, fd) || keep_rows))
+    if (tc && totals_apply(l, fd))     /* then the totals or the kept rows, by flops */
+        keep_rows = !totals_pay(l, tc, n_w, Xq != NULL);
+    else
         tc = NULL;
+    if (keep_rows)
+        tc = NULL;
+    if (tc && totals_ready(tc, l->in, l->groups, n_w, err) < 0)
+        goto fail;
     totals_count += tc != NULL;
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
