@@ -192,18 +192,18 @@ def smooth_counts(points, exponent, counts):
     widths = sorted({w for _, w in keys})
     x = {key: (points[key][2] / points[key][0]) ** exponent for key in keys}
     kk = {key: points[key][3] for key in keys}
+    by_layer = {l: [key for key in keys if key[0] == l] for l in layers}
+    by_width = {w: [key for key in keys if key[1] == w] for w in widths}
+    k_layer = {l: sum(kk[key] for key in mine) + 0.5 for l, mine in by_layer.items()}
+    k_width = {w: sum(kk[key] for key in mine) + 0.5 for w, mine in by_width.items()}
     c = {w: 0.0 for w in widths}
     d = {l: 0.0 for l in layers}
     for _ in range(500):
         prev = dict(d)
-        for l in layers:
-            mine = [key for key in keys if key[0] == l]
-            d[l] = np.log((sum(kk[key] for key in mine) + 0.5) /
-                          sum(np.exp(c[key[1]]) * x[key] for key in mine))
-        for w in widths:
-            mine = [key for key in keys if key[1] == w]
-            c[w] = np.log((sum(kk[key] for key in mine) + 0.5) /
-                          sum(np.exp(d[key[0]]) * x[key] for key in mine))
+        for l, mine in by_layer.items():
+            d[l] = np.log(k_layer[l] / sum(np.exp(c[key[1]]) * x[key] for key in mine))
+        for w, mine in by_width.items():
+            c[w] = np.log(k_width[w] / sum(np.exp(d[key[0]]) * x[key] for key in mine))
         if max(abs(d[l] - prev[l]) for l in layers) < 1e-12:
             break
     mu = {key: np.exp(c[key[1]] + d[key[0]]) * x[key] for key in keys}
