@@ -180,7 +180,8 @@ static double layer_bytes_common(const bp_layer_desc *d, const bp_config *cfg, d
  * work rows (4 o in), and each output factor (the output Fisher, the
  * decision Fisher) with its product; without them, the layer totals'
  * matrices (g in^2 doubles per weight width and one more, up to 1 GiB; else
- * g in^2 + in^2).
+ * g in^2 + in^2), and what the quantizers of the layer share: a copy of the
+ * weights (out in floats) and W H^T per activation width (out in doubles).
  * From statistics there are no rows: instead the sums (X^T X and, per
  * activation grid loaded, Xbar^T Xbar and Xbar^T X: (1 + 2 k) g in^2
  * doubles, k at most the quantized widths times the quantizers) and the
@@ -226,7 +227,8 @@ static double layer_bytes_common(const bp_layer_desc *d, const bp_config *cfg, d
      * while they fit in 1 GiB (sensitivity.c), else W^T W and one dW^T dW */
     double per = 8.0 * g * in * in, w = (double)cfg->n_wbits;
     double totals = d->grad2 >= 0 || fisher > 0.0 ? 0.0
-                    : per * (w + 1.0) <= 1073741824.0 ? per * (w + 1.0) : per + 8.0 * in * in;
+                    : (per * (w + 1.0) <= 1073741824.0 ? per * (w + 1.0) : per + 8.0 * in * in) +
+                      (4.0 + 8.0 * a) * (double)d->out * in;
     return 4.0 * (2.0 * n * in * g + (double)d->out * in * (w + 2.0) + 2.0 * o * in) +
            8.0 * ((a * q * g + a * g + 2.0) * in * in + 2.0 * (in + 1.0) * (in + 1.0) +
                   chunks + 4.0 * o * in + fisher) + totals;

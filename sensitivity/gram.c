@@ -54,6 +54,14 @@ static int quantized(const bp_gram *g)
     return g->st ? g->st->qtx != NULL : g->Xq != NULL;
 }
 
+/* Let go of Q (freed unless another gram's, bp_gram_use_totals). */
+static void drop_q(bp_gram *g)
+{
+    if (!g->q_borrowed)
+        free(g->Q);
+    g->Q = NULL, g->q_borrowed = 0, g->totals = 0;
+}
+
 /* m rows of columns [col0, col0 + d) in double: Xbar (Xq, or X without it)
  * into B and, with Xq and D, dX = Xq - X into D. */
 static void fill_chunk(double *B, double *D, const float *X, const float *Xq, int64_t m,
@@ -303,7 +311,8 @@ void bp_gram_free(bp_gram *g)
         free(g->mu);
         free(g->gsd);
     }
-    free(g->Q);
+    if (!g->q_borrowed)
+        free(g->Q);
     free(g->e0);
     free(g->Z);
     free(g->Xb);
@@ -658,7 +667,7 @@ static int gram_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
     int fresh = g->w_of != W || g->totals;
     g->totals = 0;
     if (fresh || by_rows) {
-        free(g->Q);
+        drop_q(g);
         free(g->e0);
         g->w_of = NULL;
         for (int i = 0; i < BP_GRAM_FACTORS; i++)
@@ -938,7 +947,7 @@ static int totals_prepare(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
     size_t rd = (size_t)(rows * d);
     double nn = (double)g->n, fd = (double)d, fr = (double)rows;
     int by_rows = !g->st && 4.0 * nn * fd * fr < 3.0 * nn * fd * fd + 2.0 * fr * fd * fd;
-    free(g->Q);
+    drop_q(g);
     free(g->e0);
     g->e0 = NULL, g->w_of = NULL;
     double *Wd = bp_malloc(rd * sizeof(double), err);
@@ -995,7 +1004,8 @@ static double dot_q(const bp_gram *g, const float *W, const float *What, int64_t
 }
 
 /* <M, Gb> + 2 <dW, Q> + sum_r e0_r with M = dW^T dW: the layer's error
- * (What), or its energy (What NULL, M = W^T W: X = Xbar - dX). */
+ * (What), or its energy (What NULL, M = W^T W: X = Xbar - dX); M NULL:
+ * the cross terms alone. */
 static int total_of(bp_gram *g, const float *W, const float *What, int64_t rows, int64_t ldw,
                     const double *MW, const double *M, double *out, bp_error *err)
 {
@@ -1003,10 +1013,46 @@ static int total_of(bp_gram *g, const float *W, const float *What, int64_t rows,
         return bp_fail(err, "internal: layer totals need a double-precision Gram");
     if (totals_prepare(g, W, rows, ldw, MW, err) < 0)
         return -1;
-    *out = dot_upper(M, g->G, g->d);
+    *out = M ? dot_upper(M, g->G, g->d) : 0.0;
     if (quantized(g))
         *out += 2.0 * dot_q(g, W, What, rows, ldw) + g->e0_total;
     return 0;
+}
+
+double bp_gram_contract(const double *A, const double *B, int64_t d)
+{
+    return dot_upper(A, B, d);
+}
+
+int bp_gram_total_cross(bp_gram *g, const float *W, const float *What, int64_t rows,
+                        int64_t ldw, const double *MW, double *cross, bp_error *err)
+{
+    return total_of(g, W, What, rows, ldw, MW, NULL, cross, err);
+}
+
+void bp_gram_share_totals(bp_gram *owner, bp_gram *g)
+{
+    if (!g->totals || !g->Q || g->q_borrowed || owner == g)
+        return;
+    bp_gram_drop_totals(owner);
+    owner->Q = g->Q, owner->w_of = g->w_of, owner->e0_total = g->e0_total;
+    owner->totals = 1;
+    g->q_borrowed = 1;
+}
+
+int bp_gram_use_totals(bp_gram *g, const bp_gram *owner, const float *W)
+{
+    if (!owner->totals || !owner->Q || owner->w_of != W || g->Q)
+        return 0;
+    g->Q = owner->Q, g->q_borrowed = 1, g->w_of = W, g->e0_total = owner->e0_total;
+    g->totals = 1;
+    return 1;
+}
+
+void bp_gram_drop_totals(bp_gram *owner)
+{
+    drop_q(owner);
+    owner->w_of = NULL;
 }
 
 int bp_gram_total_error(bp_gram *g, const float *W, const float *What, int64_t rows,

@@ -34,6 +34,7 @@ typedef struct bp_gram {
     const float *w_of;        /* the W whose terms below are formed */
     double *Q, *e0, *WS;      /* rows x d: W H^T; rows: W_r S W_r^T; rows x d: W S */
     int totals;               /* Q and e0_total formed for layer totals (e0 may be NULL) */
+    int q_borrowed;           /* Q is another gram's (bp_gram_use_totals) */
     double e0_total;          /* sum_r e0_r */
     const void *f_of[2];      /* the factors whose 1/2 tr(F W S W^T) are kfac0[i] */
     double kfac0[2];          /* one per factor slot (BP_GRAM_FACTORS) */
@@ -212,6 +213,21 @@ int bp_gram_total_error(bp_gram *g, const float *W, const float *What, int64_t r
                         bp_error *err);
 int bp_gram_total_energy(bp_gram *g, const float *W, int64_t rows, int64_t ldw,
                          const double *MW, double *energy, bp_error *err);
+/* The cross terms alone, 2 <dW, W H^T> + <W^T W, S> (0 without quantized
+ * inputs), for a <dW^T dW, Gb> contracted elsewhere; and that contraction,
+ * <A, B> over the upper triangles of symmetric d x d A and B. */
+int bp_gram_total_cross(bp_gram *g, const float *W, const float *What, int64_t rows,
+                        int64_t ldw, const double *MW, double *cross, bp_error *err);
+double bp_gram_contract(const double *A, const double *B, int64_t d);
+/* The quantizers of one layer share the totals' cross terms of each
+ * activation width: owner (a cache's gram, bp_gram_lend) takes the W H^T
+ * and sum e0 g formed (g keeps reading them); bp_gram_use_totals gives them
+ * to another gram g of the same inputs when they were formed for W (the
+ * same pointer: the caller makes sure it still holds the same weights, or
+ * calls bp_gram_drop_totals on the owner first). */
+void bp_gram_share_totals(bp_gram *owner, bp_gram *g);
+int bp_gram_use_totals(bp_gram *g, const bp_gram *owner, const float *W);   /* 1: taken */
+void bp_gram_drop_totals(bp_gram *owner);
 
 /* G = alpha A^T A (full symmetric, da x da) for A = columns [xoff, xoff + d)
  * of the n x ldx matrix X, with a ones column appended when `ones` (da =

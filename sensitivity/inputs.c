@@ -11,6 +11,7 @@
 
 void bp_sens_cache_reset(bp_sens_cache *c)
 {
+    bp_sx_share_free(c);
     for (size_t i = 0; i < c->n; i++) {
         bp_gram_free(&c->e[i].gram);
         bp_gptq_factor_free(&c->e[i].f);

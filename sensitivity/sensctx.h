@@ -70,6 +70,8 @@ bp_sx_key bp_sx_make_key(int kind, const bp_qspec *acts, int64_t n, int64_t col0
                          int single, const bp_gptq_opts *o);
 /* The entry made from k, or NULL (c may be NULL). */
 bp_sens_entry *bp_sx_find(bp_sens_cache *c, const bp_sx_key *k);
+/* Drop the layer totals kept for the current weights (sensitivity.c). */
+void bp_sx_share_free(bp_sens_cache *c);
 /* A new zeroed entry for k, or NULL (no memory: the cache simply misses). */
 bp_sens_entry *bp_sx_add(bp_sens_cache *c, const bp_sx_key *k);
 

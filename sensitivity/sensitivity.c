@@ -112,16 +112,75 @@ typedef struct totals {
     int left;                  /* activation widths still to measure, this one included */
     int reuse;                 /* the weights stay the same across widths */
     int keep;                  /* all n_w matrices kept across widths */
-    int w_valid, dw_valid;     /* MW formed; the Mdw formed for the current weights */
+    int w_valid, dw_valid;     /* MW formed; the Mdw (or pre) formed for the current weights */
+    int shared;                /* the cache's (shared_totals): W checked, cross terms shared */
+    int a, na;                 /* this activation width's index, and how many */
+    const int *abits;          /* na widths (BP_BITS_FLOAT: float inputs) */
     double *MW;                /* groups x d^2: W^T W */
     double *Mdw;               /* keep: nw x groups x d^2, else d^2 */
+    double *pre;               /* not kept, from statistics: nw x na, <dW^T dW, Gb> of the
+                                * widths after the one that formed dW^T dW */
 } totals;
 
 static void totals_free(totals *t)
 {
     free(t->MW);
     free(t->Mdw);
+    free(t->pre);
     memset(t, 0, sizeof *t);
+}
+
+/*
+ * The quantizers of one layer measure the same W: the cache (when there is
+ * one) keeps the layer's totals, so that W^T W is formed once per layer and
+ * each activation width's W H^T once (bp_gram_share_totals), not once per
+ * quantizer.  The weights are recognised by their pointer and compared
+ * byte for byte with a copy; other weights drop what was kept.
+ */
+typedef struct bp_sx_share {
+    const float *W;
+    float *copy;
+    int64_t n;
+    totals t;
+} bp_sx_share;
+
+void bp_sx_share_free(bp_sens_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        bp_gram_drop_totals(&c->e[i].gram);
+    if (c->share) {
+        totals_free(&c->share->t);
+        free(c->share->copy);
+        free(c->share);
+    }
+    c->share = NULL;
+}
+
+/* The cache's totals for l's weights (a new quantizer's: its dW^T dW to
+ * form), or NULL (no cache, or no memory: the caller's own). */
+static totals *shared_totals(bp_sens_cache *c, const bp_layer *l)
+{
+    if (!c)
+        return NULL;
+    int64_t n = l->out * l->in;
+    bp_sx_share *s = c->share;
+    if (s && s->W == l->W && s->n == n &&
+        memcmp(s->copy, l->W, (size_t)n * sizeof(float)) == 0) {
+        s->t.dw_valid = 0;
+        c->totals_hits += (size_t)s->t.w_valid;
+        return &s->t;
+    }
+    bp_sx_share_free(c);
+    s = calloc(1, sizeof *s);
+    float *copy = s ? malloc((size_t)n * sizeof(float)) : NULL;
+    if (!copy) {
+        free(s);
+        return NULL;
+    }
+    memcpy(copy, l->W, (size_t)n * sizeof(float));
+    s->W = l->W, s->copy = copy, s->n = n, s->t.shared = 1;
+    c->share = s;
+    return &s->t;
 }
 
 /* Do the nw + 1 matrices of a layer fit in what may be kept? */
@@ -136,7 +195,11 @@ static int totals_ready(totals *t, int64_t d, int64_t groups, size_t nw, bp_erro
 {
     if (t->MW && t->d == d && t->groups == groups && t->nw == nw)
         return 0;                      /* the same layer's next width */
+    int shared = t->shared, a = t->a, na = t->na, left = t->left, reuse = t->reuse;
+    const int *abits = t->abits;
     totals_free(t);
+    t->shared = shared, t->a = a, t->na = na, t->left = left, t->reuse = reuse;
+    t->abits = abits;
     size_t dd = (size_t)(d * d), per = dd * sizeof(double) * (size_t)groups;
     t->d = d, t->groups = groups, t->nw = nw;
     t->keep = totals_kept(d, groups, nw);
@@ -208,6 +271,15 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
     if (tc && totals_ready(tc, l->in, l->groups, n_w, err) < 0)
         goto fail;
     totals_count += tc != NULL;
+    /* from statistics, dW^T dW that are not kept are contracted with every
+     * later width's Gram while they exist (ahead), not formed again there */
+    int ahead = tc && l->stats && tc->reuse && !tc->keep && n_w > 0 && tc->abits &&
+                tc->a + 1 < tc->na;
+    if (ahead && !tc->pre && !(tc->pre = bp_malloc(n_w * (size_t)tc->na * sizeof(double), err)))
+        goto fail;
+    if (ahead && !tc->dw_valid)
+        memset(tc->pre, 0, n_w * (size_t)tc->na * sizeof(double));
+    int from_pre = tc && tc->pre && !tc->keep && tc->dw_valid;
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
         int sp = single && n_w > 0 && !tc;     /* totals: exact in double, and cheaper */
@@ -235,17 +307,32 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
             int64_t dd = l->in * l->in;
             double *MW = tc->MW + j * dd, en;
             int bad = !tc->w_valid && bp_gram_outer(W, NULL, og, l->in, l->in, MW, err) < 0;
+            if (tc->shared && e)       /* another quantizer's W H^T for this W */
+                c->totals_hits += (size_t)bp_gram_use_totals(&g, &e->gram, W);
             for (size_t b = 0; !bad && b < n_w; b++) {
                 const float *Wq = What[b] + (int64_t)j * og * l->in;
                 double *M = tc->keep ? tc->Mdw + ((int64_t)b * l->groups + j) * dd : tc->Mdw;
                 double tot;
-                bad = ((!tc->keep || !tc->dw_valid) &&
-                       bp_gram_outer(W, Wq, og, l->in, l->in, M, err) < 0) ||
-                      bp_gram_total_error(&g, W, Wq, og, l->in, MW, M, &tot, err) < 0;
+                if (from_pre) {        /* <dW^T dW, Gb> contracted at an earlier width */
+                    bad = bp_gram_total_cross(&g, W, Wq, og, l->in, MW, &tot, err) < 0;
+                    out->mse[b] += j == 0 ? tc->pre[b * (size_t)tc->na + (size_t)tc->a] : 0.0;
+                } else {
+                    bad = ((!tc->keep || !tc->dw_valid) &&
+                           bp_gram_outer(W, Wq, og, l->in, l->in, M, err) < 0) ||
+                          bp_gram_total_error(&g, W, Wq, og, l->in, MW, M, &tot, err) < 0;
+                }
+                for (int a = tc->a + 1; !bad && ahead && !from_pre && a < tc->na; a++) {
+                    int q = tc->abits[a] < BP_BITS_FLOAT;
+                    bp_gram_stats sa = bp_sx_group_stats(l, q ? &l->stats->grid[a] : NULL, j);
+                    tc->pre[b * (size_t)tc->na + (size_t)a] +=
+                        bp_gram_contract(M, sa.qtq, l->in) / (double)l->n;
+                }
                 if (!bad)
                     out->mse[b] += tot;
             }
             bad = bad || bp_gram_total_energy(&g, W, og, l->in, MW, &en, err) < 0;
+            if (!bad && tc->shared && e)   /* kept for the next quantizer */
+                bp_gram_share_totals(&e->gram, &g);
             bp_gram_free(&g);
             if (bad)
                 goto fail;
@@ -280,7 +367,7 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
         bp_gram_free(&g);
     }
     if (tc)
-        tc->w_valid = 1, tc->dw_valid = tc->keep && n_w > 0;
+        tc->w_valid = 1, tc->dw_valid = (tc->keep || ahead || from_pre) && n_w > 0;
     free(row);
     return 0;
 fail:
@@ -419,7 +506,8 @@ typedef struct work {
     augmented aug;
     int has_aug;
     int groups;
-    totals tc, tc_aug, tc_energy;  /* the layer's, the augmented layer's, W's alone */
+    totals *tc;               /* the layer's: tc_own, or the cache's (shared_totals) */
+    totals tc_own, tc_aug, tc_energy;  /* ..., the augmented layer's, W's alone */
 } work;
 
 static void work_free(work *w, size_t nw)
@@ -438,7 +526,7 @@ static void work_free(work *w, size_t nw)
         fisher_d_free(&w->fd[i]);
     if (w->has_aug)
         aug_free(&w->aug, nw);
-    totals_free(&w->tc);
+    totals_free(&w->tc_own);
     totals_free(&w->tc_aug);
     totals_free(&w->tc_energy);
 }
@@ -479,7 +567,7 @@ static int errors_now(const bp_layer *l, const bp_sens_spec *spec, const float *
     size_t nw = spec->n_wbits;
     int single = spec->precision == BP_PREC_SINGLE;
     if (!w->has_aug)
-        return errors_at_abits(l, xq, sg, What, nw, w->yc, w->fd, single, c, akey, &w->tc,
+        return errors_at_abits(l, xq, sg, What, nw, w->yc, w->fd, single, c, akey, w->tc,
                                &w->e, err);
     augmented *g = &w->aug;
     const bp_stats_grid *ag = NULL;
@@ -586,8 +674,13 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
     memset(w, 0, sizeof w);
     float *Xq = l->stats ? NULL : bp_malloc((size_t)(l->n * ld) * sizeof(float), err);
     int rc = Xq || l->stats ? 0 : -1;
-    for (int f = 0; rc == 0 && f < folds; f++)
+    for (int f = 0; rc == 0 && f < folds; f++) {
         rc = work_init(&w[f], &eval[f], spec, err);
+        w[f].tc = folds == 1 && !l->grad2 && !l->ofactor && !l->mfactor ? shared_totals(c, l)
+                                                                          : NULL;
+        if (!w[f].tc)
+            w[f].tc = &w[f].tc_own;
+    }
     memset(values, 0, nw * na * BP_METRIC_COUNT * sizeof *values);
     for (size_t a = 0; rc == 0 && a < na; a++) {
         const float *xq = NULL;
@@ -607,15 +700,17 @@ static int measure(const bp_layer *l, const bp_sens_spec *spec, float *const *Wh
         }
         for (int f = 0; rc == 0 && f < folds; f++) {
             int64_t fit0 = folds == 2 ? r0[1 - f] : 0, ev0 = folds == 2 ? r0[f] : 0;
-            totals *ts[] = {&w[f].tc, &w[f].tc_aug, &w[f].tc_energy};
-            for (int i = 0; i < 3; i++)
+            totals *ts[] = {w[f].tc, &w[f].tc_aug, &w[f].tc_energy};
+            for (int i = 0; i < 3; i++) {
                 ts[i]->left = (int)(na - a), ts[i]->reuse = !per_abits || i == 2;
+                ts[i]->a = (int)a, ts[i]->na = (int)na, ts[i]->abits = spec->abits;
+            }
             t = bp_now();
             if (per_abits && (rc = bp_sx_weights_all(&fit[f], spec, xq ? xq + fit0 * ld : fit[f].X,
                                                      sg, What, w[f].bhat, c, akey, err)) < 0)
                 break;
             if (per_abits)               /* new weights: their dW^T dW too */
-                w[f].tc.dw_valid = w[f].tc_aug.dw_valid = 0;
+                w[f].tc->dw_valid = w[f].tc_aug.dw_valid = 0;
             bp_profile_add(BP_STAGE_WEIGHTS, bp_now() - t);
             t = bp_now();
             if ((rc = errors_now(&eval[f], spec, xq ? xq + ev0 * ld : NULL, sg, What, &w[f],

@@ -103,12 +103,17 @@ int bp_sensitivity_layer(const bp_layer *l, const bp_sens_spec *spec,
  * change (bp_sens_cache_reset); zero-initialise, free with
  * bp_sens_cache_free.  Cross-fitted measurements and ERQ's augmented inputs
  * do not use it.  Memory: in^2 doubles per activation width and group, and
- * a GPTQ factor (in^2 floats or doubles) per activation width and group.
+ * a GPTQ factor (in^2 floats or doubles) per activation width and group;
+ * where layer totals are measured (sensitivity.c), the quantizers of one
+ * layer also share W^T W (in^2 doubles per group), a copy of W to recognise
+ * it, and W H^T per activation width (out x in doubles).
  */
 typedef struct bp_sens_cache {
     struct bp_sens_entry *e;
     size_t n, cap;
+    struct bp_sx_share *share;   /* the current weights' layer totals (sensitivity.c) */
     size_t hits;              /* Grams and factors reused, for tests and profiles */
+    size_t totals_hits;       /* W^T W and W H^T reused by another quantizer */
 } bp_sens_cache;
 
 void bp_sens_cache_reset(bp_sens_cache *c);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "sensitivity/sensctx.h"
 #include "sensitivity/sensitivity.h"
 
 /* Correlated inputs with a non-zero mean and one outlier column. */
@@ -270,11 +271,91 @@ static void test_single_wide(void)
     free(W);
 }
 
+/* One table of l under spec's quantizer, through the cache c (or none). */
+static void measure_into(const bp_layer *l, const bp_sens_spec *spec, bp_sens_cache *c,
+                         bp_table *t)
+{
+    bp_error err = {""};
+    bp_table_init(t);
+    CHECK_MSG(bp_sensitivity_layer_cached(l, spec, t, c, &err) == 0, "%s", err.msg);
+}
+
+/*
+ * The layer totals from statistics (no grad2, no factor): against the rows,
+ * with dW^T dW kept across activation widths and not (then contracted with
+ * every later width's Gram when first formed, a float width in between);
+ * and through a cache, where the quantizers of one layer share W^T W and
+ * W H^T: the same tables, and other weights at the same address (changed
+ * in place) are not taken for them.
+ */
+static void test_totals_stats(void)
+{
+    static const bp_wquantizer qs[] = {BP_WQ_RTN, BP_WQ_SQUANT, BP_WQ_GPTQ, BP_WQ_ERQ};
+    check_rng r = {23};
+    enum { O = 20, D = 36, N = 1500 };
+    float *X = make_inputs(&r, N, D), *W = random_weights(&r, O * D, 0.5), bias[O];
+    for (int i = 0; i < O; i++)
+        bias[i] = (float)check_normal(&r);
+    int wbits[] = {2, 3, 5}, abits[] = {4, 16, 8};
+    bp_sens_spec spec = spec_of(wbits, 3, abits, 3,
+                                (bp_qspec){0, BP_GRAN_GROUP, 12, 0, BP_RANGE_MINMAX, 2.0,
+                                           BP_AQ_UNIFORM, 0},
+                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0,
+                                           BP_AQ_UNIFORM, 0},
+                                BP_METRIC_RELATIVE, BP_PREC_DOUBLE);
+    stats_fixture f;
+    make_stats(&f, X, N, D, 1, &spec);
+    bp_layer rows = {"fc", O, D, 1, 1, 1, W, bias, N, X, NULL, NULL, NULL, NULL, NULL};
+    bp_layer st = {"fc", O, D, 1, 1, 1, W, bias, N, NULL, NULL, NULL, &f.st, NULL, NULL};
+    for (int keep = 0; keep < 2; keep++) {
+        bp_sx_set_totals_keep(keep ? (size_t)1 << 30 : 0);
+        size_t before = bp_sx_totals_count();
+        compare(keep ? "totals, kept" : "totals, contracted ahead", &rows, &st, &spec, 1e-9);
+        CHECK(bp_sx_totals_count() > before);
+        /* through one cache, quantizer after quantizer: the same tables */
+        bp_sens_cache c = {0};
+        bp_table alone[4], cached[4];
+        for (size_t k = 0; k < 4; k++) {
+            spec.quantizer = qs[k];
+            measure_into(&st, &spec, NULL, &alone[k]);
+            measure_into(&st, &spec, &c, &cached[k]);
+            double d = table_diff(&alone[k], &cached[k]);
+            printf("totals through the cache, %-6s (keep %d): max relative difference %.2e\n",
+                   bp_wquantizer_name(qs[k]), keep, d);
+            CHECK(d <= 1e-14);
+        }
+        CHECK(c.totals_hits >= 3);          /* W^T W (and W H^T) taken from the first */
+        /* new weights in the same memory: recognised, measured afresh */
+        for (int i = 0; i < D; i++)
+            W[3 * D + i] *= 1.75f;
+        bp_table moved, fresh;
+        spec.quantizer = BP_WQ_RTN;
+        measure_into(&st, &spec, &c, &moved);
+        measure_into(&st, &spec, NULL, &fresh);
+        CHECK(table_diff(&moved, &fresh) <= 1e-14);
+        CHECK(table_diff(&moved, &alone[0]) > 1e-3);
+        for (int i = 0; i < D; i++)
+            W[3 * D + i] /= 1.75f;
+        bp_table_free(&moved);
+        bp_table_free(&fresh);
+        for (size_t k = 0; k < 4; k++) {
+            bp_table_free(&alone[k]);
+            bp_table_free(&cached[k]);
+        }
+        bp_sens_cache_free(&c);
+    }
+    bp_sx_set_totals_keep((size_t)1 << 30);
+    free_stats(&f);
+    free(X);
+    free(W);
+}
+
 int main(void)
 {
     test_linear(BP_AQ_UNIFORM, BP_PREC_DOUBLE, 1e-9);
     test_linear(BP_AQ_PTF, BP_PREC_DOUBLE, 1e-9);
     test_grouped_conv();
     test_single_wide();
+    test_totals_stats();
     return check_done();
 }
