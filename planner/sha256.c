@@ -1,5 +1,7 @@
 /*
- * sha256.c - SHA-256 as specified in FIPS 180-4, section 6.2.
+ * sha256.c - SHA-256 as specified in FIPS 180-4, section 6.2, with the x86
+ * SHA extensions where the processor has them (the same digest, about five
+ * times the speed: the sensitivity cache hashes every input file).
  */
 #include "sha256.h"
 
@@ -52,6 +54,84 @@ static void sha256_block(uint32_t h[8], const unsigned char *p)
     h[4] += ve, h[5] += vf, h[6] += vg, h[7] += vh;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+/* nblocks 64-byte blocks with SHA256RNDS2 (two rounds each), the message
+ * schedule by SHA256MSG1/MSG2, four rounds' words per 128-bit lane group.
+ * The state is kept as ABEF and CDGH, the order the instructions use. */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha256_blocks_ni(uint32_t h[8], const unsigned char *p, size_t nblocks)
+{
+    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1);  /* CDAB */
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B); /* EFGH */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);                                        /* ABEF */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);                                             /* CDGH */
+    for (; nblocks > 0; nblocks--, p += 64) {
+        __m128i abef = s0, cdgh = s1, m[4];
+        for (int i = 0; i < 4; i++)
+            m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), swap);
+        for (int i = 0; i < 16; i++) {          /* rounds 4i .. 4i + 3 */
+            __m128i w = m[i & 3];
+            __m128i k = _mm_add_epi32(w, _mm_loadu_si128((const __m128i *)&sha256_k[4 * i]));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, k);
+            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(k, 0x0E));
+            if (i < 12) {                        /* the words of rounds 4i + 16 .. */
+                __m128i w9 = _mm_alignr_epi8(m[(i + 3) & 3], m[(i + 2) & 3], 4);
+                w = _mm_add_epi32(_mm_sha256msg1_epu32(w, m[(i + 1) & 3]), w9);
+                m[i & 3] = _mm_sha256msg2_epu32(w, m[(i + 3) & 3]);
+            }
+        }
+        s0 = _mm_add_epi32(s0, abef);
+        s1 = _mm_add_epi32(s1, cdgh);
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);                                               /* FEBA */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);                                              /* DCHG */
+    _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(t, s1, 0xF0));              /* DCBA */
+    _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(s1, t, 8));                 /* HGFE */
+}
+
+static int ni_available(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1) || !(c & bit_SSSE3))
+        return 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));   /* SHA */
+}
+#else
+static void sha256_blocks_ni(uint32_t h[8], const unsigned char *p, size_t nblocks)
+{
+    (void)h, (void)p, (void)nblocks;
+}
+
+static int ni_available(void)
+{
+    return 0;
+}
+#endif
+
+static _Atomic int use_ni = -1;  /* -1: not yet asked */
+
+int bp_sha256_accelerate(int on)
+{
+    use_ni = on && ni_available();
+    return use_ni;
+}
+
+static void sha256_blocks(uint32_t h[8], const unsigned char *p, size_t nblocks)
+{
+    if (use_ni < 0)
+        use_ni = ni_available();
+    if (use_ni) {
+        sha256_blocks_ni(h, p, nblocks);
+        return;
+    }
+    for (; nblocks > 0; nblocks--, p += 64)
+        sha256_block(h, p);
+}
+
 void bp_sha256_init(bp_sha256 *s)
 {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -71,11 +151,11 @@ void bp_sha256_update(bp_sha256 *s, const void *data, size_t n)
         s->fill += take, p += take, n -= take;
         if (s->fill < 64)
             return;
-        sha256_block(s->h, s->block);
+        sha256_blocks(s->h, s->block, 1);
         s->fill = 0;
     }
-    for (; n >= 64; p += 64, n -= 64)
-        sha256_block(s->h, p);
+    sha256_blocks(s->h, p, n / 64);
+    p += n / 64 * 64, n %= 64;
     memcpy(s->block, p, n);
     s->fill = n;
 }

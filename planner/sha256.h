@@ -22,6 +22,9 @@ void bp_sha256_update(bp_sha256 *s, const void *data, size_t n);
 void bp_sha256_final(bp_sha256 *s, unsigned char digest[32]);
 /* digest -> 64 lowercase hex characters plus NUL */
 void bp_sha256_hex(const unsigned char digest[32], char hex[65]);
+/* Use the processor's SHA extensions (on: where it has them; the default)
+ * or the portable code (off, for tests); returns whether they are used. */
+int bp_sha256_accelerate(int on);
 /* Hash a whole file into hex; error names the file. */
 int bp_sha256_file(const char *path, char hex[65], bp_error *err);
 
