@@ -172,7 +172,7 @@ static totals *shared_totals(bp_sens_cache *c, const bp_layer *l)
     }
     bp_sx_share_free(c);
     s = calloc(1, sizeof *s);
-    float *copy = s ? malloc((size_t)n * sizeof(float)) : NULL;
+    float *copy = s ? bp_malloc((size_t)n * sizeof(float), NULL) : NULL;
     if (!copy) {
         free(s);
         return NULL;
