@@ -430,7 +430,10 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
         s.ez = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
     }
     const int64_t *perm = f->perm;
-    float *Qp = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
+    int in_order = 1;                /* no act-order permutation: no gathers */
+    for (int64_t j = 0; j < cols; j++)
+        in_order &= perm[j] == j;
+    float *Qp = in_order ? out : bp_malloc((size_t)(rows * cols) * sizeof(float), err);
     if (f->single)
         s.Wf = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
     else
@@ -440,24 +443,33 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
     s.tmp = bp_malloc((size_t)(rows > cols ? rows : cols) * sizeof(float), err);
     int rc = -1;
     if (Qp && (s.Wf || s.Wd) && s.scale && s.zero && s.tmp) {
-        for (int64_t r = 0; r < rows; r++)
+        if (in_order && s.Wf)
+            memcpy(s.Wf, W, (size_t)(rows * cols) * sizeof(float));
+        for (int64_t r = 0; !(in_order && s.Wf) && r < rows; r++)
             for (int64_t j = 0; j < cols; j++) {
-                float w = f->dead[perm[j]] ? 0.0f : W[r * cols + perm[j]];
+                float w = W[r * cols + perm[j]];
                 if (s.Wf)
                     s.Wf[r * cols + j] = w;
                 else
                     s.Wd[r * cols + j] = w;
             }
+        for (int64_t j = 0; j < cols; j++)          /* dead inputs: a zero weight column */
+            for (int64_t r = 0; f->dead[perm[j]] && r < rows; r++) {
+                if (s.Wf)
+                    s.Wf[r * cols + j] = 0.0f;
+                else
+                    s.Wd[r * cols + j] = 0.0;
+            }
         rc = gptq_run(&s, o, Qp, err);
     }
     if (rc == 0) {
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < cols; j++) {
+        for (int64_t r = 0; !in_order && r < rows; r++)
+            for (int64_t j = 0; j < cols; j++)
                 out[r * cols + perm[j]] = Qp[r * cols + j];
-                if (s.es)
-                    scale[r * cols + perm[j]] = s.es[r * cols + j],
-                    zero[r * cols + perm[j]] = s.ez[r * cols + j];
-            }
+        for (int64_t r = 0; s.es && r < rows; r++)
+            for (int64_t j = 0; j < cols; j++)
+                scale[r * cols + perm[j]] = s.es[r * cols + j],
+                zero[r * cols + perm[j]] = s.ez[r * cols + j];
         rc = (scale && zero && !s.es) ? -1 : 0;
         int64_t gs = spec->granularity == BP_GRAN_GROUP ? spec->group_size : cols;
         for (int64_t j = 0; g_idx && j < cols; j++)
@@ -465,7 +477,8 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
     }
     free(s.es);
     free(s.ez);
-    free(Qp);
+    if (Qp != out)
+        free(Qp);
     free(s.Wd);
     free(s.Wf);
     free(s.scale);
