@@ -77,17 +77,48 @@ typedef double (*getter)(const void *src, int64_t i);
 static double get64(const void *src, int64_t i) { return rd64(src, i); }
 static double get32(const void *src, int64_t i) { return ((const float *)src)[i]; }
 
+/* Do the off-diagonal pairs pass check_gram's tests?  Tile by tile, so that
+ * (i, j) and (j, i) are both read from cache (row by row, a column stride of
+ * d doubles misses on every element of a 7B layer's 11,008-wide sums), with
+ * the diagonal dg read once.  Only whether: check_gram then finds the first
+ * failure in row order for its message. */
+static int pairs_ok(const void *src, getter get, const double *dg, int64_t d, double sym_tol)
+{
+    enum { T = 64 };
+    for (int64_t i0 = 0; i0 < d; i0 += T)
+        for (int64_t j0 = i0; j0 < d; j0 += T) {
+            int64_t i1 = i0 + T < d ? i0 + T : d, j1 = j0 + T < d ? j0 + T : d;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++) {
+                    double a = get == get64 ? rd64(src, i * d + j) : get(src, i * d + j);
+                    double b = get == get64 ? rd64(src, j * d + i) : get(src, j * d + i);
+                    double s = sqrt(dg[i] * dg[j]);
+                    if (!isfinite(a) || !isfinite(b) || fabs(a - b) > sym_tol * s + 1e-300 ||
+                        a * a > s * s * (1.0 + CS_TOL) + 1e-300)
+                        return 0;
+                }
+        }
+    return 1;
+}
+
 static int check_gram(const char *file, const char *what, const void *src, getter get,
                       int64_t d, double sym_tol, bp_error *err)
 {
+    double *dg = malloc((size_t)(d > 0 ? d : 1) * sizeof *dg);
     for (int64_t i = 0; i < d; i++) {
         double a = get(src, i * d + i);
-        if (!isfinite(a) || a < 0.0)
+        if (!isfinite(a) || a < 0.0) {
+            free(dg);
             return bp_fail(err, "%s: tensor '%s': diagonal element %lld is %s (%g; a sum of "
                            "squares is finite and >= 0)", file, what, (long long)i,
                            isnan(a) ? "NaN" : isinf(a) ? "infinite" : "negative", a);
+        }
+        if (dg)
+            dg[i] = a;
     }
-    for (int64_t i = 0; i < d; i++)
+    int fast = dg && pairs_ok(src, get, dg, d, sym_tol);
+    free(dg);
+    for (int64_t i = 0; !fast && i < d; i++)
         for (int64_t j = i + 1; j < d; j++) {
             double a = get(src, i * d + j), b = get(src, j * d + i);
             double s = sqrt(get(src, i * d + i) * get(src, j * d + j));
@@ -164,27 +195,39 @@ static int check_set(const bp_tensorset *ts, const char *S, long xtx, long count
         const unsigned char *QS = qs >= 0 ? f64_at(ts, qs, g * d) : NULL;
         if (!Q || !X || !QS)
             continue;
+        double *xd = malloc((size_t)(d > 0 ? d : 1) * sizeof *xd);   /* xtx's diagonal */
+        if (!xd)
+            return bp_fail(err, "out of memory checking '%s'", file);
         for (int64_t j = 0; j < g; j++) {
             snprintf(what, sizeof what, "%s.qtq", key);
-            if (check_gram(file, what, Q + 8 * j * d * d, get64, d, SYM_TOL, err) < 0)
+            if (check_gram(file, what, Q + 8 * j * d * d, get64, d, SYM_TOL, err) < 0) {
+                free(xd);
                 return -1;
+            }
+            for (int64_t c = 0; c < d; c++)
+                xd[c] = rd64(A, j * d * d + c * d + c);
             for (int64_t r = 0; r < d; r++) {
                 double s = rd64(QS, j * d + r), qq = rd64(Q, j * d * d + r * d + r);
-                if (!isfinite(s) || s * s > n * qq * (1.0 + CS_TOL) + 1e-300)
+                if (!isfinite(s) || s * s > n * qq * (1.0 + CS_TOL) + 1e-300) {
+                    free(xd);
                     return bp_fail(err, "%s: tensor '%s.qsum': element %lld (%g) does not fit "
                                    "count %.17g and qtq's diagonal %g", file, key,
                                    (long long)(j * d + r), s, n, qq);
+                }
                 for (int64_t c = 0; c < d; c++) {
                     double v = rd64(X, j * d * d + r * d + c);
-                    double xx = rd64(A, j * d * d + c * d + c);
-                    if (!isfinite(v) || v * v > qq * xx * (1.0 + CS_TOL) + 1e-300)
+                    double xx = xd[c];
+                    if (!isfinite(v) || v * v > qq * xx * (1.0 + CS_TOL) + 1e-300) {
+                        free(xd);
                         return bp_fail(err, "%s: tensor '%s.qtx': element (%lld, %lld) = %g "
                                        "exceeds what qtq's and xtx's diagonals allow "
                                        "(Cauchy-Schwarz)", file, key, (long long)r,
                                        (long long)c, v);
+                    }
                 }
             }
         }
+        free(xd);
     }
     return 0;
 }
