@@ -48,10 +48,13 @@ int bp_fail_prefix(bp_error *err, const char *fmt, ...)
  * Large buffers (the d x d matrices, the weights' copies) on transparent
  * huge pages where the kernel offers them on request (Linux's "madvise"
  * mode): a 2 MiB page faults in once where 512 small ones fault one by
- * one, and the matrix products miss the TLB less.  A 7B-shaped layer's
- * measurement otherwise takes millions of page faults.  Freed with free().
+ * one, and the matrix products miss the TLB less; a 7B-shaped layer's
+ * measurement otherwise takes millions of page faults.  Only from 64 MiB:
+ * smaller buffers are made and freed per candidate, where a huge page's
+ * fault (zeroing 2 MiB, compacting memory for it) does not pay.  Freed
+ * with free().
  */
-enum { HUGE_FROM = 8 << 20 };
+enum { HUGE_FROM = 64 << 20 };
 
 /* Ask for huge pages over the whole pages of [p, p + n) (glibc serves
  * blocks this large from their own mappings). */
