@@ -122,11 +122,20 @@ typedef struct totals {
                                 * widths after the one that formed dW^T dW */
 } totals;
 
-static void totals_free(totals *t)
+/* Let go of the matrices (and what was formed in them); the settings
+ * (shared, a, na, abits, left, reuse) stay. */
+static void totals_drop(totals *t)
 {
     free(t->MW);
     free(t->Mdw);
     free(t->pre);
+    t->MW = t->Mdw = t->pre = NULL;
+    t->w_valid = t->dw_valid = 0;
+}
+
+static void totals_free(totals *t)
+{
+    totals_drop(t);
     memset(t, 0, sizeof *t);
 }
 
@@ -195,11 +204,7 @@ static int totals_ready(totals *t, int64_t d, int64_t groups, size_t nw, bp_erro
 {
     if (t->MW && t->d == d && t->groups == groups && t->nw == nw)
         return 0;                      /* the same layer's next width */
-    int shared = t->shared, a = t->a, na = t->na, left = t->left, reuse = t->reuse;
-    const int *abits = t->abits;
-    totals_free(t);
-    t->shared = shared, t->a = a, t->na = na, t->left = left, t->reuse = reuse;
-    t->abits = abits;
+    totals_drop(t);
     size_t dd = (size_t)(d * d), per = dd * sizeof(double) * (size_t)groups;
     t->d = d, t->groups = groups, t->nw = nw;
     t->keep = totals_kept(d, groups, nw);
