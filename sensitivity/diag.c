@@ -23,13 +23,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "common/bp_threads.h"
 #include "ggml.h"
 #include "sensctx.h"
 
 #define DIAG_CHUNK 64               /* rows per chunk */
-#define DIAG_THREADS_MAX 16
 
 enum { S_MSE, S_ENERGY, S_FISHER, S_DW2, S_COUNT };
 
@@ -105,13 +104,6 @@ static void *diag_worker(void *arg)
     return NULL;
 }
 
-static int diag_threads(void)
-{
-    const char *e = getenv("BITPLAN_THREADS");
-    long n = e && *e ? strtol(e, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > DIAG_THREADS_MAX ? DIAG_THREADS_MAX : (int)n;
-}
-
 /* The sums over every row (What given, or the ggml type's rows made here). */
 static int diag_sums(const bp_layer *l, const float *What, int type, double *tot,
                      bp_error *err)
@@ -121,10 +113,10 @@ static int diag_sums(const bp_layer *l, const float *What, int type, double *tot
     if (!(j.sums = bp_calloc((size_t)(j.n_chunks ? j.n_chunks : 1) * S_COUNT, sizeof(double),
                              err)))
         return -1;
-    int nt = diag_threads();
+    int nt = bp_threads();
     if (nt > j.n_chunks)
         nt = (int)(j.n_chunks ? j.n_chunks : 1);
-    pthread_t th[DIAG_THREADS_MAX];
+    pthread_t th[BP_THREADS_MAX];
     int started = 0;
     for (int t = 1; t < nt; t++)
         if (pthread_create(&th[t], NULL, diag_worker, &j) == 0)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/bp_profile.h"
+#include "common/bp_threads.h"
 #include "gram.h"
 
 void bp_gptq_opts_init(bp_gptq_opts *o)
@@ -99,6 +100,7 @@ typedef struct gptq_state {
     const float *fixed;        /* per-tensor {scale, zero} given, or NULL */
     float *Wb;                 /* single precision: the block's columns, bw x rows */
     int64_t b1, b2;            /* the block held in Wb: columns [b1, b2) */
+    double flops;              /* of the block updates, for the profile */
 } gptq_state;
 
 /* The working weight (r, c), wherever it lives now. */
@@ -188,7 +190,7 @@ static void gptq_block_d(gptq_state *s, int64_t i1, int64_t i2, float *Q, double
     if (i2 < d)         /* W[:, i2:] -= E * U[i1:i2, i2:] */
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->rows, (int)(d - i2),
                     (int)bw, -1.0, E, (int)bw, U + i1 * d + i2, (int)d, 1.0, W + i2, (int)d);
-    bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)s->rows * (double)(d - i2) * (double)bw);
+    s->flops += 2.0 * (double)s->rows * (double)(d - i2) * (double)bw;
 }
 
 /* x clamped to [lo, hi] with comparisons (maxss / minss: vectorised, unlike
@@ -199,12 +201,13 @@ static inline float clampf(float x, float lo, float hi)
     return x > hi ? hi : x;
 }
 
-/* rne(x) for |x| <= 2^20 in the default rounding mode: adding 1.5 * 2^23
- * leaves no fraction bits, so the sum rounds x half to even (and vectorises). */
+/* rne(x) for |x| < 2^22 in the default rounding mode: adding 1.5 * 2^23
+ * leaves no fraction bits, so the sum rounds x half to even (and vectorises).
+ * Beyond, the result is still at least 2^22 - 2 in magnitude with x's sign:
+ * past any code range once a zero point (below 2^17) is added and clamped. */
 static inline float rne_small(float x)
 {
     const float magic = 12582912.0f;
-    x = clampf(x, -1048576.0f, 1048576.0f);
     return (x + magic) - magic;
 }
 
@@ -276,7 +279,7 @@ static void gptq_block_f(gptq_state *s, int64_t i1, int64_t i2, float *Q, float 
     if (i2 < d)         /* W[:, i2:] -= Et^T U[i1:i2, i2:] */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows, (int)(d - i2), (int)bw,
                     -1.0f, Et, (int)rows, U + i1 * d + i2, (int)d, 1.0f, W + i2, (int)d);
-    bp_profile_flops(BP_STAGE_WEIGHTS, 2.0 * (double)rows * (double)(d - i2) * (double)bw);
+    s->flops += 2.0 * (double)rows * (double)(d - i2) * (double)bw;
 }
 
 static int gptq_run(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *err)
@@ -286,17 +289,11 @@ static int gptq_run(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *e
     void *E = bp_malloc(ne * (s->Wf ? sizeof(float) : sizeof(double)), err);
     if (s->Wf)
         s->Wb = bp_malloc(ne * sizeof(float), err);
-    if (!E || (s->Wf && !s->Wb)) {
-        free(E);
-        free(s->Wb);
-        return -1;
-    }
-    if (s->spec.granularity != BP_GRAN_GROUP && gptq_fit(s, 0, d, err) < 0) {
-        free(E);
-        free(s->Wb);
-        return -1;
-    }
-    for (int64_t i1 = 0; i1 < d; i1 += bs) {
+    s->tmp = bp_malloc((size_t)(s->rows > d ? s->rows : d) * sizeof(float), err);
+    int rc = E && (!s->Wf || s->Wb) && s->tmp ? 0 : -1;
+    if (rc == 0 && s->spec.granularity != BP_GRAN_GROUP)
+        rc = gptq_fit(s, 0, d, err);
+    for (int64_t i1 = 0; rc == 0 && i1 < d; i1 += bs) {
         int64_t i2 = i1 + bs < d ? i1 + bs : d;
         if (s->Wf)
             gptq_block_f(s, i1, i2, Qp, E);
@@ -305,8 +302,72 @@ static int gptq_run(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *e
     }
     free(E);
     free(s->Wb);
-    s->Wb = NULL;
-    return 0;
+    free(s->tmp);
+    s->Wb = NULL, s->tmp = NULL;
+    return rc;
+}
+
+/* Rows are independent under GPTQ (every row meets the same factor): a
+ * part of the rows on one thread, with its own scratch. */
+typedef struct gptq_part {
+    gptq_state s;
+    const bp_gptq_opts *o;
+    float *Qp;
+    int rc;
+    bp_error err;
+} gptq_part;
+
+static void *gptq_part_run(void *arg)
+{
+    gptq_part *p = arg;
+    p->rc = gptq_run(&p->s, p->o, p->Qp, &p->err);
+    return NULL;
+}
+
+/* Below this many flops of block updates a layer is not worth a thread. */
+#define GPTQ_SPLIT_FLOPS 5e7
+/* Rows per part: a multiple of this (whole vectors in the block loops). */
+#define GPTQ_SPLIT_ALIGN 16
+
+/* gptq_run over the rows in parts on bp_threads() threads, where the
+ * grid is fitted row by row (a per-tensor grid is fitted over all rows). */
+static int gptq_run_rows(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *err)
+{
+    int nt = bp_threads();
+    double work = (double)s->rows * (double)s->cols * (double)s->cols;
+    if (s->spec.granularity == BP_GRAN_TENSOR && !s->fixed)
+        nt = 1;
+    if (nt > s->rows / (2 * GPTQ_SPLIT_ALIGN))
+        nt = (int)(s->rows / (2 * GPTQ_SPLIT_ALIGN));
+    if (nt <= 1 || work < GPTQ_SPLIT_FLOPS) {
+        int rc = gptq_run(s, o, Qp, err);
+        bp_profile_flops(BP_STAGE_WEIGHTS, s->flops);
+        return rc;
+    }
+    gptq_part p[BP_THREADS_MAX];
+    int64_t d = s->cols;
+    for (int i = 0; i < nt; i++) {
+        int64_t r0 = s->rows * i / nt / GPTQ_SPLIT_ALIGN * GPTQ_SPLIT_ALIGN;
+        int64_t r1 = i + 1 < nt ? s->rows * (i + 1) / nt / GPTQ_SPLIT_ALIGN * GPTQ_SPLIT_ALIGN
+                                : s->rows;
+        p[i] = (gptq_part){*s, o, Qp + r0 * d, 0, {{0}}};
+        p[i].s.rows = r1 - r0;
+        if (s->Wd)
+            p[i].s.Wd = s->Wd + r0 * d;
+        if (s->Wf)
+            p[i].s.Wf = s->Wf + r0 * d;
+        p[i].s.scale = s->scale + r0, p[i].s.zero = s->zero + r0;
+        if (s->es)
+            p[i].s.es = s->es + r0 * d, p[i].s.ez = s->ez + r0 * d;
+    }
+    bp_parallel(nt, gptq_part_run, p, sizeof p[0]);
+    int rc = 0;
+    for (int i = 0; i < nt; i++) {
+        bp_profile_flops(BP_STAGE_WEIGHTS, p[i].s.flops);
+        if (p[i].rc < 0 && rc == 0)
+            rc = -1, *err = p[i].err;
+    }
+    return rc;
 }
 
 void bp_gptq_factor_free(bp_gptq_factor *f)
@@ -424,25 +485,29 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
     if (spec->granularity == BP_GRAN_GROUP && spec->group_size <= 0)
         return bp_fail(err, "gptq: group_size must be positive");
     gptq_state s = {rows, cols, NULL, NULL, f->Ud, f->Uf, NULL, NULL, NULL, *spec, NULL, NULL,
-                    o->tensor_grid, NULL, 0, 0};
-    if (scale && zero) {
-        s.es = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
-        s.ez = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
-    }
+                    o->tensor_grid, NULL, 0, 0, 0.0};
     const int64_t *perm = f->perm;
     int in_order = 1;                /* no act-order permutation: no gathers */
     for (int64_t j = 0; j < cols; j++)
         in_order &= perm[j] == j;
+    if (scale && zero && in_order)   /* the grid straight into the caller's */
+        s.es = scale, s.ez = zero;
+    else if (scale && zero) {
+        s.es = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
+        s.ez = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
+    }
     float *Qp = in_order ? out : bp_malloc((size_t)(rows * cols) * sizeof(float), err);
+    /* In order and in single precision the weights are worked on in out:
+     * a block's codes are written over its columns once the later columns
+     * no longer need them. */
     if (f->single)
-        s.Wf = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
+        s.Wf = in_order ? out : bp_malloc((size_t)(rows * cols) * sizeof(float), err);
     else
         s.Wd = bp_malloc((size_t)(rows * cols) * sizeof(double), err);
     s.scale = bp_malloc((size_t)rows * sizeof(float), err);
     s.zero = bp_malloc((size_t)rows * sizeof(float), err);
-    s.tmp = bp_malloc((size_t)(rows > cols ? rows : cols) * sizeof(float), err);
     int rc = -1;
-    if (Qp && (s.Wf || s.Wd) && s.scale && s.zero && s.tmp) {
+    if (Qp && (s.Wf || s.Wd) && s.scale && s.zero && (s.es || !scale || !zero)) {
         if (in_order && s.Wf)
             memcpy(s.Wf, W, (size_t)(rows * cols) * sizeof(float));
         for (int64_t r = 0; !(in_order && s.Wf) && r < rows; r++)
@@ -460,13 +525,13 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
                 else
                     s.Wd[r * cols + j] = 0.0;
             }
-        rc = gptq_run(&s, o, Qp, err);
+        rc = gptq_run_rows(&s, o, Qp, err);
     }
     if (rc == 0) {
         for (int64_t r = 0; !in_order && r < rows; r++)
             for (int64_t j = 0; j < cols; j++)
                 out[r * cols + perm[j]] = Qp[r * cols + j];
-        for (int64_t r = 0; s.es && r < rows; r++)
+        for (int64_t r = 0; s.es && s.es != scale && r < rows; r++)
             for (int64_t j = 0; j < cols; j++)
                 scale[r * cols + perm[j]] = s.es[r * cols + j],
                 zero[r * cols + perm[j]] = s.ez[r * cols + j];
@@ -475,14 +540,16 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
         for (int64_t j = 0; g_idx && j < cols; j++)
             g_idx[perm[j]] = (int32_t)(j / gs);
     }
-    free(s.es);
-    free(s.ez);
+    if (s.es != scale) {
+        free(s.es);
+        free(s.ez);
+    }
     if (Qp != out)
         free(Qp);
     free(s.Wd);
-    free(s.Wf);
+    if (s.Wf != out)
+        free(s.Wf);
     free(s.scale);
     free(s.zero);
-    free(s.tmp);
     return rc;
 }

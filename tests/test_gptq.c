@@ -7,7 +7,9 @@
  *   - the same result for every block size;
  *   - every weight on its row's grid; dead inputs give zero columns;
  *   - cross-fitted errors close to the error on new rows where in-sample
- *     ones are optimistic.
+ *     ones are optimistic;
+ *   - the same weights and grid whether the rows run on one thread or are
+ *     split over several.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,8 +413,51 @@ static void test_cross_fit(void)
     free_data(&big);
 }
 
+/* Rows in parts on BITPLAN_THREADS threads: the result bit for bit that of
+ * one thread, for every granularity, order and precision (the row count not
+ * a multiple of the parts' alignment). */
+static void test_threads(void)
+{
+    check_rng rng = {0x7ea3d5ULL};
+    bp_error err;
+    data x = make_data(403, 384, 600, &rng);
+    int64_t n = x.o * x.d;
+    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
+    float *sa = malloc((size_t)n * sizeof(float)), *za = malloc((size_t)n * sizeof(float));
+    float *sb = malloc((size_t)n * sizeof(float)), *zb = malloc((size_t)n * sizeof(float));
+    const char *saved = getenv("BITPLAN_THREADS");
+    static const bp_granularity grans[] = {BP_GRAN_CHANNEL, BP_GRAN_GROUP, BP_GRAN_TENSOR};
+    for (int g = 0; g < 3; g++)
+        for (int variant = 0; variant < 3; variant++) {
+            bp_qspec q = spec_of(3, grans[g], 64);
+            bp_gptq_opts o;
+            bp_gptq_opts_init(&o);
+            o.act_order = variant == 1;
+            if (variant == 2)
+                o.precision = BP_GPTQ_DOUBLE;
+            setenv("BITPLAN_THREADS", "1", 1);
+            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, a, sa, za, NULL,
+                                        &err) == 0);
+            setenv("BITPLAN_THREADS", "3", 1);
+            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, b, sb, zb, NULL,
+                                        &err) == 0);
+            int64_t diff = 0;
+            for (int64_t i = 0; i < n; i++)
+                diff += a[i] != b[i] || sa[i] != sb[i] || za[i] != zb[i];
+            CHECK_MSG(diff == 0, "granularity %d variant %d: %lld of %lld elements differ "
+                      "between 1 and 3 threads", g, variant, (long long)diff, (long long)n);
+        }
+    if (saved)
+        setenv("BITPLAN_THREADS", saved, 1);
+    else
+        unsetenv("BITPLAN_THREADS");
+    free(a), free(b), free(sa), free(za), free(sb), free(zb);
+    free_data(&x);
+}
+
 int main(void)
 {
+    test_threads();
     test_cross_fit();
     test_grouped_tensor_grid();
     test_beats_rtn();
