@@ -88,12 +88,27 @@ static int64_t n_groups(const bp_qgrid *g, int64_t in)
 /* Codes from the per-element grid, checked against What; the per-block
  * scales and zeros into S and Z (rows_s x G).  Column j of a row in conv
  * group c belongs to scale group g_idx[c * in + j]. */
-/* nearbyintf(x) in the default rounding mode (half to even), inline: below
- * 2^22 in magnitude adding 1.5 * 2^23 leaves no fraction bits. */
-static inline float rne(float x)
+/* The code of w on the step es, zero point ez and code range [0, maxq]:
+ * rne(w / es + ez) in the default rounding mode (half to even), clamped.
+ * Below 2^22 in magnitude adding 1.5 * 2^23 leaves no fraction bits, so the
+ * sum rounds half to even; beyond, the sum is still beyond the code range
+ * (maxq < 2^17) on the same side, where the clamp decides.  Comparisons
+ * only: the loops vectorise. */
+static inline float code_of(float w, float es, float ez, float maxq)
 {
     const float magic = 12582912.0f;
-    return fabsf(x) < 4194304.0f ? (x + magic) - magic : nearbyintf(x);
+    float x = w / es + ez;
+    float u = (x + magic) - magic;
+    u = u < 0.0f ? 0.0f : u;
+    return u > maxq ? maxq : u;
+}
+
+/* Is the dequantized code u more than the tolerance off w (or not a number)? */
+static inline int off_grid(float w, float es, float ez, float u)
+{
+    float back = es * (u - ez), mag = fabsf(w);
+    mag = mag > es ? mag : es;
+    return !(fabsf(back - w) <= 1e-5f * mag);
 }
 
 static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const float *es,
@@ -106,33 +121,50 @@ static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const fl
     unsigned char *seen = bp_calloc((size_t)(tensor ? 1 : l->out * G), 1, err);
     if (!seen)
         return -1;
-    int rc = 0;
-    for (int64_t r = 0; rc == 0 && r < l->out; r++)
-        for (int64_t j = 0; j < in; j++) {
-            int64_t i = r * in + j, blk = tensor ? 0 : r * G + g_idx[(r / og) * in + j];
+    for (int64_t r = 0; r < l->out; r++) {
+        const float *e = es + r * in, *z = ez + r * in;
+        const int32_t *gi = g_idx + (r / og) * in;
+        float *w = What + r * in;
+        for (int64_t j = 0; j < in; j++) {          /* the grid: one value per block */
+            int64_t blk = tensor ? 0 : r * G + gi[j];
             if (!seen[blk])
-                S[blk] = es[i], Z[blk] = ez[i], seen[blk] = 1;
-            if (es[i] != S[blk] || ez[i] != Z[blk]) {
-                rc = bp_fail(err, "layer '%s': the grid is not constant over its %s block "
-                             "(internal error)", l->name, g->granularity);
-                break;
+                S[blk] = e[j], Z[blk] = z[j], seen[blk] = 1;
+            if (e[j] != S[blk] || z[j] != Z[blk]) {
+                free(seen);
+                return bp_fail(err, "layer '%s': the grid is not constant over its %s block "
+                               "(internal error)", l->name, g->granularity);
             }
-            float u = rne(What[i] / es[i] + ez[i]);
-            u = u < 0.0f ? 0.0f : u > maxq ? maxq : u;     /* comparisons: no libm calls */
-            float back = es[i] * (u - ez[i]), mag = fabsf(What[i]);
-            if (fabsf(back - What[i]) > 1e-5f * (mag > es[i] ? mag : es[i])) {
-                rc = bp_fail(err, "layer '%s': weight %lld is off its grid (%.9g vs %.9g; "
-                             "internal error)", l->name, (long long)i, What[i], back);
-                break;
-            }
-            What[i] = back;                  /* the canonical dequantized value */
-            if (g->bits <= 8)
-                ((unsigned char *)codes)[i] = (unsigned char)u;
-            else
-                ((uint16_t *)codes)[i] = (uint16_t)u;
         }
+        int bad = 0;                                 /* every weight on its grid? */
+        for (int64_t j = 0; j < in; j++)
+            bad |= off_grid(w[j], e[j], z[j], code_of(w[j], e[j], z[j], maxq));
+        for (int64_t j = 0; bad && j < in; j++) {
+            float u = code_of(w[j], e[j], z[j], maxq);
+            if (off_grid(w[j], e[j], z[j], u)) {
+                free(seen);
+                return bp_fail(err, "layer '%s': weight %lld is off its grid (%.9g vs %.9g; "
+                               "internal error)", l->name, (long long)(r * in + j), w[j],
+                               e[j] * (u - z[j]));
+            }
+        }
+        if (g->bits <= 8) {       /* the codes, and the canonical dequantized values */
+            unsigned char *c = (unsigned char *)codes + r * in;
+            for (int64_t j = 0; j < in; j++) {
+                float u = code_of(w[j], e[j], z[j], maxq);
+                c[j] = (unsigned char)(int)u;
+                w[j] = e[j] * (u - z[j]);
+            }
+        } else {
+            uint16_t *c = (uint16_t *)codes + r * in;
+            for (int64_t j = 0; j < in; j++) {
+                float u = code_of(w[j], e[j], z[j], maxq);
+                c[j] = (uint16_t)(int)u;
+                w[j] = e[j] * (u - z[j]);
+            }
+        }
+    }
     free(seen);
-    return rc;
+    return 0;
 }
 
 /* Does g_idx differ from column / group_size anywhere? */
