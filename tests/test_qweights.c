@@ -1,0 +1,120 @@
+/*
+ * test_qweights.c - codes of the quantized-weights file from a per-element
+ * grid (bp_qfile_add_codes):
+ *   - every code is round-half-even of w / step + zero point, clamped to the
+ *     code range, computed here independently with nearbyint in double, and
+ *     NAME.weight is step * (code - zero) exactly;
+ *   - per group (a partial last group, 16-bit codes) and per tensor;
+ *   - a weight off its grid, a weight that is not a number and a grid that
+ *     changes inside its block are errors naming the layer, with no codes.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "planner/formats/qweights.h"
+
+enum { OUT = 7, IN = 40, GS = 16 };
+
+typedef struct layer {
+    float What[OUT * IN], es[OUT * IN], ez[OUT * IN];
+    int32_t g_idx[IN];
+} layer;
+
+/* Weights on a per-group grid of `bits`: steps and zero points per (row,
+ * group), codes over the whole range (both ends and ties included). */
+static void make_layer(layer *L, int bits, int per_tensor, check_rng *r)
+{
+    int maxq = (1 << bits) - 1;
+    float s0 = (float)(0.01 + 0.1 * check_uniform(r)), z0 = (float)(maxq / 3);
+    for (int j = 0; j < IN; j++)
+        L->g_idx[j] = j / GS;
+    for (int row = 0; row < OUT; row++)
+        for (int g = 0; g * GS < IN; g++) {
+            float s = per_tensor ? s0 : (float)(0.01 + 0.1 * check_uniform(r));
+            float z = per_tensor ? z0 : (float)(check_next(r) % (unsigned)(maxq + 1));
+            for (int j = g * GS; j < IN && j < (g + 1) * GS; j++) {
+                int i = row * IN + j;
+                int c = j == g * GS ? 0 : j == g * GS + 1 ? maxq
+                                                          : (int)(check_next(r) % (unsigned)(maxq + 1));
+                L->es[i] = s, L->ez[i] = z;
+                L->What[i] = s * ((float)c - z);
+                if (j == g * GS + 2)                 /* a little off: rounds back */
+                    L->What[i] += 0.1e-6f * s;
+            }
+        }
+}
+
+static const bp_st_entry *entry(const bp_qfile *f, const char *name)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (!strcmp(f->e[i].name, name))
+            return &f->e[i];
+    return NULL;
+}
+
+static void test_codes(int bits, int per_tensor, check_rng *r)
+{
+    layer L;
+    make_layer(&L, bits, per_tensor, r);
+    float w0[OUT * IN];
+    memcpy(w0, L.What, sizeof w0);
+    bp_qfile f = {0};
+    bp_error err;
+    bp_qlayer q = {"blk.fc", OUT, IN, 1, L.What, L.es, L.ez, L.g_idx};
+    bp_qgrid g = {bits, per_tensor, per_tensor ? 0 : GS, 0, per_tensor ? "per_tensor"
+                                                                       : "per_group"};
+    CHECK(bp_qfile_add_codes(&f, &q, &g, 1, &err) == 0);
+    const bp_st_entry *c = entry(&f, "blk.fc.qweight"), *w = entry(&f, "blk.fc.weight");
+    CHECK(c && w && c->dtype == (bits <= 8 ? BP_DT_U8 : BP_DT_U16));
+    int bad_codes = 0, bad_values = 0;
+    double maxq = (double)((1 << bits) - 1);
+    for (int i = 0; c && w && i < OUT * IN; i++) {
+        double u = nearbyint((double)(w0[i] / L.es[i]) + (double)L.ez[i]);
+        u = u < 0.0 ? 0.0 : u > maxq ? maxq : u;
+        double got = bits <= 8 ? ((const unsigned char *)c->data)[i]
+                               : ((const uint16_t *)c->data)[i];
+        bad_codes += got != u;
+        bad_values += ((const float *)w->data)[i] != L.es[i] * ((float)got - L.ez[i]);
+    }
+    CHECK_MSG(bad_codes == 0 && bad_values == 0, "bits %d tensor %d: %d codes, %d values wrong",
+              bits, per_tensor, bad_codes, bad_values);
+    bp_qfile_free(&f);
+}
+
+/* One element spoiled (moved by `steps` of its step, or its step changed):
+ * the call fails, naming the layer and the problem. */
+static void expect_error(const char *what, int element, float steps, int grid, check_rng *r)
+{
+    layer L;
+    make_layer(&L, 4, 0, r);
+    if (grid)
+        L.es[element] *= 1.5f;
+    else
+        L.What[element] += steps * L.es[element];
+    bp_qfile f = {0};
+    bp_error err = {{0}};
+    bp_qlayer q = {"blk.fc", OUT, IN, 1, L.What, L.es, L.ez, L.g_idx};
+    bp_qgrid g = {4, 0, GS, 0, "per_group"};
+    CHECK_MSG(bp_qfile_add_codes(&f, &q, &g, 0, &err) < 0, "%s: accepted", what);
+    CHECK_MSG(strstr(err.msg, "blk.fc") && strstr(err.msg, grid ? "not constant" : "off its grid"),
+              "%s: message '%s'", what, err.msg);
+    CHECK_MSG(!entry(&f, "blk.fc.qweight"), "%s: codes written", what);
+    bp_qfile_free(&f);
+}
+
+int main(void)
+{
+    check_rng r = {0x9e1d0c5ULL};
+    for (int bits = 2; bits <= 8; bits++)
+        test_codes(bits, 0, &r);
+    test_codes(4, 1, &r);
+    test_codes(12, 0, &r);
+    expect_error("off the grid", 3 * IN + 21, 0.37f, 0, &r);
+    expect_error("a weight past the code range", 5 * IN + 33, 1000.0f, 0, &r);
+    expect_error("not a number", 2 * IN + 7, NAN, 0, &r);
+    expect_error("grid changing in a block", 4 * IN + 18, 0.0f, 1, &r);
+    return check_done();
+}
