@@ -6,6 +6,7 @@
 #include "gram.h"
 
 #include "common/bp_profile.h"
+#include "common/bp_threads.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -122,20 +123,64 @@ static int build_double(bp_gram *g, bp_error *err)
     return 0;
 }
 
+/* One thread's chunk of build_single: the centred rows B in float and
+ * their ssyrk C. */
+typedef struct single_part {
+    const bp_gram *g;
+    int64_t r, m;              /* rows [r, r + m) */
+    float *B, *C;
+} single_part;
+
+static void *single_chunk(void *arg)
+{
+    single_part *p = arg;
+    const bp_gram *g = p->g;
+    int64_t d = g->d;
+    const float *src = g->Xq ? g->Xq : g->X;
+    if (p->m <= 0)
+        return NULL;
+    for (int64_t i = 0; i < p->m; i++)
+        for (int64_t j = 0; j < d; j++)
+            p->B[i * d + j] = (float)((double)src[(p->r + i) * g->ld + g->col0 + j] - g->mu[j]);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)p->m, 1.0f, p->B, (int)d,
+                0.0f, p->C, (int)d);
+    return NULL;
+}
+
+/* Threads for the chunks of build_single: bitplan's own where OpenBLAS has
+ * one thread (its chunks' products side by side, each on one thread; the
+ * sums in chunk order, as on one thread) and their buffers stay small. */
+static int single_threads(int64_t n, int64_t d, int64_t chunk)
+{
+    int nt = openblas_get_num_threads() == 1 ? bp_threads() : 1;
+    int64_t chunks = (n + chunk - 1) / chunk;
+    if (nt > chunks)
+        nt = (int)chunks;
+    while (nt > 1 && (double)nt * (double)(d * d + chunk * d) * sizeof(float) > 512.0 * (1 << 20))
+        nt--;
+    return nt;
+}
+
 /* Gb = Gc + mu mu^T: the column means in double, the centred chunks'
  * products in float (ssyrk), summed in double, kept in float. */
 static int build_single(bp_gram *g, bp_error *err)
 {
     int64_t d = g->d, n = g->n, chunk = n < GRAM_CHUNK_ROWS ? n : GRAM_CHUNK_ROWS;
+    int nt = single_threads(n, d, chunk);
     const float *src = g->Xq ? g->Xq : g->X;
     double *acc = bp_calloc((size_t)(d * d), sizeof(double), err);
-    float *B = bp_malloc((size_t)(chunk * d) * sizeof(float), err);
-    float *C = bp_malloc((size_t)(d * d) * sizeof(float), err);
+    single_part part[BP_THREADS_MAX] = {{0}};
+    int rc = -1, got = 1;
+    for (int t = 0; t < nt; t++) {
+        part[t].g = g;
+        part[t].B = bp_malloc((size_t)(chunk * d) * sizeof(float), err);
+        part[t].C = bp_malloc((size_t)(d * d) * sizeof(float), err);
+        got &= part[t].B && part[t].C;
+    }
     g->Gf = bp_malloc((size_t)(d * d) * sizeof(float), err);
     g->mu = bp_calloc((size_t)d, sizeof(double), err);
     g->gsd = bp_malloc((size_t)d * sizeof(double), err);
-    int rc = -1;
-    if (!acc || !B || !C || !g->Gf || !g->mu || !g->gsd)
+    if (!acc || !got || !g->Gf || !g->mu || !g->gsd)
         goto out;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < d; j++)
@@ -143,17 +188,19 @@ static int build_single(bp_gram *g, bp_error *err)
     for (int64_t j = 0; j < d; j++)
         g->mu[j] /= (double)n;
     double fd = (double)d;
-    for (int64_t r = 0; r < n; r += chunk) {
-        int64_t m = n - r < chunk ? n - r : chunk;
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < d; j++)
-                B[i * d + j] = (float)((double)src[(r + i) * g->ld + g->col0 + j] - g->mu[j]);
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0f, B, (int)d,
-                    0.0f, C, (int)d);
-        bp_profile_flops(BP_STAGE_ERRORS, (double)m * fd * (fd + 1.0));
-        for (int64_t i = 0; i < d; i++)
-            for (int64_t j = i; j < d; j++)
-                acc[i * d + j] += C[i * d + j];
+    for (int64_t r = 0; r < n; r += nt * chunk) {
+        for (int t = 0; t < nt; t++) {
+            int64_t r0 = r + t * chunk;
+            part[t].r = r0, part[t].m = r0 >= n ? 0 : n - r0 < chunk ? n - r0 : chunk;
+        }
+        bp_parallel(nt, single_chunk, part, sizeof part[0]);
+        for (int t = 0; t < nt && part[t].m > 0; t++) {      /* in chunk order */
+            bp_profile_flops(BP_STAGE_ERRORS, (double)part[t].m * fd * (fd + 1.0));
+            const float *C = part[t].C;
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = i; j < d; j++)
+                    acc[i * d + j] += C[i * d + j];
+        }
     }
     for (int64_t i = 0; i < d; i++) {
         for (int64_t j = i; j < d; j++)
@@ -163,8 +210,10 @@ static int build_single(bp_gram *g, bp_error *err)
     rc = 0;
 out:
     free(acc);
-    free(B);
-    free(C);
+    for (int t = 0; t < nt; t++) {
+        free(part[t].B);
+        free(part[t].C);
+    }
     return rc;
 }
 

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "check.h"
 #include "sensitivity/gram.h"
 #include "sensitivity/sensctx.h"
@@ -274,6 +276,39 @@ static void test_single(void)
 /* Layers reading the same inputs (q, k, v) share Grams and GPTQ factors
  * through a bp_sens_cache: the same table to the bit as measured alone,
  * with the Grams formed once (every later measurement reuses them). */
+/* The single Gram's chunks side by side on bitplan's threads (OpenBLAS at
+ * one thread): the same Gram, means and norms bit for bit as on one thread,
+ * with a short last chunk and more threads than a wave fills. */
+static void test_single_threads(void)
+{
+    enum { D = 40, N = 2600 };
+    check_rng r = {0x5eed7};
+    float *X = make_inputs(&r, N, D);
+    const char *saved = getenv("BITPLAN_THREADS");
+    int blas = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    bp_gram g1, g3;
+    setenv("BITPLAN_THREADS", "1", 1);
+    CHECK(bp_gram_build_prec(&g1, X, NULL, N, D, 0, D, 0, 1, NULL) == 0);
+    setenv("BITPLAN_THREADS", "4", 1);
+    CHECK(bp_gram_build_prec(&g3, X, NULL, N, D, 0, D, 0, 1, NULL) == 0);
+    int diff = 0;
+    for (int i = 0; i < D; i++) {
+        diff += g1.mu[i] != g3.mu[i] || g1.gsd[i] != g3.gsd[i];
+        for (int j = i; j < D; j++)
+            diff += g1.Gf[i * D + j] != g3.Gf[i * D + j];
+    }
+    CHECK_MSG(diff == 0, "%d values differ between 1 and 4 threads", diff);
+    bp_gram_free(&g1);
+    bp_gram_free(&g3);
+    if (saved)
+        setenv("BITPLAN_THREADS", saved, 1);
+    else
+        unsetenv("BITPLAN_THREADS");
+    openblas_set_num_threads(blas);
+    free(X);
+}
+
 static void test_shared_inputs(void)
 {
     check_rng r = {4711};
@@ -830,6 +865,7 @@ static void test_monotone(void)
 
 int main(void)
 {
+    test_single_threads();
     test_case(1, 7, 13, 1, 50);          /* fewer samples than 2d */
     test_case(2, 32, 40, 1, 700);        /* linear */
     test_case(3, 8, 18, 2, 300);         /* grouped conv, 2 groups */
