@@ -589,31 +589,40 @@ int64_t bp_st_numel(const bp_st_tensor *t)
 
 /* ---- reading values ------------------------------------------------------ */
 
+/* Is every one of x[0..n) finite?  (Comparisons only: vectorises.) */
+static int all_finite(const float *x, int64_t n)
+{
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad |= !(fabsf(x[i]) <= FLT_MAX);
+    return !bad;
+}
+
 int bp_to_f32(bp_dtype dt, const unsigned char *src, int64_t n, float *out,
               const char *label, const char *name, bp_error *err)
 {
     if (dt != BP_DT_F32 && dt != BP_DT_F16 && dt != BP_DT_BF16 && dt != BP_DT_F64)
         return bp_fail(err, "%s: tensor '%s': dtype %s is not a float type (expected F32, "
                        "F16, BF16 or F64)", label, name, bp_dtype_name(dt));
-    for (int64_t i = 0; i < n; i++) {
-        if (dt == BP_DT_F32) {
-            memcpy(&out[i], src + 4 * i, 4);
-        } else if (dt == BP_DT_F64) {       /* NumPy's default: read as float32 */
-            double d;
-            memcpy(&d, src + 8 * i, 8);
-            if (isfinite(d) && fabs(d) > FLT_MAX)
-                return bp_fail(err, "%s: tensor '%s': element %lld is %g, beyond float32's "
-                               "range (bitplan computes in float32)", label, name,
-                               (long long)i, d);
-            out[i] = (float)d;
-        } else {
-            uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
-            out[i] = dt == BP_DT_F16 ? bp_f16_to_f32(h) : bp_bf16_to_f32(h);
-        }
+    if (dt == BP_DT_F32)
+        memcpy(out, src, (size_t)n * 4);
+    for (int64_t i = 0; dt == BP_DT_F64 && i < n; i++) {   /* NumPy's default: read as float32 */
+        double d;
+        memcpy(&d, src + 8 * i, 8);
+        if (isfinite(d) && fabs(d) > FLT_MAX)
+            return bp_fail(err, "%s: tensor '%s': element %lld is %g, beyond float32's range "
+                           "(bitplan computes in float32)", label, name, (long long)i, d);
+        out[i] = (float)d;
+    }
+    for (int64_t i = 0; (dt == BP_DT_F16 || dt == BP_DT_BF16) && i < n; i++) {
+        uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
+        out[i] = dt == BP_DT_F16 ? bp_f16_to_f32(h) : bp_bf16_to_f32(h);
+    }
+    int finite = all_finite(out, n);
+    for (int64_t i = 0; !finite && i < n; i++)
         if (!isfinite(out[i]))
             return bp_fail(err, "%s: tensor '%s': element %lld is %s (expected finite values)",
                            label, name, (long long)i, isnan(out[i]) ? "NaN" : "infinite");
-    }
     return 0;
 }
 
