@@ -6,7 +6,8 @@
  *     NAME.weight is step * (code - zero) exactly;
  *   - per group (a partial last group, 16-bit codes) and per tensor;
  *   - a weight off its grid, a weight that is not a number and a grid that
- *     changes inside its block are errors naming the layer, with no codes.
+ *     changes inside its block (per tensor: from row to row) are errors
+ *     naming the layer, with no codes.
  */
 #include <math.h>
 #include <stdio.h>
@@ -86,18 +87,22 @@ static void test_codes(int bits, int per_tensor, check_rng *r)
 
 /* One element spoiled (moved by `steps` of its step, or its step changed):
  * the call fails, naming the layer and the problem. */
-static void expect_error(const char *what, int element, float steps, int grid, check_rng *r)
+static void expect_error(const char *what, int element, float steps, int grid, int tensor,
+                         check_rng *r)
 {
     layer L;
-    make_layer(&L, 4, 0, r);
-    if (grid)
+    make_layer(&L, 4, tensor, r);
+    if (grid && tensor)                              /* one whole row on another step */
+        for (int j = 0; j < IN; j++)
+            L.es[element / IN * IN + j] *= 1.5f;
+    else if (grid)
         L.es[element] *= 1.5f;
     else
         L.What[element] += steps * L.es[element];
     bp_qfile f = {0};
     bp_error err = {{0}};
     bp_qlayer q = {"blk.fc", OUT, IN, 1, L.What, L.es, L.ez, L.g_idx};
-    bp_qgrid g = {4, 0, GS, 0, "per_group"};
+    bp_qgrid g = {4, tensor, tensor ? 0 : GS, 0, tensor ? "per_tensor" : "per_group"};
     CHECK_MSG(bp_qfile_add_codes(&f, &q, &g, 0, &err) < 0, "%s: accepted", what);
     CHECK_MSG(strstr(err.msg, "blk.fc") && strstr(err.msg, grid ? "not constant" : "off its grid"),
               "%s: message '%s'", what, err.msg);
@@ -112,9 +117,11 @@ int main(void)
         test_codes(bits, 0, &r);
     test_codes(4, 1, &r);
     test_codes(12, 0, &r);
-    expect_error("off the grid", 3 * IN + 21, 0.37f, 0, &r);
-    expect_error("a weight past the code range", 5 * IN + 33, 1000.0f, 0, &r);
-    expect_error("not a number", 2 * IN + 7, NAN, 0, &r);
-    expect_error("grid changing in a block", 4 * IN + 18, 0.0f, 1, &r);
+    expect_error("off the grid", 3 * IN + 21, 0.37f, 0, 0, &r);
+    expect_error("a weight past the code range", 5 * IN + 33, 1000.0f, 0, 0, &r);
+    expect_error("not a number", 2 * IN + 7, NAN, 0, 0, &r);
+    expect_error("grid changing in a block", 4 * IN + 18, 0.0f, 1, 0, &r);
+    expect_error("per tensor, one row on another step", 4 * IN, 0.0f, 1, 1, &r);
+    expect_error("per tensor, off the grid", 6 * IN + 39, -0.45f, 0, 1, &r);
     return check_done();
 }

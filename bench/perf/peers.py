@@ -28,8 +28,11 @@ of each side, and seconds: the authors' function (their Hessian accumulation
 included for GPTQ), bitplan's whole `bitplan quantize` process, and its
 quantization stage alone (BITPLAN_PROFILE).  Times are the best of --repeat runs,
 and each side runs at every thread count of --threads (torch.set_num_threads for
-the authors' code; OPENBLAS_NUM_THREADS and BITPLAN_THREADS for bitplan), each
-side's best kept and named: peers at their best, on the same work.
+the authors' code; for bitplan BITPLAN_THREADS, with OPENBLAS_NUM_THREADS the
+same or, above one thread, also 1: "2, BLAS 1" is bitplan's own two threads with
+OpenBLAS on one, whose idle workers otherwise spin on the cores for the first
+tenth of a second of every process), each side's best kept and named: peers at
+their best, on the same work.
 Prints Markdown.
 """
 import argparse
@@ -93,7 +96,7 @@ def out_error(W, Wq, X):
 
 
 def bitplan_quantize(binary, work, W, X, quantizer, bits, repeat, bias=None, abits=16,
-                     threads=None):
+                     threads=None, blas=None):
     """bitplan quantize: (dequantized weights, row steps, bias, act grid, whole-process
     seconds, stage seconds)."""
     w = {"l.weight": W}
@@ -111,8 +114,8 @@ def bitplan_quantize(binary, work, W, X, quantizer, bits, repeat, bias=None, abi
                 "output: {dir: out}\n")
     best_wall, best_stage = float("inf"), float("inf")
     env = dict(os.environ, BITPLAN_PROFILE="1")
-    if threads:
-        env.update(OPENBLAS_NUM_THREADS=str(threads), BITPLAN_THREADS=str(threads))
+    if threads:     # bitplan's own threads, OpenBLAS's (blas, else as many)
+        env.update(OPENBLAS_NUM_THREADS=str(blas or threads), BITPLAN_THREADS=str(threads))
     for _ in range(repeat):
         t = time.time()
         r = subprocess.run([binary, "quantize", "peer.yaml", "--wbits", str(bits), "--abits",
@@ -285,14 +288,17 @@ def main():
                                 best, bt = t, th
                     erq = name == "erq"
                     wall = stage = float("inf")
-                    for th in threads:
+                    # at t threads: OpenBLAS at t too, or at 1 with bitplan's own t threads
+                    # (OpenBLAS's idle workers spin for a while, from the process start)
+                    for th, blas in [(t, b) for t in threads for b in sorted({t, 1})]:
                         Wb, step, bb, act, w_, s_ = bitplan_quantize(
                             a.bitplan, work, W, X, name, bits, a.repeat, bias if erq else None,
-                            ab, th)
+                            ab, th, blas)
+                        label = f"{th}" if blas == th else f"{th}, BLAS {blas}"
                         if w_ < wall:
-                            wall, wt = w_, th
+                            wall, wt = w_, label
                         if s_ < stage:
-                            stage, st_ = s_, th
+                            stage, st_ = s_, label
                     if erq:
                         ea = erq_out_error(W, bias, Wa, ba, X, ab, None, path)
                         eb = erq_out_error(W, bias, Wb, bb, X, ab, act, path)

@@ -118,53 +118,49 @@ static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const fl
     int64_t in = l->in, G = n_groups(g, in), og = l->out / l->groups;
     int tensor = g->per_tensor;
     float maxq = (float)((1u << g->bits) - 1u);
-    unsigned char *seen = bp_calloc((size_t)(tensor ? 1 : l->out * G), 1, err);
-    if (!seen)
-        return -1;
-    for (int64_t r = 0; r < l->out; r++) {
+    float *u = bp_malloc((size_t)in * sizeof(float), err);
+    int32_t *zero_idx = bp_calloc((size_t)in, sizeof(int32_t), err);   /* per tensor: block 0 */
+    int rc = u && zero_idx ? 0 : -1;
+    for (int64_t r = 0; rc == 0 && r < l->out; r++) {
         const float *e = es + r * in, *z = ez + r * in;
-        const int32_t *gi = g_idx + (r / og) * in;
-        float *w = What + r * in;
-        for (int64_t j = 0; j < in; j++) {          /* the grid: one value per block */
-            int64_t blk = tensor ? 0 : r * G + gi[j];
-            if (!seen[blk])
-                S[blk] = e[j], Z[blk] = z[j], seen[blk] = 1;
-            if (e[j] != S[blk] || z[j] != Z[blk]) {
-                free(seen);
-                return bp_fail(err, "layer '%s': the grid is not constant over its %s block "
-                               "(internal error)", l->name, g->granularity);
-            }
-        }
-        int bad = 0;                                 /* every weight on its grid? */
+        const int32_t *gi = tensor ? zero_idx : g_idx + (r / og) * in;
+        float *w = What + r * in, *Sr = tensor ? S : S + r * G, *Zr = tensor ? Z : Z + r * G;
+        int bad = 0;
+        for (int64_t j = 0; j < in; j++)            /* the grid: one value per block */
+            Sr[gi[j]] = e[j], Zr[gi[j]] = z[j];
         for (int64_t j = 0; j < in; j++)
-            bad |= off_grid(w[j], e[j], z[j], code_of(w[j], e[j], z[j], maxq));
-        for (int64_t j = 0; bad && j < in; j++) {
-            float u = code_of(w[j], e[j], z[j], maxq);
-            if (off_grid(w[j], e[j], z[j], u)) {
-                free(seen);
-                return bp_fail(err, "layer '%s': weight %lld is off its grid (%.9g vs %.9g; "
-                               "internal error)", l->name, (long long)(r * in + j), w[j],
-                               e[j] * (u - z[j]));
-            }
+            bad |= (e[j] != Sr[gi[j]]) | (z[j] != Zr[gi[j]]);
+        if (tensor && r > 0)                         /* and the same in every row */
+            bad |= e[0] != es[0] || z[0] != ez[0];
+        if (bad) {
+            rc = bp_fail(err, "layer '%s': the grid is not constant over its %s block "
+                         "(internal error)", l->name, g->granularity);
+            break;
         }
+        for (int64_t j = 0; j < in; j++) {           /* every weight on its grid? */
+            u[j] = code_of(w[j], e[j], z[j], maxq);
+            bad |= off_grid(w[j], e[j], z[j], u[j]);
+        }
+        for (int64_t j = 0; bad && j < in; j++)
+            if (off_grid(w[j], e[j], z[j], u[j])) {
+                rc = bp_fail(err, "layer '%s': weight %lld is off its grid (%.9g vs %.9g; "
+                             "internal error)", l->name, (long long)(r * in + j), w[j],
+                             e[j] * (u[j] - z[j]));
+                break;
+            }
         if (g->bits <= 8) {       /* the codes, and the canonical dequantized values */
             unsigned char *c = (unsigned char *)codes + r * in;
-            for (int64_t j = 0; j < in; j++) {
-                float u = code_of(w[j], e[j], z[j], maxq);
-                c[j] = (unsigned char)(int)u;
-                w[j] = e[j] * (u - z[j]);
-            }
+            for (int64_t j = 0; rc == 0 && j < in; j++)
+                c[j] = (unsigned char)(int)u[j], w[j] = e[j] * (u[j] - z[j]);
         } else {
             uint16_t *c = (uint16_t *)codes + r * in;
-            for (int64_t j = 0; j < in; j++) {
-                float u = code_of(w[j], e[j], z[j], maxq);
-                c[j] = (uint16_t)(int)u;
-                w[j] = e[j] * (u - z[j]);
-            }
+            for (int64_t j = 0; rc == 0 && j < in; j++)
+                c[j] = (uint16_t)(int)u[j], w[j] = e[j] * (u[j] - z[j]);
         }
     }
-    free(seen);
-    return 0;
+    free(u);
+    free(zero_idx);
+    return rc;
 }
 
 /* Does g_idx differ from column / group_size anywhere? */
