@@ -12,6 +12,7 @@
 
 #define SYM_TOL 1e-7          /* asymmetry allowed, relative to sqrt(a_ii a_jj) */
 #define CS_TOL 1e-6           /* Cauchy-Schwarz slack */
+#define CS_TOL_SINGLE 1e-4    /* the same for sums of float32 products (512-row chunks) */
 #define CHOL_MAX 2048         /* columns up to which PSD is proven by Cholesky */
 #define MAG_MAX 1.099511627776e12   /* 2^40: the inputs' limit (model.c) */
 
@@ -82,7 +83,8 @@ static double get32(const void *src, int64_t i) { return ((const float *)src)[i]
  * d doubles misses on every element of a 7B layer's 11,008-wide sums), with
  * the diagonal dg read once.  Only whether: check_gram then finds the first
  * failure in row order for its message. */
-static int pairs_ok(const void *src, getter get, const double *dg, int64_t d, double sym_tol)
+static int pairs_ok(const void *src, getter get, const double *dg, int64_t d, double sym_tol,
+                    double cs_tol)
 {
     enum { T = 64 };
     for (int64_t i0 = 0; i0 < d; i0 += T)
@@ -94,7 +96,7 @@ static int pairs_ok(const void *src, getter get, const double *dg, int64_t d, do
                     double b = get == get64 ? rd64(src, j * d + i) : get(src, j * d + i);
                     double s = sqrt(dg[i] * dg[j]);
                     if (!isfinite(a) || !isfinite(b) || fabs(a - b) > sym_tol * s + 1e-300 ||
-                        a * a > s * s * (1.0 + CS_TOL) + 1e-300)
+                        a * a > s * s * (1.0 + cs_tol) + 1e-300)
                         return 0;
                 }
         }
@@ -102,8 +104,9 @@ static int pairs_ok(const void *src, getter get, const double *dg, int64_t d, do
 }
 
 static int check_gram(const char *file, const char *what, const void *src, getter get,
-                      int64_t d, double sym_tol, bp_error *err)
+                      int64_t d, double sym_tol, int single, bp_error *err)
 {
+    double cs_tol = single ? CS_TOL_SINGLE : CS_TOL;
     double *dg = malloc((size_t)(d > 0 ? d : 1) * sizeof *dg);
     for (int64_t i = 0; i < d; i++) {
         double a = get(src, i * d + i);
@@ -116,7 +119,7 @@ static int check_gram(const char *file, const char *what, const void *src, gette
         if (dg)
             dg[i] = a;
     }
-    int fast = dg && pairs_ok(src, get, dg, d, sym_tol);
+    int fast = dg && pairs_ok(src, get, dg, d, sym_tol, cs_tol);
     free(dg);
     for (int64_t i = 0; !fast && i < d; i++)
         for (int64_t j = i + 1; j < d; j++) {
@@ -132,7 +135,7 @@ static int check_gram(const char *file, const char *what, const void *src, gette
                 return bp_fail(err, "%s: tensor '%s' is not symmetric: (%lld, %lld) = %.9g but "
                                "(%lld, %lld) = %.9g", file, what, (long long)i, (long long)j, a,
                                (long long)j, (long long)i, b);
-            if (a * a > s * s * (1.0 + CS_TOL) + 1e-300)
+            if (a * a > s * s * (1.0 + cs_tol) + 1e-300)
                 return bp_fail(err, "%s: tensor '%s' is not positive semi-definite: element "
                                "(%lld, %lld)^2 = %.9g exceeds the product of its diagonal "
                                "elements %.9g (Cauchy-Schwarz)", file, what, (long long)i,
@@ -145,7 +148,7 @@ static int check_gram(const char *file, const char *what, const void *src, gette
         return 0;
     for (int64_t i = 0; i < d * d; i++)
         a[i] = get(src, i);
-    int ok = chol_psd(a, d, get == get32);
+    int ok = chol_psd(a, d, single);
     free(a);
     return ok ? 0 : bp_fail(err, "%s: tensor '%s' is not positive semi-definite (its Cholesky "
                             "factorisation fails: an eigenvalue is negative)", file, what);
@@ -162,16 +165,21 @@ static int check_set(const bp_tensorset *ts, const char *S, long xtx, long count
     if (!A || !cp || !sp)
         return 0;                    /* shapes and dtypes are model.c's: nothing to read here */
     double n = rd64(cp, 0);
+    /* sums of float32 products (capture.py --stats-precision single) carry
+     * float32's rounding: its tolerances */
+    const char *products = bp_tensorset_meta(ts, "products");
+    int single = products && !strcmp(products, "float32");
+    double cs_tol = single ? CS_TOL_SINGLE : CS_TOL;
     for (int64_t j = 0; j < g; j++) {
         snprintf(what, sizeof what, "%s.xtx%s", S, g > 1 ? " (a group)" : "");
-        if (check_gram(file, what, A + 8 * j * d * d, get64, d, SYM_TOL, err) < 0)
+        if (check_gram(file, what, A + 8 * j * d * d, get64, d, SYM_TOL, single, err) < 0)
             return -1;
         for (int64_t c = 0; c < d; c++) {
             double s = rd64(sp, j * d + c), a = rd64(A, j * d * d + c * d + c);
             if (!isfinite(s))
                 return bp_fail(err, "%s: tensor '%s.xsum': element %lld is not finite", file, S,
                                (long long)(j * d + c));
-            if (s * s > n * a * (1.0 + CS_TOL) + 1e-300)
+            if (s * s > n * a * (1.0 + cs_tol) + 1e-300)
                 return bp_fail(err, "%s: tensor '%s.count' = %.17g is too small for the sums of "
                                "column %lld: xsum^2 = %.9g > count * xtx = %.9g (a mean's square "
                                "cannot exceed the mean square)", file, S, n, (long long)c, s * s,
@@ -200,7 +208,7 @@ static int check_set(const bp_tensorset *ts, const char *S, long xtx, long count
             return bp_fail(err, "out of memory checking '%s'", file);
         for (int64_t j = 0; j < g; j++) {
             snprintf(what, sizeof what, "%s.qtq", key);
-            if (check_gram(file, what, Q + 8 * j * d * d, get64, d, SYM_TOL, err) < 0) {
+            if (check_gram(file, what, Q + 8 * j * d * d, get64, d, SYM_TOL, single, err) < 0) {
                 free(xd);
                 return -1;
             }
@@ -208,7 +216,7 @@ static int check_set(const bp_tensorset *ts, const char *S, long xtx, long count
                 xd[c] = rd64(A, j * d * d + c * d + c);
             for (int64_t r = 0; r < d; r++) {
                 double s = rd64(QS, j * d + r), qq = rd64(Q, j * d * d + r * d + r);
-                if (!isfinite(s) || s * s > n * qq * (1.0 + CS_TOL) + 1e-300) {
+                if (!isfinite(s) || s * s > n * qq * (1.0 + cs_tol) + 1e-300) {
                     free(xd);
                     return bp_fail(err, "%s: tensor '%s.qsum': element %lld (%g) does not fit "
                                    "count %.17g and qtq's diagonal %g", file, key,
@@ -217,7 +225,7 @@ static int check_set(const bp_tensorset *ts, const char *S, long xtx, long count
                 for (int64_t c = 0; c < d; c++) {
                     double v = rd64(X, j * d * d + r * d + c);
                     double xx = xd[c];
-                    if (!isfinite(v) || v * v > qq * xx * (1.0 + CS_TOL) + 1e-300) {
+                    if (!isfinite(v) || v * v > qq * xx * (1.0 + cs_tol) + 1e-300) {
                         free(xd);
                         return bp_fail(err, "%s: tensor '%s.qtx': element (%lld, %lld) = %g "
                                        "exceeds what qtq's and xtx's diagonals allow "
@@ -249,7 +257,7 @@ static int check_factor(const bp_tensorset *ts, const char *name, const char *ki
         int rc = F ? bp_tensorset_read_f32(ts, (size_t)dense, F, err) : -1;
         snprintf(what, sizeof what, "%s.%s", name, kind);
         for (int64_t j = 0; rc == 0 && j < g; j++)
-            rc = check_gram(file, what, F + j * og * og, get32, og, 1e-5, err);
+            rc = check_gram(file, what, F + j * og * og, get32, og, 1e-5, 1, err);
         free(F);
         return rc;
     }

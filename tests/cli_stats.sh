@@ -52,6 +52,48 @@ for x, y in zip(a, b):
 print(f"statistics vs rows: {len(a)} candidates, {n} values, max relative difference {worst:.2e}")
 assert worst <= 1e-9, worst
 PYEOF
+# float32 chunk products (--stats-precision single): the same table to float
+# rounding; the shift keeps it there where the inputs' means dwarf their spread
+sed -e 's#st/#st32/#g; s#out_st#out_st32#' st.yaml >st32.yaml
+mkdir -p st32
+check "stats capture, single precision" $PY "$SRC/tools/capture.py" capture_fixture:build \
+    --out st32 --stats --config st32.yaml --bitplan "$BITPLAN" --range-rows 100000 --grad2 \
+    --stats-precision single -q
+check "sensitivity from single-precision statistics" "$BITPLAN" sensitivity st32.yaml -q
+$PY - <<'PYEOF' && ok || bad "single-precision statistics table near the rows table"
+import csv
+from safetensors_io import load_file
+def rows(p):
+    with open(p) as f:
+        return list(csv.DictReader(f))
+a, b = rows("out_rows/sensitivity.csv"), rows("out_st32/sensitivity.csv")
+assert len(a) == len(b) and len(a) > 0
+worst = 0.0
+for x, y in zip(a, b):
+    for k in ("mse", "relative"):
+        u, v = float(x[k]), float(y[k])
+        if max(abs(u), abs(v)) > 0:
+            worst = max(worst, abs(u - v) / max(abs(u), abs(v)))
+print(f"single-precision statistics vs rows: max relative difference {worst:.2e}")
+assert 0 < worst <= 1e-5, worst
+t64, _ = load_file("st/stats.safetensors")
+t32, _ = load_file("st32/stats.safetensors")
+for k in t64:
+    if k.endswith((".xtx", ".qtq", ".qtx")):
+        d = abs(t64[k] - t32[k]).max() / abs(t64[k]).max()
+        assert d <= 1e-5, (k, d)
+PYEOF
+# float32's tolerances are no free pass: a sum off by more is still refused
+$PY - <<'PYEOF'
+from safetensors_io import load_file, save_file
+t, m = load_file("st32/stats.safetensors")
+x = t["head.xtx"].copy()
+x[0, 1] = x[1, 0] = 1.01 * (x[0, 0] * x[1, 1]) ** 0.5
+t["head.xtx"] = x
+save_file("st32/bad.safetensors", t, m)
+PYEOF
+sed -e 's#st32/stats.safetensors#st32/bad.safetensors#; s#out_st32#out_bad32#' st32.yaml >bad32.yaml
+expect_fail 1 "head.xtx' is not positive semi-definite" "$BITPLAN" sensitivity bad32.yaml -q
 check "plan and weights from statistics" "$BITPLAN" run st.yaml -q
 check "quantized weights written" test -s out_st/q.safetensors
 # the fixture's layers read different tensors: one set each

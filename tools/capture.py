@@ -8,7 +8,7 @@
         [--target-rse 0.1] [--max-draws 32] [--time-limit 0]
         [--loss MODULE:FUNCTION] [--outputs auto|logits|probs|log-probs] [--class-dim -1] [-q]
         [--stats [--config CONFIG] [--bitplan BIN] [--range-rows 2048]
-         [--range-batches 0]] [--include GLOB ...]
+         [--range-batches 0] [--stats-precision double|single]] [--include GLOB ...]
 
 MODULE:FUNCTION returns the model, its batches and (optionally) the user's
 loss, how to call the model on a batch and what its logits are: the one
@@ -69,7 +69,10 @@ Xbar^T Xbar and Xbar^T X), in float64 over every token of every batch, one
 set per distinct input tensor (tools/capture_stats.py has the layout); the
 activation grids are fitted by BIN (default: bitplan on PATH) on up to
 --range-rows rows per input from the first --range-batches batches (0:
-all).  CONFIG is the config that will plan with the file (its
+all).  --stats-precision single forms the products in float32 over 512-row
+chunks of rows shifted by their first chunk's column means, summed in float64
+(about twice as fast; tools/capture_stats.py has the exact shift corrections).
+CONFIG is the config that will plan with the file (its
 model.weights is DIR/weights.safetensors); without it only float
 activations (16 bits) can be measured.  The Fisher options add the Fishers
 to the same file.  --include keeps only the layers matching a glob
@@ -613,7 +616,8 @@ def main_stats(args, task, keep, options):
     tensors, smeta = capture_stats(task, layers, layer_rows, args.out, wpath,
                                    config=args.config, bitplan=args.bitplan,
                                    range_rows=args.range_rows, range_batches=args.range_batches,
-                                   batches=args.batches, seed=args.seed, quiet=args.quiet)
+                                   batches=args.batches, seed=args.seed, quiet=args.quiet,
+                                   precision=args.stats_precision)
     cap = None
     if options["fisher"] is not None or options["grad2"] or options["margin"]:
         cap = Capture(task, rows=1, **options).run(keep_rows=False)
@@ -711,6 +715,10 @@ def main():
                     help="--stats: rows per input the activation grids are fitted on")
     ap.add_argument("--range-batches", type=int, default=0,
                     help="--stats: batches the range rows come from (0: all)")
+    ap.add_argument("--stats-precision", choices=("double", "single"), default="double",
+                    help="--stats: products in float64 (default: the sums of the rows), or "
+                         "float32 products of 512-row chunks of shifted rows summed in float64 "
+                         "(about twice as fast; relative differences near 1e-6)")
     ap.add_argument("--include", action="append", metavar="GLOB",
                     help="only the layers matching (repeatable)")
     ap.add_argument("-q", "--quiet", action="store_true")
@@ -719,6 +727,8 @@ def main():
         raise SystemExit(f"capture: --range-rows: expected at least 1, got {args.range_rows}")
     if args.config and not args.stats:
         raise SystemExit("capture: --config is for --stats")
+    if args.stats_precision != "double" and not args.stats:
+        raise SystemExit("capture: --stats-precision is for --stats")
     if args.config and not os.path.isfile(args.config):
         raise SystemExit(f"capture: --config {args.config}: no such file")
     if args.fisher is not None and args.fisher < 1:

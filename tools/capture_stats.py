@@ -20,6 +20,18 @@ Two passes over the loader: the first keeps up to `range_rows` rows per
 shared input (from the first `range_batches` batches, 0: all); bitplan then
 fits the config's activation grids on them (`bitplan grids`), exactly as it
 would on rows; the second pass accumulates the sums under those grids.
+
+precision "double" (the default) forms every product in float64: the sums are
+those of the rows to rounding (the table from them equals the table from rows
+within 1e-9).  precision "single" forms the products of chunks of CHUNK rows in
+float32 (ssyrk / sgemm, twice as fast as float64 and half the memory traffic)
+and sums them in float64, of small quantities only, so that float32 rounds
+what the errors are made of rather than what cancels in them: the rows shifted
+by a per-column offset a (the first chunk's column means, in float32), y = x - a,
+and each grid's change dx = xbar - x.  The file's sums follow in float64:
+  X^T X = sum y y^T + a sy^T + sy a^T + n a a^T            (sy = sum y)
+  Xbar^T X = X^T X + sum dx y^T + sdx a^T                  (sdx = sum dx)
+  Xbar^T Xbar = X^T X + D + D^T + sum dx dx^T               (D = sum dx x^T)
 """
 import ctypes
 import json
@@ -75,7 +87,7 @@ def _cblas():
     for name in ("libopenblas.so.0", "libblas.so.3"):
         try:
             lib = ctypes.CDLL(name)
-            lib.cblas_dsyrk, lib.cblas_dgemm
+            lib.cblas_dsyrk, lib.cblas_dgemm, lib.cblas_ssyrk, lib.cblas_sgemm
             return lib
         except (OSError, AttributeError):
             continue
@@ -110,11 +122,49 @@ def add_atb(C, A, B):
                       d, _ptr(B), B.shape[1], ctypes.c_double(1.0), _ptr(C), B.shape[1])
 
 
-def symmetrize(C):
-    """Lower triangle from the upper one (after add_ata with CBLAS)."""
-    if _BLAS is not None:
-        iu = np.tril_indices(C.shape[0], -1)
-        C[iu] = C.T[iu]
+def symmetrize(C, blk=512):
+    """Lower triangle from the upper one (after add_ata with CBLAS), in blocks
+    (index arrays for a whole 11,008-wide matrix would take seconds)."""
+    if _BLAS is None:
+        return
+    d = C.shape[0]
+    for i in range(0, d, blk):
+        j = min(i + blk, d)
+        C[i:j, :i] = C[:i, i:j].T
+        D = C[i:j, i:j]
+        iu = np.tril_indices(j - i, -1)
+        D[iu] = D.T[iu]
+
+
+CHUNK = 512          # rows per float32 product (precision "single")
+
+
+def add_outer(C, x, y, blk=512):
+    """C += x y^T in place (float64), in row blocks: no d x d temporary."""
+    for i in range(0, C.shape[0], blk):
+        C[i:i + blk] += np.outer(x[i:i + blk], y)
+
+
+def _acc_syrk32(acc, y, buf):
+    """acc (float64, upper) += y^T y formed in float32."""
+    n, d = y.shape
+    if _BLAS is None:
+        acc += (y.T @ y).astype(np.float64)
+        return
+    _BLAS.cblas_ssyrk(_ROW, _UPPER, _TRANS, d, n, ctypes.c_float(1.0), _ptr(y), d,
+                      ctypes.c_float(0.0), _ptr(buf), d)
+    acc += buf
+
+
+def _acc_gemm32(acc, a, b, buf):
+    """acc (float64) += a^T b formed in float32."""
+    n, d = a.shape
+    if _BLAS is None:
+        acc += (a.T @ b).astype(np.float64)
+        return
+    _BLAS.cblas_sgemm(_ROW, _TRANS, _NOTRANS, d, b.shape[1], n, ctypes.c_float(1.0), _ptr(a), d,
+                      _ptr(b), b.shape[1], ctypes.c_float(0.0), _ptr(buf), b.shape[1])
+    acc += buf
 
 
 def blocks(rows, groups):
@@ -146,16 +196,22 @@ def apply_grid(x, g):
 
 
 class SetStats:
-    def __init__(self, width, groups, grids):
+    def __init__(self, width, groups, grids, precision="double"):
         d = width // groups
-        self.groups, self.n = groups, 0
+        self.groups, self.n, self.precision = groups, 0, precision
         self.xtx = np.zeros((groups, d, d))
         self.xsum = np.zeros((groups, d))
         self.grids = grids
         self.q = [(np.zeros((groups, d, d)), np.zeros((groups, d, d)), np.zeros((groups, d)))
                   for _ in grids]
+        self.shift = None        # single: the rows' shift per group, float32
+        self.buf = None
 
     def add(self, rows):
+        if self.precision == "single":
+            for i in range(0, rows.shape[0], CHUNK):
+                self._add_single(rows[i:i + CHUNK])
+            return
         xb = blocks(rows, self.groups)
         self.n += rows.shape[0]
         for j, x in enumerate(xb):
@@ -167,11 +223,49 @@ class SetStats:
                 add_atb(qtx[j], q, xb[j])
                 qsum[j] += q.sum(0)
 
+    def _add_single(self, rows):
+        d = self.xtx.shape[1]
+        views = [rows] + [apply_grid(rows, g) - rows for g in self.grids]   # x, then each dx
+        parts = [[np.ascontiguousarray(v.numpy()[:, j * d:(j + 1) * d], dtype=np.float32)
+                  for j in range(self.groups)] for v in views]
+        if self.shift is None:
+            self.shift = [p.mean(0, dtype=np.float64).astype(np.float32) for p in parts[0]]
+            self.buf = np.empty((d, d), dtype=np.float32)
+        self.n += rows.shape[0]
+        for j in range(self.groups):
+            y = parts[0][j] - self.shift[j]             # float32, shifted
+            _acc_syrk32(self.xtx[j], y, self.buf)
+            self.xsum[j] += y.sum(0, dtype=np.float64)
+            for k, (dtd, dty, dsum) in enumerate(self.q):   # until finish: the dx sums
+                dx = parts[k + 1][j]
+                _acc_syrk32(dtd[j], dx, self.buf)
+                _acc_gemm32(dty[j], dx, y, self.buf)
+                dsum[j] += dx.sum(0, dtype=np.float64)
+
     def finish(self):
         for j in range(self.groups):
             symmetrize(self.xtx[j])
             for qtq, _, _ in self.q:
                 symmetrize(qtq[j])
+        if self.precision != "single" or self.shift is None:
+            return
+        n = float(self.n)
+        for j in range(self.groups):     # back to the file's sums, exactly, in float64
+            a = self.shift[j].astype(np.float64)
+            sy = self.xsum[j].copy()
+            u = sy + 0.5 * n * a             # a u^T + u a^T = a sy^T + sy a^T + n a a^T
+            add_outer(self.xtx[j], a, u)
+            add_outer(self.xtx[j], u, a)
+            self.xsum[j] += n * a
+            for dtd, dty, dsum in self.q:
+                # dx^T x = dx^T y + dsum a^T;  xbar = x + dx:
+                # qtx = xtx + dx^T x,  qtq = xtx + dx^T x + x^T dx + dx^T dx
+                add_outer(dty[j], dsum[j], a)
+                dtd[j] += self.xtx[j]
+                dtd[j] += dty[j]
+                dtd[j] += dty[j].T
+                dty[j] += self.xtx[j]
+                dsum[j] += self.xsum[j]
 
     def tensors(self, S, squeeze):
         f = (lambda a: a[0]) if squeeze else (lambda a: a)
@@ -233,7 +327,7 @@ def fit_grids(bitplan, config, weights_path, range_tensors, out_dir):
 
 def capture_stats(task, layers, layer_rows, out_dir, weights_path, config=None,
                   bitplan="bitplan", range_rows=2048, range_batches=0, batches=0, seed=0,
-                  quiet=True):
+                  quiet=True, precision="double"):
     """The statistics file's (tensors, metadata); out_dir holds the
     temporaries of the grid fit, weights_path the captured weights the
     config names."""
@@ -271,14 +365,15 @@ def capture_stats(task, layers, layer_rows, out_dir, weights_path, config=None,
         r = layer_rows(mod, x).float()
         if name not in stats:
             groups = mod.groups if isinstance(mod, nn.Conv2d) else 1
-            stats[name] = SetStats(r.shape[1], groups, grids.get(name, []))
+            stats[name] = SetStats(r.shape[1], groups, grids.get(name, []), precision)
         stats[name].add(r)
 
     sharing2 = Sharing()
     run_pass(task, layers, batches, accumulate, sharing2, "capture --stats: sums", quiet)
     if sharing2.group != group:
         raise SystemExit("capture: the layers shared their inputs differently in the two passes")
-    tensors, meta = {}, {"format": "bitplan-stats", "rows_summed": "per set: S.count"}
+    tensors, meta = {}, {"format": "bitplan-stats", "rows_summed": "per set: S.count",
+                         "products": "float32" if precision == "single" else "float64"}
     for S, st in stats.items():
         st.finish()
         t, m = st.tensors(S, squeeze=st.groups == 1)
