@@ -32,7 +32,8 @@ the authors' code; for bitplan BITPLAN_THREADS, with OPENBLAS_NUM_THREADS the
 same or, above one thread, also 1: "2, BLAS 1" is bitplan's own two threads with
 OpenBLAS on one, whose idle workers otherwise spin on the cores for the first
 tenth of a second of every process), each side's best kept and named: peers at
-their best, on the same work.
+their best, on the same work.  A second table gives each side's best at each
+thread count alone, and their ratio there.
 Prints Markdown.
 """
 import argparse
@@ -264,6 +265,7 @@ def main():
     print("| quantizer | layer | W | A | codes differing | output error bitplan / authors | "
           "authors s | bitplan process s | bitplan stage s | authors / process | authors / stage |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    equal = []
     with tempfile.TemporaryDirectory() as work:
         for (out, d) in shapes:
             W, X = make_layer(out, d, a.rows, out * 7 + d)
@@ -275,6 +277,7 @@ def main():
                     if not path:
                         continue
                     best, Wa, ba, bt = float("inf"), None, None, 0
+                    at = {}                     # threads -> (authors' best, bitplan's best)
                     for th in threads:
                         torch.set_num_threads(th)
                         for _ in range(a.repeat):
@@ -286,6 +289,7 @@ def main():
                                 Wa, ba, t = erq_authors(path, W, bias, X, bits, ab)
                             if t < best:
                                 best, bt = t, th
+                            at[th] = (min(at.get(th, (t, 0))[0], t), float("inf"))
                     erq = name == "erq"
                     wall = stage = float("inf")
                     # at t threads: OpenBLAS at t too, or at 1 with bitplan's own t threads
@@ -295,6 +299,7 @@ def main():
                             a.bitplan, work, W, X, name, bits, a.repeat, bias if erq else None,
                             ab, th, blas)
                         label = f"{th}" if blas == th else f"{th}, BLAS {blas}"
+                        at[th] = (at[th][0], min(at[th][1], w_))
                         if w_ < wall:
                             wall, wt = w_, label
                         if s_ < stage:
@@ -308,6 +313,15 @@ def main():
                           f"{eb / ea:.4f} | {best:.3f} ({bt}) | {wall:.3f} ({wt}) | "
                           f"{stage:.3f} ({st_}) | "
                           f"{best / wall:.2f} | {best / stage:.2f} |", flush=True)
+                    equal.append((name, out, d, bits, ab, at))
+    print("\nAt equal thread counts (each side's best of --repeat at that count; bitplan's "
+          "whole process):\n")
+    print("| quantizer | layer | W | A | " + " | ".join(
+        f"authors s ({t}) | bitplan s ({t}) | ratio ({t})" for t in threads) + " |")
+    print("| --- | --- | ---: | ---: | " + " | ".join("---: | ---: | ---:" for _ in threads) + " |")
+    for name, out, d, bits, ab, at in equal:
+        print(f"| {name} | {out}×{d} | {bits} | {ab} | " + " | ".join(
+            f"{at[t][0]:.3f} | {at[t][1]:.3f} | {at[t][0] / at[t][1]:.2f}" for t in threads) + " |")
 
 
 if __name__ == "__main__":
