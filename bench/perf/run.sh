@@ -62,18 +62,25 @@ echo
 
 echo "**Sensitivity stage by stage** ($W weight × $A activation bits, min-max grids, metric mse):"
 echo
-echo "| case | quantizer | seconds | load | quantize acts | quantize weights | output errors | errors GFLOP/s | vs dgemm | max RSS MB |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| case | quantizer | seconds | load | quantize acts | quantize weights | weights GFLOP/s (of peak) | output errors | errors GFLOP/s | vs dgemm | max RSS MB |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 row() {  # case quantizer
-    local t rss
+    local t rss wfrac
     read -r t rss < <(sens "$WORK/$1")
     LAST_T=$t
     read -r ld _ < <(stage load)
     read -r qa _ < <(stage activations)
-    read -r qw _ < <(stage weights)
+    read -r qw wgf < <(stage weights)
     read -r er gf < <(stage errors)
-    printf '| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %s |\n' "$3" "$2" "$t" \
-        "$ld" "$qa" "$qw" "$er" "$gf" "$(div "$gf" "$DG")" "$rss"
+    # the weights stage against the peak of its precision: GPTQ's column updates run in
+    # single precision (its default), ERQ's systems in double; RTN and SQuant do no products
+    if awk -v g="$wgf" 'BEGIN {exit !(g > 0)}'; then
+        wfrac="$(printf '%.1f' "$wgf") ($(div "$wgf" "$([ "$2" = gptq ] && echo "$SG" || echo "$DG")"))"
+    else
+        wfrac="—"
+    fi
+    printf '| %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %.2f | %.1f | %.2f | %s |\n' "$3" "$2" \
+        "$t" "$ld" "$qa" "$qw" "$wfrac" "$er" "$gf" "$(div "$gf" "$DG")" "$rss"
 }
 mkdir -p "$WORK/cnn" "$WORK/vit"
 (cd "$SRC/bench/e2e" && $PY "$SRC/tools/capture.py" models:vit --out "$WORK/vit" --rows 2048 >/dev/null)
