@@ -507,8 +507,8 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
     s.scale = bp_malloc((size_t)rows * sizeof(float), err);
     s.zero = bp_malloc((size_t)rows * sizeof(float), err);
     int rc = -1;
-    if (Qp && (s.Wf || s.Wd) && s.scale && s.zero && (s.es || !scale || !zero)) {
-        if (in_order && s.Wf)
+    if (Qp && (s.Wf || s.Wd) && s.scale && s.zero && (!scale || !zero || (s.es && s.ez))) {
+        if (in_order && s.Wf && s.Wf != W)
             memcpy(s.Wf, W, (size_t)(rows * cols) * sizeof(float));
         for (int64_t r = 0; !(in_order && s.Wf) && r < rows; r++)
             for (int64_t j = 0; j < cols; j++) {
