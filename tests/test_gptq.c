@@ -257,6 +257,23 @@ static double codes_agree(const float *a, const float *sa, const float *za, cons
     return (double)same / (double)n;
 }
 
+/* Two GPTQ runs' weights and per-element grids (n elements each). */
+typedef struct two_runs {
+    float *a, *sa, *za, *b, *sb, *zb;
+} two_runs;
+
+static two_runs two_runs_alloc(int64_t n)
+{
+    size_t bytes = (size_t)n * sizeof(float);
+    return (two_runs){malloc(bytes), malloc(bytes), malloc(bytes),
+                      malloc(bytes), malloc(bytes), malloc(bytes)};
+}
+
+static void two_runs_free(two_runs *t)
+{
+    free(t->a), free(t->sa), free(t->za), free(t->b), free(t->sb), free(t->zb);
+}
+
 /* Single precision (the default, as the authors' code) against double on a
  * wider layer, per channel and per group with act-order: the codes agree
  * but for near-ties and single precision costs at most 0.5 % of output error
@@ -268,9 +285,8 @@ static void test_single_double(void)
     bp_error err;
     data x = make_data(40, 320, 900, &rng);
     int64_t n = x.o * x.d;
-    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
-    float *sa = malloc((size_t)n * sizeof(float)), *za = malloc((size_t)n * sizeof(float));
-    float *sb = malloc((size_t)n * sizeof(float)), *zb = malloc((size_t)n * sizeof(float));
+    two_runs t = two_runs_alloc(n);
+    float *a = t.a, *sa = t.sa, *za = t.za, *b = t.b, *sb = t.sb, *zb = t.zb;
     for (int bits = 3; bits <= 4; bits++)
         for (int grouped = 0; grouped < 2; grouped++) {
             bp_qspec q = spec_of(bits, grouped ? BP_GRAN_GROUP : BP_GRAN_CHANNEL, 64);
@@ -290,7 +306,7 @@ static void test_single_double(void)
             CHECK_MSG(out_err(&x, a) <= out_err(&x, b) * (1 + 5e-3), "bits %d grouped %d: "
                       "single %.6g vs double %.6g", bits, grouped, out_err(&x, a), out_err(&x, b));
         }
-    free(a), free(b), free(sa), free(za), free(sb), free(zb);
+    two_runs_free(&t);
     free_data(&x);
 }
 
@@ -422,9 +438,8 @@ static void test_threads(void)
     bp_error err;
     data x = make_data(403, 384, 600, &rng);
     int64_t n = x.o * x.d;
-    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
-    float *sa = malloc((size_t)n * sizeof(float)), *za = malloc((size_t)n * sizeof(float));
-    float *sb = malloc((size_t)n * sizeof(float)), *zb = malloc((size_t)n * sizeof(float));
+    two_runs t = two_runs_alloc(n);
+    float *a = t.a, *sa = t.sa, *za = t.za, *b = t.b, *sb = t.sb, *zb = t.zb;
     const char *saved = getenv("BITPLAN_THREADS");
     static const bp_granularity grans[] = {BP_GRAN_CHANNEL, BP_GRAN_GROUP, BP_GRAN_TENSOR};
     for (int g = 0; g < 3; g++)
@@ -451,7 +466,7 @@ static void test_threads(void)
         setenv("BITPLAN_THREADS", saved, 1);
     else
         unsetenv("BITPLAN_THREADS");
-    free(a), free(b), free(sa), free(za), free(sb), free(zb);
+    two_runs_free(&t);
     free_data(&x);
 }
 
