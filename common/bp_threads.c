@@ -6,12 +6,11 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 int bp_threads(void)
 {
     const char *e = getenv("BITPLAN_THREADS");
-    long n = e && *e ? strtol(e, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    long n = e && *e ? strtol(e, NULL, 10) : openblas_get_num_threads();
     return n < 1 ? 1 : n > BP_THREADS_MAX ? BP_THREADS_MAX : (int)n;
 }
 

@@ -10,7 +10,9 @@
 
 #define BP_THREADS_MAX 16
 
-/* Threads to use: BITPLAN_THREADS when set, else the online cores; 1..BP_THREADS_MAX. */
+/* Threads to use: BITPLAN_THREADS when set, else as many as OpenBLAS has
+ * (OPENBLAS_NUM_THREADS, else the cores: several MPI ranks on one machine
+ * share its cores as their OpenBLAS threads do); 1..BP_THREADS_MAX. */
 int bp_threads(void);
 
 /* fn(arg + i * stride) for i in [0, n): n - 1 of them on new threads, the
