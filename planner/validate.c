@@ -71,8 +71,9 @@ static int chol_psd(const double *a, int64_t d, int single)
 
 /*
  * One Gram (d x d doubles, read through get) of a set: finite, symmetric,
- * non-negative diagonal, 2x2 minors, PSD up to CHOL_MAX columns.  what names
- * the tensor in messages.
+ * non-negative diagonal, 2x2 minors within cs_tol, PSD up to CHOL_MAX columns
+ * (with float32's rounding allowed when single).  what names the tensor in
+ * messages.
  */
 typedef double (*getter)(const void *src, int64_t i);
 static double get64(const void *src, int64_t i) { return rd64(src, i); }
@@ -104,9 +105,8 @@ static int pairs_ok(const void *src, getter get, const double *dg, int64_t d, do
 }
 
 static int check_gram(const char *file, const char *what, const void *src, getter get,
-                      int64_t d, double sym_tol, int single, bp_error *err)
+                      int64_t d, double sym_tol, double cs_tol, int single, bp_error *err)
 {
-    double cs_tol = single ? CS_TOL_SINGLE : CS_TOL;
     double *dg = malloc((size_t)(d > 0 ? d : 1) * sizeof *dg);
     for (int64_t i = 0; i < d; i++) {
         double a = get(src, i * d + i);
@@ -172,7 +172,7 @@ static int check_set(const bp_tensorset *ts, const char *S, long xtx, long count
     double cs_tol = single ? CS_TOL_SINGLE : CS_TOL;
     for (int64_t j = 0; j < g; j++) {
         snprintf(what, sizeof what, "%s.xtx%s", S, g > 1 ? " (a group)" : "");
-        if (check_gram(file, what, A + 8 * j * d * d, get64, d, SYM_TOL, single, err) < 0)
+        if (check_gram(file, what, A + 8 * j * d * d, get64, d, SYM_TOL, cs_tol, single, err) < 0)
             return -1;
         for (int64_t c = 0; c < d; c++) {
             double s = rd64(sp, j * d + c), a = rd64(A, j * d * d + c * d + c);
@@ -208,7 +208,7 @@ static int check_set(const bp_tensorset *ts, const char *S, long xtx, long count
             return bp_fail(err, "out of memory checking '%s'", file);
         for (int64_t j = 0; j < g; j++) {
             snprintf(what, sizeof what, "%s.qtq", key);
-            if (check_gram(file, what, Q + 8 * j * d * d, get64, d, SYM_TOL, single, err) < 0) {
+            if (check_gram(file, what, Q + 8 * j * d * d, get64, d, SYM_TOL, cs_tol, single, err) < 0) {
                 free(xd);
                 return -1;
             }
@@ -257,7 +257,7 @@ static int check_factor(const bp_tensorset *ts, const char *name, const char *ki
         int rc = F ? bp_tensorset_read_f32(ts, (size_t)dense, F, err) : -1;
         snprintf(what, sizeof what, "%s.%s", name, kind);
         for (int64_t j = 0; rc == 0 && j < g; j++)
-            rc = check_gram(file, what, F + j * og * og, get32, og, 1e-5, 1, err);
+            rc = check_gram(file, what, F + j * og * og, get32, og, 1e-5, CS_TOL, 1, err);
         free(F);
         return rc;
     }
