@@ -71,7 +71,8 @@ activation grids are fitted by BIN (default: bitplan on PATH) on up to
 --range-rows rows per input from the first --range-batches batches (0:
 all).  --stats-precision single forms the products in float32 over 512-row
 chunks of rows shifted by their first chunk's column means, summed in float64
-(about twice as fast; tools/capture_stats.py has the exact shift corrections).
+(the sums take about 1.5x less time on a 7B-shaped block: bench/llm/capture_cost.py;
+tools/capture_stats.py has the exact shift corrections).
 CONFIG is the config that will plan with the file (its
 model.weights is DIR/weights.safetensors); without it only float
 activations (16 bits) can be measured.  The Fisher options add the Fishers
@@ -718,7 +719,7 @@ def main():
     ap.add_argument("--stats-precision", choices=("double", "single"), default="double",
                     help="--stats: products in float64 (default: the sums of the rows), or "
                          "float32 products of 512-row chunks of shifted rows summed in float64 "
-                         "(about twice as fast; relative differences near 1e-6)")
+                         "(faster; relative differences near 1e-6)")
     ap.add_argument("--include", action="append", metavar="GLOB",
                     help="only the layers matching (repeatable)")
     ap.add_argument("-q", "--quiet", action="store_true")

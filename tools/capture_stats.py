@@ -24,7 +24,7 @@ would on rows; the second pass accumulates the sums under those grids.
 precision "double" (the default) forms every product in float64: the sums are
 those of the rows to rounding (the table from them equals the table from rows
 within 1e-9).  precision "single" forms the products of chunks of CHUNK rows in
-float32 (ssyrk / sgemm, twice as fast as float64 and half the memory traffic)
+float32 (ssyrk / sgemm: float32's BLAS speed and half the memory traffic)
 and sums them in float64, of small quantities only, so that float32 rounds
 what the errors are made of rather than what cancels in them: the rows shifted
 by a per-column offset a (the first chunk's column means, in float32), y = x - a,
