@@ -83,9 +83,9 @@ static int export_layer(bp_qfile *f, const bp_config *cfg, const bp_model *m, si
     bp_qspec g = bp_sens_weight_grid(&spec, spec.quantizer);
     g.bits = pl->wbits;
     size_t nel = (size_t)(l->out * l->in);
-    float *What = bp_qfile_own(f, malloc(nel * sizeof(float)));
+    float *What = bp_qfile_own(f, bp_malloc(nel * sizeof(float), NULL));
     float *bhat = l->bias ? bp_qfile_own(f, malloc((size_t)l->out * sizeof(float))) : NULL;
-    float *es = malloc(nel * sizeof(float)), *ez = malloc(nel * sizeof(float));
+    float *es = bp_malloc(nel * sizeof(float), NULL), *ez = bp_malloc(nel * sizeof(float), NULL);
     int32_t *g_idx = bp_qfile_own(f, malloc((size_t)(l->in * l->groups) * sizeof(int32_t)));
     char num[32];
     int rc = What && (bhat || !l->bias) && es && ez && g_idx ? 0
