@@ -307,8 +307,41 @@ static int gptq_run(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *e
     return rc;
 }
 
-/* Rows are independent under GPTQ (every row meets the same factor): a
- * part of the rows on one thread, with its own scratch. */
+/* Rows per pass of gptq_run (a multiple of 16: whole vectors in the block
+ * loops): its block of columns (bw x rows floats, 128 KiB at 128 x 256)
+ * stays in the core's cache while the column loop sweeps it again and
+ * again, and the rows' weights (256 x in) mostly do from one block to the
+ * next, where all the rows at once (3,072 x 768) went to memory each time. */
+#define GPTQ_ROWS_PASS 256
+
+/* gptq_run over rows [0, s->rows) in passes of GPTQ_ROWS_PASS rows (rows
+ * are independent under GPTQ: every row meets the same factor), except
+ * where the grid is still to be fitted over all rows (per tensor). */
+static int gptq_run_passes(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *err)
+{
+    int64_t d = s->cols;
+    if (s->spec.granularity == BP_GRAN_TENSOR && !s->fixed)
+        return gptq_run(s, o, Qp, err);
+    for (int64_t r0 = 0; r0 < s->rows; r0 += GPTQ_ROWS_PASS) {
+        gptq_state p = *s;
+        p.rows = s->rows - r0 < GPTQ_ROWS_PASS ? s->rows - r0 : GPTQ_ROWS_PASS;
+        p.flops = 0.0;
+        if (s->Wd)
+            p.Wd = s->Wd + r0 * d;
+        if (s->Wf)
+            p.Wf = s->Wf + r0 * d;
+        p.scale = s->scale + r0, p.zero = s->zero + r0;
+        if (s->es)
+            p.es = s->es + r0 * d, p.ez = s->ez + r0 * d;
+        int rc = gptq_run(&p, o, Qp + r0 * d, err);
+        s->flops += p.flops;
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A part of the rows on one thread, with its own scratch. */
 typedef struct gptq_part {
     gptq_state s;
     const bp_gptq_opts *o;
@@ -320,47 +353,59 @@ typedef struct gptq_part {
 static void *gptq_part_run(void *arg)
 {
     gptq_part *p = arg;
-    p->rc = gptq_run(&p->s, p->o, p->Qp, &p->err);
+    p->rc = gptq_run_passes(&p->s, p->o, p->Qp, &p->err);
     return NULL;
 }
 
 /* Below this many flops of block updates a layer is not worth a thread. */
 #define GPTQ_SPLIT_FLOPS 5e7
-/* Rows per part: a multiple of this (whole vectors in the block loops). */
-#define GPTQ_SPLIT_ALIGN 16
 
-/* gptq_run over the rows in parts on bp_threads() threads, where the
- * grid is fitted row by row (a per-tensor grid is fitted over all rows). */
+/* gptq_run over the rows on bp_threads() threads, each taking whole passes
+ * of GPTQ_ROWS_PASS rows, with OpenBLAS on one thread throughout: every
+ * pass then makes the same calls (the same BLAS shapes, single-threaded)
+ * at any thread count of either, so the result is the same bit for bit
+ * (BLAS does not promise a row the same rounding in products of other
+ * shapes or split over its own threads).  A per-tensor grid is fitted
+ * over all rows first, then given to the passes. */
 static int gptq_run_rows(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *err)
 {
+    gptq_state all = *s;
+    float fixed[2];
+    if (all.spec.granularity == BP_GRAN_TENSOR && !all.fixed) {
+        if (gptq_fit_params(&all, 0, all.cols, err) < 0)
+            return -1;
+        fixed[0] = all.scale[0], fixed[1] = all.zero[0];
+        all.fixed = fixed;
+    }
     int nt = bp_threads();
-    double work = (double)s->rows * (double)s->cols * (double)s->cols;
-    if (s->spec.granularity == BP_GRAN_TENSOR && !s->fixed)
+    int64_t passes = (all.rows + GPTQ_ROWS_PASS - 1) / GPTQ_ROWS_PASS;
+    double work = (double)all.rows * (double)all.cols * (double)all.cols;
+    if (nt > passes)
+        nt = (int)passes;
+    if (work < GPTQ_SPLIT_FLOPS)
         nt = 1;
-    if (nt > s->rows / (2 * GPTQ_SPLIT_ALIGN))
-        nt = (int)(s->rows / (2 * GPTQ_SPLIT_ALIGN));
-    if (nt <= 1 || work < GPTQ_SPLIT_FLOPS) {
-        int rc = gptq_run(s, o, Qp, err);
-        bp_profile_flops(BP_STAGE_WEIGHTS, s->flops);
-        return rc;
-    }
     gptq_part p[BP_THREADS_MAX];
-    int64_t d = s->cols;
+    int64_t d = all.cols;
     for (int i = 0; i < nt; i++) {
-        int64_t r0 = s->rows * i / nt / GPTQ_SPLIT_ALIGN * GPTQ_SPLIT_ALIGN;
-        int64_t r1 = i + 1 < nt ? s->rows * (i + 1) / nt / GPTQ_SPLIT_ALIGN * GPTQ_SPLIT_ALIGN
-                                : s->rows;
-        p[i] = (gptq_part){*s, o, Qp + r0 * d, 0, {{0}}};
+        int64_t r0 = passes * i / nt * GPTQ_ROWS_PASS;
+        int64_t r1 = i + 1 < nt ? passes * (i + 1) / nt * GPTQ_ROWS_PASS : all.rows;
+        p[i] = (gptq_part){all, o, Qp + r0 * d, 0, {{0}}};
         p[i].s.rows = r1 - r0;
-        if (s->Wd)
-            p[i].s.Wd = s->Wd + r0 * d;
-        if (s->Wf)
-            p[i].s.Wf = s->Wf + r0 * d;
-        p[i].s.scale = s->scale + r0, p[i].s.zero = s->zero + r0;
-        if (s->es)
-            p[i].s.es = s->es + r0 * d, p[i].s.ez = s->ez + r0 * d;
+        p[i].s.flops = 0.0;
+        if (all.Wd)
+            p[i].s.Wd = all.Wd + r0 * d;
+        if (all.Wf)
+            p[i].s.Wf = all.Wf + r0 * d;
+        p[i].s.scale = all.scale + r0, p[i].s.zero = all.zero + r0;
+        if (all.es)
+            p[i].s.es = all.es + r0 * d, p[i].s.ez = all.ez + r0 * d;
     }
+    int blas = openblas_get_num_threads();
+    if (nt == 1 && blas > 1)         /* bp_parallel holds it for more threads */
+        openblas_set_num_threads(1);
     bp_parallel(nt, gptq_part_run, p, sizeof p[0]);
+    if (nt == 1 && blas > 1)
+        openblas_set_num_threads(blas);
     int rc = 0;
     for (int i = 0; i < nt; i++) {
         bp_profile_flops(BP_STAGE_WEIGHTS, p[i].s.flops);
