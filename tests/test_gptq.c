@@ -11,6 +11,7 @@
  *   - the same weights and grid whether the rows run on one thread or are
  *     split over several.
  */
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -430,8 +431,9 @@ static void test_cross_fit(void)
 }
 
 /* Rows in parts on BITPLAN_THREADS threads: the result bit for bit that of
- * one thread, for every granularity, order and precision (the row count not
- * a multiple of the parts' alignment). */
+ * one thread, and on one factor the same whether OpenBLAS has threads or
+ * not, for every granularity, order and precision (the row count not a
+ * multiple of the passes'). */
 static void test_threads(void)
 {
     check_rng rng = {0x7ea3d5ULL};
@@ -461,6 +463,23 @@ static void test_threads(void)
                 diff += a[i] != b[i] || sa[i] != sb[i] || za[i] != zb[i];
             CHECK_MSG(diff == 0, "granularity %d variant %d: %lld of %lld elements differ "
                       "between 1 and 3 threads", g, variant, (long long)diff, (long long)n);
+            /* the rows on one factor: the same with OpenBLAS's threads or without
+             * (the factor's own products are BLAS's to round) */
+            bp_gptq_factor f;
+            CHECK(bp_gptq_factor_build(&f, x.X, x.n, x.d, 0, x.d, &o, &err) == 0);
+            int blas = openblas_get_num_threads();
+            setenv("BITPLAN_THREADS", "1", 1);
+            CHECK(bp_gptq_quantize_factored(&f, x.W, x.o, &q, &o, a, sa, za, NULL, &err) == 0);
+            openblas_set_num_threads(1);
+            CHECK(bp_gptq_quantize_factored(&f, x.W, x.o, &q, &o, b, sb, zb, NULL, &err) == 0);
+            openblas_set_num_threads(blas);
+            bp_gptq_factor_free(&f);
+            diff = 0;
+            for (int64_t i = 0; i < n; i++)
+                diff += a[i] != b[i] || sa[i] != sb[i] || za[i] != zb[i];
+            CHECK_MSG(diff == 0, "granularity %d variant %d: %lld of %lld elements differ "
+                      "with OpenBLAS on %d threads and on 1", g, variant, (long long)diff,
+                      (long long)n, blas);
         }
     if (saved)
         setenv("BITPLAN_THREADS", saved, 1);
