@@ -7,8 +7,10 @@ candidate W_hat X_bar^T - W X^T and its squared sum, in float32 on every core
 torch uses: the same RTN grids as bitplan's defaults (per-channel symmetric
 min-max weights, per-tensor asymmetric min-max activations, x / s rounded
 half to even).  Prints the seconds of the whole process and of the loop; with
-OUT.csv writes every error (layer,wbits,abits,error).
+OUT.csv writes every error (layer,wbits,abits,error).  TORCH_THREADS=N runs
+torch on N threads (torch.set_num_threads), else on torch's default.
 """
+import os
 import sys
 import time
 
@@ -35,6 +37,8 @@ def q_acts(x, b):
 
 
 def main():
+    if os.environ.get("TORCH_THREADS"):
+        torch.set_num_threads(int(os.environ["TORCH_THREADS"]))
     w, _ = load_file(sys.argv[1])
     c, _ = load_file(sys.argv[2])
     wbits = [int(v) for v in sys.argv[3].split(",")]
