@@ -85,7 +85,8 @@ static int export_layer(bp_qfile *f, const bp_config *cfg, const bp_model *m, si
     size_t nel = (size_t)(l->out * l->in);
     float *What = bp_qfile_own(f, bp_malloc(nel * sizeof(float), NULL));
     float *bhat = l->bias ? bp_qfile_own(f, malloc((size_t)l->out * sizeof(float))) : NULL;
-    float *es = bp_malloc(nel * sizeof(float), NULL), *ez = bp_malloc(nel * sizeof(float), NULL);
+    size_t ngrid = (size_t)(l->out * bp_grid_groups(&g, l->in));   /* per row and group */
+    float *es = malloc(ngrid * sizeof(float)), *ez = malloc(ngrid * sizeof(float));
     int32_t *g_idx = bp_qfile_own(f, malloc((size_t)(l->in * l->groups) * sizeof(int32_t)));
     char num[32];
     int rc = What && (bhat || !l->bias) && es && ez && g_idx ? 0

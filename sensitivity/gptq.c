@@ -96,7 +96,9 @@ typedef struct gptq_state {
     float *scale, *zero;       /* per row */
     float *tmp;                /* scratch, max(rows, cols) floats */
     bp_qspec spec;
-    float *es, *ez;            /* per element grid (permuted columns), or NULL */
+    float *es, *ez;            /* the grid per row and scale group (rows x ng, groups in
+                                * GPTQ's column order), or NULL */
+    int64_t ng;                /* scale groups per row: 1, or ceil(cols / group_size) */
     const float *fixed;        /* per-tensor {scale, zero} given, or NULL */
     float *Wb;                 /* single precision: the block's columns, bw x rows */
     int64_t b1, b2;            /* the block held in Wb: columns [b1, b2) */
@@ -115,13 +117,13 @@ static float w_at(const gptq_state *s, int64_t r, int64_t c)
 
 static int gptq_fit_params(gptq_state *s, int64_t c0, int64_t c1, bp_error *err);
 
-/* The grid of columns [c0, c1) (those the grid just fitted will quantize)
- * into the per-element grid, row by row. */
-static void gptq_record(gptq_state *s, int64_t c0, int64_t c1)
+/* The grid just fitted for columns [c0, ...) (a scale group's first
+ * column, or 0) into the caller's, row by row. */
+static void gptq_record(gptq_state *s, int64_t c0)
 {
+    int64_t g = s->spec.granularity == BP_GRAN_GROUP ? c0 / s->spec.group_size : 0;
     for (int64_t r = 0; s->es && r < s->rows; r++)
-        for (int64_t c = c0; c < c1; c++)
-            s->es[r * s->cols + c] = s->scale[r], s->ez[r * s->cols + c] = s->zero[r];
+        s->es[r * s->ng + g] = s->scale[r], s->ez[r * s->ng + g] = s->zero[r];
 }
 
 /* Fit per-row (or per-tensor) parameters on columns [c0, c1) of W, and
@@ -130,7 +132,7 @@ static int gptq_fit(gptq_state *s, int64_t c0, int64_t c1, bp_error *err)
 {
     int rc = gptq_fit_params(s, c0, c1, err);
     if (rc == 0)
-        gptq_record(s, c0, c1);
+        gptq_record(s, c0);
     return rc;
 }
 
@@ -332,7 +334,7 @@ static int gptq_run_passes(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_e
             p.Wf = s->Wf + r0 * d;
         p.scale = s->scale + r0, p.zero = s->zero + r0;
         if (s->es)
-            p.es = s->es + r0 * d, p.ez = s->ez + r0 * d;
+            p.es = s->es + r0 * s->ng, p.ez = s->ez + r0 * s->ng;
         int rc = gptq_run(&p, o, Qp + r0 * d, err);
         s->flops += p.flops;
         if (rc < 0)
@@ -398,7 +400,7 @@ static int gptq_run_rows(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_err
             p[i].s.Wf = all.Wf + r0 * d;
         p[i].s.scale = all.scale + r0, p[i].s.zero = all.zero + r0;
         if (all.es)
-            p[i].s.es = all.es + r0 * d, p[i].s.ez = all.ez + r0 * d;
+            p[i].s.es = all.es + r0 * all.ng, p[i].s.ez = all.ez + r0 * all.ng;
     }
     int blas = openblas_get_num_threads();
     if (nt == 1 && blas > 1)         /* bp_parallel holds it for more threads */
@@ -529,18 +531,15 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
     }
     if (spec->granularity == BP_GRAN_GROUP && spec->group_size <= 0)
         return bp_fail(err, "gptq: group_size must be positive");
-    gptq_state s = {rows, cols, NULL, NULL, f->Ud, f->Uf, NULL, NULL, NULL, *spec, NULL, NULL,
+    int64_t ng = spec->granularity == BP_GRAN_GROUP ? (cols + spec->group_size - 1) /
+                                                       spec->group_size : 1;
+    gptq_state s = {rows, cols, NULL, NULL, f->Ud, f->Uf, NULL, NULL, NULL, *spec,
+                    scale && zero ? scale : NULL, scale && zero ? zero : NULL, ng,
                     o->tensor_grid, NULL, 0, 0, 0.0};
     const int64_t *perm = f->perm;
     int in_order = 1;                /* no act-order permutation: no gathers */
     for (int64_t j = 0; j < cols; j++)
         in_order &= perm[j] == j;
-    if (scale && zero && in_order)   /* the grid straight into the caller's */
-        s.es = scale, s.ez = zero;
-    else if (scale && zero) {
-        s.es = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
-        s.ez = bp_malloc((size_t)(rows * cols) * sizeof(float), err);
-    }
     float *Qp = in_order ? out : bp_malloc((size_t)(rows * cols) * sizeof(float), err);
     /* In order and in single precision the weights are worked on in out:
      * a block's codes are written over its columns once the later columns
@@ -552,7 +551,7 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
     s.scale = bp_malloc((size_t)rows * sizeof(float), err);
     s.zero = bp_malloc((size_t)rows * sizeof(float), err);
     int rc = -1;
-    if (Qp && (s.Wf || s.Wd) && s.scale && s.zero && (!scale || !zero || (s.es && s.ez))) {
+    if (Qp && (s.Wf || s.Wd) && s.scale && s.zero) {
         if (in_order && s.Wf && s.Wf != W)
             memcpy(s.Wf, W, (size_t)(rows * cols) * sizeof(float));
         for (int64_t r = 0; !(in_order && s.Wf) && r < rows; r++)
@@ -576,18 +575,9 @@ int bp_gptq_quantize_factored(const bp_gptq_factor *f, const float *W, int64_t r
         for (int64_t r = 0; !in_order && r < rows; r++)
             for (int64_t j = 0; j < cols; j++)
                 out[r * cols + perm[j]] = Qp[r * cols + j];
-        for (int64_t r = 0; s.es && s.es != scale && r < rows; r++)
-            for (int64_t j = 0; j < cols; j++)
-                scale[r * cols + perm[j]] = s.es[r * cols + j],
-                zero[r * cols + perm[j]] = s.ez[r * cols + j];
-        rc = (scale && zero && !s.es) ? -1 : 0;
         int64_t gs = spec->granularity == BP_GRAN_GROUP ? spec->group_size : cols;
         for (int64_t j = 0; g_idx && j < cols; j++)
             g_idx[perm[j]] = (int32_t)(j / gs);
-    }
-    if (s.es != scale) {
-        free(s.es);
-        free(s.ez);
     }
     if (Qp != out)
         free(Qp);

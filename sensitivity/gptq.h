@@ -50,11 +50,13 @@ int bp_gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *X,
                      int64_t ldx, int64_t xoff, const bp_qspec *spec,
                      const bp_gptq_opts *o, float *out, bp_error *err);
 
-/* The same, also giving each element's grid step and zero point (rows x cols
- * each) so that out = scale * (code - zero) with integer codes, and (g_idx,
- * cols entries, may be NULL) each column's scale group: per group of
- * group_size columns in the order GPTQ quantizes them, which with act-order
- * is not the columns' own order (GPTQ checkpoints call it g_idx). */
+/* The same, also giving the grid: each row's step and zero point per scale
+ * group (scale, zero: rows x G each, G = ceil(cols / group_size) per group,
+ * else 1; a per-tensor grid is the same in every row), so that
+ * out[r, j] = scale[r, g(j)] * (code - zero[r, g(j)]) with integer codes,
+ * and (g_idx, cols entries, may be NULL) each column's scale group g(j):
+ * groups of group_size columns in the order GPTQ quantizes them, which with
+ * act-order is not the columns' own order (GPTQ checkpoints call it g_idx). */
 int bp_gptq_quantize_grid(const float *W, int64_t rows, int64_t cols, const float *X,
                           int64_t n, int64_t ldx, int64_t xoff, const bp_qspec *spec,
                           const bp_gptq_opts *o, float *out, float *scale, float *zero,

@@ -125,17 +125,31 @@ int bp_sensitivity_layer_cached(const bp_layer *l, const bp_sens_spec *spec, bp_
 
 /*
  * Quantize one candidate again for export: What (out x in) on the grid
- * What = scale * (code - zero) with integer codes in [0, 2^b - 1] (scale
- * and zero per element, out x in each), and bhat (out, when the layer has
- * a bias) the bias to use with it (ERQ changes it; others copy it).  The
- * inputs GPTQ and ERQ see are quantized at abits with spec->acts.  g_idx
- * (groups x in, may be NULL) receives each column's scale group per conv
- * group: column / group_size, except for GPTQ with act-order, whose groups
- * follow its column order.
+ * What[r, j] = scale[r, g(j)] * (code - zero[r, g(j)]) with integer codes
+ * in [0, 2^b - 1] (scale and zero: out x G each, G = bp_grid_groups: one
+ * value per row and scale group; a per-tensor grid repeats its one value in
+ * every row), and bhat (out, when the layer has a bias) the bias to use
+ * with it (ERQ changes it; others copy it).  The inputs GPTQ and ERQ see
+ * are quantized at abits with spec->acts.  g_idx (groups x in, may be
+ * NULL) receives each column's scale group g(j) per conv group: column /
+ * group_size, except for GPTQ with act-order, whose groups follow its
+ * column order.
  */
 int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits, int abits,
                           float *What, float *bhat, float *scale, float *zero, int32_t *g_idx,
                           bp_error *err);
+
+/* Scale groups per row of a layer of in inputs (per conv group) under the
+ * weight grid q: ceil(in / group_size) per group, else 1. */
+int64_t bp_grid_groups(const bp_qspec *q, int64_t in);
+
+/* A per-element grid (es, ez: out x in) as one value per row and scale
+ * group (scale, zero: out x G, G = bp_grid_groups; column j in group
+ * j / group_size); an element that differs from its group's value is an
+ * error (the quantizer broke its granularity). */
+int bp_grid_compact(const float *es, const float *ez, int64_t out, int64_t in,
+                    const bp_qspec *q, float *scale, float *zero, const char *name,
+                    bp_error *err);
 
 /* Quantize-dequantize the layer's weights at spec->weights with `bits`
  * (out is out x in floats). */

@@ -120,8 +120,8 @@ static int erq_sums_stats(const bp_layer *l, const bp_stats_grid *sg, double **G
 }
 
 /* GPTQ per conv group, with the Hessian of the inputs X (n x in*groups),
- * for n_b weight widths bits[b] into What[b]; scale and zero (per element,
- * one width only) may be NULL.  Each group's factor is built once for all
+ * for n_b weight widths bits[b] into What[b]; scale and zero (per row and
+ * scale group, one width only) may be NULL.  Each group's factor is built once for all
  * widths.  A per-tensor grid is fitted once on the whole weight tensor and
  * shared by the groups, so that the layer has one grid as its granularity
  * says. */
@@ -130,7 +130,7 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
                         float *zero, int32_t *g_idx, bp_sens_cache *c, const bp_qspec *akey,
                         bp_error *err)
 {
-    int64_t og = l->out / l->groups;
+    int64_t og = l->out / l->groups, ng = bp_grid_groups(&spec->weights, l->in);
     float *grids = bp_malloc(2 * n_b * sizeof(float), err);
     if (!grids)
         return -1;
@@ -184,7 +184,8 @@ static int gptq_grouped(const bp_layer *l, const bp_sens_spec *spec, const int *
             if (q.granularity == BP_GRAN_TENSOR && l->groups > 1)
                 o.tensor_grid = &grids[2 * b];
             rc = bp_gptq_quantize_factored(f, l->W + off, og, &q, &o, What[b] + off,
-                                           scale ? scale + off : NULL, zero ? zero + off : NULL,
+                                           scale ? scale + j * og * ng : NULL,
+                                           zero ? zero + j * og * ng : NULL,
                                            g_idx ? g_idx + (int64_t)j * l->in : NULL, err);
         }
         bp_gptq_factor_free(&own);
@@ -299,17 +300,45 @@ int bp_quantize_weights(const bp_layer *l, const bp_qspec *wspec, int bits,
 
 /* SQuant's row grids in the unsigned convention: its signed codes r and
  * z give w = (r + z) / s = (1/s) * ((r + 2^(b-1)) - (2^(b-1) - z)). */
-static void squant_grid(const bp_layer *l, int bits, int fp16, float *scale, float *zero)
+static void squant_grid(const bp_layer *l, int bits, int fp16, int64_t ng, float *scale,
+                        float *zero)
 {
     double half = ldexp(1.0, bits - 1);
     for (int64_t r = 0; r < l->out; r++) {
         double s = 1.0, z = half;            /* a constant row: kept exactly */
         bp_squant_row_grid(l->W + r * l->in, l->in, bits, fp16, &s, &z);
-        for (int64_t j = 0; j < l->in; j++) {
-            scale[r * l->in + j] = (float)(1.0 / s);
-            zero[r * l->in + j] = (float)(half - z);
+        for (int64_t g = 0; g < ng; g++) {
+            scale[r * ng + g] = (float)(1.0 / s);
+            zero[r * ng + g] = (float)(half - z);
         }
     }
+}
+
+int64_t bp_grid_groups(const bp_qspec *q, int64_t in)
+{
+    return q->granularity == BP_GRAN_GROUP && q->group_size > 0
+               ? (in + q->group_size - 1) / q->group_size : 1;
+}
+
+int bp_grid_compact(const float *es, const float *ez, int64_t out, int64_t in,
+                    const bp_qspec *q, float *scale, float *zero, const char *name,
+                    bp_error *err)
+{
+    int64_t ng = bp_grid_groups(q, in), gs = ng > 1 ? q->group_size : in;
+    for (int64_t r = 0; r < out; r++) {
+        const float *e = es + r * in, *z = ez + r * in;
+        float *S = scale + r * ng, *Z = zero + r * ng;
+        int bad = 0;
+        for (int64_t g = 0; g < ng; g++)
+            S[g] = e[g * gs], Z[g] = z[g * gs];
+        for (int64_t j = 0; j < in; j++)
+            bad |= (e[j] != S[j / gs]) | (z[j] != Z[j / gs]);
+        if (bad)
+            return bp_fail(err, "layer '%s': the grid is not constant over its %s block (row "
+                           "%lld; internal error)", name, bp_granularity_name(q->granularity),
+                           (long long)r);
+    }
+    return 0;
 }
 
 int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits, int abits,
@@ -346,6 +375,19 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
     }
     bp_qspec q = bp_sens_weight_grid(spec, spec->quantizer);
     q.bits = wbits;
+    /* GPTQ and SQuant give the grid per row and group; the others per
+     * element: into es, ez, then compacted */
+    int per_element = scale && zero && spec->quantizer != BP_WQ_GPTQ &&
+                      spec->quantizer != BP_WQ_SQUANT;
+    size_t nel = (size_t)(l->out * l->in);
+    float *es = per_element ? bp_malloc(nel * sizeof(float), err) : NULL;
+    float *ez = per_element ? bp_malloc(nel * sizeof(float), err) : NULL;
+    if (per_element && (!es || !ez)) {
+        free(es);
+        free(ez);
+        free(Xq);
+        return -1;
+    }
     switch (spec->quantizer) {
     case BP_WQ_GPTQ:
         rc = gptq_grouped(l, spec, &wbits, 1, xin, sg, &What, scale, zero, g_idx, NULL, NULL,
@@ -360,24 +402,27 @@ int bp_quantize_candidate(const bp_layer *l, const bp_sens_spec *spec, int wbits
             rc = erq_sums_stats(l, sg, &G, &DA, err);
             if (rc == 0)
                 rc = bp_erq_quantize_sums(l->W, l->bias, l->out, l->in, G, DA, l->n, &q,
-                                          &spec->erq, What, l->bias ? bhat : NULL, scale, zero,
-                                          err);
+                                          &spec->erq, What, l->bias ? bhat : NULL, es, ez, err);
             free(G);
             free(DA);
         } else
             rc = bp_erq_quantize(l->W, l->bias, l->out, l->in, l->X, xin, l->n, &q, &spec->erq,
-                                 What, l->bias ? bhat : NULL, scale, zero, err);
+                                 What, l->bias ? bhat : NULL, es, ez, err);
         break;
     case BP_WQ_SQUANT:
         rc = bp_squant_quantize(l->W, l->out, l->in, (int64_t)l->kh * l->kw, wbits,
                                 spec->squant_mode, q.fp16_scales, What, NULL, err);
-        if (rc == 0)
-            squant_grid(l, wbits, q.fp16_scales, scale, zero);
+        if (rc == 0 && scale && zero)
+            squant_grid(l, wbits, q.fp16_scales, bp_grid_groups(&q, l->in), scale, zero);
         break;
     default:
-        rc = bp_quantize_matrix_grid(l->W, What, l->out, l->in, &q, scale, zero, err);
+        rc = bp_quantize_matrix_grid(l->W, What, l->out, l->in, &q, es, ez, err);
         break;
     }
+    if (rc == 0 && es)
+        rc = bp_grid_compact(es, ez, l->out, l->in, &q, scale, zero, l->name, err);
+    free(es);
+    free(ez);
     int64_t gs = q.granularity == BP_GRAN_GROUP ? q.group_size : l->in;
     for (int64_t c = 0; rc == 0 && g_idx && c < l->in * l->groups; c++)
         g_idx[c] = (int32_t)((c % l->in) / gs);     /* the columns' own order */

@@ -246,33 +246,59 @@ static void test_reference_and_blocks(void)
     free_data(&x);
 }
 
-/* The share of equal codes of two quantized matrices with their per-element
- * grids (the grids themselves may differ in the last bit: a group's range is
- * fitted on the updated weights). */
-static double codes_agree(const float *a, const float *sa, const float *za, const float *b,
-                          const float *sb, const float *zb, int64_t n)
+/* The code of element (r, j) of a quantized matrix (rows x cols) on its grid
+ * (s, z: rows x ng per row and scale group; gi: each column's group). */
+static float code_at(const float *w, const float *s, const float *z, const int32_t *gi,
+                     int64_t ng, int64_t cols, int64_t r, int64_t j)
 {
-    int64_t same = 0;
-    for (int64_t i = 0; i < n; i++)
-        same += nearbyintf(a[i] / sa[i]) + za[i] == nearbyintf(b[i] / sb[i]) + zb[i];
-    return (double)same / (double)n;
+    int64_t k = r * ng + gi[j];
+    return nearbyintf(w[r * cols + j] / s[k]) + z[k];
 }
 
-/* Two GPTQ runs' weights and per-element grids (n elements each). */
+/* Two GPTQ runs' weights (rows x cols), grids (rows x ng) and column groups. */
 typedef struct two_runs {
+    int64_t rows, cols, ng;
     float *a, *sa, *za, *b, *sb, *zb;
+    int32_t *ga, *gb;
 } two_runs;
 
-static two_runs two_runs_alloc(int64_t n)
+static two_runs two_runs_alloc(int64_t rows, int64_t cols, int64_t ng)
 {
-    size_t bytes = (size_t)n * sizeof(float);
-    return (two_runs){malloc(bytes), malloc(bytes), malloc(bytes),
-                      malloc(bytes), malloc(bytes), malloc(bytes)};
+    size_t w = (size_t)(rows * cols) * sizeof(float), g = (size_t)(rows * ng) * sizeof(float);
+    size_t c = (size_t)cols * sizeof(int32_t);
+    return (two_runs){rows, cols, ng, malloc(w), malloc(g), malloc(g), malloc(w), malloc(g),
+                      malloc(g), malloc(c), malloc(c)};
 }
 
 static void two_runs_free(two_runs *t)
 {
     free(t->a), free(t->sa), free(t->za), free(t->b), free(t->sb), free(t->zb);
+    free(t->ga), free(t->gb);
+}
+
+/* The share of equal codes of the two runs (the grids themselves may differ
+ * in the last bit: a group's range is fitted on the updated weights). */
+static double codes_agree(const two_runs *t)
+{
+    int64_t same = 0;
+    for (int64_t r = 0; r < t->rows; r++)
+        for (int64_t j = 0; j < t->cols; j++)
+            same += code_at(t->a, t->sa, t->za, t->ga, t->ng, t->cols, r, j) ==
+                    code_at(t->b, t->sb, t->zb, t->gb, t->ng, t->cols, r, j);
+    return (double)same / (double)(t->rows * t->cols);
+}
+
+/* Elements of the two runs' weights, grids or column groups that differ. */
+static int64_t runs_differ(const two_runs *t)
+{
+    int64_t diff = 0;
+    for (int64_t i = 0; i < t->rows * t->cols; i++)
+        diff += t->a[i] != t->b[i];
+    for (int64_t i = 0; i < t->rows * t->ng; i++)
+        diff += t->sa[i] != t->sb[i] || t->za[i] != t->zb[i];
+    for (int64_t j = 0; j < t->cols; j++)
+        diff += t->ga[j] != t->gb[j];
+    return diff;
 }
 
 /* Single precision (the default, as the authors' code) against double on a
@@ -285,8 +311,7 @@ static void test_single_double(void)
     check_rng rng = {0x51f0d0b1eULL};
     bp_error err;
     data x = make_data(40, 320, 900, &rng);
-    int64_t n = x.o * x.d;
-    two_runs t = two_runs_alloc(n);
+    two_runs t = two_runs_alloc(x.o, x.d, (x.d + 63) / 64);
     float *a = t.a, *sa = t.sa, *za = t.za, *b = t.b, *sb = t.sb, *zb = t.zb;
     for (int bits = 3; bits <= 4; bits++)
         for (int grouped = 0; grouped < 2; grouped++) {
@@ -294,12 +319,13 @@ static void test_single_double(void)
             bp_gptq_opts o;
             bp_gptq_opts_init(&o);
             o.act_order = grouped;
-            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, a, sa, za, NULL,
+            t.ng = grouped ? (x.d + 63) / 64 : 1;
+            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, a, sa, za, t.ga,
                                         &err) == 0);
             o.precision = BP_GPTQ_DOUBLE;
-            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, b, sb, zb, NULL,
+            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, b, sb, zb, t.gb,
                                         &err) == 0);
-            double agree = codes_agree(a, sa, za, b, sb, zb, n);
+            double agree = codes_agree(&t);
             printf("bits %d %s: single/double codes agree %.5f, error ratio %.6f\n", bits,
                    grouped ? "per group, act-order" : "per channel", agree,
                    out_err(&x, a) / out_err(&x, b));
@@ -358,12 +384,12 @@ static void test_grouped_tensor_grid(void)
                          spec_of(0, BP_GRAN_TENSOR, 0), BP_METRIC_MSE, BP_WQ_GPTQ,
                          {128, 0.01, 0, BP_GPTQ_SINGLE, NULL}, 3, {2000.0, 2000.0, 100}, BP_XFIT_OFF, 0, BP_PREC_DOUBLE, NULL};
     spec.weights.symmetric = 0;
-    float What[G * OG * IN], scale[G * OG * IN], zero[G * OG * IN];
+    float What[G * OG * IN], scale[G * OG], zero[G * OG];   /* one per row */
     CHECK(bp_quantize_candidate(&l, &spec, 3, 16, What, NULL, scale, zero, NULL, &err) == 0);
     int one_grid = 1, on_grid = 1;
     for (int64_t i = 0; i < G * OG * IN; i++) {
-        one_grid &= scale[i] == scale[0] && zero[i] == zero[0];
-        float code = What[i] / scale[i] + zero[i];
+        one_grid &= scale[i / IN] == scale[0] && zero[i / IN] == zero[0];
+        float code = What[i] / scale[i / IN] + zero[i / IN];
         on_grid &= fabsf(code - nearbyintf(code)) < 1e-3f && code > -0.5f && code < 7.5f;
     }
     CHECK(one_grid);
@@ -440,7 +466,7 @@ static void test_threads(void)
     bp_error err;
     data x = make_data(403, 384, 600, &rng);
     int64_t n = x.o * x.d;
-    two_runs t = two_runs_alloc(n);
+    two_runs t = two_runs_alloc(x.o, x.d, 384 / 64);
     float *a = t.a, *sa = t.sa, *za = t.za, *b = t.b, *sb = t.sb, *zb = t.zb;
     const char *saved = getenv("BITPLAN_THREADS");
     static const bp_granularity grans[] = {BP_GRAN_CHANNEL, BP_GRAN_GROUP, BP_GRAN_TENSOR};
@@ -452,15 +478,14 @@ static void test_threads(void)
             o.act_order = variant == 1;
             if (variant == 2)
                 o.precision = BP_GPTQ_DOUBLE;
+            t.ng = grans[g] == BP_GRAN_GROUP ? 384 / 64 : 1;
             setenv("BITPLAN_THREADS", "1", 1);
-            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, a, sa, za, NULL,
+            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, a, sa, za, t.ga,
                                         &err) == 0);
             setenv("BITPLAN_THREADS", "3", 1);
-            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, b, sb, zb, NULL,
+            CHECK(bp_gptq_quantize_grid(x.W, x.o, x.d, x.X, x.n, x.d, 0, &q, &o, b, sb, zb, t.gb,
                                         &err) == 0);
-            int64_t diff = 0;
-            for (int64_t i = 0; i < n; i++)
-                diff += a[i] != b[i] || sa[i] != sb[i] || za[i] != zb[i];
+            int64_t diff = runs_differ(&t);
             CHECK_MSG(diff == 0, "granularity %d variant %d: %lld of %lld elements differ "
                       "between 1 and 3 threads", g, variant, (long long)diff, (long long)n);
             /* the rows on one factor: the same with OpenBLAS's threads or without
@@ -469,14 +494,12 @@ static void test_threads(void)
             CHECK(bp_gptq_factor_build(&f, x.X, x.n, x.d, 0, x.d, &o, &err) == 0);
             int blas = openblas_get_num_threads();
             setenv("BITPLAN_THREADS", "1", 1);
-            CHECK(bp_gptq_quantize_factored(&f, x.W, x.o, &q, &o, a, sa, za, NULL, &err) == 0);
+            CHECK(bp_gptq_quantize_factored(&f, x.W, x.o, &q, &o, a, sa, za, t.ga, &err) == 0);
             openblas_set_num_threads(1);
-            CHECK(bp_gptq_quantize_factored(&f, x.W, x.o, &q, &o, b, sb, zb, NULL, &err) == 0);
+            CHECK(bp_gptq_quantize_factored(&f, x.W, x.o, &q, &o, b, sb, zb, t.gb, &err) == 0);
             openblas_set_num_threads(blas);
             bp_gptq_factor_free(&f);
-            diff = 0;
-            for (int64_t i = 0; i < n; i++)
-                diff += a[i] != b[i] || sa[i] != sb[i] || za[i] != zb[i];
+            diff = runs_differ(&t);
             CHECK_MSG(diff == 0, "granularity %d variant %d: %lld of %lld elements differ "
                       "with OpenBLAS on %d threads and on 1", g, variant, (long long)diff,
                       (long long)n, blas);

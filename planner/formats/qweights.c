@@ -85,9 +85,6 @@ static int64_t n_groups(const bp_qgrid *g, int64_t in)
     return g->group_size > 0 ? (in + g->group_size - 1) / g->group_size : 1;
 }
 
-/* Codes from the per-element grid, checked against What; the per-block
- * scales and zeros into S and Z (rows_s x G).  Column j of a row in conv
- * group c belongs to scale group g_idx[c * in + j]. */
 /* The code of w on the step es, zero point ez and code range [0, maxq]:
  * rne(w / es + ez) in the default rounding mode (half to even), clamped.
  * Below 2^22 in magnitude adding 1.5 * 2^23 leaves no fraction bits, so the
@@ -111,32 +108,40 @@ static inline int off_grid(float w, float es, float ez, float u)
     return !(fabsf(back - w) <= 1e-5f * mag);
 }
 
-static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const float *es,
-                    const float *ez, const int32_t *g_idx, void *codes, float *S, float *Z,
-                    bp_error *err)
+/* Codes from the grid (S, Z: rows x G, one value per row and scale group),
+ * checked against What; column j of a row in conv group c belongs to scale
+ * group g_idx[c * in + j].  A per-tensor grid must be the same in every
+ * row. */
+static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const int32_t *g_idx,
+                    void *codes, bp_error *err)
 {
     int64_t in = l->in, G = n_groups(g, in), og = l->out / l->groups;
     int tensor = g->per_tensor;
     float maxq = (float)((1u << g->bits) - 1u);
+    float *e = bp_malloc((size_t)in * sizeof(float), err);   /* the row's grid per column */
+    float *z = bp_malloc((size_t)in * sizeof(float), err);
     float *u = bp_malloc((size_t)in * sizeof(float), err);
     int32_t *zero_idx = bp_calloc((size_t)in, sizeof(int32_t), err);   /* per tensor: block 0 */
-    int rc = u && zero_idx ? 0 : -1;
+    int rc = e && z && u && zero_idx ? 0 : -1;
     for (int64_t r = 0; rc == 0 && r < l->out; r++) {
-        const float *e = es + r * in, *z = ez + r * in;
         const int32_t *gi = tensor ? zero_idx : g_idx + (r / og) * in;
-        float *w = What + r * in, *Sr = tensor ? S : S + r * G, *Zr = tensor ? Z : Z + r * G;
+        const float *Sr = l->S + r * G, *Zr = l->Z + r * G;
+        float *w = What + r * in;
         int bad = 0;
-        for (int64_t j = 0; j < in; j++)            /* the grid: one value per block */
-            Sr[gi[j]] = e[j], Zr[gi[j]] = z[j];
         for (int64_t j = 0; j < in; j++)
-            bad |= (e[j] != Sr[gi[j]]) | (z[j] != Zr[gi[j]]);
-        if (tensor && r > 0)                         /* and the same in every row */
-            bad |= e[0] != es[0] || z[0] != ez[0];
+            bad |= gi[j] < 0 || gi[j] >= G;
         if (bad) {
+            rc = bp_fail(err, "layer '%s': a column's scale group is out of range (internal "
+                         "error)", l->name);
+            break;
+        }
+        if (tensor && (Sr[0] != l->S[0] || Zr[0] != l->Z[0])) {
             rc = bp_fail(err, "layer '%s': the grid is not constant over its %s block "
                          "(internal error)", l->name, g->granularity);
             break;
         }
+        for (int64_t j = 0; j < in; j++)
+            e[j] = Sr[gi[j]], z[j] = Zr[gi[j]];
         for (int64_t j = 0; j < in; j++) {           /* every weight on its grid? */
             u[j] = code_of(w[j], e[j], z[j], maxq);
             bad |= off_grid(w[j], e[j], z[j], u[j]);
@@ -158,6 +163,8 @@ static int to_codes(const bp_qlayer *l, const bp_qgrid *g, float *What, const fl
                 c[j] = (uint16_t)(int)u[j], w[j] = e[j] * (u[j] - z[j]);
         }
     }
+    free(e);
+    free(z);
     free(u);
     free(zero_idx);
     return rc;
@@ -226,10 +233,12 @@ int bp_qfile_add_codes(bp_qfile *f, const bp_qlayer *l, const bp_qgrid *g, int d
     size_t rows_s = g->per_tensor ? 1 : (size_t)l->out, cols_s = g->per_tensor ? 1 : G;
     float *S = bp_qfile_own(f, malloc(rows_s * cols_s * sizeof(float)));
     float *Z = bp_qfile_own(f, malloc(rows_s * cols_s * sizeof(float)));
-    void *codes = bp_qfile_own(f, malloc(nel * (g->bits <= 8 ? 1 : 2)));
+    void *codes = bp_qfile_own(f, bp_malloc(nel * (g->bits <= 8 ? 1 : 2), NULL));
     if (!S || !Z || !codes)
         return bp_fail(err, "out of memory exporting layer '%s'", l->name);
-    int rc = to_codes(l, g, l->What, l->es, l->ez, l->g_idx, codes, S, Z, err);
+    memcpy(S, l->S, rows_s * cols_s * sizeof(float));   /* per tensor: row 0's */
+    memcpy(Z, l->Z, rows_s * cols_s * sizeof(float));
+    int rc = to_codes(l, g, l->What, l->g_idx, codes, err);
     if (rc == 0 && permuted_groups(l, g, l->g_idx))
         rc = bp_qfile_add(f, l->name, ".g_idx", BP_DT_I32, l->groups > 1 ? l->groups : l->in,
                           l->groups > 1 ? l->in : 0, l->groups > 1 ? 2 : 1, (void *)l->g_idx,

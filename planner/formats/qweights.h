@@ -69,21 +69,22 @@ typedef struct bp_qgrid {
 } bp_qgrid;
 
 /* A layer quantized on a grid: its dequantized weights What (out x in,
- * replaced by the exact values the codes give), each element's step and
- * zero point as the quantizer reports them (es, ez, out x in) and each
- * column's scale group per conv group (g_idx, groups x in). */
+ * replaced by the exact values the codes give), each row's step and zero
+ * point per scale group as the quantizer reports them (S, Z: out x G, G =
+ * ceil(in / group_size) per group, else 1; per tensor the same in every
+ * row) and each column's scale group per conv group (g_idx, groups x in). */
 typedef struct bp_qlayer {
     const char *name;
     int64_t out, in;
     int groups;
     float *What;
-    const float *es, *ez;
+    const float *S, *Z;
     const int32_t *g_idx;
 } bp_qlayer;
 
 /* NAME.qweight, NAME.scales, NAME.zeros, NAME.g_idx (when the groups are
  * not column / group_size) and, with dequantized, NAME.weight; an element
- * off its grid, a grid that is not constant over its block, a zero point
+ * off its grid, a per-tensor grid that differs between rows, a zero point
  * that is not an integer or a step that is not an fp16 value (with fp16
  * scales) is an error. */
 int bp_qfile_add_codes(bp_qfile *f, const bp_qlayer *l, const bp_qgrid *g, int dequantized,
