@@ -972,6 +972,79 @@ int bp_gram_outer(const float *W, const float *What, int64_t rows, int64_t ldw, 
     return 0;
 }
 
+int bp_gram_outer_single(const float *W, const float *What, int64_t rows, int64_t ldw,
+                         int64_t d, double *M, bp_error *err)
+{
+    int64_t chunk = rows < GRAM_CHUNK_ROWS ? rows : GRAM_CHUNK_ROWS;
+    float *B = bp_malloc((size_t)(chunk * d) * sizeof(float), err);
+    float *C = bp_malloc((size_t)(d * d) * sizeof(float), err);
+    if (!B || !C) {
+        free(B);
+        free(C);
+        return -1;
+    }
+    memset(M, 0, (size_t)(d * d) * sizeof(double));
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t m = rows - r0 < chunk ? rows - r0 : chunk;
+        for (int64_t i = 0; i < m; i++) {
+            const float *w = W + (r0 + i) * ldw, *wq = What + (r0 + i) * ldw;
+            float *b = B + i * d;
+            for (int64_t j = 0; j < d; j++)
+                b[j] = (float)((double)wq[j] - (double)w[j]);
+        }
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0f, B, (int)d,
+                    0.0f, C, (int)d);
+        bp_profile_flops(BP_STAGE_ERRORS, (double)m * (double)d * (double)(d + 1));
+        for (int64_t i = 0; i < d; i++) {
+            double *mi = M + i * d;
+            const float *ci = C + i * d;
+            for (int64_t j = i; j < d; j++)
+                mi[j] += ci[j];
+        }
+    }
+    free(B);
+    free(C);
+    return 0;
+}
+
+void bp_gram_centred_diag(const double *Gb, double gs, const double *mu, int64_t d, double *c)
+{
+    for (int64_t j = 0; j < d; j++) {
+        double v = gs * Gb[j * d + j] - mu[j] * mu[j];
+        c[j] = v > 0.0 ? v : 0.0;
+    }
+}
+
+double bp_gram_t1_centred(const double *M, const double *Gb, double gs, const double *mu,
+                          const double *c, const float *W, const float *What, int64_t rows,
+                          int64_t ldw, int64_t d, double *sigma)
+{
+    double diag = 0.0, off = 0.0, dwmu = 0.0, var = 0.0;
+    for (int64_t i = 0; i < d; i++) {        /* <M, gs Gb - mu mu^T>, upper triangles */
+        const double *mi = M + i * d, *gi = Gb + i * d;
+        double ui = mu[i], t = 0.0;
+        diag += mi[i] * (gs * gi[i] - ui * ui);
+        for (int64_t j = i + 1; j < d; j++)
+            t += mi[j] * (gs * gi[j] - ui * mu[j]);
+        off += t;
+    }
+    for (int64_t r = 0; r < rows; r++) {     /* ||dW mu||^2 and the estimate's sum */
+        const float *w = W + r * ldw, *wq = What + r * ldw;
+        double p = 0.0, q = 0.0;
+        for (int64_t j = 0; j < d; j++) {
+            double v = (double)wq[j] - (double)w[j];
+            p += v * mu[j];
+            q += c[j] * v * v;
+        }
+        dwmu += p * p;
+        var += q * q;
+    }
+    bp_profile_flops(BP_STAGE_ERRORS, 3.0 * (double)d * (double)d + 6.0 * (double)rows * (double)d);
+    double k = (double)(rows < GRAM_CHUNK_ROWS ? rows : GRAM_CHUNK_ROWS);
+    *sigma = 2.0 * 0x1p-24 * sqrt(k) * sqrt(var);
+    return diag + 2.0 * off + dwmu;
+}
+
 /* <A, B> for symmetric d x d matrices of which the upper triangles are read. */
 static double dot_upper(const double *A, const double *B, int64_t d)
 {

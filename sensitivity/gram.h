@@ -208,6 +208,29 @@ int bp_gram_row_energy(bp_gram *g, const float *W, int64_t rows,
  */
 int bp_gram_outer(const float *W, const float *What, int64_t rows, int64_t ldw, int64_t d,
                   double *M, bp_error *err);
+/*
+ * Single precision for dW^T dW (precision: single): M formed from float32
+ * products of 1,024-row chunks of dW, summed in double (the accumulation
+ * in float is at most 1,024 terms long).  Its rounding may only meet the
+ * centred Gram: bp_gram_t1_centred returns <dW^T dW, Gb> as
+ * <M, gs Gb - mu mu^T> + ||dW mu||^2 (Gb: d x d, upper triangle read,
+ * scaled by gs; mu: Xbar's column means), the mean's part exactly in
+ * double, so that weights whose errors cancel along the mean (SQuant's row
+ * sums) are not swamped by the float error of a large mean.  *sigma
+ * estimates that float error before any of it is known, from the
+ * accumulation length k, the unit roundoff u and the centred variances
+ * c_j: 2 u sqrt(k) sqrt(sum_r (sum_j c_j dW_rj^2)^2), the standard
+ * deviation of <dM, Gc> when each entry's rounding is an independent
+ * random walk, bounded above with Gc_ij^2 <= c_i c_j (c from
+ * bp_gram_centred_diag).
+ */
+int bp_gram_outer_single(const float *W, const float *What, int64_t rows, int64_t ldw,
+                         int64_t d, double *M, bp_error *err);
+double bp_gram_t1_centred(const double *M, const double *Gb, double gs, const double *mu,
+                          const double *c, const float *W, const float *What, int64_t rows,
+                          int64_t ldw, int64_t d, double *sigma);
+/* c_j = max(gs Gb_jj - mu_j^2, 0): the centred diagonal, for the estimate. */
+void bp_gram_centred_diag(const double *Gb, double gs, const double *mu, int64_t d, double *c);
 int bp_gram_total_error(bp_gram *g, const float *W, const float *What, int64_t rows,
                         int64_t ldw, const double *MW, const double *MdW, double *total,
                         bp_error *err);

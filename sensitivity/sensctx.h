@@ -101,5 +101,10 @@ int bp_sx_weights_all(const bp_layer *l, const bp_sens_spec *spec, const float *
 void bp_sx_set_totals_keep(size_t bytes);
 /* How many layer-widths have been measured through the totals so far. */
 size_t bp_sx_totals_count(void);
+/* How many dW^T dW have been formed in float32 so far, and how many of
+ * their contractions were redone in double (the estimate past 1e-6). */
+void bp_sx_single_m_counts(size_t *made, size_t *redone);
+/* The bound those estimates must meet (default 1e-6; tests: 0 redoes all). */
+void bp_sx_set_single_m_tol(double tol);
 
 #endif

@@ -95,6 +95,13 @@ static int fisher_d_init(fisher_d *f, const bp_ofactor *o, bp_error *err)
 static size_t totals_keep = (size_t)1 << 30;
 
 static _Atomic size_t totals_count;   /* widths measured through the totals (tests) */
+static _Atomic size_t single_m_count, single_m_redone;   /* dW^T dW in float32; redone */
+static double single_m_tol = 1e-6;    /* the float error's estimate, x4, below this of E */
+
+void bp_sx_set_single_m_tol(double tol)
+{
+    single_m_tol = tol;
+}
 
 void bp_sx_set_totals_keep(size_t bytes)
 {
@@ -104,6 +111,11 @@ void bp_sx_set_totals_keep(size_t bytes)
 size_t bp_sx_totals_count(void)
 {
     return totals_count;
+}
+
+void bp_sx_single_m_counts(size_t *made, size_t *redone)
+{
+    *made = single_m_count, *redone = single_m_redone;
 }
 
 typedef struct totals {
@@ -120,6 +132,8 @@ typedef struct totals {
     double *Mdw;               /* keep: nw x groups x d^2, else d^2 */
     double *pre;               /* not kept, from statistics: nw x na, <dW^T dW, Gb> of the
                                 * widths after the one that formed dW^T dW */
+    double *pre_sig;           /* nw x na: their float error's estimate (0: exact) */
+    unsigned char *m_exact;    /* nw: the kept dW^T dW formed in double */
 } totals;
 
 /* Let go of the matrices (and what was formed in them); the settings
@@ -129,7 +143,10 @@ static void totals_drop(totals *t)
     free(t->MW);
     free(t->Mdw);
     free(t->pre);
-    t->MW = t->Mdw = t->pre = NULL;
+    free(t->pre_sig);
+    free(t->m_exact);
+    t->MW = t->Mdw = t->pre = t->pre_sig = NULL;
+    t->m_exact = NULL;
     t->w_valid = t->dw_valid = 0;
 }
 
@@ -211,7 +228,8 @@ static int totals_ready(totals *t, int64_t d, int64_t groups, size_t nw, bp_erro
     t->MW = bp_malloc(per, err);
     if (nw > 0)
         t->Mdw = bp_malloc(t->keep ? per * nw : dd * sizeof(double), err);
-    return t->MW && (t->Mdw || nw == 0) ? 0 : -1;
+    t->m_exact = bp_calloc(nw ? nw : 1, 1, err);
+    return t->MW && (t->Mdw || nw == 0) && t->m_exact ? 0 : -1;
 }
 
 /* May this layer's errors be read off layer totals (no row needed)? */
@@ -243,6 +261,26 @@ static int totals_pay(const bp_layer *l, const totals *t, size_t nw, int quantiz
     return totals <= left * bp_gram_kept_flops(l->n, l->in, l->out / l->groups, nw, 0);
 }
 
+/* The column means of group j's inputs Xbar (Xq, or X without it; from
+ * statistics, st's sums) into mu (in values). */
+static void sx_means(const bp_layer *l, const float *Xq, const bp_gram_stats *st, int j,
+                     double *mu)
+{
+    int64_t d = l->in, ld = l->in * l->groups;
+    if (l->stats) {
+        for (int64_t k = 0; k < d; k++)
+            mu[k] = st->qsum[k] / (double)l->n;
+        return;
+    }
+    const float *src = (Xq ? Xq : l->X) + (int64_t)j * d;
+    memset(mu, 0, (size_t)d * sizeof(double));
+    for (int64_t i = 0; i < l->n; i++)
+        for (int64_t k = 0; k < d; k++)
+            mu[k] += src[i * ld + k];
+    for (int64_t k = 0; k < d; k++)
+        mu[k] /= (double)l->n;
+}
+
 /* Errors of every weight width at one activation width.  yc (one per
  * group, or NULL) carries W X^T from one activation width to the next; tc
  * (or NULL) the totals' matrices. */
@@ -254,6 +292,7 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
     const float *g2 = l->grad2;
     int64_t og = l->out / l->groups, ld = l->in * l->groups;
     double *row = bp_malloc((size_t)og * sizeof(double), err);
+    double *mu = NULL;         /* single dW^T dW: means, centred diagonals (two widths) */
     if (!row)
         return -1;
     for (size_t b = 0; b < n_w; b++)
@@ -262,6 +301,8 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
     int dense = 0;                 /* the widest dense factor's rows, for the cost model */
     for (int i = 0; i < BP_GRAM_FACTORS; i++)
         dense |= fd[i].g && !fd[i].g[0].rank;
+    /* the totals' dW^T dW in float32 (one group: grouped convs stay in double) */
+    int ms = single && l->in >= BP_GRAM_SINGLE_MIN_IN && l->groups == 1 && n_w > 0;
     /* from statistics the check reads 4 rows' forms off qtq: single pays at any n */
     single = single && (l->stats ? l->in >= BP_GRAM_SINGLE_MIN_IN
                                  : bp_gram_single_pays(l->n, l->in, og, n_w));
@@ -280,10 +321,17 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
      * later width's Gram while they exist (ahead), not formed again there */
     int ahead = tc && l->stats && tc->reuse && !tc->keep && n_w > 0 && tc->abits &&
                 tc->a + 1 < tc->na;
-    if (ahead && !tc->pre && !(tc->pre = bp_malloc(n_w * (size_t)tc->na * sizeof(double), err)))
+    ms = ms && tc;
+    size_t npre = n_w * (size_t)(tc ? tc->na : 0);
+    if (ahead && !tc->pre && (!(tc->pre = bp_malloc(npre * sizeof(double), err)) ||
+                              !(tc->pre_sig = bp_malloc(npre * sizeof(double), err))))
         goto fail;
-    if (ahead && !tc->dw_valid)
-        memset(tc->pre, 0, n_w * (size_t)tc->na * sizeof(double));
+    if (ahead && !tc->dw_valid) {
+        memset(tc->pre, 0, npre * sizeof(double));
+        memset(tc->pre_sig, 0, npre * sizeof(double));
+    }
+    if (ms && !(mu = bp_malloc(4 * (size_t)l->in * sizeof(double), err)))
+        goto fail;
     int from_pre = tc && tc->pre && !tc->keep && tc->dw_valid;
     for (int j = 0; j < l->groups; j++) {
         bp_gram g;
@@ -309,28 +357,80 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
             bp_gram_attach_y(&g, &yc[j]);
         const float *W = l->W + (int64_t)j * og * l->in;
         if (tc) {
-            int64_t dd = l->in * l->in;
+            int64_t dd = l->in * l->in, d = l->in;
             double *MW = tc->MW + j * dd, en;
             int bad = !tc->w_valid && bp_gram_outer(W, NULL, og, l->in, l->in, MW, err) < 0;
             if (tc->shared && e)       /* another quantizer's W H^T for this W */
                 c->totals_hits += (size_t)bp_gram_use_totals(&g, &e->gram, W);
+            /* single dW^T dW: this width's column means and centred diagonal */
+            double *cd = mu ? mu + d : NULL, *mu2 = mu ? mu + 2 * d : NULL;
+            double *cd2 = mu ? mu + 3 * d : NULL;
+            if (ms && !bad) {
+                sx_means(l, Xq, &st, j, mu);
+                bp_gram_centred_diag(g.G, 1.0, mu, d, cd);
+            }
             for (size_t b = 0; !bad && b < n_w; b++) {
                 const float *Wq = What[b] + (int64_t)j * og * l->in;
                 double *M = tc->keep ? tc->Mdw + ((int64_t)b * l->groups + j) * dd : tc->Mdw;
                 double tot;
+                size_t pi = b * (size_t)tc->na;
                 if (from_pre) {        /* <dW^T dW, Gb> contracted at an earlier width */
                     bad = bp_gram_total_cross(&g, W, Wq, og, l->in, MW, &tot, err) < 0;
-                    out->mse[b] += j == 0 ? tc->pre[b * (size_t)tc->na + (size_t)tc->a] : 0.0;
+                    double t1 = j == 0 ? tc->pre[pi + (size_t)tc->a] : 0.0;   /* all groups' */
+                    if (!bad && ms && 4.0 * tc->pre_sig[pi + (size_t)tc->a] >=
+                                          single_m_tol * fabs(t1 + tot)) {   /* in double */
+                        bad = bp_gram_outer(W, Wq, og, d, d, M, err) < 0;
+                        t1 = bad ? 0.0 : bp_gram_contract(M, st.qtq, d) / (double)l->n;
+                        single_m_redone++;
+                    }
+                    tot += t1;
+                } else if (ms) {       /* float32 dW^T dW; the contraction centred */
+                    int form = !tc->keep || !tc->dw_valid;
+                    if (form) {
+                        bad = bp_gram_outer_single(W, Wq, og, d, d, M, err) < 0;
+                        tc->m_exact[b] = 0;
+                        single_m_count++;
+                    }
+                    bad = bad || bp_gram_total_cross(&g, W, Wq, og, l->in, MW, &tot, err) < 0;
+                    double sig = 0.0, t1 = 0.0;
+                    if (!bad && tc->m_exact[b])    /* redone in double at an earlier width */
+                        t1 = bp_gram_contract(M, g.G, d);
+                    else if (!bad)
+                        t1 = bp_gram_t1_centred(M, g.G, 1.0, mu, cd, W, Wq, og, d, d, &sig);
+                    if (!bad && !tc->m_exact[b] && 4.0 * sig >= single_m_tol * fabs(t1 + tot)) {
+                        bad = bp_gram_outer(W, Wq, og, d, d, M, err) < 0;   /* in double */
+                        t1 = bad ? 0.0 : bp_gram_contract(M, g.G, d);
+                        tc->m_exact[b] = 1;
+                        single_m_redone++;
+                    }
+                    tot += t1;
+                    for (int a = tc->a + 1; !bad && ahead && a < tc->na; a++) {
+                        int q = tc->abits[a] < BP_BITS_FLOAT;
+                        bp_gram_stats sa = bp_sx_group_stats(l, q ? &l->stats->grid[a] : NULL, j);
+                        double gs = 1.0 / (double)l->n, sg2 = 0.0;
+                        if (tc->m_exact[b]) {  /* as in double */
+                            tc->pre[pi + (size_t)a] += bp_gram_contract(M, sa.qtq, d) /
+                                                       (double)l->n;
+                            tc->pre_sig[pi + (size_t)a] = 0.0;
+                            continue;
+                        }
+                        for (int64_t k = 0; k < d; k++)
+                            mu2[k] = sa.qsum[k] * gs;
+                        bp_gram_centred_diag(sa.qtq, gs, mu2, d, cd2);
+                        tc->pre[pi + (size_t)a] += bp_gram_t1_centred(M, sa.qtq, gs, mu2, cd2, W,
+                                                                      Wq, og, d, d, &sg2);
+                        tc->pre_sig[pi + (size_t)a] = sg2;
+                    }
                 } else {
                     bad = ((!tc->keep || !tc->dw_valid) &&
                            bp_gram_outer(W, Wq, og, l->in, l->in, M, err) < 0) ||
                           bp_gram_total_error(&g, W, Wq, og, l->in, MW, M, &tot, err) < 0;
-                }
-                for (int a = tc->a + 1; !bad && ahead && !from_pre && a < tc->na; a++) {
-                    int q = tc->abits[a] < BP_BITS_FLOAT;
-                    bp_gram_stats sa = bp_sx_group_stats(l, q ? &l->stats->grid[a] : NULL, j);
-                    tc->pre[b * (size_t)tc->na + (size_t)a] +=
-                        bp_gram_contract(M, sa.qtq, l->in) / (double)l->n;
+                    for (int a = tc->a + 1; !bad && ahead && a < tc->na; a++) {
+                        int q = tc->abits[a] < BP_BITS_FLOAT;
+                        bp_gram_stats sa = bp_sx_group_stats(l, q ? &l->stats->grid[a] : NULL, j);
+                        tc->pre[pi + (size_t)a] += bp_gram_contract(M, sa.qtq, l->in) /
+                                                   (double)l->n;
+                    }
                 }
                 if (!bad)
                     out->mse[b] += tot;
@@ -374,9 +474,11 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
     if (tc)
         tc->w_valid = 1, tc->dw_valid = (tc->keep || ahead || from_pre) && n_w > 0;
     free(row);
+    free(mu);
     return 0;
 fail:
     free(row);
+    free(mu);
     return -1;
 }
 

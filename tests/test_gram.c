@@ -380,8 +380,9 @@ static double gram_error(const float *X, const float *xq, int64_t n, int64_t d,
 /* The sensitivity table in single precision (where it pays: many rows and
  * outputs, in >= 512, and rows are needed: here grad2) equals the double
  * one within 1e-6, every metric; small layers are measured in double
- * (bp_gram_single_pays).  Where no row is needed the layer totals are read
- * in double whatever the precision asked: the two tables are the same. */
+ * (bp_gram_single_pays).  Where no row is needed the layer totals form
+ * dW^T dW in float32 (test_stats.c holds them to their bound): within 1e-6
+ * of double too, and not equal to it (the float path ran). */
 static void test_single_table(void)
 {
     check_rng r = {31};
@@ -406,10 +407,16 @@ static void test_single_table(void)
     CHECK(bp_sensitivity_layer(&l, &spec, &td, NULL) == 0);
     spec.precision = BP_PREC_SINGLE;
     CHECK(bp_sensitivity_layer(&l, &spec, &ts, NULL) == 0);
-    int same = td.n == ts.n && td.n == 4;
-    for (size_t i = 0; same && i < td.n; i++)
-        same = memcmp(td.rows[i].value, ts.rows[i].value, sizeof td.rows[i].value) == 0;
-    CHECK_MSG(same, "no rows needed: the totals in double whatever the precision");
+    CHECK(td.n == ts.n && td.n == 4);
+    double tworst = 0.0;
+    for (size_t i = 0; i < td.n && i < ts.n; i++)
+        for (int m = 0; m < BP_METRIC_COUNT; m++) {
+            double a = td.rows[i].value[m], b = ts.rows[i].value[m];
+            if (!isnan(a))
+                tworst = fmax(tworst, fabs(a - b) / fmax(fabs(a), 1e-300));
+        }
+    printf("single-precision totals: worst metric %.1e of double\n", tworst);
+    CHECK_MSG(tworst <= 1e-6 && tworst > 0.0, "no rows needed: totals %.2e of double", tworst);
     bp_table_free(&td);
     bp_table_free(&ts);
     bp_table_init(&td);

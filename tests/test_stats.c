@@ -350,6 +350,73 @@ static void test_totals_stats(void)
     free(W);
 }
 
+/* Layer totals with dW^T dW in float32 (precision single, in >= 512): from
+ * the rows and from statistics, kept across widths and contracted ahead,
+ * for RTN, SQuant and GPTQ on inputs whose means are 40x their spread, every
+ * value within 1e-6 of the double tables, the float path run and kept (its
+ * estimate centred: the mean's share stays in double); with a bound of 0
+ * every contraction is redone in double: the double tables bit for bit. */
+static void test_totals_single(void)
+{
+    static const bp_wquantizer qs[] = {BP_WQ_RTN, BP_WQ_SQUANT, BP_WQ_GPTQ};
+    check_rng r = {4711};
+    enum { O = 512, D = 512, N = 900 };   /* O: the totals cheaper than the kept rows */
+    float *X = make_inputs(&r, N, D), *W = random_weights(&r, O * D, 0.05);
+    for (int64_t i = 0; i < N; i++)            /* column means 40x the spread */
+        for (int64_t j = 0; j < D; j++)
+            X[i * D + j] += 40.0f * (float)(1 + j % 5);
+    int wbits[] = {2, 4, 8}, abits[] = {8, 16};
+    bp_sens_spec spec = spec_of(wbits, 3, abits, 2,
+                                (bp_qspec){0, BP_GRAN_GROUP, 128, 0, BP_RANGE_MINMAX, 2.0,
+                                           BP_AQ_UNIFORM, 0},
+                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0,
+                                           BP_AQ_UNIFORM, 0},
+                                BP_METRIC_RELATIVE, BP_PREC_DOUBLE);
+    stats_fixture f;
+    make_stats(&f, X, N, D, 1, &spec);
+    bp_layer rows = {"fc", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL, NULL, NULL};
+    bp_layer st = {"fc", O, D, 1, 1, 1, W, NULL, N, NULL, NULL, NULL, &f.st, NULL, NULL};
+    for (int keep = 0; keep < 2; keep++)
+        for (int from = 0; from < 2; from++)
+            for (size_t k = 0; k < sizeof qs / sizeof qs[0]; k++) {
+                const bp_layer *l = from ? &st : &rows;
+                bp_table td, ts, tz;
+                size_t made0, redone0, made1, redone1;
+                bp_sx_set_totals_keep(keep ? (size_t)1 << 30 : 0);
+                spec.quantizer = qs[k];
+                spec.precision = BP_PREC_DOUBLE;
+                measure_into(l, &spec, NULL, &td);
+                spec.precision = BP_PREC_SINGLE;
+                bp_sx_single_m_counts(&made0, &redone0);
+                measure_into(l, &spec, NULL, &ts);
+                bp_sx_single_m_counts(&made1, &redone1);
+                double d = table_diff(&td, &ts);
+                printf("totals, dW^T dW in float32, %-6s from %s (keep %d): %.2e of double; "
+                       "%zu formed, %zu redone\n", bp_wquantizer_name(qs[k]),
+                       from ? "statistics" : "rows", keep, d, made1 - made0,
+                       redone1 - redone0);
+                CHECK(made1 > made0);
+                /* the centred estimate keeps the float path here (uncentred, the mean's
+                 * share sends SQuant and GPTQ back to double) */
+                CHECK_MSG(redone1 == redone0, "%s: %zu redone", bp_wquantizer_name(qs[k]),
+                          redone1 - redone0);
+                CHECK_MSG(d <= 1e-6, "%s from %d keep %d: %.2e", bp_wquantizer_name(qs[k]),
+                          from, keep, d);
+                bp_sx_set_single_m_tol(0.0);           /* every one redone in double */
+                measure_into(l, &spec, NULL, &tz);
+                bp_sx_set_single_m_tol(1e-6);
+                CHECK_MSG(table_diff(&td, &tz) == 0.0, "%s: redone %.2e",
+                          bp_wquantizer_name(qs[k]), table_diff(&td, &tz));
+                bp_table_free(&td);
+                bp_table_free(&ts);
+                bp_table_free(&tz);
+            }
+    bp_sx_set_totals_keep((size_t)1 << 30);
+    free_stats(&f);
+    free(X);
+    free(W);
+}
+
 int main(void)
 {
     test_linear(BP_AQ_UNIFORM, BP_PREC_DOUBLE, 1e-9);
@@ -357,5 +424,6 @@ int main(void)
     test_grouped_conv();
     test_single_wide();
     test_totals_stats();
+    test_totals_single();
     return check_done();
 }
