@@ -321,7 +321,12 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
      * later width's Gram while they exist (ahead), not formed again there */
     int ahead = tc && l->stats && tc->reuse && !tc->keep && n_w > 0 && tc->abits &&
                 tc->a + 1 < tc->na;
-    ms = ms && tc;
+    /* only weights made without the inputs (RTN, SQuant, llama.cpp's types):
+     * GPTQ and ERQ shape dW to Gb, so their <dW^T dW, Gb> falls far below the
+     * diagonal scale that sets the float error (on a 7B-shaped block the
+     * estimate was 3e-6 to 2e-5 of GPTQ's errors, 2e-7 of RTN's): float then
+     * would be redone in double, which costs more than double at once */
+    ms = ms && tc && tc->reuse;
     size_t npre = n_w * (size_t)(tc ? tc->na : 0);
     if (ahead && !tc->pre && (!(tc->pre = bp_malloc(npre * sizeof(double), err)) ||
                               !(tc->pre_sig = bp_malloc(npre * sizeof(double), err))))
