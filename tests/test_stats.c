@@ -133,6 +133,18 @@ static bp_sens_spec spec_of(int *wbits, size_t nw, int *abits, size_t na, bp_qsp
     return s;
 }
 
+/* Weights per group of 128 (symmetric or not), activations per tensor,
+ * min-max grids, in double. */
+static bp_sens_spec group128_spec(int *wbits, size_t nw, int *abits, size_t na, int symmetric,
+                                  bp_metric metric)
+{
+    return spec_of(wbits, nw, abits, na,
+                   (bp_qspec){0, BP_GRAN_GROUP, 128, symmetric, BP_RANGE_MINMAX, 2.0,
+                              BP_AQ_UNIFORM, 0},
+                   (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0, BP_AQ_UNIFORM, 0},
+                   metric, BP_PREC_DOUBLE);
+}
+
 static void compare(const char *what, const bp_layer *rows, const bp_layer *stats,
                     bp_sens_spec *spec, double tol)
 {
@@ -242,12 +254,7 @@ static void test_single_wide(void)
     enum { O = 16, D = 520, N = 1200 };
     float *X = make_inputs(&r, N, D), *W = random_weights(&r, O * D, 1.0);
     int wbits[] = {3, 6}, abits[] = {8, 16};
-    bp_sens_spec spec = spec_of(wbits, 2, abits, 2,
-                                (bp_qspec){0, BP_GRAN_GROUP, 128, 1, BP_RANGE_MINMAX, 2.0,
-                                           BP_AQ_UNIFORM, 0},
-                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0,
-                                           BP_AQ_UNIFORM, 0},
-                                BP_METRIC_MSE, BP_PREC_DOUBLE);
+    bp_sens_spec spec = group128_spec(wbits, 2, abits, 2, 1, BP_METRIC_MSE);
     stats_fixture f;
     make_stats(&f, X, N, D, 1, &spec);
     bp_layer rows = {"wide", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL, NULL, NULL};
@@ -367,12 +374,7 @@ static void test_totals_single(void)
         for (int64_t j = 0; j < D; j++)
             X[i * D + j] += 40.0f * (float)(1 + j % 5);
     int wbits[] = {2, 4, 8}, abits[] = {8, 16};
-    bp_sens_spec spec = spec_of(wbits, 3, abits, 2,
-                                (bp_qspec){0, BP_GRAN_GROUP, 128, 0, BP_RANGE_MINMAX, 2.0,
-                                           BP_AQ_UNIFORM, 0},
-                                (bp_qspec){0, BP_GRAN_TENSOR, 0, 0, BP_RANGE_MINMAX, 2.0,
-                                           BP_AQ_UNIFORM, 0},
-                                BP_METRIC_RELATIVE, BP_PREC_DOUBLE);
+    bp_sens_spec spec = group128_spec(wbits, 3, abits, 2, 0, BP_METRIC_RELATIVE);
     stats_fixture f;
     make_stats(&f, X, N, D, 1, &spec);
     bp_layer rows = {"fc", O, D, 1, 1, 1, W, NULL, N, X, NULL, NULL, NULL, NULL, NULL};
