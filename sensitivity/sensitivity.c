@@ -409,33 +409,27 @@ static int errors_at_abits(const bp_layer *l, const float *Xq, const bp_stats_gr
                         single_m_redone++;
                     }
                     tot += t1;
-                    for (int a = tc->a + 1; !bad && ahead && a < tc->na; a++) {
-                        int q = tc->abits[a] < BP_BITS_FLOAT;
-                        bp_gram_stats sa = bp_sx_group_stats(l, q ? &l->stats->grid[a] : NULL, j);
-                        double gs = 1.0 / (double)l->n, sg2 = 0.0;
-                        if (tc->m_exact[b]) {  /* as in double */
-                            tc->pre[pi + (size_t)a] += bp_gram_contract(M, sa.qtq, d) /
-                                                       (double)l->n;
-                            tc->pre_sig[pi + (size_t)a] = 0.0;
-                            continue;
-                        }
-                        for (int64_t k = 0; k < d; k++)
-                            mu2[k] = sa.qsum[k] * gs;
-                        bp_gram_centred_diag(sa.qtq, gs, mu2, d, cd2);
-                        tc->pre[pi + (size_t)a] += bp_gram_t1_centred(M, sa.qtq, gs, mu2, cd2, W,
-                                                                      Wq, og, d, d, &sg2);
-                        tc->pre_sig[pi + (size_t)a] = sg2;
-                    }
                 } else {
                     bad = ((!tc->keep || !tc->dw_valid) &&
                            bp_gram_outer(W, Wq, og, l->in, l->in, M, err) < 0) ||
                           bp_gram_total_error(&g, W, Wq, og, l->in, MW, M, &tot, err) < 0;
-                    for (int a = tc->a + 1; !bad && ahead && a < tc->na; a++) {
-                        int q = tc->abits[a] < BP_BITS_FLOAT;
-                        bp_gram_stats sa = bp_sx_group_stats(l, q ? &l->stats->grid[a] : NULL, j);
-                        tc->pre[pi + (size_t)a] += bp_gram_contract(M, sa.qtq, l->in) /
-                                                   (double)l->n;
+                }
+                /* this dW^T dW with every later width's sums while it exists */
+                for (int a = tc->a + 1; !bad && ahead && !from_pre && a < tc->na; a++) {
+                    int q = tc->abits[a] < BP_BITS_FLOAT;
+                    bp_gram_stats sa = bp_sx_group_stats(l, q ? &l->stats->grid[a] : NULL, j);
+                    size_t k = pi + (size_t)a;
+                    if (!ms || tc->m_exact[b]) {       /* formed in double */
+                        tc->pre[k] += bp_gram_contract(M, sa.qtq, d) / (double)l->n;
+                        tc->pre_sig[k] = 0.0;
+                        continue;
                     }
+                    double gs = 1.0 / (double)l->n;
+                    for (int64_t i = 0; i < d; i++)
+                        mu2[i] = sa.qsum[i] * gs;
+                    bp_gram_centred_diag(sa.qtq, gs, mu2, d, cd2);
+                    tc->pre[k] += bp_gram_t1_centred(M, sa.qtq, gs, mu2, cd2, W, Wq, og, d, d,
+                                                     &tc->pre_sig[k]);
                 }
                 if (!bad)
                     out->mse[b] += tot;
