@@ -316,6 +316,21 @@ static int gptq_run(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_error *e
  * next, where all the rows at once (3,072 x 768) went to memory each time. */
 #define GPTQ_ROWS_PASS 256
 
+/* Rows [r0, r0 + n) of s: the same state over them (no flops counted yet). */
+static gptq_state gptq_rows_of(const gptq_state *s, int64_t r0, int64_t n)
+{
+    gptq_state p = *s;
+    p.rows = n, p.flops = 0.0;
+    if (s->Wd)
+        p.Wd = s->Wd + r0 * s->cols;
+    if (s->Wf)
+        p.Wf = s->Wf + r0 * s->cols;
+    p.scale = s->scale + r0, p.zero = s->zero + r0;
+    if (s->es)
+        p.es = s->es + r0 * s->ng, p.ez = s->ez + r0 * s->ng;
+    return p;
+}
+
 /* gptq_run over rows [0, s->rows) in passes of GPTQ_ROWS_PASS rows (rows
  * are independent under GPTQ: every row meets the same factor), except
  * where the grid is still to be fitted over all rows (per tensor). */
@@ -325,16 +340,8 @@ static int gptq_run_passes(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_e
     if (s->spec.granularity == BP_GRAN_TENSOR && !s->fixed)
         return gptq_run(s, o, Qp, err);
     for (int64_t r0 = 0; r0 < s->rows; r0 += GPTQ_ROWS_PASS) {
-        gptq_state p = *s;
-        p.rows = s->rows - r0 < GPTQ_ROWS_PASS ? s->rows - r0 : GPTQ_ROWS_PASS;
-        p.flops = 0.0;
-        if (s->Wd)
-            p.Wd = s->Wd + r0 * d;
-        if (s->Wf)
-            p.Wf = s->Wf + r0 * d;
-        p.scale = s->scale + r0, p.zero = s->zero + r0;
-        if (s->es)
-            p.es = s->es + r0 * s->ng, p.ez = s->ez + r0 * s->ng;
+        gptq_state p = gptq_rows_of(s, r0, s->rows - r0 < GPTQ_ROWS_PASS ? s->rows - r0
+                                                                         : GPTQ_ROWS_PASS);
         int rc = gptq_run(&p, o, Qp + r0 * d, err);
         s->flops += p.flops;
         if (rc < 0)
@@ -391,16 +398,7 @@ static int gptq_run_rows(gptq_state *s, const bp_gptq_opts *o, float *Qp, bp_err
     for (int i = 0; i < nt; i++) {
         int64_t r0 = passes * i / nt * GPTQ_ROWS_PASS;
         int64_t r1 = i + 1 < nt ? passes * (i + 1) / nt * GPTQ_ROWS_PASS : all.rows;
-        p[i] = (gptq_part){all, o, Qp + r0 * d, 0, {{0}}};
-        p[i].s.rows = r1 - r0;
-        p[i].s.flops = 0.0;
-        if (all.Wd)
-            p[i].s.Wd = all.Wd + r0 * d;
-        if (all.Wf)
-            p[i].s.Wf = all.Wf + r0 * d;
-        p[i].s.scale = all.scale + r0, p[i].s.zero = all.zero + r0;
-        if (all.es)
-            p[i].s.es = all.es + r0 * all.ng, p[i].s.ez = all.ez + r0 * all.ng;
+        p[i] = (gptq_part){gptq_rows_of(&all, r0, r1 - r0), o, Qp + r0 * d, 0, {{0}}};
     }
     int blas = openblas_get_num_threads();
     if (nt == 1 && blas > 1)         /* bp_parallel holds it for more threads */
